@@ -1,0 +1,374 @@
+"""The `MixedDimEmbedding` layer (arXiv:1909.11810), on every Keras backend."""
+
+import numpy as np
+from keras import backend
+from keras import constraints
+from keras import initializers
+from keras import layers
+from keras import ops
+from keras import regularizers
+from keras import saving
+
+from keras_mixed_dim.planning import BlockPlan
+from keras_mixed_dim.planning import plan_blocks
+from keras_mixed_dim.planning import rank_ids
+from keras_mixed_dim.planning import ranks_of_ids
+
+COMBINERS = (None, "sum", "mean")
+
+# Leading blocks whose tables hold at most this many entries in all are
+# projected whole before the lookup, so together they become one gather from
+# a single `rows x output_dim` table. Later blocks gather first and project
+# only the looked-up rows, all in one matmul. On a CPU a skinny projection of
+# more rows than this costs more than the extra gather it saves. The cut
+# depends on the plan only, never on the batch, so an id always takes the
+# same arithmetic path.
+PROJECT_FIRST_MAX_ENTRIES = 1 << 14
+
+
+@saving.register_keras_serializable(package="keras_mixed_dim")
+class MixedDimEmbedding(layers.Layer):
+    """Mixed-dimension embedding: frequent ids get wide rows, rare ids narrow.
+
+    Ids are ranked by frequency and cut into blocks. Block `i` stores its
+    ids in a table of `rows_i x dim_i` and maps them to the common
+    `output_dim` with a `dim_i x output_dim` projection (none when `dim_i ==
+    output_dim`). Dims follow the power rule `dim_i ~ p_i**alpha` of Ginart
+    et al., "Mixed Dimension Embeddings with Application to Memory-Efficient
+    Recommendation Systems" (arXiv:1909.11810).
+
+    Example:
+
+    >>> counts = np.bincount(np.random.zipf(1.2, 10_000) % 1000, minlength=1000)
+    >>> layer = MixedDimEmbedding(1000, 32, counts=counts, alpha=0.3)
+    >>> layer(np.array([[3], [999]])).shape
+    (2, 1, 32)
+
+    Ids outside `[0, input_dim)` (negative ones included) map to an all-zero
+    vector on every backend and get no gradient; they never wrap around or
+    read another id's row. (On JAX without `jax_enable_x64`, JAX itself
+    truncates int64 tensors to int32 before any layer sees them; numpy ids
+    passed straight to the layer are range-checked before that happens.)
+
+    Args:
+        input_dim: Integer. Size of the vocabulary.
+        output_dim: Integer. The common dimension of every output vector
+            (the base dimension).
+        plan: Optional `BlockPlan` (or its config dict). When given, the
+            planning arguments below except `counts` are ignored.
+        counts: Optional per-id counts. Ids are ranked by them and the layer
+            keeps an id -> rank table. Without counts, ids are taken as
+            already ranked by frequency (id 0 most frequent).
+        num_blocks: Number of equal-probability-mass blocks.
+        boundaries: Optional explicit block cut points in rank space.
+        alpha: Temperature of the power rule; 0 gives every block
+            `output_dim`.
+        budget: Optional total parameter budget (tables plus projections);
+            by default the most popular block is `output_dim` wide.
+        round_dims: Round block dims to powers of two.
+        combiner: None to return one vector per id (like `Embedding`), or
+            `"sum"` / `"mean"` to reduce the last id axis (a bag of ids per
+            example, like `EmbeddingBag`). Padding (`mask_zero`) and
+            out-of-range ids are left out of the bag.
+        embeddings_initializer: Initializer for the block tables.
+        projection_initializer: Initializer for the block projections.
+        embeddings_regularizer: Regularizer for the block tables.
+        projection_regularizer: Regularizer for the block projections.
+        embeddings_constraint: Constraint for the block tables.
+        projection_constraint: Constraint for the block projections.
+        mask_zero: Whether id 0 is padding to be masked out.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: Integer ids of any shape (rank >= 2 with a combiner).
+
+    Returns:
+        `inputs.shape + (output_dim,)` without a combiner, else
+        `inputs.shape[:-1] + (output_dim,)`, in the layer's compute dtype.
+    """
+
+    def __init__(
+        self,
+        input_dim,
+        output_dim,
+        plan=None,
+        counts=None,
+        num_blocks=4,
+        boundaries=None,
+        alpha=0.3,
+        budget=None,
+        round_dims=False,
+        combiner=None,
+        embeddings_initializer="uniform",
+        projection_initializer="glorot_uniform",
+        embeddings_regularizer=None,
+        projection_regularizer=None,
+        embeddings_constraint=None,
+        projection_constraint=None,
+        mask_zero=False,
+        **kwargs,
+    ):
+        for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or (
+                value <= 0
+            ):
+                raise ValueError(
+                    f"`{name}` must be a positive integer. Received: "
+                    f"{name}={value!r} (of type {type(value).__name__})."
+                )
+        if combiner not in COMBINERS:
+            raise ValueError(
+                f"`combiner` must be one of {COMBINERS}. Received: {combiner!r}"
+            )
+        super().__init__(**kwargs)
+        self.input_dim = int(input_dim)
+        self.output_dim = int(output_dim)
+        if isinstance(plan, dict):
+            plan = BlockPlan.from_config(plan)
+        if plan is None:
+            plan = plan_blocks(
+                self.input_dim,
+                self.output_dim,
+                counts=counts,
+                num_blocks=num_blocks,
+                boundaries=boundaries,
+                alpha=alpha,
+                budget=budget,
+                round_dims=round_dims,
+            )
+        if not isinstance(plan, BlockPlan):
+            raise ValueError(f"`plan` must be a BlockPlan. Received: {plan!r}")
+        if (plan.input_dim, plan.output_dim) != (self.input_dim, self.output_dim):
+            raise ValueError(
+                f"The plan is for {plan.input_dim} ids -> dim {plan.output_dim}, "
+                f"but the layer has input_dim={self.input_dim}, "
+                f"output_dim={self.output_dim}."
+            )
+        self._initial_ranks = None
+        if counts is not None and plan.remapped:
+            self._initial_ranks = ranks_of_ids(rank_ids(counts)).astype("int32")
+        self.plan = plan
+        self.combiner = combiner
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self.projection_initializer = initializers.get(projection_initializer)
+        self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
+        self.projection_regularizer = regularizers.get(projection_regularizer)
+        self.embeddings_constraint = constraints.get(embeddings_constraint)
+        self.projection_constraint = constraints.get(projection_constraint)
+        self.mask_zero = mask_zero
+        self.supports_masking = mask_zero and combiner is None
+        # Tables stay in the variable dtype (float32 under mixed precision);
+        # only the output is cast to the compute dtype.
+        self.autocast = False
+        self._head_blocks = _count_project_first_blocks(plan)
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        self.block_embeddings = []
+        self.block_projections = []
+        for i, block in enumerate(self.plan.blocks):
+            self.block_embeddings.append(
+                self.add_weight(
+                    shape=(block.rows, block.dim),
+                    initializer=self.embeddings_initializer,
+                    regularizer=self.embeddings_regularizer,
+                    constraint=self.embeddings_constraint,
+                    name=f"block_{i}_embeddings",
+                )
+            )
+            projection = None
+            if self.plan.has_projection(i):
+                projection = self.add_weight(
+                    shape=(block.dim, self.output_dim),
+                    initializer=self.projection_initializer,
+                    regularizer=self.projection_regularizer,
+                    constraint=self.projection_constraint,
+                    name=f"block_{i}_projection",
+                )
+            self.block_projections.append(projection)
+        self.remap = None
+        if self.plan.remapped:
+            self.remap = self.add_weight(
+                shape=(self.input_dim,),
+                initializer=_IdentityRanks(),
+                dtype="int32",
+                trainable=False,
+                name="remap",
+            )
+            if self._initial_ranks is not None:
+                self.remap.assign(self._initial_ranks)
+                self._initial_ranks = None
+        self.built = True
+
+    def ranks(self, ids):
+        """Rank of each id, or -1 for ids outside `[0, input_dim)`."""
+        ids = ops.convert_to_tensor(ids)
+        if backend.standardize_dtype(ids.dtype) not in ("int32", "int64"):
+            ids = ops.cast(ids, "int32")
+        valid = ops.logical_and(
+            ops.greater_equal(ids, 0), ops.less(ids, self.input_dim)
+        )
+        if self.remap is None:
+            ranks = ids
+        else:
+            safe_ids = ops.clip(ids, 0, self.input_dim - 1)
+            ranks = ops.cast(ops.take(self.remap, safe_ids, axis=0), ids.dtype)
+        return ops.where(valid, ranks, ops.cast(-1, ranks.dtype))
+
+    def __call__(self, inputs, *args, **kwargs):
+        if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "iu":
+            # Out-of-range ids become -1 before Keras converts them to a
+            # backend tensor, whose int32 default (JAX without x64) would
+            # wrap ids >= 2**31 onto valid ids.
+            in_range = (inputs >= 0) & (inputs < self.input_dim)
+            inputs = np.where(in_range, inputs, -1).astype("int32")
+        return super().__call__(inputs, *args, **kwargs)
+
+    def call(self, inputs):
+        inputs = ops.convert_to_tensor(inputs)
+        ranks = self.ranks(inputs)
+        if self.mask_zero and self.combiner is not None:
+            ranks = ops.where(ops.equal(inputs, 0), ops.cast(-1, ranks.dtype), ranks)
+        outputs = self.lookup_ranks(ranks)
+        return ops.cast(outputs, self.compute_dtype)
+
+    def lookup_ranks(self, ranks):
+        """Vectors of the given ranks (-1 gives zeros), reduced by the combiner.
+
+        Args:
+            ranks: Integer tensor of ranks in `[-1, input_dim)`.
+
+        Returns:
+            A float32 tensor of shape `ranks.shape + (output_dim,)`, or
+            without the last id axis when the layer has a combiner.
+        """
+        plan = self.plan
+        outputs = None
+        if self._head_blocks:
+            # Ranks outside the head read the all-zero row appended at the
+            # end of the head table, so no float select is needed.
+            head_rows = plan.offsets[self._head_blocks]
+            in_head = ops.logical_and(
+                ops.greater_equal(ranks, 0), ops.less(ranks, head_rows)
+            )
+            rows = ops.where(in_head, ranks, ops.cast(head_rows, ranks.dtype))
+            outputs = ops.take(self._head_table(), rows, axis=0)
+            if self.combiner is not None:
+                outputs = ops.sum(outputs, axis=-2)
+        projected, projections = [], []
+        for i in range(self._head_blocks, plan.num_blocks):
+            start, stop = plan.offsets[i], plan.offsets[i + 1]
+            member = ops.logical_and(
+                ops.greater_equal(ranks, start), ops.less(ranks, stop)
+            )
+            rows = ops.clip(ranks - start, 0, stop - start - 1)
+            values = ops.take(self.block_embeddings[i], rows, axis=0)
+            values = ops.where(ops.expand_dims(member, -1), values, 0.0)
+            # Reducing before projecting is exact (the projection is linear)
+            # and does the matmul once per bag instead of once per id.
+            if self.combiner is not None:
+                values = ops.sum(values, axis=-2)
+            if self.block_projections[i] is None:
+                outputs = values if outputs is None else ops.add(outputs, values)
+            else:
+                projected.append(values)
+                projections.append(self.block_projections[i])
+        if projected:
+            # One matmul for all projected blocks: [v_1 .. v_k] @ [P_1; ..; P_k].
+            if len(projected) > 1:
+                values = ops.matmul(
+                    ops.concatenate(projected, axis=-1),
+                    ops.concatenate(projections, axis=0),
+                )
+            else:
+                values = ops.matmul(projected[0], projections[0])
+            outputs = values if outputs is None else ops.add(outputs, values)
+        if self.combiner == "mean":
+            valid = ops.cast(ops.greater_equal(ranks, 0), outputs.dtype)
+            count = ops.maximum(ops.sum(valid, axis=-1, keepdims=True), 1.0)
+            outputs = ops.divide(outputs, count)
+        return outputs
+
+    def _head_table(self):
+        """The first blocks projected to `output_dim`, in rank order, then a
+        row of zeros for every rank outside them."""
+        parts = []
+        for i in range(self._head_blocks):
+            part = self.block_embeddings[i]
+            if self.block_projections[i] is not None:
+                part = ops.matmul(part, self.block_projections[i])
+            parts.append(part)
+        parts.append(ops.zeros((1, self.output_dim), dtype=parts[0].dtype))
+        return ops.concatenate(parts, axis=0)
+
+    def block_outputs(self, index):
+        """All output vectors of block `index` in rank order: table x projection."""
+        table = self.block_embeddings[index]
+        projection = self.block_projections[index]
+        return table if projection is None else ops.matmul(table, projection)
+
+    def compute_mask(self, inputs, mask=None):
+        if not self.mask_zero or self.combiner is not None:
+            return None
+        return ops.not_equal(inputs, 0)
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if self.combiner is None:
+            return (*input_shape, self.output_dim)
+        if len(input_shape) < 2:
+            raise ValueError(
+                f"With combiner={self.combiner!r} the ids need a bag axis "
+                f"(rank >= 2). Received input shape {input_shape}."
+            )
+        return (*input_shape[:-1], self.output_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "input_dim": self.input_dim,
+                "output_dim": self.output_dim,
+                "plan": self.plan.get_config(),
+                "combiner": self.combiner,
+                "embeddings_initializer": initializers.serialize(
+                    self.embeddings_initializer
+                ),
+                "projection_initializer": initializers.serialize(
+                    self.projection_initializer
+                ),
+                "embeddings_regularizer": regularizers.serialize(
+                    self.embeddings_regularizer
+                ),
+                "projection_regularizer": regularizers.serialize(
+                    self.projection_regularizer
+                ),
+                "embeddings_constraint": constraints.serialize(
+                    self.embeddings_constraint
+                ),
+                "projection_constraint": constraints.serialize(
+                    self.projection_constraint
+                ),
+                "mask_zero": self.mask_zero,
+            }
+        )
+        return config
+
+
+def _count_project_first_blocks(plan):
+    """How many leading blocks are small enough to project before the lookup."""
+    count, entries = 0, 0
+    for block in plan.blocks:
+        entries += block.rows * block.dim
+        if entries > PROJECT_FIRST_MAX_ENTRIES:
+            break
+        count += 1
+    return count
+
+
+class _IdentityRanks(initializers.Initializer):
+    """`arange(n)`: the remap of a vocabulary that is already ranked."""
+
+    def __call__(self, shape, dtype=None):
+        return ops.arange(shape[0], dtype=dtype or "int32")

@@ -1,0 +1,276 @@
+"""Frequency blocks inside one feature: ranking, cutting and sizing."""
+
+import numpy as np
+
+from keras_mixed_dim.planning.plan import Block
+from keras_mixed_dim.planning.plan import BlockPlan
+from keras_mixed_dim.planning.solver import check_alpha
+from keras_mixed_dim.planning.solver import round_half_even
+from keras_mixed_dim.planning.solver import round_to_power_of_two
+
+
+def check_counts(counts, input_dim=None):
+    """Returns `counts` as a float64 vector after checking its values."""
+    array = np.asarray(counts)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(
+            f"`counts` must be a non-empty 1-D array of per-id counts. "
+            f"Received shape {array.shape}."
+        )
+    if not (
+        np.issubdtype(array.dtype, np.integer)
+        or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise ValueError(f"`counts` must be numeric. Received dtype {array.dtype}.")
+    array = array.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(array) | (array < 0))
+    if bad.size:
+        raise ValueError(
+            f"`counts` must be finite and >= 0; counts[{bad[0]}] = "
+            f"{array[bad[0]]!r}."
+        )
+    if input_dim is not None and array.size != input_dim:
+        raise ValueError(
+            f"`counts` has {array.size} entries but input_dim is {input_dim}."
+        )
+    if array.sum() <= 0:
+        raise ValueError("`counts` sum to zero: there is no popularity to rank by.")
+    return array
+
+
+def rank_ids(counts):
+    """Ids ordered from most to least frequent, ties broken by smaller id.
+
+    Args:
+        counts: Per-id counts (or any popularity scores).
+
+    Returns:
+        An int64 array `order` with `order[rank] = id`.
+    """
+    counts = check_counts(counts)
+    return np.argsort(-counts, kind="stable").astype(np.int64)
+
+
+def ranks_of_ids(order):
+    """Inverse of `rank_ids`: `ranks[id] = rank`."""
+    order = np.asarray(order)
+    ranks = np.empty_like(order)
+    ranks[order] = np.arange(order.size, dtype=order.dtype)
+    return ranks
+
+
+def zipf_counts(num_ids, exponent=1.0):
+    """Expected counts `1 / (rank + 1)**exponent` of an already ranked vocabulary."""
+    return 1.0 / np.arange(1, num_ids + 1, dtype=np.float64) ** exponent
+
+
+def equal_mass_boundaries(sorted_counts, num_blocks):
+    """Cuts a ranking into `num_blocks` blocks holding equal probability mass.
+
+    Each boundary is the smallest number of top ranks whose mass reaches
+    `k / num_blocks` of the total. Every block keeps at least one row, so when
+    a few ids hold most of the mass the first blocks are a single id each.
+
+    Args:
+        sorted_counts: Counts in rank order (non-increasing).
+        num_blocks: Number of blocks, between 1 and the number of ids.
+
+    Returns:
+        A tuple of `num_blocks + 1` offsets, from 0 to the number of ids.
+    """
+    sorted_counts = np.asarray(sorted_counts, dtype=np.float64)
+    num_ids = sorted_counts.size
+    _check_num_blocks(num_blocks, num_ids)
+    cumulative = np.cumsum(sorted_counts)
+    total = cumulative[-1]
+    offsets = [0]
+    for k in range(1, num_blocks):
+        stop = int(np.searchsorted(cumulative, total * k / num_blocks, "left")) + 1
+        stop = max(stop, offsets[-1] + 1)
+        stop = min(stop, num_ids - (num_blocks - k))
+        offsets.append(stop)
+    offsets.append(num_ids)
+    return tuple(offsets)
+
+
+def check_boundaries(boundaries, num_ids):
+    """Turns explicit cut points into offsets `(0, b_1, ..., num_ids)`."""
+    cuts = [int(b) for b in boundaries]
+    offsets = [0] + cuts + [num_ids]
+    for left, right in zip(offsets[:-1], offsets[1:]):
+        if right <= left:
+            raise ValueError(
+                f"`boundaries` must be strictly increasing ranks in "
+                f"(0, {num_ids}). Received: {list(boundaries)!r}"
+            )
+    return tuple(offsets)
+
+
+def block_dims(rows, masses, alpha, output_dim, base_dim=None, budget=None,
+               round_dims=False):
+    """Sizes blocks with the power rule d_i = lambda * p_i**alpha.
+
+    `p_i = masses[i] / rows[i]` is the probability of one id of block `i`.
+    With `budget` None, lambda makes the most popular block `base_dim` wide
+    (default `output_dim`). With `budget`, lambda is the largest value whose
+    plan (tables plus projections) fits in `budget` parameters. Dims are
+    rounded half to even and clipped to `[1, output_dim]`.
+
+    Returns:
+        A tuple of int dims.
+    """
+    alpha = check_alpha(alpha)
+    rows = np.asarray(rows, dtype=np.float64)
+    masses = np.asarray(masses, dtype=np.float64)
+    popularity = (masses / rows) ** alpha
+    if budget is not None and base_dim is not None:
+        raise ValueError(
+            "Pass at most one of `base_dim` and `budget`. Received: "
+            f"base_dim={base_dim!r}, budget={budget!r}"
+        )
+
+    def dims_for(lam):
+        dims = round_half_even(np.clip(lam * popularity, 1.0, output_dim))
+        if round_dims:
+            dims = np.minimum(round_to_power_of_two(dims), output_dim)
+        return np.clip(dims, 1, output_dim)
+
+    def params_for(dims):
+        projections = np.where(dims != output_dim, dims * output_dim, 0)
+        return float(np.sum(rows * dims) + np.sum(projections))
+
+    if budget is None:
+        base_dim = output_dim if base_dim is None else base_dim
+        if isinstance(base_dim, bool) or not float(base_dim).is_integer() or not (
+            1 <= base_dim <= output_dim
+        ):
+            raise ValueError(
+                f"`base_dim` must be an integer in [1, output_dim={output_dim}]. "
+                f"Received: {base_dim!r}"
+            )
+        top = popularity.max()
+        dims = dims_for(base_dim / top) if top > 0 else np.ones(rows.size, int)
+        return tuple(int(d) for d in dims)
+
+    if isinstance(budget, bool) or not np.isfinite(float(budget)) or budget <= 0:
+        raise ValueError(f"`budget` must be a number > 0. Received: {budget!r}")
+    smallest = params_for(np.ones(rows.size, dtype=np.int64))
+    if smallest > budget:
+        raise ValueError(
+            f"`budget`={budget!r} is below the smallest possible plan: every "
+            f"block at dim 1 already needs {int(smallest):,} parameters."
+        )
+    positive = popularity[popularity > 0]
+    if positive.size == 0:
+        return tuple(1 for _ in rows)
+    # Bisect lambda in log space between "every dim is 1" and "every dim is
+    # output_dim"; rounding makes params a step function, so keep the best
+    # feasible plan seen rather than trusting monotonicity.
+    low = np.log(0.5 / positive.max())
+    high = np.log((output_dim + 0.5) / positive.min())
+    best = np.ones(rows.size, dtype=np.int64)
+    if params_for(dims_for(np.exp(high))) <= budget:
+        return tuple(int(d) for d in dims_for(np.exp(high)))
+    for _ in range(100):
+        middle = 0.5 * (low + high)
+        dims = dims_for(np.exp(middle))
+        if params_for(dims) <= budget:
+            low = middle
+            if params_for(dims) >= params_for(best):
+                best = dims
+        else:
+            high = middle
+    return tuple(int(d) for d in best)
+
+
+def plan_blocks(
+    input_dim,
+    output_dim,
+    counts=None,
+    num_blocks=4,
+    boundaries=None,
+    alpha=0.3,
+    base_dim=None,
+    budget=None,
+    round_dims=False,
+    remap=None,
+):
+    """Plans the frequency blocks of one feature.
+
+    Ids are ranked by `counts` (ties by id); the ranking is cut into
+    `num_blocks` blocks of equal probability mass, or at explicit
+    `boundaries`; each block is sized with the alpha power rule.
+
+    Args:
+        input_dim: Number of ids.
+        output_dim: The common dimension every block projects to.
+        counts: Optional per-id counts. Without them, ids are taken as ranked
+            already (id 0 most frequent) with Zipf popularity `1 / (id + 1)`.
+        num_blocks: Number of equal-mass blocks (ignored with `boundaries`).
+        boundaries: Optional explicit cut points in rank space, e.g.
+            `[100, 10_000]` for three blocks.
+        alpha: Temperature >= 0 of the power rule; 0 makes every block
+            `output_dim` wide.
+        base_dim: Dim of the most popular block (default `output_dim`).
+        budget: Alternative to `base_dim`: a total parameter budget for
+            tables plus projections.
+        round_dims: Round dims to powers of two.
+        remap: Whether the layer keeps an id -> rank table. Default: only when
+            the ranking from `counts` is not the identity.
+
+    Returns:
+        A `BlockPlan`.
+    """
+    for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
+        if isinstance(value, bool) or not float(value).is_integer() or value < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1. Received: {value!r}")
+    input_dim, output_dim = int(input_dim), int(output_dim)
+    if counts is None:
+        if remap:
+            raise ValueError("`remap=True` needs `counts` to rank the ids by.")
+        sorted_counts = zipf_counts(input_dim)
+        identity = True
+    else:
+        counts = check_counts(counts, input_dim)
+        order = rank_ids(counts)
+        sorted_counts = counts[order]
+        identity = bool(np.all(order == np.arange(input_dim)))
+    if remap is None:
+        remap = not identity
+    elif not remap and not identity:
+        raise ValueError(
+            "`remap=False` needs `counts` already in rank order (non-increasing), "
+            "otherwise ids would land in the wrong blocks."
+        )
+    if boundaries is not None:
+        offsets = check_boundaries(boundaries, input_dim)
+    else:
+        offsets = equal_mass_boundaries(sorted_counts, num_blocks)
+    cumulative = np.concatenate([[0.0], np.cumsum(sorted_counts)])
+    total = cumulative[-1]
+    starts, stops = np.asarray(offsets[:-1]), np.asarray(offsets[1:])
+    masses = (cumulative[stops] - cumulative[starts]) / total
+    dims = block_dims(
+        stops - starts,
+        masses,
+        alpha,
+        output_dim,
+        base_dim=base_dim,
+        budget=budget,
+        round_dims=round_dims,
+    )
+    blocks = tuple(
+        Block(start=int(a), stop=int(b), dim=d, mass=float(m))
+        for a, b, d, m in zip(starts, stops, dims, masses)
+    )
+    return BlockPlan(input_dim, output_dim, blocks, remapped=bool(remap))
+
+
+def _check_num_blocks(num_blocks, num_ids):
+    if isinstance(num_blocks, bool) or not float(num_blocks).is_integer() or not (
+        1 <= num_blocks <= num_ids
+    ):
+        raise ValueError(
+            f"`num_blocks` must be an integer in [1, {num_ids}] (the number of "
+            f"ids). Received: {num_blocks!r}"
+        )
