@@ -1,0 +1,251 @@
+"""Train MF or NCF on MovieLens (or synthetic ratings) with uniform or mixed
+dimension embeddings.
+
+    python examples/movielens.py                                   # synthetic default
+    python examples/movielens.py --data ../shared/data/movielens/ml-100k
+    python examples/movielens.py --data ml-1m.zip --model ncf --embedding mixed \\
+        --alpha 0.3 --params-per-id 4 --results-json runs/ncf.json --save runs/ncf.keras
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_mixed_dim.datasets import Vocabulary  # noqa: E402
+from keras_mixed_dim.datasets import read_ratings  # noqa: E402
+from keras_mixed_dim.datasets import split_by_time  # noqa: E402
+from keras_mixed_dim.datasets import split_random  # noqa: E402
+from keras_mixed_dim.datasets import synthetic_ratings  # noqa: E402
+from keras_mixed_dim.io_utils import atomic_save_model  # noqa: E402
+from keras_mixed_dim.io_utils import atomic_write_json  # noqa: E402
+from keras_mixed_dim.models import embedding_params  # noqa: E402
+from keras_mixed_dim.models import make_embedding  # noqa: E402
+from keras_mixed_dim.models import matrix_factorization  # noqa: E402
+from keras_mixed_dim.models import neural_cf  # noqa: E402
+from keras_mixed_dim.models.recommenders import EMBEDDING_LAYERS  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    source = parser.add_argument_group("data (default: synthetic ratings)")
+    source.add_argument("--data", help="MovieLens folder, ratings file or zip")
+    source.add_argument("--tfds", help="tfds name, e.g. movielens/100k-ratings")
+    source.add_argument("--synthetic-users", type=int, default=2_000)
+    source.add_argument("--synthetic-items", type=int, default=5_000)
+    source.add_argument("--synthetic-ratings", type=int, default=200_000)
+    source.add_argument("--synthetic-rank", type=int, default=16)
+    source.add_argument("--split", choices=["random", "time"], default="random")
+    source.add_argument("--test-fraction", type=float, default=0.1)
+    source.add_argument("--val-fraction", type=float, default=0.1)
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", choices=["mf", "ncf"], default="mf")
+    model.add_argument("--embedding", choices=["uniform", "mixed"], default="mixed")
+    model.add_argument("--dim", type=int, default=32,
+                       help="uniform dim, or the base (output) dim of mixed")
+    model.add_argument("--params-per-id", type=float,
+                       help="embedding budget per id: the uniform dim, or the "
+                       "mixed layers' parameter budget / ids")
+    model.add_argument("--alpha", type=float, default=0.3)
+    model.add_argument("--blocks", type=int, default=4)
+    model.add_argument("--l2", type=float, default=0.0,
+                       help="L2 penalty on embeddings and biases")
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--batch-size", type=int, default=1024)
+    train.add_argument("--lr", type=float, default=3e-3)
+    train.add_argument("--patience", type=int, default=2,
+                       help="early stopping patience on validation MSE")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2])
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--results-json", help="write params, MSEs and wall time here")
+    out.add_argument("--save", help="save the trained model to this .keras file")
+    args = parser.parse_args(argv)
+    if args.data and args.tfds:
+        parser.error("pass at most one of --data and --tfds")
+    if args.save and not args.save.endswith(".keras"):
+        parser.error(f"--save must end in .keras, got {args.save!r}")
+    return args
+
+
+def load(args):
+    if args.data:
+        return read_ratings(args.data), args.data
+    if args.tfds:
+        from keras_mixed_dim.datasets.movielens_tfds import load_tfds
+
+        return load_tfds(args.tfds), args.tfds
+    ratings = synthetic_ratings(
+        num_users=args.synthetic_users,
+        num_items=args.synthetic_items,
+        num_ratings=args.synthetic_ratings,
+        rank=args.synthetic_rank,
+        seed=args.seed,
+    )
+    name = (
+        f"synthetic({args.synthetic_users} users, {args.synthetic_items} items, "
+        f"{args.synthetic_ratings} ratings, rank {args.synthetic_rank})"
+    )
+    return ratings, name
+
+
+def prepare(ratings, args):
+    """Splits, builds frequency-ranked vocabularies, maps ids to indices."""
+    if args.split == "random":
+        parts = split_random(len(ratings), args.test_fraction, args.val_fraction,
+                             seed=args.seed)
+    else:
+        parts = split_by_time(ratings.users, ratings.timestamps,
+                              args.test_fraction, args.val_fraction)
+    train = ratings.subset(parts[0])
+    users = Vocabulary.from_values(train.users)
+    items = Vocabulary.from_values(train.items)
+
+    def encode(index):
+        part = ratings.subset(index)
+        features = {"user": users.lookup(part.users), "item": items.lookup(part.items)}
+        return features, part.ratings
+
+    return users, items, [encode(index) for index in parts]
+
+
+def build(args, users, items, global_mean):
+    regularizer = keras.regularizers.L2(args.l2) if args.l2 else None
+    layers = []
+    for name, vocab in zip(EMBEDDING_LAYERS, (users, items)):
+        dim, budget = args.dim, None
+        if args.params_per_id is not None:
+            if args.embedding == "uniform":
+                dim = max(1, int(round(args.params_per_id)))
+            else:
+                budget = args.params_per_id * vocab.size
+        layers.append(
+            make_embedding(
+                args.embedding,
+                vocab.size,
+                dim,
+                counts=vocab.index_counts,
+                alpha=args.alpha,
+                num_blocks=args.blocks,
+                budget=budget,
+                embeddings_regularizer=regularizer,
+                name=name,
+            )
+        )
+    if args.model == "mf":
+        return matrix_factorization(
+            users.size, items.size, *layers, global_mean=global_mean,
+            bias_regularizer=regularizer,
+        )
+    return neural_cf(*layers, global_mean=global_mean)
+
+
+def batches(features, targets, args, shuffle):
+    """tf.data on the TensorFlow backend, plain arrays elsewhere."""
+    if keras.backend.backend() == "tensorflow":
+        from keras_mixed_dim.datasets.tf_pipeline import ratings_dataset
+
+        return ratings_dataset(features, targets, args.batch_size, shuffle, args.seed)
+    return features, targets
+
+
+def run(args):
+    """Trains and evaluates one configuration; returns the results dict."""
+    keras.utils.set_random_seed(args.seed)
+    started = time.perf_counter()
+    ratings, source = load(args)
+    users, items, (train, val, test) = prepare(ratings, args)
+    global_mean = float(np.mean(train[1]))
+    model = build(args, users, items, global_mean)
+    model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
+    # tf.data batches shuffle themselves; plain arrays are shuffled by fit.
+    fit_kwargs = {"shuffle": False}
+    if keras.backend.backend() != "tensorflow":
+        fit_kwargs = {"batch_size": args.batch_size, "shuffle": True}
+    train_data = batches(*train, args, shuffle=True)
+    if isinstance(train_data, tuple):
+        fit_kwargs["x"], fit_kwargs["y"] = train_data
+    else:
+        fit_kwargs["x"] = train_data
+    history = model.fit(
+        epochs=args.epochs,
+        validation_data=batches(*val, args, shuffle=False),
+        callbacks=[
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=args.patience, restore_best_weights=True
+            )
+        ],
+        verbose=args.verbose,
+        **fit_kwargs,
+    )
+    mse = {}
+    for name, (features, targets) in (("train", train), ("val", val), ("test", test)):
+        mse[name] = float(
+            model.evaluate(features, targets, batch_size=8192, verbose=0)
+        ) if len(targets) else float("nan")
+    for name in EMBEDDING_LAYERS:
+        plan = getattr(model.get_layer(name), "plan", None)
+        if plan is not None and args.verbose:
+            print(f"{name}: {plan}")
+    results = {
+        "source": source,
+        "model": args.model,
+        "embedding": args.embedding,
+        "dim": args.dim,
+        "alpha": args.alpha if args.embedding == "mixed" else None,
+        "params_per_id": args.params_per_id,
+        "blocks": args.blocks,
+        "seed": args.seed,
+        "num_users": users.size,
+        "num_items": items.size,
+        "ratings": {"train": len(train[1]), "val": len(val[1]), "test": len(test[1])},
+        "embedding_params": embedding_params(model, EMBEDDING_LAYERS),
+        "total_params": model.count_params(),
+        "mse": mse,
+        "rmse": {k: float(np.sqrt(v)) for k, v in mse.items()},
+        "epochs_run": len(history.history["loss"]),
+        "loss_history": [float(x) for x in history.history["loss"]],
+        "val_loss_history": [float(x) for x in history.history["val_loss"]],
+        "wall_seconds": time.perf_counter() - started,
+    }
+    if args.results_json:
+        atomic_write_json(args.results_json, results)
+    if args.save:
+        atomic_save_model(model, args.save)
+    return results
+
+
+def print_summary(results):
+    rows = [
+        ("data", results["source"]),
+        ("model / embedding", f"{results['model']} / {results['embedding']}"),
+        ("users / items", f"{results['num_users']:,} / {results['num_items']:,}"),
+        ("embedding params", f"{results['embedding_params']:,}"),
+        ("total params", f"{results['total_params']:,}"),
+        ("epochs", str(results["epochs_run"])),
+    ]
+    for split in ("train", "val", "test"):
+        rows.append(
+            (f"{split} MSE (RMSE)",
+             f"{results['mse'][split]:.4f} ({results['rmse'][split]:.4f})")
+        )
+    rows.append(("wall time", f"{results['wall_seconds']:.1f} s"))
+    width = max(len(k) for k, _ in rows)
+    print("\n" + "\n".join(f"{k:>{width}}  {v}" for k, v in rows))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    print_summary(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Criteo raw files through tf.data (TensorFlow-only module).
+
+Two streaming passes: `build_or_load_vocabulary` counts values (Python, with
+a progress bar) and saves ranked vocabularies next to the data; then
+`criteo_dataset` reads the lines again with `TextLineDataset` and maps values
+to indices with in-graph hash tables.
+"""
+
+import tensorflow as tf
+
+from keras_mixed_dim.datasets.criteo_format import NUM_CATEGORICAL
+from keras_mixed_dim.datasets.criteo_format import NUM_DENSE
+from keras_mixed_dim.datasets.criteo_format import line_pattern
+from keras_mixed_dim.datasets.criteo_vocab import CriteoVocabulary  # noqa: F401
+from keras_mixed_dim.datasets.criteo_vocab import build_or_load_vocabulary  # noqa: F401
+
+
+class CriteoLookup(tf.Module):
+    """Maps raw categorical strings to ranked indices, OOV to hash buckets."""
+
+    def __init__(self, vocabulary):
+        super().__init__()
+        self.num_oov_buckets = vocabulary.num_oov_buckets
+        self.kept = [len(t) for t in vocabulary.tokens]
+        self.tables = []
+        for tokens in vocabulary.tokens:
+            keys = tf.constant(list(tokens) or [""], dtype=tf.string)
+            values = tf.range(tf.size(keys), dtype=tf.int64)
+            if not tokens:
+                values = tf.constant([-1], dtype=tf.int64)
+            self.tables.append(
+                tf.lookup.StaticHashTable(
+                    tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1
+                )
+            )
+
+    def __call__(self, values):
+        """`values`: string tensor `(batch, 26)`; returns int32 `(batch, 26)`."""
+        columns = []
+        for j, table in enumerate(self.tables):
+            column = values[:, j]
+            index = table.lookup(column)
+            bucket = tf.strings.to_hash_bucket_fast(column, self.num_oov_buckets)
+            columns.append(tf.where(index >= 0, index, self.kept[j] + bucket))
+        return tf.cast(tf.stack(columns, axis=1), tf.int32)
+
+
+def parse_lines(lines, lookup, has_label=True):
+    """Parses a batch of raw lines into `({"dense", "categorical"}, label)`."""
+    width = NUM_DENSE + NUM_CATEGORICAL + (1 if has_label else 0)
+    fields = tf.strings.split(lines, "\t").to_tensor(default_value="", shape=[None, width])
+    offset = 1 if has_label else 0
+    dense = fields[:, offset : offset + NUM_DENSE]
+    dense = tf.strings.to_number(tf.where(dense == "", "0", dense), tf.float32)
+    dense = tf.math.log1p(tf.maximum(dense, 0.0))
+    categorical = lookup(fields[:, offset + NUM_DENSE :])
+    features = {"dense": dense, "categorical": categorical}
+    if not has_label:
+        return features
+    label = tf.strings.to_number(fields[:, :1], tf.float32)
+    return features, label
+
+
+def criteo_dataset(paths, vocabulary, batch_size, has_label=True,
+                   skip_malformed=False, shuffle_buffer=0, seed=0, repeat=False):
+    """A streaming tf.data pipeline over raw Criteo files.
+
+    Args:
+        paths: Raw files (TAB format).
+        vocabulary: A `CriteoVocabulary` from the counting pass.
+        batch_size: Rows per batch.
+        has_label: Whether rows start with a label.
+        skip_malformed: Drop lines that do not match the format (the counting
+            pass with the same flag counted them); otherwise such a line fails
+            the pipeline with its text in the error.
+        shuffle_buffer: Lines to shuffle over (0: keep file order).
+        seed: Shuffle seed.
+        repeat: Repeat forever (for step-based training).
+    """
+    lookup = CriteoLookup(vocabulary)
+    pattern = line_pattern(has_label).pattern
+    dataset = tf.data.TextLineDataset([str(p) for p in paths])
+    dataset = dataset.map(lambda line: tf.strings.regex_replace(line, "\r$", ""))
+    dataset = dataset.filter(lambda line: tf.strings.length(line) > 0)
+    if skip_malformed:
+        dataset = dataset.filter(lambda line: tf.strings.regex_full_match(line, pattern))
+    else:
+        def check(line):
+            ok = tf.strings.regex_full_match(line, pattern)
+            with tf.control_dependencies(
+                [tf.debugging.Assert(ok, ["malformed Criteo line:", line])]
+            ):
+                return tf.identity(line)
+
+        dataset = dataset.map(check)
+    if shuffle_buffer:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.batch(batch_size)
+    dataset = dataset.map(lambda lines: parse_lines(lines, lookup, has_label),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

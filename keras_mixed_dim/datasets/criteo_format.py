@@ -1,0 +1,63 @@
+"""The raw Criteo Kaggle (Display Advertising Challenge) format, numpy only.
+
+A row is `label TAB I1..I13 TAB C1..C26` (the test file has no label): 13
+integer features that may be empty or negative and 26 categorical features of
+8 lowercase hex characters or empty.
+"""
+
+import re
+
+import numpy as np
+
+NUM_DENSE = 13
+NUM_CATEGORICAL = 26
+DENSE_NAMES = tuple(f"I{i}" for i in range(1, NUM_DENSE + 1))
+CATEGORICAL_NAMES = tuple(f"C{i}" for i in range(1, NUM_CATEGORICAL + 1))
+
+# Rows per categorical feature after DLRM's preprocessing of Kaggle train.txt.
+KAGGLE_CARDINALITIES = (
+    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593,
+    3194, 27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105,
+    142572,
+)
+
+_DENSE = r"(-?[0-9]+)?"
+_CATEGORICAL = r"([0-9a-f]{8})?"
+LABELED_LINE = re.compile(
+    r"[01]" + rf"(\t{_DENSE}){{{NUM_DENSE}}}" + rf"(\t{_CATEGORICAL}){{{NUM_CATEGORICAL}}}"
+)
+UNLABELED_LINE = re.compile(
+    _DENSE + rf"(\t{_DENSE}){{{NUM_DENSE - 1}}}"
+    + rf"(\t{_CATEGORICAL}){{{NUM_CATEGORICAL}}}"
+)
+
+
+def line_pattern(has_label=True):
+    """The regular expression a whole valid line matches."""
+    return LABELED_LINE if has_label else UNLABELED_LINE
+
+
+def describe_problem(line, has_label=True):
+    """A short reason why `line` is not a valid row."""
+    fields = line.split("\t")
+    expected = NUM_DENSE + NUM_CATEGORICAL + (1 if has_label else 0)
+    if len(fields) != expected:
+        return f"expected {expected} TAB-separated fields, got {len(fields)}"
+    offset = 0
+    if has_label:
+        if fields[0] not in ("0", "1"):
+            return f"label must be 0 or 1, got {fields[0]!r}"
+        offset = 1
+    for name, value in zip(DENSE_NAMES, fields[offset : offset + NUM_DENSE]):
+        if not re.fullmatch(_DENSE, value):
+            return f"{name} must be an integer or empty, got {value!r}"
+    for name, value in zip(CATEGORICAL_NAMES, fields[offset + NUM_DENSE :]):
+        if not re.fullmatch(_CATEGORICAL, value):
+            return f"{name} must be 8 lowercase hex characters or empty, got {value!r}"
+    return "malformed line"
+
+
+def transform_dense(values):
+    """DLRM's dense transform: missing and negatives -> 0, then log(1 + x)."""
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+    return np.log1p(np.maximum(values, 0.0)).astype(np.float32)

@@ -1,0 +1,233 @@
+"""Criteo vocabularies: a streaming counting pass and bounded, ranked vocabularies.
+
+numpy / Python only. Index layout of feature `j`: `[0, kept_j)` are the kept
+values ranked by count (ties by value); `[kept_j, kept_j + num_oov_buckets)`
+are hash buckets for every other value. The buckets come last in rank order,
+so a `MixedDimEmbedding` over these indices puts them in its smallest block.
+"""
+
+import collections
+import dataclasses
+import json
+import os
+import pathlib
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from keras_mixed_dim.datasets.criteo_format import CATEGORICAL_NAMES
+from keras_mixed_dim.datasets.criteo_format import NUM_CATEGORICAL
+from keras_mixed_dim.datasets.criteo_format import NUM_DENSE
+from keras_mixed_dim.datasets.criteo_format import describe_problem
+from keras_mixed_dim.datasets.criteo_format import line_pattern
+from keras_mixed_dim.io_utils import atomic_write_json
+from keras_mixed_dim.io_utils import atomic_write_text
+
+# Bytes per kept value beside its UTF-8 key: the int64 index a lookup table
+# stores. Hash-table overhead comes on top and depends on the implementation.
+INDEX_BYTES = 8
+
+
+@dataclasses.dataclass
+class CountResult:
+    """Per-feature value counts of a counting pass."""
+
+    counters: list
+    rows: int
+    skipped: int
+
+
+def count_values(paths, has_label=True, skip_malformed=False, progress=True):
+    """Counts every categorical value of every feature, streaming line by line.
+
+    Memory grows with the number of distinct values, not with the file.
+
+    Args:
+        paths: Raw Criteo files.
+        has_label: Whether rows start with the label (train) or not (test).
+        skip_malformed: Count and skip malformed lines instead of raising.
+        progress: Show a progress bar over the bytes read.
+
+    Raises:
+        ValueError: A malformed line (file, line number and reason), unless
+            `skip_malformed`.
+    """
+    pattern = line_pattern(has_label)
+    offset = NUM_DENSE + (1 if has_label else 0)
+    counters = [collections.Counter() for _ in range(NUM_CATEGORICAL)]
+    rows = skipped = 0
+    paths = [pathlib.Path(p) for p in paths]
+    total = sum(p.stat().st_size for p in paths)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="counting values",
+              disable=not progress) as bar:
+        for path in paths:
+            with open(path, encoding="utf-8", newline="") as file:
+                pending = 0
+                for number, line in enumerate(file, start=1):
+                    pending += len(line)
+                    line = line.rstrip("\r\n")
+                    if not line:
+                        continue
+                    if not pattern.fullmatch(line):
+                        if skip_malformed:
+                            skipped += 1
+                            continue
+                        raise ValueError(
+                            f"{path}:{number}: {describe_problem(line, has_label)}"
+                        )
+                    for counter, value in zip(counters, line.split("\t")[offset:]):
+                        counter[value] += 1
+                    rows += 1
+                    if pending > 1 << 20:
+                        bar.update(pending)
+                        pending = 0
+                bar.update(pending)
+    return CountResult(counters, rows, skipped)
+
+
+@dataclasses.dataclass(frozen=True)
+class CriteoVocabulary:
+    """Ranked, bounded vocabularies of the 26 categorical features.
+
+    Attributes:
+        tokens: Per feature, the kept values in rank order.
+        counts: Per feature, their counts (non-increasing).
+        dropped: Per feature, how many occurrences fell to the OOV buckets.
+        num_oov_buckets: Hash buckets for values not kept.
+        min_count: Values seen fewer times than this were not kept.
+        top_k: At most this many values kept per feature (None: no cap).
+    """
+
+    tokens: tuple
+    counts: tuple
+    dropped: tuple
+    num_oov_buckets: int = 1
+    min_count: int = 1
+    top_k: int | None = None
+
+    @classmethod
+    def from_counts(cls, counters, min_count=1, top_k=None, num_oov_buckets=1):
+        if num_oov_buckets < 1:
+            raise ValueError(
+                f"`num_oov_buckets` must be >= 1. Received: {num_oov_buckets!r}"
+            )
+        if min_count < 1:
+            raise ValueError(f"`min_count` must be >= 1. Received: {min_count!r}")
+        if top_k is not None and top_k < 0:
+            raise ValueError(f"`top_k` must be >= 0 or None. Received: {top_k!r}")
+        tokens, counts, dropped = [], [], []
+        for counter in counters:
+            kept = sorted(
+                ((v, c) for v, c in counter.items() if c >= min_count),
+                key=lambda item: (-item[1], item[0]),
+            )
+            if top_k is not None:
+                kept = kept[:top_k]
+            tokens.append(tuple(v for v, _ in kept))
+            counts.append(np.array([c for _, c in kept], dtype=np.int64))
+            dropped.append(int(sum(counter.values()) - counts[-1].sum()))
+        return cls(tuple(tokens), tuple(counts), tuple(dropped), num_oov_buckets,
+                   min_count, top_k)
+
+    @property
+    def sizes(self):
+        """Indices per feature: kept values plus OOV buckets."""
+        return tuple(len(t) + self.num_oov_buckets for t in self.tokens)
+
+    def index_counts(self, feature):
+        """Counts per index of one feature; the OOV buckets count 0 so that
+        they rank last (in the smallest block)."""
+        return np.concatenate(
+            [self.counts[feature], np.zeros(self.num_oov_buckets, dtype=np.int64)]
+        )
+
+    @property
+    def bytes(self):
+        """Payload bytes of the lookup tables: UTF-8 keys plus an int64 index
+        per kept value (hash-table overhead not included)."""
+        return sum(
+            sum(len(v.encode()) for v in tokens) + INDEX_BYTES * len(tokens)
+            for tokens in self.tokens
+        )
+
+    def save(self, folder, meta=None):
+        """Writes `C1.tsv` .. `C26.tsv` (value TAB count, ranked) and
+        `vocabulary.json`, each written then renamed."""
+        folder = pathlib.Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, tokens, counts in zip(CATEGORICAL_NAMES, self.tokens, self.counts):
+            text = "".join(f"{v}\t{c}\n" for v, c in zip(tokens, counts))
+            atomic_write_text(folder / f"{name}.tsv", text)
+        atomic_write_json(
+            folder / "vocabulary.json",
+            {
+                "num_oov_buckets": self.num_oov_buckets,
+                "min_count": self.min_count,
+                "top_k": self.top_k,
+                "dropped": list(self.dropped),
+                "meta": meta or {},
+            },
+        )
+
+    @classmethod
+    def load(cls, folder):
+        folder = pathlib.Path(folder)
+        header = json.loads((folder / "vocabulary.json").read_text())
+        tokens, counts = [], []
+        for name in CATEGORICAL_NAMES:
+            values, numbers = [], []
+            path = folder / f"{name}.tsv"
+            with open(path, encoding="utf-8", newline="") as file:
+                for number, line in enumerate(file, start=1):
+                    fields = line.rstrip("\n").split("\t")
+                    if len(fields) != 2 or not fields[1].isdigit():
+                        raise ValueError(
+                            f"{path}:{number}: expected 'value TAB count', got {line!r}"
+                        )
+                    values.append(fields[0])
+                    numbers.append(int(fields[1]))
+            tokens.append(tuple(values))
+            counts.append(np.array(numbers, dtype=np.int64))
+        return cls(tuple(tokens), tuple(counts), tuple(header["dropped"]),
+                   header["num_oov_buckets"], header["min_count"], header["top_k"])
+
+
+def source_signature(paths):
+    """What a saved vocabulary was built from: file names, sizes, mtimes."""
+    return [
+        {"path": os.path.abspath(p), "bytes": os.path.getsize(p),
+         "mtime": int(os.path.getmtime(p))}
+        for p in paths
+    ]
+
+
+def build_or_load_vocabulary(paths, folder=None, min_count=1, top_k=None,
+                             num_oov_buckets=1, has_label=True, skip_malformed=False,
+                             progress=True):
+    """Loads the vocabulary saved next to the data, or counts and saves it.
+
+    The saved one is reused only when it was built from the same files with
+    the same settings.
+
+    Returns:
+        `(vocabulary, meta)` where meta holds rows, skipped lines and sources.
+    """
+    paths = [str(p) for p in paths]
+    folder = pathlib.Path(folder or f"{paths[0]}.vocab")
+    settings = {"min_count": min_count, "top_k": top_k,
+                "num_oov_buckets": num_oov_buckets, "has_label": has_label,
+                "skip_malformed": skip_malformed}
+    signature = source_signature(paths)
+    header = folder / "vocabulary.json"
+    if header.exists():
+        meta = json.loads(header.read_text()).get("meta", {})
+        if meta.get("sources") == signature and meta.get("settings") == settings:
+            return CriteoVocabulary.load(folder), meta
+    result = count_values(paths, has_label, skip_malformed, progress)
+    vocabulary = CriteoVocabulary.from_counts(
+        result.counters, min_count, top_k, num_oov_buckets
+    )
+    meta = {"rows": result.rows, "skipped": result.skipped, "sources": signature,
+            "settings": settings}
+    vocabulary.save(folder, meta)
+    return vocabulary, meta

@@ -1,0 +1,15 @@
+"""Example models: MF and NCF for ratings (DLRM for CTR comes with Criteo)."""
+
+from keras_mixed_dim.models.embeddings import EMBEDDING_KINDS
+from keras_mixed_dim.models.embeddings import embedding_params
+from keras_mixed_dim.models.embeddings import make_embedding
+from keras_mixed_dim.models.recommenders import matrix_factorization
+from keras_mixed_dim.models.recommenders import neural_cf
+
+__all__ = [
+    "EMBEDDING_KINDS",
+    "embedding_params",
+    "make_embedding",
+    "matrix_factorization",
+    "neural_cf",
+]

@@ -1,0 +1,104 @@
+"""DLRM (Naumov et al. 2019) with uniform or mixed-dimension embeddings."""
+
+import keras
+import numpy as np
+from keras import layers
+
+from keras_mixed_dim.layers import MixedDimEmbedding
+from keras_mixed_dim.layers.dot_interaction import DotInteraction
+from keras_mixed_dim.planning import Block
+from keras_mixed_dim.planning import BlockPlan
+from keras_mixed_dim.planning import md_solver
+from keras_mixed_dim.planning import plan_blocks
+
+EMBEDDING_MODES = ("uniform", "table", "block")
+
+
+def table_dims(cardinalities, dim, mode, alpha=0.3, budget=None):
+    """Per-table dims: `dim` each for uniform, else DLRM's `md_solver`."""
+    if mode == "uniform":
+        return [dim] * len(cardinalities)
+    if budget is not None:
+        dims = md_solver(cardinalities, alpha, budget=budget)
+    else:
+        dims = md_solver(cardinalities, alpha, base_dim=dim)
+    return [int(min(d, dim)) for d in dims]
+
+
+def embedding_layers(cardinalities, dim, mode, alpha=0.3, budget=None, counts=None,
+                     num_blocks=4, block_min_rows=10_000):
+    """One embedding layer per categorical feature, all with output `dim`.
+
+    Args:
+        cardinalities: Rows per feature.
+        dim: The common dimension (DLRM's `d`).
+        mode: `"uniform"` (every table `dim` wide), `"table"` (one dim per
+            table from `md_solver`, as DLRM's `--md-flag`), or `"block"`
+            (per table, then frequency blocks inside tables of at least
+            `block_min_rows` rows, the top block at the table's dim).
+        alpha, budget: Power-rule temperature and optional parameter budget.
+        counts: Optional per-feature counts per index (rank order or not)
+            for the blocks; without them ids are taken as ranked.
+        num_blocks: Blocks per large table in `"block"` mode.
+    """
+    if mode not in EMBEDDING_MODES:
+        raise ValueError(f"`mode` must be one of {EMBEDDING_MODES}. Received: {mode!r}")
+    dims = table_dims(cardinalities, dim, mode, alpha, budget)
+    result = []
+    for f, (rows, table_dim) in enumerate(zip(cardinalities, dims)):
+        name = f"embedding_{f}"
+        if mode == "uniform":
+            result.append(layers.Embedding(rows, dim, name=name))
+            continue
+        feature_counts = None if counts is None else np.asarray(counts[f])
+        if mode == "block" and rows >= block_min_rows:
+            plan = plan_blocks(rows, dim, counts=feature_counts, num_blocks=num_blocks,
+                               alpha=alpha, base_dim=table_dim)
+        else:
+            plan = BlockPlan(rows, dim, [Block(0, rows, table_dim)])
+            feature_counts = None
+        result.append(MixedDimEmbedding(rows, dim, plan=plan, counts=feature_counts,
+                                        name=name))
+    return result
+
+
+def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13):
+    """DLRM: bottom MLP on dense features, dot interaction, top MLP.
+
+    Args:
+        embeddings: One layer per categorical feature, each with output `dim`.
+        dim: The embedding dim; the bottom MLP ends at `dim`.
+        bottom: Hidden widths of the bottom MLP (then `dim`).
+        top: Hidden widths of the top MLP (then 1, sigmoid).
+        num_dense: Number of dense features.
+
+    Returns:
+        A functional model on `{"dense": (batch, 13) float32, "categorical":
+        (batch, F) int32}` giving click probabilities `(batch, 1)`.
+    """
+    dense = keras.Input(shape=(num_dense,), dtype="float32", name="dense")
+    categorical = keras.Input(shape=(len(embeddings),), dtype="int32",
+                              name="categorical")
+    x = dense
+    for i, width in enumerate((*bottom, dim)):
+        x = layers.Dense(width, activation="relu", name=f"bottom_{i}")(x)
+    vectors = [x] + [
+        embedding(categorical[:, f]) for f, embedding in enumerate(embeddings)
+    ]
+    interactions = DotInteraction(name="interaction")(vectors)
+    z = layers.Concatenate(name="top_input")([x, interactions])
+    for i, width in enumerate(top):
+        z = layers.Dense(width, activation="relu", name=f"top_{i}")(z)
+    probability = layers.Dense(1, activation="sigmoid", name="probability")(z)
+    return keras.Model({"dense": dense, "categorical": categorical}, probability,
+                       name="dlrm")
+
+
+def embedding_summary(embeddings):
+    """Parameters and float32 bytes of the embedding layers (remaps included)."""
+    params = sum(layer.count_params() for layer in embeddings)
+    nbytes = 0
+    for layer in embeddings:
+        plan = getattr(layer, "plan", None)
+        nbytes += plan.bytes if plan is not None else 4 * layer.count_params()
+    return {"params": int(params), "bytes": int(nbytes)}
