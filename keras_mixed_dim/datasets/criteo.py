@@ -62,7 +62,8 @@ def parse_lines(lines, lookup, has_label=True):
 
 
 def criteo_dataset(paths, vocabulary, batch_size, has_label=True,
-                   skip_malformed=False, shuffle_buffer=0, seed=0, repeat=False):
+                   skip_malformed=False, shuffle_buffer=0, seed=0, repeat=False,
+                   part=None, val_every=10):
     """A streaming tf.data pipeline over raw Criteo files.
 
     Args:
@@ -76,7 +77,14 @@ def criteo_dataset(paths, vocabulary, batch_size, has_label=True,
         shuffle_buffer: Lines to shuffle over (0: keep file order).
         seed: Shuffle seed.
         repeat: Repeat forever (for step-based training).
+        part: None for every line; `"train"` or `"val"` to hold out every
+            `val_every`-th valid line (counted from 0) for validation.
+        val_every: The hold-out period.
     """
+    if part not in (None, "train", "val"):
+        raise ValueError(f"`part` must be None, 'train' or 'val'. Received: {part!r}")
+    if val_every < 2:
+        raise ValueError(f"`val_every` must be >= 2. Received: {val_every!r}")
     lookup = CriteoLookup(vocabulary)
     pattern = line_pattern(has_label).pattern
     dataset = tf.data.TextLineDataset([str(p) for p in paths])
@@ -93,6 +101,11 @@ def criteo_dataset(paths, vocabulary, batch_size, has_label=True,
                 return tf.identity(line)
 
         dataset = dataset.map(check)
+    if part is not None:
+        held_out = part == "val"
+        dataset = dataset.enumerate().filter(
+            lambda i, line: tf.equal(i % val_every == 0, held_out)
+        ).map(lambda i, line: line)
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:

@@ -8,6 +8,7 @@ so a `MixedDimEmbedding` over these indices puts them in its smallest block.
 
 import collections
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -201,6 +202,17 @@ def source_signature(paths):
     ]
 
 
+def default_vocabulary_folder(path):
+    """`PATH.vocab` next to the data when its folder is writable, else a
+    per-file folder under `~/.cache/keras_mixed_dim/criteo`."""
+    path = pathlib.Path(path).resolve()
+    if os.access(path.parent, os.W_OK):
+        return path.with_name(path.name + ".vocab")
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
+    return cache / "keras_mixed_dim" / "criteo" / f"{path.name}.{digest}.vocab"
+
+
 def build_or_load_vocabulary(paths, folder=None, min_count=1, top_k=None,
                              num_oov_buckets=1, has_label=True, skip_malformed=False,
                              progress=True):
@@ -213,7 +225,7 @@ def build_or_load_vocabulary(paths, folder=None, min_count=1, top_k=None,
         `(vocabulary, meta)` where meta holds rows, skipped lines and sources.
     """
     paths = [str(p) for p in paths]
-    folder = pathlib.Path(folder or f"{paths[0]}.vocab")
+    folder = pathlib.Path(folder or default_vocabulary_folder(paths[0]))
     settings = {"min_count": min_count, "top_k": top_k,
                 "num_oov_buckets": num_oov_buckets, "has_label": has_label,
                 "skip_malformed": skip_malformed}

@@ -1,0 +1,245 @@
+"""Train DLRM on Criteo (raw Kaggle files) or synthetic Criteo-like rows with
+uniform, per-table mixed, or per-table-and-block mixed embeddings.
+
+    python examples/criteo.py                                     # synthetic default
+    python examples/criteo.py --data ../shared/data/criteo/derived/train.tiny.txt
+    python examples/criteo.py --synthetic-rows 1000000 --cardinality-scale 1 \\
+        --embedding table --alpha 0.3 --dim 16 --results-json runs/md.json
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES  # noqa: E402
+from keras_mixed_dim.datasets.synthetic_criteo import SyntheticCriteo  # noqa: E402
+from keras_mixed_dim.io_utils import atomic_save_model  # noqa: E402
+from keras_mixed_dim.io_utils import atomic_write_json  # noqa: E402
+from keras_mixed_dim.models.dlrm import EMBEDDING_MODES  # noqa: E402
+from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
+from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
+from keras_mixed_dim.models.dlrm import embedding_summary  # noqa: E402
+from keras_mixed_dim.planning import zipf_counts  # noqa: E402
+
+OPTIMIZERS = ("adam", "adagrad", "amsgrad", "sgd")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("data (default: synthetic rows)")
+    data.add_argument("--data", nargs="+", help="raw Criteo train files (TAB format)")
+    data.add_argument("--val-every", type=int, default=10,
+                      help="raw data: every N-th line is held out for validation")
+    data.add_argument("--min-count", type=int, default=2,
+                      help="raw data: keep values seen at least this often")
+    data.add_argument("--top-k", type=int, help="raw data: keep at most K values per feature")
+    data.add_argument("--oov-buckets", type=int, default=4,
+                      help="raw data: hash buckets for values not kept")
+    data.add_argument("--vocab-dir",
+                      help="raw data: where the vocabulary files go (default: "
+                      "next to the data, or a user cache folder if that is read-only)")
+    data.add_argument("--skip-malformed", action="store_true",
+                      help="raw data: count and skip malformed lines instead of failing")
+    data.add_argument("--synthetic-rows", type=int, default=200_000)
+    data.add_argument("--cardinality-scale", type=float, default=0.01,
+                      help="synthetic: Kaggle cardinalities times this (1 = full)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--embedding", choices=EMBEDDING_MODES, default="table")
+    model.add_argument("--dim", type=int, default=16, help="embedding (base) dim d")
+    model.add_argument("--alpha", type=float, default=0.3)
+    model.add_argument("--budget", type=float, help="md_solver parameter budget")
+    model.add_argument("--blocks", type=int, default=4, help="blocks per large table")
+    model.add_argument("--bottom", type=int, nargs="+", default=[512, 256, 64])
+    model.add_argument("--top", type=int, nargs="+", default=[512, 256])
+    train = parser.add_argument_group("training")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--batch-size", type=int, default=1024)
+    train.add_argument("--epochs", type=int, default=1)
+    train.add_argument("--steps", type=int, help="steps per epoch (default: all data)")
+    train.add_argument("--mixed-precision", action="store_true")
+    train.add_argument("--distribute", choices=["mirrored"],
+                       help="tf.distribute strategy (TensorFlow backend)")
+    train.add_argument("--jit-compile", action="store_true")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2])
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--results-json")
+    out.add_argument("--save", help=".keras file for the trained model")
+    args = parser.parse_args(argv)
+    if args.save and not args.save.endswith(".keras"):
+        parser.error(f"--save must end in .keras, got {args.save!r}")
+    if args.cardinality_scale <= 0:
+        parser.error(f"--cardinality-scale must be > 0, got {args.cardinality_scale}")
+    return args
+
+
+def make_optimizer(name, lr):
+    if name == "adam":
+        return keras.optimizers.Adam(lr)
+    if name == "amsgrad":
+        return keras.optimizers.Adam(lr, amsgrad=True)
+    if name == "adagrad":
+        return keras.optimizers.Adagrad(lr)
+    return keras.optimizers.SGD(lr)
+
+
+def load_data(args):
+    """Returns train / val inputs, cardinalities, counts and vocabulary bytes."""
+    if args.data:
+        if keras.backend.backend() != "tensorflow":
+            raise SystemExit("Raw Criteo files stream through tf.data: use the "
+                             "TensorFlow backend, or synthetic data on other backends.")
+        from keras_mixed_dim.datasets.criteo import build_or_load_vocabulary
+        from keras_mixed_dim.datasets.criteo import criteo_dataset
+
+        vocabulary, meta = build_or_load_vocabulary(
+            args.data, folder=args.vocab_dir, min_count=args.min_count, top_k=args.top_k,
+            num_oov_buckets=args.oov_buckets, skip_malformed=args.skip_malformed,
+            progress=args.verbose > 0,
+        )
+        common = dict(vocabulary=vocabulary, batch_size=args.batch_size,
+                      skip_malformed=args.skip_malformed, val_every=args.val_every)
+        train = criteo_dataset(args.data, part="train", shuffle_buffer=100_000,
+                               seed=args.seed, **common)
+        val = criteo_dataset(args.data, part="val", **common)
+        counts = [vocabulary.index_counts(f) for f in range(len(vocabulary.sizes))]
+        source = {"files": args.data, "rows": meta["rows"], "skipped": meta["skipped"]}
+        return train, val, list(vocabulary.sizes), counts, vocabulary.bytes, source
+    cardinalities = [max(1, int(round(c * args.cardinality_scale)))
+                     for c in KAGGLE_CARDINALITIES]
+    generator = SyntheticCriteo(args.synthetic_rows, cardinalities, seed=args.seed)
+    dense, categorical, labels = generator.arrays()
+    cut = int(0.9 * len(labels))
+    train = ({"dense": dense[:cut], "categorical": categorical[:cut]}, labels[:cut])
+    val = ({"dense": dense[cut:], "categorical": categorical[cut:]}, labels[cut:])
+    counts = [zipf_counts(c, generator.zipf_exponent) for c in cardinalities]
+    source = {"synthetic_rows": args.synthetic_rows,
+              "cardinality_scale": args.cardinality_scale}
+    return train, val, cardinalities, counts, 0, source
+
+
+def build_model(args, cardinalities, counts):
+    embeddings = embedding_layers(cardinalities, args.dim, args.embedding,
+                                  alpha=args.alpha, budget=args.budget, counts=counts,
+                                  num_blocks=args.blocks)
+    model = dlrm(embeddings, args.dim, bottom=args.bottom, top=args.top)
+    model.compile(
+        optimizer=make_optimizer(args.optimizer, args.lr),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc"),
+                 keras.metrics.BinaryCrossentropy(name="logloss"),
+                 keras.metrics.BinaryAccuracy(name="accuracy")],
+        jit_compile=args.jit_compile,
+    )
+    return model, embeddings
+
+
+class ThroughputMeter(keras.callbacks.Callback):
+    """Training examples per second, timed over batches after the first
+    (which includes tracing and compilation)."""
+
+    def __init__(self, batch_size):
+        super().__init__()
+        self.batch_size = batch_size
+        self.batches = 0
+        self.seconds = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.batches or batch:
+            self.seconds += time.perf_counter() - self._start
+        self.batches += 1
+
+    @property
+    def examples_per_second(self):
+        timed = self.batches - 1
+        return timed * self.batch_size / self.seconds if self.seconds else float("nan")
+
+
+def run(args):
+    keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    started = time.perf_counter()
+    train, val, cardinalities, counts, vocab_bytes, source = load_data(args)
+    if args.distribute:
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+        with strategy.scope():
+            model, embeddings = build_model(args, cardinalities, counts)
+    else:
+        model, embeddings = build_model(args, cardinalities, counts)
+    meter = ThroughputMeter(args.batch_size)
+    fit = dict(epochs=args.epochs, steps_per_epoch=args.steps, verbose=args.verbose,
+               callbacks=[meter])
+    if isinstance(train, tuple):
+        history = model.fit(*train, batch_size=args.batch_size, **fit)
+        metrics = model.evaluate(*val, batch_size=8192, verbose=0, return_dict=True)
+    else:
+        history = model.fit(train, shuffle=False, **fit)
+        metrics = model.evaluate(val, verbose=0, return_dict=True)
+    summary = embedding_summary(embeddings)
+    results = {
+        "source": source,
+        "embedding": args.embedding,
+        "dim": args.dim,
+        "alpha": None if args.embedding == "uniform" else args.alpha,
+        "budget": args.budget,
+        "cardinalities": cardinalities,
+        "embedding_dims": [getattr(e, "plan", None) and list(e.plan.dims) or [args.dim]
+                           for e in embeddings],
+        "embedding_params": summary["params"],
+        "embedding_bytes": summary["bytes"],
+        "vocabulary_bytes": vocab_bytes,
+        "total_params": model.count_params(),
+        "val": {k: float(v) for k, v in metrics.items()},
+        "loss_history": [float(x) for x in history.history["loss"]],
+        "train_examples_per_second": meter.examples_per_second,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    if args.results_json:
+        atomic_write_json(args.results_json, results)
+    if args.save:
+        atomic_save_model(model, args.save)
+    return results
+
+
+def print_summary(results):
+    mb = 1 / 2**20
+    rows = [
+        ("embedding mode", f"{results['embedding']} (d={results['dim']}, "
+                           f"alpha={results['alpha']})"),
+        ("tables", f"{len(results['cardinalities'])}, "
+                   f"{sum(results['cardinalities']):,} rows"),
+        ("embedding params", f"{results['embedding_params']:,}"),
+        ("embedding bytes", f"{results['embedding_bytes'] * mb:,.2f} MiB"),
+        ("vocabulary bytes", f"{results['vocabulary_bytes'] * mb:,.2f} MiB"),
+        ("total params", f"{results['total_params']:,}"),
+        ("val AUC", f"{results['val']['auc']:.4f}"),
+        ("val log loss", f"{results['val']['logloss']:.4f}"),
+        ("val accuracy", f"{results['val']['accuracy']:.4f}"),
+        ("train examples/s", f"{results['train_examples_per_second']:,.0f}"),
+        ("wall time", f"{results['wall_seconds']:.1f} s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("\n" + "\n".join(f"{k:>{width}}  {v}" for k, v in rows))
+
+
+def main(argv=None):
+    print_summary(run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
