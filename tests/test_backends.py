@@ -14,7 +14,7 @@ import pytest
 TESTS = pathlib.Path(__file__).resolve().parent
 
 
-@pytest.mark.parametrize("test_file", ["test_layer.py"])
+@pytest.mark.parametrize("test_file", ["test_layer.py", "test_frequency.py"])
 def test_layer_suite_passes_on_jax(test_file):
     pytest.importorskip("jax", reason="the JAX backend needs the jax package")
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")

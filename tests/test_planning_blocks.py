@@ -74,6 +74,11 @@ def test_plan_from_counts_ranks_and_remaps():
     assert plan.blocks[0].mass == pytest.approx(50 / 73)
 
 
+def test_remap_can_be_forced_for_a_ranking_that_will_change():
+    assert plan_blocks(10, 4, remap=True).remapped
+    assert plan_blocks(4, 8, counts=[9, 5, 5, 1], remap=True).remapped
+
+
 def test_sorted_counts_need_no_remap():
     plan = plan_blocks(4, 8, counts=[9, 5, 5, 1], num_blocks=2)
     assert not plan.remapped

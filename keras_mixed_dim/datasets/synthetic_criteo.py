@@ -8,6 +8,9 @@ integer hash of (feature, id), so nothing of size `cardinality` is stored and
 10**7 rows stream in chunks.
 """
 
+import os
+import pathlib
+
 import numpy as np
 
 from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES
@@ -29,6 +32,12 @@ def hidden_value(feature, ids, salt=0):
         x = x ^ (x >> np.uint64(31))
     unit = (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     return (2.0 * unit - 1.0) * np.sqrt(3.0)
+
+
+def hex_code(feature, ids):
+    """A 32-bit code per (feature, id), written as Criteo's 8 hex characters."""
+    unit = (hidden_value(feature, ids, salt=99) / np.sqrt(3.0) + 1.0) / 2.0
+    return np.minimum(unit * 2.0**32, 2.0**32 - 1).astype(np.uint64)
 
 
 def zipf_ranks(rng, cardinality, size, exponent):
@@ -92,7 +101,8 @@ class SyntheticCriteo:
             [zipf_ranks(rng, c, size, self.zipf_exponent) for c in self.cardinalities],
             axis=1,
         )
-        raw_dense = rng.exponential(scale=20.0, size=(size, NUM_DENSE))
+        # integer counts like Criteo's I1..I13, so raw files round-trip exactly
+        raw_dense = np.floor(rng.exponential(scale=20.0, size=(size, NUM_DENSE)))
         dense = np.log1p(raw_dense).astype(np.float32)
         logit = np.full(size, -1.2)
         logit += 0.3 * (dense[:, 0] - dense[:, 0].mean())
@@ -105,3 +115,30 @@ class SyntheticCriteo:
             )
         labels = (rng.random(size) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
         return dense, categorical.astype(np.int32), labels[:, None]
+
+    def write_raw(self, path, chunk_size=65_536):
+        """Writes the rows in Criteo's raw TAB format (then renames into place).
+
+        Categorical ids become 8 hex characters (a 32-bit hash of feature and
+        id, as Criteo's values are hashes); dense values are the integers
+        behind `log1p`. Returns the number of rows written.
+        """
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.partial")
+        rows = 0
+        with open(temporary, "w", encoding="utf-8") as file:
+            for dense, categorical, labels in self.chunks(chunk_size):
+                raw_dense = np.rint(np.expm1(dense.astype(np.float64))).astype(np.int64)
+                hexes = [
+                    np.char.mod("%08x", hex_code(f, categorical[:, f]))
+                    for f in range(categorical.shape[1])
+                ]
+                for i in range(len(labels)):
+                    fields = [str(int(labels[i, 0]))]
+                    fields += [str(v) for v in raw_dense[i]]
+                    fields += [h[i] for h in hexes]
+                    file.write("\t".join(fields) + "\n")
+                rows += len(labels)
+        os.replace(temporary, path)
+        return rows

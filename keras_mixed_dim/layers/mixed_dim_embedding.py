@@ -1,5 +1,6 @@
 """The `MixedDimEmbedding` layer (arXiv:1909.11810), on every Keras backend."""
 
+import keras
 import numpy as np
 from keras import backend
 from keras import constraints
@@ -77,10 +78,19 @@ class MixedDimEmbedding(layers.Layer):
         embeddings_constraint: Constraint for the block tables.
         projection_constraint: Constraint for the block projections.
         mask_zero: Whether id 0 is padding to be masked out.
+        count_frequencies: Count how often each id is looked up while
+            training (never in inference or `predict`), for
+            `FrequencyRecount`. Implies an id -> rank table. Exact counts
+            are one int32 per id; see `frequency_counts`.
+        frequency_half_life: Optional half-life in training steps: counts
+            decay by `0.5 ** (1 / half_life)` each step so the ranking
+            follows drifting popularity (float32 counts).
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
         inputs: Integer ids of any shape (rank >= 2 with a combiner).
+        training: Whether the call is a training step; ids are counted only
+            then.
 
     Returns:
         `inputs.shape + (output_dim,)` without a combiner, else
@@ -106,6 +116,8 @@ class MixedDimEmbedding(layers.Layer):
         embeddings_constraint=None,
         projection_constraint=None,
         mask_zero=False,
+        count_frequencies=False,
+        frequency_half_life=None,
         **kwargs,
     ):
         for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
@@ -125,6 +137,13 @@ class MixedDimEmbedding(layers.Layer):
         self.output_dim = int(output_dim)
         if isinstance(plan, dict):
             plan = BlockPlan.from_config(plan)
+        if frequency_half_life is not None and not (
+            count_frequencies and float(frequency_half_life) > 0
+        ):
+            raise ValueError(
+                "`frequency_half_life` needs count_frequencies=True and a value "
+                f"> 0. Received: {frequency_half_life!r}"
+            )
         if plan is None:
             plan = plan_blocks(
                 self.input_dim,
@@ -135,9 +154,15 @@ class MixedDimEmbedding(layers.Layer):
                 alpha=alpha,
                 budget=budget,
                 round_dims=round_dims,
+                remap=True if count_frequencies else None,
             )
         if not isinstance(plan, BlockPlan):
             raise ValueError(f"`plan` must be a BlockPlan. Received: {plan!r}")
+        if count_frequencies and not plan.remapped:
+            raise ValueError(
+                "count_frequencies=True re-ranks ids, which needs a plan with an "
+                "id -> rank table (remapped=True)."
+            )
         if (plan.input_dim, plan.output_dim) != (self.input_dim, self.output_dim):
             raise ValueError(
                 f"The plan is for {plan.input_dim} ids -> dim {plan.output_dim}, "
@@ -156,6 +181,17 @@ class MixedDimEmbedding(layers.Layer):
         self.embeddings_constraint = constraints.get(embeddings_constraint)
         self.projection_constraint = constraints.get(projection_constraint)
         self.mask_zero = mask_zero
+        self.count_frequencies = bool(count_frequencies)
+        self.frequency_half_life = (
+            None if frequency_half_life is None else float(frequency_half_life)
+        )
+        # Keep the planning arguments: re-planning from new counts reuses them.
+        self.planning_args = {
+            "num_blocks": plan.num_blocks,
+            "alpha": alpha,
+            "budget": budget,
+            "round_dims": round_dims,
+        }
         self.supports_masking = mask_zero and combiner is None
         # Tables stay in the variable dtype (float32 under mixed precision);
         # only the output is cast to the compute dtype.
@@ -199,7 +235,41 @@ class MixedDimEmbedding(layers.Layer):
             if self._initial_ranks is not None:
                 self.remap.assign(self._initial_ranks)
                 self._initial_ranks = None
+        self.frequency_counts = None
+        if self.count_frequencies:
+            # On-read sync with sum aggregation: under a tf.distribute
+            # strategy each replica adds its own lookups to its own copy (no
+            # lost or doubled updates), and reading outside the replicas sums
+            # the copies. Other backends ignore the synchronization flag.
+            self.frequency_counts = keras.Variable(
+                initializer="zeros",
+                shape=(self.input_dim,),
+                dtype="float32" if self.frequency_half_life else "int32",
+                trainable=False,
+                aggregation="sum",
+                synchronization="on_read",
+                name="frequency_counts",
+            )
         self.built = True
+
+    def _count(self, ids):
+        """Adds this batch's lookups to `frequency_counts` (decayed if set)."""
+        ids = ops.reshape(ids, (-1,))
+        if backend.standardize_dtype(ids.dtype) not in ("int32", "int64"):
+            ids = ops.cast(ids, "int32")
+        valid = ops.logical_and(ops.greater_equal(ids, 0), ops.less(ids, self.input_dim))
+        if self.mask_zero:
+            valid = ops.logical_and(valid, ops.not_equal(ids, 0))
+        dtype = self.frequency_counts.dtype
+        delta = ops.scatter(
+            ops.expand_dims(ops.clip(ids, 0, self.input_dim - 1), -1),
+            ops.cast(valid, dtype),
+            (self.input_dim,),
+        )
+        counts = self.frequency_counts.value
+        if self.frequency_half_life:
+            counts = counts * (0.5 ** (1.0 / self.frequency_half_life))
+        self.frequency_counts.assign(counts + delta)
 
     def ranks(self, ids):
         """Rank of each id, or -1 for ids outside `[0, input_dim)`."""
@@ -225,8 +295,10 @@ class MixedDimEmbedding(layers.Layer):
             inputs = np.where(in_range, inputs, -1).astype("int32")
         return super().__call__(inputs, *args, **kwargs)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         inputs = ops.convert_to_tensor(inputs)
+        if training and self.frequency_counts is not None:
+            self._count(inputs)
         ranks = self.ranks(inputs)
         if self.mask_zero and self.combiner is not None:
             ranks = ops.where(ops.equal(inputs, 0), ops.cast(-1, ranks.dtype), ranks)
@@ -351,6 +423,8 @@ class MixedDimEmbedding(layers.Layer):
                     self.projection_constraint
                 ),
                 "mask_zero": self.mask_zero,
+                "count_frequencies": self.count_frequencies,
+                "frequency_half_life": self.frequency_half_life,
             }
         )
         return config

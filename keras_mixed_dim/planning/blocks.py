@@ -216,7 +216,8 @@ def plan_blocks(
             tables plus projections.
         round_dims: Round dims to powers of two.
         remap: Whether the layer keeps an id -> rank table. Default: only when
-            the ranking from `counts` is not the identity.
+            the ranking from `counts` is not the identity. Force it for a
+            layer whose ranking will change (see `FrequencyRecount`).
 
     Returns:
         A `BlockPlan`.
@@ -226,8 +227,6 @@ def plan_blocks(
             raise ValueError(f"`{name}` must be an integer >= 1. Received: {value!r}")
     input_dim, output_dim = int(input_dim), int(output_dim)
     if counts is None:
-        if remap:
-            raise ValueError("`remap=True` needs `counts` to rank the ids by.")
         sorted_counts = zipf_counts(input_dim)
         identity = True
     else:

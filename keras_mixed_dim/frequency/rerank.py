@@ -1,0 +1,154 @@
+"""Re-ranking a MixedDimEmbedding from its counts, keeping every shape.
+
+Ids are re-sorted by count (ties by their current rank, so equal counts do
+not churn); the top `rows_0` go to block 0, the next `rows_1` to block 1,
+and so on. An id that stays in its block keeps its row bit for bit (the row
+may move within the table). An id that changes block is warm-started by least
+squares: its new row is its old output times the pseudo-inverse of the new
+block's projection (exactly its old output when the new block has no
+projection). Optimizer slots (e.g. Adam's moments) follow the rows of ids
+that stay and are reset to zero for ids that move, since moments of another
+block's coordinates mean nothing in the new one.
+"""
+
+import dataclasses
+
+import numpy as np
+from keras import ops
+
+
+@dataclasses.dataclass
+class RerankReport:
+    """What one re-ranking did.
+
+    Attributes:
+        ids_moved: Ids whose block changed.
+        mass_before: Per block, the share of counted lookups its ids held
+            under the old ranking.
+        mass_after: The same under the new ranking.
+        warm_start_error: Relative output error of the moved ids,
+            ||new - old||_F / ||old||_F (0 when none moved).
+    """
+
+    ids_moved: int
+    mass_before: tuple
+    mass_after: tuple
+    warm_start_error: float
+
+
+def read_counts(layer):
+    """The layer's counts as float64 (summed over replicas when distributed)."""
+    if getattr(layer, "frequency_counts", None) is None:
+        raise ValueError(
+            f"Layer {layer.name!r} does not count frequencies: build it with "
+            "count_frequencies=True."
+        )
+    return np.asarray(ops.convert_to_numpy(layer.frequency_counts), dtype=np.float64)
+
+
+def block_masses(plan, ranks, counts):
+    """Share of `counts` held by each block when ids have `ranks`."""
+    total = counts.sum()
+    blocks = plan.block_of_rank(ranks)
+    masses = np.bincount(blocks, weights=counts, minlength=plan.num_blocks)
+    return tuple(float(m / total) if total > 0 else 0.0 for m in masses)
+
+
+def slot_variables(optimizer, variable):
+    """Optimizer variables shaped like `variable` and named after it."""
+    if optimizer is None:
+        return []
+    prefix = variable.path.replace("/", "_") + "_"
+    return [
+        v for v in optimizer.variables
+        if v.name.startswith(prefix) and tuple(v.shape) == tuple(variable.shape)
+    ]
+
+
+def rerank_layer(layer, counts=None, optimizer=None):
+    """Re-ranks `layer`'s ids by `counts` (default: its own counts).
+
+    Args:
+        layer: A built `MixedDimEmbedding` with an id -> rank table.
+        counts: Optional per-id counts; default `layer.frequency_counts`.
+        optimizer: Optional optimizer whose slots for the block tables follow
+            the rows (kept rows moved, moved ids reset to zero).
+
+    Returns:
+        A `RerankReport`.
+    """
+    plan = layer.plan
+    if layer.remap is None:
+        raise ValueError(
+            f"Layer {layer.name!r} has no id -> rank table; re-ranking needs a "
+            "plan with remapped=True (count_frequencies=True gives one)."
+        )
+    counts = read_counts(layer) if counts is None else np.asarray(counts, np.float64)
+    if counts.shape != (plan.input_dim,):
+        raise ValueError(
+            f"`counts` must have {plan.input_dim} entries. Received shape {counts.shape}."
+        )
+    old_ranks = np.asarray(ops.convert_to_numpy(layer.remap), dtype=np.int64)
+    order = np.lexsort((old_ranks, -counts))  # ids by new rank
+    new_ranks = np.empty_like(old_ranks)
+    new_ranks[order] = np.arange(plan.input_dim)
+    old_blocks = plan.block_of_rank(old_ranks)
+    offsets = plan.offsets
+    tables = [np.asarray(ops.convert_to_numpy(t)) for t in layer.block_embeddings]
+    projections = [
+        None if p is None else np.asarray(ops.convert_to_numpy(p))
+        for p in layer.block_projections
+    ]
+    slots = [slot_variables(optimizer, t) for t in layer.block_embeddings]
+    slot_values = [[np.asarray(ops.convert_to_numpy(s)) for s in group] for group in slots]
+
+    new_tables, new_slots = [], []
+    moved_total, error_num, error_den = 0, 0.0, 0.0
+    for b in range(plan.num_blocks):
+        ids = order[offsets[b] : offsets[b + 1]]
+        stay = old_blocks[ids] == b
+        table = np.empty_like(tables[b])
+        table[stay] = tables[b][old_ranks[ids[stay]] - offsets[b]]
+        group = [np.zeros_like(v) for v in slot_values[b]]
+        for new, old in zip(group, slot_values[b]):
+            new[stay] = old[old_ranks[ids[stay]] - offsets[b]]
+        moving = ids[~stay]
+        if moving.size:
+            target = _outputs(moving, old_ranks, old_blocks, offsets, tables, projections)
+            if projections[b] is None:
+                rows = target
+            else:
+                rows = target @ np.linalg.pinv(projections[b].astype(np.float64))
+            table[~stay] = rows.astype(table.dtype)
+            approx = rows if projections[b] is None else rows @ projections[b]
+            error_num += float(np.sum((approx - target) ** 2))
+            error_den += float(np.sum(target**2))
+            moved_total += int(moving.size)
+        new_tables.append(table)
+        new_slots.append(group)
+
+    for variable, value in zip(layer.block_embeddings, new_tables):
+        variable.assign(value)
+    for group, values in zip(slots, new_slots):
+        for variable, value in zip(group, values):
+            variable.assign(value)
+    layer.remap.assign(new_ranks.astype("int32"))
+    return RerankReport(
+        ids_moved=moved_total,
+        mass_before=block_masses(plan, old_ranks, counts),
+        mass_after=block_masses(plan, new_ranks, counts),
+        warm_start_error=float(np.sqrt(error_num / error_den)) if error_den > 0 else 0.0,
+    )
+
+
+def _outputs(ids, ranks, blocks, offsets, tables, projections):
+    """Current output vectors of `ids` (float64), computed like the layer."""
+    output_dim = next(
+        (p.shape[1] for p in projections if p is not None), tables[0].shape[1]
+    )
+    result = np.zeros((ids.size, output_dim), dtype=np.float64)
+    for b in np.unique(blocks[ids]):
+        mask = blocks[ids] == b
+        rows = tables[b][ranks[ids[mask]] - offsets[b]].astype(np.float64)
+        result[mask] = rows if projections[b] is None else rows @ projections[b]
+    return result
