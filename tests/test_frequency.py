@@ -200,3 +200,72 @@ def test_counting_adds_no_op_to_inference_graphs():
         assert "scatter" not in jaxpr(False)
     else:
         pytest.skip(f"no graph inspection for backend {BACKEND}")
+
+
+def test_sketched_directions_match_exact_ones():
+    from keras_mixed_dim.frequency.replan import principal_directions
+
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(16, 16)))[0]
+    scales = np.array([10, 8, 6, 4] + [0.05] * 12)
+    y = (rng.normal(size=(50_000, 16)) * scales) @ basis.T
+
+    def rows(start, stop):
+        return y[start:stop]
+
+    exact = principal_directions(rows, len(y), 16, 4)
+    sketched = principal_directions(rows, len(y), 16, 4, sketch_rows=128)
+    # the same 4-dimensional subspace: singular values of V_e^T V_s near 1
+    cosines = np.linalg.svd(exact.T @ sketched, compute_uv=False)
+    assert cosines.min() > 0.99
+    np.testing.assert_allclose(np.abs(exact.T @ basis[:, :4]).max(axis=0), 1, atol=1e-3)
+
+
+@pytest.mark.parametrize("sketch_threshold", [10**9, 50])
+def test_replan_rebuilds_blocks_and_reports_the_true_error(sketch_threshold):
+    from keras_mixed_dim.frequency.replan import replan_layer
+    from keras_mixed_dim.planning import plan_blocks
+
+    keras.utils.set_random_seed(0)
+    model, layer = counting_model(input_dim=500, dim=8, bag=1)
+    rng = np.random.default_rng(0)
+    p = 1.0 / np.arange(1, 501) ** 1.3
+    ids = rng.permutation(500)[rng.choice(500, size=(3000, 1), p=p / p.sum())]
+    model.fit(ids, np.sin(ids), epochs=1, batch_size=100, verbose=0)
+    counts = counts_of(layer).astype(np.float64)
+    everything = np.arange(500)
+    before = ops.convert_to_numpy(layer(everything))
+    report = replan_layer(layer, sketch_threshold=sketch_threshold)
+    after = ops.convert_to_numpy(layer(everything))
+    expected_plan = plan_blocks(500, 8, counts=counts, num_blocks=3, alpha=0.5,
+                                remap=True)
+    assert (layer.plan.rows, layer.plan.dims) == (expected_plan.rows, expected_plan.dims)
+    measured = np.linalg.norm(after - before) / np.linalg.norm(before)
+    assert report.warm_start_error == pytest.approx(measured, rel=1e-3, abs=1e-6)
+    np.testing.assert_array_equal(counts_of(layer), counts)  # counts survive
+    if sketch_threshold == 50:
+        assert report.sketched_blocks
+    # the most counted ids keep their outputs (their block is full width)
+    top = np.argsort(-counts, kind="stable")[: layer.plan.rows[0]]
+    np.testing.assert_allclose(after[top], before[top], atol=1e-5)
+
+
+def test_callback_replans_and_training_goes_on(tmp_path):
+    keras.utils.set_random_seed(0)
+    model, layer = counting_model(input_dim=300, dim=8, bag=1)
+    rng = np.random.default_rng(0)
+    p = 1.0 / np.arange(1, 301) ** 1.3
+    ids = rng.permutation(300)[rng.choice(300, size=(4000, 1), p=p / p.sum())]
+    callback = FrequencyRecount(replan=True)
+    old_plan = layer.plan
+    history = model.fit(ids, np.sin(ids), epochs=3, batch_size=200, verbose=0,
+                        callbacks=[callback])
+    assert layer.plan != old_plan
+    assert "items_warm_start_error" in history.history
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0]
+    path = tmp_path / "replanned.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(ids[:20], verbose=0),
+                               model.predict(ids[:20], verbose=0), atol=1e-6)

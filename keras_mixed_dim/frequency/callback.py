@@ -1,7 +1,10 @@
 """`FrequencyRecount`: re-rank ids into blocks from the counts seen in training."""
 
+import contextlib
+
 import keras
 
+from keras_mixed_dim.frequency.replan import replan_layer
 from keras_mixed_dim.frequency.rerank import rerank_layer
 from keras_mixed_dim.layers import MixedDimEmbedding
 
@@ -23,15 +26,32 @@ class FrequencyRecount(keras.callbacks.Callback):
     per block `i`, `<layer>_block<i>_mass_before` / `_mass_after`, the share
     of counted lookups the block's ids held before and after.
 
+    With `replan=True` the callback instead re-plans at each epoch end:
+    block sizes and dims are recomputed from the counts with the planner,
+    the variables are rebuilt, each new block is warm-started from the
+    principal directions of its ids' old outputs (sketched for big blocks,
+    see `replan_layer`), and the training step is rebuilt with a fresh
+    optimizer of the same configuration (its slots restart from zero; the
+    iteration count carries over). Logs then hold
+    `<layer>_warm_start_error`, `<layer>_params` and the new block masses.
+
     Args:
         every_n_steps: Re-rank every this many training steps; None (the
             default) re-ranks at the end of each epoch.
         layer_names: Names of the layers to re-rank; default every
             `MixedDimEmbedding` in the model that counts frequencies.
+        replan: Re-plan (new shapes) at epoch ends instead of re-ranking.
+        sketch_threshold: With `replan`, blocks of more rows get their
+            directions from a CountSketch rather than an exact Gram matrix.
     """
 
-    def __init__(self, every_n_steps=None, layer_names=None):
+    def __init__(self, every_n_steps=None, layer_names=None, replan=False,
+                 sketch_threshold=200_000):
         super().__init__()
+        if replan and every_n_steps is not None:
+            raise ValueError("`replan=True` runs at epoch ends; leave every_n_steps None.")
+        self.replan = bool(replan)
+        self.sketch_threshold = sketch_threshold
         if every_n_steps is not None and (int(every_n_steps) != every_n_steps
                                           or every_n_steps < 1):
             raise ValueError(
@@ -88,8 +108,37 @@ class FrequencyRecount(keras.callbacks.Callback):
         if self._steps % self.every_n_steps == 0:
             self.recount()
 
+    def replan_now(self):
+        """Re-plans every counting layer and rebuilds the training step."""
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+        reports = {}
+        optimizer = getattr(self.model, "optimizer", None)
+        with _strategy_scope(self.model):
+            for layer in self._layers():
+                report = replan_layer(layer, sketch_threshold=self.sketch_threshold,
+                                      skip_if_unchanged=True)
+                if not report.rebuilt:
+                    # same shapes: re-ranking keeps the optimizer state
+                    report = rerank_layer(layer, optimizer=optimizer)
+                    self._last.update(_as_logs(layer.name, report))
+                else:
+                    name = layer.name
+                    self._last[f"{name}_warm_start_error"] = report.warm_start_error
+                    for i, block in enumerate(report.new_plan.blocks):
+                        self._last[f"{name}_block{i}_mass_after"] = block.mass
+                self._last[f"{layer.name}_params"] = float(layer.plan.params)
+                reports[layer.name] = report
+            if any(getattr(r, "rebuilt", False) for r in reports.values()):
+                _rebuild_training(self.model)
+        self.reports.append(reports)
+        return reports
+
     def on_epoch_end(self, epoch, logs=None):
-        if self.every_n_steps is None:
+        if self.replan:
+            self.replan_now()
+        elif self.every_n_steps is None:
             self.recount()
         if logs is not None:
             logs.update(self._last)
@@ -104,6 +153,27 @@ def _as_logs(name, report):
         logs[f"{name}_block{i}_mass_before"] = before
         logs[f"{name}_block{i}_mass_after"] = after
     return logs
+
+
+def _strategy_scope(model):
+    """The model's tf.distribute scope, so rebuilt variables are mirrored."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None and keras.backend.backend() == "tensorflow":
+        return strategy.scope()
+    return contextlib.nullcontext()
+
+
+def _rebuild_training(model):
+    """A fresh optimizer over the new variables and a retraced train step."""
+    old = model.optimizer
+    optimizer = old.__class__.from_config(old.get_config())
+    optimizer.build(model.trainable_variables)
+    optimizer.iterations.assign(old.iterations)
+    model.optimizer = optimizer
+    model.make_train_function(force=True)
+    if hasattr(model, "_jax_state_synced"):
+        # the next step must read the new variables, not the old state
+        model._jax_state_synced = True
 
 
 def _walk(layer):

@@ -252,6 +252,38 @@ class MixedDimEmbedding(layers.Layer):
             )
         self.built = True
 
+    def rebuild(self, plan, ranks):
+        """Replaces the layer's variables with fresh ones for a new plan.
+
+        Used by re-planning (`keras_mixed_dim.frequency.replan_layer`): the
+        block tables and projections are created anew for `plan` (same
+        `input_dim` / `output_dim`, remapped), the id -> rank table is set to
+        `ranks`, and `frequency_counts` keeps its values. The model holding
+        the layer must be recompiled, since its variables changed.
+        """
+        if not self.built:
+            raise ValueError("Only a built layer can be rebuilt.")
+        if (plan.input_dim, plan.output_dim) != (self.input_dim, self.output_dim):
+            raise ValueError(
+                f"The new plan is for {plan.input_dim} ids -> dim {plan.output_dim}; "
+                f"the layer has {self.input_dim} -> {self.output_dim}."
+            )
+        if not plan.remapped:
+            raise ValueError("A rebuilt layer needs a remapped plan.")
+        counts = None
+        if self.frequency_counts is not None:
+            counts = ops.convert_to_numpy(self.frequency_counts)
+        for variable in list(self.weights):
+            self._untrack_variable(variable)
+        self.plan = plan
+        self._head_blocks = _count_project_first_blocks(plan)
+        self._initial_ranks = np.asarray(ranks, dtype="int32")
+        self.built = False
+        self._tracker.unlock()
+        self.build()
+        if counts is not None:
+            self.frequency_counts.assign(counts)
+
     def _count(self, ids):
         """Adds this batch's lookups to `frequency_counts` (decayed if set)."""
         ids = ops.reshape(ids, (-1,))
