@@ -113,6 +113,7 @@ def load_data(args):
         val = criteo_dataset(args.data, part="val", **common)
         counts = [vocabulary.index_counts(f) for f in range(len(vocabulary.sizes))]
         source = {"files": args.data, "rows": meta["rows"], "skipped": meta["skipped"]}
+        args._vocabulary = vocabulary
         return train, val, list(vocabulary.sizes), counts, vocabulary.bytes, source
     cardinalities = [max(1, int(round(c * args.cardinality_scale)))
                      for c in KAGGLE_CARDINALITIES]
@@ -213,6 +214,10 @@ def run(args):
         atomic_write_json(args.results_json, results)
     if args.save:
         atomic_save_model(model, args.save)
+        vocabulary = getattr(args, "_vocabulary", None)
+        if vocabulary is not None:
+            # the raw-value vocabularies, which the SavedModel export puts in-graph
+            vocabulary.save(args.save[: -len(".keras")] + ".vocab")
     return results
 
 

@@ -220,7 +220,20 @@ def run(args):
         atomic_write_json(args.results_json, results)
     if args.save:
         atomic_save_model(model, args.save)
+        # the raw-id vocabularies, which the SavedModel export puts in-graph
+        atomic_write_json(vocabulary_path(args.save), {
+            "user": _plain(users.tokens), "item": _plain(items.tokens)})
     return results
+
+
+def vocabulary_path(model_path):
+    """Where `--save` puts the user / item vocabularies beside the model."""
+    return str(model_path)[: -len(".keras")] + ".vocab.json"
+
+
+def _plain(tokens):
+    return [t.decode() if isinstance(t, bytes) else t.item() if hasattr(t, "item")
+            else t for t in tokens]
 
 
 def print_summary(results):

@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "MixedDimEmbedding": "keras_mixed_dim.layers",
+    "DotInteraction": "keras_mixed_dim.layers",
     "FrequencyRecount": "keras_mixed_dim.frequency",
 }
 

@@ -1,5 +1,6 @@
-"""Keras layers of keras-mixed-dim."""
+"""Keras layers of keras-mixed-dim (importing this registers them for loading)."""
 
+from keras_mixed_dim.layers.dot_interaction import DotInteraction
 from keras_mixed_dim.layers.mixed_dim_embedding import MixedDimEmbedding
 
-__all__ = ["MixedDimEmbedding"]
+__all__ = ["DotInteraction", "MixedDimEmbedding"]
