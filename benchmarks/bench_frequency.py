@@ -1,8 +1,10 @@
 """FrequencyRecount on a drifting stream, and the step-time cost of counting.
 
-A stream of ids with Zipf popularity whose ranking is permuted halfway
-(yesterday's tail becomes today's head). A small regression model with one
-MixedDimEmbedding is trained on it three ways at the same parameter budget:
+A stream of (user, item) pairs whose item popularity is Zipf with a ranking
+permuted halfway (yesterday's tail becomes today's head). The target is a
+rank-16 dot product of hidden user and item vectors, so an item needs a wide
+row to be predicted well. A factorization model (uniform user embedding,
+MixedDimEmbedding for items) is trained on it three ways at the same budget:
 without counting, counting without the callback, and counting with
 FrequencyRecount (epoch ends). The initial ranking comes from the first
 half's counts. Prints the final test loss (on the second distribution) and
@@ -46,24 +48,27 @@ class StepTimer(keras.callbacks.Callback):
         return 1e3 * float(np.median(self.times[5:]))
 
 
-def build(vocab, dim, counts, count, alpha, blocks, half_life):
+def build(vocab, users, dim, counts, count, alpha, blocks, half_life):
     layer = MixedDimEmbedding(
         vocab, dim, counts=counts, alpha=alpha, num_blocks=blocks,
         count_frequencies=count, frequency_half_life=half_life if count else None,
         name="items",
     )
-    ids = keras.Input(shape=(), dtype="int32")
-    x = keras.layers.Dense(32, activation="relu")(layer(ids))
-    model = keras.Model(ids, keras.layers.Dense(1)(x))
+    user = keras.Input(shape=(), dtype="int32", name="user")
+    item = keras.Input(shape=(), dtype="int32", name="item")
+    u = keras.layers.Embedding(users, dim, name="users")(user)
+    score = keras.layers.Dot(axes=-1)([u, layer(item)])
+    model = keras.Model({"user": user, "item": item}, score)
     model.compile(keras.optimizers.Adam(3e-3), "mse")
     return model, layer
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vocab", type=int, default=100_000)
-    parser.add_argument("--rows", type=int, default=400_000, help="per half")
-    parser.add_argument("--dim", type=int, default=32)
+    parser.add_argument("--vocab", type=int, default=20_000)
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--rows", type=int, default=300_000, help="per half")
+    parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--alpha", type=float, default=0.4)
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--exponent", type=float, default=1.1)
@@ -72,11 +77,13 @@ def main():
     parser.add_argument("--half-life", type=float, default=500.0, help="steps")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    hidden = rng.normal(size=(args.vocab, 16)).astype("float32")
-    direction = rng.normal(size=16).astype("float32") / 4.0
+    hidden = rng.normal(size=(args.vocab, args.dim)).astype("float32")
+    hidden_users = rng.normal(size=(args.users, args.dim)).astype("float32")
 
-    def targets(ids):
-        return np.tanh(hidden[ids] @ direction)[:, None].astype("float32")
+    def batch(items):
+        users = rng.integers(0, args.users, size=items.size).astype("int32")
+        target = np.einsum("nk,nk->n", hidden_users[users], hidden[items]) / args.dim
+        return {"user": users, "item": items}, target[:, None].astype("float32")
 
     first_perm = rng.permutation(args.vocab)
     second_perm = rng.permutation(args.vocab)
@@ -84,6 +91,8 @@ def main():
     second = stream(rng, args.vocab, args.rows, args.exponent, second_perm)
     test = stream(rng, args.vocab, 50_000, args.exponent, second_perm)
     initial_counts = np.bincount(first, minlength=args.vocab)
+    halves = [batch(first), batch(second)]
+    test_data = batch(test)
 
     print(f"vocab {args.vocab:,}, Zipf({args.exponent}) ranking permuted after "
           f"{args.rows:,} rows x {args.epochs} epochs, dim {args.dim}, alpha "
@@ -98,17 +107,17 @@ def main():
         ("counting + FrequencyRecount", True, True),
     ):
         keras.utils.set_random_seed(0)
-        model, layer = build(args.vocab, args.dim, initial_counts, count, args.alpha,
-                             args.blocks, args.half_life)
+        model, layer = build(args.vocab, args.users, args.dim, initial_counts, count,
+                             args.alpha, args.blocks, args.half_life)
         timer = StepTimer()
         callbacks = [timer]
         recounter = FrequencyRecount() if recount else None
         if recounter:
             callbacks.append(recounter)
-        for half in (first, second):
-            model.fit(half, targets(half), epochs=args.epochs, batch_size=args.batch,
+        for half in halves:
+            model.fit(*half, epochs=args.epochs, batch_size=args.batch,
                       callbacks=callbacks, verbose=0)
-        mse = float(model.evaluate(test, targets(test), batch_size=8192, verbose=0))
+        mse = float(model.evaluate(*test_data, batch_size=8192, verbose=0))
         moved = block0 = "-"
         if recounter and recounter.reports:
             last = recounter.reports[args.epochs]["items"]  # first recount after drift
