@@ -10,6 +10,7 @@ from keras import ops
 from keras import regularizers
 from keras import saving
 
+from keras_mixed_dim.layers.gradients import dense_gradient
 from keras_mixed_dim.planning import BlockPlan
 from keras_mixed_dim.planning import plan_blocks
 from keras_mixed_dim.planning import rank_ids
@@ -357,7 +358,7 @@ class MixedDimEmbedding(layers.Layer):
                 ops.greater_equal(ranks, 0), ops.less(ranks, head_rows)
             )
             rows = ops.where(in_head, ranks, ops.cast(head_rows, ranks.dtype))
-            outputs = ops.take(self._head_table(), rows, axis=0)
+            outputs = ops.take(dense_gradient(self._head_table()), rows, axis=0)
             if self.combiner is not None:
                 outputs = ops.sum(outputs, axis=-2)
         projected, projections = [], []

@@ -1,0 +1,27 @@
+"""Backend-specific gradient shaping used by the layers."""
+
+import keras
+
+
+def dense_gradient(x):
+    """Identity whose gradient is always a dense tensor.
+
+    On TensorFlow a gather's gradient is an `IndexedSlices`; behind a concat
+    it is split into per-part slices, some of them empty when a replica's
+    batch never touches a part, and `tf.distribute`'s all-gather of an empty
+    `IndexedSlices` crashes the process (segfault in RingGatherer, TF 2.21).
+    The tables this wraps are small, so a dense gradient costs little.
+    Other backends already produce dense gradients.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return x
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def identity(value):
+        def gradient(upstream):
+            return tf.convert_to_tensor(upstream)
+
+        return tf.identity(value), gradient
+
+    return identity(x)
