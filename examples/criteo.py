@@ -17,6 +17,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES  # noqa: E402
+from keras_mixed_dim.distribute import DISTRIBUTE_CHOICES  # noqa: E402
+from keras_mixed_dim.distribute import jax_distribution  # noqa: E402
+from keras_mixed_dim.distribute import tf_strategy  # noqa: E402
 from keras_mixed_dim.datasets.synthetic_criteo import SyntheticCriteo  # noqa: E402
 from keras_mixed_dim.io_utils import atomic_save_model  # noqa: E402
 from keras_mixed_dim.io_utils import atomic_write_json  # noqa: E402
@@ -66,8 +69,11 @@ def parse_args(argv=None):
     train.add_argument("--epochs", type=int, default=1)
     train.add_argument("--steps", type=int, help="steps per epoch (default: all data)")
     train.add_argument("--mixed-precision", action="store_true")
-    train.add_argument("--distribute", choices=["mirrored"],
-                       help="tf.distribute strategy (TensorFlow backend)")
+    train.add_argument("--distribute", choices=DISTRIBUTE_CHOICES,
+                       help="mirrored / multiworker: tf.distribute (TensorFlow "
+                       "backend; multiworker reads TF_CONFIG); data / model: "
+                       "keras.distribution DataParallel / ModelParallel with table "
+                       "rows sharded (JAX backend)")
     train.add_argument("--jit-compile", action="store_true")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2])
@@ -132,6 +138,9 @@ def build_model(args, cardinalities, counts):
     embeddings = embedding_layers(cardinalities, args.dim, args.embedding,
                                   alpha=args.alpha, budget=args.budget, counts=counts,
                                   num_blocks=args.blocks)
+    if args.distribute in ("data", "model"):
+        # before the model is built, so its variables get their layouts
+        jax_distribution(args.distribute, embeddings)
     model = dlrm(embeddings, args.dim, bottom=args.bottom, top=args.top)
     model.compile(
         optimizer=make_optimizer(args.optimizer, args.lr),
@@ -174,12 +183,14 @@ def run(args):
         keras.mixed_precision.set_global_policy("mixed_float16")
     started = time.perf_counter()
     train, val, cardinalities, counts, vocab_bytes, source = load_data(args)
-    if args.distribute:
-        import tensorflow as tf
-
-        strategy = tf.distribute.MirroredStrategy()
-        with strategy.scope():
+    backend = keras.backend.backend()
+    if args.distribute in ("mirrored", "multiworker"):
+        if backend != "tensorflow":
+            raise SystemExit(f"--distribute {args.distribute} needs the TensorFlow backend.")
+        with tf_strategy(args.distribute).scope():
             model, embeddings = build_model(args, cardinalities, counts)
+    elif args.distribute and backend != "jax":
+        raise SystemExit(f"--distribute {args.distribute} needs the JAX backend.")
     else:
         model, embeddings = build_model(args, cardinalities, counts)
     meter = ThroughputMeter(args.batch_size)

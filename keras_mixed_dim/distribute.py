@@ -1,0 +1,78 @@
+"""Scale-out on existing engines: tf.distribute on TensorFlow, keras.distribution
+(DataParallel / ModelParallel) on JAX. No home-made parameter server."""
+
+import os
+
+import keras
+
+from keras_mixed_dim.layers import MixedDimEmbedding
+
+DISTRIBUTE_CHOICES = ("mirrored", "multiworker", "data", "model")
+
+
+def sharded_table_paths(embeddings, shards, min_rows=1):
+    """Variable paths of the tables whose rows can be split over `shards`.
+
+    Every block table of a `MixedDimEmbedding` (and the table of a uniform
+    `Embedding`) with at least `min_rows` rows that divide evenly; the
+    others stay replicated (JAX shards need equal parts).
+    """
+    paths = []
+    for layer in embeddings:
+        if isinstance(layer, MixedDimEmbedding):
+            for i, block in enumerate(layer.plan.blocks):
+                if block.rows >= min_rows and block.rows % shards == 0:
+                    paths.append(f"{layer.name}/block_{i}_embeddings")
+        elif isinstance(layer, keras.layers.Embedding):
+            if layer.input_dim >= min_rows and layer.input_dim % shards == 0:
+                paths.append(f"{layer.name}/embeddings")
+    return paths
+
+
+def embedding_layout_map(embeddings, mesh, axis="model", min_rows=1):
+    """A `keras.distribution.LayoutMap` that shards table rows over `axis`.
+
+    Keys are the layers' stable weight paths (`<layer>/block_<i>_embeddings`),
+    so call this with the embedding layers before the model builds them.
+    """
+    layout_map = keras.distribution.LayoutMap(mesh)
+    shards = mesh.shape[mesh.axis_names.index(axis)]
+    for path in sharded_table_paths(embeddings, shards, min_rows):
+        layout_map["^" + path + "$"] = (axis, None)
+    return layout_map
+
+
+def jax_distribution(kind, embeddings=None, min_rows=1):
+    """Sets a keras.distribution for `kind` ("data" or "model") on all devices.
+
+    For several processes, call `keras.distribution.initialize()` first (it
+    reads the coordinator address, process count and id from the
+    environment); the devices then span every host.
+    """
+    devices = keras.distribution.list_devices()
+    if kind == "data":
+        distribution = keras.distribution.DataParallel(devices=devices)
+    elif kind == "model":
+        mesh = keras.distribution.DeviceMesh(
+            shape=(1, len(devices)), axis_names=("batch", "model"), devices=devices)
+        layout_map = embedding_layout_map(embeddings or [], mesh, "model", min_rows)
+        distribution = keras.distribution.ModelParallel(
+            layout_map=layout_map, batch_dim_name="batch")
+    else:
+        raise ValueError(f"`kind` must be 'data' or 'model'. Received: {kind!r}")
+    keras.distribution.set_distribution(distribution)
+    return distribution
+
+
+def tf_strategy(kind):
+    """A tf.distribute strategy: "mirrored" (GPUs of one host) or
+    "multiworker" (hosts listed in the TF_CONFIG environment variable)."""
+    import tensorflow as tf
+
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if kind == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--distribute multiworker needs TF_CONFIG (cluster and task).")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"`kind` must be 'mirrored' or 'multiworker'. Received: {kind!r}")
