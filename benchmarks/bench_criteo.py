@@ -18,7 +18,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES  # noqa: E402
 from keras_mixed_dim.datasets.synthetic_criteo import SyntheticCriteo  # noqa: E402

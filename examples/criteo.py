@@ -14,7 +14,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES  # noqa: E402
 from keras_mixed_dim.distribute import DISTRIBUTE_CHOICES  # noqa: E402
@@ -210,7 +209,7 @@ def run(args):
         "alpha": None if args.embedding == "uniform" else args.alpha,
         "budget": args.budget,
         "cardinalities": cardinalities,
-        "embedding_dims": [getattr(e, "plan", None) and list(e.plan.dims) or [args.dim]
+        "embedding_dims": [list(e.plan.dims) if hasattr(e, "plan") else [args.dim]
                            for e in embeddings],
         "embedding_params": summary["params"],
         "embedding_bytes": summary["bytes"],

@@ -24,6 +24,13 @@ def counting_model(input_dim=40, dim=8, half_life=None, bag=2):
     return model, layer
 
 
+def shuffled_zipf_ids(num_ids, rows, exponent=1.3):
+    """`(rows, 1)` ids with Zipf popularity over a random permutation."""
+    rng = np.random.default_rng(0)
+    p = 1.0 / np.arange(1, num_ids + 1) ** exponent
+    return rng.permutation(num_ids)[rng.choice(num_ids, size=(rows, 1), p=p / p.sum())]
+
+
 def counts_of(layer):
     return ops.convert_to_numpy(layer.frequency_counts)
 
@@ -228,9 +235,7 @@ def test_replan_rebuilds_blocks_and_reports_the_true_error(sketch_threshold):
 
     keras.utils.set_random_seed(0)
     model, layer = counting_model(input_dim=500, dim=8, bag=1)
-    rng = np.random.default_rng(0)
-    p = 1.0 / np.arange(1, 501) ** 1.3
-    ids = rng.permutation(500)[rng.choice(500, size=(3000, 1), p=p / p.sum())]
+    ids = shuffled_zipf_ids(500, 3000)
     model.fit(ids, np.sin(ids), epochs=1, batch_size=100, verbose=0)
     counts = counts_of(layer).astype(np.float64)
     everything = np.arange(500)
@@ -253,9 +258,7 @@ def test_replan_rebuilds_blocks_and_reports_the_true_error(sketch_threshold):
 def test_callback_replans_and_training_goes_on(tmp_path):
     keras.utils.set_random_seed(0)
     model, layer = counting_model(input_dim=300, dim=8, bag=1)
-    rng = np.random.default_rng(0)
-    p = 1.0 / np.arange(1, 301) ** 1.3
-    ids = rng.permutation(300)[rng.choice(300, size=(4000, 1), p=p / p.sum())]
+    ids = shuffled_zipf_ids(300, 4000)
     callback = FrequencyRecount(replan=True)
     old_plan = layer.plan
     history = model.fit(ids, np.sin(ids), epochs=3, batch_size=200, verbose=0,

@@ -13,6 +13,7 @@ from keras_mixed_dim.datasets.criteo_format import NUM_DENSE
 from keras_mixed_dim.datasets.criteo_format import line_pattern
 from keras_mixed_dim.datasets.criteo_vocab import CriteoVocabulary  # noqa: F401
 from keras_mixed_dim.datasets.criteo_vocab import build_or_load_vocabulary  # noqa: F401
+from keras_mixed_dim.datasets.lookup_table import VocabularyTable
 
 
 class CriteoLookup(tf.Module):
@@ -20,28 +21,16 @@ class CriteoLookup(tf.Module):
 
     def __init__(self, vocabulary):
         super().__init__()
-        self.num_oov_buckets = vocabulary.num_oov_buckets
-        self.kept = [len(t) for t in vocabulary.tokens]
-        self.tables = []
-        for tokens in vocabulary.tokens:
-            keys = tf.constant(list(tokens) or [""], dtype=tf.string)
-            values = tf.range(tf.size(keys), dtype=tf.int64)
-            if not tokens:
-                values = tf.constant([-1], dtype=tf.int64)
-            self.tables.append(
-                tf.lookup.StaticHashTable(
-                    tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1
-                )
-            )
+        self.tables = [VocabularyTable(tokens, vocabulary.num_oov_buckets)
+                       for tokens in vocabulary.tokens]
+
+    @property
+    def payload_bytes(self):
+        return sum(table.payload_bytes for table in self.tables)
 
     def __call__(self, values):
         """`values`: string tensor `(batch, 26)`; returns int32 `(batch, 26)`."""
-        columns = []
-        for j, table in enumerate(self.tables):
-            column = values[:, j]
-            index = table.lookup(column)
-            bucket = tf.strings.to_hash_bucket_fast(column, self.num_oov_buckets)
-            columns.append(tf.where(index >= 0, index, self.kept[j] + bucket))
+        columns = [table(values[:, j]) for j, table in enumerate(self.tables)]
         return tf.cast(tf.stack(columns, axis=1), tf.int32)
 
 

@@ -25,7 +25,7 @@ from keras_mixed_dim.io_utils import atomic_write_json
 from keras_mixed_dim.io_utils import atomic_write_text
 
 # Bytes per kept value beside its UTF-8 key: the int64 index a lookup table
-# stores. Hash-table overhead comes on top and depends on the implementation.
+# stores (as `lookup_table.INDEX_BYTES`, which needs TensorFlow to import).
 INDEX_BYTES = 8
 
 

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 import keras_mixed_dim.layers  # noqa: F401  (registers the custom layers)
+from keras_mixed_dim.datasets.criteo_format import NUM_CATEGORICAL
 from keras_mixed_dim.export.savedmodel import export_criteo
 from keras_mixed_dim.export.savedmodel import export_movielens
 
@@ -66,7 +67,7 @@ def export_keras_file(model_path, base, name, version=None, warmup=True):
         categorical = np.array(
             [[t[0] if t else "" for t in vocabulary.tokens]] * 4, dtype=object)
     else:
-        categorical = np.zeros((4, dense.shape[1] * 2), np.int32)[:, :26]
+        categorical = np.zeros((4, NUM_CATEGORICAL), np.int32)
     report = export_criteo(model, base, name, vocabulary, version,
                            warmup={"dense": dense, "categorical": categorical}
                            if warmup else None)

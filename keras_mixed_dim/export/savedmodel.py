@@ -17,12 +17,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mixed_dim.datasets.criteo import CriteoLookup
 from keras_mixed_dim.datasets.criteo_format import NUM_CATEGORICAL
 from keras_mixed_dim.datasets.criteo_format import NUM_DENSE
+from keras_mixed_dim.datasets.lookup_table import VocabularyTable
 from keras_mixed_dim.layers import MixedDimEmbedding
-
-INDEX_BYTES = 8
-
 
 @dataclasses.dataclass
 class ExportReport:
@@ -43,34 +42,6 @@ class ExportReport:
     other_variable_bytes: int
     vocabulary_bytes: int
     variables_dir_bytes: int
-
-
-class _Vocabulary(tf.Module):
-    """Raw values -> indices; unknown values -> `oov_index + hash bucket`."""
-
-    def __init__(self, tokens, oov_buckets=1, string_keys=True):
-        super().__init__()
-        self.size = len(tokens)
-        self.oov_buckets = oov_buckets
-        self.string_keys = string_keys
-        key_dtype = tf.string if string_keys else tf.int64
-        keys = tf.constant(list(tokens) or ([""] if string_keys else [-1]), key_dtype)
-        values = tf.range(tf.size(keys), dtype=tf.int64)
-        if not tokens:
-            values = tf.constant([-1], tf.int64)
-        self.table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
-        self.payload_bytes = (
-            sum(len(str(t).encode()) for t in tokens) if string_keys else 8 * len(tokens)
-        ) + INDEX_BYTES * len(tokens)
-
-    def __call__(self, values):
-        index = self.table.lookup(values)
-        if self.oov_buckets > 1 and self.string_keys:
-            bucket = tf.strings.to_hash_bucket_fast(values, self.oov_buckets)
-        else:
-            bucket = tf.zeros_like(index)
-        return tf.where(index >= 0, index, self.size + bucket)
 
 
 def _check_shapes(first, first_tail, first_name, second, second_tail, second_name):
@@ -179,10 +150,9 @@ def export_criteo(model, base, name, vocabulary=None, version=None, warmup=None)
     Returns:
         An `ExportReport`.
     """
-    lookups = []
+    lookup = None
     if vocabulary is not None:
-        lookups = [_Vocabulary(tokens, vocabulary.num_oov_buckets)
-                   for tokens in vocabulary.tokens]
+        lookup = CriteoLookup(vocabulary)
         categorical_spec = tf.TensorSpec((None, NUM_CATEGORICAL), tf.string,
                                          name="categorical")
     else:
@@ -198,20 +168,17 @@ def export_criteo(model, base, name, vocabulary=None, version=None, warmup=None)
             dense, categorical = tf.identity(dense), tf.identity(categorical)
         dense = tf.where(tf.math.is_nan(dense), tf.zeros_like(dense), dense)
         dense = tf.math.log1p(tf.maximum(dense, 0.0))
-        if lookups:
-            ids = tf.stack([lookup(categorical[:, j]) for j, lookup in enumerate(lookups)],
-                           axis=1)
-            ids = tf.cast(ids, tf.int32)
-        else:
-            ids = categorical
+        ids = categorical if lookup is None else lookup(categorical)
         probability = model({"dense": dense, "categorical": ids}, training=False)
         return {"probability": tf.reshape(tf.cast(probability, tf.float32), [-1])}
 
     path, version = write_version(
-        base, name, lambda p: _save(model, serve, signature, lookups, p, warmup), version)
+        base, name,
+        lambda p: _save(model, serve, signature, [lookup] if lookup else [], p, warmup),
+        version)
     embedding, other = _weight_bytes(model)
     return ExportReport(path, version, embedding, other,
-                        sum(lookup.payload_bytes for lookup in lookups),
+                        lookup.payload_bytes if lookup else 0,
                         _directory_bytes(path / "variables"))
 
 
@@ -228,10 +195,11 @@ def export_movielens(model, base, name, users, items, version=None, warmup=None)
         users: User raw ids in index order (the training vocabulary).
         items: Item raw ids in index order.
     """
-    string_keys = any(isinstance(t, str) for t in list(users[:1]) + list(items[:1]))
-    user_lookup = _Vocabulary(list(users), string_keys=string_keys)
-    item_lookup = _Vocabulary(list(items), string_keys=string_keys)
-    dtype = tf.string if string_keys else tf.int64
+    user_lookup = VocabularyTable(users)
+    item_lookup = VocabularyTable(items)
+    if user_lookup.string_keys != item_lookup.string_keys:
+        raise ValueError("User and item ids must both be strings or both integers.")
+    dtype = tf.string if user_lookup.string_keys else tf.int64
     signature = [tf.TensorSpec((None,), dtype, name="user_id"),
                  tf.TensorSpec((None,), dtype, name="item_id")]
 

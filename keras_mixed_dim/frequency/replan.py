@@ -15,8 +15,9 @@ produced and consumed in chunks, never all at once.
 import dataclasses
 
 import numpy as np
-from keras import ops
 
+from keras_mixed_dim.frequency.rerank import LayerSnapshot
+from keras_mixed_dim.frequency.rerank import new_ranking
 from keras_mixed_dim.frequency.rerank import read_counts
 from keras_mixed_dim.planning import plan_blocks
 
@@ -109,7 +110,6 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
     counts = read_counts(layer) if counts is None else np.asarray(counts, np.float64)
     if counts.sum() <= 0:
         raise ValueError(f"Layer {layer.name!r} has no counts yet; nothing to plan from.")
-    old_ranks = np.asarray(ops.convert_to_numpy(layer.remap), dtype=np.int64)
     args = layer.planning_args
     new_plan = plan_blocks(
         old_plan.input_dim, old_plan.output_dim, counts=counts,
@@ -120,22 +120,8 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
         old_plan.rows, old_plan.dims
     ):
         return ReplanReport(old_plan, new_plan, 0.0, (), rebuilt=False)
-    order = np.lexsort((old_ranks, -counts))  # ids by new rank
-    new_ranks = np.empty_like(old_ranks)
-    new_ranks[order] = np.arange(old_plan.input_dim)
-    tables = [np.asarray(ops.convert_to_numpy(t)) for t in layer.block_embeddings]
-    projections = [None if p is None else np.asarray(ops.convert_to_numpy(p))
-                   for p in layer.block_projections]
-    old_blocks = old_plan.block_of_rank(old_ranks)
-
-    def outputs(ids):
-        result = np.zeros((ids.size, old_plan.output_dim), dtype=np.float64)
-        for b in np.unique(old_blocks[ids]):
-            mask = old_blocks[ids] == b
-            rows = tables[b][old_ranks[ids[mask]] - old_plan.offsets[b]].astype(np.float64)
-            result[mask] = rows if projections[b] is None else rows @ projections[b]
-        return result
-
+    old = LayerSnapshot(layer)
+    order, new_ranks = new_ranking(old.ranks, counts)
     sketch_rows = sketch_rows or max(64, 8 * old_plan.output_dim)
     new_tables, new_projections, sketched = [], [], []
     error_num = error_den = 0.0
@@ -143,14 +129,11 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
         ids = order[block.start : block.stop]
 
         def rows_fn(start, stop, ids=ids):
-            return outputs(ids[start:stop])
+            return old.outputs(ids[start:stop])
 
         if block.dim == new_plan.output_dim:
-            table = np.concatenate(
-                [rows_fn(s, min(s + CHUNK_ROWS, ids.size))
-                 for s in range(0, ids.size, CHUNK_ROWS)]
-            )
-            new_tables.append(table.astype("float32"))
+            # a full-width block keeps its ids' outputs exactly
+            new_tables.append(old.outputs(ids).astype("float32"))
             new_projections.append(None)
             continue
         use_sketch = ids.size > sketch_threshold

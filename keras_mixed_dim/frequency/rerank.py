@@ -16,6 +16,8 @@ import dataclasses
 import numpy as np
 from keras import ops
 
+from keras_mixed_dim.planning import ranks_of_ids
+
 
 @dataclasses.dataclass
 class RerankReport:
@@ -54,6 +56,39 @@ def block_masses(plan, ranks, counts):
     return tuple(float(m / total) if total > 0 else 0.0 for m in masses)
 
 
+def new_ranking(old_ranks, counts):
+    """Ids by count (ties keep their current rank): `(order, new_ranks)` with
+    `order[rank] = id` and `new_ranks[id] = rank`."""
+    order = np.lexsort((old_ranks, -counts))
+    return order, ranks_of_ids(order)
+
+
+class LayerSnapshot:
+    """The layer's weights as numpy arrays, and its outputs computed from them."""
+
+    def __init__(self, layer):
+        self.plan = layer.plan
+        self.ranks = np.asarray(ops.convert_to_numpy(layer.remap), dtype=np.int64)
+        self.blocks = self.plan.block_of_rank(self.ranks)
+        self.tables = [np.asarray(ops.convert_to_numpy(t)) for t in layer.block_embeddings]
+        self.projections = [
+            None if p is None else np.asarray(ops.convert_to_numpy(p))
+            for p in layer.block_projections
+        ]
+
+    def outputs(self, ids):
+        """Output vectors of `ids` (float64), computed like the layer."""
+        result = np.zeros((ids.size, self.plan.output_dim), dtype=np.float64)
+        blocks = self.blocks[ids]
+        for b in np.unique(blocks):
+            mask = blocks == b
+            rows = self.tables[b][self.ranks[ids[mask]] - self.plan.offsets[b]]
+            rows = rows.astype(np.float64)
+            projection = self.projections[b]
+            result[mask] = rows if projection is None else rows @ projection
+        return result
+
+
 def slot_variables(optimizer, variable):
     """Optimizer variables shaped like `variable` and named after it."""
     if optimizer is None:
@@ -88,17 +123,11 @@ def rerank_layer(layer, counts=None, optimizer=None):
         raise ValueError(
             f"`counts` must have {plan.input_dim} entries. Received shape {counts.shape}."
         )
-    old_ranks = np.asarray(ops.convert_to_numpy(layer.remap), dtype=np.int64)
-    order = np.lexsort((old_ranks, -counts))  # ids by new rank
-    new_ranks = np.empty_like(old_ranks)
-    new_ranks[order] = np.arange(plan.input_dim)
-    old_blocks = plan.block_of_rank(old_ranks)
+    snapshot = LayerSnapshot(layer)
+    old_ranks, old_blocks = snapshot.ranks, snapshot.blocks
+    tables, projections = snapshot.tables, snapshot.projections
+    order, new_ranks = new_ranking(old_ranks, counts)
     offsets = plan.offsets
-    tables = [np.asarray(ops.convert_to_numpy(t)) for t in layer.block_embeddings]
-    projections = [
-        None if p is None else np.asarray(ops.convert_to_numpy(p))
-        for p in layer.block_projections
-    ]
     slots = [slot_variables(optimizer, t) for t in layer.block_embeddings]
     slot_values = [[np.asarray(ops.convert_to_numpy(s)) for s in group] for group in slots]
 
@@ -110,11 +139,11 @@ def rerank_layer(layer, counts=None, optimizer=None):
         table = np.empty_like(tables[b])
         table[stay] = tables[b][old_ranks[ids[stay]] - offsets[b]]
         group = [np.zeros_like(v) for v in slot_values[b]]
-        for new, old in zip(group, slot_values[b]):
-            new[stay] = old[old_ranks[ids[stay]] - offsets[b]]
+        for new_slot, old_slot in zip(group, slot_values[b]):
+            new_slot[stay] = old_slot[old_ranks[ids[stay]] - offsets[b]]
         moving = ids[~stay]
         if moving.size:
-            target = _outputs(moving, old_ranks, old_blocks, offsets, tables, projections)
+            target = snapshot.outputs(moving)
             if projections[b] is None:
                 rows = target
             else:
@@ -140,15 +169,3 @@ def rerank_layer(layer, counts=None, optimizer=None):
         warm_start_error=float(np.sqrt(error_num / error_den)) if error_den > 0 else 0.0,
     )
 
-
-def _outputs(ids, ranks, blocks, offsets, tables, projections):
-    """Current output vectors of `ids` (float64), computed like the layer."""
-    output_dim = next(
-        (p.shape[1] for p in projections if p is not None), tables[0].shape[1]
-    )
-    result = np.zeros((ids.size, output_dim), dtype=np.float64)
-    for b in np.unique(blocks[ids]):
-        mask = blocks[ids] == b
-        rows = tables[b][ranks[ids[mask]] - offsets[b]].astype(np.float64)
-        result[mask] = rows if projections[b] is None else rows @ projections[b]
-    return result

@@ -288,9 +288,7 @@ class MixedDimEmbedding(layers.Layer):
     def _count(self, ids):
         """Adds this batch's lookups to `frequency_counts` (decayed if set)."""
         ids = ops.reshape(ids, (-1,))
-        if backend.standardize_dtype(ids.dtype) not in ("int32", "int64"):
-            ids = ops.cast(ids, "int32")
-        valid = ops.logical_and(ops.greater_equal(ids, 0), ops.less(ids, self.input_dim))
+        valid = self._in_range(ids)
         if self.mask_zero:
             valid = ops.logical_and(valid, ops.not_equal(ids, 0))
         dtype = self.frequency_counts.dtype
@@ -306,12 +304,8 @@ class MixedDimEmbedding(layers.Layer):
 
     def ranks(self, ids):
         """Rank of each id, or -1 for ids outside `[0, input_dim)`."""
-        ids = ops.convert_to_tensor(ids)
-        if backend.standardize_dtype(ids.dtype) not in ("int32", "int64"):
-            ids = ops.cast(ids, "int32")
-        valid = ops.logical_and(
-            ops.greater_equal(ids, 0), ops.less(ids, self.input_dim)
-        )
+        ids = _as_int_ids(ids)
+        valid = self._in_range(ids)
         if self.remap is None:
             ranks = ids
         else:
@@ -328,8 +322,11 @@ class MixedDimEmbedding(layers.Layer):
             inputs = np.where(in_range, inputs, -1).astype("int32")
         return super().__call__(inputs, *args, **kwargs)
 
+    def _in_range(self, ids):
+        return ops.logical_and(ops.greater_equal(ids, 0), ops.less(ids, self.input_dim))
+
     def call(self, inputs, training=None):
-        inputs = ops.convert_to_tensor(inputs)
+        inputs = _as_int_ids(inputs)
         if training and self.frequency_counts is not None:
             self._count(inputs)
         ranks = self.ranks(inputs)
@@ -461,6 +458,15 @@ class MixedDimEmbedding(layers.Layer):
             }
         )
         return config
+
+
+def _as_int_ids(ids):
+    """Ids as an int32 / int64 tensor (float ids, as Keras inputs default to,
+    are cast like `keras.layers.Embedding` does)."""
+    ids = ops.convert_to_tensor(ids)
+    if backend.standardize_dtype(ids.dtype) not in ("int32", "int64"):
+        ids = ops.cast(ids, "int32")
+    return ids
 
 
 def _count_project_first_blocks(plan):

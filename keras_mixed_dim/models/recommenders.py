@@ -3,7 +3,6 @@
 import keras
 from keras import layers
 
-
 EMBEDDING_LAYERS = ("user_embedding", "item_embedding")
 
 
