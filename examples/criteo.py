@@ -27,6 +27,8 @@ from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_summary  # noqa: E402
 from keras_mixed_dim.planning import zipf_counts  # noqa: E402
+from keras_mixed_dim.training_stats import ThroughputMeter  # noqa: E402
+from keras_mixed_dim.training_stats import peak_memory  # noqa: E402
 
 OPTIMIZERS = ("adam", "adagrad", "amsgrad", "sgd")
 
@@ -73,7 +75,9 @@ def parse_args(argv=None):
                        "backend; multiworker reads TF_CONFIG); data / model: "
                        "keras.distribution DataParallel / ModelParallel with table "
                        "rows sharded (JAX backend)")
-    train.add_argument("--jit-compile", action="store_true")
+    train.add_argument("--jit-compile", action=argparse.BooleanOptionalAction,
+                       help="XLA-compile the train step (default: Keras's 'auto', "
+                       "on for JAX)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2])
     out = parser.add_argument_group("outputs")
@@ -147,33 +151,9 @@ def build_model(args, cardinalities, counts):
         metrics=[keras.metrics.AUC(name="auc"),
                  keras.metrics.BinaryCrossentropy(name="logloss"),
                  keras.metrics.BinaryAccuracy(name="accuracy")],
-        jit_compile=args.jit_compile,
+        jit_compile="auto" if args.jit_compile is None else args.jit_compile,
     )
     return model, embeddings
-
-
-class ThroughputMeter(keras.callbacks.Callback):
-    """Training examples per second, timed over batches after the first
-    (which includes tracing and compilation)."""
-
-    def __init__(self, batch_size):
-        super().__init__()
-        self.batch_size = batch_size
-        self.batches = 0
-        self.seconds = 0.0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.batches or batch:
-            self.seconds += time.perf_counter() - self._start
-        self.batches += 1
-
-    @property
-    def examples_per_second(self):
-        timed = self.batches - 1
-        return timed * self.batch_size / self.seconds if self.seconds else float("nan")
 
 
 def run(args):
@@ -218,6 +198,9 @@ def run(args):
         "val": {k: float(v) for k, v in metrics.items()},
         "loss_history": [float(x) for x in history.history["loss"]],
         "train_examples_per_second": meter.examples_per_second,
+        "backend": backend,
+        "batch_size": args.batch_size,
+        **peak_memory(),
         "wall_seconds": time.perf_counter() - started,
     }
     if args.results_json:
@@ -246,10 +229,19 @@ def print_summary(results):
         ("val log loss", f"{results['val']['logloss']:.4f}"),
         ("val accuracy", f"{results['val']['accuracy']:.4f}"),
         ("train examples/s", f"{results['train_examples_per_second']:,.0f}"),
+        ("peak device memory", _mib(results["device_peak_bytes"], results["device"])),
+        ("peak host memory", _mib(results["host_peak_bytes"])),
         ("wall time", f"{results['wall_seconds']:.1f} s"),
     ]
     width = max(len(k) for k, _ in rows)
     print("\n" + "\n".join(f"{k:>{width}}  {v}" for k, v in rows))
+
+
+def _mib(num_bytes, device=None):
+    if num_bytes is None:
+        return "n/a (no accelerator)"
+    text = f"{num_bytes / 2**20:,.0f} MiB"
+    return f"{text} on {device}" if device else text
 
 
 def main(argv=None):
