@@ -17,8 +17,10 @@ import keras  # noqa: E402
 
 from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES  # noqa: E402
 from keras_mixed_dim.distribute import DISTRIBUTE_CHOICES  # noqa: E402
+from keras_mixed_dim.distribute import is_chief  # noqa: E402
 from keras_mixed_dim.distribute import jax_distribution  # noqa: E402
-from keras_mixed_dim.distribute import tf_strategy  # noqa: E402
+from keras_mixed_dim.distribute import strategy_scope  # noqa: E402
+from keras_mixed_dim.distribute import worker_output_path  # noqa: E402
 from keras_mixed_dim.datasets.synthetic_criteo import SyntheticCriteo  # noqa: E402
 from keras_mixed_dim.io_utils import atomic_save_model  # noqa: E402
 from keras_mixed_dim.io_utils import atomic_write_json  # noqa: E402
@@ -163,14 +165,11 @@ def run(args):
     started = time.perf_counter()
     train, val, cardinalities, counts, vocab_bytes, source = load_data(args)
     backend = keras.backend.backend()
-    if args.distribute in ("mirrored", "multiworker"):
-        if backend != "tensorflow":
-            raise SystemExit(f"--distribute {args.distribute} needs the TensorFlow backend.")
-        with tf_strategy(args.distribute).scope():
-            model, embeddings = build_model(args, cardinalities, counts)
-    elif args.distribute and backend != "jax":
-        raise SystemExit(f"--distribute {args.distribute} needs the JAX backend.")
-    else:
+    try:
+        scope = strategy_scope(args.distribute)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    with scope:
         model, embeddings = build_model(args, cardinalities, counts)
     meter = ThroughputMeter(args.batch_size)
     fit = dict(epochs=args.epochs, steps_per_epoch=args.steps, verbose=args.verbose,
@@ -203,12 +202,13 @@ def run(args):
         **peak_memory(),
         "wall_seconds": time.perf_counter() - started,
     }
-    if args.results_json:
+    if args.results_json and is_chief():
         atomic_write_json(args.results_json, results)
     if args.save:
-        atomic_save_model(model, args.save)
+        with worker_output_path(args.save) as path:
+            atomic_save_model(model, path)
         vocabulary = getattr(args, "_vocabulary", None)
-        if vocabulary is not None:
+        if vocabulary is not None and is_chief():
             # the raw-value vocabularies, which the SavedModel export puts in-graph
             vocabulary.save(args.save[: -len(".keras")] + ".vocab")
     return results

@@ -21,6 +21,11 @@ from keras_mixed_dim.datasets import read_ratings  # noqa: E402
 from keras_mixed_dim.datasets import split_by_time  # noqa: E402
 from keras_mixed_dim.datasets import split_random  # noqa: E402
 from keras_mixed_dim.datasets import synthetic_ratings  # noqa: E402
+from keras_mixed_dim.distribute import DISTRIBUTE_CHOICES  # noqa: E402
+from keras_mixed_dim.distribute import is_chief  # noqa: E402
+from keras_mixed_dim.distribute import jax_distribution  # noqa: E402
+from keras_mixed_dim.distribute import strategy_scope  # noqa: E402
+from keras_mixed_dim.distribute import worker_output_path  # noqa: E402
 from keras_mixed_dim.io_utils import atomic_save_model  # noqa: E402
 from keras_mixed_dim.io_utils import atomic_write_json  # noqa: E402
 from keras_mixed_dim.models import embedding_params  # noqa: E402
@@ -64,6 +69,11 @@ def parse_args(argv=None):
     train.add_argument("--patience", type=int, default=2,
                        help="early stopping patience on validation MSE")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--distribute", choices=DISTRIBUTE_CHOICES,
+                       help="mirrored / multiworker: tf.distribute (TensorFlow "
+                       "backend; multiworker reads TF_CONFIG; --batch-size is "
+                       "global); data / model: keras.distribution DataParallel / "
+                       "ModelParallel with table rows sharded (JAX backend)")
     train.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2])
     out = parser.add_argument_group("outputs")
     out.add_argument("--results-json", help="write params, MSEs and wall time here")
@@ -140,6 +150,9 @@ def build(args, users, items, global_mean):
                 name=name,
             )
         )
+    if args.distribute in ("data", "model"):
+        # before the model is built, so its variables get their layouts
+        jax_distribution(args.distribute, layers)
     if args.model == "mf":
         return matrix_factorization(
             users.size, items.size, *layers, global_mean=global_mean,
@@ -164,8 +177,13 @@ def run(args):
     ratings, source = load(args)
     users, items, (train, val, test) = prepare(ratings, args)
     global_mean = float(np.mean(train[1]))
-    model = build(args, users, items, global_mean)
-    model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
+    try:
+        scope = strategy_scope(args.distribute)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    with scope:
+        model = build(args, users, items, global_mean)
+        model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
     # tf.data batches shuffle themselves; plain arrays are shuffled by fit.
     fit_kwargs = {"shuffle": False}
     if keras.backend.backend() != "tensorflow":
@@ -216,13 +234,15 @@ def run(args):
         "val_loss_history": [float(x) for x in history.history["val_loss"]],
         "wall_seconds": time.perf_counter() - started,
     }
-    if args.results_json:
+    if args.results_json and is_chief():
         atomic_write_json(args.results_json, results)
     if args.save:
-        atomic_save_model(model, args.save)
-        # the raw-id vocabularies, which the SavedModel export puts in-graph
-        atomic_write_json(vocabulary_path(args.save), {
-            "user": _plain(users.tokens), "item": _plain(items.tokens)})
+        with worker_output_path(args.save) as path:
+            atomic_save_model(model, path)
+        if is_chief():
+            # the raw-id vocabularies, which the SavedModel export puts in-graph
+            atomic_write_json(vocabulary_path(args.save), {
+                "user": _plain(users.tokens), "item": _plain(items.tokens)})
     return results
 
 

@@ -1,7 +1,11 @@
 """Scale-out on existing engines: tf.distribute on TensorFlow, keras.distribution
 (DataParallel / ModelParallel) on JAX. No home-made parameter server."""
 
+import contextlib
+import json
 import os
+import shutil
+import tempfile
 
 import keras
 
@@ -66,7 +70,11 @@ def jax_distribution(kind, embeddings=None, min_rows=1):
 
 def tf_strategy(kind):
     """A tf.distribute strategy: "mirrored" (GPUs of one host) or
-    "multiworker" (hosts listed in the TF_CONFIG environment variable)."""
+    "multiworker" (hosts listed in the TF_CONFIG environment variable).
+
+    For "multiworker" this also applies `enable_multiworker_fit`, without
+    which Keras 3's `model.fit` fails under that strategy.
+    """
     import tensorflow as tf
 
     if kind == "mirrored":
@@ -74,5 +82,73 @@ def tf_strategy(kind):
     if kind == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--distribute multiworker needs TF_CONFIG (cluster and task).")
+        from keras_mixed_dim.multiworker import enable_multiworker_fit
+
+        enable_multiworker_fit()
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"`kind` must be 'mirrored' or 'multiworker'. Received: {kind!r}")
+
+
+_BACKEND_OF = {"mirrored": "tensorflow", "multiworker": "tensorflow",
+               "data": "jax", "model": "jax"}
+
+
+def strategy_scope(kind):
+    """The context to create and compile a model in for `--distribute kind`.
+
+    A tf.distribute strategy's scope for "mirrored" / "multiworker"; nothing
+    for None, "data" and "model" (call `jax_distribution` inside it, once the
+    embedding layers exist). Fails early when the backend cannot run `kind`.
+    Enter it before any TensorFlow op runs: a multi-worker strategy must
+    configure TF's collective ops at program start.
+    """
+    if kind is None:
+        return contextlib.nullcontext()
+    if kind not in _BACKEND_OF:
+        raise ValueError(f"`kind` must be one of {DISTRIBUTE_CHOICES} or None. "
+                         f"Received: {kind!r}")
+    backend = keras.backend.backend()
+    if backend != _BACKEND_OF[kind]:
+        raise ValueError(f"--distribute {kind} needs KERAS_BACKEND={_BACKEND_OF[kind]}; "
+                         f"this process runs {backend}.")
+    if _BACKEND_OF[kind] == "tensorflow":
+        return tf_strategy(kind).scope()
+    return contextlib.nullcontext()
+
+
+def is_chief():
+    """Whether this process should write the run's outputs.
+
+    False on the non-chief workers of a TF_CONFIG cluster and on JAX
+    processes other than 0; True for a single process.
+    """
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = config.get("task")
+    if task:
+        if task.get("type") == "chief":
+            return True
+        if "chief" in config.get("cluster", {}):
+            return False
+        return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.process_index() == 0
+    return True
+
+
+@contextlib.contextmanager
+def worker_output_path(path):
+    """Yields `path` on the chief and a throw-away path on the other workers.
+
+    Every worker must take part in saving a model (reading synchronized
+    variables can need all of them); only the chief's copy is kept.
+    """
+    if is_chief():
+        yield path
+        return
+    scratch = tempfile.mkdtemp(prefix="worker-output-")
+    try:
+        yield os.path.join(scratch, os.path.basename(path))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -2,10 +2,8 @@
 devices and TF MirroredStrategy over 2 logical CPUs. Each runs in its own
 process, since device counts are fixed when a backend starts.
 
-MultiWorkerMirroredStrategy is not tested: with Keras 3.15.1 and TF 2.21,
-`model.fit` under it fails before the first step even for a plain Dense model
-(Keras's `_maybe_symbolic_build` reduces the first per-replica batch and TF's
-collective reduce rejects the PerReplica value); see the README."""
+MultiWorkerMirroredStrategy (two worker processes) is in test_multiworker.py.
+"""
 
 import json
 import os
