@@ -30,6 +30,7 @@ def parse_args(argv=None):
     parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--alpha", type=float, default=0.3)
     parser.add_argument("--cardinality-scale", type=float, default=1.0)
+    parser.add_argument("--steps-per-execution", type=int, default=1)
     parser.add_argument("--out", default="runs/gpu_criteo",
                         help="folder for one results JSON per run")
     return parser.parse_args(argv)
@@ -42,6 +43,7 @@ def run_one(args, mode, batch_size):
         "--embedding", mode, "--dim", str(args.dim), "--alpha", str(args.alpha),
         "--cardinality-scale", str(args.cardinality_scale),
         "--synthetic-rows", str(args.rows), "--batch-size", str(batch_size),
+        "--steps-per-execution", str(args.steps_per_execution),
         "--verbose", "0", "--results-json", str(out),
     ]
     print("$", " ".join(command), flush=True)

@@ -71,6 +71,9 @@ def parse_args(argv=None):
     train.add_argument("--batch-size", type=int, default=1024)
     train.add_argument("--epochs", type=int, default=1)
     train.add_argument("--steps", type=int, help="steps per epoch (default: all data)")
+    train.add_argument("--steps-per-execution", type=int, default=1,
+                       help="train steps per compiled call (amortizes Keras's "
+                       "per-step host work on fast accelerators)")
     train.add_argument("--mixed-precision", action="store_true")
     train.add_argument("--distribute", choices=DISTRIBUTE_CHOICES,
                        help="mirrored / multiworker: tf.distribute (TensorFlow "
@@ -88,6 +91,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.save and not args.save.endswith(".keras"):
         parser.error(f"--save must end in .keras, got {args.save!r}")
+    if args.steps_per_execution < 1:
+        parser.error(f"--steps-per-execution must be >= 1, got {args.steps_per_execution}")
     if args.cardinality_scale <= 0:
         parser.error(f"--cardinality-scale must be > 0, got {args.cardinality_scale}")
     return args
@@ -131,7 +136,10 @@ def load_data(args):
     generator = SyntheticCriteo(args.synthetic_rows, cardinalities, seed=args.seed)
     dense, categorical, labels = generator.arrays()
     cut = int(0.9 * len(labels))
-    train = ({"dense": dense[:cut], "categorical": categorical[:cut]}, labels[:cut])
+    # whole batches only: a smaller last batch is a new shape, and XLA
+    # compiles the whole train step again for it (seconds, mid-epoch)
+    end = max(cut - cut % args.batch_size, min(cut, args.batch_size))
+    train = ({"dense": dense[:end], "categorical": categorical[:end]}, labels[:end])
     val = ({"dense": dense[cut:], "categorical": categorical[cut:]}, labels[cut:])
     counts = [zipf_counts(c, generator.zipf_exponent) for c in cardinalities]
     source = {"synthetic_rows": args.synthetic_rows,
@@ -154,6 +162,7 @@ def build_model(args, cardinalities, counts):
                  keras.metrics.BinaryCrossentropy(name="logloss"),
                  keras.metrics.BinaryAccuracy(name="accuracy")],
         jit_compile="auto" if args.jit_compile is None else args.jit_compile,
+        steps_per_execution=args.steps_per_execution,
     )
     return model, embeddings
 
