@@ -17,6 +17,7 @@ import keras  # noqa: E402
 
 from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES  # noqa: E402
 from keras_mixed_dim.distribute import DISTRIBUTE_CHOICES  # noqa: E402
+from keras_mixed_dim.distribute import initialize_processes  # noqa: E402
 from keras_mixed_dim.distribute import is_chief  # noqa: E402
 from keras_mixed_dim.distribute import jax_distribution  # noqa: E402
 from keras_mixed_dim.distribute import strategy_scope  # noqa: E402
@@ -168,6 +169,8 @@ def build_model(args, cardinalities, counts):
 
 
 def run(args):
+    if args.distribute in ("data", "model"):
+        initialize_processes()  # before anything touches a JAX device
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")

@@ -22,6 +22,7 @@ from keras_mixed_dim.datasets import split_by_time  # noqa: E402
 from keras_mixed_dim.datasets import split_random  # noqa: E402
 from keras_mixed_dim.datasets import synthetic_ratings  # noqa: E402
 from keras_mixed_dim.distribute import DISTRIBUTE_CHOICES  # noqa: E402
+from keras_mixed_dim.distribute import initialize_processes  # noqa: E402
 from keras_mixed_dim.distribute import is_chief  # noqa: E402
 from keras_mixed_dim.distribute import jax_distribution  # noqa: E402
 from keras_mixed_dim.distribute import strategy_scope  # noqa: E402
@@ -172,6 +173,8 @@ def batches(features, targets, args, shuffle):
 
 def run(args):
     """Trains and evaluates one configuration; returns the results dict."""
+    if args.distribute in ("data", "model"):
+        initialize_processes()  # before anything touches a JAX device
     keras.utils.set_random_seed(args.seed)
     started = time.perf_counter()
     ratings, source = load(args)

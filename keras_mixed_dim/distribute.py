@@ -46,12 +46,36 @@ def embedding_layout_map(embeddings, mesh, axis="model", min_rows=1):
     return layout_map
 
 
+def initialize_processes():
+    """Joins a multi-process JAX job when the environment describes one.
+
+    Calls `keras.distribution.initialize()` when
+    `KERAS_DISTRIBUTION_NUM_PROCESSES` is above 1 (it also reads
+    `KERAS_DISTRIBUTION_JOB_ADDRESSES` and `KERAS_DISTRIBUTION_PROCESS_ID`).
+    Call it first, before anything touches a JAX device.
+
+    Returns:
+        Whether this process joined a multi-process job.
+    """
+    value = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")
+    try:
+        processes = int(value)
+    except ValueError:
+        raise ValueError("KERAS_DISTRIBUTION_NUM_PROCESSES must be an integer. "
+                         f"Received: {value!r}") from None
+    if processes <= 1:
+        return False
+    keras.distribution.initialize()
+    return True
+
+
 def jax_distribution(kind, embeddings=None, min_rows=1):
     """Sets a keras.distribution for `kind` ("data" or "model") on all devices.
 
-    For several processes, call `keras.distribution.initialize()` first (it
-    reads the coordinator address, process count and id from the
-    environment); the devices then span every host.
+    For several processes, call `initialize_processes()` first (it calls
+    `keras.distribution.initialize()`, which reads the coordinator address,
+    process count and id from the environment); the devices then span every
+    host.
     """
     devices = keras.distribution.list_devices()
     if kind == "data":

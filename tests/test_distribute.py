@@ -135,3 +135,56 @@ def test_mirrored_strategy_two_logical_cpus_matches_one_device():
     out = run_python(MIRRORED)
     assert out["replicas"] == 2 and out["replicas_equal"]
     np.testing.assert_allclose(out["mirrored"], out["single"], rtol=1e-3)
+
+
+def _tf_config(task, cluster=None):
+    cluster = cluster or {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    return json.dumps({"cluster": cluster, "task": task})
+
+
+@pytest.mark.parametrize("tf_config, chief", [
+    (None, True),
+    (_tf_config({"type": "worker", "index": 0}), True),
+    (_tf_config({"type": "worker", "index": 1}), False),
+    (_tf_config({"type": "worker", "index": 0},
+                {"chief": ["127.0.0.1:3"], "worker": ["127.0.0.1:1"]}), False),
+    (_tf_config({"type": "chief", "index": 0},
+                {"chief": ["127.0.0.1:3"], "worker": ["127.0.0.1:1"]}), True),
+])
+def test_only_the_chief_keeps_outputs(tf_config, chief, monkeypatch, tmp_path):
+    from keras_mixed_dim.distribute import is_chief
+    from keras_mixed_dim.distribute import worker_output_path
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    assert is_chief() is chief
+    target = tmp_path / "model.keras"
+    with worker_output_path(str(target)) as path:
+        pathlib.Path(path).write_text("saved")
+    assert target.exists() is chief
+    assert chief or not pathlib.Path(path).exists()  # the scratch copy is gone
+
+
+def test_initialize_processes_reads_the_environment(monkeypatch):
+    from keras_mixed_dim.distribute import initialize_processes
+
+    monkeypatch.delenv("KERAS_DISTRIBUTION_NUM_PROCESSES", raising=False)
+    assert initialize_processes() is False
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")
+    assert initialize_processes() is False
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "two")
+    with pytest.raises(ValueError, match="'two'"):
+        initialize_processes()
+
+
+def test_strategy_scope_names_the_backend_it_needs():
+    from keras_mixed_dim.distribute import strategy_scope
+
+    with pytest.raises(ValueError, match="KERAS_BACKEND=jax"):
+        strategy_scope("model")  # these tests run on TensorFlow
+    with pytest.raises(ValueError, match="'pipeline'"):
+        strategy_scope("pipeline")
+    with strategy_scope(None):
+        pass

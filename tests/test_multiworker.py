@@ -144,3 +144,19 @@ def test_movielens_example_multiworker(tmp_path):
     np.testing.assert_allclose(multiworker["loss_history"], single["loss_history"],
                                rtol=0.02)
     assert multiworker["mse"]["test"] == pytest.approx(single["mse"]["test"], rel=0.02)
+
+
+def test_criteo_example_multiworker(tmp_path):
+    common = ["examples/criteo.py", "--synthetic-rows", "12000", "--batch-size", "512",
+              "--verbose", "0"]
+    run_workers(common + ["--distribute", "multiworker",
+                          "--results-json", str(tmp_path / "mw.json"),
+                          "--save", str(tmp_path / "mw.keras")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mw.json", "mw.keras"]
+    run_single(common + ["--results-json", str(tmp_path / "single.json")])
+    multiworker = json.loads((tmp_path / "mw.json").read_text())
+    single = json.loads((tmp_path / "single.json").read_text())
+    np.testing.assert_allclose(multiworker["loss_history"], single["loss_history"],
+                               rtol=0.02)
+    assert multiworker["val"]["logloss"] == pytest.approx(single["val"]["logloss"],
+                                                          rel=0.02)
