@@ -127,36 +127,39 @@ def test_two_workers_match_each_other_and_one_process(script):
         assert workers[1]["evaluation"][key] == workers[0]["evaluation"][key]
 
 
-def test_movielens_example_multiworker(tmp_path):
-    common = ["examples/movielens.py", "--synthetic-ratings", "8000", "--epochs", "2",
-              "--verbose", "0"]
-    run_workers(common + ["--distribute", "multiworker",
-                          "--results-json", str(tmp_path / "mw.json"),
-                          "--save", str(tmp_path / "mw.keras")])
-    run_single(common + ["--results-json", str(tmp_path / "single.json")])
-    multiworker = json.loads((tmp_path / "mw.json").read_text())
-    single = json.loads((tmp_path / "single.json").read_text())
-    # only the chief writes: one results file, one model, one vocabulary
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "mw.json", "mw.keras", "mw.vocab.json", "single.json"]
+def run_example_both_ways(argv, folder):
+    """Runs an example on two workers and in one process.
+
+    Returns the two results dicts and the names of the files the workers
+    wrote (before the one-process run writes its own).
+    """
+    run_workers(argv + ["--distribute", "multiworker",
+                        "--results-json", str(folder / "mw.json"),
+                        "--save", str(folder / "mw.keras")])
+    written = sorted(p.name for p in folder.iterdir())
+    run_single(argv + ["--results-json", str(folder / "single.json")])
+    multiworker = json.loads((folder / "mw.json").read_text())
+    single = json.loads((folder / "single.json").read_text())
     # Adam divides by sqrt(v), which magnifies float-order differences in
-    # tiny gradients, so the example matches to a looser tolerance than SGD
+    # tiny gradients, so the examples match to a looser tolerance than SGD
     np.testing.assert_allclose(multiworker["loss_history"], single["loss_history"],
                                rtol=0.02)
+    return multiworker, single, written
+
+
+def test_movielens_example_multiworker(tmp_path):
+    multiworker, single, written = run_example_both_ways(
+        ["examples/movielens.py", "--synthetic-ratings", "8000", "--epochs", "2",
+         "--verbose", "0"], tmp_path)
+    # only the chief writes: one results file, one model, one vocabulary
+    assert written == ["mw.json", "mw.keras", "mw.vocab.json"]
     assert multiworker["mse"]["test"] == pytest.approx(single["mse"]["test"], rel=0.02)
 
 
 def test_criteo_example_multiworker(tmp_path):
-    common = ["examples/criteo.py", "--synthetic-rows", "12000", "--batch-size", "512",
-              "--verbose", "0"]
-    run_workers(common + ["--distribute", "multiworker",
-                          "--results-json", str(tmp_path / "mw.json"),
-                          "--save", str(tmp_path / "mw.keras")])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mw.json", "mw.keras"]
-    run_single(common + ["--results-json", str(tmp_path / "single.json")])
-    multiworker = json.loads((tmp_path / "mw.json").read_text())
-    single = json.loads((tmp_path / "single.json").read_text())
-    np.testing.assert_allclose(multiworker["loss_history"], single["loss_history"],
-                               rtol=0.02)
+    multiworker, single, written = run_example_both_ways(
+        ["examples/criteo.py", "--synthetic-rows", "12000", "--batch-size", "512",
+         "--verbose", "0"], tmp_path)
+    assert written == ["mw.json", "mw.keras"]
     assert multiworker["val"]["logloss"] == pytest.approx(single["val"]["logloss"],
                                                           rel=0.02)
