@@ -51,7 +51,8 @@ class StepTimer(keras.callbacks.Callback):
 def build(vocab, users, dim, counts, count, alpha, blocks, half_life):
     layer = MixedDimEmbedding(
         vocab, dim, counts=counts, alpha=alpha, num_blocks=blocks,
-        count_frequencies=count, frequency_half_life=half_life if count else None,
+        count_frequencies=count,
+        frequency_half_life=half_life if count and half_life else None,
         name="items",
     )
     user = keras.Input(shape=(), dtype="int32", name="user")
@@ -74,7 +75,8 @@ def main():
     parser.add_argument("--exponent", type=float, default=1.1)
     parser.add_argument("--epochs", type=int, default=3, help="per half")
     parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--half-life", type=float, default=500.0, help="steps")
+    parser.add_argument("--half-life", type=float, default=500.0,
+                        help="steps; 0 counts exactly (int32, no decay)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     hidden = rng.normal(size=(args.vocab, args.dim)).astype("float32")

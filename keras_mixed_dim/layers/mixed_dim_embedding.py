@@ -292,11 +292,17 @@ class MixedDimEmbedding(layers.Layer):
         if self.mask_zero:
             valid = ops.logical_and(valid, ops.not_equal(ids, 0))
         dtype = self.frequency_counts.dtype
-        delta = ops.scatter(
-            ops.expand_dims(ops.clip(ids, 0, self.input_dim - 1), -1),
-            ops.cast(valid, dtype),
-            (self.input_dim,),
-        )
+        safe_ids = ops.clip(ids, 0, self.input_dim - 1)
+        if not self.frequency_half_life and backend.backend() == "tensorflow":
+            from keras_mixed_dim.layers import tf_counting
+
+            if tf_counting.scatter_add(self.frequency_counts, safe_ids,
+                                       ops.cast(valid, dtype)):
+                return
+        # Decay rescales every count anyway, and JAX updates donated buffers
+        # in place, so the dense update is the portable path.
+        delta = ops.scatter(ops.expand_dims(safe_ids, -1), ops.cast(valid, dtype),
+                            (self.input_dim,))
         counts = self.frequency_counts.value
         if self.frequency_half_life:
             counts = counts * (0.5 ** (1.0 / self.frequency_half_life))
