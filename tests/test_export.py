@@ -180,35 +180,3 @@ def test_criteo_export_matches_keras_through_the_c_api(tmp_path):
     expected = model.predict(features, verbose=0).reshape(-1)
     np.testing.assert_allclose(outputs["probability"], expected, atol=1e-5)
     check_stock_ops(tmp_path / "serving" / "criteo" / "1")
-
-
-def test_export_folds_small_projected_heads_into_the_graph(tmp_path):
-    from keras_mixed_dim import MixedDimEmbedding
-    from keras_mixed_dim.export import export_movielens
-    from keras_mixed_dim.models import make_embedding
-    from keras_mixed_dim.models import matrix_factorization
-
-    keras.utils.set_random_seed(0)
-    users = make_embedding("uniform", 30, 8, name="user_embedding")
-    # 400 ids x dims <= 8: the whole item layer is one projected head table
-    items = MixedDimEmbedding(400, 8, counts=np.arange(400, 0, -1), num_blocks=3,
-                              alpha=0.5, name="item_embedding")
-    model = matrix_factorization(30, 400, users, items, global_mean=3.0)
-    report = export_movielens(model, tmp_path, "mf", list(range(30)), list(range(400)))
-    assert items.head_rows == 400
-    saved = {tuple(shape) for name, shape in
-             tf.train.list_variables(str(report.path / "variables" / "variables"))
-             if name.endswith("VARIABLE_VALUE")}
-    # the user table and both biases are variables; the item blocks are not
-    assert saved == {(30, 8), (30, 1), (400, 1)}
-    assert report.graph_bytes > 400 * 8 * 4  # the folded table is in the graph
-    serve = tf.saved_model.load(str(report.path)).signatures["serving_default"]
-    user_id = np.array([0, 3, 29, 7], dtype=np.int64)
-    item_id = np.array([0, 399, 17, 250], dtype=np.int64)
-    served = serve(user_id=tf.constant(user_id), item_id=tf.constant(item_id))["rating"]
-    features = {"user": user_id.astype("int32"), "item": item_id.astype("int32")}
-    expected = model.predict(features, verbose=0).reshape(-1)
-    np.testing.assert_allclose(served.numpy(), expected, atol=1e-5)
-    # exporting left the layer live: it follows its weights again
-    items.block_embeddings[0].assign(items.block_embeddings[0] + 1.0)
-    assert not np.allclose(model.predict(features, verbose=0).reshape(-1), expected)

@@ -320,29 +320,3 @@ def test_explicit_plan():
     out = layer(np.arange(10))
     assert tuple(out.shape) == (10, 4)
     assert layer.count_params() == 2 * 4 + 8 * 1 + 1 * 4
-
-
-def test_frozen_head_serves_a_constant_copy_of_the_head():
-    counts = np.arange(20000, 0, -1)
-    layer = MixedDimEmbedding(20000, 8, counts=counts, boundaries=[100, 1000], alpha=0.5)
-    with pytest.raises(ValueError, match="built"):
-        with layer.frozen_head():
-            pass
-    ids = np.array([0, 1, 5, 140, 999, 1000, 19999, -1, 20000], dtype="int32")
-    before = ops.convert_to_numpy(layer(ids))
-    head_rows = layer.head_rows
-    assert 0 < head_rows < 20000  # a head and a tail, for this plan
-    with layer.frozen_head():
-        np.testing.assert_allclose(ops.convert_to_numpy(layer(ids)), before, atol=1e-6)
-        for table in layer.block_embeddings:
-            table.assign(ops.ones(table.shape))
-        inside = ops.convert_to_numpy(layer(ids))
-    after = ops.convert_to_numpy(layer(ids))
-    ranks = ops.convert_to_numpy(layer.ranks(ids))
-    in_head = (ranks >= 0) & (ranks < head_rows)
-    # inside: head ids read the frozen copy, tail ids the updated weights
-    np.testing.assert_allclose(inside[in_head], before[in_head], atol=1e-6)
-    np.testing.assert_allclose(inside[~in_head], after[~in_head], atol=1e-6)
-    # after it: everything follows the weights again
-    np.testing.assert_allclose(after, numpy_outputs(layer, ids), atol=1e-5)
-    assert not np.allclose(after[in_head], before[in_head])

@@ -7,7 +7,6 @@ traced (layers are called with `training=False`, so no frequency counting),
 and every op is a stock TensorFlow op (hash tables, string hashing, math).
 """
 
-import contextlib
 import dataclasses
 import os
 import pathlib
@@ -24,11 +23,6 @@ from keras_mixed_dim.datasets.criteo_format import NUM_DENSE
 from keras_mixed_dim.datasets.lookup_table import VocabularyTable
 from keras_mixed_dim.layers import MixedDimEmbedding
 
-# Largest projected head table (rows x output_dim floats) folded into the
-# graph as a constant: 256 KiB of float32.
-FOLD_MAX_ENTRIES = 1 << 16
-
-
 @dataclasses.dataclass
 class ExportReport:
     """Where an export went and what it weighs.
@@ -40,8 +34,6 @@ class ExportReport:
         other_variable_bytes: Every other variable (MLPs, biases).
         vocabulary_bytes: Lookup-table payload (keys plus int64 values).
         variables_dir_bytes: Measured size of `variables/` on disk.
-        graph_bytes: Measured size of `saved_model.pb` (the graph, with the
-            in-graph vocabularies and the projected head tables).
     """
 
     path: pathlib.Path
@@ -50,7 +42,6 @@ class ExportReport:
     other_variable_bytes: int
     vocabulary_bytes: int
     variables_dir_bytes: int
-    graph_bytes: int = 0
 
 
 def _check_shapes(first, first_tail, first_name, second, second_tail, second_name):
@@ -125,28 +116,14 @@ def _directory_bytes(path):
     return sum(f.stat().st_size for f in pathlib.Path(path).rglob("*") if f.is_file())
 
 
-def _mixed_dim_layers(layer):
-    if isinstance(layer, MixedDimEmbedding):
-        yield layer
-    for sublayer in getattr(layer, "layers", None) or []:
-        yield from _mixed_dim_layers(sublayer)
-
-
 def _save(model, endpoint, signature, tracked, path, warmup):
     archive = keras.export.ExportArchive()
     # Not `archive.track(model)`: the endpoint already captures the model's
     # variables, and tracking the model too writes every variable twice.
     for resource in tracked:
         archive.track(resource)
-    with contextlib.ExitStack() as frozen:
-        # Serving never changes the weights, so the small head blocks are
-        # projected once, here, into a graph constant, not on every request
-        # (unless that constant would be large: it is stored at full width).
-        for layer in _mixed_dim_layers(model):
-            if layer.head_rows * layer.output_dim <= FOLD_MAX_ENTRIES:
-                frozen.enter_context(layer.frozen_head())
-        archive.add_endpoint("serving_default", endpoint, input_signature=signature)
-        archive.write_out(str(path), verbose=False)
+    archive.add_endpoint("serving_default", endpoint, input_signature=signature)
+    archive.write_out(str(path), verbose=False)
     if warmup is not None:
         from keras_mixed_dim.export.warmup import write_warmup_requests
 
@@ -202,8 +179,7 @@ def export_criteo(model, base, name, vocabulary=None, version=None, warmup=None)
     embedding, other = _weight_bytes(model)
     return ExportReport(path, version, embedding, other,
                         lookup.payload_bytes if lookup else 0,
-                        _directory_bytes(path / "variables"),
-                        (path / "saved_model.pb").stat().st_size)
+                        _directory_bytes(path / "variables"))
 
 
 def export_movielens(model, base, name, users, items, version=None, warmup=None):
@@ -242,8 +218,7 @@ def export_movielens(model, base, name, users, items, version=None, warmup=None)
     embedding, other = _weight_bytes(model)
     return ExportReport(path, version, embedding, other,
                         user_lookup.payload_bytes + item_lookup.payload_bytes,
-                        _directory_bytes(path / "variables"),
-                        (path / "saved_model.pb").stat().st_size)
+                        _directory_bytes(path / "variables"))
 
 
 def write_models_config(base, serving_base="/models"):

@@ -1,7 +1,5 @@
 """The `MixedDimEmbedding` layer (arXiv:1909.11810), on every Keras backend."""
 
-import contextlib
-
 import keras
 import numpy as np
 from keras import backend
@@ -200,7 +198,6 @@ class MixedDimEmbedding(layers.Layer):
         # only the output is cast to the compute dtype.
         self.autocast = False
         self._head_blocks = _count_project_first_blocks(plan)
-        self._frozen_head = None
 
     def build(self, input_shape=None):
         if self.built:
@@ -359,15 +356,12 @@ class MixedDimEmbedding(layers.Layer):
         if self._head_blocks:
             # Ranks outside the head read the all-zero row appended at the
             # end of the head table, so no float select is needed.
-            head_rows = self.head_rows
+            head_rows = plan.offsets[self._head_blocks]
             in_head = ops.logical_and(
                 ops.greater_equal(ranks, 0), ops.less(ranks, head_rows)
             )
             rows = ops.where(in_head, ranks, ops.cast(head_rows, ranks.dtype))
-            head = self._frozen_head
-            if head is None:
-                head = dense_gradient(self._head_table())
-            outputs = ops.take(head, rows, axis=0)
+            outputs = ops.take(dense_gradient(self._head_table()), rows, axis=0)
             if self.combiner is not None:
                 outputs = ops.sum(outputs, axis=-2)
         projected, projections = [], []
@@ -403,32 +397,6 @@ class MixedDimEmbedding(layers.Layer):
             count = ops.maximum(ops.sum(valid, axis=-1, keepdims=True), 1.0)
             outputs = ops.divide(outputs, count)
         return outputs
-
-    @property
-    def head_rows(self):
-        """Rows of the head table: the leading blocks projected before lookup."""
-        return self.plan.offsets[self._head_blocks]
-
-    @contextlib.contextmanager
-    def frozen_head(self):
-        """Reads the projected head table as a constant, within the context.
-
-        Calls made inside it (such as tracing a serving graph) gather from
-        the head blocks' outputs computed once from the current weights,
-        instead of projecting the head blocks on every call, and so do not
-        follow later weight updates or pass gradients to those blocks.
-        """
-        if not self.built:
-            raise ValueError("Only a built layer can freeze its head table.")
-        if not self._head_blocks:
-            yield
-            return
-        self._frozen_head = ops.convert_to_tensor(
-            ops.convert_to_numpy(self._head_table()))
-        try:
-            yield
-        finally:
-            self._frozen_head = None
 
     def _head_table(self):
         """The first blocks projected to `output_dim`, in rank order, then a
