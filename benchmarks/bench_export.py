@@ -6,7 +6,8 @@ hex values like Criteo's, exports each with `export_criteo`, then times
 requests in a separate process that loads the SavedModels through the
 TensorFlow C API (no TensorFlow Python package): p50 / p99 latency for
 batch 1 and batch 512. Prints the export sizes split into embedding tables,
-other variables and vocabulary tables, and `variables/` on disk.
+other variables and vocabulary tables, `variables/` on disk, and the range
+of ops per embedding layer's inference graph.
 
     python benchmarks/bench_export.py --scale 0.05
 """
@@ -70,6 +71,17 @@ def vocabulary_for(cardinalities):
     return CriteoVocabulary(tuple(tokens), counts, tuple(0 for _ in tokens), 1)
 
 
+def inference_ops(layer):
+    """Ops in the layer's traced inference graph, without constants,
+    placeholders and variable reads: the per-request work it schedules."""
+    import tensorflow as tf
+
+    call = tf.function(lambda ids: layer(ids, training=False))
+    graph = call.get_concrete_function(tf.TensorSpec((None,), tf.int32)).graph
+    skipped = {"Placeholder", "Const", "NoOp", "Identity", "ReadVariableOp"}
+    return sum(op.type not in skipped for op in graph.get_operations())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=0.05)
@@ -93,7 +105,7 @@ def main():
           f"per cell, {os.cpu_count()} cores")
     print(f"{'model':>8} {'emb MiB':>8} {'other MiB':>9} {'vocab MiB':>9} "
           f"{'variables/ MiB':>14} {'b1 p50 ms':>9} {'b1 p99':>7} {'b512 p50':>9} "
-          f"{'b512 p99':>9}")
+          f"{'b512 p99':>9} {'ops/table':>10}")
     rows = {}
     for mode in ("uniform", "table"):
         embeddings = embedding_layers(cardinalities, args.dim, mode, alpha=args.alpha)
@@ -104,13 +116,15 @@ def main():
              str(args.requests)], capture_output=True, text=True, check=True)
         latency = json.loads(timing.stdout.strip().splitlines()[-1])
         rows[mode] = (report, latency)
+        ops = [inference_ops(layer) for layer in embeddings]
         mib = 1 / 2**20
         print(f"{mode:>8} {report.embedding_bytes * mib:>8.2f} "
               f"{report.other_variable_bytes * mib:>9.2f} "
               f"{report.vocabulary_bytes * mib:>9.2f} "
               f"{report.variables_dir_bytes * mib:>14.2f} "
               f"{latency['1'][0]:>9.2f} {latency['1'][1]:>7.2f} "
-              f"{latency['512'][0]:>9.2f} {latency['512'][1]:>9.2f}", flush=True)
+              f"{latency['512'][0]:>9.2f} {latency['512'][1]:>9.2f} "
+              f"{min(ops):>4}-{max(ops):<5}", flush=True)
     uniform, mixed = rows["uniform"], rows["table"]
     print(f"variables/ uniform / MD: "
           f"{uniform[0].variables_dir_bytes / mixed[0].variables_dir_bytes:.1f}x; "

@@ -18,13 +18,10 @@ import keras  # noqa: E402
 from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES  # noqa: E402
 from keras_mixed_dim.distribute import DISTRIBUTE_CHOICES  # noqa: E402
 from keras_mixed_dim.distribute import initialize_processes  # noqa: E402
-from keras_mixed_dim.distribute import is_chief  # noqa: E402
 from keras_mixed_dim.distribute import jax_distribution  # noqa: E402
 from keras_mixed_dim.distribute import strategy_scope  # noqa: E402
-from keras_mixed_dim.distribute import worker_output_path  # noqa: E402
+from keras_mixed_dim.distribute import write_run_outputs  # noqa: E402
 from keras_mixed_dim.datasets.synthetic_criteo import SyntheticCriteo  # noqa: E402
-from keras_mixed_dim.io_utils import atomic_save_model  # noqa: E402
-from keras_mixed_dim.io_utils import atomic_write_json  # noqa: E402
 from keras_mixed_dim.models.dlrm import EMBEDDING_MODES  # noqa: E402
 from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
@@ -214,13 +211,10 @@ def run(args):
         **peak_memory(),
         "wall_seconds": time.perf_counter() - started,
     }
-    if args.results_json and is_chief():
-        atomic_write_json(args.results_json, results)
-    if args.save:
-        with worker_output_path(args.save) as path:
-            atomic_save_model(model, path)
+    chief = write_run_outputs(results, args.results_json, model, args.save)
+    if args.save and chief:
         vocabulary = getattr(args, "_vocabulary", None)
-        if vocabulary is not None and is_chief():
+        if vocabulary is not None:
             # the raw-value vocabularies, which the SavedModel export puts in-graph
             vocabulary.save(args.save[: -len(".keras")] + ".vocab")
     return results

@@ -23,11 +23,9 @@ from keras_mixed_dim.datasets import split_random  # noqa: E402
 from keras_mixed_dim.datasets import synthetic_ratings  # noqa: E402
 from keras_mixed_dim.distribute import DISTRIBUTE_CHOICES  # noqa: E402
 from keras_mixed_dim.distribute import initialize_processes  # noqa: E402
-from keras_mixed_dim.distribute import is_chief  # noqa: E402
 from keras_mixed_dim.distribute import jax_distribution  # noqa: E402
 from keras_mixed_dim.distribute import strategy_scope  # noqa: E402
-from keras_mixed_dim.distribute import worker_output_path  # noqa: E402
-from keras_mixed_dim.io_utils import atomic_save_model  # noqa: E402
+from keras_mixed_dim.distribute import write_run_outputs  # noqa: E402
 from keras_mixed_dim.io_utils import atomic_write_json  # noqa: E402
 from keras_mixed_dim.models import embedding_params  # noqa: E402
 from keras_mixed_dim.models import make_embedding  # noqa: E402
@@ -237,15 +235,11 @@ def run(args):
         "val_loss_history": [float(x) for x in history.history["val_loss"]],
         "wall_seconds": time.perf_counter() - started,
     }
-    if args.results_json and is_chief():
-        atomic_write_json(args.results_json, results)
-    if args.save:
-        with worker_output_path(args.save) as path:
-            atomic_save_model(model, path)
-        if is_chief():
-            # the raw-id vocabularies, which the SavedModel export puts in-graph
-            atomic_write_json(vocabulary_path(args.save), {
-                "user": _plain(users.tokens), "item": _plain(items.tokens)})
+    chief = write_run_outputs(results, args.results_json, model, args.save)
+    if args.save and chief:
+        # the raw-id vocabularies, which the SavedModel export puts in-graph
+        atomic_write_json(vocabulary_path(args.save), {
+            "user": _plain(users.tokens), "item": _plain(items.tokens)})
     return results
 
 

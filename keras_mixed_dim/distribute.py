@@ -9,6 +9,8 @@ import tempfile
 
 import keras
 
+from keras_mixed_dim.io_utils import atomic_save_model
+from keras_mixed_dim.io_utils import atomic_write_json
 from keras_mixed_dim.layers import MixedDimEmbedding
 
 DISTRIBUTE_CHOICES = ("mirrored", "multiworker", "data", "model")
@@ -176,3 +178,22 @@ def worker_output_path(path):
         yield os.path.join(scratch, os.path.basename(path))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_run_outputs(results, results_json=None, model=None, model_path=None):
+    """Writes a run's results JSON and `.keras` model, keeping the chief's only.
+
+    Every worker saves the model (see `worker_output_path`); only the chief
+    writes `results_json`. Both writes are atomic.
+
+    Returns:
+        Whether this process is the chief, i.e. whether the caller should
+        write its own side files too.
+    """
+    chief = is_chief()
+    if results_json and chief:
+        atomic_write_json(results_json, results)
+    if model_path:
+        with worker_output_path(model_path) as path:
+            atomic_save_model(model, path)
+    return chief
