@@ -1,23 +1,22 @@
-"""keras-mixed-dim: mixed-dimension embeddings for Keras 3.
+"""keras-mixed-dim: compressed embeddings for Keras 3 recommenders.
 
-`keras_mixed_dim.planning` is numpy only; Keras is imported on first use of a
-layer or callback, so planning tools work without a Keras backend.
+Importing the package registers its layers with Keras, so a saved `.keras`
+model loads after `import keras_mixed_dim`. The planner
+(`keras_mixed_dim.planning`) and the sketches are numpy code that never
+import Keras themselves.
 """
 
-import importlib
+__version__ = "0.2.0"
 
-__version__ = "0.1.0"
+from keras_mixed_dim.frequency import FrequencyRecount  # noqa: E402
+from keras_mixed_dim.layers import DotInteraction  # noqa: E402
+from keras_mixed_dim.layers import MixedDimEmbedding  # noqa: E402
+from keras_mixed_dim.models import IdSafeModel  # noqa: E402
 
-_LAZY = {
-    "MixedDimEmbedding": "keras_mixed_dim.layers",
-    "DotInteraction": "keras_mixed_dim.layers",
-    "FrequencyRecount": "keras_mixed_dim.frequency",
-}
-
-__all__ = ["__version__", *_LAZY]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'keras_mixed_dim' has no attribute {name!r}")
+__all__ = [
+    "__version__",
+    "DotInteraction",
+    "FrequencyRecount",
+    "IdSafeModel",
+    "MixedDimEmbedding",
+]

@@ -108,7 +108,7 @@ def tf_strategy(kind):
     if kind == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--distribute multiworker needs TF_CONFIG (cluster and task).")
-        from keras_mixed_dim.multiworker import enable_multiworker_fit
+        from keras_mixed_dim.backend.tensorflow.multiworker import enable_multiworker_fit
 
         enable_multiworker_fit()
         return tf.distribute.MultiWorkerMirroredStrategy()

@@ -10,7 +10,12 @@ from keras import ops
 from keras import regularizers
 from keras import saving
 
-from keras_mixed_dim.layers.gradients import dense_gradient
+from keras_mixed_dim.backend import dense_gradient
+from keras_mixed_dim.layers.ids import INT32_MAX
+from keras_mixed_dim.layers.ids import check_bag_rank
+from keras_mixed_dim.layers.ids import is_host_array
+from keras_mixed_dim.layers.ids import sanitize_numpy_ids
+from keras_mixed_dim.layers.ids import valid_int_ids
 from keras_mixed_dim.planning import BlockPlan
 from keras_mixed_dim.planning import plan_blocks
 from keras_mixed_dim.planning import rank_ids
@@ -46,11 +51,14 @@ class MixedDimEmbedding(layers.Layer):
     >>> layer(np.array([[3], [999]])).shape
     (2, 1, 32)
 
-    Ids outside `[0, input_dim)` (negative ones included) map to an all-zero
-    vector on every backend and get no gradient; they never wrap around or
-    read another id's row. (On JAX without `jax_enable_x64`, JAX itself
-    truncates int64 tensors to int32 before any layer sees them; numpy ids
-    passed straight to the layer are range-checked before that happens.)
+    Ids outside `[0, input_dim)` (negative ones included), and float ids
+    that are not whole numbers (NaN too), map to an all-zero vector on every
+    backend and get no gradient; they never wrap around or read another
+    id's row. String or boolean ids raise a `TypeError`. Numpy ids passed
+    to the layer are range-checked on the host, before a backend could
+    truncate int64 to int32 (JAX without `jax_enable_x64` does); see
+    `keras_mixed_dim.models.IdSafeModel` for ids that go through a model's
+    `keras.Input` cast first.
 
     Args:
         input_dim: Integer. Size of the vocabulary.
@@ -82,7 +90,8 @@ class MixedDimEmbedding(layers.Layer):
         count_frequencies: Count how often each id is looked up while
             training (never in inference or `predict`), for
             `FrequencyRecount`. Implies an id -> rank table. Exact counts
-            are one int32 per id; see `frequency_counts`.
+            are one int32 per id and saturate at `2**31 - 1` instead of
+            overflowing; see `frequency_counts`.
         frequency_half_life: Optional half-life in training steps: counts
             decay by `0.5 ** (1 / half_life)` each step so the ranking
             follows drifting popularity (float32 counts).
@@ -186,11 +195,12 @@ class MixedDimEmbedding(layers.Layer):
         self.frequency_half_life = (
             None if frequency_half_life is None else float(frequency_half_life)
         )
-        # Keep the planning arguments: re-planning from new counts reuses them.
+        # Keep the planning arguments: re-planning from new counts reuses
+        # them, so they are part of the config too.
         self.planning_args = {
             "num_blocks": plan.num_blocks,
-            "alpha": alpha,
-            "budget": budget,
+            "alpha": float(alpha),
+            "budget": None if budget is None else float(budget),
             "round_dims": round_dims,
         }
         self.supports_masking = mask_zero and combiner is None
@@ -285,19 +295,23 @@ class MixedDimEmbedding(layers.Layer):
         if counts is not None:
             self.frequency_counts.assign(counts)
 
-    def _count(self, ids):
-        """Adds this batch's lookups to `frequency_counts` (decayed if set)."""
+    def _count(self, ids, valid):
+        """Adds this batch's lookups to `frequency_counts` (decayed if set).
+
+        Exact counts saturate at the int32 maximum: a long run never wraps a
+        hot id's count negative (which would re-rank it into the last block).
+        """
         ids = ops.reshape(ids, (-1,))
-        valid = self._in_range(ids)
+        valid = ops.reshape(valid, (-1,))
         if self.mask_zero:
             valid = ops.logical_and(valid, ops.not_equal(ids, 0))
         dtype = self.frequency_counts.dtype
         safe_ids = ops.clip(ids, 0, self.input_dim - 1)
         if not self.frequency_half_life and backend.backend() == "tensorflow":
-            from keras_mixed_dim.layers import tf_counting
+            from keras_mixed_dim.backend.tensorflow import counting
 
-            if tf_counting.scatter_add(self.frequency_counts, safe_ids,
-                                       ops.cast(valid, dtype)):
+            if counting.saturating_scatter_add(self.frequency_counts, safe_ids,
+                                               ops.cast(valid, dtype)):
                 return
         # Decay rescales every count anyway, and JAX updates donated buffers
         # in place, so the dense update is the portable path.
@@ -306,38 +320,39 @@ class MixedDimEmbedding(layers.Layer):
         counts = self.frequency_counts.value
         if self.frequency_half_life:
             counts = counts * (0.5 ** (1.0 / self.frequency_half_life))
-        self.frequency_counts.assign(counts + delta)
+            self.frequency_counts.assign(counts + delta)
+            return
+        headroom = ops.subtract(ops.cast(INT32_MAX, dtype), counts)
+        self.frequency_counts.assign(counts + ops.minimum(delta, headroom))
 
     def ranks(self, ids):
         """Rank of each id, or -1 for ids outside `[0, input_dim)`."""
-        ids = _as_int_ids(ids)
-        valid = self._in_range(ids)
+        ids, valid = valid_int_ids(ids, self.input_dim, self.name)
+        return self._ranks_of_valid(ids, valid)
+
+    def _ranks_of_valid(self, ids, valid):
         if self.remap is None:
-            ranks = ids
-        else:
-            safe_ids = ops.clip(ids, 0, self.input_dim - 1)
-            ranks = ops.cast(ops.take(self.remap, safe_ids, axis=0), ids.dtype)
+            return ids
+        safe_ids = ops.clip(ids, 0, self.input_dim - 1)
+        ranks = ops.cast(ops.take(self.remap, safe_ids, axis=0), ids.dtype)
         return ops.where(valid, ranks, ops.cast(-1, ranks.dtype))
 
     def __call__(self, inputs, *args, **kwargs):
-        if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "iu":
-            # Out-of-range ids become -1 before Keras converts them to a
-            # backend tensor, whose int32 default (JAX without x64) would
-            # wrap ids >= 2**31 onto valid ids.
-            in_range = (inputs >= 0) & (inputs < self.input_dim)
-            inputs = np.where(in_range, inputs, -1).astype("int32")
+        if is_host_array(inputs):
+            # Invalid ids become -1 before Keras converts them to a backend
+            # tensor, whose int32 default (JAX without x64) would wrap ids
+            # >= 2**31 onto valid ids and cast NaN to id 0.
+            inputs = sanitize_numpy_ids(inputs, self.input_dim, self.name)
         return super().__call__(inputs, *args, **kwargs)
 
-    def _in_range(self, ids):
-        return ops.logical_and(ops.greater_equal(ids, 0), ops.less(ids, self.input_dim))
-
     def call(self, inputs, training=None):
-        inputs = _as_int_ids(inputs)
+        check_bag_rank(inputs.shape, self.combiner, self.name)
+        ids, valid = valid_int_ids(inputs, self.input_dim, self.name)
         if training and self.frequency_counts is not None:
-            self._count(inputs)
-        ranks = self.ranks(inputs)
+            self._count(ids, valid)
+        ranks = self._ranks_of_valid(ids, valid)
         if self.mask_zero and self.combiner is not None:
-            ranks = ops.where(ops.equal(inputs, 0), ops.cast(-1, ranks.dtype), ranks)
+            ranks = ops.where(ops.equal(ids, 0), ops.cast(-1, ranks.dtype), ranks)
         outputs = self.lookup_ranks(ranks)
         return ops.cast(outputs, self.compute_dtype)
 
@@ -425,11 +440,7 @@ class MixedDimEmbedding(layers.Layer):
         input_shape = tuple(input_shape)
         if self.combiner is None:
             return (*input_shape, self.output_dim)
-        if len(input_shape) < 2:
-            raise ValueError(
-                f"With combiner={self.combiner!r} the ids need a bag axis "
-                f"(rank >= 2). Received input shape {input_shape}."
-            )
+        check_bag_rank(input_shape, self.combiner, self.name)
         return (*input_shape[:-1], self.output_dim)
 
     def get_config(self):
@@ -439,6 +450,7 @@ class MixedDimEmbedding(layers.Layer):
                 "input_dim": self.input_dim,
                 "output_dim": self.output_dim,
                 "plan": self.plan.get_config(),
+                **self.planning_args,
                 "combiner": self.combiner,
                 "embeddings_initializer": initializers.serialize(
                     self.embeddings_initializer
@@ -464,15 +476,6 @@ class MixedDimEmbedding(layers.Layer):
             }
         )
         return config
-
-
-def _as_int_ids(ids):
-    """Ids as an int32 / int64 tensor (float ids, as Keras inputs default to,
-    are cast like `keras.layers.Embedding` does)."""
-    ids = ops.convert_to_tensor(ids)
-    if backend.standardize_dtype(ids.dtype) not in ("int32", "int64"):
-        ids = ops.cast(ids, "int32")
-    return ids
 
 
 def _count_project_first_blocks(plan):

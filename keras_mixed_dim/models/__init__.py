@@ -1,15 +1,19 @@
-"""Example models: MF and NCF for ratings (DLRM for CTR comes with Criteo)."""
+"""Recommender models: MF and NCF for ratings, DLRM for click-through rates."""
 
 from keras_mixed_dim.models.embeddings import EMBEDDING_KINDS
 from keras_mixed_dim.models.embeddings import embedding_params
 from keras_mixed_dim.models.embeddings import make_embedding
+from keras_mixed_dim.models.id_safe import IdSafeModel
+from keras_mixed_dim.models.id_safe import sanitize_id_array
 from keras_mixed_dim.models.recommenders import matrix_factorization
 from keras_mixed_dim.models.recommenders import neural_cf
 
 __all__ = [
     "EMBEDDING_KINDS",
+    "IdSafeModel",
     "embedding_params",
     "make_embedding",
     "matrix_factorization",
     "neural_cf",
+    "sanitize_id_array",
 ]

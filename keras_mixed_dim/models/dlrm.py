@@ -6,6 +6,7 @@ from keras import layers
 
 from keras_mixed_dim.layers import MixedDimEmbedding
 from keras_mixed_dim.layers.dot_interaction import DotInteraction
+from keras_mixed_dim.models.id_safe import IdSafeModel
 from keras_mixed_dim.planning import Block
 from keras_mixed_dim.planning import BlockPlan
 from keras_mixed_dim.planning import md_solver
@@ -90,7 +91,7 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13):
     for i, width in enumerate(top):
         z = layers.Dense(width, activation="relu", name=f"top_{i}")(z)
     probability = layers.Dense(1, activation="sigmoid", name="probability")(z)
-    return keras.Model({"dense": dense, "categorical": categorical}, probability,
+    return IdSafeModel({"dense": dense, "categorical": categorical}, probability,
                        name="dlrm")
 
 

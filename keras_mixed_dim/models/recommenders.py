@@ -3,6 +3,8 @@
 import keras
 from keras import layers
 
+from keras_mixed_dim.models.id_safe import IdSafeModel
+
 EMBEDDING_LAYERS = ("user_embedding", "item_embedding")
 
 
@@ -34,7 +36,7 @@ def matrix_factorization(
     item_bias = _bias(num_items, "item_bias", bias_regularizer)(item)
     rating = layers.Add(name="add")([dot, user_bias, item_bias])
     rating = layers.Rescaling(1.0, offset=float(global_mean), name="rating")(rating)
-    return keras.Model({"user": user, "item": item}, rating, name="mf")
+    return IdSafeModel({"user": user, "item": item}, rating, name="mf")
 
 
 def neural_cf(user_embedding, item_embedding, global_mean=0.0, hidden=(128, 128, 32)):
@@ -58,7 +60,7 @@ def neural_cf(user_embedding, item_embedding, global_mean=0.0, hidden=(128, 128,
         x = layers.LeakyReLU(name=f"leaky_relu_{i}")(x)
     x = layers.Dense(1, name="score")(x)
     rating = layers.Rescaling(1.0, offset=float(global_mean), name="rating")(x)
-    return keras.Model({"user": user, "item": item}, rating, name="ncf")
+    return IdSafeModel({"user": user, "item": item}, rating, name="ncf")
 
 
 def _inputs():

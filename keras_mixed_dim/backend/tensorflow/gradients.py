@@ -1,6 +1,6 @@
-"""Backend-specific gradient shaping used by the layers."""
+"""A dense gradient for gathered tables (TensorFlow-only module)."""
 
-import keras
+import tensorflow as tf
 
 
 def dense_gradient(x):
@@ -11,12 +11,7 @@ def dense_gradient(x):
     batch never touches a part, and `tf.distribute`'s all-gather of an empty
     `IndexedSlices` crashes the process (segfault in RingGatherer, TF 2.21).
     The tables this wraps are small, so a dense gradient costs little.
-    Other backends already produce dense gradients.
     """
-    if keras.backend.backend() != "tensorflow":
-        return x
-    import tensorflow as tf
-
     @tf.custom_gradient
     def identity(value):
         def gradient(upstream):

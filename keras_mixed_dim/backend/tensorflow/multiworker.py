@@ -12,12 +12,20 @@ optimizer) is Keras's and TF's.
 """
 
 import functools
+import warnings
 
+import keras
 import tensorflow as tf
 from keras.src import tree
 from keras.src.backend.tensorflow import trainer as tf_trainer
 
 _PATCHED = "_keras_mixed_dim_multiworker"
+# The Keras releases this shim was written and tested against.
+TESTED_KERAS = ((3, 15),)
+
+
+def _keras_minor():
+    return tuple(int(part) for part in keras.__version__.split(".")[:2])
 
 
 def in_multiworker_mode(strategy):
@@ -34,9 +42,21 @@ def enable_multiworker_fit():
     """
     if getattr(tf_trainer, _PATCHED, False):
         return
+    cls = tf_trainer.TensorFlowTrainer
+    if not hasattr(cls, "_maybe_symbolic_build") or not hasattr(
+            tf_trainer, "reduce_per_replica"):
+        raise RuntimeError(
+            f"Keras {keras.__version__} no longer has the internals this shim "
+            "patches (keras-team/keras#20585); check whether that Keras fits "
+            "under MultiWorkerMirroredStrategy on its own.")
+    if _keras_minor() not in TESTED_KERAS:
+        warnings.warn(
+            f"enable_multiworker_fit patches Keras internals tested with Keras "
+            f"{', '.join('.'.join(map(str, v)) for v in TESTED_KERAS)}; this is "
+            f"Keras {keras.__version__}. Drop the shim once keras-team/keras#20585 "
+            "is fixed in your version.", stacklevel=2)
     tf_trainer.reduce_per_replica = _reduce_scalars_over_workers(
         tf_trainer.reduce_per_replica)
-    cls = tf_trainer.TensorFlowTrainer
     cls._maybe_symbolic_build = _build_from_local_batch(cls._maybe_symbolic_build)
     setattr(tf_trainer, _PATCHED, True)
 

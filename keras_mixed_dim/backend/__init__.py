@@ -1,0 +1,22 @@
+"""Backend-specific pieces, one folder per backend (as keras-rs splits them).
+
+Nothing here imports a backend's framework at module level: each function
+dispatches on `keras.backend.backend()` and imports the backend folder only
+when it runs there, so the JAX path works with TensorFlow absent.
+"""
+
+import keras
+
+
+def dense_gradient(x):
+    """Identity whose gradient is a dense tensor on every backend.
+
+    Only TensorFlow needs work (see
+    `keras_mixed_dim.backend.tensorflow.gradients`); JAX and PyTorch
+    gradients of a gather are dense already.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return x
+    from keras_mixed_dim.backend.tensorflow.gradients import dense_gradient as tf_dense
+
+    return tf_dense(x)
