@@ -25,13 +25,9 @@ import sys
 os.environ["KERAS_BACKEND"] = "tensorflow"  # export needs the TF backend
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-
-from keras_mixed_dim.export import MAX_VERSION  # noqa: E402
-from keras_mixed_dim.export import export_for_serving  # noqa: E402
-from keras_mixed_dim.export import write_models_config  # noqa: E402
-from keras_mixed_dim.io_utils import file_sha256  # noqa: E402
-from keras_mixed_dim.io_utils import load_model_file  # noqa: E402
+# TF Serving stores versions as int64 (keras_mixed_dim.export.MAX_VERSION);
+# the arguments are checked before the slow TensorFlow import.
+MAX_VERSION = 2**63 - 1
 
 
 def model_kind(model):
@@ -54,6 +50,8 @@ def vocabulary_folder(model_path):
 
 def check_binding(model_path, manifest, folder):
     """Refuses a vocabulary set written for another model file."""
+    from keras_mixed_dim.io_utils import file_sha256
+
     expected = manifest.get("meta", {}).get("model_sha256")
     if expected is None:
         raise ValueError(
@@ -68,6 +66,8 @@ def check_binding(model_path, manifest, folder):
 
 def preprocessing_for(model, model_path, kind):
     """`(preprocess, output name, warm-up request)` for an example model."""
+    import numpy as np
+
     folder = vocabulary_folder(model_path)
     if kind == "movielens":
         from keras_mixed_dim.datasets.movielens.preprocessing import MovieLensPreprocessing
@@ -104,6 +104,9 @@ def export_keras_file(model_path, base, name, version=None, warmup=True):
     Returns:
         `(ExportReport, kind)`.
     """
+    from keras_mixed_dim.export import export_for_serving
+    from keras_mixed_dim.io_utils import load_model_file
+
     model = load_model_file(model_path)
     kind = model_kind(model)
     preprocess, output, request = preprocessing_for(model, model_path, kind)
@@ -138,10 +141,14 @@ def main(argv=None):
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip assets.extra/tf_serving_warmup_requests")
     args = parser.parse_args(argv)
+    from keras_mixed_dim.export import write_models_config
+    from keras_mixed_dim.io_utils import InvalidModelFileError
+
     try:
         report, kind = export_keras_file(args.model, args.base, args.name,
                                          args.version, warmup=not args.no_warmup)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError,
+            InvalidModelFileError) as error:
         sys.exit(f"export_model.py: error: {error}")
     config = write_models_config(args.base, args.serving_base)
     mib = 1 / 2**20
