@@ -460,6 +460,6 @@ def test_package_import_registers_the_layers_for_loading(tmp_path, run_python):
     keras.Model(inputs, layer(inputs)).save(tmp_path / "m.keras")
     code = ("import keras, keras_mixed_dim, numpy as np; "
             f"m = keras.models.load_model({str(tmp_path / 'm.keras')!r}); "
-            "print(type(m.layers[1]).__name__, m(np.array([[1, 2]])).shape)")
+            "print(type(m.layers[1]).__name__, tuple(m(np.array([[1, 2]])).shape))")
     out = run_python("-c", code, env={"KERAS_BACKEND": BACKEND}).stdout
     assert "MixedDimEmbedding (1, 2, 4)" in out

@@ -2,9 +2,20 @@
 package): `capi_run.py EXPORT_DIR INPUTS.npz OUTPUTS.npz`; prints JSON with
 the signature, empty-batch shapes, a bad-shape error and whether TF was imported."""
 
-import json, sys
+import importlib.util
+import json
+import pathlib
+import sys
+
 import numpy as np
-from keras_mixed_dim.testing.capi import CApiModel
+
+# Loaded by path: importing the package would import Keras and with it
+# TensorFlow's Python package, which this check must do without.
+CAPI = pathlib.Path(__file__).resolve().parents[2] / "keras_mixed_dim/testing/capi.py"
+spec = importlib.util.spec_from_file_location("capi", CAPI)
+capi = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(capi)
+CApiModel = capi.CApiModel
 export_dir, inputs_path, outputs_path = sys.argv[1:4]
 model = CApiModel(export_dir)
 inputs = dict(np.load(inputs_path))
