@@ -215,8 +215,12 @@ def run(args):
     if args.save and chief:
         vocabulary = getattr(args, "_vocabulary", None)
         if vocabulary is not None:
-            # the raw-value vocabularies, which the SavedModel export puts in-graph
-            vocabulary.save(args.save[: -len(".keras")] + ".vocab")
+            # the raw-value vocabularies the export ships as assets, bound to
+            # this model file by its hash (export_model.py checks it)
+            from keras_mixed_dim.io_utils import file_sha256
+
+            vocabulary.save(args.save[: -len(".keras")] + ".vocab",
+                            meta={"model_sha256": file_sha256(args.save)})
     return results
 
 

@@ -93,6 +93,9 @@ def _tensor_info(data):
         elif number == 3:
             dims = []
             for n, _, dim in _fields(value):
+                if n == 3 and dim:  # TensorShapeProto.unknown_rank
+                    dims = None
+                    break
                 if n == 2:  # TensorShapeProto.dim
                     size = -1
                     for dn, _, dv in _fields(dim):
@@ -161,6 +164,32 @@ def _bind(lib):
         function.argtypes = args
         function.restype = result
     return lib
+
+
+DTYPE_NAMES = {1: "float32", 2: "float64", 3: "int32", 7: "string", 9: "int64",
+               10: "bool"}
+
+
+def _check_feed(key, array, info):
+    """Rejects a feed the signature does not allow, naming the input: TF
+    Serving clients get such errors from the server, and the C API itself
+    would run a scalar for a `(batch,)` input and return an empty result."""
+    dtype = info.get("dtype")
+    if dtype is not None:
+        is_string = array.dtype.kind in "SUO"
+        if (dtype == TF_STRING) != is_string or (
+                not is_string and DTYPE_CODES.get(array.dtype) != dtype):
+            raise TypeError(
+                f"Input `{key}` must be {DTYPE_NAMES.get(dtype, dtype)}; got "
+                f"{array.dtype}.")
+    shape = info.get("shape")
+    if shape is not None:
+        if array.ndim != len(shape) or any(
+                d >= 0 and d != n for d, n in zip(shape, array.shape)):
+            expected = "(" + ", ".join("?" if d < 0 else str(d) for d in shape) + \
+                ("," if len(shape) == 1 else "") + ")"
+            raise ValueError(
+                f"Input `{key}` must have shape {expected}; got {array.shape}.")
 
 
 class CApiModel:
@@ -238,10 +267,13 @@ class CApiModel:
         if missing:
             raise KeyError(f"Missing inputs {sorted(missing)}.")
         keys = sorted(spec["inputs"])
+        arrays = {k: np.asarray(inputs[k]) for k in keys}
+        for k in keys:
+            _check_feed(k, arrays[k], spec["inputs"][k])
         out_keys = sorted(spec["outputs"])
         feeds = (_Output * len(keys))(
             *[self._output(spec["inputs"][k]["name"]) for k in keys])
-        tensors = [self._tensor(np.asarray(inputs[k])) for k in keys]
+        tensors = [self._tensor(arrays[k]) for k in keys]
         values = (ctypes.c_void_p * len(keys))(*tensors)
         fetches = (_Output * len(out_keys))(
             *[self._output(spec["outputs"][k]["name"]) for k in out_keys])

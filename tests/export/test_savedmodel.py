@@ -1,156 +1,157 @@
-"""SavedModel export, loaded the way TF Serving loads it: through the C API in
-a process that never imports TensorFlow's Python package."""
-
-import json
-import pathlib
-import subprocess
-import sys
+"""`export_for_serving` on a user's own model, checked through TensorFlow's
+C API (the way TF Serving loads it) against `model.predict` and numpy."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mixed_dim.datasets.criteo.pipeline import CriteoLookup
-from keras_mixed_dim.datasets.criteo.vocabulary import CriteoVocabulary
-from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo
-from keras_mixed_dim.export import write_version
+from keras_mixed_dim.datasets.lookup_table import VocabularyTable
+from keras_mixed_dim.export import export_for_serving
+from keras_mixed_dim.layers import MixedDimEmbedding
+from keras_mixed_dim.testing.savedmodel import check_serving_graph
+from keras_mixed_dim.testing.savedmodel import serving_ops
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-PROGRAMS = ROOT / "tests" / "programs"
-
-def run(args, timeout=600):
-    result = subprocess.run([sys.executable, *map(str, args)], capture_output=True,
-                            text=True, timeout=timeout, cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return result.stdout
+ROWS = 40
 
 
-def run_c_api(export_dir, inputs, tmp_path):
-    inputs_path, outputs_path = tmp_path / "in.npz", tmp_path / "out.npz"
-    np.savez(inputs_path, **inputs)
-    stdout = run([PROGRAMS / "capi_run.py", export_dir, inputs_path, outputs_path])
-    return dict(np.load(outputs_path)), json.loads(stdout.strip().splitlines()[-1])
-
-
-def export(model_path, base, name):
-    stdout = run([ROOT / "export" / "export_model.py", "--model", model_path,
-                  "--name", name, "--base", base])
-    assert "exported" in stdout
-    return stdout
-
-
-def graph_op_types(export_dir):
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((pathlib.Path(export_dir) / "saved_model.pb").read_bytes())
-    graph = proto.meta_graphs[0].graph_def
-    ops = {node.op for node in graph.node}
-    for function in graph.library.function:
-        ops |= {node.op for node in function.node_def}
-    return ops
-
-
-def check_stock_ops(export_dir):
-    from tensorflow.python.framework import op_def_registry
-
-    ops = graph_op_types(export_dir)
-    assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
-    assert all(op_def_registry.get(op) is not None for op in ops), ops
-    assert "ScatterNd" not in ops  # no frequency counting in serving
+def counting_model():
+    """A user's model: a counting mixed-dim table over int ids, a dense input."""
+    ids = keras.Input(shape=(), dtype="int32", name="ids")
+    extra = keras.Input(shape=(3,), dtype="float32", name="extra")
+    embedding = MixedDimEmbedding(ROWS, 8, num_blocks=2, count_frequencies=True,
+                                  name="table")
+    x = keras.layers.Concatenate()([embedding(ids), extra])
+    score = keras.layers.Dense(1, name="score")(x)
+    model = keras.Model({"ids": ids, "extra": extra}, score)
+    model.compile("adam", "mse")
+    rng = np.random.default_rng(0)
+    features = {"ids": rng.integers(0, ROWS, 256).astype("int32"),
+                "extra": rng.normal(size=(256, 3)).astype("float32")}
+    model.fit(features, rng.normal(size=(256, 1)), epochs=1, batch_size=64, verbose=0)
+    return model, embedding
 
 
 @pytest.fixture(scope="module")
-def movielens_export(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("movielens")
-    model_path = tmp / "mf.keras"
-    run([ROOT / "examples" / "movielens.py", "--synthetic-users", "300",
-         "--synthetic-items", "800", "--synthetic-ratings", "20000", "--epochs", "2",
-         "--embedding", "mixed", "--dim", "8", "--verbose", "0", "--save", model_path])
-    export(model_path, tmp / "serving", "movielens")
-    return tmp, model_path
+def trained():
+    return counting_model()
 
 
-def test_movielens_export_matches_keras_through_the_c_api(movielens_export, tmp_path):
-    tmp, model_path = movielens_export
-    vocab = json.loads((tmp / "mf.vocab.json").read_text())
-    users = np.array(vocab["user"][:20] + [10**9, -5], dtype=np.int64)
-    items = np.array(vocab["item"][:20] + [vocab["item"][0], 10**9], dtype=np.int64)
-    outputs, info = run_c_api(tmp / "serving" / "movielens" / "1",
-                              {"user_id": users, "item_id": items}, tmp_path)
+def test_user_model_exports_and_serves_like_predict(trained, tmp_path, run_c_api):
+    model, embedding = trained
+    assert int(keras.ops.sum(embedding.frequency_counts)) == 256  # it does count
+    report = export_for_serving(model, tmp_path, "user", output_names="score")
+    assert report.version == 1 and report.path == tmp_path / "user" / "1"
+    ids = np.array([0, 5, 39, 7, 7], np.int32)
+    extra = np.linspace(-1, 1, 15, dtype=np.float32).reshape(5, 3)
+    outputs, info = run_c_api(report.path, {"ids": ids, "extra": extra})
+    expected = model.predict({"ids": ids, "extra": extra}, verbose=0).reshape(-1)
+    np.testing.assert_allclose(outputs["score"], expected, rtol=1e-5, atol=1e-6)
+    assert outputs["score"].shape == (5,)
     assert info["tensorflow_imported"] is False
-    assert set(info["signature"]["inputs"]) == {"user_id", "item_id"}
-    model = keras.models.load_model(model_path)
-    index = {u: i for i, u in enumerate(vocab["user"])}
-    item_index = {u: i for i, u in enumerate(vocab["item"])}
-    features = {
-        "user": np.array([index.get(u, len(index)) for u in users], np.int32),
-        "item": np.array([item_index.get(i, len(item_index)) for i in items], np.int32),
-    }
-    expected = model.predict(features, verbose=0).reshape(-1)
-    np.testing.assert_allclose(outputs["rating"], expected, atol=1e-5)
-    assert info["empty_shapes"] == {"rating": [0]}
-    assert "user_id" in info["bad_shape_error"] or "item_id" in info["bad_shape_error"]
-    check_stock_ops(tmp / "serving" / "movielens" / "1")
+    assert info["empty_shapes"] == {"score": [0]}
+    for key in ("ids", "extra"):
+        for case in ("extra_axis", "fewer_axes", "wrong_dtype"):
+            error = info["errors"][key][case]
+            assert error is not None and f"`{key}`" in error, (key, case, error)
+    # serving never counts: the counts variable is never written
+    check_serving_graph(report.path)
+    before = keras.ops.convert_to_numpy(embedding.frequency_counts).copy()
+    model.predict({"ids": ids, "extra": extra}, verbose=0)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(embedding.frequency_counts),
+                                  before)
 
 
-def test_versions_never_overwrite_and_warmup_and_config(movielens_export):
-    tmp, model_path = movielens_export
-    export(model_path, tmp / "serving", "movielens")
-    versions = sorted(p.name for p in (tmp / "serving" / "movielens").iterdir())
-    assert versions[:2] == ["1", "2"] and not any(v.startswith(".") for v in versions)
-    with pytest.raises(FileExistsError, match="never overwritten"):
-        write_version(tmp / "serving", "movielens", lambda p: p.mkdir(), version=1)
-    warmup = tmp / "serving" / "movielens" / "2" / "assets.extra" / \
-        "tf_serving_warmup_requests"
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    records = list(tf.data.TFRecordDataset(str(warmup)).as_numpy_iterator())
-    assert len(records) == 10
-    log = prediction_log_pb2.PredictionLog.FromString(records[0])
-    assert set(log.predict_log.request.inputs) == {"user_id", "item_id"}
-    config = (tmp / "serving" / "models.config").read_text()
-    assert 'name: "movielens"' in config and 'base_path: "/models/movielens"' in config
+def test_write_op_check_catches_a_counting_graph(tmp_path):
+    """The no-write check is real: a signature that calls the layer in
+    training mode (so it counts) is caught."""
+    embedding = MixedDimEmbedding(ROWS, 4, num_blocks=2, count_frequencies=True)
+    embedding.build((None,))
+    archive = keras.export.ExportArchive()
+    archive.track(embedding)
+    archive.add_endpoint(
+        "serving_default", lambda ids: {"v": embedding(ids, training=True)},
+        input_signature=[tf.TensorSpec((None,), tf.int32, name="ids")])
+    archive.write_out(str(tmp_path / "counting"), verbose=False)
+    assert any(op.startswith("ResourceScatter") for op in serving_ops(tmp_path / "counting"))
+    with pytest.raises(AssertionError, match="writes state"):
+        check_serving_graph(tmp_path / "counting")
 
 
-def test_failed_write_leaves_no_version(tmp_path):
-    def broken(path):
-        path.mkdir()
-        (path / "saved_model.pb").write_bytes(b"partial")
-        raise RuntimeError("disk full")
+def test_preprocessing_with_vocabulary_assets(trained, tmp_path, run_c_api):
+    """Raw string ids through a file-backed vocabulary shipped as an asset."""
+    model, _ = trained
+    tokens = [f"item-{i:03d}" for i in range(ROWS - 2)]  # 2 OOV buckets after them
+    table = VocabularyTable(tokens, num_oov_buckets=2)
 
-    with pytest.raises(RuntimeError, match="disk full"):
-        write_version(tmp_path, "m", broken)
-    assert list((tmp_path / "m").iterdir()) == []
+    class Preprocess(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = table
+
+        def __call__(self, features):
+            return {"ids": tf.cast(self.table(features["name"]), tf.int32),
+                    "extra": features["extra"]}
+
+    signature = {"name": tf.TensorSpec((None,), tf.string),
+                 "extra": tf.TensorSpec((None, 3), tf.float32)}
+    names = np.array([b"item-000", b"item-017", b"unknown", b"", b"item-037"])
+    extra = np.ones((5, 3), np.float32)
+    report = export_for_serving(model, tmp_path, "strings", preprocess=Preprocess(),
+                                input_signature=signature, output_names="score",
+                                warmup={"name": names, "extra": extra})
+    assert sorted(p.name for p in (report.path / "assets").iterdir()) == ["vocabulary.tsv"]
+    # the values live in the asset, not as constants in the graph
+    assert b"item-017" not in (report.path / "saved_model.pb").read_bytes()
+    outputs, _ = run_c_api(report.path, {"name": names, "extra": extra})
+    # independent reference: position in the token list, else the
+    # documented bucket Fingerprint64 mod 2 after the kept values
+    position = {t.encode(): i for i, t in enumerate(tokens)}
+    buckets = tf.strings.to_hash_bucket_fast(names, 2).numpy()
+    ids = np.array([position.get(n, len(tokens) + b) for n, b in zip(names, buckets)],
+                   np.int32)
+    assert ids[2] >= len(tokens) and ids[3] >= len(tokens)
+    expected = model.predict({"ids": ids, "extra": extra}, verbose=0).reshape(-1)
+    np.testing.assert_allclose(outputs["score"], expected, rtol=1e-5, atol=1e-6)
+    warmup = report.path / "assets.extra" / "tf_serving_warmup_requests"
+    assert len(list(tf.data.TFRecordDataset(str(warmup)))) == 10
 
 
-def test_criteo_export_matches_keras_through_the_c_api(tmp_path):
-    cardinalities = [50, 400, 3000, 7, 2] + [20] * 21
-    data = tmp_path / "train.txt"
-    SyntheticCriteo(3000, cardinalities, seed=0).write_raw(data)
-    model_path = tmp_path / "dlrm.keras"
-    run([ROOT / "examples" / "criteo.py", "--data", data, "--vocab-dir",
-         tmp_path / "vocab", "--embedding", "block", "--dim", "8", "--bottom", "32",
-         "--top", "32", "--epochs", "1", "--verbose", "0", "--save", model_path])
-    export(model_path, tmp_path / "serving", "criteo")
-    lines = data.read_text().splitlines()[:40]
-    fields = [line.split("\t") for line in lines]
-    dense = np.array([[float(v) if v else np.nan for v in f[1:14]] for f in fields],
-                     np.float32)
-    dense[0, :3] = [np.nan, -7, 0]  # missing and negative values
-    categorical = np.array([f[14:] for f in fields], dtype="S8")
-    categorical[1, :] = b"ffffffff"  # unknown values -> OOV buckets
-    categorical[2, :] = b""
-    outputs, info = run_c_api(tmp_path / "serving" / "criteo" / "1",
-                              {"dense": dense, "categorical": categorical}, tmp_path)
-    assert info["tensorflow_imported"] is False
-    assert "must have shape" in info["bad_shape_error"]
-    assert info["empty_shapes"] == {"probability": [0]}
-    model = keras.models.load_model(model_path)
-    vocabulary = CriteoVocabulary.load(tmp_path / "dlrm.vocab")
-    ids = CriteoLookup(vocabulary)(tf.constant(categorical)).numpy()
-    features = {"dense": np.log1p(np.maximum(np.nan_to_num(dense), 0)), "categorical": ids}
-    expected = model.predict(features, verbose=0).reshape(-1)
-    np.testing.assert_allclose(outputs["probability"], expected, atol=1e-5)
-    check_stock_ops(tmp_path / "serving" / "criteo" / "1")
+def test_plain_model_export_keeps_working(trained, tmp_path, run_c_api):
+    model, _ = trained
+    model.export(str(tmp_path / "plain"), verbose=False)
+    ids = np.array([1, 2, 3], np.int32)
+    extra = np.zeros((3, 3), np.float32)
+    outputs, info = run_c_api(tmp_path / "plain", {"ids": ids, "extra": extra})
+    expected = model.predict({"ids": ids, "extra": extra}, verbose=0)
+    (value,) = outputs.values()
+    np.testing.assert_allclose(value.reshape(-1), expected.reshape(-1), rtol=1e-5)
+    # the C API check rejects a scalar feed for a (batch,) input
+    assert "`ids`" in info["errors"]["ids"]["fewer_axes"]
+    check_serving_graph(tmp_path / "plain")
+
+
+def test_warmup_that_does_not_fit_fails_the_export(trained, tmp_path):
+    model, _ = trained
+    with pytest.raises(ValueError, match="exactly the inputs"):
+        export_for_serving(model, tmp_path, "m", warmup={"ids": np.zeros(2, np.int32)})
+    with pytest.raises(Exception, match="`extra`"):
+        export_for_serving(model, tmp_path, "m", warmup={
+            "ids": np.zeros(2, np.int32), "extra": np.zeros((2, 4), np.float32)})
+    assert not any(p.name.isdigit() for p in (tmp_path / "m").iterdir())
+
+
+def test_subclassed_model_needs_a_signature(tmp_path):
+    class Scale(keras.Model):
+        def call(self, x):
+            return 2.0 * x
+
+    model = Scale()
+    with pytest.raises(ValueError, match="input_signature"):
+        export_for_serving(model, tmp_path, "s")
+    report = export_for_serving(
+        model, tmp_path, "s", input_signature={"x": tf.TensorSpec((None, 2), tf.float32)},
+        preprocess=lambda features: features["x"])
+    loaded = tf.saved_model.load(str(report.path))
+    out = loaded.signatures["serving_default"](x=tf.constant([[1.0, 2.0]]))
+    np.testing.assert_allclose(out["output_0"].numpy(), [[2.0, 4.0]])

@@ -13,37 +13,25 @@ from keras_mixed_dim.datasets.criteo.format import NUM_DENSE
 from keras_mixed_dim.datasets.criteo.format import line_pattern
 from keras_mixed_dim.datasets.criteo.vocabulary import CriteoVocabulary  # noqa: F401
 from keras_mixed_dim.datasets.criteo.vocabulary import build_or_load_vocabulary  # noqa: F401
-from keras_mixed_dim.datasets.lookup_table import VocabularyTable
-
-
-class CriteoLookup(tf.Module):
-    """Maps raw categorical strings to ranked indices, OOV to hash buckets."""
-
-    def __init__(self, vocabulary):
-        super().__init__()
-        self.tables = [VocabularyTable(tokens, vocabulary.num_oov_buckets)
-                       for tokens in vocabulary.tokens]
-
-    @property
-    def payload_bytes(self):
-        return sum(table.payload_bytes for table in self.tables)
-
-    def __call__(self, values):
-        """`values`: string tensor `(batch, 26)`; returns int32 `(batch, 26)`."""
-        columns = [table(values[:, j]) for j, table in enumerate(self.tables)]
-        return tf.cast(tf.stack(columns, axis=1), tf.int32)
+from keras_mixed_dim.datasets.criteo.preprocessing import CriteoLookup
+from keras_mixed_dim.datasets.criteo.preprocessing import CriteoPreprocessing
+from keras_mixed_dim.datasets.criteo.preprocessing import dense_from_strings
 
 
 def parse_lines(lines, lookup, has_label=True):
-    """Parses a batch of raw lines into `({"dense", "categorical"}, label)`."""
+    """Parses a batch of raw lines into `({"dense", "categorical"}, label)`.
+
+    `lookup` is a `CriteoPreprocessing` (or, as before, a `CriteoLookup`):
+    the same preprocessing the serving signature runs.
+    """
     width = NUM_DENSE + NUM_CATEGORICAL + (1 if has_label else 0)
     fields = tf.strings.split(lines, "\t").to_tensor(default_value="", shape=[None, width])
     offset = 1 if has_label else 0
-    dense = fields[:, offset : offset + NUM_DENSE]
-    dense = tf.strings.to_number(tf.where(dense == "", "0", dense), tf.float32)
-    dense = tf.math.log1p(tf.maximum(dense, 0.0))
-    categorical = lookup(fields[:, offset + NUM_DENSE :])
-    features = {"dense": dense, "categorical": categorical}
+    raw = {"dense": dense_from_strings(fields[:, offset : offset + NUM_DENSE]),
+           "categorical": fields[:, offset + NUM_DENSE :]}
+    if isinstance(lookup, CriteoLookup):
+        lookup = CriteoPreprocessing(lookup)
+    features = lookup(raw)
     if not has_label:
         return features
     label = tf.strings.to_number(fields[:, :1], tf.float32)
@@ -74,7 +62,7 @@ def criteo_dataset(paths, vocabulary, batch_size, has_label=True,
         raise ValueError(f"`part` must be None, 'train' or 'val'. Received: {part!r}")
     if val_every < 2:
         raise ValueError(f"`val_every` must be >= 2. Received: {val_every!r}")
-    lookup = CriteoLookup(vocabulary)
+    preprocessing = CriteoPreprocessing(vocabulary)
     pattern = line_pattern(has_label).pattern
     dataset = tf.data.TextLineDataset([str(p) for p in paths])
     dataset = dataset.map(lambda line: tf.strings.regex_replace(line, "\r$", ""))
@@ -100,6 +88,6 @@ def criteo_dataset(paths, vocabulary, batch_size, has_label=True,
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.batch(batch_size)
-    dataset = dataset.map(lambda lines: parse_lines(lines, lookup, has_label),
+    dataset = dataset.map(lambda lines: parse_lines(lines, preprocessing, has_label),
                           num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

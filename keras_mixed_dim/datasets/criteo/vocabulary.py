@@ -9,9 +9,10 @@ so a `MixedDimEmbedding` over these indices puts them in its smallest block.
 import collections
 import dataclasses
 import hashlib
-import json
 import os
 import pathlib
+
+import warnings
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -21,8 +22,10 @@ from keras_mixed_dim.datasets.criteo.format import NUM_CATEGORICAL
 from keras_mixed_dim.datasets.criteo.format import NUM_DENSE
 from keras_mixed_dim.datasets.criteo.format import describe_problem
 from keras_mixed_dim.datasets.criteo.format import line_pattern
-from keras_mixed_dim.io_utils import atomic_write_json
-from keras_mixed_dim.io_utils import atomic_write_text
+from keras_mixed_dim.datasets.vocabulary_files import VocabularyFileError
+from keras_mixed_dim.datasets.vocabulary_files import read_column
+from keras_mixed_dim.datasets.vocabulary_files import read_manifest
+from keras_mixed_dim.datasets.vocabulary_files import write_vocabulary_files
 
 # Bytes per kept value beside its UTF-8 key: the int64 index a lookup table
 # stores (as `lookup_table.INDEX_BYTES`, which needs TensorFlow to import).
@@ -62,20 +65,26 @@ def count_values(paths, has_label=True, skip_malformed=False, progress=True):
     with tqdm(total=total, unit="B", unit_scale=True, desc="counting values",
               disable=not progress) as bar:
         for path in paths:
-            with open(path, encoding="utf-8", newline="") as file:
+            with open(path, "rb") as file:
                 pending = 0
-                for number, line in enumerate(file, start=1):
-                    pending += len(line)
-                    line = line.rstrip("\r\n")
-                    if not line:
-                        continue
-                    if not pattern.fullmatch(line):
+                for number, raw in enumerate(file, start=1):
+                    pending += len(raw)
+                    try:
+                        line = raw.decode("utf-8").rstrip("\r\n")
+                    except UnicodeDecodeError as error:
+                        line, problem = None, (
+                            f"not valid UTF-8 (byte 0x{raw[error.start]:02x} at "
+                            f"column {error.start + 1})")
+                    else:
+                        if not line:
+                            continue
+                        problem = (None if pattern.fullmatch(line)
+                                   else describe_problem(line, has_label))
+                    if problem is not None:
                         if skip_malformed:
                             skipped += 1
                             continue
-                        raise ValueError(
-                            f"{path}:{number}: {describe_problem(line, has_label)}"
-                        )
+                        raise ValueError(f"{path}:{number}: {problem}")
                     for counter, value in zip(counters, line.split("\t")[offset:]):
                         counter[value] += 1
                     rows += 1
@@ -105,6 +114,9 @@ class CriteoVocabulary:
     num_oov_buckets: int = 1
     min_count: int = 1
     top_k: int | None = None
+    # Where the set was saved or loaded from: the lookup tables read their
+    # files there rather than writing temporary copies.
+    folder: pathlib.Path | None = dataclasses.field(default=None, compare=False)
 
     @classmethod
     def from_counts(cls, counters, min_count=1, top_k=None, num_oov_buckets=1):
@@ -151,46 +163,58 @@ class CriteoVocabulary:
             for tokens in self.tokens
         )
 
-    def save(self, folder, meta=None):
-        """Writes `C1.tsv` .. `C26.tsv` (value TAB count, ranked) and
-        `vocabulary.json`, each written then renamed."""
+    def save(self, folder, meta=None, write_hook=None):
+        """Writes `C1.tsv` .. `C26.tsv` (value TAB count, ranked) and the
+        `vocabulary.json` manifest as one set: into a temporary folder renamed
+        into place, so an interrupted save never leaves a mix of two sets.
+
+        Args:
+            folder: Target folder (replaced whole if it exists).
+            meta: JSON-serializable facts stored with the set (sources,
+                settings, the fingerprint of the model it belongs to).
+            write_hook: See `write_vocabulary_files`.
+        """
         folder = pathlib.Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, tokens, counts in zip(CATEGORICAL_NAMES, self.tokens, self.counts):
-            text = "".join(f"{v}\t{c}\n" for v, c in zip(tokens, counts))
-            atomic_write_text(folder / f"{name}.tsv", text)
-        atomic_write_json(
-            folder / "vocabulary.json",
-            {
+        write_vocabulary_files(
+            folder,
+            {name: zip(tokens, counts.tolist())
+             for name, tokens, counts in zip(CATEGORICAL_NAMES, self.tokens, self.counts)},
+            header={
                 "num_oov_buckets": self.num_oov_buckets,
                 "min_count": self.min_count,
                 "top_k": self.top_k,
                 "dropped": list(self.dropped),
                 "meta": meta or {},
             },
+            write_hook=write_hook,
         )
+        object.__setattr__(self, "folder", folder)
+        return folder
+
+    @staticmethod
+    def read_header(folder, verify=True):
+        """The verified manifest of a saved set (see `read_manifest`)."""
+        return read_manifest(folder, CATEGORICAL_NAMES, verify=verify)
 
     @classmethod
     def load(cls, folder):
+        """Loads a set written by `save`, after checking every file against
+        its manifest.
+
+        Raises:
+            FileNotFoundError: No set at `folder`.
+            VocabularyFileError: An incomplete or altered set.
+        """
         folder = pathlib.Path(folder)
-        header = json.loads((folder / "vocabulary.json").read_text())
+        header = cls.read_header(folder)
         tokens, counts = [], []
         for name in CATEGORICAL_NAMES:
-            values, numbers = [], []
-            path = folder / f"{name}.tsv"
-            with open(path, encoding="utf-8", newline="") as file:
-                for number, line in enumerate(file, start=1):
-                    fields = line.rstrip("\n").split("\t")
-                    if len(fields) != 2 or not fields[1].isdigit():
-                        raise ValueError(
-                            f"{path}:{number}: expected 'value TAB count', got {line!r}"
-                        )
-                    values.append(fields[0])
-                    numbers.append(int(fields[1]))
+            values, numbers = read_column(folder, header, name)
             tokens.append(tuple(values))
             counts.append(np.array(numbers, dtype=np.int64))
         return cls(tuple(tokens), tuple(counts), tuple(header["dropped"]),
-                   header["num_oov_buckets"], header["min_count"], header["top_k"])
+                   header["num_oov_buckets"], header["min_count"], header["top_k"],
+                   folder=folder)
 
 
 def source_signature(paths):
@@ -202,44 +226,93 @@ def source_signature(paths):
     ]
 
 
+def _cache_folder(path):
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
+    return cache / "keras_mixed_dim" / "criteo" / f"{path.name}.{digest}.vocab"
+
+
 def default_vocabulary_folder(path):
     """`PATH.vocab` next to the data when its folder is writable, else a
     per-file folder under `~/.cache/keras_mixed_dim/criteo`."""
     path = pathlib.Path(path).resolve()
     if os.access(path.parent, os.W_OK):
         return path.with_name(path.name + ".vocab")
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
-    cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
-    return cache / "keras_mixed_dim" / "criteo" / f"{path.name}.{digest}.vocab"
+    return _cache_folder(path)
+
+
+def _candidate_folders(first_path):
+    """Next to the data, then the user cache: a shared data folder may hold
+    another user's set that this user can read but not replace."""
+    path = pathlib.Path(first_path).resolve()
+    beside = path.with_name(path.name + ".vocab")
+    return [beside, _cache_folder(path)]
+
+
+def _load_matching(folder, signature, settings):
+    try:
+        header = CriteoVocabulary.read_header(folder, verify=False)
+    except FileNotFoundError:
+        return None
+    except (VocabularyFileError, OSError, KeyError) as error:
+        warnings.warn(f"Ignoring the vocabulary at {folder}: {error}", stacklevel=3)
+        return None
+    meta = header.get("meta", {})
+    if meta.get("sources") != signature or meta.get("settings") != settings:
+        return None
+    try:
+        return CriteoVocabulary.load(folder), meta
+    except (VocabularyFileError, OSError, KeyError) as error:
+        warnings.warn(f"Ignoring the vocabulary at {folder}: {error}", stacklevel=3)
+        return None
 
 
 def build_or_load_vocabulary(paths, folder=None, min_count=1, top_k=None,
                              num_oov_buckets=1, has_label=True, skip_malformed=False,
                              progress=True):
-    """Loads the vocabulary saved next to the data, or counts and saves it.
+    """Loads the vocabulary saved for these files, or counts and saves it.
 
-    The saved one is reused only when it was built from the same files with
-    the same settings.
+    A saved set is reused only when it was built from the same files (names,
+    sizes, mtimes) with the same settings and its files match its manifest.
+    Without `folder` the set goes next to the data (`PATH.vocab`) or, when
+    that cannot be written (a read-only or another user's data folder), to
+    `~/.cache/keras_mixed_dim/criteo`.
 
     Returns:
         `(vocabulary, meta)` where meta holds rows, skipped lines and sources.
+
+    Raises:
+        ValueError: The files hold no valid row (nothing is saved then), or a
+            malformed line (file, line, reason) unless `skip_malformed`.
     """
     paths = [str(p) for p in paths]
-    folder = pathlib.Path(folder or default_vocabulary_folder(paths[0]))
+    if not paths:
+        raise ValueError("No Criteo files given.")
+    candidates = [pathlib.Path(folder)] if folder else _candidate_folders(paths[0])
     settings = {"min_count": min_count, "top_k": top_k,
                 "num_oov_buckets": num_oov_buckets, "has_label": has_label,
                 "skip_malformed": skip_malformed}
     signature = source_signature(paths)
-    header = folder / "vocabulary.json"
-    if header.exists():
-        meta = json.loads(header.read_text()).get("meta", {})
-        if meta.get("sources") == signature and meta.get("settings") == settings:
-            return CriteoVocabulary.load(folder), meta
+    for candidate in candidates:
+        found = _load_matching(candidate, signature, settings)
+        if found is not None:
+            return found
     result = count_values(paths, has_label, skip_malformed, progress)
+    if result.rows == 0:
+        raise ValueError(
+            f"No valid Criteo rows in {', '.join(paths)}"
+            + (f" ({result.skipped} malformed lines skipped)" if result.skipped else "")
+            + ": nothing to train on.")
     vocabulary = CriteoVocabulary.from_counts(
         result.counters, min_count, top_k, num_oov_buckets
     )
     meta = {"rows": result.rows, "skipped": result.skipped, "sources": signature,
             "settings": settings}
-    vocabulary.save(folder, meta)
-    return vocabulary, meta
+    for number, candidate in enumerate(candidates):
+        try:
+            vocabulary.save(candidate, meta)
+            return vocabulary, meta
+        except PermissionError:
+            if number == len(candidates) - 1:
+                raise
+    raise AssertionError("unreachable")

@@ -10,7 +10,6 @@ numpy only. `keras_mixed_dim.datasets.movielens.tfds` reads the same data
 through tensorflow-datasets.
 """
 
-import io
 import pathlib
 import zipfile
 
@@ -25,23 +24,38 @@ LAYOUTS = {
     "ratings.csv": ",",
 }
 CSV_HEADER = ("userId", "movieId", "rating", "timestamp")
+# Every published MovieLens set rates on 0.5 .. 5 stars (ml-100k and ml-1m
+# in whole stars 1 .. 5, the later sets in half stars from 0.5).
+MOVIELENS_RATING_RANGE = (0.5, 5.0)
+_INT64 = (-(2**63), 2**63 - 1)
 
 
-def read_ratings(path):
+def read_ratings(path, rating_range=MOVIELENS_RATING_RANGE):
     """Reads MovieLens ratings from a folder, a ratings file or a zip.
 
     Args:
         path: A folder holding `u.data`, `ratings.dat` or `ratings.csv`
             (directly or one level down, as the GroupLens zips unpack), one
             of those files (or a split like `u1.base`), or a GroupLens zip.
+        rating_range: `(low, high)`: a rating outside it is an error naming
+            the file and line. Default: MovieLens's 0.5 .. 5 stars; pass
+            another range for data on another scale, or None to accept any
+            finite rating.
 
     Returns:
         `Ratings` with integer raw ids, float32 ratings, int64 timestamps.
 
     Raises:
         FileNotFoundError: No ratings file at `path`.
-        ValueError: A malformed line, naming the file and line number.
+        ValueError: A malformed line, a rating out of range or an id beyond
+            int64, naming the file and line number.
     """
+    if rating_range is not None:
+        low, high = (float(v) for v in rating_range)
+        if not low <= high:
+            raise ValueError(f"`rating_range` must be (low, high) with low <= high. "
+                             f"Received: {rating_range!r}")
+        rating_range = (low, high)
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No MovieLens data at {path}.")
@@ -53,8 +67,8 @@ def read_ratings(path):
                     f"{path} holds none of {', '.join(LAYOUTS)}."
                 )
             with archive.open(member) as raw:
-                text = io.TextIOWrapper(raw, encoding="utf-8", errors="strict")
-                return _parse(text, f"{path}!{member}", _separator_for(member))
+                return _parse(raw, f"{path}!{member}", _separator_for(member),
+                              rating_range)
     if path.is_dir():
         found = _find_in_dir(path)
         if found is None:
@@ -63,8 +77,8 @@ def read_ratings(path):
                 f"down too)."
             )
         path = found
-    with open(path, encoding="utf-8") as text:
-        return _parse(text, str(path), _separator_for(path.name))
+    with open(path, "rb") as raw:
+        return _parse(raw, str(path), _separator_for(path.name), rating_range)
 
 
 def _find_in_names(names):
@@ -93,9 +107,16 @@ def _separator_for(name):
     return "\t"
 
 
-def _parse(lines, source, separator):
+def _parse(lines, source, separator, rating_range=None):
     users, items, ratings, timestamps = [], [], [], []
-    for number, line in enumerate(lines, start=1):
+    # bytes, decoded line by line, so a bad byte is reported with its line
+    for number, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{source}:{number}: not valid UTF-8 (byte 0x{raw[error.start]:02x} "
+                f"at column {error.start + 1}).") from None
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
@@ -123,6 +144,15 @@ def _parse(lines, source, separator):
             ) from None
         if not np.isfinite(rating):
             raise ValueError(f"{source}:{number}: rating {fields[2]!r} is not finite.")
+        if rating_range is not None and not rating_range[0] <= rating <= rating_range[1]:
+            raise ValueError(
+                f"{source}:{number}: rating {fields[2]!r} is outside "
+                f"[{rating_range[0]:g}, {rating_range[1]:g}] (pass another "
+                "`rating_range`, or None, for data on another scale).")
+        for name, value in (("user", user), ("item", item), ("timestamp", timestamp)):
+            if not _INT64[0] <= value <= _INT64[1]:
+                raise ValueError(
+                    f"{source}:{number}: {name} {value} does not fit in int64.")
         users.append(user)
         items.append(item)
         ratings.append(rating)

@@ -57,3 +57,44 @@ def test_missing_data_is_a_clear_error(tmp_path):
         read_ratings(tmp_path / "nothing")
     with pytest.raises(FileNotFoundError, match="holds none of"):
         read_ratings(tmp_path)
+
+
+@pytest.mark.parametrize("rating", ["99", "-3", "0", "5.5"])
+def test_ratings_outside_the_movielens_scale_name_file_and_line(tmp_path, rating):
+    path = write(tmp_path / "u.data",
+                 f"1\t10\t4\t881250949\n2\t10\t{rating}\t891717742\n")
+    with pytest.raises(ValueError, match=rf"u\.data:2: rating '{rating}' is outside"):
+        read_ratings(path)
+
+
+def test_rating_range_is_an_explicit_option(tmp_path):
+    path = write(tmp_path / "u.data", "1\t10\t9\t1\n2\t10\t-3\t2\n")
+    np.testing.assert_array_equal(read_ratings(path, rating_range=(-5, 10)).ratings,
+                                  [9, -3])
+    np.testing.assert_array_equal(read_ratings(path, rating_range=None).ratings, [9, -3])
+    with pytest.raises(ValueError, match="u.data:1: rating '9' is outside"):
+        read_ratings(path, rating_range=(0, 5))
+    with pytest.raises(ValueError, match="rating_range"):
+        read_ratings(path, rating_range=(5, 1))
+
+
+@pytest.mark.parametrize("field", [0, 1, 3])
+def test_ids_beyond_int64_name_file_and_line(tmp_path, field):
+    values = ["1", "10", "4", "881250949"]
+    values[field] = str(2**63)
+    path = write(tmp_path / "u.data", "1\t10\t4\t1\n" + "\t".join(values) + "\n")
+    with pytest.raises(ValueError, match=r"u\.data:2: \w+ 9223372036854775808 does not fit"):
+        read_ratings(path)
+
+
+def test_largest_int64_id_is_kept_exactly(tmp_path):
+    path = write(tmp_path / "u.data", f"{2**63 - 1}\t{-(2**63)}\t4\t1\n")
+    ratings = read_ratings(path)
+    assert ratings.users[0] == 2**63 - 1 and ratings.items[0] == -(2**63)
+
+
+def test_non_utf8_bytes_name_file_and_line(tmp_path):
+    path = tmp_path / "u.data"
+    path.write_bytes(b"1\t10\t4\t1\n2\t1\xff0\t4\t1\n")
+    with pytest.raises(ValueError, match=r"u\.data:2: not valid UTF-8"):
+        read_ratings(path)
