@@ -81,7 +81,8 @@ class LowRank:
 
 
 def low_rank(matrix, k, num_rows=None, sketch=None, sketch_rows=None, nnz=4,
-             seed=0, max_error_ratio=MAX_ERROR_RATIO, chunk_rows=CHUNK_ROWS):
+             seed=0, max_error_ratio=MAX_ERROR_RATIO, chunk_rows=CHUNK_ROWS,
+             gram_estimate=None):
     """The rank-`k` PCA factorization of a tall `A`, streamed in chunks.
 
     Directions come from `principal_directions` (sketched when `sketch` is
@@ -100,16 +101,23 @@ def low_rank(matrix, k, num_rows=None, sketch=None, sketch_rows=None, nnz=4,
         sketch_rows, nnz, seed: Passed to the sketch.
         max_error_ratio: The gate on sketched directions (None: no gate).
         chunk_rows: Rows of `A` read at a time.
+        gram_estimate: Optional `d x d` matrix (`A^T A`, or `B^T B` of a
+            sketch already taken) whose top eigenvectors are the directions;
+            saves the first pass. `sketch` then only says whether it came
+            from a sketch (for the gate).
 
     Returns:
         A `LowRank`.
     """
     rows_fn, num_rows, width = _as_rows_fn(matrix, num_rows)
     _check_k(k, width)
-    directions = principal_directions(
-        rows_fn, k, num_rows=num_rows, sketch=sketch, sketch_rows=sketch_rows,
-        nnz=nnz, seed=seed, chunk_rows=chunk_rows,
-    )
+    if gram_estimate is not None:
+        directions = _top_directions(np.asarray(gram_estimate, np.float64), k)[0]
+    else:
+        directions = principal_directions(
+            rows_fn, k, num_rows=num_rows, sketch=sketch, sketch_rows=sketch_rows,
+            nnz=nnz, seed=seed, chunk_rows=chunk_rows,
+        )
     result = _project(rows_fn, num_rows, directions, chunk_rows)
     result.sketched = sketch is not None
     if (sketch is not None and max_error_ratio is not None

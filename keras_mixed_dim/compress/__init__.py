@@ -1,0 +1,26 @@
+"""Compressing trained models: uniform -> mixed-dimension conversion and
+quantized tables for serving."""
+
+from keras_mixed_dim.compress.convert import BlockReport
+from keras_mixed_dim.compress.convert import ConversionReport
+from keras_mixed_dim.compress.convert import convert_weights
+from keras_mixed_dim.compress.convert import mixed_dim_from_embedding
+from keras_mixed_dim.compress.model import COMPRESSION_METHODS
+from keras_mixed_dim.compress.model import CompressionReport
+from keras_mixed_dim.compress.model import LayerCompression
+from keras_mixed_dim.compress.model import compress_model
+from keras_mixed_dim.compress.model import embedding_layers
+from keras_mixed_dim.compress.model import register_method
+
+__all__ = [
+    "BlockReport",
+    "COMPRESSION_METHODS",
+    "CompressionReport",
+    "LayerCompression",
+    "compress_model",
+    "embedding_layers",
+    "register_method",
+    "ConversionReport",
+    "convert_weights",
+    "mixed_dim_from_embedding",
+]
