@@ -11,6 +11,11 @@ from keras_mixed_dim.compress.model import LayerCompression
 from keras_mixed_dim.compress.model import compress_model
 from keras_mixed_dim.compress.model import embedding_layers
 from keras_mixed_dim.compress.model import register_method
+from keras_mixed_dim.compress.quantize import QuantizedMixedDimEmbedding
+from keras_mixed_dim.compress.quantize import quantize_layer
+from keras_mixed_dim.compress.quantize import quantize_model
+from keras_mixed_dim.compress.quantize import quantize_rows
+from keras_mixed_dim.compress.quantize import weight_bytes
 
 __all__ = [
     "BlockReport",
@@ -22,5 +27,10 @@ __all__ = [
     "register_method",
     "ConversionReport",
     "convert_weights",
+    "QuantizedMixedDimEmbedding",
     "mixed_dim_from_embedding",
+    "quantize_layer",
+    "quantize_model",
+    "quantize_rows",
+    "weight_bytes",
 ]

@@ -151,8 +151,9 @@ def compress_model(model, counts, budget=0.125, method="md", layer_names=None,
         layer_names: Names of the Embedding layers to replace; default: every
             Embedding of at least `min_rows` rows and output width > 1.
         min_rows: Smallest table replaced when `layer_names` is None.
-        progress: Optional callable `progress(layer_name, index, total)`
-            called before each layer is converted.
+        progress: Optional callable `progress(layer_name, rows_done,
+            rows_total)`; it is passed on to the method as
+            `options["progress"]` (a callable of `rows_done`).
         **options: Passed to the method (for `"md"`: `alpha`, `num_blocks`,
             `sketch`, `sketch_threshold`, `sketch_rows`, `round_dims`,
             `seed`).
@@ -221,15 +222,18 @@ def compress_model(model, counts, budget=0.125, method="md", layer_names=None,
             f"No counts for layer(s) {missing}; `counts` has {sorted(counts)}."
         )
     replacements, entries = {}, []
-    for index, name in enumerate(selected):
-        if progress is not None:
-            progress(name, index, len(selected))
+    for name in selected:
         layer = embeddings[name]
+        layer_options = dict(options)
+        if progress is not None:
+            layer_options["progress"] = (
+                lambda done, name=name, rows=layer.input_dim: progress(name, done, rows))
+            progress(name, 0, layer.input_dim)
         layer_counts = counts[name]
         if hasattr(layer_counts, "shape") and not isinstance(layer_counts, np.ndarray):
             layer_counts = keras.ops.convert_to_numpy(layer_counts)
         new_layer, bytes_after, details = COMPRESSION_METHODS[method](
-            layer, np.asarray(layer_counts), budget, dict(options)
+            layer, np.asarray(layer_counts), budget, layer_options
         )
         replacements[name] = new_layer
         entries.append(LayerCompression(
@@ -246,10 +250,10 @@ def compress_model(model, counts, budget=0.125, method="md", layer_names=None,
 
     new_model = keras.models.clone_model(model, clone_function=clone)
     for layer in new_model.layers:
-        if layer.name in replacements:
+        # input layers may be renamed by the clone; they hold no weights
+        if layer.name in replacements or not layer.weights:
             continue
-        old = top_level[layer.name]
-        layer.set_weights(old.get_weights())
+        layer.set_weights(top_level[layer.name].get_weights())
     return new_model, CompressionReport(entries)
 
 
