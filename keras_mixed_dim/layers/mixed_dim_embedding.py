@@ -386,7 +386,7 @@ class MixedDimEmbedding(layers.Layer):
                 ops.greater_equal(ranks, start), ops.less(ranks, stop)
             )
             rows = ops.clip(ranks - start, 0, stop - start - 1)
-            values = ops.take(self.block_embeddings[i], rows, axis=0)
+            values = self._gather_block(i, rows)
             values = ops.where(ops.expand_dims(member, -1), values, 0.0)
             # Reducing before projecting is exact (the projection is linear)
             # and does the matmul once per bag instead of once per id.
@@ -412,6 +412,10 @@ class MixedDimEmbedding(layers.Layer):
             count = ops.maximum(ops.sum(valid, axis=-1, keepdims=True), 1.0)
             outputs = ops.divide(outputs, count)
         return outputs
+
+    def _gather_block(self, index, rows):
+        """Rows of block `index`'s table (a hook for quantized tables)."""
+        return ops.take(self.block_embeddings[index], rows, axis=0)
 
     def _head_table(self):
         """The first blocks projected to `output_dim`, in rank order, then a
