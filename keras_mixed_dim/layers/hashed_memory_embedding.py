@@ -118,9 +118,9 @@ class HashedMemoryEmbedding(IdLookupLayer):
       memory and dissimilar ones rarely do. Build the signatures with
       `lsh_signatures`; they are a non-trainable int32 table
       `(input_dim, signature_size)` counted in `bytes`.
-    - `hash="identity"`: chunk `c` of id `v` at `(v * chunks + c) * Z`, an
-      injective layout when `memory_size >= input_dim * output_dim` (the
-      layer is then a full table); for tests and as a reference.
+    - `hash="identity"`: chunk `c` of id `v` at `v * output_dim + c * Z`,
+      so element `j` is at `v * output_dim + j`: the row-major full table
+      when `memory_size >= input_dim * output_dim`; a reference layout.
 
     The hashes are 32-bit, computed in int32 lanes and identical bit for bit
     on TensorFlow, JAX (without x64) and PyTorch
@@ -206,7 +206,7 @@ class HashedMemoryEmbedding(IdLookupLayer):
                 f"({self.output_dim}).")
         self.num_chunks = -(-self.output_dim // self.chunk_size)
         if hash == "identity" and (
-                self.input_dim * self.num_chunks * self.chunk_size > hashes.MASK32 >> 1):
+                self.input_dim * self.output_dim > hashes.MASK32 >> 1):
             raise ValueError(
                 "hash='identity' needs input_dim * output_dim < 2**31 (its offsets "
                 "are int32).")
@@ -300,7 +300,7 @@ class HashedMemoryEmbedding(IdLookupLayer):
         memory = self.memory if memory is None else memory
         values = ops.take(memory, self.locations(ids), axis=0)
         if self.signed:
-            values = values * self._signs(ids)
+            values = values * ops.cast(self._signs(ids), values.dtype)
         return values
 
     def _chunk_lanes(self, ids):
@@ -318,8 +318,8 @@ class HashedMemoryEmbedding(IdLookupLayer):
         """Memory offset of each chunk of each (valid, int32) id."""
         if self.hash == "identity":
             chunks = ops.arange(self.num_chunks, dtype="int32")
-            offsets = (ops.expand_dims(ids, -1) * self.num_chunks + chunks) * (
-                self.chunk_size)
+            offsets = (ops.expand_dims(ids, -1) * self.output_dim
+                       + chunks * self.chunk_size)
             return ops.mod(offsets, self.memory_size)
         return hashes.lanes_mod(self._chunk_lanes(ids), self.memory_size)
 
