@@ -26,10 +26,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES  # noqa: E402
-from keras_mixed_dim.datasets.criteo_vocab import CriteoVocabulary  # noqa: E402
-from keras_mixed_dim.datasets.synthetic_criteo import SyntheticCriteo  # noqa: E402
-from keras_mixed_dim.datasets.synthetic_criteo import hex_code  # noqa: E402
+from keras_mixed_dim.datasets.criteo.format import KAGGLE_CARDINALITIES  # noqa: E402
+from keras_mixed_dim.datasets.criteo.vocabulary import CriteoVocabulary  # noqa: E402
+from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo  # noqa: E402
+from keras_mixed_dim.datasets.criteo.synthetic import hex_code  # noqa: E402
 from keras_mixed_dim.export import export_criteo  # noqa: E402
 from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
@@ -38,7 +38,7 @@ TIMER = textwrap.dedent(
     """
     import json, sys, time
     import numpy as np
-    from keras_mixed_dim.serving_check.capi import CApiModel
+    from keras_mixed_dim.testing.capi import CApiModel
     export_dir, inputs_path, requests = sys.argv[1], sys.argv[2], int(sys.argv[3])
     model = CApiModel(export_dir)
     data = dict(np.load(inputs_path))

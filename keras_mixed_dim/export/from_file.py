@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 import keras_mixed_dim.layers  # noqa: F401  (registers the custom layers)
-from keras_mixed_dim.datasets.criteo_format import NUM_CATEGORICAL
+from keras_mixed_dim.datasets.criteo.format import NUM_CATEGORICAL
 from keras_mixed_dim.export.savedmodel import export_criteo
 from keras_mixed_dim.export.savedmodel import export_movielens
 
@@ -58,7 +58,7 @@ def export_keras_file(model_path, base, name, version=None, warmup=True):
         report = export_movielens(model, base, name, users, items, version,
                                   warmup=sample if warmup else None)
         return report, kind
-    from keras_mixed_dim.datasets.criteo_vocab import CriteoVocabulary
+    from keras_mixed_dim.datasets.criteo.vocabulary import CriteoVocabulary
 
     vocab_dir = pathlib.Path(stem + ".vocab")
     vocabulary = CriteoVocabulary.load(vocab_dir) if vocab_dir.is_dir() else None

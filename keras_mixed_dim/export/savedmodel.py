@@ -17,9 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mixed_dim.datasets.criteo import CriteoLookup
-from keras_mixed_dim.datasets.criteo_format import NUM_CATEGORICAL
-from keras_mixed_dim.datasets.criteo_format import NUM_DENSE
+from keras_mixed_dim.datasets.criteo.pipeline import CriteoLookup
+from keras_mixed_dim.datasets.criteo.format import NUM_CATEGORICAL
+from keras_mixed_dim.datasets.criteo.format import NUM_DENSE
 from keras_mixed_dim.datasets.lookup_table import VocabularyTable
 from keras_mixed_dim.layers import MixedDimEmbedding
 

@@ -6,7 +6,7 @@
 * ml-latest, ml-latest-small, ml-20m, ml-25m: `ratings.csv` with the header
   `userId,movieId,rating,timestamp`.
 
-numpy only. `keras_mixed_dim.datasets.movielens_tfds` reads the same data
+numpy only. `keras_mixed_dim.datasets.movielens.tfds` reads the same data
 through tensorflow-datasets.
 """
 
@@ -16,7 +16,7 @@ import zipfile
 
 import numpy as np
 
-from keras_mixed_dim.datasets.ratings import Ratings
+from keras_mixed_dim.datasets.movielens.ratings import Ratings
 
 # File names in the order they are looked for inside a folder or zip.
 LAYOUTS = {

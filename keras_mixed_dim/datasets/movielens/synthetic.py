@@ -7,7 +7,7 @@ its dimension, which is where mixed dimensions pay off.
 
 import numpy as np
 
-from keras_mixed_dim.datasets.ratings import Ratings
+from keras_mixed_dim.datasets.movielens.ratings import Ratings
 
 
 def synthetic_ratings(

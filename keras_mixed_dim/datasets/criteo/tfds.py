@@ -6,7 +6,7 @@ in tfds's manual folder themselves. Splits follow DLRM's Kaggle setup: the
 rows are 7 days in time order; days 0-5 are train and day 6 is split in two
 halves, validation then test.
 
-    import keras_mixed_dim.datasets.criteo_tfds  # registers "criteo_kaggle"
+    import keras_mixed_dim.datasets.criteo.tfds  # registers "criteo_kaggle"
     builder = tfds.builder("criteo_kaggle")
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir="/data/criteo"))
@@ -16,11 +16,11 @@ halves, validation then test.
 import numpy as np
 import tensorflow_datasets as tfds
 
-from keras_mixed_dim.datasets.criteo_format import CATEGORICAL_NAMES
-from keras_mixed_dim.datasets.criteo_format import DENSE_NAMES
-from keras_mixed_dim.datasets.criteo_format import NUM_DENSE
-from keras_mixed_dim.datasets.criteo_format import describe_problem
-from keras_mixed_dim.datasets.criteo_format import line_pattern
+from keras_mixed_dim.datasets.criteo.format import CATEGORICAL_NAMES
+from keras_mixed_dim.datasets.criteo.format import DENSE_NAMES
+from keras_mixed_dim.datasets.criteo.format import NUM_DENSE
+from keras_mixed_dim.datasets.criteo.format import describe_problem
+from keras_mixed_dim.datasets.criteo.format import line_pattern
 
 DAYS = 7
 

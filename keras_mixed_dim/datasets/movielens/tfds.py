@@ -6,7 +6,7 @@ time (tfds downloads and prepares the data); later runs read its cache.
 
 import numpy as np
 
-from keras_mixed_dim.datasets.ratings import Ratings
+from keras_mixed_dim.datasets.movielens.ratings import Ratings
 
 
 def load_tfds(name="movielens/100k-ratings", data_dir=None):

@@ -13,8 +13,8 @@ import pathlib
 
 import numpy as np
 
-from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES
-from keras_mixed_dim.datasets.criteo_format import NUM_DENSE
+from keras_mixed_dim.datasets.criteo.format import KAGGLE_CARDINALITIES
+from keras_mixed_dim.datasets.criteo.format import NUM_DENSE
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 

@@ -5,45 +5,19 @@ import json
 import pathlib
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mixed_dim.datasets.criteo import CriteoLookup
-from keras_mixed_dim.datasets.criteo_vocab import CriteoVocabulary
-from keras_mixed_dim.datasets.synthetic_criteo import SyntheticCriteo
+from keras_mixed_dim.datasets.criteo.pipeline import CriteoLookup
+from keras_mixed_dim.datasets.criteo.vocabulary import CriteoVocabulary
+from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo
 from keras_mixed_dim.export import write_version
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-C_API_RUNNER = textwrap.dedent(
-    """
-    import json, sys
-    import numpy as np
-    from keras_mixed_dim.serving_check.capi import CApiModel
-    export_dir, inputs_path, outputs_path = sys.argv[1:4]
-    model = CApiModel(export_dir)
-    inputs = dict(np.load(inputs_path))
-    result = {"signature": model.signature}
-    np.savez(outputs_path, **model.run(inputs))
-    empty = {k: v[:0] for k, v in inputs.items()}
-    result["empty_shapes"] = {k: list(v.shape) for k, v in model.run(empty).items()}
-    try:
-        bad = dict(inputs)
-        key = sorted(bad)[0]
-        bad[key] = np.stack([bad[key], bad[key]], axis=-1)
-        model.run(bad)
-        result["bad_shape_error"] = None
-    except RuntimeError as error:
-        result["bad_shape_error"] = str(error)
-    result["tensorflow_imported"] = "tensorflow" in sys.modules
-    print(json.dumps(result))
-    """
-)
-
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PROGRAMS = ROOT / "tests" / "programs"
 
 def run(args, timeout=600):
     result = subprocess.run([sys.executable, *map(str, args)], capture_output=True,
@@ -55,7 +29,7 @@ def run(args, timeout=600):
 def run_c_api(export_dir, inputs, tmp_path):
     inputs_path, outputs_path = tmp_path / "in.npz", tmp_path / "out.npz"
     np.savez(inputs_path, **inputs)
-    stdout = run(["-c", C_API_RUNNER, export_dir, inputs_path, outputs_path])
+    stdout = run([PROGRAMS / "capi_run.py", export_dir, inputs_path, outputs_path])
     return dict(np.load(outputs_path)), json.loads(stdout.strip().splitlines()[-1])
 
 

@@ -8,11 +8,11 @@ to indices with in-graph hash tables.
 
 import tensorflow as tf
 
-from keras_mixed_dim.datasets.criteo_format import NUM_CATEGORICAL
-from keras_mixed_dim.datasets.criteo_format import NUM_DENSE
-from keras_mixed_dim.datasets.criteo_format import line_pattern
-from keras_mixed_dim.datasets.criteo_vocab import CriteoVocabulary  # noqa: F401
-from keras_mixed_dim.datasets.criteo_vocab import build_or_load_vocabulary  # noqa: F401
+from keras_mixed_dim.datasets.criteo.format import NUM_CATEGORICAL
+from keras_mixed_dim.datasets.criteo.format import NUM_DENSE
+from keras_mixed_dim.datasets.criteo.format import line_pattern
+from keras_mixed_dim.datasets.criteo.vocabulary import CriteoVocabulary  # noqa: F401
+from keras_mixed_dim.datasets.criteo.vocabulary import build_or_load_vocabulary  # noqa: F401
 from keras_mixed_dim.datasets.lookup_table import VocabularyTable
 
 

@@ -16,11 +16,11 @@ import pathlib
 import numpy as np
 from tqdm.auto import tqdm
 
-from keras_mixed_dim.datasets.criteo_format import CATEGORICAL_NAMES
-from keras_mixed_dim.datasets.criteo_format import NUM_CATEGORICAL
-from keras_mixed_dim.datasets.criteo_format import NUM_DENSE
-from keras_mixed_dim.datasets.criteo_format import describe_problem
-from keras_mixed_dim.datasets.criteo_format import line_pattern
+from keras_mixed_dim.datasets.criteo.format import CATEGORICAL_NAMES
+from keras_mixed_dim.datasets.criteo.format import NUM_CATEGORICAL
+from keras_mixed_dim.datasets.criteo.format import NUM_DENSE
+from keras_mixed_dim.datasets.criteo.format import describe_problem
+from keras_mixed_dim.datasets.criteo.format import line_pattern
 from keras_mixed_dim.io_utils import atomic_write_json
 from keras_mixed_dim.io_utils import atomic_write_text
 
