@@ -1,5 +1,5 @@
 """QREmbedding, HashingEmbedding and HashedMemoryEmbedding on the current
-backend (test_compressed_backends.py runs this file under JAX and torch),
+backend (.ci/run runs tests/layers again under JAX and PyTorch),
 checked against numpy references built from their weights."""
 
 import math

@@ -1,5 +1,5 @@
 """The 32-bit lane hashes against their numpy reference, on the current
-backend (test_compressed_backends.py runs this file under JAX and torch)."""
+backend (.ci/run runs tests/layers again under JAX and PyTorch)."""
 
 import numpy as np
 import pytest
