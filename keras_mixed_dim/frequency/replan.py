@@ -107,6 +107,12 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
         A `ReplanReport`.
     """
     old_plan = layer.plan
+    if layer.plan.has_qr_blocks:
+        raise ValueError(
+            f"Layer {layer.name!r} has quotient-remainder (storage='qr') blocks; "
+            "re-ranking and re-planning move rows between blocks, which a QR "
+            "pair cannot hold row by row. Plan without `qr_min_rows` to re-rank."
+        )
     counts = read_counts(layer) if counts is None else np.asarray(counts, np.float64)
     if counts.sum() <= 0:
         raise ValueError(f"Layer {layer.name!r} has no counts yet; nothing to plan from.")

@@ -1,5 +1,8 @@
 """Frequency blocks inside one feature: ranking, cutting and sizing."""
 
+import dataclasses
+import math
+
 import numpy as np
 
 from keras_mixed_dim.planning.plan import Block
@@ -200,6 +203,8 @@ def plan_blocks(
     budget=None,
     round_dims=False,
     remap=None,
+    qr_min_rows=None,
+    qr_collisions=None,
 ):
     """Plans the frequency blocks of one feature.
 
@@ -226,6 +231,14 @@ def plan_blocks(
         remap: Whether the layer keeps an id -> rank table. Default: only when
             the ranking from `counts` is not the identity. Force it for a
             layer whose ranking will change (see `FrequencyRecount`).
+        qr_min_rows: Optional: every block of more than this many rows
+            stores its rows as a quotient-remainder pair (MD + QR,
+            arXiv:1909.02107) instead of a full table. The dims are sized
+            first (a `budget` counts full tables); QR then shrinks the big
+            blocks, so `plan.params` / `plan.bytes` are below the budget.
+        qr_collisions: Optional callable `rows -> m` or integer for the
+            remainder rows of QR blocks; default `ceil(sqrt(rows))`, the
+            fewest parameters.
 
     Returns:
         A `BlockPlan`.
@@ -266,10 +279,32 @@ def plan_blocks(
         round_dims=round_dims,
     )
     blocks = tuple(
-        Block(start=int(a), stop=int(b), dim=d, mass=float(m))
+        _storage(Block(start=int(a), stop=int(b), dim=d, mass=float(m)),
+                 qr_min_rows, qr_collisions)
         for a, b, d, m in zip(starts, stops, dims, masses)
     )
     return BlockPlan(input_dim, output_dim, blocks, remapped=bool(remap))
+
+
+def _storage(block, qr_min_rows, qr_collisions):
+    """`block` as a QR block when it has more than `qr_min_rows` rows."""
+    if qr_min_rows is None:
+        return block
+    if isinstance(qr_min_rows, bool) or not float(qr_min_rows).is_integer() or (
+        qr_min_rows < 1
+    ):
+        raise ValueError(f"`qr_min_rows` must be an integer >= 1. Received: "
+                         f"{qr_min_rows!r}")
+    if block.rows <= qr_min_rows:
+        return block
+    if qr_collisions is None:
+        m = math.isqrt(block.rows - 1) + 1
+    elif callable(qr_collisions):
+        m = qr_collisions(block.rows)
+    else:
+        m = qr_collisions
+    m = min(int(m), block.rows)
+    return dataclasses.replace(block, storage="qr", num_collisions=m)
 
 
 def _check_num_blocks(num_blocks, num_ids):
