@@ -64,6 +64,9 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
       `keras.optimizers.Adam`; otherwise untouched rows keep their moments
       instead of decaying them (and get no momentum-only step).
 
+    A row counts as touched when its summed gradient is not all zero, so a
+    placeholder row that a layer gathers and masks out stays unchanged.
+
     On TensorFlow the gradient stays an `IndexedSlices` end to end (ids
     deduplicated with `tf.unique`, rows written with `scatter_update`), so a
     step's cost depends on the batch only. On JAX and PyTorch a gather's
@@ -247,8 +250,13 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                 rows, row_grads = sparse_rows.unique_rows(grad)
                 values = [sparse_rows.gather_rows(v, rows) for v in (variable, *slots)]
                 new = self._row_update(row_grads, values, learning_rate, step)
-                for target, value in zip((variable, *slots), new):
-                    sparse_rows.scatter_rows(target, rows, value)
+                # Layers gather a placeholder row for ids outside a block and
+                # mask it out; its gradient is exactly zero, and like every
+                # backend's dense path it must leave the row and slots alone.
+                touched = ops.any(ops.not_equal(row_grads, 0), axis=1)
+                for target, old, value in zip((variable, *slots), values, new):
+                    mask = touched if len(old.shape) == 1 else ops.expand_dims(touched, 1)
+                    sparse_rows.scatter_rows(target, rows, ops.where(mask, value, old))
                 return
         # A dense gradient (JAX, PyTorch, or a table TensorFlow differentiated
         # through a dense op): rows with an all-zero gradient were not looked

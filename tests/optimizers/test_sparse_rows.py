@@ -252,3 +252,26 @@ def test_bad_dense_optimizer():
         SparseRowOptimizer(SparseRowOptimizer("sgd"))
     with pytest.raises(ValueError):
         SparseRowOptimizer("no_such_optimizer")
+
+
+def test_gathered_but_masked_rows_keep_their_moments():
+    """A layer that gathers a row and masks it out (zero gradient) must not
+    decay that row's Adam moments or move it."""
+    ids = keras.Input((1,), dtype="int32")
+    keep = keras.Input((1, 1), dtype="float32")
+    table = keras.layers.Embedding(ROWS, DIM, name="table")
+    values = keras.layers.Multiply()([table(ids), keep])
+    model = keras.Model([ids, keep], keras.layers.Dense(1)(keras.layers.Flatten()(values)))
+    optimizer = SparseRowOptimizer("sgd", table_optimizer="adam", learning_rate=0.1)
+    model.compile(optimizer=optimizer, loss="mse")
+    x = np.full((BATCH, 1), 3, "int32")
+    y = np.ones((BATCH, 1), "float32")
+    model.train_on_batch([x, np.ones((BATCH, 1, 1), "float32")], y)
+    momentum = [v for v in optimizer.variables if "momentum" in v.path][0]
+    velocity = [v for v in optimizer.variables if "velocity" in v.path][0]
+    before = [ops.convert_to_numpy(v)[3].copy() for v in (momentum, velocity,
+                                                          table.embeddings)]
+    assert np.all(before[0] != 0)
+    model.train_on_batch([x, np.zeros((BATCH, 1, 1), "float32")], y)
+    for variable, old in zip((momentum, velocity, table.embeddings), before):
+        np.testing.assert_array_equal(ops.convert_to_numpy(variable)[3], old)
