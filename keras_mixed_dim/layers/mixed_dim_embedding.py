@@ -290,6 +290,28 @@ class MixedDimEmbedding(layers.Layer):
             )
         self.built = True
 
+    @classmethod
+    def from_embedding(cls, embedding, counts, **kwargs):
+        """A `MixedDimEmbedding` converted from a trained uniform table.
+
+        Plans blocks from `counts` and gives each block the principal
+        directions of its rows (exact, or through a subspace sketch for big
+        blocks); with `alpha=0` the result equals the original exactly. See
+        `keras_mixed_dim.compress.mixed_dim_from_embedding` for every
+        argument (`alpha`, `num_blocks`, `budget`, `sketch`, ...).
+
+        Args:
+            embedding: A built `keras.layers.Embedding` or its weight array.
+            counts: Per-id counts.
+            **kwargs: Conversion arguments.
+
+        Returns:
+            A built `MixedDimEmbedding`.
+        """
+        from keras_mixed_dim.compress.convert import mixed_dim_from_embedding
+
+        return mixed_dim_from_embedding(embedding, counts, **kwargs)
+
     def rebuild(self, plan, ranks):
         """Replaces the layer's variables with fresh ones for a new plan.
 

@@ -463,3 +463,15 @@ def test_package_import_registers_the_layers_for_loading(tmp_path, run_python):
             "print(type(m.layers[1]).__name__, tuple(m(np.array([[1, 2]])).shape))")
     out = run_python("-c", code, env={"KERAS_BACKEND": BACKEND}).stdout
     assert "MixedDimEmbedding (1, 2, 4)" in out
+
+
+def test_from_embedding_at_alpha_zero_is_the_original():
+    table = keras.layers.Embedding(120, 8)
+    table.build()
+    counts = np.random.default_rng(0).integers(1, 50, size=120)
+    layer = MixedDimEmbedding.from_embedding(table, counts, alpha=0.0)
+    ids = np.arange(-1, 121)
+    expected = np.concatenate([np.zeros((1, 8)),
+                               ops.convert_to_numpy(table.embeddings),
+                               np.zeros((1, 8))])
+    np.testing.assert_allclose(ops.convert_to_numpy(layer(ids)), expected, atol=1e-6)
