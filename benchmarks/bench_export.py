@@ -44,12 +44,13 @@ from keras_mixed_dim.export import export_for_serving  # noqa: E402
 from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
 
+CAPI = pathlib.Path(__file__).resolve().parents[1] / "keras_mixed_dim/testing/capi.py"
 TIMER = textwrap.dedent(
     """
     import importlib.util, json, sys, time
     import numpy as np
-    # by file path: importing the package would import TensorFlow
-    spec = importlib.util.spec_from_file_location("capi", CAPI_PATH)
+    # by path: importing the package would import Keras and TensorFlow
+    spec = importlib.util.spec_from_file_location("capi", sys.argv[4])
     capi = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(capi)
     CApiModel = capi.CApiModel
@@ -71,11 +72,6 @@ TIMER = textwrap.dedent(
     print(json.dumps(result))
     """
 )
-
-
-TIMER = TIMER.replace(
-    "CAPI_PATH", repr(str(pathlib.Path(__file__).resolve().parents[1]
-                          / "keras_mixed_dim" / "testing" / "capi.py")))
 
 
 def vocabulary_for(cardinalities):
@@ -164,7 +160,7 @@ def kaggle_vocabulary_export(args, work):
         started = time.perf_counter()
         result = subprocess.run(
             [sys.executable, "-c", TIMER.replace("(1, 512)", "(1, 8)"), str(report.path),
-             str(work / "request.npz"), "5"], capture_output=True, text=True)
+             str(work / "request.npz"), "5", str(CAPI)], capture_output=True, text=True)
         if result.returncode != 0:
             print(result.stderr[-3000:])
             raise SystemExit("the C API request failed")
@@ -221,7 +217,7 @@ def main():
                                     output_names="probability")
         timing = subprocess.run(
             [sys.executable, "-c", TIMER, str(report.path), str(inputs_path),
-             str(args.requests)], capture_output=True, text=True, check=True)
+             str(args.requests), str(CAPI)], capture_output=True, text=True, check=True)
         latency = json.loads(timing.stdout.strip().splitlines()[-1])
         rows[mode] = (report, latency)
         ops = [inference_ops(layer) for layer in embeddings]

@@ -22,7 +22,9 @@ def sharded_table_paths(embeddings, shards, min_rows=1):
     for layer in embeddings:
         if isinstance(layer, MixedDimEmbedding):
             for i, block in enumerate(layer.plan.blocks):
-                if block.rows >= min_rows and block.rows % shards == 0:
+                if block.storage == "full" and block.rows >= min_rows and (
+                    block.rows % shards == 0
+                ):
                     paths.append(f"{layer.name}/block_{i}_embeddings")
         elif isinstance(layer, keras.layers.Embedding):
             if layer.input_dim >= min_rows and layer.input_dim % shards == 0:

@@ -5,6 +5,10 @@ the tensorflow wheel with ctypes (`TF_LoadSessionFromSavedModel` with the
 `serve` tag, then `TF_SessionRun`), and reads the `serving_default`
 SignatureDef's tensor names from the MetaGraphDef bytes with a small
 protobuf wire-format reader.
+
+Importing `keras_mixed_dim` imports Keras (and with it TensorFlow's Python
+package), so a process that must stay free of TensorFlow loads this file by
+path, as `tests/programs/capi_run.py` does.
 """
 
 import ctypes

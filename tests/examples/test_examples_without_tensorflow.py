@@ -6,8 +6,6 @@ import json
 import math
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
@@ -21,26 +19,20 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
      "--distribute", "data"],
 ], ids=["movielens-model-parallel", "criteo-data-parallel"])
 @pytest.mark.slow
-def test_examples_run_on_jax_without_tensorflow(argv, tmp_path):
+def test_examples_run_on_jax_without_tensorflow(argv, tmp_path, run_python):
     # an importable `tensorflow` that fails, as on a machine without it
     blocker = tmp_path / "no_tensorflow" / "tensorflow"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text(
         "raise ImportError('tensorflow is hidden from this test')\n")
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
+    env = dict(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
                XLA_FLAGS="--xla_force_host_platform_device_count=4",
                PYTHONPATH=os.pathsep.join(
                    [str(blocker.parent), os.environ.get("PYTHONPATH", "")]))
     results = tmp_path / "results.json"
-    result = subprocess.run(
-        [sys.executable, *argv, "--verbose", "0", "--results-json", str(results)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_python(*argv, "--verbose", "0", "--results-json", results, env=env)
     data = json.loads(results.read_text())
     final = data["mse"]["test"] if "mse" in data else data["val"]["auc"]
     assert math.isfinite(final), data
-    probe = subprocess.run(
-        [sys.executable, "-c", "import tensorflow"], env=env, capture_output=True,
-        text=True)
+    probe = run_python("-c", "import tensorflow", env=env, check=False)
     assert "hidden from this test" in probe.stderr  # the blocker was in effect

@@ -2,8 +2,6 @@
 
 import json
 import pathlib
-import subprocess
-import sys
 import keras
 import pytest
 from keras_mixed_dim import MixedDimEmbedding
@@ -12,19 +10,16 @@ from keras_mixed_dim import MixedDimEmbedding
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 
-def test_example_trains_on_real_ml100k(shared_data, tmp_path):
+def test_example_trains_on_real_ml100k(shared_data, tmp_path, run_python):
     data = shared_data / "movielens" / "ml-100k"
     if not (data / "u.data").exists():
         pytest.skip(f"ml-100k not found at {data}")
     results_path = tmp_path / "results.json"
     model_path = tmp_path / "mf.keras"
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "movielens.py"), "--data", str(data),
-         "--embedding", "mixed", "--dim", "8", "--epochs", "3", "--verbose", "0",
-         "--results-json", str(results_path), "--save", str(model_path)],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_python(
+        EXAMPLES / "movielens.py", "--data", str(data),
+        "--embedding", "mixed", "--dim", "8", "--epochs", "3", "--verbose", "0",
+        "--results-json", str(results_path), "--save", str(model_path))
     results = json.loads(results_path.read_text())
     assert results["ratings"]["test"] == 10_000
     assert results["num_users"] == 944  # 943 users + the OOV index

@@ -275,3 +275,71 @@ def test_callback_replans_and_training_goes_on(tmp_path):
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(loaded.predict(ids[:20], verbose=0),
                                model.predict(ids[:20], verbose=0), atol=1e-6)
+
+
+def test_after_a_replan_every_compiled_function_sees_the_new_weights():
+    # predict, evaluate and fit's validation used to keep the old variables
+    # on TensorFlow (only the train step was rebuilt)
+    keras.utils.set_random_seed(0)
+    model, layer = counting_model(input_dim=300, dim=8, bag=1)
+    ids = shuffled_zipf_ids(300, 2000)
+    target = np.sin(ids).astype("float32")
+    val_ids, val_target = ids[:400], target[:400]
+    model.predict(val_ids, verbose=0)  # compile predict before the re-plan
+    model.evaluate(val_ids, val_target, verbose=0)
+    seen = []
+
+    def check_validation(epoch, logs):
+        # runs before FrequencyRecount's epoch end, on the weights that
+        # fit's validation just used
+        direct = ops.convert_to_numpy(model(val_ids))
+        seen.append((logs["val_loss"], float(np.mean((direct - val_target) ** 2))))
+
+    model.fit(ids, target, epochs=3, batch_size=200, verbose=0,
+              validation_data=(val_ids, val_target),
+              callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=check_validation),
+                         FrequencyRecount(replan=True)])
+    assert layer.plan.params > 0 and len(seen) == 3
+    for val_loss, true_mse in seen:
+        assert val_loss == pytest.approx(true_mse, rel=1e-4)
+    direct = ops.convert_to_numpy(model(val_ids))
+    np.testing.assert_allclose(model.predict(val_ids, verbose=0), direct, atol=1e-5)
+    true_mse = float(np.mean((direct - val_target) ** 2))
+    assert model.evaluate(val_ids, val_target, verbose=0) == pytest.approx(true_mse,
+                                                                          rel=1e-4)
+
+
+def test_callback_without_a_counting_layer_fails_before_training():
+    inputs = keras.Input((1,), dtype="int32")
+    outputs = keras.layers.Dense(1)(keras.layers.Flatten()(
+        MixedDimEmbedding(20, 4)(inputs)))
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", "mse")
+    seen = []
+    probe = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, l: seen.append(e))
+    with pytest.raises(ValueError, match="count_frequencies=True"):
+        model.fit(np.zeros((8, 1), "int32"), np.zeros((8, 1)), verbose=0,
+                  callbacks=[FrequencyRecount(), probe])
+    assert seen == []
+
+
+def test_replanning_uses_the_saved_planning_settings(tmp_path):
+    counts = np.random.default_rng(0).integers(1, 1000, size=200)
+    layer = MixedDimEmbedding(200, 16, counts=counts, count_frequencies=True,
+                              num_blocks=3, alpha=0.7, budget=600, round_dims=True,
+                              name="items")
+    inputs = keras.Input((1,), dtype="int32")
+    model = keras.Model(inputs, keras.layers.Flatten()(layer(inputs)))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path).get_layer("items")
+    assert loaded.planning_args == layer.planning_args
+    assert loaded.planning_args == {"num_blocks": 3, "alpha": 0.7, "budget": 600.0,
+                                    "round_dims": True}
+    from keras_mixed_dim.frequency.replan import replan_layer
+
+    new_counts = counts[::-1].copy()
+    replan_layer(layer, counts=new_counts)
+    replan_layer(loaded, counts=new_counts)
+    assert loaded.plan == layer.plan
+    assert layer.plan.params <= 600

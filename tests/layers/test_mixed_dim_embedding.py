@@ -320,3 +320,158 @@ def test_explicit_plan():
     out = layer(np.arange(10))
     assert tuple(out.shape) == (10, 4)
     assert layer.count_params() == 2 * 4 + 8 * 1 + 1 * 4
+
+
+def reference_by_id(layer):
+    """Every id's output vector from the layer's weights, in numpy (float64)."""
+    plan = layer.plan
+    by_rank = np.concatenate([
+        ops.convert_to_numpy(t).astype("float64") @ (
+            np.eye(plan.output_dim) if p is None
+            else ops.convert_to_numpy(p).astype("float64"))
+        for t, p in zip(layer.block_embeddings, layer.block_projections)
+    ])
+    if plan.remapped:
+        return by_rank[ops.convert_to_numpy(layer.remap)]
+    return by_rank
+
+
+def reference_lookup(layer, ids, combiner=None, mask_zero=False):
+    table = reference_by_id(layer)
+    ids = np.asarray(ids)
+    valid = (ids >= 0) & (ids < layer.input_dim)
+    if mask_zero and combiner is not None:
+        valid &= ids != 0
+    out = np.where(valid[..., None], table[np.where(valid, ids, 0)], 0.0)
+    if combiner is None:
+        return out
+    out = out.sum(axis=-2)
+    if combiner == "mean":
+        out /= np.maximum(valid.sum(axis=-1, keepdims=True), 1)
+    return out
+
+
+# Plans that exercise both lookup paths: small leading blocks are projected
+# before the gather (the "head"), the rest gather first and project after.
+GATHER_FIRST_PLANS = {
+    # two head blocks, then two projected gather-first blocks (one matmul)
+    "head+two_tail": ([100, 1000, 10000], [16, 8, 4, 2], 40_000, 2),
+    # no head: a full-width gather-first block and two projected ones
+    "no_head": ([5000, 20000], [16, 4, 2], 30_000, 0),
+    # one projected gather-first block after a head
+    "head+one_tail": ([50], [16, 3], 20_000, 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GATHER_FIRST_PLANS))
+@pytest.mark.parametrize("remapped", [False, True])
+@pytest.mark.parametrize("combiner", [None, "sum", "mean"])
+def test_both_lookup_paths_match_a_numpy_reference(name, remapped, combiner):
+    boundaries, dims, input_dim, head = GATHER_FIRST_PLANS[name]
+    offsets = [0, *boundaries, input_dim]
+    plan = BlockPlan(input_dim, 16, [Block(a, b, d) for a, b, d in
+                                     zip(offsets[:-1], offsets[1:], dims)],
+                     remapped=remapped)
+    counts = None
+    if remapped:
+        counts = np.random.default_rng(1).permutation(input_dim).astype("float64") + 1
+    layer = MixedDimEmbedding(input_dim, 16, plan=plan, counts=counts,
+                              combiner=combiner, mask_zero=combiner is not None,
+                              embeddings_initializer="normal")
+    layer.build()
+    assert layer._head_blocks == head
+    # every block edge, in rank space, plus invalid ids
+    edge_ranks = sorted({r for o in offsets[1:-1] for r in (o - 1, o, o + 1)}
+                        | {0, input_dim - 1})
+    if remapped:
+        order = np.argsort(ops.convert_to_numpy(layer.remap))
+        edge_ids = order[edge_ranks]
+    else:
+        edge_ids = np.array(edge_ranks)
+    ids = np.concatenate([edge_ids, [-1, input_dim, 0, 7]])
+    ids = np.resize(ids, (len(ids) + (-len(ids)) % 4)).reshape(-1, 4)
+    expected = reference_lookup(layer, ids, combiner, mask_zero=combiner is not None)
+    out = ops.convert_to_numpy(layer(ids))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    if combiner is not None or remapped:
+        return
+    # and under a compiled predict (one case per plan keeps the suite short)
+    inputs = keras.Input((4,), dtype="int32")
+    model = keras.Model(inputs, layer(inputs))
+    model.compile(jit_compile=BACKEND != "torch")
+    np.testing.assert_allclose(model.predict(ids, verbose=0), expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_no_valid_id_reads_an_all_zero_row():
+    # a skipped or mis-cut block shows up as valid ids with zero vectors
+    layer = MixedDimEmbedding(40_000, 8, boundaries=[100, 1000, 10000], alpha=0.5,
+                              embeddings_initializer="ones")
+    out = ops.convert_to_numpy(layer(np.arange(40_000)))
+    assert np.all(np.abs(out).sum(axis=1) > 0)
+
+
+def test_bad_ids_behave_the_same_on_every_backend():
+    layer = MixedDimEmbedding(10, 4, embeddings_initializer="ones", alpha=0.0)
+    floats = np.array([np.nan, np.inf, -np.inf, 2.5, 3.0, -1.0, 1e20], "float32")
+    out = ops.convert_to_numpy(layer(floats))
+    np.testing.assert_array_equal(out[[0, 1, 2, 3, 5, 6]], 0)
+    np.testing.assert_array_equal(out[4], 1)
+    wide = np.array([2**32 + 5, 2**31, 5, -(2**40)], "int64")
+    out = ops.convert_to_numpy(layer(wide))
+    np.testing.assert_array_equal(out[[0, 1, 3]], 0)
+    np.testing.assert_array_equal(out[2], 1)
+    unsigned = np.array([5, 2**32 - 1], "uint32")
+    out = ops.convert_to_numpy(layer(unsigned))
+    np.testing.assert_array_equal(out[1], 0)
+    with pytest.raises(TypeError, match="str|<U"):
+        layer(np.array(["1", "2"]))
+    with pytest.raises(TypeError, match="bool"):
+        layer(np.array([True, False]))
+
+
+def test_a_rank_one_input_with_a_combiner_is_an_error():
+    layer = MixedDimEmbedding(10, 4, combiner="sum")
+    with pytest.raises(ValueError, match="bag axis"):
+        layer(np.arange(8))
+
+
+def test_counts_saturate_instead_of_wrapping():
+    layer = MixedDimEmbedding(10, 4, count_frequencies=True)
+    layer.build()
+    start = np.zeros(10, "int32")
+    start[3] = np.iinfo(np.int32).max - 2
+    layer.frequency_counts.assign(start)
+    layer(np.array([[3, 3], [3, 3], [1, 3]]), training=True)
+    counts = ops.convert_to_numpy(layer.frequency_counts)
+    assert counts[3] == np.iinfo(np.int32).max and counts[1] == 1
+
+
+def test_counting_skips_padding_with_mask_zero():
+    layer = MixedDimEmbedding(10, 4, count_frequencies=True, mask_zero=True)
+    layer(np.array([[0, 0, 2], [2, 0, 9]]), training=True)
+    counts = ops.convert_to_numpy(layer.frequency_counts)
+    np.testing.assert_array_equal(counts, [0, 0, 2, 0, 0, 0, 0, 0, 0, 1])
+
+
+def test_package_import_registers_the_layers_for_loading(tmp_path, run_python):
+    layer = MixedDimEmbedding(30, 4, alpha=0.5)
+    inputs = keras.Input((2,), dtype="int32")
+    keras.Model(inputs, layer(inputs)).save(tmp_path / "m.keras")
+    code = ("import keras, keras_mixed_dim, numpy as np; "
+            f"m = keras.models.load_model({str(tmp_path / 'm.keras')!r}); "
+            "print(type(m.layers[1]).__name__, tuple(m(np.array([[1, 2]])).shape))")
+    out = run_python("-c", code, env={"KERAS_BACKEND": BACKEND}).stdout
+    assert "MixedDimEmbedding (1, 2, 4)" in out
+
+
+def test_from_embedding_at_alpha_zero_is_the_original():
+    table = keras.layers.Embedding(120, 8)
+    table.build()
+    counts = np.random.default_rng(0).integers(1, 50, size=120)
+    layer = MixedDimEmbedding.from_embedding(table, counts, alpha=0.0)
+    ids = np.arange(-1, 121)
+    expected = np.concatenate([np.zeros((1, 8)),
+                               ops.convert_to_numpy(table.embeddings),
+                               np.zeros((1, 8))])
+    np.testing.assert_allclose(ops.convert_to_numpy(layer(ids)), expected, atol=1e-6)

@@ -12,6 +12,7 @@ from keras_mixed_dim.planning import equal_mass_boundaries
 from keras_mixed_dim.planning import plan_blocks
 from keras_mixed_dim.planning import rank_ids
 from keras_mixed_dim.planning import ranks_of_ids
+from keras_mixed_dim.planning import zipf_counts
 
 
 def test_ranking_breaks_ties_by_id():
@@ -153,3 +154,39 @@ def test_plan_is_immutable_and_round_trips():
 def test_invalid_plans(blocks, message):
     with pytest.raises(ValueError, match=message):
         BlockPlan(10, 8, blocks)
+
+
+def test_huge_counts_give_finite_masses():
+    counts = np.full(50, 1e308)
+    counts[:5] = 1.7e308
+    plan = plan_blocks(50, 8, counts=counts, num_blocks=3)
+    masses = [b.mass for b in plan.blocks]
+    assert np.all(np.isfinite(masses)) and sum(masses) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: plan_blocks("100", 16), "input_dim"),
+    (lambda: plan_blocks(100, 16.5), "output_dim"),
+    (lambda: plan_blocks(100, 16, num_blocks="4"), "num_blocks"),
+    (lambda: plan_blocks(100, 16, boundaries=20), "boundaries"),
+    (lambda: plan_blocks(100, 16, boundaries=[10, "x"]), r"boundaries\[1\]"),
+    (lambda: plan_blocks(100, 16, alpha=None), "alpha"),
+    (lambda: plan_blocks(100, 16, budget=float("nan")), "budget"),
+    (lambda: plan_blocks(100, 16, round_dims="yes"), "round_dims"),
+])
+def test_bad_argument_types_name_the_argument(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("multiple", [4, 8])
+def test_rounded_dims_are_multiples_and_respect_the_budget(multiple):
+    counts = zipf_counts(100_000, 1.1)
+    for budget in (1_000_000, 1_600_000, 3_000_000):
+        plan = plan_blocks(100_000, 64, counts=counts, num_blocks=5, alpha=0.4,
+                           budget=budget, round_dims=multiple)
+        assert plan.params <= budget
+        assert all(d % multiple == 0 or d == 64 for d in plan.dims)
+    with pytest.raises(ValueError, match="narrowest dim \\(8\\)"):
+        plan_blocks(100_000, 64, counts=counts, num_blocks=5, budget=500_000,
+                    round_dims=8)

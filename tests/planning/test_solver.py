@@ -94,3 +94,27 @@ def test_bad_table_sizes(sizes):
 def test_queries_per_inference_must_match():
     with pytest.raises(ValueError, match="one entry per table"):
         md_solver([10, 100], alpha=0.3, base_dim=8, queries_per_inference=[1])
+
+
+def test_a_huge_budget_is_an_error_not_a_negative_dim():
+    with pytest.raises(ValueError, match="budget=1e\\+30"):
+        md_solver([10, 1000], 0.3, budget=1e30)
+
+
+@pytest.mark.parametrize("multiple", [4, 8])
+def test_dims_round_to_multiples(multiple):
+    dims = md_solver([10, 1000, 10**5, 10**7], 0.3, base_dim=64, round_dims=multiple)
+    assert np.all(dims % multiple == 0) and np.all(dims >= multiple)
+    unrounded = md_solver([10, 1000, 10**5, 10**7], 0.3, base_dim=64)
+    assert np.all(np.abs(dims - unrounded) <= multiple)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(alpha="0.3", base_dim=8), "alpha"),
+    (dict(alpha=0.3, base_dim="8"), "base_dim"),
+    (dict(alpha=0.3, budget="100"), "budget"),
+    (dict(alpha=0.3, base_dim=8, round_dims=3.5), "round_dims"),
+])
+def test_bad_argument_types_name_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        md_solver([10, 100], **kwargs)
