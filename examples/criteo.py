@@ -115,11 +115,14 @@ def load_data(args):
         from keras_mixed_dim.datasets.criteo.pipeline import build_or_load_vocabulary
         from keras_mixed_dim.datasets.criteo.pipeline import criteo_dataset
 
-        vocabulary, meta = build_or_load_vocabulary(
-            args.data, folder=args.vocab_dir, min_count=args.min_count, top_k=args.top_k,
-            num_oov_buckets=args.oov_buckets, skip_malformed=args.skip_malformed,
-            progress=args.verbose > 0,
-        )
+        try:
+            vocabulary, meta = build_or_load_vocabulary(
+                args.data, folder=args.vocab_dir, min_count=args.min_count, top_k=args.top_k,
+                num_oov_buckets=args.oov_buckets, skip_malformed=args.skip_malformed,
+                progress=args.verbose > 0,
+            )
+        except ValueError as error:  # empty or malformed data: say so, no traceback
+            raise SystemExit(f"error: {error}") from None
         pipeline_args = dict(vocabulary=vocabulary, batch_size=args.batch_size,
                       skip_malformed=args.skip_malformed, val_every=args.val_every)
         train = criteo_dataset(args.data, part="train", shuffle_buffer=100_000,
@@ -188,6 +191,9 @@ def run(args):
         metrics = model.evaluate(*val, batch_size=8192, verbose=0, return_dict=True)
     else:
         history = model.fit(train, shuffle=False, **fit)
+        if not history.history.get("loss"):
+            raise SystemExit("error: no training batches (every valid line was held "
+                             "out for validation; see --val-every)")
         metrics = model.evaluate(val, verbose=0, return_dict=True)
     summary = embedding_summary(embeddings)
     results = {

@@ -29,3 +29,14 @@ def test_example_end_to_end_on_real_rows(shared_data, tmp_path, run_python):
     assert "val AUC" in result.stdout
     loaded = keras.models.load_model(model_path)
     assert isinstance(loaded.get_layer("embedding_2"), MixedDimEmbedding)
+
+
+def test_empty_data_is_a_clear_error_before_training(tmp_path, run_python):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    result = run_python(EXAMPLES / "criteo.py", "--data", empty, "--verbose", "0",
+                        check=False)
+    assert result.returncode != 0
+    assert "No valid Criteo rows in" in result.stderr and "empty.txt" in result.stderr
+    assert "Traceback" not in result.stderr and "KeyError" not in result.stderr
+    assert not (tmp_path / "empty.txt.vocab").exists()

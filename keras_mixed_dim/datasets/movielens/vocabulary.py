@@ -38,7 +38,7 @@ def save_vocabularies(folder, users, items, meta=None, write_hook=None):
         kinds |= {"string" if isinstance(t, str) else "int64" for t in tokens}
         columns[name] = zip(tokens, np.asarray(vocabulary.counts).tolist())
     if len(kinds) > 1:
-        raise ValueError("User and item ids must all be strings or all integers.")
+        raise ValueError("User and item ids must be all strings or all integers.")
     return write_vocabulary_files(
         folder, columns,
         header={"key_dtype": kinds.pop() if kinds else "int64", "meta": meta or {}},
