@@ -33,6 +33,14 @@ CALLBACK = "keras_mixed_dim/frequency/callback.py"
 LAYER_TESTS = ["tests/layers/test_mixed_dim_embedding.py"]
 PLANNING_TESTS = ["tests/planning"]
 FREQUENCY_TESTS = ["tests/frequency/test_frequency.py"]
+SAVEDMODEL = "keras_mixed_dim/export/savedmodel.py"
+VERSIONS = "keras_mixed_dim/export/versions.py"
+VOCABULARY_FILES = "keras_mixed_dim/datasets/vocabulary_files.py"
+IO_UTILS = "keras_mixed_dim/io_utils.py"
+CRITEO_PREPROCESSING = "keras_mixed_dim/datasets/criteo/preprocessing.py"
+CRITEO_VOCABULARY = "keras_mixed_dim/datasets/criteo/vocabulary.py"
+MOVIELENS_READERS = "keras_mixed_dim/datasets/movielens/readers.py"
+EXPORT_SCRIPT = "export/export_model.py"
 
 
 @dataclasses.dataclass
@@ -111,13 +119,49 @@ MUTANTS = [
     Mutant("callback-late-check", CALLBACK,
            "    def on_train_begin(self, logs=None):", "    def _unused(self, logs=None):",
            FREQUENCY_TESTS),
+    # export, files and data
+    Mutant("export-traced-in-training-mode", SAVEDMODEL,
+           "outputs = model(inputs, training=False)", "outputs = model(inputs, training=True)",
+           ["tests/export/test_savedmodel.py"]),
+    Mutant("export-rank-unchecked", SAVEDMODEL,
+           "tf.equal(tf.size(actual), len(dims))", "tf.constant(True)",
+           ["tests/export/test_savedmodel.py"]),
+    Mutant("versions-reservations-ignored", VERSIONS,
+           "reserved = {owner[0] for p in", "reserved = set() or {owner[0] for p in",
+           ["tests/export/test_versions.py"]),
+    Mutant("versions-int64-unbounded", VERSIONS,
+           "if number < 1 or number > MAX_VERSION:", "if number < 1:",
+           ["tests/export/test_versions.py"]),
+    Mutant("versions-stale-partials-kept", VERSIONS,
+           "if _is_stale(path, _partial_owner(path), now, stale_after):", "if False:",
+           ["tests/export/test_versions.py"]),
+    Mutant("vocabulary-files-unverified", VOCABULARY_FILES,
+           'if file_sha256(file) != entry["sha256"]:', "if False:",
+           ["tests/datasets/criteo/test_vocabulary.py", "tests/datasets/movielens"]),
+    Mutant("io-mkstemp-mode", IO_UTILS, "        os.fchmod(handle, file_mode())\n", "",
+           ["tests/test_io_utils.py"]),
+    Mutant("criteo-dense-abs", CRITEO_PREPROCESSING,
+           "tf.math.log1p(tf.maximum(dense, 0.0))", "tf.math.log1p(tf.abs(dense))",
+           ["tests/datasets/criteo/test_preprocessing.py"]),
+    Mutant("criteo-sizes-unchecked", CRITEO_PREPROCESSING,
+           "            if dim != size:", "            if False:",
+           ["tests/export/test_example_models.py"]),
+    Mutant("criteo-empty-data-cached", CRITEO_VOCABULARY,
+           "    if result.rows == 0:", "    if False:",
+           ["tests/datasets/criteo/test_vocabulary.py"]),
+    Mutant("movielens-rating-floor-unchecked", MOVIELENS_READERS,
+           "not rating_range[0] <= rating <= rating_range[1]", "rating > rating_range[1]",
+           ["tests/datasets/movielens/test_readers.py"]),
+    Mutant("export-binding-unchecked", EXPORT_SCRIPT,
+           "    if expected != file_sha256(model_path):", "    if False:",
+           ["tests/export/test_example_models.py"]),
 ]
 
 
 def run(mutant, keep_going=False):
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as folder:
         copy = pathlib.Path(folder)
-        for part in ("keras_mixed_dim", "tests", "examples", "pyproject.toml"):
+        for part in ("keras_mixed_dim", "tests", "examples", "export", "pyproject.toml"):
             source = ROOT / part
             if source.is_dir():
                 shutil.copytree(source, copy / part,

@@ -35,6 +35,7 @@ def test_pipeline_and_serving_preprocessing_match_a_reference(tmp_path):
     vocabulary, _ = build_or_load_vocabulary([data], folder=tmp_path / "v", min_count=2,
                                              num_oov_buckets=OOV_BUCKETS, progress=False)
     fields = [line.split("\t") for line in data.read_text().splitlines()]
+    fields[0][1:4] = ["-5", "", "0"]  # negative, missing, zero
     dense_raw = np.array([[float(v) if v else np.nan for v in f[1:14]] for f in fields],
                          np.float32)
     categorical = np.array([f[14:] for f in fields], dtype=object)
