@@ -20,7 +20,7 @@ from keras_mixed_dim.datasets.criteo.vocabulary import count_values
 
 # The tf.data names of the old `keras_mixed_dim.datasets.criteo` module,
 # resolved on first use so that importing this package needs no TensorFlow.
-_TENSORFLOW_NAMES = ("CriteoLookup", "criteo_dataset", "parse_lines")
+_TENSORFLOW_NAMES = ("CriteoLookup", "CriteoPreprocessing", "criteo_dataset", "parse_lines")
 
 
 def __getattr__(name):
