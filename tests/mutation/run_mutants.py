@@ -48,9 +48,11 @@ MUTANTS = [
     Mutant("layer-tail-membership", LAYER,
            "ops.greater_equal(ranks, start), ops.less(ranks, stop)",
            "ops.greater_equal(ranks, start), ops.less_equal(ranks, stop)", LAYER_TESTS),
-    Mutant("layer-head-membership", LAYER,
-           "ops.greater_equal(ranks, 0), ops.less(ranks, head_rows)",
-           "ops.greater_equal(ranks, 0), ops.less_equal(ranks, head_rows)", LAYER_TESTS),
+    # (`ranks <= head_rows` in the head is an equivalent mutant: rank
+    # head_rows reads the head table's all-zero sentinel row anyway)
+    Mutant("layer-head-sentinel", LAYER,
+           "rows = ops.where(in_head, ranks, ops.cast(head_rows, ranks.dtype))",
+           "rows = ops.where(in_head, ranks, ops.cast(0, ranks.dtype))", LAYER_TESTS),
     Mutant("layer-concat-projection-order", LAYER,
            "ops.concatenate(projected, axis=-1)",
            "ops.concatenate(projected[::-1], axis=-1)", LAYER_TESTS),
