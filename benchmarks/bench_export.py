@@ -10,6 +10,15 @@ other variables and vocabulary tables, `variables/` on disk, and the range
 of ops per embedding layer's inference graph.
 
     python benchmarks/bench_export.py --scale 0.05
+
+With `--kaggle-vocabulary`, instead: vocabularies at the full Kaggle
+cardinalities (33.8M distinct synthetic hex values, written to vocabulary
+files in a streaming pass), a per-table MD DLRM over them, one
+`export_for_serving` with `CriteoPreprocessing` reading the files, and the
+sizes of `saved_model.pb` (the vocabularies ship in `assets/`, not in the
+graph), `assets/` and `variables/`; optionally one request through the C API.
+
+    python benchmarks/bench_export.py --kaggle-vocabulary --work-dir /tmp/kaggle_export
 """
 
 import argparse
@@ -30,7 +39,8 @@ from keras_mixed_dim.datasets.criteo.format import KAGGLE_CARDINALITIES  # noqa:
 from keras_mixed_dim.datasets.criteo.vocabulary import CriteoVocabulary  # noqa: E402
 from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo  # noqa: E402
 from keras_mixed_dim.datasets.criteo.synthetic import hex_code  # noqa: E402
-from keras_mixed_dim.export import export_criteo  # noqa: E402
+from keras_mixed_dim.datasets.criteo.preprocessing import CriteoPreprocessing  # noqa: E402
+from keras_mixed_dim.export import export_for_serving  # noqa: E402
 from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
 
@@ -87,6 +97,83 @@ def inference_ops(layer):
     return sum(op.type not in skipped for op in graph.get_operations())
 
 
+def peak_rss_mib():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def kaggle_vocabulary_export(args, work):
+    """Full-cardinality vocabulary files -> export; prints the sizes."""
+    import time
+
+    from keras_mixed_dim.datasets.criteo.format import CATEGORICAL_NAMES
+    from keras_mixed_dim.datasets.criteo.synthetic import distinct_hex_codes
+    from keras_mixed_dim.datasets.vocabulary_files import write_vocabulary_files
+
+    folder = work / "kaggle.vocab"
+    kept = [c - 1 for c in KAGGLE_CARDINALITIES]  # one OOV bucket per feature
+
+    def column(feature, n, chunk=1 << 20):
+        for start in range(0, n, chunk):
+            ids = np.arange(start, min(n, start + chunk))
+            codes = distinct_hex_codes(feature, ids).astype("U8").tolist()
+            yield from zip(codes, (n - ids).tolist())  # counts fall with rank
+
+    started = time.perf_counter()
+    write_vocabulary_files(
+        folder, {name: column(f, n) for f, (name, n) in enumerate(zip(CATEGORICAL_NAMES, kept))},
+        header={"num_oov_buckets": 1, "min_count": 1, "top_k": None,
+                "dropped": [0] * len(kept), "meta": {"synthetic": True}})
+    written = time.perf_counter() - started
+    files_mib = sum(p.stat().st_size for p in folder.glob("*.tsv")) / 2**20
+    print(f"vocabulary files: {sum(kept):,} values, {files_mib:,.1f} MiB, written in "
+          f"{written:.0f} s", flush=True)
+
+    started = time.perf_counter()
+    preprocess = CriteoPreprocessing(folder)
+    tables = time.perf_counter() - started
+    cardinalities = list(preprocess.lookup.sizes)
+    embeddings = embedding_layers(cardinalities, args.dim, "table", alpha=args.alpha)
+    model = dlrm(embeddings, args.dim)
+    started = time.perf_counter()
+    report = export_for_serving(model, work / "serving", "dlrm_kaggle", preprocess=preprocess,
+                                output_names="probability",
+                                warmup=preprocess.warmup_inputs())
+    exported = time.perf_counter() - started
+    mib = 1 / 2**20
+    print(f"tables initialised from the files in {tables:.0f} s; export in {exported:.0f} s "
+          f"to {report.path}")
+    print(f"  saved_model.pb    {report.saved_model_bytes * mib:10.3f} MiB "
+          f"({report.saved_model_bytes:,} bytes)")
+    print(f"  assets/           {report.assets_bytes * mib:10.1f} MiB")
+    print(f"  variables/        {report.variables_dir_bytes * mib:10.1f} MiB "
+          f"(embedding tables {report.embedding_bytes * mib:.1f} MiB)")
+    print(f"  peak host memory  {peak_rss_mib():10.0f} MiB")
+    if args.check_request:
+        dense, categorical, _ = SyntheticCriteo(8, cardinalities, seed=0).arrays()
+        raw_dense = np.rint(np.expm1(dense)).astype(np.float32)
+        strings = np.stack([distinct_hex_codes(f, categorical[:, f])
+                            for f in range(len(cardinalities))], axis=1)
+        strings[0, :] = b"ffffffff"[:8]
+        np.savez(work / "request.npz", dense=raw_dense, categorical=strings)
+        started = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-c", TIMER.replace("(1, 512)", "(1, 8)"), str(report.path),
+             str(work / "request.npz"), "5", str(CAPI)], capture_output=True, text=True)
+        if result.returncode != 0:
+            print(result.stderr[-3000:])
+            raise SystemExit("the C API request failed")
+        ids = CriteoPreprocessing(folder)({"dense": raw_dense, "categorical": strings})
+        expected = model.predict(
+            {"dense": ids["dense"].numpy(), "categorical": ids["categorical"].numpy()},
+            verbose=0)
+        print(f"  C API: loaded and served in {time.perf_counter() - started:.0f} s "
+              f"(p50 batch 8: {json.loads(result.stdout.strip().splitlines()[-1])['8'][0]:.2f}"
+              f" ms); ids of known values {np.array_equal(ids['categorical'].numpy()[1:], categorical[1:])}")
+        del expected
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=0.05)
@@ -94,7 +181,17 @@ def main():
     parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--work-dir")
+    parser.add_argument("--kaggle-vocabulary", action="store_true",
+                        help="export with vocabularies at the full Kaggle cardinalities")
+    parser.add_argument("--check-request", action="store_true",
+                        help="with --kaggle-vocabulary: also load the export through "
+                        "the C API and serve one request (reads the tables again)")
     args = parser.parse_args()
+    if args.kaggle_vocabulary:
+        work = pathlib.Path(args.work_dir or tempfile.mkdtemp(prefix="kmd_export_"))
+        work.mkdir(parents=True, exist_ok=True)
+        kaggle_vocabulary_export(args, work)
+        return
     cardinalities = [max(2, int(round(c * args.scale))) for c in KAGGLE_CARDINALITIES]
     work = pathlib.Path(args.work_dir or tempfile.mkdtemp(prefix="kmd_export_"))
     vocabulary = vocabulary_for(cardinalities)
@@ -115,7 +212,9 @@ def main():
     for mode in ("uniform", "table"):
         embeddings = embedding_layers(cardinalities, args.dim, mode, alpha=args.alpha)
         model = dlrm(embeddings, args.dim)
-        report = export_criteo(model, work / "serving", f"dlrm_{mode}", vocabulary)
+        report = export_for_serving(model, work / "serving", f"dlrm_{mode}",
+                                    preprocess=CriteoPreprocessing(vocabulary),
+                                    output_names="probability")
         timing = subprocess.run(
             [sys.executable, "-c", TIMER, str(report.path), str(inputs_path),
              str(args.requests), str(CAPI)], capture_output=True, text=True, check=True)

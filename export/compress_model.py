@@ -9,19 +9,18 @@
 
 Per-id counts come from `--data`, a MovieLens folder or ratings file for an
 MF / NCF model saved by `examples/movielens.py --save` (ids are encoded with
-the `STEM.vocab.json` saved beside the model, and counted on the training
+the `STEM.vocab/` set saved beside the model, and counted on the training
 split that example uses), or from `--counts`, an `.npz` file with one array
 per Embedding layer name. With `--data`, the test MSE is printed before and
 after conversion, and `--fine-tune-epochs` trains the converted model on the
-training split. Outputs are written atomically: `OUT`, `OUT_STEM.vocab.json`
-(for `export/export_model.py`) and `OUT_STEM.compress.json` (the report).
+training split. Outputs are written atomically: `OUT`, `OUT_STEM.vocab/`
+(the vocabularies, bound to `OUT` for `export/export_model.py`) and
+`OUT_STEM.compress.json` (the report).
 """
 
 import argparse
-import json
 import os
 import pathlib
-import shutil
 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -80,13 +79,16 @@ def movielens_data(args, model):
     from keras_mixed_dim.datasets.movielens import read_ratings
     from keras_mixed_dim.datasets.ratings import split_random
 
-    vocab_path = pathlib.Path(args.model[: -len(".keras")] + ".vocab.json")
-    if not vocab_path.is_file():
+    from keras_mixed_dim.datasets.movielens.vocabulary import load_vocabularies
+
+    vocab_path = pathlib.Path(args.model[: -len(".keras")] + ".vocab")
+    if not vocab_path.is_dir():
         raise SystemExit(
             f"error: {vocab_path} not found. --data needs the user / item "
             "vocabularies that examples/movielens.py --save writes beside the model."
         )
-    vocab = json.loads(vocab_path.read_text())
+    users, items, _ = load_vocabularies(vocab_path)
+    vocab = {"user": users.tokens, "item": items.tokens}
     names = {tensor.name.split(":")[0] for tensor in model.inputs}
     if not {"user", "item"} <= names:
         raise SystemExit(
@@ -211,11 +213,17 @@ def main(argv=None):
             print(f"test MSE, {args.quantize}:  {results['mse_quantized']:.5f}")
     atomic_save_model(new_model, args.out)
     out_stem = args.out[: -len(".keras")]
-    vocab = pathlib.Path(args.model[: -len(".keras")] + ".vocab.json")
-    if vocab.is_file():
-        temporary = pathlib.Path(out_stem + ".vocab.json.partial")
-        shutil.copyfile(vocab, temporary)
-        os.replace(temporary, out_stem + ".vocab.json")
+    vocab = pathlib.Path(args.model[: -len(".keras")] + ".vocab")
+    if vocab.is_dir():
+        # the same vocabularies, bound to the new model file
+        from keras_mixed_dim.datasets.movielens.vocabulary import load_vocabularies
+        from keras_mixed_dim.datasets.movielens.vocabulary import save_vocabularies
+        from keras_mixed_dim.io_utils import file_sha256
+
+        users, items, manifest = load_vocabularies(vocab)
+        save_vocabularies(out_stem + ".vocab", users, items,
+                          meta={**manifest.get("meta", {}),
+                                "model_sha256": file_sha256(args.out)})
     atomic_write_json(out_stem + ".compress.json", results)
     print(f"wrote {args.out}")
     return results

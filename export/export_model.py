@@ -91,11 +91,11 @@ def preprocessing_for(model, model_path, kind):
 
     vocabulary = None
     if folder.exists():
-        vocabulary = CriteoVocabulary.load(folder)
-        check_binding(model_path, CriteoVocabulary.read_header(folder, verify=False),
-                      folder)
+        # the tables read the files; the values never load into Python
+        check_binding(model_path, CriteoVocabulary.read_header(folder), folder)
+        vocabulary = folder
     preprocess = CriteoPreprocessing(vocabulary)
-    return preprocess, "probability", preprocess.warmup_inputs(vocabulary)
+    return preprocess, "probability", preprocess.warmup_inputs()
 
 
 def export_keras_file(model_path, base, name, version=None, warmup=True):

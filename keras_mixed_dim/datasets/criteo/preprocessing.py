@@ -7,6 +7,9 @@ hex strings go through file-backed vocabulary tables (kept values by rank,
 unknown values to hash buckets after them).
 """
 
+import os
+import pathlib
+
 import numpy as np
 import tensorflow as tf
 
@@ -14,6 +17,7 @@ from keras_mixed_dim.datasets.criteo.format import CATEGORICAL_NAMES
 from keras_mixed_dim.datasets.criteo.format import NUM_CATEGORICAL
 from keras_mixed_dim.datasets.criteo.format import NUM_DENSE
 from keras_mixed_dim.datasets.lookup_table import VocabularyTable
+from keras_mixed_dim.datasets.vocabulary_files import read_manifest
 
 
 def transform_dense(dense):
@@ -39,20 +43,30 @@ class CriteoLookup(tf.Module):
     """Maps raw categorical strings to ranked indices, OOV to hash buckets.
 
     Args:
-        vocabulary: A `CriteoVocabulary`. When it was saved or loaded
-            (`vocabulary.folder` set) the tables read its `C*.tsv` files;
-            otherwise the values are written to temporary files first.
+        vocabulary: A `CriteoVocabulary`, or the folder of a saved one. With
+            a folder (or a vocabulary that was saved or loaded, so
+            `vocabulary.folder` is set) the tables read its `C*.tsv` files
+            directly, never holding the values in Python: the way to export
+            vocabularies of tens of millions of values. Otherwise the values
+            are written to temporary files first.
     """
 
     def __init__(self, vocabulary):
         super().__init__()
-        folder = vocabulary.folder
-        self.tables = []
-        for name, tokens in zip(CATEGORICAL_NAMES, vocabulary.tokens):
-            source = folder / f"{name}.tsv" if folder is not None else tokens
-            self.tables.append(VocabularyTable(
-                source, vocabulary.num_oov_buckets, key_dtype="string",
-                size=len(tokens)))
+        if isinstance(vocabulary, (str, os.PathLike)):
+            folder = pathlib.Path(vocabulary)
+            manifest = read_manifest(folder, CATEGORICAL_NAMES)
+            num_oov_buckets = int(manifest["num_oov_buckets"])
+            sources = [(folder / manifest["files"][n]["file"], manifest["files"][n]["lines"])
+                       for n in CATEGORICAL_NAMES]
+        else:
+            folder = vocabulary.folder
+            num_oov_buckets = vocabulary.num_oov_buckets
+            sources = [(folder / f"{name}.tsv" if folder is not None else tokens,
+                        len(tokens))
+                       for name, tokens in zip(CATEGORICAL_NAMES, vocabulary.tokens)]
+        self.tables = [VocabularyTable(source, num_oov_buckets, key_dtype="string",
+                                       size=size) for source, size in sources]
         self.sizes = tuple(t.size + t.num_oov_buckets for t in self.tables)
 
     @property
@@ -75,8 +89,8 @@ class CriteoPreprocessing(tf.Module):
     unchanged.
 
     Args:
-        vocabulary: The `CriteoVocabulary` the model was trained with (or a
-            `CriteoLookup` built from it), or None.
+        vocabulary: The `CriteoVocabulary` the model was trained with, the
+            folder it was saved to, a `CriteoLookup` built from it, or None.
     """
 
     def __init__(self, vocabulary=None):
@@ -116,16 +130,20 @@ class CriteoPreprocessing(tf.Module):
                     f"buckets) but the model's table for it has {dim} rows: the "
                     "vocabulary does not belong to this model.")
 
-    def warmup_inputs(self, vocabulary=None, batch=4):
-        """A small request for TF Serving's warm-up replay."""
+    def warmup_inputs(self, batch=4):
+        """A small request for TF Serving's warm-up replay: each feature's
+        most frequent value (read from the vocabulary files)."""
         dense = np.array([[1, 2, 0, np.nan, 5, 0, 1, 3, 4, 1, 0, 2, 7]] * batch,
                          np.float32)
-        if self.lookup is None or vocabulary is None:
-            categorical = np.zeros((batch, NUM_CATEGORICAL), np.int32)
-        else:
-            categorical = np.array(
-                [[t[0] if t else "" for t in vocabulary.tokens]] * batch, dtype=object)
-        return {"dense": dense, "categorical": categorical}
+        if self.lookup is None:
+            return {"dense": dense,
+                    "categorical": np.zeros((batch, NUM_CATEGORICAL), np.int32)}
+        first = []
+        for table in self.lookup.tables:
+            with open(table.path, "rb") as file:
+                line = file.readline()
+            first.append(line.split(b"\t", 1)[0] if line else b"")
+        return {"dense": dense, "categorical": np.array([first] * batch, dtype=object)}
 
 
 def export_criteo(model, base, name, vocabulary=None, version=None, warmup=None):

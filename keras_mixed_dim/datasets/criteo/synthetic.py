@@ -40,6 +40,25 @@ def hex_code(feature, ids):
     return np.minimum(unit * 2.0**32, 2.0**32 - 1).astype(np.uint64)
 
 
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def distinct_hex_codes(feature, ids):
+    """8 lowercase hex characters per (feature, id), distinct for distinct
+    ids below 2**32: a bijective 32-bit mix, unlike `hex_code`, whose rare
+    collisions a vocabulary would merge. Returns an `S8` array."""
+    with np.errstate(over="ignore"):
+        x = (np.asarray(ids, dtype=np.uint64) + np.uint64(feature * 0x9E3779B9)) \
+            & np.uint64(0xFFFFFFFF)
+        x = (x * np.uint64(0x2C1B3C6D)) & np.uint64(0xFFFFFFFF)  # odd: invertible
+        x ^= x >> np.uint64(16)
+        x = (x * np.uint64(0x297A2D39)) & np.uint64(0xFFFFFFFF)
+        x ^= x >> np.uint64(16)
+    shifts = np.arange(28, -4, -4, dtype=np.uint64)
+    nibbles = (x[..., None] >> shifts) & np.uint64(0xF)
+    return _HEX_DIGITS[nibbles.astype(np.intp)].view("S8").reshape(np.shape(ids))
+
+
 def zipf_ranks(rng, cardinality, size, exponent):
     """Ranks in [0, cardinality) with P(r) ~ (r + 1)**-exponent (continuous
     inverse-CDF approximation, exact enough and O(size) memory)."""
