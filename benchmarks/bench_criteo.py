@@ -19,8 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
-from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES  # noqa: E402
-from keras_mixed_dim.datasets.synthetic_criteo import SyntheticCriteo  # noqa: E402
+from keras_mixed_dim.datasets.criteo.format import KAGGLE_CARDINALITIES  # noqa: E402
+from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo  # noqa: E402
 from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_summary  # noqa: E402

@@ -13,12 +13,13 @@ import os
 import pathlib
 import sys
 
+# the examples' harness (not part of the package) lives beside them
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import criteo  # noqa: E402
-from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES  # noqa: E402
-from keras_mixed_dim.datasets.synthetic_criteo import SyntheticCriteo  # noqa: E402
+from common.runner import run_example  # noqa: E402
+from keras_mixed_dim.datasets.criteo.format import KAGGLE_CARDINALITIES  # noqa: E402
+from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo  # noqa: E402
 
 SETTINGS = [
     ("uniform", ["--min-count", "1"]),
@@ -51,7 +52,7 @@ def main():
         argv = ["--data", str(data), "--vocab-dir", str(work / f"vocab_{name}"),
                 "--embedding", mode, "--epochs", str(args.epochs), "--verbose", "0",
                 *vocab_args]
-        results = criteo.run(criteo.parse_args(argv))
+        results = run_example("criteo.py", argv)
         kept = sum(results["cardinalities"])
         mib = 1 / 2**20
         emb, voc = results["embedding_bytes"] * mib, results["vocabulary_bytes"] * mib

@@ -26,19 +26,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES  # noqa: E402
-from keras_mixed_dim.datasets.criteo_vocab import CriteoVocabulary  # noqa: E402
-from keras_mixed_dim.datasets.synthetic_criteo import SyntheticCriteo  # noqa: E402
-from keras_mixed_dim.datasets.synthetic_criteo import hex_code  # noqa: E402
+from keras_mixed_dim.datasets.criteo.format import KAGGLE_CARDINALITIES  # noqa: E402
+from keras_mixed_dim.datasets.criteo.vocabulary import CriteoVocabulary  # noqa: E402
+from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo  # noqa: E402
+from keras_mixed_dim.datasets.criteo.synthetic import hex_code  # noqa: E402
 from keras_mixed_dim.export import export_criteo  # noqa: E402
 from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
 
+CAPI = pathlib.Path(__file__).resolve().parents[1] / "keras_mixed_dim/testing/capi.py"
 TIMER = textwrap.dedent(
     """
-    import json, sys, time
+    import importlib.util, json, sys, time
     import numpy as np
-    from keras_mixed_dim.serving_check.capi import CApiModel
+    # by path: importing the package would import Keras and TensorFlow
+    spec = importlib.util.spec_from_file_location("capi", sys.argv[4])
+    capi = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(capi)
+    CApiModel = capi.CApiModel
     export_dir, inputs_path, requests = sys.argv[1], sys.argv[2], int(sys.argv[3])
     model = CApiModel(export_dir)
     data = dict(np.load(inputs_path))
@@ -113,7 +118,7 @@ def main():
         report = export_criteo(model, work / "serving", f"dlrm_{mode}", vocabulary)
         timing = subprocess.run(
             [sys.executable, "-c", TIMER, str(report.path), str(inputs_path),
-             str(args.requests)], capture_output=True, text=True, check=True)
+             str(args.requests), str(CAPI)], capture_output=True, text=True, check=True)
         latency = json.loads(timing.stdout.strip().splitlines()[-1])
         rows[mode] = (report, latency)
         ops = [inference_ops(layer) for layer in embeddings]

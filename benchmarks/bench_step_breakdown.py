@@ -19,8 +19,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 
-from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES  # noqa: E402
-from keras_mixed_dim.datasets.synthetic_criteo import SyntheticCriteo  # noqa: E402
+from keras_mixed_dim.datasets.criteo.format import KAGGLE_CARDINALITIES  # noqa: E402
+from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo  # noqa: E402
 from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
 

@@ -15,20 +15,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
-from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES  # noqa: E402
+from keras_mixed_dim.datasets.criteo.format import KAGGLE_CARDINALITIES  # noqa: E402
 from keras_mixed_dim.distribute import DISTRIBUTE_CHOICES  # noqa: E402
 from keras_mixed_dim.distribute import initialize_processes  # noqa: E402
 from keras_mixed_dim.distribute import jax_distribution  # noqa: E402
 from keras_mixed_dim.distribute import strategy_scope  # noqa: E402
-from keras_mixed_dim.distribute import write_run_outputs  # noqa: E402
-from keras_mixed_dim.datasets.synthetic_criteo import SyntheticCriteo  # noqa: E402
+from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo  # noqa: E402
 from keras_mixed_dim.models.dlrm import EMBEDDING_MODES  # noqa: E402
 from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_summary  # noqa: E402
 from keras_mixed_dim.planning import zipf_counts  # noqa: E402
-from keras_mixed_dim.training_stats import ThroughputMeter  # noqa: E402
-from keras_mixed_dim.training_stats import peak_memory  # noqa: E402
+from common.metering import ThroughputMeter  # noqa: E402
+from common.metering import peak_memory  # noqa: E402
+from common.outputs import write_run_outputs  # noqa: E402
 
 OPTIMIZERS = ("adam", "adagrad", "amsgrad", "sgd")
 
@@ -112,19 +112,19 @@ def load_data(args):
         if keras.backend.backend() != "tensorflow":
             raise SystemExit("Raw Criteo files stream through tf.data: use the "
                              "TensorFlow backend, or synthetic data on other backends.")
-        from keras_mixed_dim.datasets.criteo import build_or_load_vocabulary
-        from keras_mixed_dim.datasets.criteo import criteo_dataset
+        from keras_mixed_dim.datasets.criteo.pipeline import build_or_load_vocabulary
+        from keras_mixed_dim.datasets.criteo.pipeline import criteo_dataset
 
         vocabulary, meta = build_or_load_vocabulary(
             args.data, folder=args.vocab_dir, min_count=args.min_count, top_k=args.top_k,
             num_oov_buckets=args.oov_buckets, skip_malformed=args.skip_malformed,
             progress=args.verbose > 0,
         )
-        common = dict(vocabulary=vocabulary, batch_size=args.batch_size,
+        pipeline_args = dict(vocabulary=vocabulary, batch_size=args.batch_size,
                       skip_malformed=args.skip_malformed, val_every=args.val_every)
         train = criteo_dataset(args.data, part="train", shuffle_buffer=100_000,
-                               seed=args.seed, **common)
-        val = criteo_dataset(args.data, part="val", **common)
+                               seed=args.seed, **pipeline_args)
+        val = criteo_dataset(args.data, part="val", **pipeline_args)
         counts = [vocabulary.index_counts(f) for f in range(len(vocabulary.sizes))]
         source = {"files": args.data, "rows": meta["rows"], "skipped": meta["skipped"]}
         args._vocabulary = vocabulary
@@ -215,8 +215,12 @@ def run(args):
     if args.save and chief:
         vocabulary = getattr(args, "_vocabulary", None)
         if vocabulary is not None:
-            # the raw-value vocabularies, which the SavedModel export puts in-graph
-            vocabulary.save(args.save[: -len(".keras")] + ".vocab")
+            # the raw-value vocabularies the export ships as assets, bound to
+            # this model file by its hash (export_model.py checks it)
+            from keras_mixed_dim.io_utils import file_sha256
+
+            vocabulary.save(args.save[: -len(".keras")] + ".vocab",
+                            meta={"model_sha256": file_sha256(args.save)})
     return results
 
 

@@ -25,13 +25,14 @@ from keras_mixed_dim.distribute import DISTRIBUTE_CHOICES  # noqa: E402
 from keras_mixed_dim.distribute import initialize_processes  # noqa: E402
 from keras_mixed_dim.distribute import jax_distribution  # noqa: E402
 from keras_mixed_dim.distribute import strategy_scope  # noqa: E402
-from keras_mixed_dim.distribute import write_run_outputs  # noqa: E402
-from keras_mixed_dim.io_utils import atomic_write_json  # noqa: E402
+from keras_mixed_dim.datasets.movielens.vocabulary import save_vocabularies  # noqa: E402
+from keras_mixed_dim.io_utils import file_sha256  # noqa: E402
 from keras_mixed_dim.models import embedding_params  # noqa: E402
 from keras_mixed_dim.models import make_embedding  # noqa: E402
 from keras_mixed_dim.models import matrix_factorization  # noqa: E402
 from keras_mixed_dim.models import neural_cf  # noqa: E402
 from keras_mixed_dim.models.recommenders import EMBEDDING_LAYERS  # noqa: E402
+from common.outputs import write_run_outputs  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -89,7 +90,7 @@ def load(args):
     if args.data:
         return read_ratings(args.data), args.data
     if args.tfds:
-        from keras_mixed_dim.datasets.movielens_tfds import load_tfds
+        from keras_mixed_dim.datasets.movielens.tfds import load_tfds
 
         return load_tfds(args.tfds), args.tfds
     ratings = synthetic_ratings(
@@ -163,7 +164,7 @@ def build(args, users, items, global_mean):
 def batches(features, targets, args, shuffle):
     """tf.data on the TensorFlow backend, plain arrays elsewhere."""
     if keras.backend.backend() == "tensorflow":
-        from keras_mixed_dim.datasets.tf_pipeline import ratings_dataset
+        from keras_mixed_dim.datasets.movielens.pipeline import ratings_dataset
 
         return ratings_dataset(features, targets, args.batch_size, shuffle, args.seed)
     return features, targets
@@ -237,20 +238,16 @@ def run(args):
     }
     chief = write_run_outputs(results, args.results_json, model, args.save)
     if args.save and chief:
-        # the raw-id vocabularies, which the SavedModel export puts in-graph
-        atomic_write_json(vocabulary_path(args.save), {
-            "user": _plain(users.tokens), "item": _plain(items.tokens)})
+        # the raw-id vocabularies the export ships as assets, bound to this
+        # model file by its hash (export_model.py checks it)
+        save_vocabularies(vocabulary_path(args.save), users, items,
+                          meta={"model_sha256": file_sha256(args.save)})
     return results
 
 
 def vocabulary_path(model_path):
     """Where `--save` puts the user / item vocabularies beside the model."""
-    return str(model_path)[: -len(".keras")] + ".vocab.json"
-
-
-def _plain(tokens):
-    return [t.decode() if isinstance(t, bytes) else t.item() if hasattr(t, "item")
-            else t for t in tokens]
+    return str(model_path)[: -len(".keras")] + ".vocab"
 
 
 def print_summary(results):

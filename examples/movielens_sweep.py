@@ -12,14 +12,13 @@ import csv
 import io
 import os
 import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-import movielens  # noqa: E402
+from common.runner import ExampleFailed  # noqa: E402
+from common.runner import run_example  # noqa: E402
 from keras_mixed_dim.io_utils import atomic_write_text  # noqa: E402
 
 FIELDS = [
@@ -52,8 +51,8 @@ def main():
                 if alpha is not None:
                     argv += ["--alpha", str(alpha)]
                 try:
-                    result = movielens.run(movielens.parse_args(argv))
-                except ValueError as error:
+                    result = run_example("movielens.py", argv)
+                except ExampleFailed as error:
                     # e.g. a budget below one column per id plus projections
                     print(f"skipped {method} a={alpha} at {budget}/id: {error}")
                     continue

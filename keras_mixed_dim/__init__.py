@@ -8,6 +8,10 @@ import Keras themselves.
 
 __version__ = "0.2.0"
 
+from keras_mixed_dim import _moved  # noqa: E402
+
+_moved.install()
+
 from keras_mixed_dim.frequency import FrequencyRecount  # noqa: E402
 from keras_mixed_dim.layers import DotInteraction  # noqa: E402
 from keras_mixed_dim.layers import MixedDimEmbedding  # noqa: E402

@@ -1,15 +1,15 @@
-"""Datasets: MovieLens readers, synthetic ratings, vocabularies and splits.
+"""Datasets, one package per dataset: `criteo` and `movielens`.
 
-Modules that need TensorFlow (`tf_pipeline`, `movielens_tfds`) are imported
-by name, not from here, so this package works on every Keras backend.
+Each keeps its numpy code importable on every Keras backend; modules that
+need TensorFlow (`*.pipeline`, `*.tfds`) are imported by name only.
 """
 
+from keras_mixed_dim.datasets.movielens import Ratings
+from keras_mixed_dim.datasets.movielens import Vocabulary
 from keras_mixed_dim.datasets.movielens import read_ratings
-from keras_mixed_dim.datasets.ratings import Ratings
-from keras_mixed_dim.datasets.ratings import Vocabulary
-from keras_mixed_dim.datasets.ratings import split_by_time
-from keras_mixed_dim.datasets.ratings import split_random
-from keras_mixed_dim.datasets.synthetic_ratings import synthetic_ratings
+from keras_mixed_dim.datasets.movielens import split_by_time
+from keras_mixed_dim.datasets.movielens import split_random
+from keras_mixed_dim.datasets.movielens import synthetic_ratings
 
 __all__ = [
     "Ratings",

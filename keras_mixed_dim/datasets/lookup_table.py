@@ -1,46 +1,102 @@
-"""In-graph vocabulary lookup (TensorFlow-only module), shared by the Criteo
-tf.data pipeline and the SavedModel export so both map values identically."""
+"""In-graph vocabulary lookup (TensorFlow-only module), shared by the tf.data
+pipelines and the SavedModel exports so both map values identically.
+
+The tables read vocabulary files (`value TAB count` per line, line `i` is
+index `i`; see `keras_mixed_dim.datasets.vocabulary_files`) through
+`tf.lookup.TextFileInitializer`. A SavedModel holding such a table ships the
+file as an asset instead of embedding the values as graph constants, so
+vocabularies of any size export (a `saved_model.pb` cannot exceed 2 GiB).
+"""
+
+import os
+import pathlib
+import tempfile
 
 import tensorflow as tf
+
+from keras_mixed_dim.io_utils import file_mode
 
 # Bytes per kept value beside its key: the int64 index the table stores.
 # Hash-table overhead comes on top and depends on the implementation.
 INDEX_BYTES = 8
 
 
+def write_token_file(tokens, folder, name="vocabulary"):
+    """Writes `tokens` one per line (`value TAB 0`) to `folder/NAME.tsv`."""
+    path = pathlib.Path(folder) / f"{name}.tsv"
+    with open(path, "w", encoding="utf-8", newline="") as file:
+        for number, token in enumerate(tokens):
+            text = token.decode() if isinstance(token, bytes) else str(token)
+            if "\t" in text or "\n" in text or "\r" in text:
+                raise ValueError(
+                    f"Vocabulary value {number} ({text!r}) holds a TAB or line break.")
+            file.write(f"{text}\t0\n")
+    os.chmod(path, file_mode())
+    return path
+
+
 class VocabularyTable(tf.Module):
-    """Raw values -> ranked indices; unknown values -> `len(tokens) + bucket`.
+    """Raw values -> ranked indices; unknown values -> `size + bucket`.
+
+    A `tf.lookup.StaticVocabularyTable` initialised from a vocabulary file.
+    Unknown values go to `num_oov_buckets` buckets after the kept values
+    (the last indices, so a `MixedDimEmbedding` puts them in its smallest
+    block): bucket `Fingerprint64(value) mod num_oov_buckets`, i.e.
+    `tf.strings.to_hash_bucket_fast(value, num_oov_buckets)`; integer keys
+    are hashed as their decimal strings.
 
     Args:
-        tokens: Raw values in index order (strings or integers).
-        num_oov_buckets: Buckets for unknown values; strings are hashed into
-            them with `to_hash_bucket_fast`, integers by `floormod`.
+        source: A vocabulary file (`value TAB count` lines, line `i` is index
+            `i`), or the raw values in index order (strings or integers),
+            which are written to a temporary file first.
+        num_oov_buckets: Buckets for unknown values (>= 1).
+        key_dtype: `"string"` or `"int64"`; for a file, defaults to string;
+            for values, inferred from them.
+        size: The file's number of lines, when known (saves counting them).
     """
 
-    def __init__(self, tokens, num_oov_buckets=1):
+    def __init__(self, source, num_oov_buckets=1, key_dtype=None, size=None):
         super().__init__()
-        tokens = list(tokens)
-        self.size = len(tokens)
+        if int(num_oov_buckets) < 1:
+            raise ValueError(
+                f"`num_oov_buckets` must be >= 1. Received: {num_oov_buckets!r}")
         self.num_oov_buckets = int(num_oov_buckets)
-        self.string_keys = not tokens or isinstance(tokens[0], (str, bytes))
-        dtype = tf.string if self.string_keys else tf.int64
-        if tokens:
-            keys = tf.constant(tokens, dtype)
-            values = tf.range(len(tokens), dtype=tf.int64)
-        else:  # a table needs one entry; this one never matches a real index
-            keys = tf.constant([""] if self.string_keys else [-1], dtype)
-            values = tf.constant([-1], tf.int64)
-        self.table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
-        key_bytes = (sum(len(str(t).encode()) for t in tokens) if self.string_keys
-                     else 8 * len(tokens))
-        self.payload_bytes = key_bytes + INDEX_BYTES * len(tokens)
+        if isinstance(source, (str, os.PathLike)):
+            path = pathlib.Path(source)
+            if key_dtype is None:
+                key_dtype = "string"
+        else:
+            tokens = list(source)
+            if key_dtype is None:
+                key_dtype = ("string" if not tokens
+                             or isinstance(tokens[0], (str, bytes)) else "int64")
+            # kept alive with the table: a SavedModel copies the file as an
+            # asset when it is written, which can be long after this call
+            self._temporary = tempfile.TemporaryDirectory(prefix="vocabulary-")
+            path = write_token_file(tokens, self._temporary.name)
+            size = len(tokens)
+        if key_dtype not in ("string", "int64"):
+            raise ValueError(f"`key_dtype` must be 'string' or 'int64'. "
+                             f"Received: {key_dtype!r}")
+        self.string_keys = key_dtype == "string"
+        self.path = path
+        key_bytes = 0
+        if size is None or self.string_keys:
+            size = 0
+            with open(path, "rb") as file:
+                for line in file:
+                    size += 1
+                    key_bytes += len(line.split(b"\t", 1)[0])
+        self.size = size
+        self.payload_bytes = (key_bytes if self.string_keys else 8 * size) + \
+            INDEX_BYTES * size
+        initializer = tf.lookup.TextFileInitializer(
+            str(path), tf.string if self.string_keys else tf.int64, 0,
+            tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, delimiter="\t",
+            vocab_size=size)
+        self.table = tf.lookup.StaticVocabularyTable(
+            initializer, num_oov_buckets=self.num_oov_buckets)
 
     def __call__(self, values):
         """int64 indices of `values`, same shape."""
-        index = self.table.lookup(values)
-        if self.string_keys:
-            bucket = tf.strings.to_hash_bucket_fast(values, self.num_oov_buckets)
-        else:
-            bucket = tf.math.floormod(values, self.num_oov_buckets)
-        return tf.where(index >= 0, index, self.size + bucket)
+        return self.table.lookup(values)

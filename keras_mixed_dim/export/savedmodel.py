@@ -1,27 +1,23 @@
-"""SavedModels for TensorFlow Serving, with the vocabulary lookups in-graph.
+"""SavedModels for TensorFlow Serving from any Keras model (TensorFlow-only).
 
-TensorFlow-only module. A model trained on any backend is reloaded under
-the TensorFlow backend; its `serving_default` signature takes the raw
-features a client has and returns named outputs. Nothing training-only is
-traced (layers are called with `training=False`, so no frequency counting),
-and every op is a stock TensorFlow op (hash tables, string hashing, math).
+`export_for_serving` writes a versioned, atomic `BASE/NAME/VERSION` folder
+whose `serving_default` signature takes the features a client has, runs an
+optional preprocessing function (raw features -> model inputs) and the model
+(`training=False`: nothing training-only, such as frequency counting, is
+traced), and returns named outputs. Preprocessing that is a `tf.Module`
+(vocabulary tables) is saved with the model; file-backed tables ship their
+vocabulary files as SavedModel assets.
 """
 
 import dataclasses
-import os
 import pathlib
-import shutil
-import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mixed_dim.datasets.criteo import CriteoLookup
-from keras_mixed_dim.datasets.criteo_format import NUM_CATEGORICAL
-from keras_mixed_dim.datasets.criteo_format import NUM_DENSE
-from keras_mixed_dim.datasets.lookup_table import VocabularyTable
-from keras_mixed_dim.layers import MixedDimEmbedding
+from keras_mixed_dim.export.versions import write_version
+
 
 @dataclasses.dataclass
 class ExportReport:
@@ -34,6 +30,8 @@ class ExportReport:
         other_variable_bytes: Every other variable (MLPs, biases).
         vocabulary_bytes: Lookup-table payload (keys plus int64 values).
         variables_dir_bytes: Measured size of `variables/` on disk.
+        saved_model_bytes: Size of `saved_model.pb` (limit: 2 GiB).
+        assets_bytes: Size of `assets/` (the vocabulary files).
     """
 
     path: pathlib.Path
@@ -42,197 +40,221 @@ class ExportReport:
     other_variable_bytes: int
     vocabulary_bytes: int
     variables_dir_bytes: int
-
-
-def _check_shapes(first, first_tail, first_name, second, second_tail, second_name):
-    """In-graph asserts that name the input, since a C API or TF Serving
-    client can feed shapes the signature does not allow.
-
-    The element count is compared with `batch x prod(tail)`: unlike the
-    rank, which the signature makes static (and the assert a no-op at trace
-    time), both sides stay dynamic.
-    """
-    checks = []
-    for tensor, tail, name in ((first, first_tail, first_name),
-                               (second, second_tail, second_name)):
-        expected = f"(batch, {', '.join(map(str, tail))})" if tail else "(batch,)"
-        checks.append(tf.debugging.assert_equal(
-            tf.size(tensor, out_type=tf.int64),
-            tf.cast(tf.shape(tensor)[0], tf.int64) * int(np.prod(tail, dtype=np.int64)),
-            message=f"`{name}` must have shape {expected}"))
-    with tf.control_dependencies(checks):
-        checks.append(tf.debugging.assert_equal(
-            tf.shape(first)[0], tf.shape(second)[0],
-            message=f"`{first_name}` and `{second_name}` must have the same batch size"))
-    return checks
+    saved_model_bytes: int = 0
+    assets_bytes: int = 0
 
 
 def _weight_bytes(model):
     embedding = other = 0
-    for layer in model.layers:
-        size = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize
-                   for w in layer.weights)
-        if isinstance(layer, (MixedDimEmbedding, keras.layers.Embedding)):
-            embedding += size
-        else:
-            other += size
-    return embedding, other
-
-
-def _next_version(model_dir, version):
-    existing = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
-    if version is None:
-        return max(existing, default=0) + 1
-    if isinstance(version, bool) or int(version) != version or version < 1:
-        raise ValueError(f"`version` must be an integer >= 1. Received: {version!r}")
-    if (model_dir / str(version)).exists():
-        raise FileExistsError(
-            f"{model_dir / str(version)} exists; versions are never overwritten.")
-    return int(version)
-
-
-def write_version(base, name, write_fn, version=None):
-    """Writes `BASE/NAME/VERSION` via a hidden temporary folder and a rename.
-
-    TF Serving only watches integer folder names, so it never sees a partial
-    export; a crash leaves at most a `.partial-*` folder behind.
-    """
-    if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"`name` must be a plain folder name. Received: {name!r}")
-    model_dir = pathlib.Path(base) / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    version = _next_version(model_dir, version)
-    temporary = model_dir / f".partial-{version}-{uuid.uuid4().hex[:8]}"
-    try:
-        write_fn(temporary)
-        os.rename(temporary, model_dir / str(version))
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    return model_dir / str(version), version
+    for weight in model.weights:
+        size = int(np.prod(weight.shape)) * np.dtype(weight.dtype).itemsize
+        other += size
+    for layer in model._flatten_layers(include_self=False):
+        if hasattr(layer, "input_dim") and hasattr(layer, "output_dim"):
+            embedding += sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize
+                             for w in layer.weights)
+    return embedding, other - embedding
 
 
 def _directory_bytes(path):
-    return sum(f.stat().st_size for f in pathlib.Path(path).rglob("*") if f.is_file())
+    path = pathlib.Path(path)
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) \
+        if path.exists() else 0
 
 
-def _save(model, endpoint, signature, tracked, path, warmup):
-    archive = keras.export.ExportArchive()
-    # Not `archive.track(model)`: the endpoint already captures the model's
-    # variables, and tracking the model too writes every variable twice.
-    for resource in tracked:
-        archive.track(resource)
-    archive.add_endpoint("serving_default", endpoint, input_signature=signature)
-    archive.write_out(str(path), verbose=False)
-    if warmup is not None:
-        from keras_mixed_dim.export.warmup import write_warmup_requests
+def _model_signature(model):
+    """Input specs from a functional model's `keras.Input`s."""
+    if not getattr(model, "inputs", None):
+        raise ValueError(
+            "Pass `input_signature`: the model has no symbolic inputs to take "
+            "it from (a subclassed model, or one not built yet).")
+    signature = {}
+    for tensor in model.inputs:
+        key = tensor.name.split(":")[0]
+        signature[key] = tf.TensorSpec(tensor.shape, tensor.dtype, name=key)
+    return signature
 
-        write_warmup_requests(path, warmup)
+
+def _model_inputs_structure(model, features):
+    """Features keyed by input name, in the structure the model was built with."""
+    names = [t.name.split(":")[0] for t in model.inputs]
+    structure = getattr(model, "_inputs_struct", None)
+    if isinstance(structure, dict):
+        return {key: features[tensor.name.split(":")[0]]
+                for key, tensor in structure.items()}
+    if len(names) == 1:
+        return features[names[0]]
+    return [features[n] for n in names]
 
 
-def export_criteo(model, base, name, vocabulary=None, version=None, warmup=None):
-    """Exports a DLRM for serving on raw Criteo features.
+def _checked(key, tensor, spec):
+    """`tensor` after in-graph checks of its rank and fixed dims that name
+    the input (the published signature leaves the rank open so these checks
+    stay dynamic; a static rank would be folded away at trace time)."""
+    shape = spec.shape
+    if shape.rank is None:
+        return tensor
+    dims = shape.as_list()
+    expected = "(" + ", ".join("batch" if d is None and i == 0 else
+                               "?" if d is None else str(d)
+                               for i, d in enumerate(dims)) + ("," if len(dims) == 1 else "") + ")"
+    actual = tf.shape(tensor, out_type=tf.int64)
+    checks = [tf.debugging.Assert(
+        tf.equal(tf.size(actual), len(dims)),
+        [f"input `{key}` must have shape {expected}; got shape", actual])]
+    with tf.control_dependencies(checks):
+        for axis, dim in enumerate(dims):
+            if dim is not None:
+                checks.append(tf.debugging.Assert(
+                    tf.equal(actual[axis], dim),
+                    [f"input `{key}` must have shape {expected}; got shape", actual]))
+    with tf.control_dependencies(checks):
+        return tf.ensure_shape(tf.identity(tensor), shape)
 
-    Signature inputs: `dense` float32 `(batch, 13)`, the raw integer features
-    with NaN for missing; `categorical` string `(batch, 26)`, the raw hex
-    values ("" for missing). With `vocabulary=None` (models trained on
-    synthetic ids) `categorical` is int32 ids instead. Output: `probability`
-    float32 `(batch,)`.
+
+def _same_batch(features, signature):
+    keys = [k for k in signature if signature[k].shape.rank]
+    checks = []
+    for other in keys[1:]:
+        checks.append(tf.debugging.Assert(
+            tf.equal(tf.shape(features[keys[0]])[0], tf.shape(features[other])[0]),
+            [f"inputs `{keys[0]}` and `{other}` must have the same batch size"]))
+    return checks
+
+
+def _named_outputs(outputs, output_names):
+    if isinstance(outputs, dict):
+        if output_names is None:
+            return dict(outputs)
+        if isinstance(output_names, dict):
+            return {output_names.get(k, k): v for k, v in outputs.items()}
+        raise ValueError("`output_names` must be a dict when the model returns a dict.")
+    if not isinstance(outputs, (list, tuple)):
+        outputs = [outputs]
+    if output_names is None:
+        output_names = [f"output_{i}" for i in range(len(outputs))]
+    elif isinstance(output_names, str):
+        output_names = [output_names]
+    if len(output_names) != len(outputs):
+        raise ValueError(f"`output_names` has {len(output_names)} names for "
+                         f"{len(outputs)} model outputs.")
+    return dict(zip(output_names, outputs))
+
+
+def _to_serving(value):
+    value = tf.convert_to_tensor(value)
+    # float16 / bfloat16 outputs (mixed precision) as float32 for clients
+    if value.dtype.is_floating and value.dtype != tf.float64:
+        value = tf.cast(value, tf.float32)
+    # (batch, 1) -> (batch,): one number per example
+    if value.shape.rank == 2 and value.shape[-1] == 1:
+        value = tf.reshape(value, [-1])
+    return value
+
+
+def export_for_serving(model, base, name, preprocess=None, input_signature=None,
+                       output_names=None, version=None, warmup=None):
+    """Exports any Keras model as a TF Serving version `BASE/NAME/VERSION`.
+
+    The `serving_default` signature takes `input_signature`'s inputs, runs
+    `preprocess` (raw features -> model inputs) then the model with
+    `training=False`, and returns floating outputs as float32, with a
+    trailing dimension of 1 dropped (`(batch, 1)` -> `(batch,)`). Each input's
+    shape is checked when a request runs, with an error naming the input.
+
+    The version folder is written to a hidden `.partial-*` folder and renamed
+    into place, never overwriting a version; concurrent exports to the same
+    `BASE/NAME` each get their own version. Load the model with the
+    TensorFlow backend (`KERAS_BACKEND=tensorflow`), whatever backend trained it.
 
     Args:
-        model: The trained DLRM (inputs `dense`, `categorical`).
+        model: A Keras model (functional, or subclassed with
+            `input_signature` given).
         base: The model base folder (TF Serving's `--model_base_path` parent).
         name: Model name (folder under `base`).
-        vocabulary: The `CriteoVocabulary` the model was trained with.
-        version: Integer version; default one more than the newest.
-        warmup: Optional dict of example inputs for the warm-up requests.
+        preprocess: Optional callable `features dict -> model inputs`,
+            traced into the signature. A `tf.Module` (for example one holding
+            `keras_mixed_dim.datasets.lookup_table.VocabularyTable`s) is saved
+            with the model, its vocabulary files as assets. If it has
+            `input_signature` (a dict of `tf.TensorSpec`), that is the default
+            signature; if it has `check_model(model)`, that runs first (for
+            example vocabulary sizes against the model's tables).
+        input_signature: `{input name: tf.TensorSpec}` of the raw features;
+            default: `preprocess.input_signature`, else the model's inputs.
+        output_names: Names of the outputs: a string (one output), a list,
+            or a dict renaming a dict of outputs. Default: the model's dict
+            keys, else `output_0`, `output_1`, ...
+        version: Integer version in `[1, 2**63 - 1]`; default one more than
+            the newest.
+        warmup: Optional `{input name: array}` request written to
+            `assets.extra/tf_serving_warmup_requests` (TF Serving replays it
+            on load); it is run through the model first, so a bad request
+            fails the export rather than the server.
 
     Returns:
         An `ExportReport`.
     """
-    lookup = None
-    if vocabulary is not None:
-        lookup = CriteoLookup(vocabulary)
-        categorical_spec = tf.TensorSpec((None, NUM_CATEGORICAL), tf.string,
-                                         name="categorical")
-    else:
-        categorical_spec = tf.TensorSpec((None, NUM_CATEGORICAL), tf.int32,
-                                         name="categorical")
-    signature = [tf.TensorSpec((None, NUM_DENSE), tf.float32, name="dense"),
-                 categorical_spec]
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "export_for_serving needs the TensorFlow backend: load the saved "
+            "model under KERAS_BACKEND=tensorflow.")
+    if preprocess is not None and hasattr(preprocess, "check_model"):
+        preprocess.check_model(model)
+    if input_signature is None:
+        input_signature = getattr(preprocess, "input_signature", None)
+    if input_signature is None:
+        if preprocess is not None:
+            raise ValueError("Pass `input_signature`: the raw features `preprocess` takes.")
+        input_signature = _model_signature(model)
+    if not isinstance(input_signature, dict) or not input_signature:
+        raise ValueError("`input_signature` must be a non-empty dict of tf.TensorSpec.")
+    keys = sorted(input_signature)
+    specs = {k: tf.TensorSpec(input_signature[k].shape, input_signature[k].dtype,
+                              name=k) for k in keys}
 
-    def serve(dense, categorical):
-        checks = _check_shapes(dense, [NUM_DENSE], "dense", categorical,
-                               [NUM_CATEGORICAL], "categorical")
-        with tf.control_dependencies(checks):
-            dense, categorical = tf.identity(dense), tf.identity(categorical)
-        dense = tf.where(tf.math.is_nan(dense), tf.zeros_like(dense), dense)
-        dense = tf.math.log1p(tf.maximum(dense, 0.0))
-        ids = categorical if lookup is None else lookup(categorical)
-        probability = model({"dense": dense, "categorical": ids}, training=False)
-        return {"probability": tf.reshape(tf.cast(probability, tf.float32), [-1])}
+    def serve(*args):
+        features = {k: _checked(k, v, specs[k]) for k, v in zip(keys, args)}
+        with tf.control_dependencies(_same_batch(features, specs)):
+            features = {k: tf.identity(v) for k, v in features.items()}
+        inputs = features if preprocess is None else preprocess(features)
+        if preprocess is None:
+            inputs = _model_inputs_structure(model, inputs)
+        elif isinstance(inputs, dict) and len(getattr(model, "inputs", None) or []) == 1 \
+                and len(inputs) == 1:
+            inputs = next(iter(inputs.values()))
+        outputs = model(inputs, training=False)
+        return {k: _to_serving(v) for k, v in _named_outputs(outputs, output_names).items()}
 
-    path, version = write_version(
-        base, name,
-        lambda p: _save(model, serve, signature, [lookup] if lookup else [], p, warmup),
-        version)
+    if warmup is not None:
+        missing = set(keys) ^ set(warmup)
+        if missing:
+            raise ValueError(f"`warmup` must have exactly the inputs {keys}; "
+                             f"mismatched: {sorted(missing)}.")
+
+    def write(path):
+        archive = keras.export.ExportArchive()
+        # Not `archive.track(model)`: the endpoint already captures the
+        # model's variables, and tracking the model too writes every variable
+        # twice. Tracking the preprocessing saves its tables and assets.
+        if isinstance(preprocess, tf.Module):
+            archive.track(preprocess)
+        endpoint = archive.add_endpoint(
+            "serving_default", serve,
+            input_signature=[tf.TensorSpec(None, specs[k].dtype, name=k) for k in keys])
+        if warmup is not None:
+            endpoint(*[tf.constant(np.asarray(warmup[k]), specs[k].dtype)
+                       for k in keys])
+        archive.write_out(str(path), verbose=False)
+        if warmup is not None:
+            from keras_mixed_dim.export.warmup import write_warmup_requests
+
+            write_warmup_requests(path, warmup, model_name=name)
+
+    path, version = write_version(base, name, write, version)
     embedding, other = _weight_bytes(model)
-    return ExportReport(path, version, embedding, other,
-                        lookup.payload_bytes if lookup else 0,
-                        _directory_bytes(path / "variables"))
-
-
-def export_movielens(model, base, name, users, items, version=None, warmup=None):
-    """Exports an MF / NCF model for serving on raw MovieLens ids.
-
-    Signature inputs: `user_id` and `item_id`, `(batch,)` int64 raw ids (or
-    strings when the vocabularies hold strings). Unknown ids map to the
-    out-of-vocabulary index, as in training. Output: `rating` `(batch,)`.
-
-    Args:
-        model: The trained model (inputs `user`, `item`).
-        base, name, version, warmup: As in `export_criteo`.
-        users: User raw ids in index order (the training vocabulary).
-        items: Item raw ids in index order.
-    """
-    user_lookup = VocabularyTable(users)
-    item_lookup = VocabularyTable(items)
-    if user_lookup.string_keys != item_lookup.string_keys:
-        raise ValueError("User and item ids must both be strings or both integers.")
-    dtype = tf.string if user_lookup.string_keys else tf.int64
-    signature = [tf.TensorSpec((None,), dtype, name="user_id"),
-                 tf.TensorSpec((None,), dtype, name="item_id")]
-
-    def serve(user_id, item_id):
-        checks = _check_shapes(user_id, [], "user_id", item_id, [], "item_id")
-        with tf.control_dependencies(checks):
-            user_id, item_id = tf.identity(user_id), tf.identity(item_id)
-        features = {"user": tf.cast(user_lookup(user_id), tf.int32),
-                    "item": tf.cast(item_lookup(item_id), tf.int32)}
-        rating = model(features, training=False)
-        return {"rating": tf.reshape(tf.cast(rating, tf.float32), [-1])}
-
-    tracked = [user_lookup, item_lookup]
-    path, version = write_version(
-        base, name, lambda p: _save(model, serve, signature, tracked, p, warmup), version)
-    embedding, other = _weight_bytes(model)
-    return ExportReport(path, version, embedding, other,
-                        user_lookup.payload_bytes + item_lookup.payload_bytes,
-                        _directory_bytes(path / "variables"))
-
-
-def write_models_config(base, serving_base="/models"):
-    """Writes `BASE/models.config` listing every model folder under `base`,
-    with base paths as TF Serving's container sees them (`/models/NAME`)."""
-    from keras_mixed_dim.io_utils import atomic_write_text
-
-    base = pathlib.Path(base)
-    names = sorted(p.name for p in base.iterdir()
-                   if p.is_dir() and not p.name.startswith("."))
-    entries = "".join(
-        f"  config {{\n    name: \"{n}\"\n    base_path: \"{serving_base}/{n}\"\n"
-        f"    model_platform: \"tensorflow\"\n  }}\n"
-        for n in names
-    )
-    atomic_write_text(base / "models.config", f"model_config_list {{\n{entries}}}\n")
-    return base / "models.config"
+    return ExportReport(
+        path, version, embedding, other,
+        int(getattr(preprocess, "vocabulary_bytes", 0) or 0),
+        _directory_bytes(path / "variables"),
+        (path / "saved_model.pb").stat().st_size,
+        _directory_bytes(path / "assets"))

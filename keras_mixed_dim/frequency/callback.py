@@ -101,6 +101,11 @@ class FrequencyRecount(keras.callbacks.Callback):
         self.reports.append(reports)
         return reports
 
+    def on_train_begin(self, logs=None):
+        # fail before the first epoch, not after it: a missing counting
+        # layer would otherwise cost a whole epoch of training
+        self._layers()
+
     def on_train_batch_end(self, batch, logs=None):
         if self.every_n_steps is None:
             return
@@ -164,13 +169,21 @@ def _strategy_scope(model):
 
 
 def _rebuild_training(model):
-    """A fresh optimizer over the new variables and a retraced train step."""
+    """A fresh optimizer over the new variables and retraced steps.
+
+    Every compiled function of the model captured the old variables (on
+    TensorFlow a `tf.function` holds them), so the train, test and predict
+    functions are all dropped: `fit`'s validation, `evaluate` and `predict`
+    rebuild theirs on next use and see the new variables.
+    """
     old = model.optimizer
     optimizer = old.__class__.from_config(old.get_config())
     optimizer.build(model.trainable_variables)
     optimizer.iterations.assign(old.iterations)
     model.optimizer = optimizer
     model.make_train_function(force=True)
+    model.test_function = None
+    model.predict_function = None
     if hasattr(model, "_jax_state_synced"):
         # the next step must read the new variables, not the old state
         model._jax_state_synced = True

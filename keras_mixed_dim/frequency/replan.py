@@ -4,12 +4,20 @@ Each new block is warm-started from the principal directions of the old
 outputs of its ids: with `Y` the old outputs (rows x output_dim) and `V` the
 top `dim` right singular vectors of `Y`, the block's projection is `V^T` and
 its table `Y V`, the best rank-`dim` approximation of `Y`. For blocks of many
-rows the directions come from a sketch instead of `Y^T Y`: a CountSketch `S`
-(an oblivious L2 subspace embedding) gives `S Y` with a fixed number of rows,
-and its QR factor `R` (output_dim x output_dim) satisfies `||R x|| = ||S Y
-x||` (Magdon-Ismail and Gittens, arXiv:1909.12580), so the small
-eigenproblem of `R^T R` replaces the `rows x output_dim` one. Old outputs are
-produced and consumed in chunks, never all at once.
+rows the directions come from the fixed-dimension subspace embedding of
+Magdon-Ismail and Gittens (arXiv:1909.12580; `keras_mixed_dim.sketch`): an
+OSNAP sketch `S Y` and its QR factor `R` (output_dim x output_dim), with
+`||R x|| = ||S Y x||`, so the small eigenproblem of `R^T R` replaces the
+`rows x output_dim` one.
+
+What the sketch gives is measured, not assumed: the pass that writes the
+table also accumulates `Y^T Y`, which yields the exact rank-`dim` optimum,
+and a block whose sketched error exceeds 1.05x that optimum is redone with
+exact directions (`ReplanReport.fallback_blocks`). With the default sketch
+(OSNAP, 4 nonzeros per column, 8 x output_dim rows)
+`benchmarks/bench_sketch.py` measures at most about 1.04x on its data, so the
+fallback is rare. Old outputs are produced and consumed in chunks, never all
+at once.
 """
 
 import dataclasses
@@ -20,8 +28,10 @@ from keras_mixed_dim.frequency.rerank import LayerSnapshot
 from keras_mixed_dim.frequency.rerank import new_ranking
 from keras_mixed_dim.frequency.rerank import read_counts
 from keras_mixed_dim.planning import plan_blocks
-
-CHUNK_ROWS = 1 << 16
+from keras_mixed_dim.sketch import CHUNK_ROWS
+from keras_mixed_dim.sketch import MAX_ERROR_RATIO
+from keras_mixed_dim.sketch import low_rank
+from keras_mixed_dim.sketch import pca
 
 
 @dataclasses.dataclass
@@ -35,6 +45,10 @@ class ReplanReport:
         sketched_blocks: Indices of new blocks whose directions were sketched.
         rebuilt: False when the new plan had the old shapes and nothing was
             done (re-ranking is then enough).
+        error_ratios: Per new block, its warm-start error over the exact
+            rank-`dim` optimum (1.0 for exact and full-width blocks).
+        fallback_blocks: Sketched blocks whose error exceeded
+            `max_error_ratio` and were redone with exact directions.
     """
 
     old_plan: object
@@ -42,48 +56,29 @@ class ReplanReport:
     warm_start_error: float
     sketched_blocks: tuple
     rebuilt: bool = True
+    error_ratios: tuple = ()
+    fallback_blocks: tuple = ()
 
 
-def count_sketch(rows_fn, num_rows, width, sketch_rows, seed=0):
-    """`S Y` for a CountSketch `S` (sketch_rows x num_rows), streaming `Y`.
-
-    Args:
-        rows_fn: `rows_fn(start, stop)` returns rows `[start, stop)` of `Y`.
-        num_rows: Rows of `Y`.
-        width: Columns of `Y`.
-        sketch_rows: Rows of the sketch.
-    """
-    rng = np.random.default_rng(seed)
-    sketch = np.zeros((sketch_rows, width), dtype=np.float64)
-    for start in range(0, num_rows, CHUNK_ROWS):
-        stop = min(start + CHUNK_ROWS, num_rows)
-        buckets = rng.integers(0, sketch_rows, size=stop - start)
-        signs = rng.choice([-1.0, 1.0], size=stop - start)
-        np.add.at(sketch, buckets, signs[:, None] * rows_fn(start, stop))
-    return sketch
-
-
-def principal_directions(rows_fn, num_rows, width, k, sketch_rows=None, seed=0):
+def principal_directions(rows_fn, num_rows, width, k, sketch_rows=None, seed=0,
+                         sketch="osnap"):
     """Top `k` right singular vectors (width x k) of the streamed `Y`.
 
     Exact (`Y^T Y`, accumulated in chunks) unless `sketch_rows` is given, in
-    which case they come from the R factor of a CountSketch of `Y`.
+    which case they come from the fixed-dimension embedding `R` of a
+    `sketch` of `Y` (see `keras_mixed_dim.sketch.principal_directions`).
     """
-    if sketch_rows is None:
-        gram = np.zeros((width, width), dtype=np.float64)
-        for start in range(0, num_rows, CHUNK_ROWS):
-            chunk = rows_fn(start, min(start + CHUNK_ROWS, num_rows))
-            gram += chunk.T @ chunk
-    else:
-        sketch = count_sketch(rows_fn, num_rows, width, sketch_rows, seed)
-        r = np.linalg.qr(sketch, mode="r")
-        gram = r.T @ r  # ||R x||^2 = ||S Y x||^2 = x^T (Y^T S^T S Y) x
-    values, vectors = np.linalg.eigh(gram)
-    return vectors[:, np.argsort(values)[::-1][:k]]
+    del width  # read from the rows
+    return pca.principal_directions(
+        rows_fn, k, num_rows=num_rows,
+        sketch=None if sketch_rows is None else sketch,
+        sketch_rows=sketch_rows, seed=seed,
+    )
 
 
 def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
-                 seed=0, skip_if_unchanged=False):
+                 seed=0, skip_if_unchanged=False, sketch="osnap",
+                 max_error_ratio=MAX_ERROR_RATIO):
     """Re-plans `layer` from counts and rebuilds its variables in place.
 
     Block sizes and dims are recomputed with the planner from the counts
@@ -98,8 +93,13 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
         layer: A built, counting `MixedDimEmbedding`.
         counts: Optional per-id counts (default: the layer's own).
         sketch_threshold: Blocks with more rows are sketched.
-        sketch_rows: Rows of the CountSketch (default 8 x output_dim, at
-            least 64).
+        sketch_rows: Rows of the sketch (default
+            `keras_mixed_dim.sketch.default_sketch_rows`: 8 x output_dim for
+            OSNAP, at least 64).
+        sketch: Sketch kind: `"osnap"` (default), `"gaussian"` or
+            `"countsketch"`.
+        max_error_ratio: A sketched block whose warm-start error exceeds this
+            many times the exact optimum is redone exactly (None: never).
         skip_if_unchanged: Do nothing (report `rebuilt=False`) when the new
             plan has the same block rows and dims as the old one.
 
@@ -107,6 +107,12 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
         A `ReplanReport`.
     """
     old_plan = layer.plan
+    if layer.plan.has_qr_blocks:
+        raise ValueError(
+            f"Layer {layer.name!r} has quotient-remainder (storage='qr') blocks; "
+            "re-ranking and re-planning move rows between blocks, which a QR "
+            "pair cannot hold row by row. Plan without `qr_min_rows` to re-rank."
+        )
     counts = read_counts(layer) if counts is None else np.asarray(counts, np.float64)
     if counts.sum() <= 0:
         raise ValueError(f"Layer {layer.name!r} has no counts yet; nothing to plan from.")
@@ -122,8 +128,7 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
         return ReplanReport(old_plan, new_plan, 0.0, (), rebuilt=False)
     old = LayerSnapshot(layer)
     order, new_ranks = new_ranking(old.ranks, counts)
-    sketch_rows = sketch_rows or max(64, 8 * old_plan.output_dim)
-    new_tables, new_projections, sketched = [], [], []
+    new_tables, new_projections, sketched, fallback, ratios = [], [], [], [], []
     error_num = error_den = 0.0
     for b, block in enumerate(new_plan.blocks):
         ids = order[block.start : block.stop]
@@ -133,28 +138,30 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
 
         if block.dim == new_plan.output_dim:
             # a full-width block keeps its ids' outputs exactly
-            new_tables.append(old.outputs(ids).astype("float32"))
+            table = np.concatenate([
+                rows_fn(start, min(start + CHUNK_ROWS, ids.size))
+                for start in range(0, ids.size, CHUNK_ROWS)
+            ])
+            new_tables.append(table.astype("float32"))
             new_projections.append(None)
+            error_den += float(np.sum(table**2))
+            ratios.append(1.0)
             continue
         use_sketch = ids.size > sketch_threshold
         if use_sketch:
             sketched.append(b)
-        directions = principal_directions(
-            rows_fn, ids.size, new_plan.output_dim, block.dim,
-            sketch_rows if use_sketch else None, seed + b,
+        result = low_rank(
+            rows_fn, block.dim, num_rows=ids.size,
+            sketch=sketch if use_sketch else None, sketch_rows=sketch_rows,
+            seed=seed + b, max_error_ratio=max_error_ratio,
         )
-        table = np.empty((ids.size, block.dim), dtype=np.float64)
-        for start in range(0, ids.size, CHUNK_ROWS):
-            stop = min(start + CHUNK_ROWS, ids.size)
-            y = rows_fn(start, stop)
-            table[start:stop] = y @ directions
-            error_num += float(np.sum((table[start:stop] @ directions.T - y) ** 2))
-            error_den += float(np.sum(y**2))
-        new_tables.append(table.astype("float32"))
-        new_projections.append(directions.T.astype("float32"))
-    for b, block in enumerate(new_plan.blocks):
-        if block.dim == new_plan.output_dim:
-            error_den += float(np.sum(new_tables[b].astype(np.float64) ** 2))
+        if result.fell_back:
+            fallback.append(b)
+        error_num += result.squared_error
+        error_den += result.squared_norm
+        ratios.append(result.error_ratio)
+        new_tables.append(result.table)
+        new_projections.append(result.directions.T.astype("float32"))
 
     layer.rebuild(new_plan, new_ranks.astype("int32"))
     for variable, value in zip(layer.block_embeddings, new_tables):
@@ -167,4 +174,6 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
         new_plan=new_plan,
         warm_start_error=float(np.sqrt(error_num / error_den)) if error_den else 0.0,
         sketched_blocks=tuple(sketched),
+        error_ratios=tuple(ratios),
+        fallback_blocks=tuple(fallback),
     )

@@ -113,6 +113,12 @@ def rerank_layer(layer, counts=None, optimizer=None):
         A `RerankReport`.
     """
     plan = layer.plan
+    if layer.plan.has_qr_blocks:
+        raise ValueError(
+            f"Layer {layer.name!r} has quotient-remainder (storage='qr') blocks; "
+            "re-ranking and re-planning move rows between blocks, which a QR "
+            "pair cannot hold row by row. Plan without `qr_min_rows` to re-rank."
+        )
     if layer.remap is None:
         raise ValueError(
             f"Layer {layer.name!r} has no id -> rank table; re-ranking needs a "

@@ -44,6 +44,13 @@ class MixedDimEmbedding(layers.Layer):
     et al., "Mixed Dimension Embeddings with Application to Memory-Efficient
     Recommendation Systems" (arXiv:1909.11810).
 
+    A block whose plan says `storage="qr"` (MD + QR, see
+    `plan_blocks(qr_min_rows=...)`) stores its rows as a quotient-remainder
+    pair, weights `block_{i}_quotient` and `block_{i}_remainder`: row `r`
+    of the block is `Q[r // m] * R[r % m]` (arXiv:1909.02107), both tables
+    initialized zero-mean at `QREmbedding`'s "mult" scale. Re-ranking and
+    re-planning refuse such plans.
+
     Example:
 
     >>> counts = np.bincount(np.random.zipf(1.2, 10_000) % 1000, minlength=1000)
@@ -213,17 +220,37 @@ class MixedDimEmbedding(layers.Layer):
         if self.built:
             return
         self.block_embeddings = []
+        self.block_qr = []
         self.block_projections = []
         for i, block in enumerate(self.plan.blocks):
-            self.block_embeddings.append(
-                self.add_weight(
-                    shape=(block.rows, block.dim),
-                    initializer=self.embeddings_initializer,
-                    regularizer=self.embeddings_regularizer,
-                    constraint=self.embeddings_constraint,
-                    name=f"block_{i}_embeddings",
+            if block.storage == "qr":
+                # MD + QR: the block's rows are Q[r // m] * R[r % m]; both
+                # tables start zero-mean at QREmbedding's "mult" scale.
+                self.block_embeddings.append(None)
+                self.block_qr.append(tuple(
+                    self.add_weight(
+                        shape=shape,
+                        initializer=_qr_initializer(),
+                        regularizer=self.embeddings_regularizer,
+                        constraint=self.embeddings_constraint,
+                        name=f"block_{i}_{part}",
+                    )
+                    for part, shape in (
+                        ("quotient", (block.quotient_rows, block.dim)),
+                        ("remainder", (block.num_collisions, block.dim)),
+                    )
+                ))
+            else:
+                self.block_qr.append(None)
+                self.block_embeddings.append(
+                    self.add_weight(
+                        shape=(block.rows, block.dim),
+                        initializer=self.embeddings_initializer,
+                        regularizer=self.embeddings_regularizer,
+                        constraint=self.embeddings_constraint,
+                        name=f"block_{i}_embeddings",
+                    )
                 )
-            )
             projection = None
             if self.plan.has_projection(i):
                 projection = self.add_weight(
@@ -262,6 +289,28 @@ class MixedDimEmbedding(layers.Layer):
                 name="frequency_counts",
             )
         self.built = True
+
+    @classmethod
+    def from_embedding(cls, embedding, counts, **kwargs):
+        """A `MixedDimEmbedding` converted from a trained uniform table.
+
+        Plans blocks from `counts` and gives each block the principal
+        directions of its rows (exact, or through a subspace sketch for big
+        blocks); with `alpha=0` the result equals the original exactly. See
+        `keras_mixed_dim.compress.mixed_dim_from_embedding` for every
+        argument (`alpha`, `num_blocks`, `budget`, `sketch`, ...).
+
+        Args:
+            embedding: A built `keras.layers.Embedding` or its weight array.
+            counts: Per-id counts.
+            **kwargs: Conversion arguments.
+
+        Returns:
+            A built `MixedDimEmbedding`.
+        """
+        from keras_mixed_dim.compress.convert import mixed_dim_from_embedding
+
+        return mixed_dim_from_embedding(embedding, counts, **kwargs)
 
     def rebuild(self, plan, ranks):
         """Replaces the layer's variables with fresh ones for a new plan.
@@ -386,7 +435,7 @@ class MixedDimEmbedding(layers.Layer):
                 ops.greater_equal(ranks, start), ops.less(ranks, stop)
             )
             rows = ops.clip(ranks - start, 0, stop - start - 1)
-            values = ops.take(self.block_embeddings[i], rows, axis=0)
+            values = self._block_rows(i, rows)
             values = ops.where(ops.expand_dims(member, -1), values, 0.0)
             # Reducing before projecting is exact (the projection is linear)
             # and does the matmul once per bag instead of once per id.
@@ -413,12 +462,16 @@ class MixedDimEmbedding(layers.Layer):
             outputs = ops.divide(outputs, count)
         return outputs
 
+    def _gather_block(self, index, rows):
+        """Rows of block `index`'s table (a hook for quantized tables)."""
+        return ops.take(self.block_embeddings[index], rows, axis=0)
+
     def _head_table(self):
         """The first blocks projected to `output_dim`, in rank order, then a
         row of zeros for every rank outside them."""
         parts = []
         for i in range(self._head_blocks):
-            part = self.block_embeddings[i]
+            part = self._block_table(i)
             if self.block_projections[i] is not None:
                 part = ops.matmul(part, self.block_projections[i])
             parts.append(part)
@@ -427,9 +480,27 @@ class MixedDimEmbedding(layers.Layer):
 
     def block_outputs(self, index):
         """All output vectors of block `index` in rank order: table x projection."""
-        table = self.block_embeddings[index]
+        table = self._block_table(index)
         projection = self.block_projections[index]
         return table if projection is None else ops.matmul(table, projection)
+
+    def _block_rows(self, index, rows):
+        """Rows `rows` (block-local, valid) of block `index`, before projection."""
+        if self.block_qr[index] is None:
+            return self._gather_block(index, rows)
+        quotient, remainder = self.block_qr[index]
+        m = self.plan.blocks[index].num_collisions
+        return ops.multiply(
+            ops.take(quotient, ops.floor_divide(rows, m), axis=0),
+            ops.take(remainder, ops.mod(rows, m), axis=0),
+        )
+
+    def _block_table(self, index):
+        """All rows of block `index` (a QR block's are composed)."""
+        if self.block_qr[index] is None:
+            return self.block_embeddings[index]
+        rows = ops.arange(self.plan.blocks[index].rows, dtype="int32")
+        return self._block_rows(index, rows)
 
     def compute_mask(self, inputs, mask=None):
         if not self.mask_zero or self.combiner is not None:
@@ -487,6 +558,13 @@ def _count_project_first_blocks(plan):
             break
         count += 1
     return count
+
+
+def _qr_initializer():
+    from keras_mixed_dim.layers.qr_embedding import EMBEDDING_STD
+
+    limit = (3.0 * EMBEDDING_STD) ** 0.5
+    return initializers.RandomUniform(-limit, limit)
 
 
 class _IdentityRanks(initializers.Initializer):

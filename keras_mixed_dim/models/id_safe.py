@@ -54,7 +54,7 @@ class IdSafeModel(keras.Model):
 
     def sanitize_inputs(self, x):
         """Returns `x` with its integer-input numpy leaves sanitized."""
-        if x is None or not getattr(self, "_inputs_struct", None):
+        if x is None or getattr(self, "_inputs_struct", None) is None:
             return x
         integer = dict(self._integer_inputs())
         if not integer:

@@ -1,12 +1,18 @@
 """Frequency blocks inside one feature: ranking, cutting and sizing."""
 
+import dataclasses
+import math
+
 import numpy as np
 
 from keras_mixed_dim.planning.plan import Block
 from keras_mixed_dim.planning.plan import BlockPlan
 from keras_mixed_dim.planning.solver import check_alpha
+from keras_mixed_dim.planning.solver import check_integer
+from keras_mixed_dim.planning.solver import check_number
+from keras_mixed_dim.planning.solver import check_round_dims
+from keras_mixed_dim.planning.solver import round_dims_by
 from keras_mixed_dim.planning.solver import round_half_even
-from keras_mixed_dim.planning.solver import round_to_power_of_two
 
 
 def check_counts(counts, input_dim=None):
@@ -33,9 +39,12 @@ def check_counts(counts, input_dim=None):
         raise ValueError(
             f"`counts` has {array.size} entries but input_dim is {input_dim}."
         )
-    if array.sum() <= 0:
+    top = array.max()
+    if top <= 0:
         raise ValueError("`counts` sum to zero: there is no popularity to rank by.")
-    return array
+    # Only ratios matter; scaling by the maximum keeps sums of huge counts
+    # (1e308 each) finite, so masses never become inf / inf = NaN.
+    return array / top
 
 
 def rank_ids(counts):
@@ -95,7 +104,12 @@ def equal_mass_boundaries(sorted_counts, num_blocks):
 
 def check_boundaries(boundaries, num_ids):
     """Turns explicit cut points into offsets `(0, b_1, ..., num_ids)`."""
-    cuts = [int(b) for b in boundaries]
+    if isinstance(boundaries, (str, bytes)) or not hasattr(boundaries, "__iter__"):
+        raise ValueError(
+            "`boundaries` must be a sequence of rank cut points such as "
+            f"[100, 10_000]. Received: {boundaries!r}"
+        )
+    cuts = [check_integer(f"boundaries[{i}]", b) for i, b in enumerate(boundaries)]
     offsets = [0] + cuts + [num_ids]
     for left, right in zip(offsets[:-1], offsets[1:]):
         if right <= left:
@@ -129,11 +143,11 @@ def block_dims(rows, masses, alpha, output_dim, base_dim=None, budget=None,
             f"base_dim={base_dim!r}, budget={budget!r}"
         )
 
+    rule = check_round_dims(round_dims)
+
     def dims_for(lam):
         dims = round_half_even(np.clip(lam * popularity, 1.0, output_dim))
-        if round_dims:
-            dims = np.minimum(round_to_power_of_two(dims), output_dim)
-        return np.clip(dims, 1, output_dim)
+        return np.clip(round_dims_by(dims, rule, output_dim), 1, output_dim)
 
     def params_for(dims):
         projections = np.where(dims != output_dim, dims * output_dim, 0)
@@ -141,24 +155,19 @@ def block_dims(rows, masses, alpha, output_dim, base_dim=None, budget=None,
 
     if budget is None:
         base_dim = output_dim if base_dim is None else base_dim
-        if isinstance(base_dim, bool) or not float(base_dim).is_integer() or not (
-            1 <= base_dim <= output_dim
-        ):
-            raise ValueError(
-                f"`base_dim` must be an integer in [1, output_dim={output_dim}]. "
-                f"Received: {base_dim!r}"
-            )
+        check_integer("base_dim", base_dim, minimum=1, maximum=output_dim)
         top = popularity.max()
         dims = dims_for(base_dim / top) if top > 0 else np.ones(rows.size, int)
         return tuple(int(d) for d in dims)
 
-    if isinstance(budget, bool) or not np.isfinite(float(budget)) or budget <= 0:
-        raise ValueError(f"`budget` must be a number > 0. Received: {budget!r}")
-    smallest = params_for(np.ones(rows.size, dtype=np.int64))
+    check_number("budget", budget, positive=True)
+    narrowest = dims_for(0.0)
+    smallest = params_for(narrowest)
     if smallest > budget:
         raise ValueError(
             f"`budget`={budget!r} is below the smallest possible plan: every "
-            f"block at dim 1 already needs {int(smallest):,} parameters."
+            f"block at its narrowest dim ({int(narrowest.min())}) already needs "
+            f"{int(smallest):,} parameters."
         )
     positive = popularity[popularity > 0]
     if positive.size == 0:
@@ -168,7 +177,7 @@ def block_dims(rows, masses, alpha, output_dim, base_dim=None, budget=None,
     # feasible plan seen rather than trusting monotonicity.
     low = np.log(0.5 / positive.max())
     high = np.log((output_dim + 0.5) / positive.min())
-    best = np.ones(rows.size, dtype=np.int64)
+    best = narrowest
     if params_for(dims_for(np.exp(high))) <= budget:
         return tuple(int(d) for d in dims_for(np.exp(high)))
     for _ in range(100):
@@ -194,6 +203,8 @@ def plan_blocks(
     budget=None,
     round_dims=False,
     remap=None,
+    qr_min_rows=None,
+    qr_collisions=None,
 ):
     """Plans the frequency blocks of one feature.
 
@@ -214,18 +225,27 @@ def plan_blocks(
         base_dim: Dim of the most popular block (default `output_dim`).
         budget: Alternative to `base_dim`: a total parameter budget for
             tables plus projections.
-        round_dims: Round dims to powers of two.
+        round_dims: False; True / "pow2" to round dims to powers of two; or
+            an integer multiple such as 4 or 8 (GPU kernels and FBGEMM need
+            dims divisible by 4). A `budget` is still respected.
         remap: Whether the layer keeps an id -> rank table. Default: only when
             the ranking from `counts` is not the identity. Force it for a
             layer whose ranking will change (see `FrequencyRecount`).
+        qr_min_rows: Optional: every block of more than this many rows
+            stores its rows as a quotient-remainder pair (MD + QR,
+            arXiv:1909.02107) instead of a full table. The dims are sized
+            first (a `budget` counts full tables); QR then shrinks the big
+            blocks, so `plan.params` / `plan.bytes` are below the budget.
+        qr_collisions: Optional callable `rows -> m` or integer for the
+            remainder rows of QR blocks; default `ceil(sqrt(rows))`, the
+            fewest parameters.
 
     Returns:
         A `BlockPlan`.
     """
-    for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
-        if isinstance(value, bool) or not float(value).is_integer() or value < 1:
-            raise ValueError(f"`{name}` must be an integer >= 1. Received: {value!r}")
-    input_dim, output_dim = int(input_dim), int(output_dim)
+    input_dim = check_integer("input_dim", input_dim, minimum=1)
+    output_dim = check_integer("output_dim", output_dim, minimum=1)
+    check_alpha(alpha)
     if counts is None:
         sorted_counts = zipf_counts(input_dim)
         identity = True
@@ -259,16 +279,37 @@ def plan_blocks(
         round_dims=round_dims,
     )
     blocks = tuple(
-        Block(start=int(a), stop=int(b), dim=d, mass=float(m))
+        _storage(Block(start=int(a), stop=int(b), dim=d, mass=float(m)),
+                 qr_min_rows, qr_collisions)
         for a, b, d, m in zip(starts, stops, dims, masses)
     )
     return BlockPlan(input_dim, output_dim, blocks, remapped=bool(remap))
 
 
-def _check_num_blocks(num_blocks, num_ids):
-    if isinstance(num_blocks, bool) or not float(num_blocks).is_integer() or not (
-        1 <= num_blocks <= num_ids
+def _storage(block, qr_min_rows, qr_collisions):
+    """`block` as a QR block when it has more than `qr_min_rows` rows."""
+    if qr_min_rows is None:
+        return block
+    if isinstance(qr_min_rows, bool) or not float(qr_min_rows).is_integer() or (
+        qr_min_rows < 1
     ):
+        raise ValueError(f"`qr_min_rows` must be an integer >= 1. Received: "
+                         f"{qr_min_rows!r}")
+    if block.rows <= qr_min_rows:
+        return block
+    if qr_collisions is None:
+        m = math.isqrt(block.rows - 1) + 1
+    elif callable(qr_collisions):
+        m = qr_collisions(block.rows)
+    else:
+        m = qr_collisions
+    m = min(int(m), block.rows)
+    return dataclasses.replace(block, storage="qr", num_collisions=m)
+
+
+def _check_num_blocks(num_blocks, num_ids):
+    check_integer("num_blocks", num_blocks)
+    if not 1 <= num_blocks <= num_ids:
         raise ValueError(
             f"`num_blocks` must be an integer in [1, {num_ids}] (the number of "
             f"ids). Received: {num_blocks!r}"

@@ -6,6 +6,7 @@ import numpy as np
 
 FLOAT_BYTES = 4
 REMAP_BYTES = 4
+STORAGES = ("full", "qr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,12 +19,19 @@ class Block:
         dim: Width of the block's table.
         mass: Fraction of lookups that fall in the block when the plan was
             made, or None when the plan was not made from counts.
+        storage: `"full"`: one `rows x dim` table. `"qr"`: a
+            quotient-remainder pair (arXiv:1909.02107): row `r` of the block
+            is `Q[r // m] * R[r % m]` (element-wise) with `Q` of
+            `ceil(rows / m) x dim` and `R` of `m x dim`.
+        num_collisions: `m` of a `"qr"` block (None for `"full"`).
     """
 
     start: int
     stop: int
     dim: int
     mass: float | None = None
+    storage: str = "full"
+    num_collisions: int | None = None
 
     def __post_init__(self):
         for name in ("start", "stop", "dim"):
@@ -35,10 +43,37 @@ class Block:
             object.__setattr__(self, name, int(value))
         if self.mass is not None:
             object.__setattr__(self, "mass", float(self.mass))
+        if self.storage not in STORAGES:
+            raise ValueError(
+                f"Block `storage` must be one of {STORAGES}. Received: {self.storage!r}")
+        if self.storage == "full":
+            if self.num_collisions is not None:
+                raise ValueError("`num_collisions` is only for storage='qr' blocks.")
+        else:
+            m = self.num_collisions
+            if m is None or isinstance(m, bool) or not float(m).is_integer() or not (
+                1 <= m <= max(1, self.stop - self.start)
+            ):
+                raise ValueError(
+                    f"A 'qr' block of {self.stop - self.start} rows needs "
+                    f"`num_collisions` in [1, {self.stop - self.start}]. Received: {m!r}")
+            object.__setattr__(self, "num_collisions", int(m))
 
     @property
     def rows(self):
         return self.stop - self.start
+
+    @property
+    def quotient_rows(self):
+        """Rows of the quotient table of a `"qr"` block."""
+        return -(-self.rows // self.num_collisions)
+
+    @property
+    def table_params(self):
+        """Floats stored for the block's rows (the projection excluded)."""
+        if self.storage == "qr":
+            return (self.quotient_rows + self.num_collisions) * self.dim
+        return self.rows * self.dim
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +149,7 @@ class BlockPlan:
 
     @property
     def embedding_params(self):
-        return sum(b.rows * b.dim for b in self.blocks)
+        return sum(b.table_params for b in self.blocks)
 
     @property
     def projection_params(self):
@@ -153,11 +188,22 @@ class BlockPlan:
         ranks = np.asarray(ranks)
         return np.searchsorted(np.asarray(self.offsets[1:]), ranks, side="right")
 
+    @property
+    def has_qr_blocks(self):
+        return any(b.storage == "qr" for b in self.blocks)
+
     def get_config(self):
+        blocks = []
+        for b in self.blocks:
+            config = dataclasses.asdict(b)
+            if b.storage == "full":
+                # full blocks keep the config of plans made before QR storage
+                del config["storage"], config["num_collisions"]
+            blocks.append(config)
         return {
             "input_dim": self.input_dim,
             "output_dim": self.output_dim,
-            "blocks": [dataclasses.asdict(b) for b in self.blocks],
+            "blocks": blocks,
             "remapped": self.remapped,
         }
 
@@ -173,16 +219,21 @@ class BlockPlan:
         lines = [
             header,
             f"{'block':>5} {'ranks':>23} {'rows':>12} {'dim':>5} {'mass':>7} "
-            f"{'params':>13}",
+            f"{'params':>13}{'  storage' if self.has_qr_blocks else ''}",
         ]
         for i, b in enumerate(self.blocks):
-            params = b.rows * b.dim + (
+            params = b.table_params + (
                 b.dim * self.output_dim if self.has_projection(i) else 0
             )
             mass = "-" if b.mass is None else f"{b.mass:.3f}"
+            storage = ""
+            if self.has_qr_blocks:
+                storage = "  full" if b.storage == "full" else (
+                    f"  qr m={b.num_collisions:,} ({b.quotient_rows:,} + "
+                    f"{b.num_collisions:,} rows)")
             lines.append(
                 f"{i:>5} {f'[{b.start:,}, {b.stop:,})':>23} {b.rows:>12,} "
-                f"{b.dim:>5} {mass:>7} {params:>13,}"
+                f"{b.dim:>5} {mass:>7} {params:>13,}{storage}"
             )
         lines.append(
             f"total {self.params:,} params ({self.embedding_params:,} table + "

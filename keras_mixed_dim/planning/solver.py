@@ -25,13 +25,11 @@ def _as_positive_vector(name, values):
 
 def check_alpha(alpha):
     """Returns `alpha` as a float after checking it is finite and >= 0."""
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"`alpha` must be a number >= 0. Received: {alpha!r}")
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"`alpha` must be a number >= 0. Received: {alpha!r}")
-    return value
+    ok = isinstance(alpha, (int, float, np.integer, np.floating)) and not isinstance(
+        alpha, bool)
+    if not ok or not np.isfinite(float(alpha)) or float(alpha) < 0:
+        raise ValueError(f"`alpha` must be a number >= 0. Received: alpha={alpha!r}")
+    return float(alpha)
 
 
 def check_one_of_base_dim_or_budget(base_dim, budget):
@@ -42,17 +40,79 @@ def check_one_of_base_dim_or_budget(base_dim, budget):
             f"base_dim={base_dim!r}, budget={budget!r}"
         )
     if base_dim is not None:
-        if isinstance(base_dim, bool) or not float(base_dim).is_integer() or (
-            base_dim < 1
-        ):
-            raise ValueError(
-                f"`base_dim` must be an integer >= 1. Received: {base_dim!r}"
-            )
+        check_integer("base_dim", base_dim, minimum=1)
     else:
-        if isinstance(budget, bool) or not np.isfinite(float(budget)) or (
-            budget <= 0
-        ):
-            raise ValueError(f"`budget` must be a number > 0. Received: {budget!r}")
+        check_number("budget", budget, positive=True)
+
+
+# Widest dim a plan may hold: every framework indexes columns with int32.
+MAX_DIM = np.iinfo(np.int32).max
+
+
+def check_integer(name, value, minimum=None, maximum=None):
+    """Returns `value` as an int, or raises a ValueError naming `name`.
+
+    Accepts Python and numpy integers and whole-number floats; rejects bools,
+    strings and everything else with a message instead of a TypeError.
+    """
+    whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if isinstance(value, (float, np.floating)) and np.isfinite(value):
+        whole = float(value).is_integer()
+    if not whole:
+        raise ValueError(
+            f"`{name}` must be an integer. Received: {name}={value!r} "
+            f"(of type {type(value).__name__})."
+        )
+    value = int(value)
+    if (minimum is not None and value < minimum) or (
+        maximum is not None and value > maximum
+    ):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"`{name}` must be an integer {bounds}. Received: {value!r}")
+    return value
+
+
+def check_number(name, value, positive=False):
+    """Returns `value` as a finite float, or raises a ValueError naming it."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool)
+    if ok:
+        value = float(value)
+        ok = np.isfinite(value) and (value > 0 or not positive)
+    if not ok:
+        kind = "a finite number > 0" if positive else "a finite number"
+        raise ValueError(f"`{name}` must be {kind}. Received: {name}={value!r}")
+    return value
+
+
+def check_round_dims(round_dims):
+    """`round_dims` is False/None (no rounding), True or "pow2" (powers of
+    two), or an integer multiple >= 2 (4 or 8 for GPU kernels and FBGEMM)."""
+    if round_dims is None or round_dims is False:
+        return None
+    if round_dims is True or round_dims == "pow2":
+        return "pow2"
+    if isinstance(round_dims, (int, np.integer)) and not isinstance(round_dims, bool):
+        if round_dims >= 2:
+            return int(round_dims)
+    raise ValueError(
+        "`round_dims` must be False, True / 'pow2' (powers of two) or an integer "
+        f"multiple >= 2 such as 4 or 8. Received: {round_dims!r}"
+    )
+
+
+def round_dims_by(dims, rule, output_dim=None):
+    """Applies a `check_round_dims` rule; never above `output_dim` when given."""
+    dims = np.asarray(dims)
+    if rule is None:
+        rounded = dims
+    elif rule == "pow2":
+        rounded = round_to_power_of_two(dims)
+    else:
+        rounded = np.maximum(rule, np.round(dims / rule).astype(np.int64) * rule)
+    if output_dim is not None:
+        rounded = np.minimum(rounded, output_dim)
+    return rounded.astype(np.int64)
 
 
 def round_half_even(values):
@@ -83,6 +143,12 @@ def alpha_power_rule(sizes, alpha, base_dim=None, budget=None):
     dims = np.maximum(dims, 1.0)
     if base_dim is not None:
         dims[0] = base_dim
+    if not np.all(np.isfinite(dims)) or dims.max() > MAX_DIM:
+        setting = f"base_dim={base_dim!r}" if base_dim is not None else f"budget={budget!r}"
+        raise ValueError(
+            f"{setting} gives a dimension of {dims.max():.3g}, beyond the widest "
+            f"embedding any backend can index ({MAX_DIM:,}); lower it."
+        )
     return round_half_even(dims)
 
 
@@ -108,7 +174,9 @@ def md_solver(
         budget: A parameter budget B; lambda = B / sum(n**(1 - alpha)), where
             n is the table size divided by `queries_per_inference`.
             Exclusive with `base_dim`.
-        round_dims: If True, round each dimension to the nearest power of two.
+        round_dims: False; True or "pow2" to round each dimension to the
+            nearest power of two; or an integer such as 4 or 8 to round to
+            the nearest multiple of it (at least the multiple).
         queries_per_inference: Optional average number of lookups per
             inference for each table (DLRM's `k`); defaults to 1 per table.
 
@@ -133,8 +201,7 @@ def md_solver(
     dims = alpha_power_rule(
         sizes[order] / queries[order], alpha, base_dim=base_dim, budget=budget
     )
-    if round_dims:
-        dims = round_to_power_of_two(dims)
+    dims = round_dims_by(dims, check_round_dims(round_dims))
     result = np.empty_like(dims)
     result[order] = dims
     return result

@@ -1,0 +1,225 @@
+"""Compress a trained `.keras` model: Embedding tables -> mixed-dimension ones.
+
+    python export/compress_model.py --model runs/mf.keras \
+        --data /path/to/ml-100k --budget 0.125 --out runs/mf_md.keras \
+        [--fine-tune-epochs 1] [--quantize int8]
+
+    python export/compress_model.py --model model.keras --counts counts.npz \
+        --budget 0.125 --out small.keras
+
+Per-id counts come from `--data`, a MovieLens folder or ratings file for an
+MF / NCF model saved by `examples/movielens.py --save` (ids are encoded with
+the `STEM.vocab.json` saved beside the model, and counted on the training
+split that example uses), or from `--counts`, an `.npz` file with one array
+per Embedding layer name. With `--data`, the test MSE is printed before and
+after conversion, and `--fine-tune-epochs` trains the converted model on the
+training split. Outputs are written atomically: `OUT`, `OUT_STEM.vocab.json`
+(for `export/export_model.py`) and `OUT_STEM.compress.json` (the report).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="the trained .keras model")
+    parser.add_argument("--out", required=True, help="where to write the .keras result")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="MovieLens folder or ratings file (MF / NCF)")
+    source.add_argument("--counts", help=".npz with per-id counts per layer name")
+    parser.add_argument("--budget", type=float, default=0.125,
+                        help="fraction (< 1) of each table's bytes, or bytes")
+    parser.add_argument("--method", default="md")
+    parser.add_argument("--layers", nargs="+", help="Embedding layer names "
+                        "(default: every Embedding of >= --min-rows rows)")
+    parser.add_argument("--min-rows", type=int, default=1000)
+    parser.add_argument("--alpha", default="auto", help="power-rule alpha or 'auto'")
+    parser.add_argument("--num-blocks", type=int, default=4)
+    parser.add_argument("--sketch", default="osnap",
+                        help="sketch for large blocks: osnap, gaussian, countsketch, none")
+    parser.add_argument("--fine-tune-epochs", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--quantize", choices=("int8", "float16"),
+                        help="store the block tables quantized, after fine-tuning")
+    split = parser.add_argument_group("MovieLens split (as examples/movielens.py)")
+    split.add_argument("--split-seed", type=int, default=0)
+    split.add_argument("--test-fraction", type=float, default=0.1)
+    split.add_argument("--val-fraction", type=float, default=0.1)
+    args = parser.parse_args(argv)
+    if not args.out.endswith(".keras"):
+        parser.error(f"--out must end in .keras, got {args.out!r}")
+    if args.fine_tune_epochs < 0:
+        parser.error("--fine-tune-epochs must be >= 0")
+    if args.fine_tune_epochs and not args.data:
+        parser.error("--fine-tune-epochs needs --data to train on")
+    if args.alpha != "auto":
+        try:
+            args.alpha = float(args.alpha)
+        except ValueError:
+            parser.error(f"--alpha must be a number or 'auto', got {args.alpha!r}")
+    if args.sketch == "none":
+        args.sketch = None
+    return args
+
+
+def movielens_data(args, model):
+    """Encoded `(train, test)` splits and per-layer counts from `--data`."""
+    import numpy as np
+
+    from keras_mixed_dim.datasets import Vocabulary
+    from keras_mixed_dim.datasets.movielens import read_ratings
+    from keras_mixed_dim.datasets.ratings import split_random
+
+    vocab_path = pathlib.Path(args.model[: -len(".keras")] + ".vocab.json")
+    if not vocab_path.is_file():
+        raise SystemExit(
+            f"error: {vocab_path} not found. --data needs the user / item "
+            "vocabularies that examples/movielens.py --save writes beside the model."
+        )
+    vocab = json.loads(vocab_path.read_text())
+    names = {tensor.name.split(":")[0] for tensor in model.inputs}
+    if not {"user", "item"} <= names:
+        raise SystemExit(
+            f"error: --data is for MovieLens MF / NCF models with inputs 'user' and "
+            f"'item'; this model's inputs are {sorted(names)}. Use --counts."
+        )
+    ratings = read_ratings(args.data)
+    parts = split_random(len(ratings), args.test_fraction, args.val_fraction,
+                         seed=args.split_seed)
+    vocabularies = {}
+    for key in ("user", "item"):
+        tokens = np.asarray(vocab[key])
+        vocabularies[key] = Vocabulary(tokens, np.zeros(len(tokens), np.int64))
+
+    def encode(index):
+        part = ratings.subset(index)
+        return ({"user": vocabularies["user"].lookup(part.users),
+                 "item": vocabularies["item"].lookup(part.items)}, part.ratings)
+
+    train, val, test = (encode(index) for index in parts)
+    counts = {}
+    for key in ("user", "item"):
+        name = f"{key}_embedding"
+        try:
+            rows = model.get_layer(name).input_dim
+        except ValueError:
+            continue
+        counts[name] = np.bincount(train[0][key], minlength=rows)[:rows]
+    return train, val, test, counts
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    import keras_mixed_dim.layers  # noqa: F401  (registers the custom layers)
+    from keras_mixed_dim.compress import compress_model
+    from keras_mixed_dim.compress import embedding_layers
+    from keras_mixed_dim.io_utils import atomic_save_model
+    from keras_mixed_dim.io_utils import atomic_write_json
+
+    if not pathlib.Path(args.model).is_file():
+        raise SystemExit(f"error: no model file at {args.model}")
+    model = keras.saving.load_model(args.model)
+    embeddings = embedding_layers(model)
+    if not embeddings:
+        raise SystemExit(
+            f"error: {args.model} has no keras.layers.Embedding layer; there is "
+            "nothing to compress."
+        )
+    train = test = None
+    if args.data:
+        train, _, test, counts = movielens_data(args, model)
+    else:
+        with np.load(args.counts) as file:
+            counts = {name: file[name] for name in file.files}
+
+    def mse(m):
+        prediction = m.predict(test[0], batch_size=4096, verbose=0).reshape(-1)
+        return float(np.mean((prediction - test[1]) ** 2))
+
+    results = {"model": args.model, "budget": args.budget, "method": args.method}
+    if test is not None:
+        results["mse_original"] = mse(model)
+        print(f"test MSE, original:        {results['mse_original']:.5f}")
+
+    selected = args.layers or [
+        layer.name for layer in embeddings
+        if layer.input_dim >= args.min_rows and layer.output_dim > 1]
+    total_rows = sum(layer.input_dim for layer in embeddings if layer.name in selected)
+    with tqdm(total=total_rows, unit="rows", desc="converting") as bar:
+        state = {"layer": None, "done": 0}
+
+        def progress(name, done, total):
+            if name != state["layer"]:
+                state.update(layer=name, done=0)
+                bar.set_postfix_str(name)
+            bar.update(done - state["done"])
+            state["done"] = done
+
+        options = {"num_blocks": args.num_blocks, "alpha": args.alpha,
+                   "sketch": args.sketch} if args.method == "md" else {}
+        try:
+            new_model, report = compress_model(
+                model, counts, budget=args.budget, method=args.method,
+                layer_names=args.layers, min_rows=args.min_rows,
+                progress=progress, **options)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}")
+    print(report)
+    results["layers"] = [
+        {"name": entry.name, "bytes_before": entry.bytes_before,
+         "bytes_after": entry.bytes_after,
+         "alpha": getattr(entry.details, "alpha", None),
+         "weighted_error": getattr(entry.details, "weighted_error", None),
+         "blocks": [vars(b) for b in getattr(entry.details, "blocks", [])]}
+        for entry in report.layers
+    ]
+    if test is not None:
+        results["mse_converted"] = mse(new_model)
+        print(f"test MSE, converted:       {results['mse_converted']:.5f}")
+    if args.fine_tune_epochs:
+        optimizer = (keras.optimizers.deserialize(keras.optimizers.serialize(
+            model.optimizer)) if getattr(model, "optimizer", None) else "adam")
+        new_model.compile(optimizer=optimizer, loss="mse")
+        new_model.fit(train[0], train[1], epochs=args.fine_tune_epochs,
+                      batch_size=args.batch_size, verbose=1)
+        results["mse_fine_tuned"] = mse(new_model)
+        print(f"test MSE, fine-tuned:      {results['mse_fine_tuned']:.5f}")
+    if args.quantize:
+        from keras_mixed_dim.compress import quantize_model
+
+        new_model, quantized = quantize_model(new_model, args.quantize)
+        results["quantize"] = args.quantize
+        results["bytes_quantized"] = quantized.bytes_after
+        print(f"{args.quantize} block tables: {quantized.bytes_before:,} -> "
+              f"{quantized.bytes_after:,} embedding bytes")
+        if test is not None:
+            results["mse_quantized"] = mse(new_model)
+            print(f"test MSE, {args.quantize}:  {results['mse_quantized']:.5f}")
+    atomic_save_model(new_model, args.out)
+    out_stem = args.out[: -len(".keras")]
+    vocab = pathlib.Path(args.model[: -len(".keras")] + ".vocab.json")
+    if vocab.is_file():
+        temporary = pathlib.Path(out_stem + ".vocab.json.partial")
+        shutil.copyfile(vocab, temporary)
+        os.replace(temporary, out_stem + ".vocab.json")
+    atomic_write_json(out_stem + ".compress.json", results)
+    print(f"wrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

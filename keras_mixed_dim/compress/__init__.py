@@ -1,0 +1,36 @@
+"""Compressing trained models: uniform -> mixed-dimension conversion and
+quantized tables for serving."""
+
+from keras_mixed_dim.compress.convert import BlockReport
+from keras_mixed_dim.compress.convert import ConversionReport
+from keras_mixed_dim.compress.convert import convert_weights
+from keras_mixed_dim.compress.convert import mixed_dim_from_embedding
+from keras_mixed_dim.compress.model import COMPRESSION_METHODS
+from keras_mixed_dim.compress.model import CompressionReport
+from keras_mixed_dim.compress.model import LayerCompression
+from keras_mixed_dim.compress.model import compress_model
+from keras_mixed_dim.compress.model import embedding_layers
+from keras_mixed_dim.compress.model import register_method
+from keras_mixed_dim.compress.quantize import QuantizedMixedDimEmbedding
+from keras_mixed_dim.compress.quantize import quantize_layer
+from keras_mixed_dim.compress.quantize import quantize_model
+from keras_mixed_dim.compress.quantize import quantize_rows
+from keras_mixed_dim.compress.quantize import weight_bytes
+
+__all__ = [
+    "BlockReport",
+    "COMPRESSION_METHODS",
+    "CompressionReport",
+    "LayerCompression",
+    "compress_model",
+    "embedding_layers",
+    "register_method",
+    "ConversionReport",
+    "convert_weights",
+    "QuantizedMixedDimEmbedding",
+    "mixed_dim_from_embedding",
+    "quantize_layer",
+    "quantize_model",
+    "quantize_rows",
+    "weight_bytes",
+]

@@ -1,0 +1,59 @@
+"""Scale-out on existing engines: JAX ModelParallel / DataParallel over 4 host
+devices and TF MirroredStrategy over 2 logical CPUs. Each runs in its own
+process, since device counts are fixed when a backend starts.
+
+MultiWorkerMirroredStrategy (two worker processes) is in
+tests/backend/tensorflow/test_multiworker.py.
+"""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+@pytest.mark.multiprocess
+def test_jax_model_parallel_shards_rows_and_matches_unsharded(run_python):
+    pytest.importorskip("jax", reason="the JAX backend needs the jax package")
+    out = run_python.last_json(run_python.program("jax_model_parallel.py",
+                                                  env={"JAX_PLATFORMS": "cpu"}))
+    assert out["devices"] == 4
+    np.testing.assert_allclose(out["model"], out["plain"], rtol=1e-4)
+    np.testing.assert_allclose(out["data"], out["plain"], rtol=1e-4)
+    # each device holds a quarter of each sharded table's rows
+    expected = {"items/block_0_embeddings": 40, "items/block_1_embeddings": 360,
+                "items/block_2_embeddings": 3600, "users/embeddings": 1000}
+    assert set(out["shards"]) == set(expected)
+    for path, rows in expected.items():
+        assert [s[0] for s in out["shards"][path]] == [rows // 4] * 4, path
+
+
+@pytest.mark.multiprocess
+def test_mirrored_strategy_two_logical_cpus_matches_one_device(run_python):
+    out = run_python.last_json(run_python.program("mirrored_two_cpus.py"))
+    assert out["replicas"] == 2 and out["replicas_equal"]
+    np.testing.assert_allclose(out["mirrored"], out["single"], rtol=1e-3)
+
+
+def test_initialize_processes_reads_the_environment(monkeypatch):
+    from keras_mixed_dim.distribute import initialize_processes
+
+    monkeypatch.delenv("KERAS_DISTRIBUTION_NUM_PROCESSES", raising=False)
+    assert initialize_processes() is False
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")
+    assert initialize_processes() is False
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "two")
+    with pytest.raises(ValueError, match="'two'"):
+        initialize_processes()
+
+
+def test_strategy_scope_names_the_backend_it_needs():
+    from keras_mixed_dim.distribute import strategy_scope
+
+    with pytest.raises(ValueError, match="KERAS_BACKEND=jax"):
+        strategy_scope("model")  # these tests run on TensorFlow
+    with pytest.raises(ValueError, match="'pipeline'"):
+        strategy_scope("pipeline")
+    with strategy_scope(None):
+        pass

@@ -1,0 +1,31 @@
+"""examples/criteo.py end to end."""
+
+import json
+import pathlib
+import keras
+import pytest
+from keras_mixed_dim import MixedDimEmbedding
+
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_example_end_to_end_on_real_rows(shared_data, tmp_path, run_python):
+    data = shared_data / "criteo" / "derived" / "train.tiny.txt"
+    if not data.exists():
+        pytest.skip(f"Criteo sample not found at {data}")
+    results_path, model_path = tmp_path / "r.json", tmp_path / "m.keras"
+    result = run_python(
+        EXAMPLES / "criteo.py", "--data", str(data),
+        "--vocab-dir", str(tmp_path / "vocab"), "--embedding", "block",
+        "--epochs", "3", "--batch-size", "256", "--bottom", "64", "--top", "64",
+        "--verbose", "0", "--results-json", str(results_path),
+        "--save", str(model_path))
+    results = json.loads(results_path.read_text())
+    assert results["source"]["rows"] == 1999
+    losses = results["loss_history"]
+    assert losses[-1] < losses[0]
+    assert results["vocabulary_bytes"] > 0 and results["embedding_bytes"] > 0
+    assert "val AUC" in result.stdout
+    loaded = keras.models.load_model(model_path)
+    assert isinstance(loaded.get_layer("embedding_2"), MixedDimEmbedding)

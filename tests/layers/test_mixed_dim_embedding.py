@@ -1,0 +1,477 @@
+"""MixedDimEmbedding on the current Keras backend (TensorFlow by default;
+test_backends.py runs this file again under JAX)."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_mixed_dim import MixedDimEmbedding
+from keras_mixed_dim.planning import Block
+from keras_mixed_dim.planning import BlockPlan
+from keras_mixed_dim.planning import plan_blocks
+
+BACKEND = keras.backend.backend()
+
+
+def numpy_outputs(layer, ids):
+    """Reference lookup in numpy from the layer's weights and plan."""
+    ids = np.asarray(ids)
+    plan = layer.plan
+    if plan.remapped:
+        remap = keras.ops.convert_to_numpy(layer.remap)
+    out = np.zeros(ids.shape + (plan.output_dim,), dtype=np.float32)
+    for index in np.ndindex(ids.shape):
+        i = int(ids[index])
+        if not 0 <= i < plan.input_dim:
+            continue
+        rank = remap[i] if plan.remapped else i
+        b = int(plan.block_of_rank(rank))
+        row = keras.ops.convert_to_numpy(layer.block_embeddings[b])[
+            rank - plan.offsets[b]
+        ]
+        proj = layer.block_projections[b]
+        out[index] = row if proj is None else row @ keras.ops.convert_to_numpy(proj)
+    return out
+
+
+def zipf_counts_shuffled(n, seed=0):
+    rng = np.random.default_rng(seed)
+    counts = np.floor(1e4 / np.arange(1, n + 1)).astype("int64")
+    return counts[rng.permutation(n)]
+
+
+@pytest.fixture
+def layer():
+    counts = zipf_counts_shuffled(500)
+    layer = MixedDimEmbedding(500, 16, counts=counts, num_blocks=3, alpha=0.5)
+    layer.build()
+    return layer
+
+
+def test_plan_and_weight_names(layer):
+    assert layer.plan.remapped and layer.plan.num_blocks == 3
+    names = [w.path.split("/")[-1] for w in layer.weights]
+    assert "block_0_embeddings" in names and "remap" in names
+    for i, block in enumerate(layer.plan.blocks):
+        assert tuple(layer.block_embeddings[i].shape) == (block.rows, block.dim)
+        if block.dim == 16:
+            assert layer.block_projections[i] is None
+            assert f"block_{i}_projection" not in names
+        else:
+            assert tuple(layer.block_projections[i].shape) == (block.dim, 16)
+
+
+def test_each_block_is_its_row_times_its_projection(layer):
+    ids = np.arange(500).reshape(25, 20)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer(ids)), numpy_outputs(layer, ids), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer(ids.reshape(-1))),
+        numpy_outputs(layer, ids.reshape(-1)),
+        atol=1e-6,
+    )
+
+
+def test_remap_follows_the_counts(layer):
+    counts = zipf_counts_shuffled(500)
+    remap = ops.convert_to_numpy(layer.remap)
+    # the most frequent id has rank 0 and lands in block 0
+    assert remap[int(np.argmax(counts))] == 0
+    sorted_counts = counts[np.argsort(remap)]
+    assert np.all(np.diff(sorted_counts) <= 0)
+
+
+def test_uniform_plan_equals_keras_embedding():
+    table = np.random.default_rng(1).normal(size=(300, 8)).astype("float32")
+    mixed = MixedDimEmbedding(300, 8, alpha=0.0, num_blocks=4)
+    mixed.build()
+    assert mixed.plan.dims == (8, 8, 8, 8)
+    for i, block in enumerate(mixed.plan.blocks):
+        mixed.block_embeddings[i].assign(table[block.start : block.stop])
+    plain = keras.layers.Embedding(300, 8)
+    plain.build()
+    plain.embeddings.assign(table)
+    ids = np.random.default_rng(2).integers(0, 300, size=(64, 5))
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(mixed(ids)), ops.convert_to_numpy(plain(ids))
+    )
+
+
+def test_uniform_plan_with_counts_equals_embedding_of_ranked_rows():
+    counts = zipf_counts_shuffled(200, seed=3)
+    mixed = MixedDimEmbedding(200, 4, counts=counts, alpha=0.0)
+    mixed.build()
+    table = np.random.default_rng(4).normal(size=(200, 4)).astype("float32")
+    remap = ops.convert_to_numpy(mixed.remap)
+    by_rank = np.empty_like(table)
+    by_rank[remap] = table
+    for i, block in enumerate(mixed.plan.blocks):
+        mixed.block_embeddings[i].assign(by_rank[block.start : block.stop])
+    ids = np.arange(200)
+    np.testing.assert_array_equal(ops.convert_to_numpy(mixed(ids)), table)
+
+
+@pytest.mark.parametrize("remapped", [False, True])
+def test_out_of_range_ids_give_zeros_never_wrap(remapped):
+    counts = zipf_counts_shuffled(50) if remapped else None
+    layer = MixedDimEmbedding(50, 8, counts=counts, alpha=0.5,
+                              embeddings_initializer="ones")
+    ids = np.array([[-1, 49], [50, 0], [-50, 10**6]])
+    out = ops.convert_to_numpy(layer(ids))
+    assert np.all(np.isfinite(out))
+    np.testing.assert_array_equal(out[0, 0], 0)
+    np.testing.assert_array_equal(out[1, 0], 0)
+    np.testing.assert_array_equal(out[2], 0)
+    assert np.any(out[0, 1] != 0) and np.any(out[1, 1] != 0)
+    # int64 ids beyond int32 range do not wrap around either
+    big = np.array([2**32 + 3, 3], dtype="int64")
+    out = ops.convert_to_numpy(layer(big))
+    np.testing.assert_array_equal(out[0], 0)
+    assert np.any(out[1] != 0)
+
+
+@pytest.mark.parametrize("combiner", ["sum", "mean"])
+def test_combiner_reduces_the_bag_and_skips_padding(layer, combiner):
+    bag_layer = MixedDimEmbedding(
+        500, 16, plan=layer.plan, combiner=combiner, mask_zero=True
+    )
+    bag_layer.build()
+    bag_layer.set_weights(layer.get_weights())
+    ids = np.array([[5, 17, 499, 0], [0, 0, 0, 0], [3, -1, 7, 600]])
+    per_id = numpy_outputs(layer, ids)
+    keep = (ids != 0) & (ids >= 0) & (ids < 500)
+    expected = (per_id * keep[..., None]).sum(axis=1)
+    if combiner == "mean":
+        expected /= np.maximum(keep.sum(axis=1, keepdims=True), 1)
+    out = ops.convert_to_numpy(bag_layer(ids))
+    assert out.shape == (3, 16)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    np.testing.assert_array_equal(out[1], 0)
+
+
+def test_mask_zero_without_combiner_gives_a_mask():
+    layer = MixedDimEmbedding(20, 4, mask_zero=True)
+    mask = layer.compute_mask(np.array([[0, 3, 0]]))
+    np.testing.assert_array_equal(ops.convert_to_numpy(mask), [[False, True, False]])
+
+
+def test_output_shapes_and_errors():
+    layer = MixedDimEmbedding(20, 4)
+    assert layer.compute_output_shape((None, 3)) == (None, 3, 4)
+    bag = MixedDimEmbedding(20, 4, combiner="sum")
+    assert bag.compute_output_shape((None, 3)) == (None, 4)
+    with pytest.raises(ValueError, match="bag axis"):
+        bag.compute_output_shape((None,))
+    with pytest.raises(ValueError, match="combiner"):
+        MixedDimEmbedding(20, 4, combiner="max")
+    with pytest.raises(ValueError, match="input_dim"):
+        MixedDimEmbedding(0, 4)
+    with pytest.raises(ValueError, match="output_dim"):
+        MixedDimEmbedding(10, True)
+    with pytest.raises(ValueError, match="plan is for"):
+        MixedDimEmbedding(10, 4, plan=plan_blocks(11, 4))
+
+
+def test_gradients_reach_only_the_looked_up_rows(layer):
+    ids = np.array([[1, 2], [400, 1]])
+    grads = gradients_of_sum(layer, ids)
+    remap = ops.convert_to_numpy(layer.remap)
+    touched = {int(remap[i]) for i in ids.ravel()}
+    for b, block in enumerate(layer.plan.blocks):
+        grad = grads[f"block_{b}_embeddings"]
+        for row in range(block.rows):
+            rank = block.start + row
+            if rank in touched:
+                assert np.any(grad[row] != 0), (b, row)
+            else:
+                assert np.all(grad[row] == 0), (b, row)
+
+
+def gradients_of_sum(layer, ids):
+    """Dense gradients of sum(layer(ids)) by weight name, on this backend."""
+    names = [v.path.split("/")[-1] for v in layer.trainable_variables]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(ids))
+        grads = tape.gradient(loss, layer.trainable_variables)
+        return {n: tf.convert_to_tensor(g).numpy() for n, g in zip(names, grads)}
+    if BACKEND == "jax":
+        import jax
+
+        trainable = [v.value for v in layer.trainable_variables]
+        others = [v.value for v in layer.non_trainable_variables]
+
+        def loss(values):
+            out, _ = layer.stateless_call(values, others, ids)
+            return out.sum()
+
+        return {n: np.asarray(g) for n, g in zip(names, jax.grad(loss)(trainable))}
+    if BACKEND == "torch":
+        out = layer(ids).sum()
+        out.backward()
+        return {
+            n: v.value.grad.cpu().numpy()
+            for n, v in zip(names, layer.trainable_variables)
+        }
+    pytest.skip(f"no gradient helper for backend {BACKEND}")
+
+
+def model_with(layer, input_shape=(3,)):
+    inputs = keras.Input(shape=input_shape, dtype="int32")
+    x = layer(inputs)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(1)(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_jit_compiled_predict_matches_eager(layer, batch):
+    model = model_with(layer)
+    model.compile(jit_compile=True)
+    ids = np.random.default_rng(batch).integers(-2, 502, size=(batch, 3))
+    np.testing.assert_allclose(
+        model.predict(ids, verbose=0, batch_size=batch),
+        ops.convert_to_numpy(model(ids)),
+        atol=1e-5,
+    )
+
+
+def test_functional_model_trains_with_fit():
+    rng = np.random.default_rng(0)
+    counts = zipf_counts_shuffled(300, seed=5)
+    ids = rng.choice(300, size=(2048, 3), p=counts / counts.sum())
+    target = (np.sin(ids).sum(axis=1, keepdims=True)).astype("float32")
+    layer = MixedDimEmbedding(300, 8, counts=counts, alpha=0.3)
+    model = model_with(layer)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    history = model.fit(ids, target, epochs=5, batch_size=128, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.5 * losses[0]
+    # the remap is state, not a trainable weight: training must not touch it
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(layer.remap),
+        MixedDimEmbedding(300, 8, counts=counts, alpha=0.3).plan.remapped
+        and _ranks(counts),
+    )
+
+
+def _ranks(counts):
+    order = np.argsort(-np.asarray(counts), kind="stable")
+    ranks = np.empty_like(order)
+    ranks[order] = np.arange(order.size)
+    return ranks
+
+
+def test_summary_counts_the_plans_parameters(layer):
+    model = model_with(layer)
+    assert layer.count_params() == layer.plan.params + layer.plan.remap_entries
+    trainable = sum(int(np.prod(v.shape)) for v in layer.trainable_variables)
+    assert trainable == layer.plan.params
+    lines = []
+    model.summary(print_fn=lambda line, **kwargs: lines.append(line))
+    assert f"{layer.plan.params + layer.plan.remap_entries:,}" in "\n".join(lines)
+
+
+def test_mixed_precision_keeps_tables_in_float32():
+    layer = MixedDimEmbedding(100, 8, dtype="mixed_float16")
+    out = layer(np.array([1, 2, 99]))
+    assert keras.backend.standardize_dtype(out.dtype) == "float16"
+    for weight in layer.trainable_variables:
+        assert weight.dtype == "float32"
+
+
+def test_config_round_trip(layer):
+    config = layer.get_config()
+    assert "counts" not in config
+    clone = MixedDimEmbedding.from_config(config)
+    clone.build()
+    clone.set_weights(layer.get_weights())
+    assert clone.plan == layer.plan
+    ids = np.arange(-1, 501)
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(clone(ids)), ops.convert_to_numpy(layer(ids))
+    )
+
+
+def test_keras_file_round_trip(layer, tmp_path):
+    model = model_with(layer)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    ids = np.random.default_rng(0).integers(0, 500, size=(10, 3))
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(loaded(ids)), ops.convert_to_numpy(model(ids))
+    )
+    loaded_layer = loaded.layers[1]
+    assert isinstance(loaded_layer, MixedDimEmbedding)
+    assert loaded_layer.plan == layer.plan
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(loaded_layer.remap), ops.convert_to_numpy(layer.remap)
+    )
+
+
+def test_explicit_plan():
+    plan = BlockPlan(10, 4, [Block(0, 2, 4), Block(2, 10, 1)])
+    layer = MixedDimEmbedding(10, 4, plan=plan)
+    out = layer(np.arange(10))
+    assert tuple(out.shape) == (10, 4)
+    assert layer.count_params() == 2 * 4 + 8 * 1 + 1 * 4
+
+
+def reference_by_id(layer):
+    """Every id's output vector from the layer's weights, in numpy (float64)."""
+    plan = layer.plan
+    by_rank = np.concatenate([
+        ops.convert_to_numpy(t).astype("float64") @ (
+            np.eye(plan.output_dim) if p is None
+            else ops.convert_to_numpy(p).astype("float64"))
+        for t, p in zip(layer.block_embeddings, layer.block_projections)
+    ])
+    if plan.remapped:
+        return by_rank[ops.convert_to_numpy(layer.remap)]
+    return by_rank
+
+
+def reference_lookup(layer, ids, combiner=None, mask_zero=False):
+    table = reference_by_id(layer)
+    ids = np.asarray(ids)
+    valid = (ids >= 0) & (ids < layer.input_dim)
+    if mask_zero and combiner is not None:
+        valid &= ids != 0
+    out = np.where(valid[..., None], table[np.where(valid, ids, 0)], 0.0)
+    if combiner is None:
+        return out
+    out = out.sum(axis=-2)
+    if combiner == "mean":
+        out /= np.maximum(valid.sum(axis=-1, keepdims=True), 1)
+    return out
+
+
+# Plans that exercise both lookup paths: small leading blocks are projected
+# before the gather (the "head"), the rest gather first and project after.
+GATHER_FIRST_PLANS = {
+    # two head blocks, then two projected gather-first blocks (one matmul)
+    "head+two_tail": ([100, 1000, 10000], [16, 8, 4, 2], 40_000, 2),
+    # no head: a full-width gather-first block and two projected ones
+    "no_head": ([5000, 20000], [16, 4, 2], 30_000, 0),
+    # one projected gather-first block after a head
+    "head+one_tail": ([50], [16, 3], 20_000, 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GATHER_FIRST_PLANS))
+@pytest.mark.parametrize("remapped", [False, True])
+@pytest.mark.parametrize("combiner", [None, "sum", "mean"])
+def test_both_lookup_paths_match_a_numpy_reference(name, remapped, combiner):
+    boundaries, dims, input_dim, head = GATHER_FIRST_PLANS[name]
+    offsets = [0, *boundaries, input_dim]
+    plan = BlockPlan(input_dim, 16, [Block(a, b, d) for a, b, d in
+                                     zip(offsets[:-1], offsets[1:], dims)],
+                     remapped=remapped)
+    counts = None
+    if remapped:
+        counts = np.random.default_rng(1).permutation(input_dim).astype("float64") + 1
+    layer = MixedDimEmbedding(input_dim, 16, plan=plan, counts=counts,
+                              combiner=combiner, mask_zero=combiner is not None,
+                              embeddings_initializer="normal")
+    layer.build()
+    assert layer._head_blocks == head
+    # every block edge, in rank space, plus invalid ids
+    edge_ranks = sorted({r for o in offsets[1:-1] for r in (o - 1, o, o + 1)}
+                        | {0, input_dim - 1})
+    if remapped:
+        order = np.argsort(ops.convert_to_numpy(layer.remap))
+        edge_ids = order[edge_ranks]
+    else:
+        edge_ids = np.array(edge_ranks)
+    ids = np.concatenate([edge_ids, [-1, input_dim, 0, 7]])
+    ids = np.resize(ids, (len(ids) + (-len(ids)) % 4)).reshape(-1, 4)
+    expected = reference_lookup(layer, ids, combiner, mask_zero=combiner is not None)
+    out = ops.convert_to_numpy(layer(ids))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    if combiner is not None or remapped:
+        return
+    # and under a compiled predict (one case per plan keeps the suite short)
+    inputs = keras.Input((4,), dtype="int32")
+    model = keras.Model(inputs, layer(inputs))
+    model.compile(jit_compile=BACKEND != "torch")
+    np.testing.assert_allclose(model.predict(ids, verbose=0), expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_no_valid_id_reads_an_all_zero_row():
+    # a skipped or mis-cut block shows up as valid ids with zero vectors
+    layer = MixedDimEmbedding(40_000, 8, boundaries=[100, 1000, 10000], alpha=0.5,
+                              embeddings_initializer="ones")
+    out = ops.convert_to_numpy(layer(np.arange(40_000)))
+    assert np.all(np.abs(out).sum(axis=1) > 0)
+
+
+def test_bad_ids_behave_the_same_on_every_backend():
+    layer = MixedDimEmbedding(10, 4, embeddings_initializer="ones", alpha=0.0)
+    floats = np.array([np.nan, np.inf, -np.inf, 2.5, 3.0, -1.0, 1e20], "float32")
+    out = ops.convert_to_numpy(layer(floats))
+    np.testing.assert_array_equal(out[[0, 1, 2, 3, 5, 6]], 0)
+    np.testing.assert_array_equal(out[4], 1)
+    wide = np.array([2**32 + 5, 2**31, 5, -(2**40)], "int64")
+    out = ops.convert_to_numpy(layer(wide))
+    np.testing.assert_array_equal(out[[0, 1, 3]], 0)
+    np.testing.assert_array_equal(out[2], 1)
+    unsigned = np.array([5, 2**32 - 1], "uint32")
+    out = ops.convert_to_numpy(layer(unsigned))
+    np.testing.assert_array_equal(out[1], 0)
+    with pytest.raises(TypeError, match="str|<U"):
+        layer(np.array(["1", "2"]))
+    with pytest.raises(TypeError, match="bool"):
+        layer(np.array([True, False]))
+
+
+def test_a_rank_one_input_with_a_combiner_is_an_error():
+    layer = MixedDimEmbedding(10, 4, combiner="sum")
+    with pytest.raises(ValueError, match="bag axis"):
+        layer(np.arange(8))
+
+
+def test_counts_saturate_instead_of_wrapping():
+    layer = MixedDimEmbedding(10, 4, count_frequencies=True)
+    layer.build()
+    start = np.zeros(10, "int32")
+    start[3] = np.iinfo(np.int32).max - 2
+    layer.frequency_counts.assign(start)
+    layer(np.array([[3, 3], [3, 3], [1, 3]]), training=True)
+    counts = ops.convert_to_numpy(layer.frequency_counts)
+    assert counts[3] == np.iinfo(np.int32).max and counts[1] == 1
+
+
+def test_counting_skips_padding_with_mask_zero():
+    layer = MixedDimEmbedding(10, 4, count_frequencies=True, mask_zero=True)
+    layer(np.array([[0, 0, 2], [2, 0, 9]]), training=True)
+    counts = ops.convert_to_numpy(layer.frequency_counts)
+    np.testing.assert_array_equal(counts, [0, 0, 2, 0, 0, 0, 0, 0, 0, 1])
+
+
+def test_package_import_registers_the_layers_for_loading(tmp_path, run_python):
+    layer = MixedDimEmbedding(30, 4, alpha=0.5)
+    inputs = keras.Input((2,), dtype="int32")
+    keras.Model(inputs, layer(inputs)).save(tmp_path / "m.keras")
+    code = ("import keras, keras_mixed_dim, numpy as np; "
+            f"m = keras.models.load_model({str(tmp_path / 'm.keras')!r}); "
+            "print(type(m.layers[1]).__name__, tuple(m(np.array([[1, 2]])).shape))")
+    out = run_python("-c", code, env={"KERAS_BACKEND": BACKEND}).stdout
+    assert "MixedDimEmbedding (1, 2, 4)" in out
+
+
+def test_from_embedding_at_alpha_zero_is_the_original():
+    table = keras.layers.Embedding(120, 8)
+    table.build()
+    counts = np.random.default_rng(0).integers(1, 50, size=120)
+    layer = MixedDimEmbedding.from_embedding(table, counts, alpha=0.0)
+    ids = np.arange(-1, 121)
+    expected = np.concatenate([np.zeros((1, 8)),
+                               ops.convert_to_numpy(table.embeddings),
+                               np.zeros((1, 8))])
+    np.testing.assert_allclose(ops.convert_to_numpy(layer(ids)), expected, atol=1e-6)

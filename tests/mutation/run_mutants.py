@@ -1,0 +1,159 @@
+"""Hand-made mutation pass over the layer, planner, frequency and export code.
+
+Each mutant is a realistic bug written by hand (a boundary off by one, a
+skipped block, a dropped guard). The runner copies the package into a
+temporary folder, applies one mutant, runs the tests that should catch it
+(`-x`, stop at the first failure) and reports whether the suite killed it.
+A mutant that survives marks a hole in the tests.
+
+    python tests/mutation/run_mutants.py             # every mutant
+    python tests/mutation/run_mutants.py --only layer-head-membership
+
+Not collected by pytest (it starts one pytest per mutant); docs/guarantees.md
+lists the mutants and the last result.
+"""
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+LAYER = "keras_mixed_dim/layers/mixed_dim_embedding.py"
+IDS = "keras_mixed_dim/layers/ids.py"
+BLOCKS = "keras_mixed_dim/planning/blocks.py"
+SOLVER = "keras_mixed_dim/planning/solver.py"
+RERANK = "keras_mixed_dim/frequency/rerank.py"
+CALLBACK = "keras_mixed_dim/frequency/callback.py"
+LAYER_TESTS = ["tests/layers/test_mixed_dim_embedding.py"]
+PLANNING_TESTS = ["tests/planning"]
+FREQUENCY_TESTS = ["tests/frequency/test_frequency.py"]
+
+
+@dataclasses.dataclass
+class Mutant:
+    name: str
+    path: str
+    original: str
+    mutated: str
+    tests: list
+
+
+MUTANTS = [
+    Mutant("layer-tail-membership", LAYER,
+           "ops.greater_equal(ranks, start), ops.less(ranks, stop)",
+           "ops.greater_equal(ranks, start), ops.less_equal(ranks, stop)", LAYER_TESTS),
+    Mutant("layer-head-membership", LAYER,
+           "ops.greater_equal(ranks, 0), ops.less(ranks, head_rows)",
+           "ops.greater_equal(ranks, 0), ops.less_equal(ranks, head_rows)", LAYER_TESTS),
+    Mutant("layer-concat-projection-order", LAYER,
+           "ops.concatenate(projected, axis=-1)",
+           "ops.concatenate(projected[::-1], axis=-1)", LAYER_TESTS),
+    Mutant("layer-skip-last-block", LAYER,
+           "for i in range(self._head_blocks, plan.num_blocks):",
+           "for i in range(self._head_blocks, plan.num_blocks - 1):", LAYER_TESTS),
+    Mutant("layer-row-clip", LAYER,
+           "rows = ops.clip(ranks - start, 0, stop - start - 1)",
+           "rows = ops.clip(ranks - start, 0, stop - start)", LAYER_TESTS),
+    Mutant("layer-mean-counts-padding", LAYER,
+           "valid = ops.cast(ops.greater_equal(ranks, 0), outputs.dtype)",
+           "valid = ops.cast(ops.greater_equal(ranks, -1), outputs.dtype)", LAYER_TESTS),
+    Mutant("layer-count-padding", LAYER,
+           "        if self.mask_zero:\n            valid = ops.logical_and(valid, "
+           "ops.not_equal(ids, 0))",
+           "        if False:\n            valid = ops.logical_and(valid, "
+           "ops.not_equal(ids, 0))", LAYER_TESTS),
+    Mutant("layer-count-overflow", LAYER,
+           "counts + ops.minimum(delta, headroom)", "counts + delta", LAYER_TESTS),
+    Mutant("layer-remap-invalid", LAYER,
+           "return ops.where(valid, ranks, ops.cast(-1, ranks.dtype))",
+           "return ranks", LAYER_TESTS),
+    Mutant("ids-float-fraction", IDS,
+           "ops.equal(ids, ops.floor(ids))", "ops.equal(ids, ids)", LAYER_TESTS),
+    Mutant("ids-host-upper-bound", IDS,
+           "    valid = (array >= 0) & (array < input_dim)\n    return np.where(valid, "
+           "array, -1).astype(np.int32)",
+           "    valid = (array >= 0) & (array <= input_dim)\n    return np.where(valid, "
+           "array, -1).astype(np.int32)", LAYER_TESTS),
+    Mutant("ids-graph-upper-bound", IDS,
+           "ops.greater_equal(ids, 0), ops.less(ids, input_dim))\n    return",
+           "ops.greater_equal(ids, 0), ops.less_equal(ids, input_dim))\n    return",
+           LAYER_TESTS),
+    Mutant("planner-mass-cut-side", BLOCKS,
+           'np.searchsorted(cumulative, total * k / num_blocks, "left")',
+           'np.searchsorted(cumulative, total * k / num_blocks, "right")',
+           PLANNING_TESTS),
+    Mutant("planner-projection-always-counted", BLOCKS,
+           "projections = np.where(dims != output_dim, dims * output_dim, 0)",
+           "projections = dims * output_dim", PLANNING_TESTS),
+    Mutant("planner-huge-counts", BLOCKS, "return array / top", "return array",
+           PLANNING_TESTS),
+    Mutant("planner-round-multiple-floor", SOLVER,
+           "np.round(dims / rule).astype(np.int64) * rule",
+           "np.floor(dims / rule).astype(np.int64) * rule", PLANNING_TESTS),
+    Mutant("solver-base-dim-anchor", SOLVER,
+           "    if base_dim is not None:\n        dims[0] = base_dim\n",
+           "", PLANNING_TESTS),
+    Mutant("rerank-slots-not-moved", RERANK,
+           "new_slot[stay] = old_slot[old_ranks[ids[stay]] - offsets[b]]",
+           "new_slot[stay] = 0", FREQUENCY_TESTS),
+    Mutant("rerank-ties-reversed", RERANK,
+           "np.lexsort((old_ranks, -counts))", "np.lexsort((-old_ranks, -counts))",
+           FREQUENCY_TESTS),
+    Mutant("callback-stale-test-function", CALLBACK,
+           "    model.test_function = None\n    model.predict_function = None\n", "",
+           FREQUENCY_TESTS),
+    Mutant("callback-late-check", CALLBACK,
+           "    def on_train_begin(self, logs=None):", "    def _unused(self, logs=None):",
+           FREQUENCY_TESTS),
+]
+
+
+def run(mutant, keep_going=False):
+    with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as folder:
+        copy = pathlib.Path(folder)
+        for part in ("keras_mixed_dim", "tests", "examples", "pyproject.toml"):
+            source = ROOT / part
+            if source.is_dir():
+                shutil.copytree(source, copy / part,
+                                ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(source, copy / part)
+        target = copy / mutant.path
+        text = target.read_text()
+        if text.count(mutant.original) != 1:
+            return "stale", 0.0  # the code changed: the mutant needs updating
+        target.write_text(text.replace(mutant.original, mutant.mutated))
+        env = dict(os.environ, PYTHONPATH=str(copy))
+        started = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             *([] if keep_going else ["-x"]), *mutant.tests],
+            cwd=copy, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        return ("killed" if result.returncode != 0 else "SURVIVED"), seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", help="mutant names")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+    survived = 0
+    print(f"{'mutant':<36} {'file':<45} {'result':>9} {'s':>6}", flush=True)
+    for mutant in chosen:
+        outcome, seconds = run(mutant)
+        survived += outcome != "killed"
+        print(f"{mutant.name:<36} {mutant.path:<45} {outcome:>9} {seconds:>6.0f}",
+              flush=True)
+    print(f"{len(chosen) - survived} of {len(chosen)} mutants killed")
+    sys.exit(1 if survived else 0)
+
+
+if __name__ == "__main__":
+    main()
