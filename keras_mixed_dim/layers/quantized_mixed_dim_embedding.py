@@ -45,6 +45,11 @@ class QuantizedMixedDimEmbedding(MixedDimEmbedding):
     def build(self, input_shape=None):
         if self.built:
             return
+        if self.plan.has_qr_blocks:
+            raise ValueError(
+                f"Layer {self.name!r} stores blocks as quotient-remainder pairs; "
+                "quantized tables are for full blocks only.")
+        self.block_qr = [None] * self.plan.num_blocks
         self.block_embeddings, self.block_scales, self.block_projections = [], [], []
         for i, block in enumerate(self.plan.blocks):
             self.block_embeddings.append(self.add_weight(

@@ -8,6 +8,7 @@ from keras_mixed_dim.layers import MixedDimEmbedding
 from keras_mixed_dim.layers.dot_interaction import DotInteraction
 from keras_mixed_dim.layers.hashed_memory_embedding import HashedMemoryEmbedding
 from keras_mixed_dim.layers.hashed_memory_embedding import embedding_bytes
+from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 from keras_mixed_dim.models.embeddings import make_embedding
 from keras_mixed_dim.models.embeddings import make_shared_memory
 from keras_mixed_dim.models.id_safe import IdSafeModel
@@ -117,29 +118,41 @@ def _md_layers(cardinalities, dim, mode, alpha, budget, counts, num_blocks,
     return result
 
 
-def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13):
+def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
+         stacked=False):
     """DLRM: bottom MLP on dense features, dot interaction, top MLP.
 
     Args:
-        embeddings: One layer per categorical feature, each with output `dim`.
+        embeddings: One layer per categorical feature, each with output `dim`,
+            or one `StackedEmbedding` for all features.
         dim: The embedding dim; the bottom MLP ends at `dim`.
         bottom: Hidden widths of the bottom MLP (then `dim`).
         top: Hidden widths of the top MLP (then 1, sigmoid).
         num_dense: Number of dense features.
+        stacked: Look all features up in one `StackedEmbedding` (named
+            `"embeddings"`) built from the per-feature layers' plans (and
+            weights, when they are built): one gather per distinct width.
 
     Returns:
         A functional model on `{"dense": (batch, 13) float32, "categorical":
         (batch, F) int32}` giving click probabilities `(batch, 1)`.
     """
+    stacked_layer = _stacked_layer(embeddings, stacked)
+    num_features = (stacked_layer.num_features if stacked_layer is not None
+                    else len(embeddings))
     dense = keras.Input(shape=(num_dense,), dtype="float32", name="dense")
-    categorical = keras.Input(shape=(len(embeddings),), dtype="int32",
+    categorical = keras.Input(shape=(num_features,), dtype="int32",
                               name="categorical")
     x = dense
     for i, width in enumerate((*bottom, dim)):
         x = layers.Dense(width, activation="relu", name=f"bottom_{i}")(x)
-    vectors = [x] + [
-        embedding(categorical[:, f]) for f, embedding in enumerate(embeddings)
-    ]
+    if stacked_layer is not None:
+        looked_up = stacked_layer(categorical)
+        vectors = [x] + [looked_up[:, f] for f in range(num_features)]
+    else:
+        vectors = [x] + [
+            embedding(categorical[:, f]) for f, embedding in enumerate(embeddings)
+        ]
     interactions = DotInteraction(name="interaction")(vectors)
     z = layers.Concatenate(name="top_input")([x, interactions])
     for i, width in enumerate(top):
@@ -147,6 +160,15 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13):
     probability = layers.Dense(1, activation="sigmoid", name="probability")(z)
     return IdSafeModel({"dense": dense, "categorical": categorical}, probability,
                        name="dlrm")
+
+
+def _stacked_layer(embeddings, stacked):
+    """The `StackedEmbedding` the DLRM uses, or None for per-feature layers."""
+    if isinstance(embeddings, StackedEmbedding):
+        return embeddings
+    if not stacked:
+        return None
+    return StackedEmbedding.from_layers(list(embeddings), name="embeddings")
 
 
 def embedding_summary(embeddings):
