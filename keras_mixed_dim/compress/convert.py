@@ -176,12 +176,16 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
     order = rank_ids(counts)
     remapped = not bool(np.all(order == np.arange(input_dim)))
     params = budget_to_params(budget, input_dim, output_dim, remapped)
+    # Planning from the counts in rank order gives the same blocks without
+    # ranking `input_dim` ids again for every alpha tried.
+    sorted_counts = counts[order]
 
     def plan_for(a):
         try:
-            return plan_blocks(input_dim, output_dim, counts=counts,
+            plan = plan_blocks(input_dim, output_dim, counts=sorted_counts,
                                num_blocks=num_blocks, alpha=a, budget=params,
-                               round_dims=round_dims, remap=remapped)
+                               round_dims=round_dims, remap=False)
+            return dataclasses.replace(plan, remapped=remapped)
         except ValueError as error:
             if params is None or "smallest possible plan" not in str(error):
                 raise
@@ -246,15 +250,14 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
                 rows_fn, block.dim, num_rows=block.rows,
                 sketch=sketch if sketched[b] else None,
                 gram_estimate=grams[b], max_error_ratio=max_error_ratio,
+                row_weights=block_counts,
             )
             tables.append(result.table)
             projections.append(result.directions.T.astype(np.float32))
             error_num += result.squared_error
             error_den += result.squared_norm
-            w_num, w_den = _weighted_errors(rows_fn, block.rows, result.directions,
-                                            block_counts)
-            weighted_num += w_num
-            weighted_den += w_den
+            weighted_num += result.weighted_squared_error
+            weighted_den += result.weighted_squared_norm
             reports.append(BlockReport(
                 block.rows, block.dim, block.mass or 0.0, result.relative_error,
                 result.error_ratio, result.sketched, result.fell_back,
@@ -279,18 +282,6 @@ def _rows_of(weights, order, start, stop):
     def rows_fn(begin, end):
         return weights[order[start + begin:start + min(end, stop - start)]]
     return rows_fn
-
-
-def _weighted_errors(rows_fn, num_rows, directions, block_counts):
-    num = den = 0.0
-    for start in range(0, num_rows, CHUNK_ROWS):
-        stop = min(start + CHUNK_ROWS, num_rows)
-        y = np.asarray(rows_fn(start, stop), np.float64)
-        residual = y - (y @ directions) @ directions.T
-        weights = block_counts[start:stop]
-        num += float(weights @ np.sum(residual**2, axis=1))
-        den += float(weights @ np.sum(y**2, axis=1))
-    return num, den
 
 
 def mixed_dim_from_embedding(embedding, counts, alpha="auto", num_blocks=4,

@@ -2,5 +2,8 @@
 
 from keras_mixed_dim.layers.dot_interaction import DotInteraction
 from keras_mixed_dim.layers.mixed_dim_embedding import MixedDimEmbedding
+from keras_mixed_dim.layers.quantized_mixed_dim_embedding import (
+    QuantizedMixedDimEmbedding,
+)
 
-__all__ = ["DotInteraction", "MixedDimEmbedding"]
+__all__ = ["DotInteraction", "MixedDimEmbedding", "QuantizedMixedDimEmbedding"]

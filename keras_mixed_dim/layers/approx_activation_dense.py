@@ -414,6 +414,8 @@ def approximate_activations(model, bits=8, include=None, exclude=(),
     converted = {}
 
     def clone(layer):
+        if not isinstance(layer, keras.layers.Layer):
+            return layer  # a stateless operation, such as a slice
         eligible = (
             layer.name not in fed_by_inputs
             and type(layer) is keras.layers.Dense

@@ -117,7 +117,10 @@ class HashedMemoryEmbedding(IdLookupLayer):
       (plus the `1 / memory_size` of any two keys), so similar ids share
       memory and dissimilar ones rarely do. Build the signatures with
       `lsh_signatures`; they are a non-trainable int32 table
-      `(input_dim, signature_size)` counted in `bytes`.
+      `(signature_rows, signature_size)` counted in `bytes`. With
+      `signature_rows < input_dim` only ids below it have signatures
+      (with frequency-ranked ids: the frequent ones, where similarity
+      matters most) and the others hash by their id, as in ROBE.
     - `hash="identity"`: chunk `c` of id `v` at `v * output_dim + c * Z`,
       so element `j` is at `v * output_dim + j`: the row-major full table
       when `memory_size >= input_dim * output_dim`; a reference layout.
@@ -142,10 +145,14 @@ class HashedMemoryEmbedding(IdLookupLayer):
             `min(output_dim, 32)` for ROBE (the ROBE paper's Z up to 32
             keeps quality and reads one block per vector), 1 for LSH (every
             element its own key, as in LMA), `output_dim` for identity.
-        signatures: For `"lsh"`: int array `(input_dim, signature_size)` of
-            non-negative minhashes (from `lsh_signatures`). Without it, each
-            id's signature is its own id (the layer then hashes like ROBE
-            until signatures are assigned to `layer.signatures`).
+        signatures: For `"lsh"`: int array `(signature_rows,
+            signature_size)` of non-negative minhashes (from
+            `lsh_signatures`) for ids `[0, signature_rows)`,
+            `signature_rows <= input_dim`. Without it, each id's signature
+            is its own id (the layer then hashes like ROBE until signatures
+            are assigned to `layer.signatures`).
+        signature_rows: Rows of the signature table when `signatures` is
+            not given (default `input_dim`).
         signature_size: Columns of the signature table when `signatures` is
             not given (default 4).
         hashes_per_element: `k`, signature values per key (default 2, at
@@ -174,6 +181,7 @@ class HashedMemoryEmbedding(IdLookupLayer):
 
     def __init__(self, input_dim, output_dim, memory_size=None, hash="robe",
                  chunk_size=None, signatures=None, signature_size=None,
+                 signature_rows=None,
                  hashes_per_element=None, signed=False, seed=0, memory=None,
                  memory_initializer="uniform", memory_regularizer=None,
                  memory_constraint=None, combiner=None, mask_zero=False,
@@ -223,10 +231,17 @@ class HashedMemoryEmbedding(IdLookupLayer):
         if hash == "lsh":
             if signatures is not None:
                 signatures = np.asarray(signatures)
-                if signatures.ndim != 2 or signatures.shape[0] != self.input_dim:
+                if signatures.ndim != 2 or not (
+                        1 <= signatures.shape[0] <= self.input_dim):
                     raise ValueError(
-                        f"`signatures` must have shape (input_dim={self.input_dim}, "
-                        f"signature_size); received {signatures.shape}.")
+                        f"`signatures` must have shape (signature_rows <= input_dim="
+                        f"{self.input_dim}, signature_size); received "
+                        f"{signatures.shape}.")
+                if signature_rows is not None and signature_rows != signatures.shape[0]:
+                    raise ValueError(
+                        f"signature_rows={signature_rows} differs from the "
+                        f"signatures' {signatures.shape[0]} rows.")
+                signature_rows = signatures.shape[0]
                 if signatures.min(initial=0) < 0 or signatures.max(
                         initial=0) > MINHASH_MASK:
                     raise ValueError("`signatures` must be in [0, 2**31).")
@@ -238,6 +253,12 @@ class HashedMemoryEmbedding(IdLookupLayer):
                 self._initial_signatures = signatures.astype("int32")
             self.signature_size = check_positive_int(
                 "signature_size", 4 if signature_size is None else signature_size)
+            self.signature_rows = check_positive_int(
+                "signature_rows",
+                self.input_dim if signature_rows is None else signature_rows)
+            if self.signature_rows > self.input_dim:
+                raise ValueError(
+                    f"signature_rows={signature_rows} exceeds input_dim={self.input_dim}.")
             k = 2 if hashes_per_element is None else hashes_per_element
             self.hashes_per_element = check_positive_int("hashes_per_element", k)
             if self.hashes_per_element > self.signature_size:
@@ -253,6 +274,7 @@ class HashedMemoryEmbedding(IdLookupLayer):
             if signatures is not None:
                 raise ValueError("`signatures` are only used with hash='lsh'.")
             self.signature_size = None
+            self.signature_rows = None
             self.hashes_per_element = None
             self._subsets = None
             self._params = hashes.HashParams(self.seed, 1)
@@ -270,7 +292,7 @@ class HashedMemoryEmbedding(IdLookupLayer):
         self.signatures = None
         if self.hash == "lsh":
             self.signatures = self.add_weight(
-                shape=(self.input_dim, self.signature_size),
+                shape=(self.signature_rows, self.signature_size),
                 initializer=_IdSignatures(), dtype="int32", trainable=False,
                 name="signatures")
             if self._initial_signatures is not None:
@@ -306,7 +328,12 @@ class HashedMemoryEmbedding(IdLookupLayer):
     def _chunk_lanes(self, ids):
         """The 32-bit hash (lanes) of each chunk key: `ids.shape + (chunks,)`."""
         if self.hash == "lsh":
-            rows = ops.take(self.signatures, ids, axis=0)  # (..., L)
+            rows = ops.take(self.signatures,
+                            ops.minimum(ids, self.signature_rows - 1), axis=0)
+            if self.signature_rows < self.input_dim:
+                own = ops.expand_dims(ids, -1)
+                rows = ops.where(ops.expand_dims(ids < self.signature_rows, -1),
+                                 rows, own + ops.zeros_like(rows))
             keys = [ops.take(rows, ops.convert_to_tensor(
                 self._subsets[:, t].astype("int32")), axis=-1)
                 for t in range(self.hashes_per_element)]
@@ -357,7 +384,7 @@ class HashedMemoryEmbedding(IdLookupLayer):
         constants = self._params.num_constants + self.num_chunks
         if self.hash == "lsh":
             constants += self._subsets.size
-            constants += self.input_dim * self.signature_size
+            constants += self.signature_rows * self.signature_size
         return constants * INT_BYTES
 
     @property
@@ -376,6 +403,7 @@ class HashedMemoryEmbedding(IdLookupLayer):
             "hash": self.hash,
             "chunk_size": self.chunk_size,
             "signature_size": self.signature_size,
+            "signature_rows": self.signature_rows,
             "hashes_per_element": self.hashes_per_element,
             "signed": self.signed,
             "seed": self.seed,
@@ -404,8 +432,10 @@ def embedding_bytes(embedding_layers):
             total += int(layer.bytes)
         elif hasattr(layer, "plan"):
             total += layer.plan.bytes
+        elif isinstance(layer, layers.Embedding):
+            total += FLOAT_BYTES * layer.input_dim * layer.output_dim
         else:
-            total += 4 * layer.count_params()
+            total += FLOAT_BYTES * layer.count_params()
     return int(total + sum(pools.values()))
 
 

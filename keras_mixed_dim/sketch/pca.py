@@ -55,6 +55,9 @@ class LowRank:
         sketched: Whether the directions came from a sketch.
         fell_back: Whether sketched directions missed `max_error_ratio` and
             the exact ones were used instead.
+        weighted_squared_error: With `row_weights`, `sum_i w_i ||a_i -
+            V V^T a_i||^2` (else 0).
+        weighted_squared_norm: With `row_weights`, `sum_i w_i ||a_i||^2`.
     """
 
     table: np.ndarray
@@ -64,6 +67,8 @@ class LowRank:
     optimum: float
     sketched: bool
     fell_back: bool = False
+    weighted_squared_error: float = 0.0
+    weighted_squared_norm: float = 0.0
 
     @property
     def relative_error(self):
@@ -82,7 +87,7 @@ class LowRank:
 
 def low_rank(matrix, k, num_rows=None, sketch=None, sketch_rows=None, nnz=4,
              seed=0, max_error_ratio=MAX_ERROR_RATIO, chunk_rows=CHUNK_ROWS,
-             gram_estimate=None):
+             gram_estimate=None, exact_gram=None, row_weights=None):
     """The rank-`k` PCA factorization of a tall `A`, streamed in chunks.
 
     Directions come from `principal_directions` (sketched when `sketch` is
@@ -105,6 +110,10 @@ def low_rank(matrix, k, num_rows=None, sketch=None, sketch_rows=None, nnz=4,
             sketch already taken) whose top eigenvectors are the directions;
             saves the first pass. `sketch` then only says whether it came
             from a sketch (for the gate).
+        exact_gram: Optional exact `A^T A` when already known (then the
+            table pass does not accumulate it again).
+        row_weights: Optional per-row weights (e.g. counts) for
+            `weighted_squared_error`.
 
     Returns:
         A `LowRank`.
@@ -118,36 +127,48 @@ def low_rank(matrix, k, num_rows=None, sketch=None, sketch_rows=None, nnz=4,
             rows_fn, k, num_rows=num_rows, sketch=sketch, sketch_rows=sketch_rows,
             nnz=nnz, seed=seed, chunk_rows=chunk_rows,
         )
-    result = _project(rows_fn, num_rows, directions, chunk_rows)
+    if exact_gram is None and sketch is None and gram_estimate is not None:
+        exact_gram = gram_estimate
+    result, g = _project(rows_fn, num_rows, directions, chunk_rows, exact_gram,
+                         row_weights)
     result.sketched = sketch is not None
     if (sketch is not None and max_error_ratio is not None
             and result.error_ratio > max_error_ratio):
-        exact = _top_directions(result.gram, k)[0]
-        retry = _project(rows_fn, num_rows, exact, chunk_rows)
-        retry.sketched, retry.fell_back = True, True
-        result = retry
-    del result.gram
+        exact = _top_directions(g, k)[0]
+        result, _ = _project(rows_fn, num_rows, exact, chunk_rows, g, row_weights)
+        result.sketched, result.fell_back = True, True
     return result
 
 
-def _project(rows_fn, num_rows, directions, chunk_rows):
+def _project(rows_fn, num_rows, directions, chunk_rows, exact_gram=None,
+             row_weights=None):
     width, k = directions.shape
     table = np.empty((num_rows, k), dtype=np.float32)
-    g = np.zeros((width, width), dtype=np.float64)
-    squared_error = squared_norm = 0.0
+    g = np.zeros((width, width), dtype=np.float64) if exact_gram is None else None
+    squared_error = squared_norm = weighted_error = weighted_norm = 0.0
     for start in range(0, num_rows, chunk_rows):
         stop = min(start + chunk_rows, num_rows)
         chunk = np.asarray(rows_fn(start, stop), dtype=np.float64)
         projected = chunk @ directions
         table[start:stop] = projected
-        squared_error += float(np.sum((chunk - projected @ directions.T) ** 2))
-        squared_norm += float(np.sum(chunk**2))
-        g += chunk.T @ chunk
+        row_errors = np.sum((chunk - projected @ directions.T) ** 2, axis=1)
+        row_norms = np.sum(chunk**2, axis=1)
+        squared_error += float(row_errors.sum())
+        squared_norm += float(row_norms.sum())
+        if row_weights is not None:
+            weights = np.asarray(row_weights[start:stop], np.float64)
+            weighted_error += float(weights @ row_errors)
+            weighted_norm += float(weights @ row_norms)
+        if g is not None:
+            g += chunk.T @ chunk
+    if g is None:
+        g = np.asarray(exact_gram, np.float64)
     optimum = _top_directions(g, k)[1]
     result = LowRank(table, directions, squared_error, squared_norm,
-                     float(optimum), sketched=False)
-    result.gram = g
-    return result
+                     float(optimum), sketched=False,
+                     weighted_squared_error=weighted_error,
+                     weighted_squared_norm=weighted_norm)
+    return result, g
 
 
 def _check_k(k, width):

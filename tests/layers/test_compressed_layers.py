@@ -42,6 +42,9 @@ FACTORIES = {
     "lsh": lambda **kw: HashedMemoryEmbedding(N, D, 97, hash="lsh",
                                               signatures=random_signatures(),
                                               hashes_per_element=2, **kw),
+    "lsh_head": lambda **kw: HashedMemoryEmbedding(N, D, 97, hash="lsh",
+                                                   signatures=random_signatures(50),
+                                                   hashes_per_element=1, seed=2, **kw),
     "identity": lambda **kw: HashedMemoryEmbedding(N, D, N * D, hash="identity",
                                                    chunk_size=2, **kw),
 }
@@ -79,7 +82,9 @@ def memory_reference(layer, safe, memory=None):
         sign = np.ones(base.shape, np.float32)
     else:
         if layer.hash == "lsh":
-            sig = ops.convert_to_numpy(layer.signatures)[safe]  # (..., L)
+            table = ops.convert_to_numpy(layer.signatures)
+            sig = table[np.minimum(safe, len(table) - 1)]  # (..., L)
+            sig = np.where((safe < len(table))[..., None], sig, safe[..., None])
             keys = sig[..., layer._subsets]  # (..., chunks, k)
             params = hashes.HashParams(layer.seed, layer.hashes_per_element)
         else:

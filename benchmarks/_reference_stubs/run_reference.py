@@ -1,0 +1,24 @@
+"""Runs facebookresearch/dlrm's `dlrm_s_pytorch.py` (path in argv[1]) without
+tensorboard or scikit-learn installed: they only serve its logging and test
+metrics, which the timing runs of `bench_sparse_dlrm.py` do not use. The
+`sklearn` folder next to this file is an empty stand-in for its import."""
+
+import runpy
+import sys
+import types
+
+
+class _NoSummaryWriter:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+tensorboard = types.ModuleType("torch.utils.tensorboard")
+tensorboard.SummaryWriter = _NoSummaryWriter
+sys.modules["torch.utils.tensorboard"] = tensorboard
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+runpy.run_path(script, run_name="__main__")

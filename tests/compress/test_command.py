@@ -1,0 +1,104 @@
+"""export/compress_model.py end to end: a trained MF model and MovieLens-format
+ratings -> compressed, fine-tuned, int8 model -> SavedModel -> C API."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_mixed_dim.compress import QuantizedMixedDimEmbedding
+from keras_mixed_dim.datasets import Vocabulary
+from keras_mixed_dim.models.recommenders import matrix_factorization
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from test_export import check_stock_ops  # noqa: E402
+from test_export import run_c_api  # noqa: E402
+
+
+def run(args, check=True):
+    result = subprocess.run([sys.executable, *map(str, args)], capture_output=True,
+                            text=True, timeout=600, cwd=ROOT)
+    if check:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compress")
+    rng = np.random.default_rng(0)
+    users = rng.zipf(1.3, 8000) % 1500 + 1
+    items = rng.zipf(1.2, 8000) % 2000 + 1
+    ratings = rng.integers(1, 6, 8000)
+    data = tmp / "u.data"
+    data.write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for t, (u, i, r)
+                            in enumerate(zip(users, items, ratings))))
+    user_vocab, item_vocab = Vocabulary.from_values(users), Vocabulary.from_values(items)
+    keras.utils.set_random_seed(0)
+    model = matrix_factorization(
+        user_vocab.size, item_vocab.size,
+        keras.layers.Embedding(user_vocab.size, 16, name="user_embedding"),
+        keras.layers.Embedding(item_vocab.size, 16, name="item_embedding"),
+        global_mean=3.0)
+    model.compile(optimizer="adam", loss="mse")
+    features = {"user": user_vocab.lookup(users), "item": item_vocab.lookup(items)}
+    model.fit(features, ratings.astype("float32"), epochs=1, batch_size=512, verbose=0)
+    model.save(tmp / "mf.keras")
+    (tmp / "mf.vocab.json").write_text(json.dumps(
+        {"user": user_vocab.tokens.tolist(), "item": item_vocab.tokens.tolist()}))
+    return tmp
+
+
+def test_command_compresses_fine_tunes_quantizes_and_exports(trained, tmp_path):
+    out = trained / "small.keras"
+    result = run([ROOT / "export" / "compress_model.py", "--model", trained / "mf.keras",
+                  "--data", trained / "u.data", "--budget", "0.25", "--min-rows", "100",
+                  "--fine-tune-epochs", "1", "--quantize", "int8", "--out", out])
+    assert "converting" in result.stderr  # the progress bar
+    report = json.loads((trained / "small.compress.json").read_text())
+    assert {"mse_original", "mse_converted", "mse_fine_tuned", "mse_quantized"} <= set(
+        report)
+    for layer in report["layers"]:
+        assert layer["bytes_after"] <= 0.25 * layer["bytes_before"]
+    assert (trained / "small.vocab.json").read_text() == (
+        trained / "mf.vocab.json").read_text()
+    model = keras.saving.load_model(out)
+    assert isinstance(model.get_layer("item_embedding"), QuantizedMixedDimEmbedding)
+    run([ROOT / "export" / "export_model.py", "--model", out, "--name", "small",
+         "--base", trained / "serving", "--no-warmup"])
+    vocab = json.loads((trained / "mf.vocab.json").read_text())
+    users = np.array(vocab["user"][:30] + [10**9], np.int64)
+    items = np.array(vocab["item"][-30:] + [vocab["item"][0]], np.int64)
+    outputs, info = run_c_api(trained / "serving" / "small" / "1",
+                              {"user_id": users, "item_id": items}, tmp_path)
+    assert info["tensorflow_imported"] is False
+    index = {u: i for i, u in enumerate(vocab["user"])}
+    item_index = {u: i for i, u in enumerate(vocab["item"])}
+    features = {
+        "user": np.array([index.get(u, len(index)) for u in users], np.int32),
+        "item": np.array([item_index[i] for i in items], np.int32),
+    }
+    expected = model.predict(features, verbose=0).reshape(-1)
+    np.testing.assert_allclose(outputs["rating"], expected, atol=1e-5)
+    check_stock_ops(trained / "serving" / "small" / "1")
+
+
+def test_command_errors_are_clear(trained, tmp_path):
+    dense = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    dense.save(tmp_path / "dense.keras")
+    np.savez(tmp_path / "counts.npz", x=np.ones(3))
+    result = run([ROOT / "export" / "compress_model.py", "--model",
+                  tmp_path / "dense.keras", "--counts", tmp_path / "counts.npz",
+                  "--out", tmp_path / "o.keras"], check=False)
+    assert result.returncode != 0
+    assert "has no keras.layers.Embedding layer" in result.stderr
+    result = run([ROOT / "export" / "compress_model.py", "--model",
+                  trained / "mf.keras", "--counts", tmp_path / "counts.npz",
+                  "--min-rows", "100", "--out", tmp_path / "o.keras"], check=False)
+    assert result.returncode != 0 and "No counts for layer" in result.stderr
+    assert not (tmp_path / "o.keras").exists()

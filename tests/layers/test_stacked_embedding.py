@@ -1,0 +1,233 @@
+"""StackedEmbedding equals the per-feature layers it replaces, on the active
+backend (TensorFlow by default; run with KERAS_BACKEND=jax / torch too)."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_mixed_dim.layers import MixedDimEmbedding
+from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
+from keras_mixed_dim.layers.stacked_embedding import uniform_plan
+from keras_mixed_dim.planning import Block
+from keras_mixed_dim.planning import BlockPlan
+
+DIM = 8
+
+
+def _per_feature_layers():
+    rng = np.random.default_rng(0)
+    return [
+        keras.layers.Embedding(50, DIM, name="uniform"),
+        MixedDimEmbedding(300, DIM, plan=BlockPlan(
+            300, DIM, [Block(0, 20, 8), Block(20, 100, 4), Block(100, 300, 2)]), name="md"),
+        MixedDimEmbedding(100, DIM, plan=BlockPlan(100, DIM, [Block(0, 100, 4)]),
+                          name="table_dim"),
+        # same width twice in one feature: two lanes
+        MixedDimEmbedding(40, DIM, plan=BlockPlan(
+            40, DIM, [Block(0, 10, 4), Block(10, 40, 4)]), name="lanes"),
+        MixedDimEmbedding(200, DIM, counts=rng.integers(0, 100, 200), num_blocks=3,
+                          alpha=0.5, count_frequencies=True, name="remapped"),
+    ]
+
+
+def _ids(rng, layers, batch=64):
+    cards = np.array([layer.input_dim for layer in layers])
+    ids = rng.integers(0, cards, size=(batch, len(cards)))
+    # out-of-range ids of every kind, per feature
+    ids[0] = -1
+    ids[1] = cards
+    ids[2, 0] = 10**6
+    ids[3, 0] = cards[0] + 10  # invalid for feature 0, valid for feature 1
+    return ids.astype("int32")
+
+
+def _built(layers, ids):
+    for f, layer in enumerate(layers):
+        layer(np.clip(ids[:, f], 0, layer.input_dim - 1))
+    return layers
+
+
+def _reference(layer, ids):
+    """The per-feature layer's output; `keras.layers.Embedding` raises on bad
+    ids on TensorFlow, so its reference is its table in numpy with the id rule."""
+    if isinstance(layer, MixedDimEmbedding):
+        return ops.convert_to_numpy(layer(ids))
+    table = ops.convert_to_numpy(layer.embeddings)
+    valid = (ids >= 0) & (ids < table.shape[0])
+    return np.where(valid[:, None], table[np.clip(ids, 0, table.shape[0] - 1)], 0.0)
+
+
+def test_equals_per_feature_layers():
+    rng = np.random.default_rng(1)
+    layers = _per_feature_layers()
+    ids = _ids(rng, layers)
+    _built(layers, ids)
+    for layer in layers:  # random projections and remaps, not just identity
+        if hasattr(layer, "remap") and layer.remap is not None:
+            layer.remap.assign(rng.permutation(layer.input_dim).astype("int32"))
+    expected = np.stack([_reference(layer, ids[:, f])
+                         for f, layer in enumerate(layers)], axis=1)
+    stacked = StackedEmbedding.from_layers(layers)
+    got = ops.convert_to_numpy(stacked(ids))
+    assert got.shape == (64, len(layers), DIM)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[:2], 0.0)
+    np.testing.assert_array_equal(got[2, 0], 0.0)
+    np.testing.assert_array_equal(got[3, 0], 0.0)
+    assert np.all(got[3, 1] != 0)
+    names = {v.name for v in stacked.tables}
+    assert {"stacked_w8_embeddings", "stacked_w4p_embeddings",
+            "stacked_w4p_l1_embeddings", "stacked_w2p_embeddings"} <= names
+    assert len(stacked.tables) < sum(len(getattr(l, "block_embeddings", [0]))
+                                     for l in layers)
+    # one gather per distinct table, all features
+    total_rows = sum(int(t.shape[0]) for t in stacked.tables)
+    assert total_rows == sum(l.input_dim for l in layers)
+
+
+def test_feature_weights_read_back_the_layers():
+    layers = _per_feature_layers()
+    ids = _ids(np.random.default_rng(2), layers)
+    _built(layers, ids)
+    stacked = StackedEmbedding.from_layers(layers)
+    tables, projections = stacked.feature_weights(1)
+    for got, layer_table in zip(tables, layers[1].block_embeddings):
+        np.testing.assert_array_equal(got, ops.convert_to_numpy(layer_table))
+    for got, layer_projection in zip(projections, layers[1].block_projections):
+        if layer_projection is None:
+            assert got is None
+        else:
+            np.testing.assert_array_equal(got, ops.convert_to_numpy(layer_projection))
+    (table,), (projection,) = stacked.feature_weights(0)
+    np.testing.assert_array_equal(table, ops.convert_to_numpy(layers[0].embeddings))
+    assert projection is None
+
+
+def test_uniform_stack_equals_embeddings():
+    layers = [keras.layers.Embedding(n, 4) for n in (7, 30, 1)]
+    ids = np.array([[0, 29, 0], [6, 0, 1], [7, -3, 0]], dtype="int32")
+    _built(layers, ids.clip(0, 0))
+    stacked = StackedEmbedding.from_layers(layers)
+    assert len(stacked.tables) == 1 and stacked.tables[0].shape == (38, 4)
+    got = ops.convert_to_numpy(stacked(ids))
+    for f, layer in enumerate(layers):
+        table = ops.convert_to_numpy(layer.embeddings)
+        for b in range(3):
+            valid = 0 <= ids[b, f] < table.shape[0]
+            np.testing.assert_array_equal(
+                got[b, f], table[ids[b, f]] if valid else np.zeros(4, "float32"))
+
+
+def test_out_of_range_ids_get_no_gradient():
+    stacked = StackedEmbedding([5, BlockPlan(20, 4, [Block(0, 5, 4), Block(5, 20, 2)])], 4)
+    ids = keras.Input((2,), dtype="int32")
+    model = keras.Model(ids, keras.layers.Dense(1)(keras.layers.Flatten()(stacked(ids))))
+    model.compile(keras.optimizers.SGD(1.0), loss="mse")
+    before = [ops.convert_to_numpy(w).copy() for w in stacked.weights]
+    bad = np.array([[-1, 20], [5, -7], [10**9, 25]], dtype="int64")
+    model.train_on_batch(bad, np.ones((3, 1), "float32"))
+    for old, new in zip(before, stacked.weights):
+        np.testing.assert_array_equal(ops.convert_to_numpy(new), old)
+    model.train_on_batch(np.array([[1, 6]], "int32"), np.ones((1, 1), "float32"))
+    changed = [np.any(ops.convert_to_numpy(n) != o) for o, n in zip(before, stacked.weights)]
+    assert any(changed)
+
+
+def test_float_and_string_ids():
+    stacked = StackedEmbedding([5, 6], 2)
+    out = ops.convert_to_numpy(stacked(np.array([[1.0, np.nan], [2.5, 6.0]])))
+    np.testing.assert_array_equal(out[0, 1], 0.0)
+    np.testing.assert_array_equal(out[1], 0.0)
+    assert np.any(out[0, 0] != 0)
+    with pytest.raises(TypeError, match="integer ids"):
+        stacked(np.array([["a", "b"]]))
+
+
+def test_config_and_keras_file_round_trip(tmp_path):
+    layers = _per_feature_layers()
+    ids = _ids(np.random.default_rng(3), layers)
+    _built(layers, ids)
+    stacked = StackedEmbedding.from_layers(layers, name="stacked")
+    inputs = keras.Input((len(layers),), dtype="int32")
+    model = keras.Model(inputs, stacked(inputs))
+    expected = ops.convert_to_numpy(model(ids))
+    path = tmp_path / "stacked.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(ops.convert_to_numpy(loaded(ids)), expected)
+    clone = StackedEmbedding.from_config(stacked.get_config())
+    assert clone.plans == stacked.plans
+    # one remap for all features once any feature is remapped
+    identity_remaps = sum(l.input_dim for l in layers
+                          if not getattr(getattr(l, "plan", None), "remapped", False))
+    assert stacked.plan_bytes == sum(
+        (l.plan.bytes if hasattr(l, "plan") else 4 * l.count_params())
+        for l in layers) + 4 * identity_remaps
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="SavedModel export")
+def test_saved_model_export(tmp_path):
+    import tensorflow as tf
+
+    stacked = StackedEmbedding([uniform_plan(30, 4).input_dim, BlockPlan(
+        60, 4, [Block(0, 10, 4), Block(10, 60, 2)])], 4)
+    inputs = keras.Input((2,), dtype="int32")
+    model = keras.Model(inputs, stacked(inputs))
+    ids = np.array([[1, 59], [29, -1], [30, 10]], dtype="int32")
+    model.export(str(tmp_path / "export"), format="tf_saved_model")
+    served = tf.saved_model.load(str(tmp_path / "export"))
+    np.testing.assert_allclose(served.serve(tf.constant(ids)).numpy(),
+                               ops.convert_to_numpy(model(ids)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("args,error,match", [
+    (([], 4), ValueError, "non-empty"),
+    (([0], 4), ValueError, "Feature 0"),
+    ((["a"], 4), ValueError, "Feature 0"),
+    (([5], 0), ValueError, "output_dim"),
+    (([BlockPlan(5, 2, [Block(0, 5, 2)])], 4), ValueError, "output_dim=2"),
+])
+def test_bad_arguments(args, error, match):
+    with pytest.raises(error, match=match):
+        StackedEmbedding(*args)
+
+
+def test_wrong_number_of_features():
+    with pytest.raises(ValueError, match="2 features"):
+        StackedEmbedding([5, 6], 2)(np.zeros((4, 3), "int32"))
+
+
+def test_from_layers_rejects_mismatched_layers():
+    with pytest.raises(ValueError, match="output dims differ"):
+        StackedEmbedding.from_layers([keras.layers.Embedding(5, 2),
+                                      keras.layers.Embedding(5, 3)])
+    stacked = StackedEmbedding([5], 2)
+    layer = keras.layers.Embedding(6, 2)
+    layer.build()
+    with pytest.raises(ValueError, match="shape"):
+        stacked.set_from_layers([layer])
+
+
+def test_dlrm_stacked_equals_per_feature():
+    from keras_mixed_dim.models.dlrm import dlrm
+    from keras_mixed_dim.models.dlrm import embedding_layers
+
+    cards = [40, 3000, 7, 12000]
+    rng = np.random.default_rng(4)
+    x = {"dense": rng.random((32, 13)).astype("float32"),
+         "categorical": rng.integers(0, cards, size=(32, 4)).astype("int32")}
+    for mode in ("uniform", "block"):
+        per_feature = dlrm(embedding_layers(cards, 8, mode, block_min_rows=1000), 8,
+                           bottom=(16,), top=(16,))
+        expected = ops.convert_to_numpy(per_feature.predict(x, verbose=0))
+        embeddings = [per_feature.get_layer(f"embedding_{f}") for f in range(4)]
+        stacked = dlrm(embeddings, 8, bottom=(16,), top=(16,), stacked=True)
+        assert isinstance(stacked.get_layer("embeddings"), StackedEmbedding)
+        for layer in stacked.layers:
+            if layer.name.startswith(("bottom", "top", "probability")):
+                layer.set_weights(per_feature.get_layer(layer.name).get_weights())
+        np.testing.assert_allclose(ops.convert_to_numpy(stacked.predict(x, verbose=0)),
+                                   expected, rtol=1e-5, atol=1e-6)
+        stacked.compile("adam", "binary_crossentropy")
+        stacked.fit(x, np.ones((32, 1), "float32"), verbose=0)
