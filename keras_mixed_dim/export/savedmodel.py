@@ -258,3 +258,11 @@ def export_for_serving(model, base, name, preprocess=None, input_signature=None,
         _directory_bytes(path / "variables"),
         (path / "saved_model.pb").stat().st_size,
         _directory_bytes(path / "assets"))
+
+
+def __getattr__(name):
+    # `from keras_mixed_dim.export.savedmodel import export_criteo` (0.1):
+    # the dataset-specific exports now live with their datasets.
+    from keras_mixed_dim import export
+
+    return export.__getattr__(name)
