@@ -136,7 +136,7 @@ MUTANTS = [
            "tf.equal(tf.size(actual), len(dims))", "tf.constant(True)",
            ["tests/export/test_savedmodel.py"]),
     Mutant("versions-reservations-ignored", VERSIONS,
-           "reserved = {owner[0] for p in", "reserved = set() or {owner[0] for p in",
+           "reserved = {owner[0] for p in", "reserved = set() and {owner[0] for p in",
            ["tests/export/test_versions.py"]),
     Mutant("versions-int64-unbounded", VERSIONS,
            "if number < 1 or number > MAX_VERSION:", "if number < 1:",
