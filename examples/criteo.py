@@ -22,6 +22,8 @@ from keras_mixed_dim.distribute import jax_distribution  # noqa: E402
 from keras_mixed_dim.distribute import strategy_scope  # noqa: E402
 from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo  # noqa: E402
 from keras_mixed_dim.models.dlrm import EMBEDDING_MODES  # noqa: E402
+
+COMPRESSED_MODES = ("qr", "md_qr", "hashing", "robe", "lma")
 from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_summary  # noqa: E402
@@ -59,7 +61,10 @@ def parse_args(argv=None):
     model.add_argument("--embedding", choices=EMBEDDING_MODES, default="table")
     model.add_argument("--dim", type=int, default=16, help="embedding (base) dim d")
     model.add_argument("--alpha", type=float, default=0.3)
-    model.add_argument("--budget", type=float, help="md_solver parameter budget")
+    model.add_argument("--budget", type=float,
+                       help="embedding parameter budget: md_solver's for table / "
+                       "block; 4 x budget bytes, everything counted, for qr, "
+                       "md_qr, hashing, robe, lma (default 1/16 of uniform)")
     model.add_argument("--blocks", type=int, default=4, help="blocks per large table")
     model.add_argument("--bottom", type=int, nargs="+", default=[512, 256, 64])
     model.add_argument("--top", type=int, nargs="+", default=[512, 256])
@@ -149,9 +154,15 @@ def load_data(args):
 
 
 def build_model(args, cardinalities, counts):
+    budget_bytes = None
+    if args.embedding in COMPRESSED_MODES:
+        # --budget is parameters (floats); the compressed kinds count bytes,
+        # every auxiliary array included. Default: 1/16 of uniform's bytes.
+        budget_bytes = 4 * (args.budget if args.budget is not None
+                            else sum(cardinalities) * args.dim / 16)
     embeddings = embedding_layers(cardinalities, args.dim, args.embedding,
                                   alpha=args.alpha, budget=args.budget, counts=counts,
-                                  num_blocks=args.blocks)
+                                  num_blocks=args.blocks, budget_bytes=budget_bytes)
     if args.distribute in ("data", "model"):
         # before the model is built, so its variables get their layouts
         jax_distribution(args.distribute, embeddings)

@@ -28,11 +28,15 @@ from keras_mixed_dim.distribute import strategy_scope  # noqa: E402
 from keras_mixed_dim.datasets.movielens.vocabulary import save_vocabularies  # noqa: E402
 from keras_mixed_dim.io_utils import file_sha256  # noqa: E402
 from keras_mixed_dim.models import embedding_params  # noqa: E402
+from keras_mixed_dim.layers.hashed_memory_embedding import lsh_signatures  # noqa: E402
 from keras_mixed_dim.models import make_embedding  # noqa: E402
+from keras_mixed_dim.models.embeddings import layer_bytes  # noqa: E402
 from keras_mixed_dim.models import matrix_factorization  # noqa: E402
 from keras_mixed_dim.models import neural_cf  # noqa: E402
 from keras_mixed_dim.models.recommenders import EMBEDDING_LAYERS  # noqa: E402
 from common.outputs import write_run_outputs  # noqa: E402
+
+MOVIELENS_KINDS = ("uniform", "mixed", "qr", "md_qr", "hashing", "robe", "lma")
 
 
 def parse_args(argv=None):
@@ -52,7 +56,9 @@ def parse_args(argv=None):
     source.add_argument("--val-fraction", type=float, default=0.1)
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=["mf", "ncf"], default="mf")
-    model.add_argument("--embedding", choices=["uniform", "mixed"], default="mixed")
+    model.add_argument("--embedding", choices=MOVIELENS_KINDS, default="mixed",
+                       help="uniform / mixed dims, or a compressed kind at "
+                       "--params-per-id x 4 bytes per id, everything counted")
     model.add_argument("--dim", type=int, default=32,
                        help="uniform dim, or the base (output) dim of mixed")
     model.add_argument("--params-per-id", type=float,
@@ -127,16 +133,24 @@ def prepare(ratings, args):
     return users, items, [encode(index) for index in parts]
 
 
-def build(args, users, items, global_mean):
+def build(args, users, items, global_mean, signature_pairs=None):
     regularizer = keras.regularizers.L2(args.l2) if args.l2 else None
     layers = []
     for name, vocab in zip(EMBEDDING_LAYERS, (users, items)):
-        dim, budget = args.dim, None
+        dim, budget, budget_bytes = args.dim, None, None
         if args.params_per_id is not None:
             if args.embedding == "uniform":
                 dim = max(1, int(round(args.params_per_id)))
-            else:
+            elif args.embedding == "mixed":
                 budget = args.params_per_id * vocab.size
+            else:
+                budget_bytes = 4 * args.params_per_id * vocab.size
+        signatures = None
+        if args.embedding == "lma" and signature_pairs is not None:
+            # a user's context is the items it rated, an item's the users
+            ids, contexts = signature_pairs[name]
+            signatures = lsh_signatures((ids, contexts), vocab.size, signature_size=2,
+                                        seed=args.seed)
         layers.append(
             make_embedding(
                 args.embedding,
@@ -146,7 +160,9 @@ def build(args, users, items, global_mean):
                 alpha=args.alpha,
                 num_blocks=args.blocks,
                 budget=budget,
+                budget_bytes=budget_bytes,
                 embeddings_regularizer=regularizer,
+                signatures=signatures,
                 name=name,
             )
         )
@@ -184,7 +200,14 @@ def run(args):
     except ValueError as error:
         raise SystemExit(str(error)) from None
     with scope:
-        model = build(args, users, items, global_mean)
+        pairs = None
+        if args.embedding == "lma":
+            features = train[0]
+            pairs = {"user_embedding": (np.asarray(features["user"]),
+                                        np.asarray(features["item"])),
+                     "item_embedding": (np.asarray(features["item"]),
+                                        np.asarray(features["user"]))}
+        model = build(args, users, items, global_mean, pairs)
         model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
     # tf.data batches shuffle themselves; plain arrays are shuffled by fit.
     fit_kwargs = {"shuffle": False}
@@ -228,6 +251,7 @@ def run(args):
         "num_items": items.size,
         "ratings": {"train": len(train[1]), "val": len(val[1]), "test": len(test[1])},
         "embedding_params": embedding_params(model, EMBEDDING_LAYERS),
+        "embedding_bytes": layer_bytes([model.get_layer(n) for n in EMBEDDING_LAYERS]),
         "total_params": model.count_params(),
         "mse": mse,
         "rmse": {k: float(np.sqrt(v)) for k, v in mse.items()},
