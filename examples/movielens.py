@@ -34,9 +34,20 @@ from keras_mixed_dim.models.embeddings import layer_bytes  # noqa: E402
 from keras_mixed_dim.models import matrix_factorization  # noqa: E402
 from keras_mixed_dim.models import neural_cf  # noqa: E402
 from keras_mixed_dim.models.recommenders import EMBEDDING_LAYERS  # noqa: E402
+from keras_mixed_dim.optimizers.sparse_rows import SparseRowOptimizer  # noqa: E402
 from common.outputs import write_run_outputs  # noqa: E402
 
 MOVIELENS_KINDS = ("uniform", "mixed", "qr", "md_qr", "hashing", "robe", "lma")
+OPTIMIZERS = ("adam", "adagrad", "sgd")
+
+
+def make_optimizer(name, lr, sparse_tables=True, table_lr=None):
+    """Keras's optimizer, with sparse row updates of the tables by default."""
+    optimizer = {"adam": keras.optimizers.Adam, "adagrad": keras.optimizers.Adagrad,
+                 "sgd": keras.optimizers.SGD}[name](lr)
+    if not sparse_tables:
+        return optimizer
+    return SparseRowOptimizer(optimizer, table_optimizer=name, learning_rate=table_lr)
 
 
 def parse_args(argv=None):
@@ -72,6 +83,15 @@ def parse_args(argv=None):
     train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--batch-size", type=int, default=1024)
     train.add_argument("--lr", type=float, default=3e-3)
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                       help="the dense layers' Keras optimizer; embedding tables get "
+                       "its sparse row-wise form (lazy Adam, row-wise Adagrad, SGD) "
+                       "on the rows each batch looks up")
+    train.add_argument("--dense-table-updates", action="store_true",
+                       help="update the embedding tables with Keras's own optimizer "
+                       "too (every row, every step; for comparison)")
+    train.add_argument("--table-lr", type=float,
+                       help="learning rate of the tables' sparse updates (default: --lr)")
     train.add_argument("--patience", type=int, default=2,
                        help="early stopping patience on validation MSE")
     train.add_argument("--seed", type=int, default=0)
@@ -208,7 +228,13 @@ def run(args):
                      "item_embedding": (np.asarray(features["item"]),
                                         np.asarray(features["user"]))}
         model = build(args, users, items, global_mean, pairs)
-        model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
+        # The sparse row updates are written for one replica's variables;
+        # under a distribution the tables take Keras's dense update.
+        sparse_tables = not args.dense_table_updates and not args.distribute
+        if not args.dense_table_updates and args.distribute:
+            print("note: --distribute uses Keras's dense table updates", flush=True)
+        model.compile(optimizer=make_optimizer(args.optimizer, args.lr, sparse_tables,
+                                               args.table_lr), loss="mse")
     # tf.data batches shuffle themselves; plain arrays are shuffled by fit.
     fit_kwargs = {"shuffle": False}
     if keras.backend.backend() != "tensorflow":
