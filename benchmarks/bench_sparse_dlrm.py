@@ -114,7 +114,7 @@ def run_reference(directory, md, batch, steps):
         f"--mini-batch-size={batch}", "--num-indices-per-lookup=1",
         "--num-indices-per-lookup-fixed=True", "--print-freq=2",
         "--print-time", f"--learning-rate={LEARNING_RATES['sgd']}", "--optimizer=sgd",
-    ] + (["--md-flag", "--md-temperature=0.3"] if md else [])
+    ] + (["--md-flag", "--md-temperature=0.3", "--md-threshold=0"] if md else [])
     env = dict(os.environ, PYTHONPATH=f"{stubs}{os.pathsep}{directory}")
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env,

@@ -22,15 +22,21 @@ from keras_mixed_dim.distribute import jax_distribution  # noqa: E402
 from keras_mixed_dim.distribute import strategy_scope  # noqa: E402
 from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo  # noqa: E402
 from keras_mixed_dim.models.dlrm import EMBEDDING_MODES  # noqa: E402
+
+COMPRESSED_MODES = ("qr", "md_qr", "hashing", "robe", "lma")
 from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_summary  # noqa: E402
 from keras_mixed_dim.planning import zipf_counts  # noqa: E402
+from keras_mixed_dim.optimizers.sparse_rows import SparseRowOptimizer  # noqa: E402
 from common.metering import ThroughputMeter  # noqa: E402
 from common.metering import peak_memory  # noqa: E402
 from common.outputs import write_run_outputs  # noqa: E402
 
 OPTIMIZERS = ("adam", "adagrad", "amsgrad", "sgd")
+# The embedding tables' sparse row update for each --optimizer (Keras's own
+# optimizer still updates the MLPs): lazy Adam, row-wise Adagrad, SGD.
+TABLE_OPTIMIZERS = {"adam": "adam", "amsgrad": "adam", "adagrad": "adagrad", "sgd": "sgd"}
 
 
 def parse_args(argv=None):
@@ -59,12 +65,25 @@ def parse_args(argv=None):
     model.add_argument("--embedding", choices=EMBEDDING_MODES, default="table")
     model.add_argument("--dim", type=int, default=16, help="embedding (base) dim d")
     model.add_argument("--alpha", type=float, default=0.3)
-    model.add_argument("--budget", type=float, help="md_solver parameter budget")
+    model.add_argument("--budget", type=float,
+                       help="embedding parameter budget: md_solver's for table / "
+                       "block; 4 x budget bytes, everything counted, for qr, "
+                       "md_qr, hashing, robe, lma (default 1/16 of uniform)")
     model.add_argument("--blocks", type=int, default=4, help="blocks per large table")
     model.add_argument("--bottom", type=int, nargs="+", default=[512, 256, 64])
     model.add_argument("--top", type=int, nargs="+", default=[512, 256])
+    model.add_argument("--stacked", action="store_true",
+                       help="all tables in one StackedEmbedding (one gather per width)")
     train = parser.add_argument_group("training")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                       help="the MLPs' Keras optimizer; embedding tables get its "
+                       "sparse row-wise form (lazy Adam, row-wise Adagrad, SGD) on "
+                       "the rows each batch looks up")
+    train.add_argument("--dense-table-updates", action="store_true",
+                       help="update the embedding tables with Keras's own optimizer "
+                       "too (every row, every step: slower, for comparison)")
+    train.add_argument("--table-lr", type=float,
+                       help="learning rate of the tables' sparse updates (default: --lr)")
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--batch-size", type=int, default=1024)
     train.add_argument("--epochs", type=int, default=1)
@@ -96,14 +115,19 @@ def parse_args(argv=None):
     return args
 
 
-def make_optimizer(name, lr):
+def make_optimizer(name, lr, sparse_tables=True, table_lr=None):
     if name == "adam":
-        return keras.optimizers.Adam(lr)
-    if name == "amsgrad":
-        return keras.optimizers.Adam(lr, amsgrad=True)
-    if name == "adagrad":
-        return keras.optimizers.Adagrad(lr)
-    return keras.optimizers.SGD(lr)
+        optimizer = keras.optimizers.Adam(lr)
+    elif name == "amsgrad":
+        optimizer = keras.optimizers.Adam(lr, amsgrad=True)
+    elif name == "adagrad":
+        optimizer = keras.optimizers.Adagrad(lr)
+    else:
+        optimizer = keras.optimizers.SGD(lr)
+    if not sparse_tables:
+        return optimizer
+    return SparseRowOptimizer(optimizer, table_optimizer=TABLE_OPTIMIZERS[name],
+                              learning_rate=table_lr)
 
 
 def load_data(args):
@@ -149,15 +173,27 @@ def load_data(args):
 
 
 def build_model(args, cardinalities, counts):
+    budget_bytes = None
+    if args.embedding in COMPRESSED_MODES:
+        # --budget is parameters (floats); the compressed kinds count bytes,
+        # every auxiliary array included. Default: 1/16 of uniform's bytes.
+        budget_bytes = 4 * (args.budget if args.budget is not None
+                            else sum(cardinalities) * args.dim / 16)
     embeddings = embedding_layers(cardinalities, args.dim, args.embedding,
                                   alpha=args.alpha, budget=args.budget, counts=counts,
-                                  num_blocks=args.blocks)
+                                  num_blocks=args.blocks, budget_bytes=budget_bytes)
     if args.distribute in ("data", "model"):
         # before the model is built, so its variables get their layouts
         jax_distribution(args.distribute, embeddings)
-    model = dlrm(embeddings, args.dim, bottom=args.bottom, top=args.top)
+    model = dlrm(embeddings, args.dim, bottom=args.bottom, top=args.top,
+                 stacked=args.stacked)
+    # The sparse row updates are written for one replica's variables; under a
+    # distribution the tables take Keras's dense update.
+    sparse_tables = not args.dense_table_updates and not args.distribute
+    if not args.dense_table_updates and args.distribute:
+        print("note: --distribute uses Keras's dense table updates", flush=True)
     model.compile(
-        optimizer=make_optimizer(args.optimizer, args.lr),
+        optimizer=make_optimizer(args.optimizer, args.lr, sparse_tables, args.table_lr),
         loss="binary_crossentropy",
         metrics=[keras.metrics.AUC(name="auc"),
                  keras.metrics.BinaryCrossentropy(name="logloss"),
@@ -195,7 +231,13 @@ def run(args):
             raise SystemExit("error: no training batches (every valid line was held "
                              "out for validation; see --val-every)")
         metrics = model.evaluate(val, verbose=0, return_dict=True)
-    summary = embedding_summary(embeddings)
+    if args.stacked:
+        # the per-feature layers only lent their plans; the stacked layer holds
+        # every weight (all 4-byte: float32 tables, int32 remap)
+        stacked = model.get_layer("embeddings")
+        summary = {"params": stacked.count_params(), "bytes": stacked.plan_bytes}
+    else:
+        summary = embedding_summary(embeddings)
     results = {
         "source": source,
         "embedding": args.embedding,
@@ -203,8 +245,8 @@ def run(args):
         "alpha": None if args.embedding == "uniform" else args.alpha,
         "budget": args.budget,
         "cardinalities": cardinalities,
-        "embedding_dims": [list(e.plan.dims) if hasattr(e, "plan") else [args.dim]
-                           for e in embeddings],
+        "embedding_dims": [list(e.plan.dims) if getattr(e, "plan", None) is not None
+                           else [args.dim] for e in embeddings],
         "embedding_params": summary["params"],
         "embedding_bytes": summary["bytes"],
         "vocabulary_bytes": vocab_bytes,
@@ -212,6 +254,9 @@ def run(args):
         "val": {k: float(v) for k, v in metrics.items()},
         "loss_history": [float(x) for x in history.history["loss"]],
         "train_examples_per_second": meter.examples_per_second,
+        "optimizer": args.optimizer,
+        "table_updates": "dense" if args.dense_table_updates else "sparse",
+        "stacked": args.stacked,
         "backend": backend,
         "batch_size": args.batch_size,
         **peak_memory(),

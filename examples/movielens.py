@@ -28,11 +28,26 @@ from keras_mixed_dim.distribute import strategy_scope  # noqa: E402
 from keras_mixed_dim.datasets.movielens.vocabulary import save_vocabularies  # noqa: E402
 from keras_mixed_dim.io_utils import file_sha256  # noqa: E402
 from keras_mixed_dim.models import embedding_params  # noqa: E402
+from keras_mixed_dim.layers.hashed_memory_embedding import lsh_signatures  # noqa: E402
 from keras_mixed_dim.models import make_embedding  # noqa: E402
+from keras_mixed_dim.models.embeddings import layer_bytes  # noqa: E402
 from keras_mixed_dim.models import matrix_factorization  # noqa: E402
 from keras_mixed_dim.models import neural_cf  # noqa: E402
 from keras_mixed_dim.models.recommenders import EMBEDDING_LAYERS  # noqa: E402
+from keras_mixed_dim.optimizers.sparse_rows import SparseRowOptimizer  # noqa: E402
 from common.outputs import write_run_outputs  # noqa: E402
+
+MOVIELENS_KINDS = ("uniform", "mixed", "qr", "md_qr", "hashing", "robe", "lma")
+OPTIMIZERS = ("adam", "adagrad", "sgd")
+
+
+def make_optimizer(name, lr, sparse_tables=True, table_lr=None):
+    """Keras's optimizer, with sparse row updates of the tables by default."""
+    optimizer = {"adam": keras.optimizers.Adam, "adagrad": keras.optimizers.Adagrad,
+                 "sgd": keras.optimizers.SGD}[name](lr)
+    if not sparse_tables:
+        return optimizer
+    return SparseRowOptimizer(optimizer, table_optimizer=name, learning_rate=table_lr)
 
 
 def parse_args(argv=None):
@@ -52,7 +67,9 @@ def parse_args(argv=None):
     source.add_argument("--val-fraction", type=float, default=0.1)
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=["mf", "ncf"], default="mf")
-    model.add_argument("--embedding", choices=["uniform", "mixed"], default="mixed")
+    model.add_argument("--embedding", choices=MOVIELENS_KINDS, default="mixed",
+                       help="uniform / mixed dims, or a compressed kind at "
+                       "--params-per-id x 4 bytes per id, everything counted")
     model.add_argument("--dim", type=int, default=32,
                        help="uniform dim, or the base (output) dim of mixed")
     model.add_argument("--params-per-id", type=float,
@@ -66,6 +83,15 @@ def parse_args(argv=None):
     train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--batch-size", type=int, default=1024)
     train.add_argument("--lr", type=float, default=3e-3)
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                       help="the dense layers' Keras optimizer; embedding tables get "
+                       "its sparse row-wise form (lazy Adam, row-wise Adagrad, SGD) "
+                       "on the rows each batch looks up")
+    train.add_argument("--dense-table-updates", action="store_true",
+                       help="update the embedding tables with Keras's own optimizer "
+                       "too (every row, every step; for comparison)")
+    train.add_argument("--table-lr", type=float,
+                       help="learning rate of the tables' sparse updates (default: --lr)")
     train.add_argument("--patience", type=int, default=2,
                        help="early stopping patience on validation MSE")
     train.add_argument("--seed", type=int, default=0)
@@ -127,16 +153,24 @@ def prepare(ratings, args):
     return users, items, [encode(index) for index in parts]
 
 
-def build(args, users, items, global_mean):
+def build(args, users, items, global_mean, signature_pairs=None):
     regularizer = keras.regularizers.L2(args.l2) if args.l2 else None
     layers = []
     for name, vocab in zip(EMBEDDING_LAYERS, (users, items)):
-        dim, budget = args.dim, None
+        dim, budget, budget_bytes = args.dim, None, None
         if args.params_per_id is not None:
             if args.embedding == "uniform":
                 dim = max(1, int(round(args.params_per_id)))
-            else:
+            elif args.embedding == "mixed":
                 budget = args.params_per_id * vocab.size
+            else:
+                budget_bytes = 4 * args.params_per_id * vocab.size
+        signatures = None
+        if args.embedding == "lma" and signature_pairs is not None:
+            # a user's context is the items it rated, an item's the users
+            ids, contexts = signature_pairs[name]
+            signatures = lsh_signatures((ids, contexts), vocab.size, signature_size=2,
+                                        seed=args.seed)
         layers.append(
             make_embedding(
                 args.embedding,
@@ -146,7 +180,9 @@ def build(args, users, items, global_mean):
                 alpha=args.alpha,
                 num_blocks=args.blocks,
                 budget=budget,
+                budget_bytes=budget_bytes,
                 embeddings_regularizer=regularizer,
+                signatures=signatures,
                 name=name,
             )
         )
@@ -184,8 +220,21 @@ def run(args):
     except ValueError as error:
         raise SystemExit(str(error)) from None
     with scope:
-        model = build(args, users, items, global_mean)
-        model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
+        pairs = None
+        if args.embedding == "lma":
+            features = train[0]
+            pairs = {"user_embedding": (np.asarray(features["user"]),
+                                        np.asarray(features["item"])),
+                     "item_embedding": (np.asarray(features["item"]),
+                                        np.asarray(features["user"]))}
+        model = build(args, users, items, global_mean, pairs)
+        # The sparse row updates are written for one replica's variables;
+        # under a distribution the tables take Keras's dense update.
+        sparse_tables = not args.dense_table_updates and not args.distribute
+        if not args.dense_table_updates and args.distribute:
+            print("note: --distribute uses Keras's dense table updates", flush=True)
+        model.compile(optimizer=make_optimizer(args.optimizer, args.lr, sparse_tables,
+                                               args.table_lr), loss="mse")
     # tf.data batches shuffle themselves; plain arrays are shuffled by fit.
     fit_kwargs = {"shuffle": False}
     if keras.backend.backend() != "tensorflow":
@@ -228,6 +277,7 @@ def run(args):
         "num_items": items.size,
         "ratings": {"train": len(train[1]), "val": len(val[1]), "test": len(test[1])},
         "embedding_params": embedding_params(model, EMBEDDING_LAYERS),
+        "embedding_bytes": layer_bytes([model.get_layer(n) for n in EMBEDDING_LAYERS]),
         "total_params": model.count_params(),
         "mse": mse,
         "rmse": {k: float(np.sqrt(v)) for k, v in mse.items()},

@@ -44,8 +44,12 @@ def parse_args(argv=None):
     parser.add_argument("--min-rows", type=int, default=1000)
     parser.add_argument("--alpha", default="auto", help="power-rule alpha or 'auto'")
     parser.add_argument("--num-blocks", type=int, default=4)
-    parser.add_argument("--sketch", default="osnap",
-                        help="sketch for large blocks: osnap, gaussian, countsketch, none")
+    parser.add_argument("--sketch", default="none",
+                        help="sketch for blocks of > 1M rows: none (exact Gram), "
+                        "osnap, gaussian, countsketch")
+    parser.add_argument("--keep-id-order", action="store_true",
+                        help="ids are ranked by frequency already: cut blocks in "
+                        "id order and store no id -> rank table")
     parser.add_argument("--fine-tune-epochs", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--quantize", choices=("int8", "float16"),
@@ -172,7 +176,8 @@ def main(argv=None):
             state["done"] = done
 
         options = {"num_blocks": args.num_blocks, "alpha": args.alpha,
-                   "sketch": args.sketch} if args.method == "md" else {}
+                   "sketch": args.sketch, "keep_id_order": args.keep_id_order
+                   } if args.method == "md" else {}
         try:
             new_model, report = compress_model(
                 model, counts, budget=args.budget, method=args.method,

@@ -5,16 +5,21 @@ ranked by their counts and cut into blocks with the planner. A block of
 `dim_k < d` gets the principal directions of its rows: with `Y` its rows of
 `W` and `V_k` the top `dim_k` right singular vectors of `Y`, the block table
 is `Y V_k` and the projection `V_k^T`, the best rank-`dim_k` approximation of
-`Y`. Blocks of more than `sketch_threshold` rows take their directions from
-the fixed-dimension subspace embedding of a sketch (`keras_mixed_dim.sketch`)
-so that only `d x d` matrices are decomposed; their error is measured in the
-same pass that writes the table and gated against the exact optimum.
+`Y`. Rows are streamed in chunks and only `d x d` matrices are decomposed: each
+block's exact Gram matrix `Y^T Y` by default, or, with `sketch=...`, for
+blocks of more than `sketch_threshold` rows, the fixed-dimension subspace
+embedding of a sketch (`keras_mixed_dim.sketch`), whose error is measured in
+the pass that writes the table and gated against the exact optimum.
 """
 
 import dataclasses
 
 import numpy as np
 
+from keras_mixed_dim.planning import Block
+from keras_mixed_dim.planning import BlockPlan
+from keras_mixed_dim.planning import block_dims
+from keras_mixed_dim.planning import equal_mass_boundaries
 from keras_mixed_dim.planning import plan_blocks
 from keras_mixed_dim.planning import rank_ids
 from keras_mixed_dim.planning.blocks import check_counts
@@ -124,9 +129,10 @@ def budget_to_params(budget, input_dim, output_dim, remapped):
 
 
 def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
-                    sketch="osnap", sketch_threshold=SKETCH_THRESHOLD,
+                    sketch=None, sketch_threshold=SKETCH_THRESHOLD,
                     sketch_rows=None, round_dims=False, seed=0,
-                    max_error_ratio=MAX_ERROR_RATIO, progress=None):
+                    max_error_ratio=MAX_ERROR_RATIO, progress=None,
+                    keep_id_order=False):
     """Plans blocks from counts and fits each to a trained table (numpy).
 
     Args:
@@ -140,7 +146,10 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
         budget: None (the most popular block keeps `d`), a fraction `< 1` of
             the original bytes, or a number of bytes.
         sketch: Sketch kind for blocks of more than `sketch_threshold` rows,
-            or None to decompose every block exactly.
+            or None (default) to take every block's exact Gram matrix. Both
+            stream the rows in chunks and need only `d x d` matrices; on a
+            CPU the exact Gram (one BLAS matmul per chunk) measured faster
+            than an OSNAP sketch (`benchmarks/bench_compress.py`).
         sketch_threshold: Blocks with more rows are sketched.
         sketch_rows: Rows of the sketch (default
             `keras_mixed_dim.sketch.default_sketch_rows`).
@@ -149,6 +158,10 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
         max_error_ratio: Gate on sketched directions (see
             `keras_mixed_dim.sketch.low_rank`).
         progress: Optional callable `progress(rows_done)` for progress bars.
+        keep_id_order: Cut blocks in id order instead of count order, with
+            no id -> rank table (its 4 bytes per id stay in the budget). For
+            vocabularies already ranked by frequency (id 0 most frequent)
+            whose counts from a later data pass are not exactly sorted.
 
     Returns:
         A `ConvertedWeights`.
@@ -173,8 +186,8 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
         raise ValueError(f"`sketch` must be None or one of {KINDS}. Received: {sketch!r}")
     num_blocks = min(int(num_blocks), input_dim) if not isinstance(
         num_blocks, bool) and float(num_blocks).is_integer() else num_blocks
-    order = rank_ids(counts)
-    remapped = not bool(np.all(order == np.arange(input_dim)))
+    order = np.arange(input_dim) if keep_id_order else rank_ids(counts)
+    remapped = not keep_id_order and not bool(np.all(order == np.arange(input_dim)))
     params = budget_to_params(budget, input_dim, output_dim, remapped)
     # Planning from the counts in rank order gives the same blocks without
     # ranking `input_dim` ids again for every alpha tried.
@@ -182,6 +195,9 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
 
     def plan_for(a):
         try:
+            if keep_id_order:
+                return _plan_in_id_order(counts, output_dim, num_blocks, a, params,
+                                         round_dims)
             plan = plan_blocks(input_dim, output_dim, counts=sorted_counts,
                                num_blocks=num_blocks, alpha=a, budget=params,
                                round_dims=round_dims, remap=False)
@@ -278,6 +294,20 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
     return ConvertedWeights(plan, tables, projections, order, report)
 
 
+def _plan_in_id_order(counts, output_dim, num_blocks, alpha, params, round_dims):
+    """Equal-mass blocks of contiguous ids (no ranking), sized by the power rule."""
+    offsets = np.asarray(equal_mass_boundaries(counts, num_blocks))
+    cumulative = np.concatenate([[0.0], np.cumsum(counts)])
+    masses = (cumulative[offsets[1:]] - cumulative[offsets[:-1]]) / cumulative[-1]
+    rows = offsets[1:] - offsets[:-1]
+    # a block of ids never seen still needs a positive popularity to size
+    dims = block_dims(rows, np.maximum(masses, 1e-300), alpha, output_dim,
+                      budget=params, round_dims=round_dims)
+    blocks = tuple(Block(int(a), int(b), d, float(m)) for a, b, d, m
+                   in zip(offsets[:-1], offsets[1:], dims, masses))
+    return BlockPlan(counts.size, output_dim, blocks, remapped=False)
+
+
 def _rows_of(weights, order, start, stop):
     def rows_fn(begin, end):
         return weights[order[start + begin:start + min(end, stop - start)]]
@@ -285,10 +315,11 @@ def _rows_of(weights, order, start, stop):
 
 
 def mixed_dim_from_embedding(embedding, counts, alpha="auto", num_blocks=4,
-                             budget=None, sketch="osnap",
+                             budget=None, sketch=None,
                              sketch_threshold=SKETCH_THRESHOLD, sketch_rows=None,
                              round_dims=False, seed=0, name=None,
-                             return_report=False, progress=None):
+                             return_report=False, progress=None,
+                             keep_id_order=False):
     """A `MixedDimEmbedding` that approximates a trained embedding table.
 
     Ids are ranked by `counts` and cut into `num_blocks` equal-mass blocks;
@@ -320,8 +351,9 @@ def mixed_dim_from_embedding(embedding, counts, alpha="auto", num_blocks=4,
             fraction `< 1` of the original float32 bytes, or a number of
             bytes; it covers tables, projections and the id -> rank table.
         sketch: Sketch kind for blocks of more than `sketch_threshold` rows
-            (`"osnap"`, `"gaussian"`, `"countsketch"`), or None for exact
-            decompositions throughout.
+            (`"osnap"`, `"gaussian"`, `"countsketch"`), or None (default)
+            for exact Gram matrices throughout (streamed too, and faster on
+            a CPU; see `convert_weights`).
         sketch_threshold: Blocks with more rows are sketched.
         sketch_rows: Rows of the sketch (default by kind and width).
         round_dims: Round block dims to powers of two.
@@ -329,6 +361,8 @@ def mixed_dim_from_embedding(embedding, counts, alpha="auto", num_blocks=4,
         name: Name of the new layer (default: the embedding's name).
         return_report: Also return the `ConversionReport`.
         progress: Optional `progress(rows_done)` callable.
+        keep_id_order: Blocks of contiguous ids and no id -> rank table, for
+            ids already ranked by frequency (see `convert_weights`).
 
     Returns:
         A built `MixedDimEmbedding`, or `(layer, report)` with
@@ -369,6 +403,7 @@ def mixed_dim_from_embedding(embedding, counts, alpha="auto", num_blocks=4,
         weights, counts, alpha=alpha, num_blocks=num_blocks, budget=budget,
         sketch=sketch, sketch_threshold=sketch_threshold, sketch_rows=sketch_rows,
         round_dims=round_dims, seed=seed, progress=progress,
+        keep_id_order=keep_id_order,
     )
     input_dim, output_dim = weights.shape
     layer = MixedDimEmbedding(

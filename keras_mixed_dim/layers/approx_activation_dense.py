@@ -380,7 +380,7 @@ _DENSE_ARGS = ("units", "activation", "use_bias", "kernel_initializer",
 
 
 def approximate_activations(model, bits=8, include=None, exclude=(),
-                            skip_input_layers=True):
+                            skip_input_layers=False):
     """Copy of `model` whose `Dense` layers keep `bits`-bit inputs for backprop.
 
     Every plain `keras.layers.Dense` (not a subclass, not quantized, no LoRA)
@@ -394,8 +394,10 @@ def approximate_activations(model, bits=8, include=None, exclude=(),
         include: Optional names of the Dense layers to convert (default all).
         exclude: Names of Dense layers to leave as they are.
         skip_input_layers: Leave Dense layers that read a model input as
-            they are (default): the input batch stays in memory for the whole
-            step anyway, so a quantized copy of it would add error and bytes.
+            they are. The input batch stays in memory for the whole step
+            anyway, so its quantized copy only adds error; but such a layer
+            then keeps its float output for its own activation's backward
+            pass, which usually costs more (default `False`).
 
     Returns:
         A new model (not compiled).

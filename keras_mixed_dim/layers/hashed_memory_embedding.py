@@ -279,6 +279,14 @@ class HashedMemoryEmbedding(IdLookupLayer):
             self._subsets = None
             self._params = hashes.HashParams(self.seed, 1)
         self._salts = hashes.random_salts(self.seed, self.num_chunks)
+        self._salt_lanes = hashes.lane_constant(self._salts)
+        # Python ints, so compiled graphs hold no numpy constants
+        self._subset_lists = (None if self._subsets is None else
+                              [self._subsets[:, t].tolist()
+                               for t in range(self.hashes_per_element)])
+        element = np.arange(self.output_dim)
+        self._chunk_of = (element // self.chunk_size).tolist()
+        self._within = (element % self.chunk_size).tolist()
 
     def build(self, input_shape=None):
         if self.built:
@@ -334,12 +342,12 @@ class HashedMemoryEmbedding(IdLookupLayer):
                 own = ops.expand_dims(ids, -1)
                 rows = ops.where(ops.expand_dims(ids < self.signature_rows, -1),
                                  rows, own + ops.zeros_like(rows))
-            keys = [ops.take(rows, ops.convert_to_tensor(
-                self._subsets[:, t].astype("int32")), axis=-1)
-                for t in range(self.hashes_per_element)]
-            return hashes.hash_tuple(keys, self._params, self._salts)
+            keys = [ops.take(rows, ops.convert_to_tensor(subset, dtype="int32"),
+                             axis=-1)
+                    for subset in self._subset_lists]
+            return hashes.hash_tuple(keys, self._params, self._salt_lanes)
         return hashes.hash_tuple([ops.expand_dims(ids, -1)], self._params,
-                                 self._salts)
+                                 self._salt_lanes)
 
     def chunk_offsets(self, ids):
         """Memory offset of each chunk of each (valid, int32) id."""
@@ -353,9 +361,8 @@ class HashedMemoryEmbedding(IdLookupLayer):
     def locations(self, ids):
         """Memory index of every element: int32 `ids.shape + (output_dim,)`."""
         offsets = self.chunk_offsets(ids)
-        element = np.arange(self.output_dim)
-        chunk_of = ops.convert_to_tensor((element // self.chunk_size).astype("int32"))
-        within = ops.convert_to_tensor((element % self.chunk_size).astype("int32"))
+        chunk_of = ops.convert_to_tensor(self._chunk_of, dtype="int32")
+        within = ops.convert_to_tensor(self._within, dtype="int32")
         starts = ops.take(offsets, chunk_of, axis=-1)
         return ops.mod(starts + within, self.memory_size)
 
@@ -363,9 +370,8 @@ class HashedMemoryEmbedding(IdLookupLayer):
         if self.hash == "identity":
             return 1.0
         signs = hashes.lanes_sign(self._chunk_lanes(ids))
-        chunk_of = ops.convert_to_tensor(
-            (np.arange(self.output_dim) // self.chunk_size).astype("int32"))
-        return ops.take(signs, chunk_of, axis=-1)
+        return ops.take(signs, ops.convert_to_tensor(self._chunk_of, dtype="int32"),
+                        axis=-1)
 
     def compute_output_spec(self, inputs, memory=None):
         from keras import KerasTensor

@@ -62,11 +62,38 @@ class HashParams:
         self.arity = int(arity)
         self.tuple_multipliers = odd[:-1]
         self.final_multipliers = odd[-1]
+        # Python-int bytes of every multiplier, prepared once: the graph
+        # code then holds no numpy unsigned values (torch.compile cannot
+        # guard on uint64 arrays).
+        self.tuple_bytes = [[_bytes_of(m) for m in row] for row in self.tuple_multipliers]
+        self.final_bytes = [_bytes_of(m) for m in self.final_multipliers]
 
     @property
     def num_constants(self):
         """How many 32-bit constants the hash stores (for byte counts)."""
         return (self.arity + 1) * ROUNDS
+
+
+def _bytes_of(multiplier):
+    value = int(multiplier)
+    return tuple((value >> (8 * i)) & 0xFF for i in range(4))
+
+
+def lane_constant(value):
+    """A uint32 constant (scalar or array) as Python-int hi / lo lists,
+    ready for `hash_tuple(..., salt=...)` inside compiled functions."""
+    value = np.asarray(value, dtype=np.uint64)
+    return LaneConstant((value >> np.uint64(16)).astype(np.int64).tolist(),
+                        (value & np.uint64(0xFFFF)).astype(np.int64).tolist())
+
+
+class LaneConstant:
+    """`hi` and `lo` of a uint32 constant as nested Python ints (a plain
+    object: Keras attribute tracking would rebuild a tuple subclass)."""
+
+    def __init__(self, hi, lo):
+        self.hi = hi
+        self.lo = lo
 
 
 def random_salts(seed, count):
@@ -134,15 +161,8 @@ def signs_numpy(values, params, salt=0):
 # ------------------------------------------------------------ keras.ops (lanes)
 
 
-def _split(value):
-    """A uint32 constant (scalar or array) as int32 lane constants."""
-    value = np.asarray(value, dtype=np.uint64)
-    return (_int32_constant(value >> np.uint64(16)),
-            _int32_constant(value & np.uint64(0xFFFF)))
-
-
 def _int32_constant(value):
-    return ops.convert_to_tensor(np.asarray(value).astype(np.int32), dtype="int32")
+    return ops.convert_to_tensor(value, dtype="int32")
 
 
 def to_lanes(x):
@@ -152,21 +172,22 @@ def to_lanes(x):
 
 
 def _xor_constant(lanes, value):
-    hi_c, lo_c = _split(value)
+    if not isinstance(value, LaneConstant):
+        value = lane_constant(value)
+    hi_c, lo_c = _int32_constant(value.hi), _int32_constant(value.lo)
     hi, lo = lanes
     return ops.bitwise_xor(hi, hi_c), ops.bitwise_xor(lo, lo_c)
 
 
-def _mul_constant(lanes, multiplier):
-    """`x * multiplier mod 2**32` in lanes; `multiplier` a uint32 constant.
+def _mul_constant(lanes, multiplier_bytes):
+    """`x * multiplier mod 2**32` in lanes; the multiplier given as its four
+    bytes (Python ints, least significant first).
 
     With `a = a0 + a1 2^8 + a2 2^16 + a3 2^24` (bytes) and `x = xl + xh 2^16`
     the product mod 2^32 is `a0 xl + a1 xl 2^8 + (a2 xl + a0 xh) 2^16 +
     (a3 xl + a1 xh) 2^24`: every partial product is below 2^24.
     """
-    a = np.asarray(multiplier, dtype=np.uint64)
-    a0, a1, a2, a3 = ((a >> np.uint64(8 * i)) & np.uint64(0xFF) for i in range(4))
-    a0, a1, a2, a3 = (_int32_constant(v) for v in (a0, a1, a2, a3))
+    a0, a1, a2, a3 = multiplier_bytes
     hi, lo = lanes
     t0 = lo * a0
     t1 = lo * a1
@@ -179,8 +200,8 @@ def _mul_constant(lanes, multiplier):
     return high, ops.bitwise_and(low, 0xFFFF)
 
 
-def _mix(lanes, multipliers):
-    for m in np.asarray(multipliers, dtype=np.uint32).reshape(-1, ROUNDS).T:
+def _mix(lanes, multiplier_bytes):
+    for m in multiplier_bytes:
         hi, lo = _mul_constant(lanes, m)
         lanes = (hi, ops.bitwise_xor(lo, hi))
     return lanes
@@ -193,7 +214,8 @@ def hash_tuple(values, params, salt=0):
         values: A list of `params.arity` non-negative int32 tensors (all
             broadcastable to one shape).
         params: `HashParams`.
-        salt: uint32 scalar or numpy array broadcastable to the values.
+        salt: uint32 scalar or numpy array broadcastable to the values, or
+            its `lane_constant` (prepare it once for compiled code).
 
     Returns:
         `(hi, lo)` int32 tensors, each in `[0, 2**16)`.
@@ -205,9 +227,9 @@ def hash_tuple(values, params, salt=0):
         x = to_lanes(value)
         if lanes is not None:
             x = (ops.bitwise_xor(lanes[0], x[0]), ops.bitwise_xor(lanes[1], x[1]))
-        lanes = _mix(x, params.tuple_multipliers[t])
+        lanes = _mix(x, params.tuple_bytes[t])
     lanes = _xor_constant(lanes, salt)
-    return _mix(lanes, params.final_multipliers)
+    return _mix(lanes, params.final_bytes)
 
 
 def lanes_mod(lanes, num_buckets):

@@ -86,7 +86,8 @@ def test_sketched_blocks_are_gated_against_the_exact_optimum():
     weights = trained_table(rows=5000)
     counts = shuffled_counts(rows=5000)
     _, report = mixed_dim_from_embedding(weights, counts, alpha=0.6, num_blocks=2,
-                                         sketch_threshold=100, return_report=True)
+                                         sketch="osnap", sketch_threshold=100,
+                                         return_report=True)
     sketched = [b for b in report.blocks if b.sketched]
     assert sketched
     assert all(b.error_ratio <= 1.05 for b in sketched)
@@ -138,3 +139,27 @@ def test_bad_inputs_are_named():
     quantized.quantize("int8")
     with pytest.raises(ValueError, match="quantized"):
         mixed_dim_from_embedding(quantized, shuffled_counts())
+
+
+def test_keep_id_order_cuts_contiguous_blocks_without_a_remap():
+    weights = trained_table(dim=16)
+    # counts of a ranked vocabulary seen again in new data: nearly sorted
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(2000.0 / np.arange(1, 601))
+    with pytest.raises(ValueError, match="smallest plan"):
+        mixed_dim_from_embedding(weights, counts, budget=0.125)
+    layer, report = mixed_dim_from_embedding(weights, counts, budget=0.125,
+                                             keep_id_order=True, return_report=True)
+    assert layer.remap is None and report.bytes_after <= 0.125 * weights.size * 4
+    cumulative = np.cumsum(counts) / counts.sum()
+    for block in report.plan.blocks:
+        expected = cumulative[block.stop - 1] - (cumulative[block.start - 1]
+                                                 if block.start else 0)
+        assert block.mass == pytest.approx(expected)
+    # ids stay in place: block 0 holds ids 0 .. rows_0 - 1
+    outputs = ops.convert_to_numpy(layer(np.arange(600)))
+    first = report.plan.blocks[0]
+    y = weights[: first.stop].astype(np.float64)
+    u, s, vt = np.linalg.svd(y, full_matrices=False)
+    best = (u[:, : first.dim] * s[: first.dim]) @ vt[: first.dim]
+    np.testing.assert_allclose(outputs[: first.stop], best, atol=2e-5)

@@ -132,7 +132,9 @@ def test_single_layer_gradients_match_numpy_reference(bits, activation):
 def test_deep_relu_mlp_gradients(bits, tolerance):
     x, y = _teacher_data(1024)
     exact = _mlp()
-    approx = approximate_activations(exact, bits=bits)
+    # the first layer reads raw Gaussian inputs (see the docs: its error is
+    # that of a signed 7-sigma range); the test is about the hidden layers
+    approx = approximate_activations(exact, bits=bits, skip_input_layers=True)
     assert [type(layer).__name__ for layer in approx.layers] == (
         ["Dense"] + ["ApproxActivationDense"] * 6
     )
@@ -221,7 +223,8 @@ def test_fit_trains_and_keeps_functional_structure():
     x = keras.layers.Dense(32, activation="relu", name="b")(x)
     outputs = keras.layers.Dense(1, name="c")(x)
     model = keras.Model(inputs, outputs)
-    approx = approximate_activations(model, bits=8)
+    assert type(approximate_activations(model).get_layer("a")) is ApproxActivationDense
+    approx = approximate_activations(model, bits=8, skip_input_layers=True)
     kinds = {layer.name: type(layer).__name__ for layer in approx.layers}
     assert kinds == {"features": "InputLayer", "a": "Dense",
                      "b": "ApproxActivationDense", "c": "ApproxActivationDense"}
@@ -245,7 +248,7 @@ def _saved_bytes_jax(bits):
     x, y = _teacher_data(batch, inputs=128)
     model = _mlp(depth=2, width=128, inputs=128)
     if bits:
-        model = approximate_activations(model, bits=bits, skip_input_layers=False)
+        model = approximate_activations(model, bits=bits)
     trainable = [v.value for v in model.trainable_variables]
     frozen = [v.value for v in model.non_trainable_variables]
 
@@ -300,8 +303,7 @@ def test_torch_saves_only_codes_and_masks():
     import torch
 
     x, y = _teacher_data(256)
-    model = approximate_activations(_mlp(depth=3, width=64), bits=4,
-                                    skip_input_layers=False)
+    model = approximate_activations(_mlp(depth=3, width=64), bits=4)
     saved = []
 
     def pack(t):
