@@ -90,6 +90,11 @@ class VocabularyTable(tf.Module):
         self.size = size
         self.payload_bytes = (key_bytes if self.string_keys else 8 * size) + \
             INDEX_BYTES * size
+        if size == 0:
+            # TensorFlow has no empty table: every value is unknown, hashed
+            # exactly as StaticVocabularyTable hashes unknown values
+            self.table = None
+            return
         initializer = tf.lookup.TextFileInitializer(
             str(path), tf.string if self.string_keys else tf.int64, 0,
             tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, delimiter="\t",
@@ -99,4 +104,8 @@ class VocabularyTable(tf.Module):
 
     def __call__(self, values):
         """int64 indices of `values`, same shape."""
+        if self.table is None:
+            values = tf.convert_to_tensor(values)
+            text = values if values.dtype == tf.string else tf.strings.as_string(values)
+            return tf.strings.to_hash_bucket_fast(text, self.num_oov_buckets)
         return self.table.lookup(values)

@@ -175,3 +175,22 @@ def test_old_export_names_still_work_with_a_warning(trained, tmp_path):
         user_id=tf.constant([10, 99], tf.int64), item_id=tf.constant([20, 40], tf.int64))
     expected = mf.predict({"user": np.array([0, 4]), "item": np.array([1, 3])}, verbose=0)
     np.testing.assert_allclose(out["rating"].numpy(), expected.reshape(-1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, keys", [
+    ("string", [b"a", b"", b"zz", b"17"]),
+    ("int64", [5, -1, 2**40, 0]),
+])
+def test_vocabulary_table_matches_the_documented_mapping(dtype, keys, tmp_path):
+    """Kept values -> their line; others -> size + Fingerprint64(text) mod
+    buckets (integers hashed as decimal text); an empty vocabulary too."""
+    kept = [b"a", b"17"] if dtype == "string" else [5, 0]
+    values = tf.constant(keys, tf.string if dtype == "string" else tf.int64)
+    text = values if dtype == "string" else tf.strings.as_string(values)
+    buckets = tf.strings.to_hash_bucket_fast(text, 3).numpy()
+    for tokens in (kept, []):
+        table = VocabularyTable([t.decode() if isinstance(t, bytes) else t for t in tokens],
+                                num_oov_buckets=3, key_dtype=dtype)
+        expected = [tokens.index(k) if k in tokens else len(tokens) + b
+                    for k, b in zip(keys, buckets)]
+        np.testing.assert_array_equal(table(values).numpy(), expected)
