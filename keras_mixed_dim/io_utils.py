@@ -2,6 +2,7 @@
 usual umask-respecting modes, and a model loader with clear errors."""
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -64,29 +65,37 @@ def make_temporary_folder(parent, prefix):
     return folder
 
 
-def replace_folder(source, target):
+def replace_folder(source, target, attempts=20):
     """Puts the complete folder `source` at `target`, replacing any folder
     there; a reader sees the old set or the new one, never a mix.
 
     An existing `target` is first renamed aside (a folder cannot be renamed
     over a non-empty one), so between the two renames `target` is briefly
-    absent, which readers treat like a missing set.
+    absent, which readers treat like a missing set. When another process
+    puts its own set in place in that moment, this one moves it aside and
+    tries again: the last writer wins, and no writer fails.
     """
     source, target = pathlib.Path(source), pathlib.Path(target)
-    old = None
-    if target.exists():
+    for attempt in range(attempts):
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(target, old)
-    try:
-        os.rename(source, target)
-    except OSError:
-        if old is not None and not target.exists():
-            os.rename(old, target)
+        try:
+            os.rename(target, old)
+        except FileNotFoundError:
             old = None
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.rename(source, target)
+            return
+        except OSError as error:
+            if old is not None and not target.exists():
+                with contextlib.suppress(OSError):
+                    os.rename(old, target)
+                    old = None
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) \
+                    or attempt == attempts - 1:
+                raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -87,3 +87,30 @@ def test_missing_and_misnamed_model_files(tmp_path):
     (tmp_path / "m.h5").write_bytes(b"x")
     with pytest.raises(InvalidModelFileError, match="expected a .keras file"):
         load_model_file(tmp_path / "m.h5")
+
+
+def test_concurrent_folder_replacements_all_succeed(tmp_path):
+    """Writers racing on one folder (two runs building the same cache): none
+    fails, and the folder left is one writer's complete set."""
+    import threading
+
+    errors = []
+
+    def writer(tag):
+        try:
+            for round_ in range(30):
+                with atomic_folder(tmp_path / "set") as folder:
+                    for name in ("a", "b", "c"):
+                        (folder / name).write_text(f"{tag}-{round_}")
+        except Exception as error:  # noqa: BLE001  (reported below)
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    contents = {(tmp_path / "set" / n).read_text() for n in ("a", "b", "c")}
+    assert len(contents) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
