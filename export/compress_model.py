@@ -135,10 +135,14 @@ def main(argv=None):
     from keras_mixed_dim.compress import embedding_layers
     from keras_mixed_dim.io_utils import atomic_save_model
     from keras_mixed_dim.io_utils import atomic_write_json
+    from keras_mixed_dim.io_utils import load_model_file
 
     if not pathlib.Path(args.model).is_file():
         raise SystemExit(f"error: no model file at {args.model}")
-    model = keras.saving.load_model(args.model)
+    try:
+        model = load_model_file(args.model)
+    except ValueError as error:  # a truncated or damaged .keras file
+        raise SystemExit(f"error: {error}") from None
     embeddings = embedding_layers(model)
     if not embeddings:
         raise SystemExit(
