@@ -47,8 +47,8 @@ MOVIELENS = "/work/shared/data/movielens/ml-100k/u.data"
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=65_536, help="DLRM train rows")
-    parser.add_argument("--val-rows", type=int, default=32_768)
+    parser.add_argument("--rows", type=int, default=16_384, help="DLRM train rows")
+    parser.add_argument("--val-rows", type=int, default=8_192)
     parser.add_argument("--batch", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--dim", type=int, default=16)
