@@ -32,7 +32,7 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 CONFIGS = {
     "exact": (None, None),
