@@ -32,7 +32,7 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 CONFIGS = {
     "exact": (None, None),
@@ -47,8 +47,8 @@ MOVIELENS = "/work/shared/data/movielens/ml-100k/u.data"
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=65_536, help="DLRM train rows")
-    parser.add_argument("--val-rows", type=int, default=32_768)
+    parser.add_argument("--rows", type=int, default=16_384, help="DLRM train rows")
+    parser.add_argument("--val-rows", type=int, default=8_192)
     parser.add_argument("--batch", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--dim", type=int, default=16)
@@ -65,11 +65,14 @@ def parse_args(argv=None):
     parser.add_argument("--device-peak", action="store_true",
                         help="print the device's peak bytes in use (GPU)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--residuals-only", action="store_true",
+                        help="only print the DLRM towers' residual bytes")
     return parser.parse_args(argv)
 
 
-def activation_residual_bytes(model, inputs, targets, loss_fn):
-    """Bytes of the batch-dimension residuals `jax.vjp` keeps for the loss."""
+def activation_residual_bytes(model, inputs, targets, loss_fn, codes_only=False):
+    """Bytes of the batch-dimension residuals `jax.vjp` keeps for the loss
+    (with `codes_only`, only the uint8 ones: the codes and bit masks)."""
     import jax
 
     batch = len(targets)
@@ -82,7 +85,41 @@ def activation_residual_bytes(model, inputs, targets, loss_fn):
 
     _, vjp = jax.vjp(loss, trainable)
     leaves = jax.tree_util.tree_leaves(vjp)
-    return int(sum(leaf.nbytes for leaf in leaves if leaf.ndim and leaf.shape[0] == batch))
+    return int(sum(leaf.nbytes for leaf in leaves if leaf.ndim and leaf.shape[0] == batch
+                   and (not codes_only or str(leaf.dtype) == "uint8")))
+
+
+def tower_split(build, x, y, batch):
+    """Residual bytes of the Dense towers, exact and approximated.
+
+    With every Dense converted, the uint8 residuals are the towers' codes
+    and masks and the rest belongs to the other layers (lookups,
+    interaction, loss), which are the same in the exact model; the exact
+    towers keep the exact total less that rest."""
+    import keras
+
+    from keras_mixed_dim.layers.approx_activation_dense import approximate_activations
+
+    def loss_fn(t, p):
+        return keras.ops.mean(keras.losses.binary_crossentropy(t, p))
+
+    px, py = {k: v[:batch] for k, v in x.items()}, y[:batch]
+    exact = build()
+    total = activation_residual_bytes(exact, px, py, loss_fn)
+    print(f"\nDLRM tower residuals at batch {batch} (KiB)")
+    print(f"{'config':<8} {'all':>8} {'towers':>8} {'other':>8} {'towers x less':>13}")
+    rows = []
+    for bits in (8, 4):
+        model = approximate_activations(exact, bits=bits)
+        all_bytes = activation_residual_bytes(model, px, py, loss_fn)
+        codes = activation_residual_bytes(model, px, py, loss_fn, codes_only=True)
+        rows.append((f"approx{bits}", all_bytes, codes, all_bytes - codes))
+    other = rows[0][3]
+    print(f"{'exact':<8} {total / 1024:>8.0f} {(total - other) / 1024:>8.0f} "
+          f"{other / 1024:>8.0f} {1.0:>13.2f}")
+    for name, all_bytes, codes, rest in rows:
+        print(f"{name:<8} {all_bytes / 1024:>8.0f} {codes / 1024:>8.0f} "
+              f"{rest / 1024:>8.0f} {(total - other) / codes:>13.2f}")
 
 
 def compiled_memory(model, inputs, targets, loss_fn):
@@ -227,6 +264,9 @@ def dlrm_benchmark(args):
         keras.utils.set_random_seed(args.seed)
         return dlrm(embedding_layers(cards, args.dim, "uniform"), args.dim)
 
+    if args.residuals_only:
+        return tower_split(build, {"dense": dense, "categorical": categorical}, labels,
+                           args.batch)
     print(f"DLRM (bottom 512-256-64-{args.dim}, top 512-256-1), 26 features of at most "
           f"{args.max_cardinality} ids, dim {args.dim}; {args.rows} train / "
           f"{args.val_rows} validation rows, batch {args.batch}, {args.epochs} epochs, "
@@ -287,7 +327,7 @@ def main(argv=None):
 
     print(f"backend jax {jax.__version__} on {jax.devices()[0].platform}")
     dlrm_benchmark(args)
-    if not args.no_ncf:
+    if not args.no_ncf and not args.residuals_only:
         ncf_benchmark(args)
 
 

@@ -31,6 +31,7 @@ from keras_mixed_dim.planning import zipf_counts  # noqa: E402
 from keras_mixed_dim.optimizers.sparse_rows import SparseRowOptimizer  # noqa: E402
 from common.metering import ThroughputMeter  # noqa: E402
 from common.metering import peak_memory  # noqa: E402
+from keras_mixed_dim.optimizers import dense_memory_options  # noqa: E402
 from common.outputs import write_run_outputs  # noqa: E402
 
 OPTIMIZERS = ("adam", "adagrad", "amsgrad", "sgd")
@@ -84,6 +85,12 @@ def parse_args(argv=None):
                        "too (every row, every step: slower, for comparison)")
     train.add_argument("--table-lr", type=float,
                        help="learning rate of the tables' sparse updates (default: --lr)")
+    train.add_argument("--approx-activations", type=int, choices=(8, 4),
+                       help="keep K-bit activations of the MLPs for the backward "
+                       "pass (ApproxActivationDense)")
+    train.add_argument("--low-rank-gradients", type=int, metavar="K",
+                       help="rank-K gradients and optimizer state for the MLP kernels "
+                       "(LowRankGradients)")
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--batch-size", type=int, default=1024)
     train.add_argument("--epochs", type=int, default=1)
@@ -115,7 +122,11 @@ def parse_args(argv=None):
     return args
 
 
-def make_optimizer(name, lr, sparse_tables=True, table_lr=None):
+def make_optimizer(name, lr, sparse_tables=True, table_lr=None, model=None,
+                   approx_bits=None, low_rank=None):
+    """The optimizer (and model) of a run: Keras's optimizer for the MLPs,
+    optionally low-rank gradients and approximate activations for them, and
+    sparse row updates for the tables. Returns `(model, optimizer)`."""
     if name == "adam":
         optimizer = keras.optimizers.Adam(lr)
     elif name == "amsgrad":
@@ -124,10 +135,13 @@ def make_optimizer(name, lr, sparse_tables=True, table_lr=None):
         optimizer = keras.optimizers.Adagrad(lr)
     else:
         optimizer = keras.optimizers.SGD(lr)
+    if approx_bits or low_rank:
+        model, optimizer = dense_memory_options(model, optimizer, approx_bits=approx_bits,
+                                                low_rank=low_rank)
     if not sparse_tables:
-        return optimizer
-    return SparseRowOptimizer(optimizer, table_optimizer=TABLE_OPTIMIZERS[name],
-                              learning_rate=table_lr)
+        return model, optimizer
+    return model, SparseRowOptimizer(optimizer, table_optimizer=TABLE_OPTIMIZERS[name],
+                                     learning_rate=table_lr)
 
 
 def load_data(args):
@@ -192,8 +206,11 @@ def build_model(args, cardinalities, counts):
     sparse_tables = not args.dense_table_updates and not args.distribute
     if not args.dense_table_updates and args.distribute:
         print("note: --distribute uses Keras's dense table updates", flush=True)
+    model, optimizer = make_optimizer(
+        args.optimizer, args.lr, sparse_tables, args.table_lr, model=model,
+        approx_bits=args.approx_activations, low_rank=args.low_rank_gradients)
     model.compile(
-        optimizer=make_optimizer(args.optimizer, args.lr, sparse_tables, args.table_lr),
+        optimizer=optimizer,
         loss="binary_crossentropy",
         metrics=[keras.metrics.AUC(name="auc"),
                  keras.metrics.BinaryCrossentropy(name="logloss"),
@@ -241,6 +258,8 @@ def run(args):
     results = {
         "source": source,
         "embedding": args.embedding,
+        "approx_activations": args.approx_activations,
+        "low_rank_gradients": args.low_rank_gradients,
         "dim": args.dim,
         "alpha": None if args.embedding == "uniform" else args.alpha,
         "budget": args.budget,

@@ -35,6 +35,7 @@ from keras_mixed_dim.models import matrix_factorization  # noqa: E402
 from keras_mixed_dim.models import neural_cf  # noqa: E402
 from keras_mixed_dim.models.recommenders import EMBEDDING_LAYERS  # noqa: E402
 from keras_mixed_dim.optimizers.sparse_rows import SparseRowOptimizer  # noqa: E402
+from keras_mixed_dim.optimizers import dense_memory_options  # noqa: E402
 from common.outputs import write_run_outputs  # noqa: E402
 
 MOVIELENS_KINDS = ("uniform", "mixed", "qr", "md_qr", "hashing", "robe", "lma")
@@ -82,6 +83,12 @@ def parse_args(argv=None):
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--batch-size", type=int, default=1024)
+    train.add_argument("--approx-activations", type=int, choices=(8, 4),
+                       help="NCF: keep K-bit activations of the tower for the "
+                       "backward pass (ApproxActivationDense)")
+    train.add_argument("--low-rank-gradients", type=int, metavar="K",
+                       help="NCF: rank-K gradients and optimizer state for the tower's "
+                       "kernels (LowRankGradients)")
     train.add_argument("--lr", type=float, default=3e-3)
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
                        help="the dense layers' Keras optimizer; embedding tables get "
@@ -233,8 +240,16 @@ def run(args):
         sparse_tables = not args.dense_table_updates and not args.distribute
         if not args.dense_table_updates and args.distribute:
             print("note: --distribute uses Keras's dense table updates", flush=True)
-        model.compile(optimizer=make_optimizer(args.optimizer, args.lr, sparse_tables,
-                                               args.table_lr), loss="mse")
+        optimizer = make_optimizer(args.optimizer, args.lr, sparse_tables=False)
+        if args.approx_activations or args.low_rank_gradients:
+            # NCF's tower (MF has none): K-bit activations, rank-K gradients
+            model, optimizer = dense_memory_options(
+                model, optimizer, approx_bits=args.approx_activations,
+                low_rank=args.low_rank_gradients)
+        if sparse_tables:
+            optimizer = SparseRowOptimizer(optimizer, table_optimizer=args.optimizer,
+                                           learning_rate=args.table_lr)
+        model.compile(optimizer=optimizer, loss="mse")
     # tf.data batches shuffle themselves; plain arrays are shuffled by fit.
     fit_kwargs = {"shuffle": False}
     if keras.backend.backend() != "tensorflow":
@@ -268,6 +283,8 @@ def run(args):
         "source": source,
         "model": args.model,
         "embedding": args.embedding,
+        "approx_activations": args.approx_activations,
+        "low_rank_gradients": args.low_rank_gradients,
         "dim": args.dim,
         "alpha": args.alpha if args.embedding == "mixed" else None,
         "params_per_id": args.params_per_id,

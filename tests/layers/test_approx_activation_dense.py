@@ -302,7 +302,7 @@ def test_saved_for_backward_bytes_fall_by_32_over_k():
 def test_torch_saves_only_codes_and_masks():
     import torch
 
-    x, y = _teacher_data(256)
+    x, _ = _teacher_data(256)
     model = approximate_activations(_mlp(depth=3, width=64), bits=4)
     saved = []
 
