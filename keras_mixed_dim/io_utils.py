@@ -153,8 +153,12 @@ def load_model_file(path, **kwargs):
     """
     import keras
 
-    import keras_mixed_dim.layers  # noqa: F401  (registers the custom layers)
+    # registers the package's layers, models and optimizers (a model saved
+    # compiled with the sparse row optimizer names it in its config)
+    import keras_mixed_dim.layers  # noqa: F401
     import keras_mixed_dim.models  # noqa: F401
+    import keras_mixed_dim.optimizers  # noqa: F401
+    import keras_mixed_dim.optimizers.sparse_rows  # noqa: F401
 
     path = pathlib.Path(path)
     if not path.is_file():

@@ -16,6 +16,7 @@ from keras_mixed_dim.datasets.criteo.vocabulary import build_or_load_vocabulary
 from keras_mixed_dim.io_utils import InvalidModelFileError
 from keras_mixed_dim.io_utils import atomic_save_model
 from keras_mixed_dim.io_utils import file_sha256
+from keras_mixed_dim.io_utils import load_model_file
 from keras_mixed_dim.models.dlrm import dlrm
 from keras_mixed_dim.models.dlrm import embedding_layers
 from keras_mixed_dim.testing.savedmodel import check_serving_graph
@@ -164,6 +165,6 @@ def test_movielens_example_save_and_export(run_python, tmp_path, export_model, r
     item_index = {u: i for i, u in enumerate(items)}
     features = {"user": np.array([user_index.get(u, len(users)) for u in user_ids], np.int32),
                 "item": np.array([item_index.get(i, len(items)) for i in item_ids], np.int32)}
-    expected = keras.models.load_model(model_path).predict(features, verbose=0).reshape(-1)
+    expected = load_model_file(model_path).predict(features, verbose=0).reshape(-1)
     np.testing.assert_allclose(outputs["rating"], expected, rtol=1e-5, atol=1e-6)
     check_serving_graph(version)
