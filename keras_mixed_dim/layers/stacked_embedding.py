@@ -1,6 +1,5 @@
 """`StackedEmbedding`: every feature's tables in a few shared variables."""
 
-import keras
 import numpy as np
 from keras import initializers
 from keras import layers

@@ -1,6 +1,14 @@
-"""Optimizer wrappers and helpers for memory-efficient training of dense towers."""
+"""Optimizers: sparse row updates for embedding tables, low-rank gradients
+for the dense towers (importing this registers them for loading)."""
 
 from keras_mixed_dim.optimizers.dense_memory import dense_memory_options
 from keras_mixed_dim.optimizers.low_rank_gradients import LowRankGradients
+from keras_mixed_dim.optimizers.sparse_rows import SparseRowOptimizer
+from keras_mixed_dim.optimizers.sparse_rows import is_embedding_table
 
-__all__ = ["LowRankGradients", "dense_memory_options"]
+__all__ = [
+    "LowRankGradients",
+    "SparseRowOptimizer",
+    "dense_memory_options",
+    "is_embedding_table",
+]

@@ -1,7 +1,6 @@
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 from keras_mixed_dim.compress import COMPRESSION_METHODS
 from keras_mixed_dim.compress import compress_model

@@ -76,7 +76,6 @@ def test_vocabulary_files_round_trip_and_are_reused(raw_file, tmp_path):
 # --- vocabulary sets on disk: atomic, verified, shared folders ---------------
 
 import os  # noqa: E402
-import warnings  # noqa: E402
 
 from keras_mixed_dim.datasets.vocabulary_files import VocabularyFileError  # noqa: E402
 
