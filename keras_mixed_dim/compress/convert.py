@@ -25,7 +25,6 @@ from keras_mixed_dim.planning import rank_ids
 from keras_mixed_dim.planning.blocks import check_counts
 from keras_mixed_dim.planning.plan import FLOAT_BYTES
 from keras_mixed_dim.planning.plan import REMAP_BYTES
-from keras_mixed_dim.sketch import CHUNK_ROWS
 from keras_mixed_dim.sketch import KINDS
 from keras_mixed_dim.sketch import MAX_ERROR_RATIO
 from keras_mixed_dim.sketch import default_sketch_rows
