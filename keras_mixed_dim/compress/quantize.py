@@ -72,11 +72,13 @@ def quantize_layer(layer, mode="int8"):
             new.block_scales[i].assign(scale)
         else:
             new.block_embeddings[i].assign(table.astype(np.float16))
+    # numpy copies: on JAX a shared buffer would be deleted when either
+    # model donates its state
     for old, variable in zip(layer.block_projections, new.block_projections):
         if variable is not None:
-            variable.assign(old)
+            variable.assign(np.array(ops.convert_to_numpy(old)))
     if layer.remap is not None:
-        new.remap.assign(layer.remap)
+        new.remap.assign(np.array(ops.convert_to_numpy(layer.remap)))
     return new
 
 

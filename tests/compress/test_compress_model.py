@@ -86,7 +86,7 @@ def test_sequential_models_and_selection_by_size():
     model.build((None, 4))
     small_model = keras.Sequential([
         keras.Input((2,), dtype="int32"), keras.layers.Embedding(50, 8, name="small")])
-    new_model, report = compress_model(model, {"big": counts_for(3000, 2)},
+    new_model, _ = compress_model(model, {"big": counts_for(3000, 2)},
                                        budget=None, alpha=0)
     assert isinstance(new_model, keras.Sequential)
     ids = np.random.default_rng(0).integers(0, 3000, (5, 4))
@@ -119,6 +119,7 @@ def test_registered_methods_plug_in():
                                            foo=1)
         assert calls == [("user_embedding", 0.5, {"foo": 1}),
                          ("item_embedding", 0.5, {"foo": 1})]
+        assert [entry.method for entry in report.layers] == ["keep", "keep"]
         x = inputs()
         np.testing.assert_allclose(new_model.predict(x, verbose=0),
                                    model.predict(x, verbose=0), atol=1e-6)

@@ -128,7 +128,7 @@ def test_low_rank_is_measured_and_gated():
     basis = np.linalg.qr(rng.normal(size=(16, 16)))[0]
     a = (rng.normal(size=(30_000, 16)) * np.geomspace(1, 0.05, 16)) @ basis.T
     exact = low_rank(a, 4, chunk_rows=5000)
-    u, s, vt = np.linalg.svd(a, full_matrices=False)
+    _, s, vt = np.linalg.svd(a, full_matrices=False)
     assert exact.squared_error == pytest.approx(np.sum(s[4:] ** 2), rel=1e-8)
     assert exact.optimum == pytest.approx(np.sum(s[4:] ** 2), rel=1e-8)
     np.testing.assert_allclose(exact.table, a @ exact.directions, rtol=1e-5, atol=1e-5)
