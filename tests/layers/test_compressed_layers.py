@@ -478,7 +478,7 @@ def test_hashed_errors():
     with pytest.raises(ValueError, match="chunk_size"):
         HashedMemoryEmbedding(10, 4, 20, chunk_size=5)
     with pytest.raises(ValueError, match="signatures"):
-        HashedMemoryEmbedding(10, 4, 20, hash="lsh", signatures=np.zeros((9, 2)))
+        HashedMemoryEmbedding(10, 4, 20, hash="lsh", signatures=np.zeros((11, 2)))
     with pytest.raises(ValueError, match="hashes_per_element"):
         HashedMemoryEmbedding(10, 4, 20, hash="lsh", signature_size=2,
                               hashes_per_element=3)
