@@ -58,7 +58,7 @@ def test_compressed_dlrm_serves_through_the_c_api(mode, tmp_path):
          inputs_path, outputs_path], capture_output=True, text=True, timeout=600,
         cwd=ROOT)
     assert result.returncode == 0, result.stderr[-4000:]
-    info = json.loads(result.stdout.strip().splitlines()[-1])
+    json.loads(result.stdout.strip().splitlines()[-1])
     served = np.load(outputs_path)["probability"]
     expected = model.predict({"dense": np.log1p(raw_dense), "categorical": ids},
                              verbose=0).reshape(-1)

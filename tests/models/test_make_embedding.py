@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 
 from keras_mixed_dim.layers.hashed_memory_embedding import HashedMemoryEmbedding
