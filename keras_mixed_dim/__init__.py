@@ -16,6 +16,10 @@ from keras_mixed_dim.frequency import FrequencyRecount  # noqa: E402
 from keras_mixed_dim.layers import DotInteraction  # noqa: E402
 from keras_mixed_dim.layers import MixedDimEmbedding  # noqa: E402
 from keras_mixed_dim.models import IdSafeModel  # noqa: E402
+# registered for loading: a model compiled with the sparse optimizer or
+# holding a stacked layer loads after `import keras_mixed_dim`
+from keras_mixed_dim.layers import stacked_embedding as _stacked  # noqa: E402,F401
+from keras_mixed_dim.optimizers import sparse_rows as _sparse_rows  # noqa: E402,F401
 
 __all__ = [
     "__version__",
