@@ -8,6 +8,7 @@ configuration runs in its own process so its peak RSS is its own:
     python benchmarks/bench_sparse_dlrm.py                     # the full table
     python benchmarks/bench_sparse_dlrm.py --only table/sgd/stacked
     python benchmarks/bench_sparse_dlrm.py --reference /path/to/dlrm
+    python benchmarks/bench_sparse_dlrm.py --table-step 1000000   # one table
 
 Rows: embedding mode (`uniform` d=16, `table` = MD per table with DLRM's
 `md_solver`, alpha 0.3), the optimizer (`sgd`, `adagrad`, `adam`: the
@@ -36,14 +37,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 BOTTOM, TOP, DIM = (512, 256, 64), (512, 256), 16
 OPTIMIZERS = ("sgd", "adagrad", "adam", "keras_sgd", "keras_adagrad", "keras_adam")
 LEARNING_RATES = {"sgd": 0.1, "adagrad": 0.05, "adam": 1e-3}
+# Most telling first, so a run cut short still has the main comparisons.
+# The uniform baseline that matches the MD layers' gather is the stacked one
+# (both read only the looked-up rows); per-feature uniform rows use
+# `keras.layers.Embedding`, whose `ops.take` reads the whole table.
 DEFAULT_RUNS = [
-    f"{mode}/{opt}/{layout}"
-    for layout in ("per_feature", "stacked")
-    for mode in ("uniform", "table")
-    for opt in (("sgd", "adagrad", "adam", "keras_sgd", "keras_adam")
-                if layout == "per_feature" else ("sgd", "adagrad"))
-] + [f"{mode}/predict/{layout}" for layout in ("per_feature", "stacked")
-     for mode in ("uniform", "table")]
+    "table/sgd/per_feature", "uniform/sgd/stacked",
+    "table/sgd/stacked", "table/adagrad/per_feature", "table/adam/per_feature",
+    "uniform/sgd/per_feature", "table/keras_sgd/per_feature",
+    "table/keras_adam/per_feature", "uniform/adagrad/stacked",
+    "uniform/keras_adam/per_feature",
+    "table/predict/per_feature", "uniform/predict/per_feature",
+    "table/predict/stacked", "uniform/predict/stacked",
+]
 
 
 def make_optimizer(name):
@@ -96,6 +102,36 @@ def run_one(spec, batch, steps, predict_batches):
     return {"spec": spec, "examples_per_s": timed * batch / seconds,
             "ms_per_step": 1e3 * seconds / timed, "peak_rss_gib": peak,
             "params": params, "steps": timed}
+
+
+def table_step(rows, batch, repeats=3, steps=5):
+    """ms per `train_on_batch` of one `rows x 16` Embedding and a Dense(1),
+    per optimizer: what a table costs per step, apart from the DLRM."""
+    import keras
+    import numpy as np
+
+    ids = np.random.default_rng(0).integers(0, rows, (batch, 1)).astype("int32")
+    y = np.ones((batch, 1), "float32")
+    print(f"# one {rows:,} x 16 Embedding + Dense(1), batch {batch}, "
+          f"backend {keras.backend.backend()}: ms per train_on_batch (best of {repeats})")
+    # Keras's default on a CPU-only machine: no XLA
+    for jit in (False,):
+        for name in OPTIMIZERS:
+            inputs = keras.Input((1,), dtype="int32")
+            outputs = keras.layers.Dense(1)(keras.layers.Flatten()(
+                keras.layers.Embedding(rows, 16)(inputs)))
+            model = keras.Model(inputs, outputs)
+            model.compile(make_optimizer(name), "mse", jit_compile=jit)
+            model.train_on_batch(ids, y)
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for _ in range(steps):
+                    model.train_on_batch(ids, y)
+                best = min(best, (time.perf_counter() - start) / steps)
+            print(f"{name:>14} jit_compile={jit!s:<5} {1e3 * best:9.2f} ms", flush=True)
+            del model
+            keras.backend.clear_session()
 
 
 def run_reference(directory, md, batch, steps):
@@ -153,12 +189,17 @@ def main():
     parser.add_argument("--reference", help="a facebookresearch/dlrm checkout")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--table-step", type=int, metavar="ROWS",
+                        help="only time one ROWS x 16 table's train step per optimizer")
     args = parser.parse_args()
     if args.child:
         return child(args.child, args)
+    if args.table_step:
+        return table_step(args.table_step, args.batch)
     specs = args.only or DEFAULT_RUNS
-    if args.reference:
-        specs = specs + ["reference/uniform", "reference/md"]
+    if args.reference and not args.only:
+        # next to the runs they are compared with
+        specs = specs[:2] + ["reference/md", "reference/uniform"] + specs[2:]
     import keras
 
     print(f"# DLRM, Kaggle cardinalities, batch {args.batch}, backend "
@@ -190,6 +231,8 @@ def main():
               flush=True)
     rates = {r["spec"]: r["examples_per_s"] for r in results if "error" not in r}
     ratios = [
+        ("MD / uniform stacked, sparse SGD", "table/sgd/per_feature",
+         "uniform/sgd/stacked"),
         ("MD / uniform, sparse SGD", "table/sgd/per_feature", "uniform/sgd/per_feature"),
         ("MD / uniform, sparse SGD, stacked", "table/sgd/stacked", "uniform/sgd/stacked"),
         ("MD adagrad / MD SGD", "table/adagrad/per_feature", "table/sgd/per_feature"),
@@ -210,6 +253,10 @@ def main():
         ("our MD stacked / reference MD, SGD", "table/sgd/stacked", "reference/md/sgd"),
         ("our uniform / reference uniform, SGD", "uniform/sgd/per_feature",
          "reference/uniform/sgd"),
+        ("our uniform stacked / reference uniform, SGD", "uniform/sgd/stacked",
+         "reference/uniform/sgd"),
+        ("uniform sparse Adagrad / sparse SGD, stacked", "uniform/adagrad/stacked",
+         "uniform/sgd/stacked"),
     ]
     print()
     for label, a, b in ratios:

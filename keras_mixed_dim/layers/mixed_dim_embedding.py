@@ -11,6 +11,7 @@ from keras import regularizers
 from keras import saving
 
 from keras_mixed_dim.backend import dense_gradient
+from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.layers.ids import INT32_MAX
 from keras_mixed_dim.layers.ids import check_bag_rank
 from keras_mixed_dim.layers.ids import is_host_array
@@ -464,7 +465,7 @@ class MixedDimEmbedding(layers.Layer):
 
     def _gather_block(self, index, rows):
         """Rows of block `index`'s table (a hook for quantized tables)."""
-        return ops.take(self.block_embeddings[index], rows, axis=0)
+        return take_rows(self.block_embeddings[index], rows)
 
     def _head_table(self):
         """The first blocks projected to `output_dim`, in rank order, then a

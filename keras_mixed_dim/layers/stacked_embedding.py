@@ -7,6 +7,7 @@ from keras import ops
 from keras import regularizers
 from keras import saving
 
+from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.layers.ids import is_host_array
 from keras_mixed_dim.layers.ids import sanitize_numpy_ids
 from keras_mixed_dim.layers.ids import valid_int_ids
@@ -238,7 +239,7 @@ class StackedEmbedding(layers.Layer):
                                      ops.less(member_ranks, stop))
             rows = ops.where(member, member_ranks - start + np.asarray(
                 group.offset, dtype="int32"), 0)
-            values = ops.take(table, rows, axis=0)
+            values = take_rows(table, rows)
             values = ops.where(ops.expand_dims(member, -1), values, 0.0)
             if projection is not None:
                 values = ops.einsum("...fw,fwd->...fd", values, projection)

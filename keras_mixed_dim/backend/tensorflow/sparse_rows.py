@@ -41,3 +41,12 @@ def scatter_sub_rows(variable, indices, values):
     """Subtracts `values` from rows `indices` (duplicates accumulate), in place."""
     variable.value.scatter_sub(
         tf.IndexedSlices(tf.cast(values, variable.dtype), indices))
+
+
+def take_rows(table, rows):
+    """Rows of a Keras variable through a gather on the resource (only the
+    rows are read; the gradient is an `IndexedSlices`)."""
+    value = getattr(table, "value", table)
+    if isinstance(value, tf.Variable):
+        return tf.gather(value, rows)
+    return tf.gather(tf.convert_to_tensor(value), rows)
