@@ -12,12 +12,13 @@ import pytest
 
 from keras_mixed_dim.compress import QuantizedMixedDimEmbedding
 from keras_mixed_dim.datasets import Vocabulary
+from keras_mixed_dim.datasets.movielens.vocabulary import load_vocabularies
+from keras_mixed_dim.datasets.movielens.vocabulary import save_vocabularies
+from keras_mixed_dim.io_utils import file_sha256
 from keras_mixed_dim.models.recommenders import matrix_factorization
+from keras_mixed_dim.testing.savedmodel import check_serving_graph
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-from test_export import check_stock_ops  # noqa: E402
-from test_export import run_c_api  # noqa: E402
 
 
 def run(args, check=True):
@@ -49,12 +50,14 @@ def trained(tmp_path_factory):
     features = {"user": user_vocab.lookup(users), "item": item_vocab.lookup(items)}
     model.fit(features, ratings.astype("float32"), epochs=1, batch_size=512, verbose=0)
     model.save(tmp / "mf.keras")
-    (tmp / "mf.vocab.json").write_text(json.dumps(
-        {"user": user_vocab.tokens.tolist(), "item": item_vocab.tokens.tolist()}))
+    # as examples/movielens.py --save writes them: bound to the model file
+    save_vocabularies(tmp / "mf.vocab", user_vocab, item_vocab,
+                      meta={"model_sha256": file_sha256(tmp / "mf.keras")})
     return tmp
 
 
-def test_command_compresses_fine_tunes_quantizes_and_exports(trained, tmp_path):
+def test_command_compresses_fine_tunes_quantizes_and_exports(trained, tmp_path,
+                                                             run_python):
     out = trained / "small.keras"
     result = run([ROOT / "export" / "compress_model.py", "--model", trained / "mf.keras",
                   "--data", trained / "u.data", "--budget", "0.25", "--min-rows", "100",
@@ -65,17 +68,24 @@ def test_command_compresses_fine_tunes_quantizes_and_exports(trained, tmp_path):
         report)
     for layer in report["layers"]:
         assert layer["bytes_after"] <= 0.25 * layer["bytes_before"]
-    assert (trained / "small.vocab.json").read_text() == (
-        trained / "mf.vocab.json").read_text()
+    users_before, items_before, _ = load_vocabularies(trained / "mf.vocab")
+    users_after, items_after, manifest = load_vocabularies(trained / "small.vocab")
+    np.testing.assert_array_equal(users_after.tokens, users_before.tokens)
+    np.testing.assert_array_equal(items_after.tokens, items_before.tokens)
+    assert manifest["meta"]["model_sha256"] == file_sha256(out)
     model = keras.saving.load_model(out)
     assert isinstance(model.get_layer("item_embedding"), QuantizedMixedDimEmbedding)
     run([ROOT / "export" / "export_model.py", "--model", out, "--name", "small",
          "--base", trained / "serving", "--no-warmup"])
-    vocab = json.loads((trained / "mf.vocab.json").read_text())
+    vocab = {"user": users_after.tokens.tolist(), "item": items_after.tokens.tolist()}
     users = np.array(vocab["user"][:30] + [10**9], np.int64)
     items = np.array(vocab["item"][-30:] + [vocab["item"][0]], np.int64)
-    outputs, info = run_c_api(trained / "serving" / "small" / "1",
-                              {"user_id": users, "item_id": items}, tmp_path)
+    inputs_path, outputs_path = tmp_path / "in.npz", tmp_path / "out.npz"
+    np.savez(inputs_path, user_id=users, item_id=items)
+    stdout = run_python.program("capi_run.py", trained / "serving" / "small" / "1",
+                                inputs_path, outputs_path)
+    info = json.loads(stdout.strip().splitlines()[-1])
+    outputs = dict(np.load(outputs_path))
     assert info["tensorflow_imported"] is False
     index = {u: i for i, u in enumerate(vocab["user"])}
     item_index = {u: i for i, u in enumerate(vocab["item"])}
@@ -85,7 +95,7 @@ def test_command_compresses_fine_tunes_quantizes_and_exports(trained, tmp_path):
     }
     expected = model.predict(features, verbose=0).reshape(-1)
     np.testing.assert_allclose(outputs["rating"], expected, atol=1e-5)
-    check_stock_ops(trained / "serving" / "small" / "1")
+    check_serving_graph(trained / "serving" / "small" / "1")
 
 
 def test_command_errors_are_clear(trained, tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo
-from keras_mixed_dim.export.savedmodel import export_criteo
+from keras_mixed_dim.datasets.criteo.preprocessing import export_criteo
 from keras_mixed_dim.models.dlrm import dlrm
 from keras_mixed_dim.models.dlrm import embedding_layers
 
