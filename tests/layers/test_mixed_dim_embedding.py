@@ -475,3 +475,20 @@ def test_from_embedding_at_alpha_zero_is_the_original():
                                ops.convert_to_numpy(table.embeddings),
                                np.zeros((1, 8))])
     np.testing.assert_allclose(ops.convert_to_numpy(layer(ids)), expected, atol=1e-6)
+
+
+def test_the_portable_count_update_saturates_too(monkeypatch):
+    # JAX, PyTorch and tf.distribute variables take the dense update path;
+    # on TensorFlow force it by declining the in-place one
+    if BACKEND == "tensorflow":
+        from keras_mixed_dim.backend.tensorflow import counting
+
+        monkeypatch.setattr(counting, "saturating_scatter_add", lambda *args: False)
+    layer = MixedDimEmbedding(10, 4, count_frequencies=True)
+    layer.build()
+    start = np.zeros(10, "int32")
+    start[3] = np.iinfo(np.int32).max - 1
+    layer.frequency_counts.assign(start)
+    layer(np.array([[3, 3], [3, 1]]), training=True)
+    counts = ops.convert_to_numpy(layer.frequency_counts)
+    assert counts[3] == np.iinfo(np.int32).max and counts[1] == 1
