@@ -492,3 +492,14 @@ def test_the_portable_count_update_saturates_too(monkeypatch):
     layer(np.array([[3, 3], [3, 1]]), training=True)
     counts = ops.convert_to_numpy(layer.frequency_counts)
     assert counts[3] == np.iinfo(np.int32).max and counts[1] == 1
+
+
+def test_float_id_tensors_are_checked_in_graph():
+    # keras.Input defaults to float32: the ids reach the layer as a tensor,
+    # past the host-side check, so the in-graph rule must hold on its own
+    layer = MixedDimEmbedding(10, 4, alpha=0.0, embeddings_initializer="ones")
+    inputs = keras.Input(shape=())
+    model = keras.Model(inputs, layer(inputs))
+    out = model.predict(np.array([2.5, 3.0, np.nan, -0.5, 10.0], "float32"), verbose=0)
+    np.testing.assert_array_equal(out[[0, 2, 3, 4]], 0)
+    np.testing.assert_array_equal(out[1], 1)
