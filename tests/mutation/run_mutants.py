@@ -92,11 +92,14 @@ MUTANTS = [
            "return ranks", LAYER_TESTS),
     Mutant("ids-float-fraction", IDS,
            "ops.equal(ids, ops.floor(ids))", "ops.equal(ids, ids)", LAYER_TESTS),
-    Mutant("ids-host-upper-bound", IDS,
+    # (`array <= input_dim` on the host is an equivalent mutant: the in-graph
+    # rule still maps id input_dim to zeros; the host check exists to stop
+    # the int32 cast from wrapping wide ids)
+    Mutant("ids-host-wraps", IDS,
            "    valid = (array >= 0) & (array < input_dim)\n    return np.where(valid, "
            "array, -1).astype(np.int32)",
-           "    valid = (array >= 0) & (array <= input_dim)\n    return np.where(valid, "
-           "array, -1).astype(np.int32)", LAYER_TESTS),
+           "    valid = (array >= 0) & (array < input_dim)\n    return "
+           "array.astype(np.int32)", LAYER_TESTS),
     Mutant("ids-graph-upper-bound", IDS,
            "ops.greater_equal(ids, 0), ops.less(ids, input_dim))\n    return",
            "ops.greater_equal(ids, 0), ops.less_equal(ids, input_dim))\n    return",
