@@ -503,3 +503,16 @@ def test_float_id_tensors_are_checked_in_graph():
     out = model.predict(np.array([2.5, 3.0, np.nan, -0.5, 10.0], "float32"), verbose=0)
     np.testing.assert_array_equal(out[[0, 2, 3, 4]], 0)
     np.testing.assert_array_equal(out[1], 1)
+
+
+def test_int_id_tensors_are_checked_in_graph():
+    # ids given as a model input reach the layer as a tensor, past the
+    # host-side check; with a remap table, id input_dim must not read the
+    # row of id input_dim - 1
+    counts = zipf_counts_shuffled(10, seed=4)
+    layer = MixedDimEmbedding(10, 4, counts=counts, alpha=0.0)
+    inputs = keras.Input(shape=(), dtype="int32")
+    model = keras.Model(inputs, layer(inputs))
+    out = model.predict(np.array([10, -1, 3, 9], "int32"), verbose=0)
+    np.testing.assert_array_equal(out[:2], 0)
+    assert np.all(out[2:] != 0)

@@ -35,7 +35,7 @@ CALLBACK = "keras_mixed_dim/frequency/callback.py"
 # tests add nothing here).
 LAYER_TESTS = ["tests/layers/test_mixed_dim_embedding.py", "-k",
                "lookup_paths or bad_ids or rank_one or saturate or padding or "
-               "out_of_range or combiner or no_valid_id or each_block or saturates or float_id"]
+               "out_of_range or combiner or no_valid_id or each_block or saturates or float_id or int_id"]
 PLANNING_TESTS = ["tests/planning"]
 RERANK_TESTS = ["tests/frequency/test_frequency.py", "-k", "rerank or drift"]
 CALLBACK_TESTS = ["tests/frequency/test_frequency.py", "-k",

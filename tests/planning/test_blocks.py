@@ -190,3 +190,10 @@ def test_rounded_dims_are_multiples_and_respect_the_budget(multiple):
     with pytest.raises(ValueError, match="narrowest dim \\(8\\)"):
         plan_blocks(100_000, 64, counts=counts, num_blocks=5, budget=500_000,
                     round_dims=8)
+
+
+def test_a_budget_that_fits_the_full_table_gives_the_full_table():
+    # full-width blocks need no projection, so a budget of exactly
+    # input_dim x output_dim is met by every block at output_dim
+    plan = plan_blocks(1000, 8, alpha=0.0, num_blocks=4, budget=8000)
+    assert plan.dims == (8, 8, 8, 8) and plan.params == 8000
