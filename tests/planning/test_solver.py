@@ -103,10 +103,13 @@ def test_a_huge_budget_is_an_error_not_a_negative_dim():
 
 @pytest.mark.parametrize("multiple", [4, 8])
 def test_dims_round_to_multiples(multiple):
-    dims = md_solver([10, 1000, 10**5, 10**7], 0.3, base_dim=64, round_dims=multiple)
+    dims = md_solver([10, 20, 1000], 0.3, base_dim=15, round_dims=multiple)
     assert np.all(dims % multiple == 0) and np.all(dims >= multiple)
-    unrounded = md_solver([10, 1000, 10**5, 10**7], 0.3, base_dim=64)
-    assert np.all(np.abs(dims - unrounded) <= multiple)
+    unrounded = md_solver([10, 20, 1000], 0.3, base_dim=15)
+    # the nearest multiple (not the one below), and never below the multiple
+    nearest = np.maximum(multiple, np.round(unrounded / multiple) * multiple)
+    np.testing.assert_array_equal(dims, nearest)
+    assert np.any(dims > unrounded)  # this plan has dims that round up
 
 
 @pytest.mark.parametrize("kwargs, message", [
