@@ -116,9 +116,11 @@ MUTANTS = [
     Mutant("planner-round-multiple-floor", SOLVER,
            "np.round(dims / rule).astype(np.int64) * rule",
            "np.floor(dims / rule).astype(np.int64) * rule", PLANNING_TESTS),
+    # (dropping `dims[0] = base_dim` is equivalent: lambda already makes the
+    # anchor table exactly base_dim wide)
     Mutant("solver-base-dim-anchor", SOLVER,
-           "    if base_dim is not None:\n        dims[0] = base_dim\n",
-           "", PLANNING_TESTS),
+           "lam = base_dim * sizes[0] ** alpha",
+           "lam = base_dim * sizes[-1] ** alpha", PLANNING_TESTS),
     Mutant("rerank-slots-not-moved", RERANK,
            "new_slot[stay] = old_slot[old_ranks[ids[stay]] - offsets[b]]",
            "new_slot[stay] = 0", RERANK_TESTS),
