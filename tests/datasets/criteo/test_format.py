@@ -13,19 +13,6 @@ def row(label, dense, cats):
     return "\t".join([str(label), *map(str, dense), *cats])
 
 
-def make_rows():
-    a, b, c = "68fd1e64", "80e26c9b", "fb936136"
-    cats_1 = [a] * 26
-    cats_2 = [b] * 25 + [""]
-    cats_3 = [a] * 24 + [c, c]
-    return [
-        row(1, [1, "", -3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], cats_1),
-        row(0, [0] * 13, cats_2),
-        row(0, [""] * 13, cats_3),
-        row(1, [2] * 13, cats_1),
-    ]
-
-
 def test_dense_transform_zeroes_missing_and_negatives():
     np.testing.assert_allclose(
         transform_dense([np.nan, -3, 0, 1, 9]), np.log1p([0, 0, 0, 1, 9]), rtol=1e-6
@@ -41,9 +28,9 @@ def test_dense_transform_zeroes_missing_and_negatives():
         (row(0, [0] * 13, ["68FD1E64"] + ["68fd1e64"] * 25), "C1 must be 8 lowercase"),
     ],
 )
-def test_malformed_lines_name_file_line_and_reason(tmp_path, bad, reason):
+def test_malformed_lines_name_file_line_and_reason(tmp_path, bad, reason, criteo_rows):
     path = tmp_path / "bad.txt"
-    path.write_text("\n".join(make_rows()[:2] + [bad] + make_rows()[2:]) + "\n")
+    path.write_text("\n".join(criteo_rows[:2] + [bad] + criteo_rows[2:]) + "\n")
     with pytest.raises(ValueError, match=f"bad.txt:3: {reason}"):
         count_values([path], progress=False)
     result = count_values([path], skip_malformed=True, progress=False)

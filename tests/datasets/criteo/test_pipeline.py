@@ -1,34 +1,9 @@
 """The tf.data pipeline over raw Criteo files (TensorFlow only)."""
 
 import numpy as np
-import pytest
 from keras_mixed_dim.datasets.criteo.pipeline import criteo_dataset
 from keras_mixed_dim.datasets.criteo.vocabulary import CriteoVocabulary
 from keras_mixed_dim.datasets.criteo.vocabulary import count_values
-
-
-def row(label, dense, cats):
-    return "\t".join([str(label), *map(str, dense), *cats])
-
-
-def make_rows():
-    a, b, c = "68fd1e64", "80e26c9b", "fb936136"
-    cats_1 = [a] * 26
-    cats_2 = [b] * 25 + [""]
-    cats_3 = [a] * 24 + [c, c]
-    return [
-        row(1, [1, "", -3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], cats_1),
-        row(0, [0] * 13, cats_2),
-        row(0, [""] * 13, cats_3),
-        row(1, [2] * 13, cats_1),
-    ]
-
-
-@pytest.fixture
-def raw_file(tmp_path):
-    path = tmp_path / "train.txt"
-    path.write_text("\n".join(make_rows()) + "\n")
-    return path
 
 
 def test_pipeline_parses_rows(raw_file):

@@ -3,24 +3,7 @@
 import pytest
 
 
-def row(label, dense, cats):
-    return "\t".join([str(label), *map(str, dense), *cats])
-
-
-def make_rows():
-    a, b, c = "68fd1e64", "80e26c9b", "fb936136"
-    cats_1 = [a] * 26
-    cats_2 = [b] * 25 + [""]
-    cats_3 = [a] * 24 + [c, c]
-    return [
-        row(1, [1, "", -3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], cats_1),
-        row(0, [0] * 13, cats_2),
-        row(0, [""] * 13, cats_3),
-        row(1, [2] * 13, cats_1),
-    ]
-
-
-def test_tfds_builder_makes_dlrm_day_splits(tmp_path):
+def test_tfds_builder_makes_dlrm_day_splits(tmp_path, criteo_rows):
     tfds = pytest.importorskip(
         "tensorflow_datasets", reason="the tfds builder needs the [datasets] extra"
     )
@@ -30,7 +13,7 @@ def test_tfds_builder_makes_dlrm_day_splits(tmp_path):
     assert day_boundaries(70) == (60, 65)
     manual = tmp_path / "manual"
     manual.mkdir()
-    rows = [make_rows()[i % 4] for i in range(70)]
+    rows = [criteo_rows[i % 4] for i in range(70)]
     (manual / "train.txt").write_text("\n".join(rows) + "\n")
     builder = CriteoKaggle(data_dir=str(tmp_path / "tfds"))
     builder.download_and_prepare(

@@ -7,30 +7,6 @@ from keras_mixed_dim.datasets.criteo.vocabulary import build_or_load_vocabulary
 from keras_mixed_dim.datasets.criteo.vocabulary import count_values
 
 
-def row(label, dense, cats):
-    return "\t".join([str(label), *map(str, dense), *cats])
-
-
-def make_rows():
-    a, b, c = "68fd1e64", "80e26c9b", "fb936136"
-    cats_1 = [a] * 26
-    cats_2 = [b] * 25 + [""]
-    cats_3 = [a] * 24 + [c, c]
-    return [
-        row(1, [1, "", -3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], cats_1),
-        row(0, [0] * 13, cats_2),
-        row(0, [""] * 13, cats_3),
-        row(1, [2] * 13, cats_1),
-    ]
-
-
-@pytest.fixture
-def raw_file(tmp_path):
-    path = tmp_path / "train.txt"
-    path.write_text("\n".join(make_rows()) + "\n")
-    return path
-
-
 def test_counting_pass(raw_file):
     result = count_values([raw_file], progress=False)
     assert result.rows == 4 and result.skipped == 0
@@ -96,11 +72,11 @@ def test_save_load_round_trip_with_empty_value(raw_file, tmp_path):
     assert CriteoVocabulary.read_header(tmp_path / "v")["meta"] == {"model_sha256": "abc"}
 
 
-def test_interrupted_save_keeps_the_previous_set_whole(raw_file, tmp_path):
+def test_interrupted_save_keeps_the_previous_set_whole(raw_file, tmp_path, criteo_row):
     first = small_vocabulary(raw_file)
     first.save(tmp_path / "v")
     other_rows = tmp_path / "other.txt"
-    other_rows.write_text(row(0, [1] * 13, ["0000000%d" % (i % 10) for i in range(26)])
+    other_rows.write_text(criteo_row(0, [1] * 13, ["0000000%d" % (i % 10) for i in range(26)])
                           + "\n")
     second = small_vocabulary(other_rows)
 
