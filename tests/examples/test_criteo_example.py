@@ -18,7 +18,7 @@ def test_example_end_to_end_on_real_rows(shared_data, tmp_path, run_python):
     result = run_python(
         EXAMPLES / "criteo.py", "--data", str(data),
         "--vocab-dir", str(tmp_path / "vocab"), "--embedding", "block",
-        "--epochs", "3", "--batch-size", "256", "--bottom", "64", "--top", "64",
+        "--epochs", "2", "--batch-size", "256", "--bottom", "64", "--top", "64",
         "--verbose", "0", "--results-json", str(results_path),
         "--save", str(model_path))
     results = json.loads(results_path.read_text())

@@ -104,7 +104,7 @@ def test_movielens_example_multiworker(tmp_path, free_ports, run_python):
 @pytest.mark.multiprocess
 def test_criteo_example_multiworker(tmp_path, free_ports, run_python):
     multiworker, single, written = run_example_both_ways(
-        ["examples/criteo.py", "--synthetic-rows", "12000", "--batch-size", "512",
+        ["examples/criteo.py", "--synthetic-rows", "6000", "--batch-size", "512",
          "--verbose", "0"], tmp_path, free_ports, run_python)
     assert written == ["mw.json", "mw.keras"]
     assert multiworker["val"]["logloss"] == pytest.approx(single["val"]["logloss"],
