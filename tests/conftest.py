@@ -23,6 +23,10 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than ~20 s on 2 cores")
     config.addinivalue_line(
         "markers", "multiprocess: starts several cooperating processes")
+    # pytest-xdist registers it too; here so that --strict-markers holds
+    # when the suite runs without xdist
+    config.addinivalue_line(
+        "markers", "xdist_group(name): tests that run on one xdist worker")
 
 
 @pytest.fixture

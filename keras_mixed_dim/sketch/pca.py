@@ -151,8 +151,12 @@ def _project(rows_fn, num_rows, directions, chunk_rows, exact_gram=None,
         chunk = np.asarray(rows_fn(start, stop), dtype=np.float64)
         projected = chunk @ directions
         table[start:stop] = projected
-        row_errors = np.sum((chunk - projected @ directions.T) ** 2, axis=1)
-        row_norms = np.sum(chunk**2, axis=1)
+        row_norms = np.einsum("ij,ij->i", chunk, chunk)
+        # V has orthonormal columns, so ||a - V V^T a||^2 = ||a||^2 -
+        # ||V^T a||^2: no reconstruction (a second n x d x k matmul) needed.
+        # Clipped at 0 against rounding when a row lies in the span of V.
+        row_errors = np.maximum(
+            row_norms - np.einsum("ij,ij->i", projected, projected), 0.0)
         squared_error += float(row_errors.sum())
         squared_norm += float(row_norms.sum())
         if row_weights is not None:

@@ -19,6 +19,10 @@ from keras_mixed_dim.io_utils import file_sha256
 from keras_mixed_dim.models.recommenders import matrix_factorization
 from keras_mixed_dim.testing.savedmodel import check_serving_graph
 
+# One worker runs this file (.ci/run: --dist loadgroup): its module fixture
+# is expensive and would be built again on every worker that ran a test.
+pytestmark = pytest.mark.xdist_group("compress_command")
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 

@@ -20,6 +20,10 @@ from keras_mixed_dim.export import export_for_serving
 from keras_mixed_dim.models.dlrm import dlrm
 from keras_mixed_dim.models.dlrm import embedding_layers
 
+# One worker runs this file (.ci/run: --dist loadgroup): its module fixture
+# is expensive and would be built again on every worker that ran a test.
+pytestmark = pytest.mark.xdist_group("compressed_export")
+
 KINDS = ("qr", "md_qr", "hashing", "robe", "lma")
 CARDINALITIES = [3000, 200, 40]
 

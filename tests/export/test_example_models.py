@@ -21,6 +21,10 @@ from keras_mixed_dim.models.dlrm import dlrm
 from keras_mixed_dim.models.dlrm import embedding_layers
 from keras_mixed_dim.testing.savedmodel import check_serving_graph
 
+# One worker runs this file (.ci/run: --dist loadgroup): its module fixture
+# is expensive and would be built again on every worker that ran a test.
+pytestmark = pytest.mark.xdist_group("example_models")
+
 OOV_BUCKETS = 2
 
 
