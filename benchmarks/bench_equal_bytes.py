@@ -4,7 +4,11 @@ model's embedding bytes (everything counted: remaps, signatures, hash
 constants), on MovieLens MF / NCF and a Criteo-like DLRM.
 
 Each run trains with Adam, early-stops on a validation split (best epoch
-restored) and reports the held-out test metric. Prints one table per part.
+restored) and reports the held-out test metric. With the TensorFlow backend
+the first seed's model of every cell is exported with `export_for_serving`
+and timed through the TensorFlow C API in a separate process
+(`benchmarks/capi_latency.py`): p50 latency at batch 1 and 512. Prints one
+table per part.
 
     python benchmarks/bench_equal_bytes.py                        # all parts
     python benchmarks/bench_equal_bytes.py --parts criteo --seeds 0 1 2 \\
@@ -16,9 +20,12 @@ at Kaggle's cardinalities scaled by --cardinality-scale, DLRM).
 """
 
 import argparse
+import json
 import os
 import pathlib
+import subprocess
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -44,6 +51,7 @@ from keras_mixed_dim.models.embeddings import layer_bytes  # noqa: E402
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 METHODS = ("uniform", "hashing", "qr", "table", "block", "md_qr", "robe", "lma")
+CAPI_LATENCY = pathlib.Path(__file__).resolve().parent / "capi_latency.py"
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -86,7 +94,34 @@ def movielens_parts(ratings, seed):
     return users, items, [encode(index) for index in parts]
 
 
-def movielens_run(method, fraction, model_kind, users, items, data, dim, args, seed):
+def export_for_timing(model, args, name):
+    """Exports `model` for the C API timing; None when not timed."""
+    if args.serve_requests <= 0 or keras.backend.backend() != "tensorflow":
+        return None
+    from keras_mixed_dim.export import export_for_serving
+
+    return str(export_for_serving(model, args.work_dir / "serving", name,
+                                  output_names="output").path)
+
+
+def serving_latencies(rows, inputs, args):
+    """`{export path: {"1": [p50, p99], "512": [...]}}` for the rows' exports,
+    from one C API process (no TensorFlow Python package, as a server)."""
+    exports = [r["export"] for _, _, results in rows for r in results if r.get("export")]
+    if not exports:
+        return {}
+    inputs_path = args.work_dir / f"requests_{len(exports)}_{time.time_ns()}.npz"
+    np.savez(inputs_path, **{k: np.asarray(v[:512]) for k, v in inputs.items()})
+    result = subprocess.run([sys.executable, str(CAPI_LATENCY), str(args.serve_requests),
+                             str(inputs_path), *exports], capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"C API timing failed:\n{result.stderr[-3000:]}", flush=True)
+        return {}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def movielens_run(method, fraction, model_kind, users, items, data, dim, args, seed,
+                  export_name=None):
     train, val, test = data
     keras.utils.set_random_seed(seed)
     layers = []
@@ -114,7 +149,8 @@ def movielens_run(method, fraction, model_kind, users, items, data, dim, args, s
     test_mse = float(model.evaluate(*test, batch_size=8192, verbose=0))
     best_epoch = int(np.argmin(history.history["val_loss"])) + 1
     return {"bytes": layer_bytes(layers), "quality": test_mse, "epoch": best_epoch,
-            "step_ms": timer.median_ms}
+            "step_ms": timer.median_ms,
+            "export": export_name and export_for_timing(model, args, export_name)}
 
 
 def movielens_part(title, ratings, model_kinds, args, dim):
@@ -127,13 +163,16 @@ def movielens_part(title, ratings, model_kinds, args, dim):
                     continue
                 results = []
                 for seed, (users, items, data) in zip(args.seeds, per_seed):
+                    name = (f"{title.split()[0].lower()}_{model_kind}_{method}_{fraction}"
+                            if seed == args.seeds[0] else None)
                     results.append(movielens_run(method, 1 if method == "uniform"
                                                  else fraction, model_kind, users,
-                                                 items, data, dim, args, seed))
+                                                 items, data, dim, args, seed, name))
                 rows.append((method, 1 if method == "uniform" else fraction, results))
                 report_row(rows[-1], uniform_bytes=rows[0][2][0]["bytes"], metric="MSE")
+        latency = serving_latencies(rows, per_seed[0][2][2][0], args)
         print_table(f"{title}, {model_kind.upper()} d={dim}: test MSE (mean ± std "
-                    f"over seeds {args.seeds})", rows, "MSE")
+                    f"over seeds {args.seeds})", rows, "MSE", latency)
 
 
 # ------------------------------------------------------------------- Criteo
@@ -151,16 +190,22 @@ def criteo_part(args):
                 continue
             results = []
             for seed in args.seeds:
+                name = f"criteo_{method}_{fraction}" if seed == args.seeds[0] else None
                 results.append(criteo_run(method, 1 if method == "uniform" else fraction,
-                                          cardinalities, uniform_bytes, dim, args, seed))
+                                          cardinalities, uniform_bytes, dim, args, seed,
+                                          name))
             rows.append((method, 1 if method == "uniform" else fraction, results))
             report_row(rows[-1], uniform_bytes=uniform_bytes, metric="AUC")
+    dense, categorical, _ = SyntheticCriteo(512, cardinalities, seed=99).arrays()
+    latency = serving_latencies(
+        rows, {"dense": dense, "categorical": categorical.astype("int32")}, args)
     print_table(f"Criteo-like DLRM ({args.criteo_rows:,} rows, {len(cardinalities)} "
                 f"features, {sum(cardinalities):,} ids, d={dim}): test AUC / logloss "
-                f"at the best validation epoch (seeds {args.seeds})", rows, "AUC")
+                f"at the best validation epoch (seeds {args.seeds})", rows, "AUC", latency)
 
 
-def criteo_run(method, fraction, cardinalities, uniform_bytes, dim, args, seed):
+def criteo_run(method, fraction, cardinalities, uniform_bytes, dim, args, seed,
+               export_name=None):
     generator = SyntheticCriteo(args.criteo_rows, cardinalities, seed=seed)
     dense, categorical, labels = generator.arrays()
     n = len(labels)
@@ -196,7 +241,8 @@ def criteo_run(method, fraction, cardinalities, uniform_bytes, dim, args, seed):
             "logloss": metrics["logloss"],
             "epoch": int(np.argmax(history.history["val_auc"])) + 1,
             "step_ms": timer.median_ms,
-            "val_auc": history.history["val_auc"]}
+            "val_auc": history.history["val_auc"],
+            "export": export_name and export_for_timing(model, args, export_name)}
 
 
 # ------------------------------------------------------------------ output
@@ -216,12 +262,13 @@ def report_row(row, uniform_bytes, metric):
           flush=True)
 
 
-def print_table(title, rows, metric):
+def print_table(title, rows, metric, latency=None):
     print(f"\n{title}")
     uniform = rows[0][2]
     uniform_step = np.mean([r["step_ms"] for r in uniform])
     header = (f"| method | budget | bytes | of uniform | {metric} | spread | "
-              + ("logloss | " if metric == "AUC" else "") + "best epoch | step ms | step / uniform |")
+              + ("logloss | " if metric == "AUC" else "") + "best epoch | step ms | step / uniform |"
+              + (" serve p50 ms b1 | b512 |" if latency else ""))
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for method, fraction, results in rows:
@@ -234,8 +281,44 @@ def print_table(title, rows, metric):
         step = np.mean([r["step_ms"] for r in results])
         line += (f"{'/'.join(str(r['epoch']) for r in results)} | {step:.2f} | "
                  f"{step / uniform_step:.2f} |")
+        if latency:
+            served = latency.get(results[0].get("export") or "")
+            line += (f" {served['1'][0]:.3f} | {served['512'][0]:.2f} |" if served
+                     else " - | - |")
         print(line)
+    print_ranking_stability(rows, metric)
     print(flush=True)
+
+
+def kendall_tau(a, b):
+    """Kendall's tau between two score vectors over the same items."""
+    a, b = np.asarray(a), np.asarray(b)
+    i, j = np.triu_indices(len(a), 1)
+    return float(np.mean(np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])))
+
+
+def print_ranking_stability(rows, metric):
+    """Per budget: the methods' order in every seed, the seeds whose best
+    method is the overall best, and the mean pairwise Kendall tau between
+    the seeds' orders (1.0: the same ranking in every seed)."""
+    higher_is_better = metric == "AUC"
+    for fraction in sorted({f for _, f, _ in rows if f != 1}):
+        cell = [(m, np.array([r["quality"] for r in res])) for m, f, res in rows
+                if f == fraction]
+        if len(cell) < 2:
+            continue
+        names = [m for m, _ in cell]
+        scores = np.stack([q for _, q in cell])  # methods x seeds
+        signed = scores if higher_is_better else -scores
+        best = names[int(np.argmax(signed.mean(axis=1)))]
+        per_seed_best = [names[int(np.argmax(signed[:, k]))] for k in range(signed.shape[1])]
+        taus = [kendall_tau(signed[:, a], signed[:, b])
+                for a in range(signed.shape[1]) for b in range(a + 1, signed.shape[1])]
+        order = " > ".join(names[i] for i in np.argsort(-signed.mean(axis=1)))
+        print(f"ranking at 1/{fraction}: {order}; best in each seed {per_seed_best} "
+              f"({per_seed_best.count(best)}/{len(per_seed_best)} agree with the mean)"
+              + (f"; Kendall tau between seeds {np.mean(taus):.2f} "
+                 f"(min {np.min(taus):.2f})" if taus else ""))
 
 
 def main():
@@ -260,10 +343,16 @@ def main():
     parser.add_argument("--criteo-rows", type=int, default=100_000)
     parser.add_argument("--cardinality-scale", type=float, default=0.002)
     parser.add_argument("--criteo-dim", type=int, default=16)
+    parser.add_argument("--serve-requests", type=int, default=200,
+                        help="timed C API requests per batch size and cell (first "
+                        "seed; TensorFlow backend); 0: no serving column")
+    parser.add_argument("--work-dir", type=pathlib.Path, default=None,
+                        help="where the exports go (default: a new temporary folder)")
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction,
                         default=False, help="XLA-compile every model (slow to "
                         "compile the hashed layers' integer graphs on CPU)")
     args = parser.parse_args()
+    args.work_dir = args.work_dir or pathlib.Path(tempfile.mkdtemp(prefix="kmd_bench_"))
     if sorted(args.fractions) != args.fractions:
         args.fractions = sorted(args.fractions)
     print(f"backend {keras.backend.backend()}; argv {' '.join(sys.argv[1:])}", flush=True)

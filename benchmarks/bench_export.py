@@ -28,7 +28,6 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-import textwrap
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -44,34 +43,7 @@ from keras_mixed_dim.export import export_for_serving  # noqa: E402
 from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
 
-CAPI = pathlib.Path(__file__).resolve().parents[1] / "keras_mixed_dim/testing/capi.py"
-TIMER = textwrap.dedent(
-    """
-    import importlib.util, json, sys, time
-    import numpy as np
-    # by path: importing the package would import Keras and TensorFlow
-    spec = importlib.util.spec_from_file_location("capi", sys.argv[4])
-    capi = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(capi)
-    CApiModel = capi.CApiModel
-    export_dir, inputs_path, requests = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    model = CApiModel(export_dir)
-    data = dict(np.load(inputs_path))
-    result = {}
-    for batch in (1, 512):
-        feed = {k: v[:batch] for k, v in data.items()}
-        for _ in range(20):
-            model.run(feed)
-        times = []
-        for _ in range(requests):
-            start = time.perf_counter()
-            model.run(feed)
-            times.append(time.perf_counter() - start)
-        result[batch] = [1e3 * float(np.percentile(times, q)) for q in (50, 99)]
-    assert "tensorflow" not in sys.modules
-    print(json.dumps(result))
-    """
-)
+CAPI_LATENCY = pathlib.Path(__file__).resolve().parent / "capi_latency.py"
 
 
 def vocabulary_for(cardinalities):
@@ -231,9 +203,9 @@ def main():
                                     preprocess=CriteoPreprocessing(vocabulary),
                                     output_names="probability")
         timing = subprocess.run(
-            [sys.executable, "-c", TIMER, str(report.path), str(inputs_path),
-             str(args.requests), str(CAPI)], capture_output=True, text=True, check=True)
-        latency = json.loads(timing.stdout.strip().splitlines()[-1])
+            [sys.executable, str(CAPI_LATENCY), str(args.requests), str(inputs_path),
+             str(report.path)], capture_output=True, text=True, check=True)
+        latency = json.loads(timing.stdout.strip().splitlines()[-1])[str(report.path)]
         rows[mode] = (report, latency)
         ops = [inference_ops(layer) for layer in embeddings]
         mib = 1 / 2**20
