@@ -111,7 +111,9 @@ def serving_latencies(rows, inputs, args):
     if not exports:
         return {}
     inputs_path = args.work_dir / f"requests_{len(exports)}_{time.time_ns()}.npz"
-    np.savez(inputs_path, **{k: np.asarray(v[:512]) for k, v in inputs.items()})
+    # 512 requests rows (cycled when the test split is smaller)
+    np.savez(inputs_path, **{k: np.resize(np.asarray(v), (512,) + np.shape(v)[1:])
+                             for k, v in inputs.items()})
     result = subprocess.run([sys.executable, str(CAPI_LATENCY), str(args.serve_requests),
                              str(inputs_path), *exports], capture_output=True, text=True)
     if result.returncode != 0:
