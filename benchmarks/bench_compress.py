@@ -53,7 +53,7 @@ def movielens(args):
     from keras_mixed_dim.compress import quantize_model
     from keras_mixed_dim.datasets import Vocabulary
     from keras_mixed_dim.datasets.movielens import read_ratings
-    from keras_mixed_dim.datasets.ratings import split_random
+    from keras_mixed_dim.datasets.movielens.ratings import split_random
     from keras_mixed_dim.models import matrix_factorization
     from keras_mixed_dim.models import neural_cf
 
@@ -141,8 +141,8 @@ def criteo(args):
 
     from keras_mixed_dim.compress import compress_model
     from keras_mixed_dim.compress import quantize_model
-    from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES
-    from keras_mixed_dim.datasets.synthetic_criteo import SyntheticCriteo
+    from keras_mixed_dim.datasets.criteo.format import KAGGLE_CARDINALITIES
+    from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo
     from keras_mixed_dim.models.dlrm import dlrm
 
     cardinalities = [min(c, args.criteo_cap) for c in KAGGLE_CARDINALITIES]

@@ -249,8 +249,8 @@ def print_table(name, rows, loss_name, covered_paths):
 def dlrm_benchmark(args):
     import keras
 
-    from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES
-    from keras_mixed_dim.datasets.synthetic_criteo import SyntheticCriteo
+    from keras_mixed_dim.datasets.criteo.format import KAGGLE_CARDINALITIES
+    from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo
     from keras_mixed_dim.models.dlrm import dlrm
     from keras_mixed_dim.models.dlrm import embedding_layers
 

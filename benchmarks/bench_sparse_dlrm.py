@@ -70,8 +70,8 @@ def run_one(spec, batch, steps, predict_batches):
     """Runs one configuration in this process; returns a result dict."""
     import keras
 
-    from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES
-    from keras_mixed_dim.datasets.synthetic_criteo import SyntheticCriteo
+    from keras_mixed_dim.datasets.criteo.format import KAGGLE_CARDINALITIES
+    from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo
     from keras_mixed_dim.models.dlrm import dlrm
     from keras_mixed_dim.models.dlrm import embedding_layers
 
@@ -136,7 +136,7 @@ def table_step(rows, batch, repeats=3, steps=5):
 
 def run_reference(directory, md, batch, steps):
     """facebookresearch/dlrm's `dlrm_s_pytorch.py`, same shapes, SGD."""
-    from keras_mixed_dim.datasets.criteo_format import KAGGLE_CARDINALITIES
+    from keras_mixed_dim.datasets.criteo.format import KAGGLE_CARDINALITIES
 
     stubs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reference_stubs")
     command = [

@@ -81,7 +81,7 @@ def movielens_data(args, model):
 
     from keras_mixed_dim.datasets import Vocabulary
     from keras_mixed_dim.datasets.movielens import read_ratings
-    from keras_mixed_dim.datasets.ratings import split_random
+    from keras_mixed_dim.datasets.movielens.ratings import split_random
 
     from keras_mixed_dim.datasets.movielens.vocabulary import load_vocabularies
 
