@@ -420,22 +420,28 @@ class MixedDimEmbedding(layers.Layer):
         outputs = None
         if self._head_blocks:
             # Ranks outside the head read the all-zero row appended at the
-            # end of the head table, so no float select is needed.
-            head_rows = plan.offsets[self._head_blocks]
-            in_head = ops.logical_and(
-                ops.greater_equal(ranks, 0), ops.less(ranks, head_rows)
-            )
-            rows = ops.where(in_head, ranks, ops.cast(head_rows, ranks.dtype))
-            outputs = ops.take(dense_gradient(self._head_table()), rows, axis=0)
+            # end of the head table, so no float select is needed: ranks
+            # past the head are capped at that row's index, and a floor mod
+            # sends -1 (an invalid id) there too. Rows are never negative,
+            # so the gather needs no wrap-around handling (`take_rows`).
+            head_rows = int(plan.offsets[self._head_blocks])
+            rows = ranks if head_rows >= self.input_dim else ops.minimum(ranks, head_rows)
+            rows = ops.mod(rows, head_rows + 1)
+            outputs = take_rows(dense_gradient(self._head_table()), rows)
             if self.combiner is not None:
                 outputs = ops.sum(outputs, axis=-2)
         projected, projections = [], []
         for i in range(self._head_blocks, plan.num_blocks):
-            start, stop = plan.offsets[i], plan.offsets[i + 1]
-            member = ops.logical_and(
-                ops.greater_equal(ranks, start), ops.less(ranks, stop)
-            )
-            rows = ops.clip(ranks - start, 0, stop - start - 1)
+            start, stop = int(plan.offsets[i]), int(plan.offsets[i + 1])
+            # Ranks are below input_dim, so the last block needs no upper
+            # bound and the first no shift: each op skipped is a kernel
+            # launch saved per table and request when serving batch 1.
+            member = ops.greater_equal(ranks, start)
+            rows = ranks - start if start else ranks
+            rows = ops.maximum(rows, 0)
+            if stop < self.input_dim:
+                member = ops.logical_and(member, ops.less(ranks, stop))
+                rows = ops.minimum(rows, stop - start - 1)
             values = self._block_rows(i, rows)
             values = ops.where(ops.expand_dims(member, -1), values, 0.0)
             # Reducing before projecting is exact (the projection is linear)

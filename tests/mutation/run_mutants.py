@@ -61,13 +61,13 @@ class Mutant:
 
 MUTANTS = [
     Mutant("layer-tail-membership", LAYER,
-           "ops.greater_equal(ranks, start), ops.less(ranks, stop)",
-           "ops.greater_equal(ranks, start), ops.less_equal(ranks, stop)", LAYER_TESTS),
-    # (`ranks <= head_rows` in the head is an equivalent mutant: rank
-    # head_rows reads the head table's all-zero sentinel row anyway)
+           "member = ops.logical_and(member, ops.less(ranks, stop))",
+           "member = ops.logical_and(member, ops.less_equal(ranks, stop))", LAYER_TESTS),
+    Mutant("layer-tail-shift", LAYER,
+           "rows = ranks - start if start else ranks", "rows = ranks", LAYER_TESTS),
     Mutant("layer-head-sentinel", LAYER,
-           "rows = ops.where(in_head, ranks, ops.cast(head_rows, ranks.dtype))",
-           "rows = ops.where(in_head, ranks, ops.cast(0, ranks.dtype))", LAYER_TESTS),
+           "rows = ops.mod(rows, head_rows + 1)",
+           "rows = ops.mod(rows, head_rows)", LAYER_TESTS),
     Mutant("layer-concat-projection-order", LAYER,
            "ops.concatenate(projected, axis=-1)",
            "ops.concatenate(projected[::-1], axis=-1)", LAYER_TESTS),
@@ -75,8 +75,8 @@ MUTANTS = [
            "for i in range(self._head_blocks, plan.num_blocks):",
            "for i in range(self._head_blocks, plan.num_blocks - 1):", LAYER_TESTS),
     Mutant("layer-row-clip", LAYER,
-           "rows = ops.clip(ranks - start, 0, stop - start - 1)",
-           "rows = ops.clip(ranks - start, 0, stop - start)", LAYER_TESTS),
+           "rows = ops.minimum(rows, stop - start - 1)",
+           "rows = ops.minimum(rows, stop - start)", LAYER_TESTS),
     Mutant("layer-mean-counts-padding", LAYER,
            "valid = ops.cast(ops.greater_equal(ranks, 0), outputs.dtype)",
            "valid = ops.cast(ops.greater_equal(ranks, -1), outputs.dtype)", LAYER_TESTS),
