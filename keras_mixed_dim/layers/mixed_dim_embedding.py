@@ -252,28 +252,8 @@ class MixedDimEmbedding(layers.Layer):
                         name=f"block_{i}_embeddings",
                     )
                 )
-            projection = None
-            if self.plan.has_projection(i):
-                projection = self.add_weight(
-                    shape=(block.dim, self.output_dim),
-                    initializer=self.projection_initializer,
-                    regularizer=self.projection_regularizer,
-                    constraint=self.projection_constraint,
-                    name=f"block_{i}_projection",
-                )
-            self.block_projections.append(projection)
-        self.remap = None
-        if self.plan.remapped:
-            self.remap = self.add_weight(
-                shape=(self.input_dim,),
-                initializer=_IdentityRanks(),
-                dtype="int32",
-                trainable=False,
-                name="remap",
-            )
-            if self._initial_ranks is not None:
-                self.remap.assign(self._initial_ranks)
-                self._initial_ranks = None
+            self.block_projections.append(self._build_projection(i))
+        self._build_remap()
         self.frequency_counts = None
         if self.count_frequencies:
             # On-read sync with sum aggregation: under a tf.distribute
@@ -290,6 +270,35 @@ class MixedDimEmbedding(layers.Layer):
                 name="frequency_counts",
             )
         self.built = True
+
+    def _build_projection(self, index):
+        """Block `index`'s `dim x output_dim` projection, or None without one."""
+        if not self.plan.has_projection(index):
+            return None
+        return self.add_weight(
+            shape=(self.plan.blocks[index].dim, self.output_dim),
+            initializer=self.projection_initializer,
+            regularizer=self.projection_regularizer,
+            constraint=self.projection_constraint,
+            name=f"block_{index}_projection",
+        )
+
+    def _build_remap(self):
+        """The id -> rank table when the plan remaps ids (else None), holding
+        the ranks a re-plan or a conversion passed in."""
+        self.remap = None
+        if not self.plan.remapped:
+            return
+        self.remap = self.add_weight(
+            shape=(self.input_dim,),
+            initializer=_IdentityRanks(),
+            dtype="int32",
+            trainable=False,
+            name="remap",
+        )
+        if self._initial_ranks is not None:
+            self.remap.assign(self._initial_ranks)
+            self._initial_ranks = None
 
     @classmethod
     def from_embedding(cls, embedding, counts, **kwargs):

@@ -11,7 +11,6 @@ from keras import ops
 from keras import saving
 
 from keras_mixed_dim.layers.mixed_dim_embedding import MixedDimEmbedding
-from keras_mixed_dim.layers.mixed_dim_embedding import _IdentityRanks
 
 TABLE_DTYPES = ("int8", "float16")
 
@@ -64,25 +63,8 @@ class QuantizedMixedDimEmbedding(MixedDimEmbedding):
                     name=f"block_{i}_embeddings_scale",
                 )
             self.block_scales.append(scale)
-            projection = None
-            if self.plan.has_projection(i):
-                projection = self.add_weight(
-                    shape=(block.dim, self.output_dim),
-                    initializer=self.projection_initializer,
-                    regularizer=self.projection_regularizer,
-                    constraint=self.projection_constraint,
-                    name=f"block_{i}_projection",
-                )
-            self.block_projections.append(projection)
-        self.remap = None
-        if self.plan.remapped:
-            self.remap = self.add_weight(
-                shape=(self.input_dim,), initializer=_IdentityRanks(), dtype="int32",
-                trainable=False, name="remap",
-            )
-            if self._initial_ranks is not None:
-                self.remap.assign(self._initial_ranks)
-                self._initial_ranks = None
+            self.block_projections.append(self._build_projection(i))
+        self._build_remap()
         self.frequency_counts = None
         self.built = True
 

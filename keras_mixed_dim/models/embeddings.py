@@ -226,28 +226,26 @@ def md_qr_plan(input_dim, output_dim, floats=None, counts=None, alpha=0.3,
     if plan(high).bytes <= target:
         # every block at full width still fits: spend the rest on fewer
         # collisions (taller quotient tables) in the QR blocks
-        low_shrink, high_shrink = 1.0 / max(1.0, math.sqrt(input_dim)), 1.0
-        best = plan(high)
-        if plan(high, low_shrink).bytes <= target:
-            return plan(high, low_shrink)
-        for _ in range(40):
-            middle = math.sqrt(low_shrink * high_shrink)
-            candidate = plan(high, middle)
-            if candidate.bytes <= target:
-                best, high_shrink = candidate, middle
-            else:
-                low_shrink = middle
-            if high_shrink / low_shrink < 1.001:
-                break
-        return best
+        low_shrink = 1.0 / max(1.0, math.sqrt(input_dim))
+        tallest = plan(high, low_shrink)
+        if tallest.bytes <= target:
+            return tallest
+        return _best_fitting(lambda shrink: plan(high, shrink), 1.0, low_shrink, target)
+    return _best_fitting(plan, low, high, target)
+
+
+def _best_fitting(make_plan, fitting, failing, target):
+    """Geometric bisection between a value whose plan fits `target` bytes and
+    one whose plan does not; the fitting plan found closest to `failing`."""
+    best = make_plan(fitting)
     for _ in range(40):
-        middle = math.sqrt(low * high)
-        candidate = plan(middle)
+        middle = math.sqrt(fitting * failing)
+        candidate = make_plan(middle)
         if candidate.bytes <= target:
-            best, low = candidate, middle
+            best, fitting = candidate, middle
         else:
-            high = middle
-        if high / low < 1.001:
+            failing = middle
+        if max(fitting, failing) / min(fitting, failing) < 1.001:
             break
     return best
 
