@@ -30,9 +30,26 @@ def take_rows(table, rows):
     when the optimizer then updates the variable in place, TensorFlow must
     copy the whole table (the read still holds it), each step, outside XLA.
     A gather on the variable itself reads only the rows.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return keras.ops.take(table, rows, axis=0)
-    from keras_mixed_dim.backend.tensorflow.sparse_rows import take_rows as tf_take
 
-    return tf_take(table, rows)
+    On JAX and PyTorch, inside the train step of
+    `keras_mixed_dim.optimizers.sparse_rows.enable_sparse_row_steps`, the
+    lookup is also where the step takes the rows' gradients from. A layer
+    whose tables get sparse row updates must read them through this function
+    only (other reads are differentiated densely: correct, but not sparse).
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from keras_mixed_dim.backend.tensorflow.sparse_rows import take_rows as tf_take
+
+        return tf_take(table, rows)
+    if backend in ("jax", "torch"):
+        # While a sparse train step traces or runs the forward pass, the
+        # tables it differentiates by rows are looked up through its tap.
+        if backend == "jax":
+            from keras_mixed_dim.backend.jax.sparse_rows import take_rows as tapped
+        else:
+            from keras_mixed_dim.backend.torch.sparse_rows import take_rows as tapped
+        rows_values = tapped(table, rows)
+        if rows_values is not None:
+            return rows_values
+    return keras.ops.take(table, rows, axis=0)

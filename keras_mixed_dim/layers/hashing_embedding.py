@@ -7,6 +7,7 @@ from keras import ops
 from keras import regularizers
 from keras import saving
 
+from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.layers import hashes
 from keras_mixed_dim.layers.lookup import IdLookupLayer
 
@@ -81,7 +82,7 @@ class HashingEmbedding(IdLookupLayer):
         return hashes.buckets([ids], self._params, self.num_buckets)
 
     def lookup(self, ids):
-        return ops.take(self.embeddings, self.buckets(ids), axis=0)
+        return take_rows(self.embeddings, self.buckets(ids))
 
     @property
     def params(self):

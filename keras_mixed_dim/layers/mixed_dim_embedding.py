@@ -507,8 +507,8 @@ class MixedDimEmbedding(layers.Layer):
         quotient, remainder = self.block_qr[index]
         m = self.plan.blocks[index].num_collisions
         return ops.multiply(
-            ops.take(quotient, ops.floor_divide(rows, m), axis=0),
-            ops.take(remainder, ops.mod(rows, m), axis=0),
+            take_rows(quotient, ops.floor_divide(rows, m)),
+            take_rows(remainder, ops.mod(rows, m)),
         )
 
     def _block_table(self, index):

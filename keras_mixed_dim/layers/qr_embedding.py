@@ -9,6 +9,7 @@ from keras import ops
 from keras import regularizers
 from keras import saving
 
+from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.layers.lookup import IdLookupLayer
 
 FLOAT_BYTES = 4
@@ -153,10 +154,9 @@ class QREmbedding(IdLookupLayer):
         self.built = True
 
     def lookup(self, ids):
-        quotient = ops.take(self.quotient_embeddings,
-                            ops.floor_divide(ids, self.num_collisions), axis=0)
-        remainder = ops.take(self.remainder_embeddings,
-                             ops.mod(ids, self.num_collisions), axis=0)
+        quotient = take_rows(self.quotient_embeddings,
+                             ops.floor_divide(ids, self.num_collisions))
+        remainder = take_rows(self.remainder_embeddings, ops.mod(ids, self.num_collisions))
         return combine(quotient, remainder, self.operation)
 
     @property

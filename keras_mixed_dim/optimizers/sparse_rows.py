@@ -10,16 +10,22 @@ the wrapped Keras optimizer.
 """
 
 import re
+import types
+import warnings
 
 import keras
 from keras import backend
 from keras import ops
 from keras import saving
 
+from keras_mixed_dim.backend.row_gradients import RowGradient
+
 TABLE_OPTIMIZERS = ("sgd", "adagrad", "adam")
 
 # Variable names of the package's table layers and of `keras.layers.Embedding`.
-_TABLE_NAME = re.compile(r"(embeddings|block_\d+_embeddings|stacked_.*_embeddings)")
+_TABLE_NAME = re.compile(
+    r"(embeddings|block_\d+_embeddings|block_\d+_(quotient|remainder)"
+    r"|(quotient|remainder)_embeddings|stacked_.*_embeddings)")
 SPARSE_ROWS_ATTRIBUTE = "sparse_rows"
 
 
@@ -147,6 +153,10 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         self.epsilon = float(epsilon)
         self.initial_accumulator_value = float(initial_accumulator_value)
         self.is_table = is_table or is_embedding_table
+        self._warned_dense = False
+
+    # `enable_sparse_row_steps`' train steps hand this optimizer `RowGradient`s.
+    accepts_row_gradients = True
 
     # -- variables -----------------------------------------------------------
 
@@ -229,7 +239,7 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                 if grad is None:
                     continue
                 if scale is not None:
-                    grad = grad / scale
+                    grad = grad.scaled(scale) if isinstance(grad, RowGradient) else grad / scale
                 self._update_table(grad, variable, learning_rate, step)
                 if variable.constraint is not None:
                     variable.assign(variable.constraint(variable))
@@ -237,7 +247,17 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
 
     def _update_table(self, grad, variable, learning_rate, step):
         slots = self._groups.slots[self._var_key(variable)]
-        if backend.backend() == "tensorflow":
+        name = backend.backend()
+        if isinstance(grad, RowGradient):
+            if grad.dense is None:
+                self._update_rows(variable, slots, _row_ops(name), grad.indices,
+                                  grad.values, learning_rate, step)
+                return
+            grad = ops.convert_to_tensor(grad.dense, dtype=variable.dtype) + (
+                ops.scatter(ops.expand_dims(grad.indices, -1),
+                            ops.cast(grad.values, variable.dtype), variable.shape)
+                if grad.has_rows else 0)
+        elif name == "tensorflow":
             from keras_mixed_dim.backend.tensorflow import sparse_rows
 
             if sparse_rows.is_sparse(grad):
@@ -247,19 +267,19 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                         variable, grad.indices,
                         grad.values * ops.cast(learning_rate, grad.values.dtype))
                     return
-                rows, row_grads = sparse_rows.unique_rows(grad)
-                values = [sparse_rows.gather_rows(v, rows) for v in (variable, *slots)]
-                new = self._row_update(row_grads, values, learning_rate, step)
-                # Layers gather a placeholder row for ids outside a block and
-                # mask it out; its gradient is exactly zero, and like every
-                # backend's dense path it must leave the row and slots alone.
-                touched = ops.any(ops.not_equal(row_grads, 0), axis=1)
-                for target, old, value in zip((variable, *slots), values, new):
-                    mask = touched if len(old.shape) == 1 else ops.expand_dims(touched, 1)
-                    sparse_rows.scatter_rows(target, rows, ops.where(mask, value, old))
+                self._update_rows(variable, slots, sparse_rows, grad.indices,
+                                  grad.values, learning_rate, step)
                 return
-        # A dense gradient (JAX, PyTorch, or a table TensorFlow differentiated
-        # through a dense op): rows with an all-zero gradient were not looked
+        elif not self._warned_dense:
+            self._warned_dense = True
+            warnings.warn(
+                f"SparseRowOptimizer got a dense gradient for the table "
+                f"{variable.path!r}: on {name} a step then costs in proportion to "
+                "the table. Call keras_mixed_dim.optimizers.sparse_rows."
+                "enable_sparse_row_steps(model) after building the model, so the "
+                "train step differentiates with respect to the rows it gathers.",
+                stacklevel=3)
+        # A dense gradient: rows with an all-zero gradient were not looked
         # up, and keep their values and slots exactly.
         grad = ops.convert_to_tensor(grad, dtype=variable.dtype)
         touched = ops.any(ops.not_equal(grad, 0), axis=1)
@@ -268,6 +288,21 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         for target, old, value in zip((variable, *slots), values, new):
             mask = touched if len(old.shape) == 1 else ops.expand_dims(touched, 1)
             target.assign(ops.where(mask, value, old))
+
+    def _update_rows(self, variable, slots, row_ops, indices, values, learning_rate,
+                     step):
+        """Updates the rows `indices` (duplicates summed) and their slots only."""
+        rows, row_grads = row_ops.unique_rows(
+            indices, ops.cast(values, variable.dtype), variable.shape[0])
+        old = [row_ops.gather_rows(v, rows) for v in (variable, *slots)]
+        new = self._row_update(row_grads, old, learning_rate, step)
+        # Layers gather a placeholder row for ids outside a block and mask it
+        # out; its gradient is exactly zero, and like the dense path it must
+        # leave the row and its slots alone.
+        touched = ops.any(ops.not_equal(row_grads, 0), axis=1)
+        for target, before, after in zip((variable, *slots), old, new):
+            mask = touched if len(before.shape) == 1 else ops.expand_dims(touched, 1)
+            row_ops.scatter_rows(target, rows, ops.where(mask, after, before))
 
     def _row_update(self, grad, values, learning_rate, step):
         """New `[weights, *slots]` of rows whose summed gradient is `grad`."""
@@ -329,3 +364,54 @@ class _Groups:
 
 def _slot_name(variable, slot):
     return f"{variable.path.replace('/', '_').replace(':', '_')}_{slot}"
+
+
+def _row_ops(backend_name):
+    """The backend's `unique_rows` / `gather_rows` / `scatter_rows`."""
+    if backend_name == "tensorflow":
+        from keras_mixed_dim.backend.tensorflow import sparse_rows
+    elif backend_name == "jax":
+        from keras_mixed_dim.backend.jax import sparse_rows
+    elif backend_name == "torch":
+        from keras_mixed_dim.backend.torch import sparse_rows
+    else:
+        raise ValueError(f"No sparse row updates on the {backend_name!r} backend.")
+    return sparse_rows
+
+
+def enable_sparse_row_steps(model):
+    """Makes `model.fit` differentiate embedding tables by rows on JAX and PyTorch.
+
+    Keras's JAX and PyTorch train steps compute a dense gradient for each
+    table, of the table's shape, so a step costs in proportion to the
+    vocabulary however few rows a batch uses. After this call, when the
+    model is compiled with a `SparseRowOptimizer`, its train step
+    differentiates with respect to the rows that the package's layers gather
+    (through `keras_mixed_dim.backend.take_rows`) and the optimizer updates
+    those rows only. A table read any other way (a regularizer,
+    `keras.layers.Embedding`, the MD layer's small head blocks) keeps its
+    dense gradient, so results are the same as without this call.
+
+    On TensorFlow a gather's gradient is already sparse (`IndexedSlices`)
+    and this does nothing. With any other optimizer the model keeps Keras's
+    train step. The step is an attribute of this model object: call it again
+    on a model loaded from a file. `keras_mixed_dim.models.dlrm` and the
+    package's recommenders call it for you.
+
+    Args:
+        model: A Keras model.
+
+    Returns:
+        `model`.
+    """
+    name = backend.backend()
+    if name == "jax":
+        from keras_mixed_dim.backend.jax.sparse_rows import train_step
+    elif name == "torch":
+        from keras_mixed_dim.backend.torch.sparse_rows import train_step
+    else:
+        return model
+    model.train_step = types.MethodType(train_step, model)
+    # a train function made before this call would keep Keras's step
+    model.train_function = None
+    return model

@@ -16,13 +16,12 @@ def is_sparse(gradient):
     return isinstance(gradient, tf.IndexedSlices)
 
 
-def unique_rows(gradient):
-    """`(rows, summed)`: the distinct row ids of an `IndexedSlices` gradient
-    and each one's gradient summed over its duplicates (as the dense gradient
-    would sum them)."""
-    rows, position = tf.unique(tf.cast(gradient.indices, tf.int32))
-    summed = tf.math.unsorted_segment_sum(
-        gradient.values, position, tf.shape(rows)[0])
+def unique_rows(indices, values, num_rows=None):
+    """`(rows, summed)`: the distinct row ids of a gather's gradient and each
+    one's gradient summed over its duplicates (as the dense gradient would
+    sum them)."""
+    rows, position = tf.unique(tf.cast(tf.reshape(indices, [-1]), tf.int32))
+    summed = tf.math.unsorted_segment_sum(values, position, tf.shape(rows)[0])
     return rows, summed
 
 

@@ -1,0 +1,164 @@
+"""`enable_sparse_row_steps`: on JAX and PyTorch the train step differentiates
+tables by the rows the layers gather; results equal the dense computation.
+Runs on the active Keras backend (on TensorFlow the step is Keras's own and
+the same assertions check the `IndexedSlices` path)."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_mixed_dim.backend.row_gradients import RowGradient
+from keras_mixed_dim.layers import HashingEmbedding
+from keras_mixed_dim.layers import MixedDimEmbedding
+from keras_mixed_dim.layers import QREmbedding
+from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
+from keras_mixed_dim.optimizers.sparse_rows import SparseRowOptimizer
+from keras_mixed_dim.optimizers.sparse_rows import enable_sparse_row_steps
+from keras_mixed_dim.planning import Block
+from keras_mixed_dim.planning import BlockPlan
+
+ROWS, DIM, BATCH = 20_000, 4, 32
+BACKEND = keras.backend.backend()
+
+
+def _md_model(regularizer=None):
+    # block 0 is small, so the layer reads it as a whole (the head table);
+    # blocks 1 and 2 are gathered by rows
+    plan = BlockPlan(ROWS, DIM, [Block(0, 50, DIM), Block(50, 5000, 3),
+                                 Block(5000, ROWS, 2)])
+    ids = keras.Input((3,), dtype="int32")
+    layer = MixedDimEmbedding(
+        ROWS, DIM, plan=plan, name="md", embeddings_regularizer=regularizer,
+        embeddings_initializer=keras.initializers.RandomUniform(-1, 1, seed=3))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(
+        keras.layers.Flatten()(layer(ids)))
+    return keras.Model(ids, keras.layers.Dense(1, name="out")(hidden))
+
+
+def _stacked_model():
+    ids = keras.Input((2,), dtype="int32")
+    layer = StackedEmbedding([ROWS, 300], DIM, name="stacked")
+    output = keras.layers.Dense(1, name="out")(keras.layers.Flatten()(layer(ids)))
+    return keras.Model(ids, output)
+
+
+def _compressed_model():
+    ids = keras.Input((2,), dtype="int32")
+    qr = QREmbedding(ROWS, DIM, num_collisions=50, name="qr")(
+        keras.layers.Lambda(lambda t: t[:, :1])(ids))
+    hashed = HashingEmbedding(ROWS, DIM, num_buckets=3000, hash="universal",
+                              name="hashed")(keras.layers.Lambda(lambda t: t[:, 1:])(ids))
+    flat = keras.layers.Concatenate()([keras.layers.Flatten()(qr),
+                                       keras.layers.Flatten()(hashed)])
+    return keras.Model(ids, keras.layers.Dense(1, name="out")(flat))
+
+
+def _data(steps, features, seed=0):
+    rng = np.random.default_rng(seed)
+    # narrow id ranges in every block, so most rows are never touched; plus
+    # ids outside [0, ROWS), which must give zeros and no gradient
+    pool = np.concatenate([np.arange(0, 200), np.arange(6000, 6200)])
+    x = rng.choice(pool, size=(steps * BATCH, features)).astype("int32")
+    x[0, 0], x[1, -1], x[2, 0] = -3, ROWS + 11, 15_000
+    x[3, :] = 7  # one id repeated in a row: its gradients add up
+    y = rng.random((steps * BATCH, 1)).astype("float32")
+    return x, y
+
+
+def _fit(model, optimizer, x, y, sparse_steps):
+    if sparse_steps:
+        enable_sparse_row_steps(model)
+    model.compile(optimizer=optimizer, loss="mse")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    return [str(w.message) for w in caught if "dense gradient" in str(w.message)]
+
+
+def _pair(build):
+    first, second = build(), build()
+    second.set_weights(first.get_weights())
+    return first, second
+
+
+def _assert_same(a, b, rtol=1e-5, atol=1e-6):
+    for va, vb in zip(a, b):
+        np.testing.assert_allclose(ops.convert_to_numpy(va), ops.convert_to_numpy(vb),
+                                   rtol=rtol, atol=atol, err_msg=va.path)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adagrad", "adam"])
+@pytest.mark.parametrize("build", [_md_model, _stacked_model, _compressed_model],
+                         ids=["md", "stacked", "qr_hashing"])
+def test_row_steps_equal_the_dense_gradient_update(kind, build):
+    """The same weights and slots as SparseRowOptimizer on dense gradients;
+    untouched rows and their slots bit-for-bit unchanged."""
+    x, y = _data(3, build().inputs[0].shape[-1])
+    dense_model, row_model = _pair(build)
+    before = [ops.convert_to_numpy(v).copy() for v in row_model.weights]
+    make = lambda: SparseRowOptimizer(  # noqa: E731
+        keras.optimizers.Adam(0.01), table_optimizer=kind, learning_rate=0.1)
+    dense_warnings = _fit(dense_model, make(), x, y, sparse_steps=False)
+    row_warnings = _fit(row_model, make(), x, y, sparse_steps=True)
+    _assert_same(row_model.weights, dense_model.weights)
+    _assert_same(row_model.optimizer.variables, dense_model.optimizer.variables)
+    # the row step really ran where there is one: no dense table gradients
+    assert row_warnings == []
+    assert bool(dense_warnings) == (BACKEND != "tensorflow")
+    for variable, old in zip(row_model.weights, before):
+        # the large tables (a remainder table's 50 rows are all looked up)
+        if variable.name.endswith("embeddings") and len(old) >= 300:
+            new = ops.convert_to_numpy(variable)
+            changed = np.any(new != old, axis=1)
+            assert 0 < changed.sum() < len(new) // 2, variable.path
+            untouched = ~changed
+            np.testing.assert_array_equal(new[untouched], old[untouched])
+    for slot in row_model.optimizer.variables:
+        is_table_slot = len(slot.shape) and slot.shape[0] >= 300
+        if is_table_slot and ("row_accumulator" in slot.path or "momentum" in slot.path):
+            value = ops.convert_to_numpy(slot)
+            initial = 0.1 if "row_accumulator" in slot.path else 0.0
+            rows = value if value.ndim == 1 else np.abs(value).max(axis=1)
+            assert 0 < np.sum(rows != initial) < len(rows)
+
+
+def test_row_steps_equal_keras_sgd_with_a_regularizer():
+    """A table read by rows and as a whole (an L2 penalty) gets both
+    gradients: sparse SGD then equals Keras's SGD on the whole model."""
+    x, y = _data(2, 3)
+    keras_model, row_model = _pair(lambda: _md_model(keras.regularizers.L2(0.01)))
+    _fit(keras_model, keras.optimizers.SGD(0.05), x, y, sparse_steps=False)
+    _fit(row_model, SparseRowOptimizer(keras.optimizers.SGD(0.05), table_optimizer="sgd"),
+         x, y, sparse_steps=True)
+    _assert_same(row_model.weights, keras_model.weights)
+
+
+def test_other_optimizers_keep_the_keras_step():
+    x, y = _data(2, 3)
+    keras_model, enabled = _pair(_md_model)
+    _fit(keras_model, keras.optimizers.Adam(0.01), x, y, sparse_steps=False)
+    _fit(enabled, keras.optimizers.Adam(0.01), x, y, sparse_steps=True)
+    _assert_same(enabled.weights, keras_model.weights)
+
+
+def test_enabling_after_a_first_fit_replaces_the_step():
+    x, y = _data(1, 2)
+    model = _stacked_model()
+    model.compile(optimizer=SparseRowOptimizer("sgd", table_optimizer="adagrad"),
+                  loss="mse")
+    model.fit(x, y, batch_size=BATCH, verbose=0)
+    enable_sparse_row_steps(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=BATCH, verbose=0)
+    assert not [w for w in caught if "dense gradient" in str(w.message)]
+
+
+def test_row_gradient_needs_indices_and_values_together():
+    with pytest.raises(ValueError, match="go together"):
+        RowGradient(indices=np.zeros((2,), "int32"))
+    with pytest.raises(ValueError, match="go together"):
+        RowGradient(values=np.zeros((2, 3), "float32"))
