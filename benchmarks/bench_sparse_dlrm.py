@@ -15,7 +15,11 @@ Rows: embedding mode (`uniform` d=16, `table` = MD per table with DLRM's
 package's `SparseRowOptimizer` with SGD / row-wise Adagrad / lazy Adam on the
 tables and Keras's SGD / Adagrad / Adam on the MLPs; `keras_*`: Keras's
 optimizer on everything), and `stacked` (one `StackedEmbedding`) or not.
-`predict` rows time `model.predict` of the same models.
+`predict` rows time `model.predict` of the same models. On JAX and PyTorch
+the package's models differentiate the tables by the rows a batch gathers
+(`enable_sparse_row_steps`); a fourth part `/keras_step` (for example
+`table/sgd/per_feature/keras_step`) times Keras's own train step instead,
+whose table gradients are dense.
 
 With `--reference DIR` (a checkout of facebookresearch/dlrm; not part of
 this package), the same run also times its `dlrm_s_pytorch.py` with the same
@@ -75,7 +79,7 @@ def run_one(spec, batch, steps, predict_batches):
     from keras_mixed_dim.models.dlrm import dlrm
     from keras_mixed_dim.models.dlrm import embedding_layers
 
-    mode, optimizer, layout = spec.split("/")
+    mode, optimizer, layout, *step = spec.split("/")
     keras.utils.set_random_seed(0)
     embeddings = embedding_layers(KAGGLE_CARDINALITIES, DIM, mode, alpha=0.3)
     model = dlrm(embeddings, DIM, bottom=BOTTOM, top=TOP, stacked=layout == "stacked")
@@ -91,6 +95,9 @@ def run_one(spec, batch, steps, predict_batches):
         seconds = time.perf_counter() - start
         timed = predict_batches
     else:
+        if step == ["keras_step"]:
+            # Keras's own train step: on JAX and PyTorch, dense table gradients
+            model.train_step = keras.Model.train_step.__get__(model)
         model.compile(make_optimizer(optimizer), "binary_crossentropy")
         # trace, compile and allocate the optimizer's slots
         model.fit(x, labels, batch_size=batch, steps_per_epoch=warmup, epochs=1, verbose=0)
@@ -257,6 +264,12 @@ def main():
          "reference/uniform/sgd"),
         ("uniform sparse Adagrad / sparse SGD, stacked", "uniform/adagrad/stacked",
          "uniform/sgd/stacked"),
+        ("MD row step / Keras step, sparse SGD", "table/sgd/per_feature",
+         "table/sgd/per_feature/keras_step"),
+        ("MD row step / Keras step, lazy Adam", "table/adam/per_feature",
+         "table/adam/per_feature/keras_step"),
+        ("uniform stacked row step / Keras step, SGD", "uniform/sgd/stacked",
+         "uniform/sgd/stacked/keras_step"),
     ]
     print()
     for label, a, b in ratios:

@@ -15,6 +15,8 @@ import keras
 import numpy as np
 from keras import saving
 
+from keras_mixed_dim.optimizers.sparse_rows import sparse_row_train_step
+
 _INT32 = np.iinfo(np.int32)
 
 
@@ -46,6 +48,10 @@ class IdSafeModel(keras.Model):
     wrap (int64 beyond int32, NaN or fractional floats) become -1 first, so
     embedding layers see an out-of-range id (zeros) instead of another id's
     row. The package's MF, NCF and DLRM builders return this class.
+
+    Its train step on JAX and PyTorch gives a `SparseRowOptimizer` the rows
+    the batch gathered instead of dense table gradients (see
+    `keras_mixed_dim.optimizers.enable_sparse_row_steps`).
     """
 
     def _integer_inputs(self):
@@ -98,3 +104,11 @@ class IdSafeModel(keras.Model):
 
     def __call__(self, inputs, *args, **kwargs):
         return super().__call__(self.sanitize_inputs(inputs), *args, **kwargs)
+
+    def train_step(self, *args):
+        # JAX and PyTorch: with a SparseRowOptimizer the tables are
+        # differentiated by the rows the layers gather (TensorFlow's
+        # IndexedSlices already are); otherwise Keras's own step.
+        return sparse_row_train_step(self, super().train_step, *args)
+
+    train_step.sparse_row_step = True

@@ -9,6 +9,7 @@ touched rows only (with their optimizer slots), every other variable keeps
 the wrapped Keras optimizer.
 """
 
+import functools
 import re
 import types
 import warnings
@@ -379,6 +380,25 @@ def _row_ops(backend_name):
     return sparse_rows
 
 
+def sparse_row_train_step(model, keras_step, *args):
+    """A train step that differentiates tables by rows on JAX and PyTorch.
+
+    `keras_step` is the model's own `train_step` (bound), which runs instead
+    on TensorFlow (sparse already), with an optimizer that is not a
+    `SparseRowOptimizer`, or when no table is gathered by rows. `args` are
+    the backend's `train_step` arguments. `IdSafeModel` (the package's
+    models) uses this as its step; see `enable_sparse_row_steps` for others.
+    """
+    name = backend.backend()
+    if name == "jax":
+        from keras_mixed_dim.backend.jax.sparse_rows import train_step
+    elif name == "torch":
+        from keras_mixed_dim.backend.torch.sparse_rows import train_step
+    else:
+        return keras_step(*args)
+    return train_step(model, *args, keras_step=keras_step)
+
+
 def enable_sparse_row_steps(model):
     """Makes `model.fit` differentiate embedding tables by rows on JAX and PyTorch.
 
@@ -395,8 +415,8 @@ def enable_sparse_row_steps(model):
     On TensorFlow a gather's gradient is already sparse (`IndexedSlices`)
     and this does nothing. With any other optimizer the model keeps Keras's
     train step. The step is an attribute of this model object: call it again
-    on a model loaded from a file. `keras_mixed_dim.models.dlrm` and the
-    package's recommenders call it for you.
+    on a model loaded from a file. The package's models (`IdSafeModel`:
+    `dlrm`, `matrix_factorization`, `neural_cf`) have this step already.
 
     Args:
         model: A Keras model.
@@ -404,14 +424,13 @@ def enable_sparse_row_steps(model):
     Returns:
         `model`.
     """
-    name = backend.backend()
-    if name == "jax":
-        from keras_mixed_dim.backend.jax.sparse_rows import train_step
-    elif name == "torch":
-        from keras_mixed_dim.backend.torch.sparse_rows import train_step
-    else:
+    if backend.backend() not in ("jax", "torch"):
         return model
-    model.train_step = types.MethodType(train_step, model)
-    # a train function made before this call would keep Keras's step
+    if getattr(model.train_step, "func", None) is sparse_row_train_step or getattr(
+            type(model).train_step, "sparse_row_step", False):
+        return model
+    model.train_step = functools.partial(
+        sparse_row_train_step, model, types.MethodType(type(model).train_step, model))
+    # a train function made before this call would keep the previous step
     model.train_function = None
     return model

@@ -48,6 +48,10 @@ CRITEO_PREPROCESSING = "keras_mixed_dim/datasets/criteo/preprocessing.py"
 CRITEO_VOCABULARY = "keras_mixed_dim/datasets/criteo/vocabulary.py"
 MOVIELENS_READERS = "keras_mixed_dim/datasets/movielens/readers.py"
 EXPORT_SCRIPT = "export/export_model.py"
+SPARSE_ROWS = "keras_mixed_dim/optimizers/sparse_rows.py"
+JAX_ROWS = "keras_mixed_dim/backend/jax/sparse_rows.py"
+TORCH_ROWS = "keras_mixed_dim/backend/torch/sparse_rows.py"
+ROW_STEP_TESTS = ["tests/optimizers/test_sparse_row_steps.py"]
 
 
 @dataclasses.dataclass
@@ -57,6 +61,7 @@ class Mutant:
     original: str
     mutated: str
     tests: list
+    backend: str = "tensorflow"
 
 
 MUTANTS = [
@@ -169,6 +174,18 @@ MUTANTS = [
     Mutant("export-binding-unchecked", EXPORT_SCRIPT,
            "    if expected != file_sha256(model_path):", "    if False:",
            ["tests/export/test_example_models.py"]),
+    Mutant("rows-untouched-slots-written", SPARSE_ROWS,
+           "row_ops.scatter_rows(target, rows, ops.where(mask, after, before))",
+           "row_ops.scatter_rows(target, rows, after)", ROW_STEP_TESTS),
+    Mutant("jax-dense-read-dropped", JAX_ROWS,
+           "dense = grads[position] if position in dense_reads else None",
+           "dense = None", ROW_STEP_TESTS, backend="jax"),
+    Mutant("jax-unique-padding-row-0", JAX_ROWS,
+           "fill_value=num_rows,", "fill_value=0,", ROW_STEP_TESTS, backend="jax"),
+    Mutant("torch-duplicates-not-summed", TORCH_ROWS,
+           "return rows, summed.index_add_(0, inverse.reshape(-1), values)",
+           "return rows, summed.index_copy_(0, inverse.reshape(-1), values)",
+           ROW_STEP_TESTS, backend="torch"),
 ]
 
 
@@ -187,7 +204,8 @@ def run(mutant, keep_going=False):
         if text.count(mutant.original) != 1:
             return "stale", 0.0  # the code changed: the mutant needs updating
         target.write_text(text.replace(mutant.original, mutant.mutated))
-        env = dict(os.environ, PYTHONPATH=str(copy))
+        env = dict(os.environ, PYTHONPATH=str(copy), KERAS_BACKEND=mutant.backend,
+                   JAX_PLATFORMS="cpu")
         started = time.perf_counter()
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",

@@ -162,3 +162,54 @@ def test_row_gradient_needs_indices_and_values_together():
         RowGradient(indices=np.zeros((2,), "int32"))
     with pytest.raises(ValueError, match="go together"):
         RowGradient(values=np.zeros((2, 3), "float32"))
+
+
+@pytest.mark.parametrize("stacked", [False, True], ids=["per_feature", "stacked"])
+def test_package_models_take_the_row_step(stacked):
+    """`dlrm()` returns an IdSafeModel, whose step is the row step: the same
+    weights as Keras's step, without a dense table gradient."""
+    from keras_mixed_dim.models.dlrm import dlrm
+    from keras_mixed_dim.models.dlrm import embedding_layers
+
+    def build():
+        return dlrm(embedding_layers([30_000, 500, 40], 4, "table"), 4, bottom=(8,),
+                    top=(8,), num_dense=2, stacked=stacked)
+
+    rng = np.random.default_rng(0)
+    x = {"dense": rng.random((2 * BATCH, 2)).astype("float32"),
+         "categorical": np.stack([rng.integers(0, 300, 2 * BATCH),
+                                  rng.integers(0, 500, 2 * BATCH),
+                                  rng.integers(0, 40, 2 * BATCH)], 1).astype("int32")}
+    y = rng.integers(0, 2, (2 * BATCH, 1)).astype("float32")
+    row_model, keras_model = build(), build()
+    keras_model.set_weights(row_model.get_weights())
+    # Keras's own step, for reference
+    keras_model.train_step = keras.Model.train_step.__get__(keras_model)
+    found = {}
+    for name, model in (("row", row_model), ("keras", keras_model)):
+        model.compile(optimizer=SparseRowOptimizer(keras.optimizers.Adam(0.01),
+                                                   table_optimizer="adagrad",
+                                                   learning_rate=0.1),
+                      loss="binary_crossentropy")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0)
+        found[name] = [w for w in caught if "dense gradient" in str(w.message)]
+    assert found["row"] == []
+    assert bool(found["keras"]) == (BACKEND != "tensorflow")
+    _assert_same(row_model.weights, keras_model.weights)
+
+
+def test_mixed_bfloat16_keeps_the_row_step_and_float32_tables():
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        x, y = _data(2, 2)
+        model = _stacked_model()
+        found = _fit(model, SparseRowOptimizer("adam", table_optimizer="adagrad"), x, y,
+                     sparse_steps=True)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert found == []
+    table = model.get_layer("stacked").tables[0]
+    assert table.dtype == "float32"
+    assert np.all(np.isfinite(ops.convert_to_numpy(table)))

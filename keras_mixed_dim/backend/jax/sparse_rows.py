@@ -83,25 +83,21 @@ def _guard(value, position, dense_reads):
     return identity(value)
 
 
-def _keras_train_step(model, state, data):
-    return type(model).train_step(model, state, data)
-
-
-def train_step(model, state, data):
+def train_step(model, state, data, keras_step):
     """`JAXTrainer.train_step` with row gradients for the optimizer's tables.
 
     Used when the model's optimizer takes `RowGradient`s (a
     `SparseRowOptimizer`) and the forward pass looks a table up through
-    `take_rows`; otherwise this is Keras's own step.
+    `take_rows`; otherwise `keras_step(state, data)` (the model's own step).
     """
     optimizer = model.optimizer
     if not getattr(optimizer, "accepts_row_gradients", False):
-        return _keras_train_step(model, state, data)
+        return keras_step(state, data)
     tables = {id(v) for v in optimizer.table_variables}
     positions = {id(v): i for i, v in enumerate(model.trainable_variables)
                  if id(v) in tables}
     if not positions:
-        return _keras_train_step(model, state, data)
+        return keras_step(state, data)
     trainable, non_trainable, optimizer_values, metrics_values = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     dense_reads = set()
@@ -123,7 +119,7 @@ def train_step(model, state, data):
     recorder = _RowTap(positions)
     jax.eval_shape(lambda values: forward(values, recorder)[0], trainable)
     if not recorder.calls:
-        return _keras_train_step(model, state, data)
+        return keras_step(state, data)
     lookups = [position for position, _ in recorder.calls]
 
     def loss_fn(trainable_values, deltas):

@@ -44,11 +44,12 @@ def take_rows(table, rows):
     return _TAPS[-1].take(table, rows)
 
 
-def train_step(model, data):
-    """`TorchTrainer.train_step` with row gradients for the optimizer's tables."""
+def train_step(model, data, keras_step):
+    """`TorchTrainer.train_step` with row gradients for the optimizer's tables
+    (with another optimizer, `keras_step(data)`: the model's own step)."""
     optimizer = model.optimizer
     if not getattr(optimizer, "accepts_row_gradients", False) or not optimizer.table_variables:
-        return type(model).train_step(model, data)
+        return keras_step(data)
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     tap = _RowTap({id(v) for v in optimizer.table_variables})
     _TAPS.append(tap)
