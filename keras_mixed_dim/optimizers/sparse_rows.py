@@ -76,7 +76,9 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
 
     On TensorFlow the gradient stays an `IndexedSlices` end to end (ids
     deduplicated with `tf.unique`, rows written with `scatter_update`), so a
-    step's cost depends on the batch only. On JAX and PyTorch a gather's
+    step's cost depends on the batch only, also under `MirroredStrategy` and
+    `MultiWorkerMirroredStrategy` (the rows of the global batch, updated
+    once with the replicas' summed gradient on every copy). On JAX and PyTorch a gather's
     gradient is already a dense array; the update is masked to the rows with
     a non-zero gradient, which keeps the semantics (untouched rows and slots
     unchanged, row-wise slot memory) but still costs in proportion to the
@@ -236,15 +238,23 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
             scale = self.loss_scale_factor
             learning_rate = ops.cast(self._table_learning_rate(), "float32")
             step = ops.cast(self._iterations + 1, "float32")
-            for grad, variable in table_pairs:
-                if grad is None:
-                    continue
-                if scale is not None:
-                    grad = grad.scaled(scale) if isinstance(grad, RowGradient) else grad / scale
-                self._update_table(grad, variable, learning_rate, step)
-                if variable.constraint is not None:
-                    variable.assign(variable.constraint(variable))
+            table_pairs = [(_unscaled(grad, scale), variable)
+                           for grad, variable in table_pairs if grad is not None]
+            if backend.backend() == "tensorflow":
+                from keras_mixed_dim.backend.tensorflow import sparse_rows
+
+                # under tf.distribute: all-reduced, then applied to each copy
+                sparse_rows.update_tables(table_pairs, self._update_and_constrain,
+                                          learning_rate, step)
+            else:
+                for grad, variable in table_pairs:
+                    self._update_and_constrain(grad, variable, learning_rate, step)
         self._iterations.assign_add(1)
+
+    def _update_and_constrain(self, grad, variable, learning_rate, step):
+        self._update_table(grad, variable, learning_rate, step)
+        if variable.constraint is not None:
+            variable.assign(variable.constraint(variable))
 
     def _update_table(self, grad, variable, learning_rate, step):
         slots = self._groups.slots[self._var_key(variable)]
@@ -365,6 +375,12 @@ class _Groups:
 
 def _slot_name(variable, slot):
     return f"{variable.path.replace('/', '_').replace(':', '_')}_{slot}"
+
+
+def _unscaled(grad, scale):
+    if scale is None:
+        return grad
+    return grad.scaled(scale) if isinstance(grad, RowGradient) else grad / scale
 
 
 def _row_ops(backend_name):

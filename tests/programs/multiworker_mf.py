@@ -1,12 +1,19 @@
 """An MF model with a mixed-dim item table and SGD, trained on two
 MultiWorkerMirroredStrategy workers (TF_CONFIG set) or one process; prints
-RESULT {json} with losses, evaluation and weights."""
+RESULT {json} with losses, evaluation and weights (and optimizer variables).
 
-import json, os
+`multiworker_mf.py KIND` updates the tables with SparseRowOptimizer's KIND
+("sgd", "adagrad" or "adam") instead of Keras's SGD."""
+
+import json, os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import numpy as np, tensorflow as tf, keras
 from keras_mixed_dim import MixedDimEmbedding
 from keras_mixed_dim.distribute import strategy_scope
+from keras_mixed_dim.optimizers.sparse_rows import SparseRowOptimizer
+
+TABLE_LR = {"sgd": 5.0, "adagrad": 0.5, "adam": 0.05}
+kind = sys.argv[1] if len(sys.argv) > 1 else None
 
 rng = np.random.default_rng(0)
 items = rng.zipf(1.3, size=1024).astype("int64") % 600
@@ -26,7 +33,11 @@ with strategy_scope("multiworker" if multiworker else None):
     # when a 1-D output makes the loss a scalar before its reduction
     model = keras.Model({"user": user, "item": item},
                         keras.ops.sum(u * v, axis=-1, keepdims=True))
-    model.compile(keras.optimizers.SGD(5.0), "mse", metrics=["mae"])
+    optimizer = keras.optimizers.SGD(5.0)
+    if kind:
+        optimizer = SparseRowOptimizer(optimizer, table_optimizer=kind,
+                                       learning_rate=TABLE_LR[kind])
+    model.compile(optimizer, "mse", metrics=["mae"])
 data = tf.data.Dataset.from_tensor_slices(
     ({"user": users, "item": items}, target)).batch(128)
 history = model.fit(data, epochs=4, verbose=0)
@@ -35,4 +46,6 @@ print("RESULT " + json.dumps({
     "loss": history.history["loss"], "mae": history.history["mae"],
     "evaluation": evaluation,
     "weights": {w.path: np.asarray(w).ravel().tolist() for w in model.weights},
+    "optimizer": {v.path: np.asarray(v).ravel().tolist()
+                  for v in model.optimizer.variables},
 }))

@@ -71,6 +71,35 @@ def test_two_workers_match_each_other_and_one_process(free_ports, run_python):
         assert workers[1]["evaluation"][key] == workers[0]["evaluation"][key]
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sgd", "adam"])  # adagrad: as adam, one slot
+def test_two_workers_sparse_row_updates_match_each_other_and_one_process(
+        kind, free_ports, run_python):
+    workers = [parse(out) for out in run_workers([SCRIPT, kind], free_ports)]
+    single = parse(run_single([SCRIPT, kind], run_python))
+    assert any("momentum" in path for path in single["optimizer"]) == (kind == "adam")
+    for group in ("weights", "optimizer"):
+        runs = [{_short(path): values for path, values in run[group].items()}
+                for run in (*workers, single)]
+        assert runs[0].keys() == runs[2].keys()
+        for path, values in runs[0].items():
+            # every worker's copy is the same, bit for bit, slots included
+            np.testing.assert_array_equal(values, runs[1][path], err_msg=path)
+            # the global batch's gradient, applied once: as in one process
+            np.testing.assert_allclose(values, runs[2][path], rtol=1e-4, atol=1e-5,
+                                       err_msg=path)
+    np.testing.assert_allclose(workers[0]["loss"], single["loss"], rtol=1e-4)
+    assert workers[0]["loss"][-1] < 0.8 * workers[0]["loss"][0]
+
+
+def _short(path):
+    # A slot's path repeats the optimizer's name scope when the optimizer is
+    # built inside `apply` (one process) rather than before `fit` (workers).
+    parts = path.split("/")
+    return f"{parts[0]}/{parts[-1]}"
+
+
 def run_example_both_ways(argv, folder, free_ports, run_python):
     """Runs an example on two workers and in one process.
 
