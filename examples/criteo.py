@@ -201,13 +201,7 @@ def build_model(args, cardinalities, counts):
         jax_distribution(args.distribute, embeddings)
     model = dlrm(embeddings, args.dim, bottom=args.bottom, top=args.top,
                  stacked=args.stacked)
-    # SparseRowOptimizer runs under tf.distribute (mirrored / multiworker);
-    # under a keras.distribution on JAX the tables take Keras's dense update.
-    jax_distributed = args.distribute in ("data", "model")
-    sparse_tables = not args.dense_table_updates and not jax_distributed
-    if not args.dense_table_updates and jax_distributed:
-        print(f"note: --distribute {args.distribute} uses Keras's dense table updates "
-              "(sparse row updates support tf.distribute only)", flush=True)
+    sparse_tables = not args.dense_table_updates
     model, optimizer = make_optimizer(
         args.optimizer, args.lr, sparse_tables, args.table_lr, model=model,
         approx_bits=args.approx_activations, low_rank=args.low_rank_gradients)
@@ -276,8 +270,7 @@ def run(args):
         "loss_history": [float(x) for x in history.history["loss"]],
         "train_examples_per_second": meter.examples_per_second,
         "optimizer": args.optimizer,
-        "table_updates": ("dense" if args.dense_table_updates
-                          or args.distribute in ("data", "model") else "sparse"),
+        "table_updates": "dense" if args.dense_table_updates else "sparse",
         "stacked": args.stacked,
         "backend": backend,
         "batch_size": args.batch_size,

@@ -235,13 +235,7 @@ def run(args):
                      "item_embedding": (np.asarray(features["item"]),
                                         np.asarray(features["user"]))}
         model = build(args, users, items, global_mean, pairs)
-        # SparseRowOptimizer runs under tf.distribute (mirrored / multiworker);
-        # under a keras.distribution on JAX the tables take Keras's dense update.
-        jax_distributed = args.distribute in ("data", "model")
-        sparse_tables = not args.dense_table_updates and not jax_distributed
-        if not args.dense_table_updates and jax_distributed:
-            print(f"note: --distribute {args.distribute} uses Keras's dense table "
-                  "updates (sparse row updates support tf.distribute only)", flush=True)
+        sparse_tables = not args.dense_table_updates
         optimizer = make_optimizer(args.optimizer, args.lr, sparse_tables=False)
         if args.approx_activations or args.low_rank_gradients:
             # NCF's tower (MF has none): K-bit activations, rank-K gradients

@@ -30,6 +30,22 @@ def test_jax_model_parallel_shards_rows_and_matches_unsharded(run_python):
 
 
 @pytest.mark.multiprocess
+def test_jax_row_steps_under_model_and_data_parallel_match_one_device(run_python):
+    """SparseRowOptimizer's row train step under a keras.distribution: the
+    same weights as on one device, tables sharded, no dense table gradient."""
+    pytest.importorskip("jax", reason="the JAX backend needs the jax package")
+    out = run_python.last_json(run_python.program("jax_row_steps_parallel.py",
+                                                  env={"JAX_PLATFORMS": "cpu"}))
+    assert out["devices"] == 4
+    assert out["dense_warnings"] == []
+    assert out["model"] < 1e-5 and out["data"] < 1e-5, out
+    shards = out["model_shards"]
+    assert shards, "no table was sharded"
+    for path, table in shards.items():
+        assert table["parts"] == [table["rows"] // 4] * 4, path
+
+
+@pytest.mark.multiprocess
 def test_mirrored_strategy_two_logical_cpus_matches_one_device(run_python):
     out = run_python.last_json(run_python.program("mirrored_two_cpus.py"))
     assert out["replicas"] == 2 and out["replicas_equal"]

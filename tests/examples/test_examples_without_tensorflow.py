@@ -34,5 +34,7 @@ def test_examples_run_on_jax_without_tensorflow(argv, tmp_path, run_python):
     data = json.loads(results.read_text())
     final = data["mse"]["test"] if "mse" in data else data["val"]["auc"]
     assert math.isfinite(final), data
+    if "table_updates" in data:  # the Criteo example reports it
+        assert data["table_updates"] == "sparse"
     probe = run_python("-c", "import tensorflow", env=env, check=False)
     assert "hidden from this test" in probe.stderr  # the blocker was in effect
