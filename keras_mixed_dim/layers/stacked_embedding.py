@@ -234,6 +234,9 @@ class StackedEmbedding(layers.Layer):
         self.mask_zero = bool(mask_zero)
         self.supports_masking = self.mask_zero
         self.autocast = False
+        # per-feature id -> rank tables to start from (set by `from_layers`
+        # from unbuilt layers planned with counts), applied at build
+        self._initial_ranks = None
 
     def _set_plans(self, plans):
         self.plans = tuple(plans)
@@ -338,6 +341,12 @@ class StackedEmbedding(layers.Layer):
                 shape=(int(self.input_dims.sum()),),
                 initializer=_StackedIdentityRanks(self.input_dims),
                 dtype="int32", trainable=False, name="remap")
+            if self._initial_ranks is not None:
+                self.remap.assign(np.concatenate([
+                    np.arange(plan.input_dim) if ranks is None else np.asarray(ranks)
+                    for plan, ranks in zip(self.plans, self._initial_ranks)
+                ]).astype("int32"))
+        self._initial_ranks = None
         self.frequency_counts = None
         if self.count_frequencies:
             # on-read, summed: as MixedDimEmbedding's counts, each replica of
@@ -578,6 +587,12 @@ class StackedEmbedding(layers.Layer):
                     f"({sorted(half_lives, key=str)}); a stacked layer has one.")
             if half_lives and "frequency_half_life" not in kwargs:
                 kwargs["frequency_half_life"] = half_lives.pop()
+        for key in ("embeddings_initializer", "projection_initializer"):
+            found = [initializers.serialize(getattr(layer, key)) for layer in
+                     per_feature_layers if getattr(layer, key, None) is not None]
+            if key not in kwargs and found and all(f == found[0] for f in found):
+                # unbuilt layers start as they would have on their own
+                kwargs[key] = initializers.deserialize(found[0])
         kwargs.setdefault("planning_args", [
             getattr(layer, "planning_args", None) for layer in per_feature_layers])
         names = [layer.name for layer in per_feature_layers]
@@ -585,14 +600,28 @@ class StackedEmbedding(layers.Layer):
         stacked = cls(plans, output_dims.pop(), **kwargs)
         if all(layer.built for layer in per_feature_layers):
             stacked.set_from_layers(per_feature_layers)
+        else:
+            # a MixedDimEmbedding planned from counts ranks its ids when it
+            # builds: start the stacked remap from the same ranks
+            ranks = [getattr(layer, "_initial_ranks", None) for layer in per_feature_layers]
+            if any(r is not None for r in ranks):
+                stacked._initial_ranks = ranks
         return stacked
 
     @property
     def plan_bytes(self):
-        """Bytes of all weights: float32 tables and projections, int32 remap."""
-        total = sum(int(np.prod(t.shape)) for t in self.tables)
-        total += sum(int(np.prod(p.shape)) for p in self.projections if p is not None)
+        """Bytes of all weights: float32 tables and projections, int32 remap
+        (frequency counts not included, as in `BlockPlan.bytes`). Known
+        before the layer is built."""
+        total = sum(g.rows * g.width for g in self.groups)
+        total += sum(len(g.features) * g.width * self.output_dim
+                     for g in self.groups if g.projected)
         return 4 * total + (4 * int(self.input_dims.sum()) if self.remapped else 0)
+
+    @property
+    def bytes(self):
+        """Same as `plan_bytes` (the name `embedding_bytes` reads)."""
+        return self.plan_bytes
 
     def get_config(self):
         config = super().get_config()
