@@ -208,7 +208,7 @@ def build_model(args, cardinalities, counts):
         # before the model is built, so its variables get their layouts
         jax_distribution(args.distribute, embeddings if stacked is None else [stacked])
     model = dlrm(embeddings if stacked is None else stacked, args.dim,
-                 bottom=args.bottom, top=args.top)
+                 bottom=args.bottom, top=args.top, stacked=stacked is not None)
     # The sparse row updates are written for one replica's variables; under a
     # distribution the tables take Keras's dense update.
     sparse_tables = not args.dense_table_updates and not args.distribute
