@@ -92,7 +92,9 @@ class StackedEmbedding(layers.Layer):
     Variables: `stacked_w{w}[p]_embeddings` of shape `(rows, w)` (the `p`
     marks blocks with a projection), `stacked_w{w}p_projections` of shape
     `(members, w, output_dim)`, and, when any plan is remapped, one int32
-    `remap` of all features' id -> rank tables end to end. The tables'
+    `remap` of all features' id -> rank tables end to end, and, when a
+    feature counts, `frequency_counts` of the counting features' counts end
+    to end (non-trainable, on-read summed). The tables'
     names match `SparseRowOptimizer`'s default rule, so they get sparse row
     updates.
 
