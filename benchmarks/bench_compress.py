@@ -163,7 +163,8 @@ def criteo(args):
                               seed=seed + 100).arrays()
         embeddings = [keras.layers.Embedding(c, 16, name=f"embedding_{f}")
                       for f, c in enumerate(cardinalities)]
-        model = dlrm(embeddings, 16, bottom=(64, 32), top=(64, 32))
+        model = dlrm(embeddings, 16, bottom=(64, 32), top=(64, 32),
+                     stacked=False)  # the documented layout
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
         x = {"dense": train[0], "categorical": train[1]}
         started = time.perf_counter()

@@ -28,7 +28,7 @@ from keras_mixed_dim.models.dlrm import embedding_summary  # noqa: E402
 
 def build(cardinalities, mode, dim, alpha, budget=None):
     embeddings = embedding_layers(cardinalities, dim, mode, alpha=alpha, budget=budget)
-    model = dlrm(embeddings, dim)
+    model = dlrm(embeddings, dim, stacked=False)  # the documented layout
     model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy",
                   metrics=[keras.metrics.AUC(name="auc")])
     return model, embedding_summary(embeddings)

@@ -262,7 +262,9 @@ def dlrm_benchmark(args):
 
     def build():
         keras.utils.set_random_seed(args.seed)
-        return dlrm(embedding_layers(cards, args.dim, "uniform"), args.dim)
+        # one layer per feature: the layout the documented figures used
+        return dlrm(embedding_layers(cards, args.dim, "uniform"), args.dim,
+                    stacked=False)
 
     if args.residuals_only:
         return tower_split(build, {"dense": dense, "categorical": categorical}, labels,

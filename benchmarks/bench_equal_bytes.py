@@ -227,7 +227,8 @@ def criteo_run(method, fraction, cardinalities, uniform_bytes, dim, args, seed,
     embeddings = embedding_layers(cardinalities, dim, mode, budget_bytes=budget_bytes
                                   if mode != "uniform" else None,
                                   block_min_rows=1000, signatures=signatures, seed=seed)
-    model = dlrm(embeddings, dim, bottom=(64, 32), top=(64, 32))
+    model = dlrm(embeddings, dim, bottom=(64, 32), top=(64, 32),
+                 stacked=False)  # the documented layout
     model.compile(keras.optimizers.Adam(args.lr),
                   "binary_crossentropy",
                   metrics=[keras.metrics.AUC(name="auc"),

@@ -115,7 +115,7 @@ def kaggle_vocabulary_export(args, work):
     tables = time.perf_counter() - started
     cardinalities = list(preprocess.lookup.sizes)
     embeddings = embedding_layers(cardinalities, args.dim, "table", alpha=args.alpha)
-    model = dlrm(embeddings, args.dim)
+    model = dlrm(embeddings, args.dim, stacked=False)  # the documented layout
     started = time.perf_counter()
     report = export_for_serving(model, work / "serving", "dlrm_kaggle", preprocess=preprocess,
                                 output_names="probability",
@@ -198,7 +198,7 @@ def main():
     rows = {}
     for mode in ("uniform", "table"):
         embeddings = embedding_layers(cardinalities, args.dim, mode, alpha=args.alpha)
-        model = dlrm(embeddings, args.dim)
+        model = dlrm(embeddings, args.dim, stacked=False)  # ops/table per layer
         report = export_for_serving(model, work / "serving", f"dlrm_{mode}",
                                     preprocess=CriteoPreprocessing(vocabulary),
                                     output_names="probability")

@@ -27,6 +27,8 @@ COMPRESSED_MODES = ("qr", "md_qr", "hashing", "robe", "lma")
 from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_summary  # noqa: E402
+from keras_mixed_dim.models.dlrm import stack_embeddings  # noqa: E402
+from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding  # noqa: E402
 from keras_mixed_dim.planning import zipf_counts  # noqa: E402
 from keras_mixed_dim.optimizers.sparse_rows import SparseRowOptimizer  # noqa: E402
 from common.metering import ThroughputMeter  # noqa: E402
@@ -73,8 +75,13 @@ def parse_args(argv=None):
     model.add_argument("--blocks", type=int, default=4, help="blocks per large table")
     model.add_argument("--bottom", type=int, nargs="+", default=[512, 256, 64])
     model.add_argument("--top", type=int, nargs="+", default=[512, 256])
-    model.add_argument("--stacked", action="store_true",
-                       help="all tables in one StackedEmbedding (one gather per width)")
+    layout = model.add_mutually_exclusive_group()
+    layout.add_argument("--stacked", action="store_const", const=True, default=None,
+                        help="all tables in one StackedEmbedding (one gather per "
+                        "width); the default where the embedding kind allows it "
+                        "(uniform, table, block)")
+    layout.add_argument("--per-feature", dest="stacked", action="store_const",
+                        const=False, help="one embedding layer per feature")
     train = parser.add_argument_group("training")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
                        help="the MLPs' Keras optimizer; embedding tables get its "
@@ -196,11 +203,12 @@ def build_model(args, cardinalities, counts):
     embeddings = embedding_layers(cardinalities, args.dim, args.embedding,
                                   alpha=args.alpha, budget=args.budget, counts=counts,
                                   num_blocks=args.blocks, budget_bytes=budget_bytes)
+    stacked = stack_embeddings(embeddings, args.stacked)
     if args.distribute in ("data", "model"):
         # before the model is built, so its variables get their layouts
-        jax_distribution(args.distribute, embeddings)
-    model = dlrm(embeddings, args.dim, bottom=args.bottom, top=args.top,
-                 stacked=args.stacked)
+        jax_distribution(args.distribute, embeddings if stacked is None else [stacked])
+    model = dlrm(embeddings if stacked is None else stacked, args.dim,
+                 bottom=args.bottom, top=args.top, stacked=stacked is not None)
     sparse_tables = not args.dense_table_updates
     model, optimizer = make_optimizer(
         args.optimizer, args.lr, sparse_tables, args.table_lr, model=model,
@@ -244,13 +252,11 @@ def run(args):
             raise SystemExit("error: no training batches (every valid line was held "
                              "out for validation; see --val-every)")
         metrics = model.evaluate(val, verbose=0, return_dict=True)
-    if args.stacked:
-        # the per-feature layers only lent their plans; the stacked layer holds
-        # every weight (all 4-byte: float32 tables, int32 remap)
-        stacked = model.get_layer("embeddings")
-        summary = {"params": stacked.count_params(), "bytes": stacked.plan_bytes}
-    else:
-        summary = embedding_summary(embeddings)
+    stacked = next((layer for layer in model.layers
+                    if isinstance(layer, StackedEmbedding)), None)
+    # with a stacked layer the per-feature layers only lent their plans; the
+    # stacked layer holds every weight
+    summary = embedding_summary(embeddings if stacked is None else stacked)
     results = {
         "source": source,
         "embedding": args.embedding,
@@ -271,7 +277,7 @@ def run(args):
         "train_examples_per_second": meter.examples_per_second,
         "optimizer": args.optimizer,
         "table_updates": "dense" if args.dense_table_updates else "sparse",
-        "stacked": args.stacked,
+        "stacked": stacked is not None,
         "backend": backend,
         "batch_size": args.batch_size,
         **peak_memory(),

@@ -7,6 +7,7 @@ import os
 import keras
 
 from keras_mixed_dim.layers import MixedDimEmbedding
+from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 
 DISTRIBUTE_CHOICES = ("mirrored", "multiworker", "data", "model")
 
@@ -14,13 +15,18 @@ DISTRIBUTE_CHOICES = ("mirrored", "multiworker", "data", "model")
 def sharded_table_paths(embeddings, shards, min_rows=1):
     """Variable paths of the tables whose rows can be split over `shards`.
 
-    Every block table of a `MixedDimEmbedding` (and the table of a uniform
-    `Embedding`) with at least `min_rows` rows that divide evenly; the
-    others stay replicated (JAX shards need equal parts).
+    Every block table of a `MixedDimEmbedding`, every stacked table
+    (`<layer>/stacked_w<w>[p]_embeddings`) of a `StackedEmbedding` (and the
+    table of a uniform `Embedding`) with at least `min_rows` rows that
+    divide evenly; the others stay replicated (JAX shards need equal parts).
     """
     paths = []
     for layer in embeddings:
-        if isinstance(layer, MixedDimEmbedding):
+        if isinstance(layer, StackedEmbedding):
+            for group in layer.groups:
+                if group.rows >= min_rows and group.rows % shards == 0:
+                    paths.append(f"{layer.name}/{group.name}_embeddings")
+        elif isinstance(layer, MixedDimEmbedding):
             for i, block in enumerate(layer.plan.blocks):
                 if block.storage == "full" and block.rows >= min_rows and (
                     block.rows % shards == 0

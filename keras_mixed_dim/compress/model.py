@@ -123,9 +123,32 @@ def embedding_layers(model):
     return found
 
 
+def stacked_uniform_features(model):
+    """`{feature name: (layer, feature)}` for every uniform feature (one
+    full-width block, no remap) of the model's top-level `StackedEmbedding`
+    layers: the tables `compress_model` can convert there."""
+    from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
+
+    found = {}
+    for layer in model.layers:
+        if not isinstance(layer, StackedEmbedding):
+            continue
+        for f, plan in enumerate(layer.plans):
+            if (plan.num_blocks == 1 and plan.blocks[0].dim == plan.output_dim
+                    and not plan.remapped):
+                found[layer.feature_names[f]] = (layer, f)
+    return found
+
+
 def compress_model(model, counts, budget=0.125, method="md", layer_names=None,
                    min_rows=1000, progress=None, **options):
     """Replaces a trained model's `Embedding` layers with compressed ones.
+
+    Uniform features of a `StackedEmbedding` (a stacked DLRM's, say) count
+    as `Embedding` layers named by the stacked layer's `feature_names`: each
+    selected one is converted from its table (`feature_weights`) as its own
+    layer would be, and the stacked layer is replaced by one holding the
+    converted plans and the other features' weights as they were.
 
     The functional or Sequential `model` is cloned
     (`keras.models.clone_model`); each selected `keras.layers.Embedding` is
@@ -180,9 +203,14 @@ def compress_model(model, counts, budget=0.125, method="md", layer_names=None,
         raise ValueError(f"Model {model.name!r} is not built: it has no trained weights.")
     top_level = {layer.name: layer for layer in model.layers}
     embeddings = {layer.name: layer for layer in embedding_layers(model)}
+    stacked_features = stacked_uniform_features(model)
+    for name, (layer, f) in stacked_features.items():
+        if name not in embeddings:
+            embeddings[name] = _FeatureTable(layer, f)
     if not embeddings:
         raise ValueError(
-            f"Model {model.name!r} has no keras.layers.Embedding layer to compress."
+            f"Model {model.name!r} has no keras.layers.Embedding layer (or uniform "
+            "StackedEmbedding feature) to compress."
         )
     if layer_names is None:
         selected = [name for name, layer in embeddings.items()
@@ -206,7 +234,7 @@ def compress_model(model, counts, budget=0.125, method="md", layer_names=None,
                     f"its Embedding layers are {sorted(embeddings)}."
                 )
     for name in selected:
-        if name not in top_level:
+        if name not in top_level and not isinstance(embeddings[name], _FeatureTable):
             raise ValueError(
                 f"Embedding {name!r} is nested inside another layer; only "
                 "top-level layers of the model can be replaced."
@@ -233,7 +261,8 @@ def compress_model(model, counts, budget=0.125, method="md", layer_names=None,
         if hasattr(layer_counts, "shape") and not isinstance(layer_counts, np.ndarray):
             layer_counts = keras.ops.convert_to_numpy(layer_counts)
         new_layer, bytes_after, details = COMPRESSION_METHODS[method](
-            layer, np.asarray(layer_counts), budget, layer_options
+            layer.embedding() if isinstance(layer, _FeatureTable) else layer,
+            np.asarray(layer_counts), budget, layer_options
         )
         replacements[name] = new_layer
         entries.append(LayerCompression(
@@ -242,6 +271,15 @@ def compress_model(model, counts, budget=0.125, method="md", layer_names=None,
             bytes_before=layer.input_dim * layer.output_dim * FLOAT_BYTES,
             bytes_after=int(bytes_after), details=details,
         ))
+
+    stacked_replacements = {}
+    for name, new_layer in list(replacements.items()):
+        table = embeddings[name]
+        if isinstance(table, _FeatureTable):
+            stacked_replacements.setdefault(table.layer.name, {})[table.feature] = new_layer
+            del replacements[name]
+    for stacked_name, converted in stacked_replacements.items():
+        replacements[stacked_name] = _restacked(top_level[stacked_name], converted)
 
     def clone(layer):
         if layer.name in replacements:
@@ -255,6 +293,75 @@ def compress_model(model, counts, budget=0.125, method="md", layer_names=None,
             continue
         layer.set_weights(top_level[layer.name].get_weights())
     return new_model, CompressionReport(entries)
+
+
+class _FeatureTable:
+    """A uniform feature of a `StackedEmbedding`, standing in for an
+    `Embedding` layer while layers are selected and converted."""
+
+    def __init__(self, layer, feature):
+        self.layer, self.feature = layer, feature
+        self.name = layer.feature_names[feature]
+        self.input_dim = int(layer.input_dims[feature])
+        self.output_dim = layer.output_dim
+
+    def embedding(self):
+        """A built `keras.layers.Embedding` holding the feature's table."""
+        import keras
+
+        (table,), _ = self.layer.feature_weights(self.feature)
+        embedding = keras.layers.Embedding(self.input_dim, self.output_dim,
+                                           name=self.name)
+        embedding.build()
+        embedding.embeddings.assign(table)
+        return embedding
+
+
+def _restacked(layer, converted):
+    """A built copy of `StackedEmbedding` `layer` whose features in
+    `converted` (`{feature: new built layer}`) take the new layers' plans and
+    weights; the other features keep theirs (and their counts)."""
+    from keras import ops
+
+    from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
+    from keras_mixed_dim.layers.stacked_embedding import _layer_weights
+
+    plans, per_feature, counting, planning = [], [], [], []
+    for f in range(layer.num_features):
+        new = converted.get(f)
+        if new is None:
+            tables, projections = layer.feature_weights(f)
+            plans.append(layer.plans[f])
+            per_feature.append((tables, projections, layer.feature_ranks(f)))
+            counting.append(layer.counting[f])
+            planning.append(layer.planning_args[f])
+            continue
+        plan = getattr(new, "plan", None)
+        if plan is None or plan.has_qr_blocks or getattr(new, "combiner", None):
+            raise ValueError(
+                f"Feature {layer.feature_names[f]!r} of {layer.name!r} was converted "
+                f"to a {type(new).__name__}, which a StackedEmbedding cannot hold; "
+                "use a method that returns a MixedDimEmbedding.")
+        tables, projections = _layer_weights(new, plan)
+        remap = getattr(new, "remap", None)
+        plans.append(plan)
+        per_feature.append((tables, projections,
+                            None if remap is None else ops.convert_to_numpy(remap)))
+        counting.append(False)
+        planning.append(getattr(new, "planning_args", None))
+    config = layer.get_config()
+    config.update(features=[p.get_config() for p in plans], count_frequencies=counting,
+                  planning_args=planning, feature_names=list(layer.feature_names))
+    if not any(counting):
+        config["frequency_half_life"] = None
+    new_layer = StackedEmbedding.from_config(config)
+    new_layer.build()
+    new_layer.set_feature_arrays(per_feature)
+    if new_layer.frequency_counts is not None:
+        new_layer.frequency_counts.assign(np.concatenate(
+            [layer.feature_counts(f) for f in new_layer.counting_features]).astype(
+                new_layer.frequency_counts.dtype))
+    return new_layer
 
 
 def _is_functional(model):

@@ -50,7 +50,9 @@ def _weight_bytes(model):
         size = int(np.prod(weight.shape)) * np.dtype(weight.dtype).itemsize
         other += size
     for layer in model._flatten_layers(include_self=False):
-        if hasattr(layer, "input_dim") and hasattr(layer, "output_dim"):
+        # per-feature embedding layers (`input_dim`) and stacked ones (`input_dims`)
+        if (hasattr(layer, "input_dim") or hasattr(layer, "input_dims")) and hasattr(
+                layer, "output_dim"):
             embedding += sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize
                              for w in layer.weights)
     return embedding, other - embedding

@@ -6,11 +6,20 @@ import keras
 
 from keras_mixed_dim.frequency.replan import replan_layer
 from keras_mixed_dim.frequency.rerank import rerank_layer
+from keras_mixed_dim.frequency.stacked import replan_stacked
+from keras_mixed_dim.frequency.stacked import rerank_stacked
 from keras_mixed_dim.layers import MixedDimEmbedding
+from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 
 
 class FrequencyRecount(keras.callbacks.Callback):
-    """Re-ranks the ids of counting `MixedDimEmbedding` layers during training.
+    """Re-ranks the ids of counting embedding layers during training.
+
+    It works on every `MixedDimEmbedding` built with
+    `count_frequencies=True` and on every counting feature of a
+    `StackedEmbedding` (each feature as if it were its own layer, named by
+    the layer's `feature_names`: a stacked DLRM logs the same keys as the
+    per-feature one).
 
     Popularity drifts (new items, trends), so the ids that deserve the wide
     blocks change. This callback reads each layer's `frequency_counts` (build
@@ -39,7 +48,10 @@ class FrequencyRecount(keras.callbacks.Callback):
         every_n_steps: Re-rank every this many training steps; None (the
             default) re-ranks at the end of each epoch.
         layer_names: Names of the layers to re-rank; default every
-            `MixedDimEmbedding` in the model that counts frequencies.
+            `MixedDimEmbedding` in the model that counts frequencies and
+            every counting feature of a `StackedEmbedding`. A
+            `StackedEmbedding`'s name selects all its counting features, a
+            feature name that feature alone.
         replan: Re-plan (new shapes) at epoch ends instead of re-ranking.
         sketch_threshold: With `replan`, blocks of more rows get their
             directions from a CountSketch rather than an exact Gram matrix.
@@ -64,29 +76,49 @@ class FrequencyRecount(keras.callbacks.Callback):
         self._steps = 0
         self._last = {}
 
-    def _layers(self):
-        found = [
-            layer for layer in _walk(self.model)
-            if isinstance(layer, MixedDimEmbedding) and layer.count_frequencies
-        ]
+    def _targets(self):
+        """`[(name, layer, feature)]`: feature None for a `MixedDimEmbedding`,
+        else the index of a `StackedEmbedding`'s counting feature."""
+        found, stacks = [], {}
+        for layer in _walk(self.model):
+            if isinstance(layer, MixedDimEmbedding) and layer.count_frequencies:
+                found.append((layer.name, layer, None))
+            elif isinstance(layer, StackedEmbedding) and layer.count_frequencies:
+                names = layer.feature_names
+                stacks[layer.name] = [(names[f], layer, f)
+                                      for f in layer.counting_features]
+                found.extend(stacks[layer.name])
         if self.layer_names is None:
             if not found:
                 raise ValueError(
-                    "FrequencyRecount found no MixedDimEmbedding with "
-                    "count_frequencies=True in the model."
+                    "FrequencyRecount found no MixedDimEmbedding (or StackedEmbedding "
+                    "feature) with count_frequencies=True in the model."
                 )
             return found
-        by_name = {layer.name: layer for layer in found}
+        by_name = {name: [(name, layer, f)] for name, layer, f in found}
+        by_name.update(stacks)
         missing = [n for n in self.layer_names if n not in by_name]
         if missing:
             raise ValueError(
-                f"FrequencyRecount: no counting MixedDimEmbedding named {missing}; "
-                f"counting layers are {sorted(by_name)}."
+                f"FrequencyRecount: no counting MixedDimEmbedding or StackedEmbedding "
+                f"(feature) named {missing}; counting layers and features are "
+                f"{sorted(by_name)}."
             )
-        return [by_name[n] for n in self.layer_names]
+        targets = []
+        for name in self.layer_names:
+            targets.extend(t for t in by_name[name] if t not in targets)
+        return targets
+
+    def _layers(self):
+        """The layers re-ranked (each `StackedEmbedding` once)."""
+        layers = []
+        for _, layer, _ in self._targets():
+            if all(layer is not seen for seen in layers):
+                layers.append(layer)
+        return layers
 
     def recount(self):
-        """Re-ranks now; returns `{layer name: RerankReport}`."""
+        """Re-ranks now; returns `{layer or feature name: RerankReport}`."""
         # On JAX the variables live in the trainer's state between epochs;
         # bring them back to the layers before reading or writing them.
         sync = getattr(self.model, "jax_state_sync", None)
@@ -94,10 +126,15 @@ class FrequencyRecount(keras.callbacks.Callback):
             sync()
         optimizer = getattr(self.model, "optimizer", None)
         reports = {}
-        for layer in self._layers():
-            report = rerank_layer(layer, optimizer=optimizer)
-            reports[layer.name] = report
-            self._last.update(_as_logs(layer.name, report))
+        for layer, names, features in _by_layer(self._targets()):
+            if features is None:
+                results = {names[0]: rerank_layer(layer, optimizer=optimizer)}
+            else:
+                results = dict(zip(names, rerank_stacked(
+                    layer, features, optimizer=optimizer).values()))
+            for name, report in results.items():
+                reports[name] = report
+                self._last.update(_as_logs(name, report))
         self.reports.append(reports)
         return reports
 
@@ -121,20 +158,36 @@ class FrequencyRecount(keras.callbacks.Callback):
         reports = {}
         optimizer = getattr(self.model, "optimizer", None)
         with _strategy_scope(self.model):
-            for layer in self._layers():
-                report = replan_layer(layer, sketch_threshold=self.sketch_threshold,
-                                      skip_if_unchanged=True)
-                if not report.rebuilt:
-                    # same shapes: re-ranking keeps the optimizer state
-                    report = rerank_layer(layer, optimizer=optimizer)
-                    self._last.update(_as_logs(layer.name, report))
+            for layer, names, features in _by_layer(self._targets()):
+                if features is None:
+                    report = replan_layer(layer, sketch_threshold=self.sketch_threshold,
+                                          skip_if_unchanged=True)
+                    if not report.rebuilt:
+                        # same shapes: re-ranking keeps the optimizer state
+                        report = rerank_layer(layer, optimizer=optimizer)
+                    results = {names[0]: (report, layer.plan)}
                 else:
-                    name = layer.name
-                    self._last[f"{name}_warm_start_error"] = report.warm_start_error
-                    for i, block in enumerate(report.new_plan.blocks):
-                        self._last[f"{name}_block{i}_mass_after"] = block.mass
-                self._last[f"{layer.name}_params"] = float(layer.plan.params)
-                reports[layer.name] = report
+                    replanned = replan_stacked(layer, features,
+                                               sketch_threshold=self.sketch_threshold,
+                                               skip_if_unchanged=True)
+                    same = [f for f in features if not replanned[f].rebuilt]
+                    if same:
+                        # the optimizer is replaced anyway when a feature
+                        # was rebuilt; otherwise its slots follow the rows
+                        rebuilt = len(same) < len(features)
+                        replanned.update(rerank_stacked(
+                            layer, same, optimizer=None if rebuilt else optimizer))
+                    results = {name: (replanned[f], layer.plans[f])
+                               for name, f in zip(names, features)}
+                for name, (report, plan) in results.items():
+                    if not getattr(report, "rebuilt", False):
+                        self._last.update(_as_logs(name, report))
+                    else:
+                        self._last[f"{name}_warm_start_error"] = report.warm_start_error
+                        for i, block in enumerate(report.new_plan.blocks):
+                            self._last[f"{name}_block{i}_mass_after"] = block.mass
+                    self._last[f"{name}_params"] = float(plan.params)
+                    reports[name] = report
             if any(getattr(r, "rebuilt", False) for r in reports.values()):
                 _rebuild_training(self.model)
         self.reports.append(reports)
@@ -147,6 +200,21 @@ class FrequencyRecount(keras.callbacks.Callback):
             self.recount()
         if logs is not None:
             logs.update(self._last)
+
+
+def _by_layer(targets):
+    """`(layer, names, features)` per layer, features None for a
+    `MixedDimEmbedding`, in the order of `targets`."""
+    groups = []
+    for name, layer, feature in targets:
+        for entry in groups:
+            if entry[0] is layer and feature is not None:
+                entry[1].append(name)
+                entry[2].append(feature)
+                break
+        else:
+            groups.append((layer, [name], None if feature is None else [feature]))
+    return groups
 
 
 def _as_logs(name, report):

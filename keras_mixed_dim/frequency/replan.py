@@ -106,7 +106,6 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
     Returns:
         A `ReplanReport`.
     """
-    old_plan = layer.plan
     if layer.plan.has_qr_blocks:
         raise ValueError(
             f"Layer {layer.name!r} has quotient-remainder (storage='qr') blocks; "
@@ -114,9 +113,42 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
             "pair cannot hold row by row. Plan without `qr_min_rows` to re-rank."
         )
     counts = read_counts(layer) if counts is None else np.asarray(counts, np.float64)
+    report, new_ranks, new_tables, new_projections = replan_arrays(
+        LayerSnapshot(layer), counts, layer.planning_args, layer.name,
+        sketch_threshold=sketch_threshold, sketch_rows=sketch_rows, seed=seed,
+        skip_if_unchanged=skip_if_unchanged, sketch=sketch,
+        max_error_ratio=max_error_ratio)
+    if not report.rebuilt:
+        return report
+    layer.rebuild(report.new_plan, new_ranks)
+    for variable, value in zip(layer.block_embeddings, new_tables):
+        variable.assign(value)
+    for variable, value in zip(layer.block_projections, new_projections):
+        if variable is not None:
+            variable.assign(value)
+    return report
+
+
+def replan_arrays(old, counts, planning_args, name, sketch_threshold=200_000,
+                  sketch_rows=None, seed=0, skip_if_unchanged=False, sketch="osnap",
+                  max_error_ratio=MAX_ERROR_RATIO):
+    """The re-planning of one table's weights, on numpy arrays.
+
+    Args:
+        old: A `LayerSnapshot` of the weights.
+        counts: Per-id counts (float64).
+        planning_args: `{"num_blocks", "alpha", "budget", "round_dims"}`.
+        name: The layer's (or feature's) name, for errors.
+        Others: as `replan_layer`'s.
+
+    Returns:
+        `(report, new_ranks, new_tables, new_projections)`; all but the
+        report are None when the report says `rebuilt=False`.
+    """
     if counts.sum() <= 0:
-        raise ValueError(f"Layer {layer.name!r} has no counts yet; nothing to plan from.")
-    args = layer.planning_args
+        raise ValueError(f"Layer {name!r} has no counts yet; nothing to plan from.")
+    old_plan = old.plan
+    args = planning_args
     new_plan = plan_blocks(
         old_plan.input_dim, old_plan.output_dim, counts=counts,
         num_blocks=min(args["num_blocks"], old_plan.input_dim), alpha=args["alpha"],
@@ -125,8 +157,7 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
     if skip_if_unchanged and (new_plan.rows, new_plan.dims) == (
         old_plan.rows, old_plan.dims
     ):
-        return ReplanReport(old_plan, new_plan, 0.0, (), rebuilt=False)
-    old = LayerSnapshot(layer)
+        return ReplanReport(old_plan, new_plan, 0.0, (), rebuilt=False), None, None, None
     order, new_ranks = new_ranking(old.ranks, counts)
     new_tables, new_projections, sketched, fallback, ratios = [], [], [], [], []
     error_num = error_den = 0.0
@@ -163,13 +194,7 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
         new_tables.append(result.table)
         new_projections.append(result.directions.T.astype("float32"))
 
-    layer.rebuild(new_plan, new_ranks.astype("int32"))
-    for variable, value in zip(layer.block_embeddings, new_tables):
-        variable.assign(value)
-    for variable, value in zip(layer.block_projections, new_projections):
-        if variable is not None:
-            variable.assign(value)
-    return ReplanReport(
+    report = ReplanReport(
         old_plan=old_plan,
         new_plan=new_plan,
         warm_start_error=float(np.sqrt(error_num / error_den)) if error_den else 0.0,
@@ -177,3 +202,4 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
         error_ratios=tuple(ratios),
         fallback_blocks=tuple(fallback),
     )
+    return report, new_ranks.astype("int32"), new_tables, new_projections

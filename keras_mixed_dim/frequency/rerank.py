@@ -67,14 +67,28 @@ class LayerSnapshot:
     """The layer's weights as numpy arrays, and its outputs computed from them."""
 
     def __init__(self, layer):
-        self.plan = layer.plan
-        self.ranks = np.asarray(ops.convert_to_numpy(layer.remap), dtype=np.int64)
+        self._set(
+            layer.plan,
+            ops.convert_to_numpy(layer.remap),
+            [ops.convert_to_numpy(t) for t in layer.block_embeddings],
+            [None if p is None else ops.convert_to_numpy(p)
+             for p in layer.block_projections],
+        )
+
+    @classmethod
+    def from_arrays(cls, plan, ranks, tables, projections):
+        """A snapshot of one feature's weights given as arrays (a
+        `StackedEmbedding` feature's, read out of the stacked variables)."""
+        snapshot = cls.__new__(cls)
+        snapshot._set(plan, ranks, tables, projections)
+        return snapshot
+
+    def _set(self, plan, ranks, tables, projections):
+        self.plan = plan
+        self.ranks = np.asarray(ranks, dtype=np.int64)
         self.blocks = self.plan.block_of_rank(self.ranks)
-        self.tables = [np.asarray(ops.convert_to_numpy(t)) for t in layer.block_embeddings]
-        self.projections = [
-            None if p is None else np.asarray(ops.convert_to_numpy(p))
-            for p in layer.block_projections
-        ]
+        self.tables = [np.asarray(t) for t in tables]
+        self.projections = [None if p is None else np.asarray(p) for p in projections]
 
     def outputs(self, ids):
         """Output vectors of `ids` (float64), computed like the layer."""
@@ -130,13 +144,36 @@ def rerank_layer(layer, counts=None, optimizer=None):
             f"`counts` must have {plan.input_dim} entries. Received shape {counts.shape}."
         )
     snapshot = LayerSnapshot(layer)
+    slots = [slot_variables(optimizer, t) for t in layer.block_embeddings]
+    slot_values = [[np.asarray(ops.convert_to_numpy(s)) for s in group] for group in slots]
+    new_tables, new_slots, new_ranks, report = rerank_arrays(snapshot, counts, slot_values)
+
+    for variable, value in zip(layer.block_embeddings, new_tables):
+        variable.assign(value)
+    for group, values in zip(slots, new_slots):
+        for variable, value in zip(group, values):
+            variable.assign(value)
+    layer.remap.assign(new_ranks.astype("int32"))
+    return report
+
+
+def rerank_arrays(snapshot, counts, slot_values):
+    """The re-ranking of one table's weights, on numpy arrays.
+
+    Args:
+        snapshot: A `LayerSnapshot` of the weights.
+        counts: Per-id counts (float64).
+        slot_values: Per block, the list of its optimizer slot arrays (each
+            shaped like the block's table).
+
+    Returns:
+        `(new_tables, new_slots, new_ranks, report)`, the slots per block.
+    """
+    plan = snapshot.plan
     old_ranks, old_blocks = snapshot.ranks, snapshot.blocks
     tables, projections = snapshot.tables, snapshot.projections
     order, new_ranks = new_ranking(old_ranks, counts)
     offsets = plan.offsets
-    slots = [slot_variables(optimizer, t) for t in layer.block_embeddings]
-    slot_values = [[np.asarray(ops.convert_to_numpy(s)) for s in group] for group in slots]
-
     new_tables, new_slots = [], []
     moved_total, error_num, error_den = 0, 0.0, 0.0
     for b in range(plan.num_blocks):
@@ -162,16 +199,11 @@ def rerank_layer(layer, counts=None, optimizer=None):
         new_tables.append(table)
         new_slots.append(group)
 
-    for variable, value in zip(layer.block_embeddings, new_tables):
-        variable.assign(value)
-    for group, values in zip(slots, new_slots):
-        for variable, value in zip(group, values):
-            variable.assign(value)
-    layer.remap.assign(new_ranks.astype("int32"))
-    return RerankReport(
+    report = RerankReport(
         ids_moved=moved_total,
         mass_before=block_masses(plan, old_ranks, counts),
         mass_after=block_masses(plan, new_ranks, counts),
         warm_start_error=float(np.sqrt(error_num / error_den)) if error_den > 0 else 0.0,
     )
+    return new_tables, new_slots, new_ranks, report
 

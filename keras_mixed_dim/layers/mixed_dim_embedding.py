@@ -355,34 +355,13 @@ class MixedDimEmbedding(layers.Layer):
             self.frequency_counts.assign(counts)
 
     def _count(self, ids, valid):
-        """Adds this batch's lookups to `frequency_counts` (decayed if set).
-
-        Exact counts saturate at the int32 maximum: a long run never wraps a
-        hot id's count negative (which would re-rank it into the last block).
-        """
+        """Adds this batch's lookups to `frequency_counts` (decayed if set)."""
         ids = ops.reshape(ids, (-1,))
         valid = ops.reshape(valid, (-1,))
         if self.mask_zero:
             valid = ops.logical_and(valid, ops.not_equal(ids, 0))
-        dtype = self.frequency_counts.dtype
-        safe_ids = ops.clip(ids, 0, self.input_dim - 1)
-        if not self.frequency_half_life and backend.backend() == "tensorflow":
-            from keras_mixed_dim.backend.tensorflow import counting
-
-            if counting.saturating_scatter_add(self.frequency_counts, safe_ids,
-                                               ops.cast(valid, dtype)):
-                return
-        # Decay rescales every count anyway, and JAX updates donated buffers
-        # in place, so the dense update is the portable path.
-        delta = ops.scatter(ops.expand_dims(safe_ids, -1), ops.cast(valid, dtype),
-                            (self.input_dim,))
-        counts = self.frequency_counts.value
-        if self.frequency_half_life:
-            counts = counts * (0.5 ** (1.0 / self.frequency_half_life))
-            self.frequency_counts.assign(counts + delta)
-            return
-        headroom = ops.subtract(ops.cast(INT32_MAX, dtype), counts)
-        self.frequency_counts.assign(counts + ops.minimum(delta, headroom))
+        add_lookup_counts(self.frequency_counts, ops.clip(ids, 0, self.input_dim - 1),
+                          valid, self.frequency_half_life)
 
     def ranks(self, ids):
         """Rank of each id, or -1 for ids outside `[0, input_dim)`."""
@@ -563,6 +542,34 @@ class MixedDimEmbedding(layers.Layer):
             }
         )
         return config
+
+
+def add_lookup_counts(counts_variable, positions, valid, half_life=None):
+    """Adds one count per valid lookup at `positions` (flat, in range) of
+    `counts_variable`, decaying all counts first when `half_life` is set.
+
+    Exact (int32) counts saturate at the int32 maximum: a long run never
+    wraps a hot id's count negative (which would re-rank it into the last
+    block). Shared by `MixedDimEmbedding` and `StackedEmbedding`.
+    """
+    dtype = counts_variable.dtype
+    if not half_life and backend.backend() == "tensorflow":
+        from keras_mixed_dim.backend.tensorflow import counting
+
+        if counting.saturating_scatter_add(counts_variable, positions,
+                                           ops.cast(valid, dtype)):
+            return
+    # Decay rescales every count anyway, and JAX updates donated buffers
+    # in place, so the dense update is the portable path.
+    size = int(counts_variable.shape[0])
+    delta = ops.scatter(ops.expand_dims(positions, -1), ops.cast(valid, dtype), (size,))
+    counts = counts_variable.value
+    if half_life:
+        counts = counts * (0.5 ** (1.0 / half_life))
+        counts_variable.assign(counts + delta)
+        return
+    headroom = ops.subtract(ops.cast(INT32_MAX, dtype), counts)
+    counts_variable.assign(counts + ops.minimum(delta, headroom))
 
 
 def _count_project_first_blocks(plan):

@@ -1,5 +1,6 @@
 """`StackedEmbedding`: every feature's tables in a few shared variables."""
 
+import keras
 import numpy as np
 from keras import initializers
 from keras import layers
@@ -11,6 +12,7 @@ from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.layers.ids import is_host_array
 from keras_mixed_dim.layers.ids import sanitize_numpy_ids
 from keras_mixed_dim.layers.ids import valid_int_ids
+from keras_mixed_dim.layers.mixed_dim_embedding import add_lookup_counts
 from keras_mixed_dim.planning import Block
 from keras_mixed_dim.planning import BlockPlan
 
@@ -90,12 +92,21 @@ class StackedEmbedding(layers.Layer):
     Variables: `stacked_w{w}[p]_embeddings` of shape `(rows, w)` (the `p`
     marks blocks with a projection), `stacked_w{w}p_projections` of shape
     `(members, w, output_dim)`, and, when any plan is remapped, one int32
-    `remap` of all features' id -> rank tables end to end. The tables'
+    `remap` of all features' id -> rank tables end to end, and, when a
+    feature counts, `frequency_counts` of the counting features' counts end
+    to end (non-trainable, on-read summed). The tables'
     names match `SparseRowOptimizer`'s default rule, so they get sparse row
     updates.
 
+    With `count_frequencies`, the layer counts each counting feature's
+    lookups in training (one `frequency_counts` variable, the counting
+    features' counts end to end, as `MixedDimEmbedding` counts its own), and
+    `FrequencyRecount` re-ranks or re-plans each counting feature exactly as
+    it would the feature's own `MixedDimEmbedding` (see
+    `keras_mixed_dim.frequency.rerank_stacked` / `replan_stacked`).
+
     Not supported (use the per-feature layers for these): bags of ids per
-    feature (`combiner`), frequency counting, re-ranking and re-planning.
+    feature (`combiner`) and quotient-remainder (`storage="qr"`) blocks.
 
     Args:
         features: One entry per feature: an integer vocabulary size (a
@@ -107,11 +118,28 @@ class StackedEmbedding(layers.Layer):
         embeddings_regularizer: Regularizer for the tables.
         projection_regularizer: Regularizer for the projections.
         mask_zero: Whether id 0 is padding; the mask is `ids != 0`.
+        count_frequencies: A bool for every feature, or one bool per
+            feature: count the feature's lookups in training (never in
+            inference or `predict`), for `FrequencyRecount`. A counting
+            feature needs a remapped plan (`remapped=True`). Exact counts
+            are int32 and saturate at `2**31 - 1`.
+        frequency_half_life: Optional half-life in training steps of every
+            count (float32 counts), as in `MixedDimEmbedding`.
+        planning_args: Optional per-feature planning settings for
+            re-planning, each None or a dict with `num_blocks`, `alpha`,
+            `budget`, `round_dims` (default: the plan's block count,
+            `alpha=0.3`, no budget, no rounding, as `MixedDimEmbedding`'s
+            defaults).
+        feature_names: Optional name per feature, used in `FrequencyRecount`'s
+            reports and logs (default `"{layer name}_feature{f}"`);
+            `from_layers` takes the per-feature layers' names.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
         inputs: Integer ids of shape `(..., num_features)`, one id per
             feature.
+        training: Whether the call is a training step; ids are counted only
+            then.
 
     Returns:
         A tensor of shape `(..., num_features, output_dim)` in the layer's
@@ -127,6 +155,10 @@ class StackedEmbedding(layers.Layer):
         embeddings_regularizer=None,
         projection_regularizer=None,
         mask_zero=False,
+        count_frequencies=False,
+        frequency_half_life=None,
+        planning_args=None,
+        feature_names=None,
         **kwargs,
     ):
         if (not isinstance(output_dim, (int, np.integer)) or isinstance(output_dim, bool)
@@ -156,11 +188,47 @@ class StackedEmbedding(layers.Layer):
                 raise ValueError(
                     f"Feature {f} must be a positive vocabulary size or a "
                     f"BlockPlan. Received: {feature!r}")
-        self.plans = tuple(plans)
-        self.input_dims = np.array([p.input_dim for p in plans], dtype="int64")
-        if self.input_dims.max() > np.iinfo(np.int32).max:
-            raise ValueError("Vocabularies must be below 2**31 ids.")
-        self.remapped = any(p.remapped for p in plans)
+        for f, plan in enumerate(plans):
+            if plan.has_qr_blocks:
+                raise ValueError(
+                    f"Feature {f}'s plan has quotient-remainder (storage='qr') "
+                    "blocks, which a stacked table cannot hold; use a "
+                    "per-feature MixedDimEmbedding for it.")
+        self.counting = _per_feature_flags(count_frequencies, len(plans),
+                                           "count_frequencies")
+        for f, counts in enumerate(self.counting):
+            if counts and not plans[f].remapped:
+                raise ValueError(
+                    f"Feature {f} has count_frequencies=True, which re-ranks ids and "
+                    "needs a plan with an id -> rank table (remapped=True); its "
+                    f"plan is {plans[f]}.")
+        if frequency_half_life is not None and not (
+                any(self.counting) and float(frequency_half_life) > 0):
+            raise ValueError(
+                "`frequency_half_life` needs a counting feature (count_frequencies) "
+                f"and a value > 0. Received: {frequency_half_life!r}")
+        self.frequency_half_life = (
+            None if frequency_half_life is None else float(frequency_half_life))
+        if planning_args is None:
+            planning_args = [None] * len(plans)
+        if not isinstance(planning_args, (list, tuple)) or len(planning_args) != len(plans):
+            raise ValueError(
+                f"`planning_args` must be a list of {len(plans)} entries (one per "
+                f"feature, None or a dict). Received: {planning_args!r}")
+        self.planning_args = tuple(
+            _planning_args(plan, args, f) for f, (plan, args)
+            in enumerate(zip(plans, planning_args)))
+        if feature_names is not None:
+            if (not isinstance(feature_names, (list, tuple))
+                    or len(feature_names) != len(plans)
+                    or not all(isinstance(n, str) and n for n in feature_names)
+                    or len(set(feature_names)) != len(feature_names)):
+                raise ValueError(
+                    f"`feature_names` must be {len(plans)} distinct non-empty "
+                    f"strings, one per feature. Received: {feature_names!r}")
+            feature_names = tuple(feature_names)
+        self.feature_names_arg = feature_names
+        self._set_plans(plans)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.projection_initializer = initializers.get(projection_initializer)
         self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
@@ -168,11 +236,88 @@ class StackedEmbedding(layers.Layer):
         self.mask_zero = bool(mask_zero)
         self.supports_masking = self.mask_zero
         self.autocast = False
+        # per-feature id -> rank tables to start from (set by `from_layers`
+        # from unbuilt layers planned with counts), applied at build
+        self._initial_ranks = None
+
+    def _set_plans(self, plans):
+        self.plans = tuple(plans)
+        self.input_dims = np.array([p.input_dim for p in plans], dtype="int64")
+        if self.input_dims.max() > np.iinfo(np.int32).max:
+            raise ValueError("Vocabularies must be below 2**31 ids.")
+        self.remapped = any(p.remapped for p in plans)
         self.groups = _groups(plans)
 
     @property
     def num_features(self):
         return len(self.plans)
+
+    @property
+    def feature_names(self):
+        """One name per feature (for reports and logs)."""
+        if self.feature_names_arg is not None:
+            return self.feature_names_arg
+        return tuple(f"{self.name}_feature{f}" for f in range(self.num_features))
+
+    @property
+    def counting_features(self):
+        """Indices of the features that count their lookups."""
+        return tuple(int(f) for f in np.flatnonzero(self.counting))
+
+    @property
+    def count_frequencies(self):
+        """Whether any feature counts its lookups."""
+        return any(self.counting)
+
+    def _count_starts(self):
+        """Each counting feature's first position in `frequency_counts`."""
+        sizes = np.where(self.counting, self.input_dims, 0)
+        return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype("int64")
+
+    def _remap_starts(self):
+        return np.concatenate([[0], np.cumsum(self.input_dims)[:-1]]).astype("int64")
+
+    def feature_counts(self, feature):
+        """Counting feature `feature`'s counts as float64, `(input_dim_f,)`."""
+        feature = self._check_feature(feature)
+        if not self.counting[feature]:
+            raise ValueError(
+                f"Feature {feature} ({self.feature_names[feature]!r}) of layer "
+                f"{self.name!r} does not count frequencies: build the layer with "
+                "count_frequencies=True for it.")
+        start = int(self._count_starts()[feature])
+        counts = ops.convert_to_numpy(self.frequency_counts)
+        return np.asarray(counts[start:start + int(self.input_dims[feature])],
+                          dtype=np.float64)
+
+    def feature_ranks(self, feature):
+        """Feature `feature`'s id -> rank table (identity when not remapped)."""
+        feature = self._check_feature(feature)
+        if self.remap is None:
+            return np.arange(int(self.input_dims[feature]), dtype="int32")
+        start = int(self._remap_starts()[feature])
+        remap = ops.convert_to_numpy(self.remap)
+        return np.asarray(remap[start:start + int(self.input_dims[feature])])
+
+    def _check_feature(self, feature):
+        if (not isinstance(feature, (int, np.integer)) or isinstance(feature, bool)
+                or not 0 <= feature < self.num_features):
+            raise ValueError(
+                f"`feature` must be an integer in [0, {self.num_features}). "
+                f"Received: {feature!r}")
+        return int(feature)
+
+    def feature_members(self, feature):
+        """Where feature `feature`'s blocks live: per block `(g, k, offset)`,
+        the group (index into `tables` / `projections`), the member within
+        the group (index into its projections) and the first table row."""
+        feature = self._check_feature(feature)
+        members = [None] * self.plans[feature].num_blocks
+        for g, group in enumerate(self.groups):
+            for k, (f, i) in enumerate(zip(group.features, group.blocks)):
+                if f == feature:
+                    members[i] = (g, k, group.offset[k])
+        return members
 
     def build(self, input_shape=None):
         if self.built:
@@ -198,6 +343,22 @@ class StackedEmbedding(layers.Layer):
                 shape=(int(self.input_dims.sum()),),
                 initializer=_StackedIdentityRanks(self.input_dims),
                 dtype="int32", trainable=False, name="remap")
+            if self._initial_ranks is not None:
+                self.remap.assign(np.concatenate([
+                    np.arange(plan.input_dim) if ranks is None else np.asarray(ranks)
+                    for plan, ranks in zip(self.plans, self._initial_ranks)
+                ]).astype("int32"))
+        self._initial_ranks = None
+        self.frequency_counts = None
+        if self.count_frequencies:
+            # on-read, summed: as MixedDimEmbedding's counts, each replica of
+            # a tf.distribute strategy adds its own lookups to its own copy
+            size = int(np.sum(np.where(self.counting, self.input_dims, 0)))
+            self.frequency_counts = keras.Variable(
+                initializer="zeros", shape=(size,),
+                dtype="float32" if self.frequency_half_life else "int32",
+                trainable=False, aggregation="sum", synchronization="on_read",
+                name="frequency_counts")
         self.built = True
 
     def __call__(self, inputs, *args, **kwargs):
@@ -213,18 +374,33 @@ class StackedEmbedding(layers.Layer):
                 f"Layer {self.name!r} has {self.num_features} features; its ids "
                 f"need a last axis of that size. Received shape {tuple(shape)}.")
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         self._check_num_features(inputs.shape)
         ids, valid = valid_int_ids(inputs, int(self.input_dims.max()), self.name)
         ids = ops.cast(ids, "int32")
         valid = ops.logical_and(valid, ops.less(ids, self.input_dims.astype("int32")))
+        if training and self.frequency_counts is not None:
+            self._count(ids, valid)
         ranks = ops.where(valid, ids, -1)
         if self.remap is not None:
-            starts = np.concatenate([[0], np.cumsum(self.input_dims)[:-1]]).astype("int32")
+            starts = self._remap_starts().astype("int32")
             positions = ops.where(valid, ids + starts, 0)
             ranks = ops.where(valid, ops.take(self.remap, positions, axis=0), -1)
         outputs = self.lookup_ranks(ranks)
         return ops.cast(outputs, self.compute_dtype)
+
+    def _count(self, ids, valid):
+        """Adds the counting features' lookups to `frequency_counts`."""
+        features = np.asarray(self.counting_features)
+        if features.size < self.num_features:
+            ids = ops.take(ids, features, axis=-1)
+            valid = ops.take(valid, features, axis=-1)
+        if self.mask_zero:
+            valid = ops.logical_and(valid, ops.not_equal(ids, 0))
+        starts = self._count_starts()[features].astype("int32")
+        positions = ops.where(valid, ids + starts, 0)
+        add_lookup_counts(self.frequency_counts, ops.reshape(positions, (-1,)),
+                          ops.reshape(valid, (-1,)), self.frequency_half_life)
 
     def lookup_ranks(self, ranks):
         """Vectors of per-feature ranks `(..., F)` (-1 gives zeros), float32."""
@@ -266,20 +442,35 @@ class StackedEmbedding(layers.Layer):
         """Feature `feature`'s block tables and projections (None when a block
         has none), read out of the stacked variables as numpy arrays, in the
         order of `MixedDimEmbedding.block_embeddings` / `block_projections`."""
+        arrays = self.numpy_weights()
+        return self.feature_arrays(feature, arrays["tables"], arrays["projections"])
+
+    def numpy_weights(self):
+        """Copies of the variables: `{"tables", "projections", "remap"}` (lists
+        in the order of `tables` / `projections`; remap None when absent)."""
+        return {
+            "tables": [np.array(ops.convert_to_numpy(t)) for t in self.tables],
+            "projections": [None if p is None else np.array(ops.convert_to_numpy(p))
+                            for p in self.projections],
+            "remap": None if self.remap is None else np.array(
+                ops.convert_to_numpy(self.remap)),
+        }
+
+    def feature_arrays(self, feature, tables, projections):
+        """Feature `feature`'s block tables and projections as views of the
+        stacked arrays `tables` / `projections` (see `numpy_weights`)."""
         plan = self.plans[feature]
-        tables, projections = [None] * plan.num_blocks, [None] * plan.num_blocks
-        for group, table, projection in zip(self.groups, self.tables, self.projections):
-            for k, (f, i) in enumerate(zip(group.features, group.blocks)):
-                if f != feature:
-                    continue
-                offset, rows = group.offset[k], plan.blocks[i].rows
-                tables[i] = ops.convert_to_numpy(table)[offset:offset + rows]
-                if projection is not None:
-                    projections[i] = ops.convert_to_numpy(projection)[k]
-        return tables, projections
+        block_tables, block_projections = [], []
+        for i, (g, k, offset) in enumerate(self.feature_members(feature)):
+            block_tables.append(tables[g][offset:offset + plan.blocks[i].rows])
+            block_projections.append(
+                None if projections[g] is None else projections[g][k])
+        return block_tables, block_projections
 
     def set_from_layers(self, per_feature_layers):
         """Copies the weights of built per-feature layers into this layer.
+
+        Counting features also take the layers' `frequency_counts`.
 
         Args:
             per_feature_layers: One built `keras.layers.Embedding` or
@@ -291,27 +482,88 @@ class StackedEmbedding(layers.Layer):
                 f"Expected {self.num_features} layers, got {len(per_feature_layers)}.")
         if not self.built:
             self.build()
-        per_feature = [_layer_weights(layer, plan) for layer, plan in
-                       zip(per_feature_layers, self.plans)]
-        for group, table, projection in zip(self.groups, self.tables, self.projections):
-            table_value = np.array(ops.convert_to_numpy(table))
-            projection_value = None if projection is None else np.array(
-                ops.convert_to_numpy(projection))
-            for k, (f, i) in enumerate(zip(group.features, group.blocks)):
-                tables, projections = per_feature[f]
-                table_value[group.offset[k]:group.offset[k] + tables[i].shape[0]] = tables[i]
-                if projection_value is not None:
-                    projection_value[k] = projections[i]
-            table.assign(table_value)
+        per_feature = []
+        for layer, plan in zip(per_feature_layers, self.plans):
+            tables, projections = _layer_weights(layer, plan)
+            remap = getattr(layer, "remap", None)
+            per_feature.append((tables, projections, None if remap is None
+                                else ops.convert_to_numpy(remap)))
+        self.set_feature_arrays(per_feature)
+        if self.frequency_counts is not None:
+            counts = np.array(ops.convert_to_numpy(self.frequency_counts))
+            starts = self._count_starts()
+            for f in self.counting_features:
+                layer_counts = getattr(per_feature_layers[f], "frequency_counts", None)
+                if layer_counts is not None:
+                    counts[starts[f]:starts[f] + self.input_dims[f]] = (
+                        ops.convert_to_numpy(layer_counts))
+            self.frequency_counts.assign(counts.astype(self.frequency_counts.dtype))
+
+    def set_feature_arrays(self, per_feature):
+        """Writes every feature's weights: `per_feature[f]` is `(tables,
+        projections, ranks)` in `feature_weights`' order, `ranks` the
+        id -> rank table (None: identity)."""
+        if len(per_feature) != self.num_features:
+            raise ValueError(
+                f"Expected weights of {self.num_features} features, got {len(per_feature)}.")
+        arrays = self.numpy_weights()
+        for f, (tables, projections, _) in enumerate(per_feature):
+            plan = self.plans[f]
+            if len(tables) != plan.num_blocks:
+                raise ValueError(
+                    f"Feature {f} has {plan.num_blocks} blocks; got {len(tables)} tables.")
+            for i, (g, k, offset) in enumerate(self.feature_members(f)):
+                rows = plan.blocks[i].rows
+                arrays["tables"][g][offset:offset + rows] = tables[i]
+                if arrays["projections"][g] is not None:
+                    arrays["projections"][g][k] = projections[i]
+        for table, value in zip(self.tables, arrays["tables"]):
+            table.assign(value)
+        for projection, value in zip(self.projections, arrays["projections"]):
             if projection is not None:
-                projection.assign(projection_value)
+                projection.assign(value)
         if self.remap is not None:
-            remaps = []
-            for layer, plan in zip(per_feature_layers, self.plans):
-                remap = getattr(layer, "remap", None)
-                remaps.append(np.arange(plan.input_dim, dtype="int32") if remap is None
-                              else ops.convert_to_numpy(remap))
-            self.remap.assign(np.concatenate(remaps).astype("int32"))
+            self.remap.assign(np.concatenate([
+                np.arange(plan.input_dim) if ranks is None else np.asarray(ranks)
+                for plan, (_, _, ranks) in zip(self.plans, per_feature)
+            ]).astype("int32"))
+
+    def rebuild(self, plans, per_feature):
+        """Replaces the variables with fresh ones for new per-feature plans.
+
+        Used by re-planning (`keras_mixed_dim.frequency.replan_stacked`):
+        every feature keeps its vocabulary and the layer its `output_dim`;
+        the stacked tables and projections are created anew for `plans`, then
+        filled with `per_feature` (see `set_feature_arrays`);
+        `frequency_counts` keeps its values. The model holding the layer must
+        be recompiled, since its variables changed.
+        """
+        if not self.built:
+            raise ValueError("Only a built layer can be rebuilt.")
+        plans = list(plans)
+        if len(plans) != self.num_features:
+            raise ValueError(f"Expected {self.num_features} plans, got {len(plans)}.")
+        for f, (old, new) in enumerate(zip(self.plans, plans)):
+            if (new.input_dim, new.output_dim) != (old.input_dim, old.output_dim):
+                raise ValueError(
+                    f"Feature {f}'s new plan is for {new.input_dim} ids -> dim "
+                    f"{new.output_dim}; the feature has {old.input_dim} -> "
+                    f"{old.output_dim}.")
+            if new.has_qr_blocks or (self.counting[f] and not new.remapped):
+                raise ValueError(
+                    f"Feature {f}'s new plan must be remapped and without QR blocks: {new}.")
+        counts = None
+        if self.frequency_counts is not None:
+            counts = ops.convert_to_numpy(self.frequency_counts)
+        for variable in list(self.weights):
+            self._untrack_variable(variable)
+        self._set_plans(plans)
+        self.built = False
+        self._tracker.unlock()
+        self.build()
+        self.set_feature_arrays(per_feature)
+        if counts is not None:
+            self.frequency_counts.assign(counts)
 
     @classmethod
     def from_layers(cls, per_feature_layers, **kwargs):
@@ -325,17 +577,53 @@ class StackedEmbedding(layers.Layer):
         output_dims = {p.output_dim for p in plans}
         if len(output_dims) != 1:
             raise ValueError(f"The layers' output dims differ: {sorted(output_dims)}.")
+        if "count_frequencies" not in kwargs:
+            counting = [bool(getattr(layer, "count_frequencies", False))
+                        for layer in per_feature_layers]
+            kwargs["count_frequencies"] = counting if any(counting) else False
+            half_lives = {layer.frequency_half_life for layer, c
+                          in zip(per_feature_layers, counting) if c}
+            if len(half_lives) > 1:
+                raise ValueError(
+                    "The counting layers' frequency_half_life values differ "
+                    f"({sorted(half_lives, key=str)}); a stacked layer has one.")
+            if half_lives and "frequency_half_life" not in kwargs:
+                kwargs["frequency_half_life"] = half_lives.pop()
+        for key in ("embeddings_initializer", "projection_initializer"):
+            found = [initializers.serialize(getattr(layer, key)) for layer in
+                     per_feature_layers if getattr(layer, key, None) is not None]
+            if key not in kwargs and found and all(f == found[0] for f in found):
+                # unbuilt layers start as they would have on their own
+                kwargs[key] = initializers.deserialize(found[0])
+        kwargs.setdefault("planning_args", [
+            getattr(layer, "planning_args", None) for layer in per_feature_layers])
+        names = [layer.name for layer in per_feature_layers]
+        kwargs.setdefault("feature_names", names if len(set(names)) == len(names) else None)
         stacked = cls(plans, output_dims.pop(), **kwargs)
         if all(layer.built for layer in per_feature_layers):
             stacked.set_from_layers(per_feature_layers)
+        else:
+            # a MixedDimEmbedding planned from counts ranks its ids when it
+            # builds: start the stacked remap from the same ranks
+            ranks = [getattr(layer, "_initial_ranks", None) for layer in per_feature_layers]
+            if any(r is not None for r in ranks):
+                stacked._initial_ranks = ranks
         return stacked
 
     @property
     def plan_bytes(self):
-        """Bytes of all weights: float32 tables and projections, int32 remap."""
-        total = sum(int(np.prod(t.shape)) for t in self.tables)
-        total += sum(int(np.prod(p.shape)) for p in self.projections if p is not None)
+        """Bytes of all weights: float32 tables and projections, int32 remap
+        (frequency counts not included, as in `BlockPlan.bytes`). Known
+        before the layer is built."""
+        total = sum(g.rows * g.width for g in self.groups)
+        total += sum(len(g.features) * g.width * self.output_dim
+                     for g in self.groups if g.projected)
         return 4 * total + (4 * int(self.input_dims.sum()) if self.remapped else 0)
+
+    @property
+    def bytes(self):
+        """Same as `plan_bytes` (the name `embedding_bytes` reads)."""
+        return self.plan_bytes
 
     def get_config(self):
         config = super().get_config()
@@ -347,8 +635,45 @@ class StackedEmbedding(layers.Layer):
             "embeddings_regularizer": regularizers.serialize(self.embeddings_regularizer),
             "projection_regularizer": regularizers.serialize(self.projection_regularizer),
             "mask_zero": self.mask_zero,
+            "count_frequencies": list(self.counting),
+            "frequency_half_life": self.frequency_half_life,
+            "planning_args": [dict(args) for args in self.planning_args],
+            "feature_names": (None if self.feature_names_arg is None
+                              else list(self.feature_names_arg)),
         })
         return config
+
+
+def _per_feature_flags(value, num_features, name):
+    if isinstance(value, (list, tuple)):
+        if len(value) != num_features or not all(
+                isinstance(v, (bool, np.bool_)) for v in value):
+            raise ValueError(
+                f"`{name}` must be a bool or {num_features} bools, one per feature. "
+                f"Received: {value!r}")
+        return tuple(bool(v) for v in value)
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(
+            f"`{name}` must be a bool or {num_features} bools, one per feature. "
+            f"Received: {value!r}")
+    return (bool(value),) * num_features
+
+
+_PLANNING_KEYS = ("num_blocks", "alpha", "budget", "round_dims")
+
+
+def _planning_args(plan, args, feature):
+    """A feature's planning settings, with `MixedDimEmbedding`'s defaults."""
+    defaults = {"num_blocks": plan.num_blocks, "alpha": 0.3, "budget": None,
+                "round_dims": False}
+    if args is None:
+        return defaults
+    if not isinstance(args, dict) or set(args) - set(_PLANNING_KEYS):
+        raise ValueError(
+            f"Feature {feature}'s planning_args must be None or a dict with keys "
+            f"among {_PLANNING_KEYS}. Received: {args!r}")
+    defaults.update(args)
+    return defaults
 
 
 def _layer_weights(layer, plan):

@@ -119,8 +119,16 @@ def _md_layers(cardinalities, dim, mode, alpha, budget, counts, num_blocks,
 
 
 def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
-         stacked=False):
+         stacked=None):
     """DLRM: bottom MLP on dense features, dot interaction, top MLP.
+
+    By default all features are looked up in one `StackedEmbedding` (named
+    `"embeddings"`, its features named after the per-feature layers) when
+    every layer is one it can take: a plain `keras.layers.Embedding` or a
+    `MixedDimEmbedding` with one id per feature (the `"uniform"`, `"table"`
+    and `"block"` modes of `embedding_layers`); other kinds (QR, MD + QR,
+    hashing, ROBE, LMA, bags of ids, regularized or constrained tables) keep
+    one layer per feature.
 
     Args:
         embeddings: One layer per categorical feature, each with output `dim`,
@@ -129,15 +137,17 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
         bottom: Hidden widths of the bottom MLP (then `dim`).
         top: Hidden widths of the top MLP (then 1, sigmoid).
         num_dense: Number of dense features.
-        stacked: Look all features up in one `StackedEmbedding` (named
-            `"embeddings"`) built from the per-feature layers' plans (and
-            weights, when they are built): one gather per distinct width.
+        stacked: None (default): stack the features when the layers allow
+            it (see above). True: always (an error names a layer that cannot
+            be stacked). False: one lookup per per-feature layer. The stacked
+            layer takes the per-feature layers' plans, frequency counting and
+            weights (when they are built): one gather per distinct width.
 
     Returns:
         A functional model on `{"dense": (batch, 13) float32, "categorical":
         (batch, F) int32}` giving click probabilities `(batch, 1)`.
     """
-    stacked_layer = _stacked_layer(embeddings, stacked)
+    stacked_layer = stack_embeddings(embeddings, stacked)
     num_features = (stacked_layer.num_features if stacked_layer is not None
                     else len(embeddings))
     dense = keras.Input(shape=(num_dense,), dtype="float32", name="dense")
@@ -162,20 +172,89 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
                        name="dlrm")
 
 
-def _stacked_layer(embeddings, stacked):
-    """The `StackedEmbedding` the DLRM uses, or None for per-feature layers."""
+def stack_embeddings(embeddings, stacked=None):
+    """The `StackedEmbedding` that `dlrm(embeddings, stacked=stacked)` uses
+    (named `"embeddings"`), or None where it keeps per-feature layers.
+
+    Make it first to set up things that need the layer before the model is
+    built (a `keras.distribution` layout map of its table paths, say), then
+    pass it to `dlrm`."""
     if isinstance(embeddings, StackedEmbedding):
+        if stacked is False:
+            raise ValueError(
+                "stacked=False needs one layer per feature; received one "
+                f"StackedEmbedding ({embeddings.name!r}).")
         return embeddings
-    if not stacked:
+    if stacked not in (None, True, False):
+        raise ValueError(f"`stacked` must be None, True or False. Received: {stacked!r}")
+    if stacked is False:
         return None
-    return StackedEmbedding.from_layers(list(embeddings), name="embeddings")
+    embeddings = list(embeddings)
+    reasons = [unstackable_reason(layer) for layer in embeddings]
+    if stacked is None and any(reasons):
+        return None
+    for layer, reason in zip(embeddings, reasons):
+        if reason:
+            raise ValueError(
+                f"stacked=True: layer {layer.name!r} cannot be stacked ({reason}); "
+                "pass stacked=False (or None to stack only when all layers can).")
+    if len({layer.output_dim for layer in embeddings}) != 1:
+        return None if stacked is None else StackedEmbedding.from_layers(embeddings)
+    return StackedEmbedding.from_layers(embeddings, name="embeddings")
+
+
+def unstackable_reason(layer):
+    """Why `layer` cannot become a feature of a `StackedEmbedding` (None when
+    it can): only plain `keras.layers.Embedding` and `MixedDimEmbedding`
+    layers with one id per feature and nothing the stacked layer would drop."""
+    if type(layer) is layers.Embedding:
+        if layer.embeddings_regularizer is not None or (
+                layer.embeddings_constraint is not None):
+            return "a regularizer or constraint on its table"
+        if layer.mask_zero:
+            return "mask_zero=True"
+        if getattr(layer, "lora_enabled", False) or getattr(
+                layer, "quantization_mode", None):
+            return "LoRA or quantized weights"
+        return None
+    if type(layer) is MixedDimEmbedding:
+        if layer.combiner is not None:
+            return f"combiner={layer.combiner!r} (bags of ids)"
+        if layer.plan.has_qr_blocks:
+            return "quotient-remainder blocks"
+        if any(x is not None for x in (
+                layer.embeddings_regularizer, layer.projection_regularizer,
+                layer.embeddings_constraint, layer.projection_constraint)):
+            return "a regularizer or constraint"
+        if layer.mask_zero:
+            return "mask_zero=True"
+        return None
+    return f"a {type(layer).__name__}, not an Embedding or MixedDimEmbedding"
 
 
 def embedding_summary(embeddings):
     """Parameters and bytes of the embedding layers: everything stored
-    (remaps, signatures, hash constants), a shared memory counted once."""
+    (remaps, signatures, hash constants), a shared memory counted once.
+
+    `embeddings` are per-feature layers or a `StackedEmbedding` (or a list
+    holding one). Unbuilt `Embedding` / `MixedDimEmbedding` layers (those a
+    stacked DLRM took its plans from) are counted from their plans."""
+    if isinstance(embeddings, StackedEmbedding):
+        embeddings = [embeddings]
     params, pools = 0, set()
     for layer in embeddings:
+        if isinstance(layer, StackedEmbedding):
+            params += _stacked_params(layer)
+            continue
+        if not layer.built and type(layer) in (layers.Embedding, MixedDimEmbedding):
+            plan = getattr(layer, "plan", None)
+            if plan is None:
+                params += layer.input_dim * layer.output_dim
+            else:
+                params += plan.params + (plan.input_dim if plan.remapped else 0)
+                if layer.count_frequencies:
+                    params += plan.input_dim
+            continue
         if isinstance(layer, HashedMemoryEmbedding) and layer.shared_memory:
             pool = layer._memory_layer
             if id(pool) not in pools:
@@ -184,3 +263,13 @@ def embedding_summary(embeddings):
             continue
         params += layer.count_params()
     return {"params": int(params), "bytes": int(embedding_bytes(embeddings))}
+
+
+def _stacked_params(layer):
+    """What `count_params` gives once built (remap and counts included)."""
+    if layer.built:
+        return layer.count_params()
+    params = (layer.plan_bytes - (4 * int(layer.input_dims.sum()) if layer.remapped
+                                  else 0)) // 4
+    params += int(layer.input_dims.sum()) if layer.remapped else 0
+    return params + int(np.sum(np.where(layer.counting, layer.input_dims, 0)))

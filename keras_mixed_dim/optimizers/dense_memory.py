@@ -2,7 +2,7 @@
 
 import keras
 
-EMBEDDING_CLASSES = ("Embedding", "MixedDimEmbedding")
+EMBEDDING_CLASSES = ("Embedding", "MixedDimEmbedding", "StackedEmbedding")
 
 
 def dense_memory_options(model, optimizer, approx_bits=None, low_rank=None,
@@ -18,8 +18,8 @@ def dense_memory_options(model, optimizer, approx_bits=None, low_rank=None,
         low_rank: `None` or a rank `k`: wrap the optimizer in
             `LowRankGradients(optimizer, rank=k, min_size=min_size)`, leaving
             out every variable of the model's embedding layers
-            (`keras.layers.Embedding`, `MixedDimEmbedding`, and any layer
-            with "embedding" in its name).
+            (`keras.layers.Embedding`, `MixedDimEmbedding`,
+            `StackedEmbedding`, and any layer with "embedding" in its name).
         min_size: Smallest kernel (entries) given a low-rank gradient.
 
     Returns:

@@ -155,3 +155,44 @@ def test_bad_inputs():
     sub(np.zeros((1, 2), "int32"))
     with pytest.raises(ValueError, match="subclassed"):
         compress_model(sub, {})
+
+
+def test_a_stacked_dlrm_compresses_as_its_per_feature_twin(tmp_path):
+    from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
+    from keras_mixed_dim.models.dlrm import dlrm
+
+    cards = [3000, 1200, 20]
+    keras.utils.set_random_seed(0)
+    layers = [keras.layers.Embedding(c, 8, name=f"embedding_{f}")
+              for f, c in enumerate(cards)]
+    per_feature = dlrm(layers, 8, bottom=(16,), top=(16,), stacked=False)
+    stacked = dlrm(layers, 8, bottom=(16,), top=(16,))  # takes the built tables
+    assert isinstance(stacked.get_layer("embeddings"), StackedEmbedding)
+    for layer in stacked.layers:
+        if layer.name.startswith(("bottom", "top", "probability")):
+            layer.set_weights(per_feature.get_layer(layer.name).get_weights())
+    rng = np.random.default_rng(0)
+    x = {"dense": rng.random((64, 13)).astype("float32"),
+         "categorical": rng.integers(0, cards, size=(64, 3)).astype("int32")}
+    counts = {f"embedding_{f}": counts_for(c, f) for f, c in enumerate(cards)}
+    for options in ({"budget": None, "alpha": 0}, {"budget": 0.5}):
+        ours, report = compress_model(stacked, counts, **options)
+        theirs, their_report = compress_model(per_feature, counts, **options)
+        # min_rows=1000 picks the two big features, by their feature names
+        assert [e.name for e in report.layers] == ["embedding_0", "embedding_1"]
+        assert [e.bytes_after for e in report.layers] == [
+            e.bytes_after for e in their_report.layers]
+        new_stacked = ours.get_layer("embeddings")
+        assert isinstance(new_stacked, StackedEmbedding)
+        for f in (0, 1):
+            assert new_stacked.plans[f] == theirs.get_layer(f"embedding_{f}").plan
+        assert new_stacked.plans[2] == stacked.get_layer("embeddings").plans[2]
+        np.testing.assert_allclose(ours.predict(x, verbose=0),
+                                   theirs.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+        if options["budget"] is None:  # alpha 0: exactly the original model
+            np.testing.assert_allclose(ours.predict(x, verbose=0),
+                                       stacked.predict(x, verbose=0), atol=1e-6)
+    path = tmp_path / "compressed.keras"
+    ours.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path).predict(x, verbose=0),
+                               ours.predict(x, verbose=0), atol=1e-6)

@@ -46,6 +46,29 @@ def test_jax_row_steps_under_model_and_data_parallel_match_one_device(run_python
 
 
 @pytest.mark.multiprocess
+def test_jax_layout_map_shards_stacked_tables_and_training_matches(run_python):
+    pytest.importorskip("jax", reason="the JAX backend needs the jax package")
+    out = run_python.last_json(run_python.program("jax_stacked_model_parallel.py",
+                                                  env={"JAX_PLATFORMS": "cpu"}))
+    assert out["devices"] == 4
+    # the regex `.*stacked_w.*_embeddings` split both stacked tables by rows
+    # (160 and 1160 rows: a quarter on each device) and nothing else
+    shards = out["shards"]
+    assert shards["stacked/stacked_w8_embeddings"] == [[40, 8]] * 4
+    assert shards["stacked/stacked_w4p_embeddings"] == [[290, 4]] * 4
+    assert shards["stacked/stacked_w4p_projections"] == [[2, 4, 8]] * 4
+    assert shards["stacked/remap"] == [[1320]] * 4
+    assert sorted(out["sharded_table_paths"]) == [
+        "stacked/stacked_w4p_embeddings", "stacked/stacked_w8_embeddings"]
+    # training, counting and re-ranking give what they give unsharded
+    np.testing.assert_allclose(out["model"], out["plain"], rtol=1e-4)
+    assert out["model"][-1] < out["model"][0]
+    np.testing.assert_allclose(out["out"], out["plain_out"], rtol=1e-4, atol=1e-5)
+    assert out["counts"] == out["plain_counts"] == 3 * 2048
+    assert out["moved"] == out["plain_moved"] and out["moved"][0] > 0
+
+
+@pytest.mark.multiprocess
 def test_mirrored_strategy_two_logical_cpus_matches_one_device(run_python):
     out = run_python.last_json(run_python.program("mirrored_two_cpus.py"))
     assert out["replicas"] == 2 and out["replicas_equal"]

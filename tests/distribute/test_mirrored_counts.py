@@ -24,3 +24,11 @@ def test_counts_are_exact_with_two_mirrored_replicas(run_python):
     ranks = np.array(out["remap"])
     by_rank = np.array(out["counts"])[np.argsort(ranks)]
     assert np.all(np.diff(by_rank) <= 0)
+    # a StackedEmbedding's counting feature counts exactly too, and re-ranks
+    stacked_ids = np.array(out["stacked_ids"])[:, 0]
+    stacked_ids = stacked_ids[(stacked_ids >= 0) & (stacked_ids < 50)]
+    np.testing.assert_array_equal(out["stacked_counts"],
+                                  2 * np.bincount(stacked_ids, minlength=50))
+    assert out["stacked_recounts"] == 2
+    by_rank = np.array(out["stacked_counts"])[np.argsort(out["stacked_remap"])]
+    assert np.all(np.diff(by_rank) <= 0)

@@ -5,6 +5,7 @@ import pathlib
 import keras
 import pytest
 from keras_mixed_dim import MixedDimEmbedding
+from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
@@ -27,6 +28,23 @@ def test_example_end_to_end_on_real_rows(shared_data, tmp_path, run_python):
     assert losses[-1] < losses[0]
     assert results["vocabulary_bytes"] > 0 and results["embedding_bytes"] > 0
     assert "val AUC" in result.stdout
+    assert results["stacked"] is True  # "block" tables stack by default
+    loaded = keras.models.load_model(model_path)
+    stacked = loaded.get_layer("embeddings")
+    assert isinstance(stacked, StackedEmbedding)
+    assert stacked.feature_names[2] == "embedding_2"
+    assert results["embedding_bytes"] == stacked.plan_bytes
+
+
+def test_example_per_feature_layout(tmp_path, run_python):
+    results_path, model_path = tmp_path / "r.json", tmp_path / "m.keras"
+    run_python(EXAMPLES / "criteo.py", "--synthetic-rows", "2000",
+               "--cardinality-scale", "0.0001", "--embedding", "block", "--epochs", "1",
+               "--batch-size", "256", "--bottom", "16", "--top", "16", "--dim", "4",
+               "--per-feature", "--verbose", "0", "--results-json", str(results_path),
+               "--save", str(model_path))
+    results = json.loads(results_path.read_text())
+    assert results["stacked"] is False
     loaded = keras.models.load_model(model_path)
     assert isinstance(loaded.get_layer("embedding_2"), MixedDimEmbedding)
 

@@ -17,6 +17,7 @@ import pytest
 
 from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo
 from keras_mixed_dim.export import export_for_serving
+from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 from keras_mixed_dim.models.dlrm import dlrm
 from keras_mixed_dim.models.dlrm import embedding_layers
 
@@ -24,7 +25,8 @@ from keras_mixed_dim.models.dlrm import embedding_layers
 # is expensive and would be built again on every worker that ran a test.
 pytestmark = pytest.mark.xdist_group("compressed_export")
 
-KINDS = ("qr", "md_qr", "hashing", "robe", "lma")
+# "stacked": the mixed-dimension ("block") tables in one StackedEmbedding
+KINDS = ("qr", "md_qr", "hashing", "robe", "lma", "stacked")
 CARDINALITIES = [3000, 200, 40]
 
 
@@ -56,14 +58,23 @@ def served(tmp_path_factory, run_python):
     uniform_bytes = sum(CARDINALITIES) * 8 * 4
     exports, arguments = {}, []
     for kind in KINDS:
-        embeddings = embedding_layers(CARDINALITIES, 8, kind,
-                                      budget_bytes=uniform_bytes / 8)
-        model = dlrm(embeddings, 8, bottom=(16,), top=(16,))
+        if kind == "stacked":
+            embeddings = embedding_layers(CARDINALITIES, 8, "block", block_min_rows=100)
+            model = dlrm(embeddings, 8, bottom=(16,), top=(16,), stacked=True)
+            assert isinstance(model.get_layer("embeddings"), StackedEmbedding)
+        else:
+            embeddings = embedding_layers(CARDINALITIES, 8, kind,
+                                          budget_bytes=uniform_bytes / 8)
+            model = dlrm(embeddings, 8, bottom=(16,), top=(16,))
         model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
         model.fit({"dense": dense, "categorical": categorical}, labels, epochs=1,
                   batch_size=128, verbose=0)
         report = export_for_serving(model, folder / "serving", f"dlrm_{kind}",
                                     output_names="probability")
+        if kind == "stacked":
+            # the stacked tables count as embedding bytes in the report
+            assert report.embedding_bytes == sum(
+                int(np.prod(w.shape)) * 4 for w in model.get_layer("embeddings").weights)
         expected = model.predict(requests, verbose=0).reshape(-1)
         inputs_path, outputs_path = folder / f"{kind}_in.npz", folder / f"{kind}_out.npz"
         np.savez(inputs_path, **requests)
@@ -89,3 +100,4 @@ def test_compressed_dlrm_serves_through_the_c_api(kind, served):
     np.testing.assert_allclose(outputs["probability"], expected, atol=1e-5)
     # a bad feed is an error, not a wrong answer
     assert report["errors"]["categorical"]["extra_axis"]
+

@@ -48,7 +48,10 @@ def criteo_model(tmp_path_factory):
                                              num_oov_buckets=OOV_BUCKETS, progress=False)
     embeddings = embedding_layers(list(vocabulary.sizes), 4, "block", num_blocks=2,
                                   block_min_rows=100)
-    model = dlrm(embeddings, 4, bottom=[8], top=[8])
+    # the stacked layout (one StackedEmbedding; its features keep the names
+    # embedding_<f> that the export's vocabulary check looks for)
+    model = dlrm(embeddings, 4, bottom=[8], top=[8], stacked=True)
+    assert model.get_layer("embeddings").feature_names[4] == "embedding_4"
     model.compile("adam", "binary_crossentropy", jit_compile=False)
     model.fit(criteo_dataset([data], vocabulary, 256), epochs=1, verbose=0)
     path = tmp / "dlrm.keras"

@@ -219,7 +219,7 @@ def test_dlrm_stacked_equals_per_feature():
          "categorical": rng.integers(0, cards, size=(32, 4)).astype("int32")}
     for mode in ("uniform", "block"):
         per_feature = dlrm(embedding_layers(cards, 8, mode, block_min_rows=1000), 8,
-                           bottom=(16,), top=(16,))
+                           bottom=(16,), top=(16,), stacked=False)
         expected = ops.convert_to_numpy(per_feature.predict(x, verbose=0))
         embeddings = [per_feature.get_layer(f"embedding_{f}") for f in range(4)]
         stacked = dlrm(embeddings, 8, bottom=(16,), top=(16,), stacked=True)

@@ -6,8 +6,10 @@ import pytest
 from keras_mixed_dim import MixedDimEmbedding
 from keras_mixed_dim.datasets.criteo.format import KAGGLE_CARDINALITIES
 from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo
+from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 from keras_mixed_dim.models.dlrm import dlrm
 from keras_mixed_dim.models.dlrm import embedding_layers
+from keras_mixed_dim.models.dlrm import embedding_summary
 from keras_mixed_dim.models.dlrm import table_dims
 from keras_mixed_dim.planning import md_solver
 
@@ -69,3 +71,75 @@ def test_dlrm_output_depends_on_every_feature():
         changed[0, f] += 1
         out = model.predict({"dense": dense, "categorical": changed}, verbose=0)
         assert not np.allclose(out, reference), f"feature {f} has no effect"
+
+
+@pytest.mark.parametrize("mode", ["uniform", "table", "block", "qr", "hashing"])
+def test_dlrm_stacks_the_features_by_default_where_it_can(mode):
+    cardinalities = [2000, 50, 7]
+    budget = None if mode in ("uniform", "table", "block") else 2000 * 8
+    embeddings = embedding_layers(cardinalities, 8, mode, block_min_rows=100,
+                                  budget_bytes=budget)
+    model = dlrm(embeddings, 8, bottom=(16,), top=(16,))
+    names = [layer.name for layer in model.layers]
+    if mode in ("uniform", "table", "block"):
+        stacked = model.get_layer("embeddings")
+        assert isinstance(stacked, StackedEmbedding)
+        assert not any(name.startswith("embedding_") for name in names)
+        assert stacked.feature_names == ("embedding_0", "embedding_1", "embedding_2")
+        for layer, plan in zip(embeddings, stacked.plans):
+            assert plan == getattr(layer, "plan", plan) and plan.input_dim == (
+                layer.input_dim)
+        # every id of every feature stored once, in the stacked tables
+        assert sum(int(t.shape[0]) for t in stacked.tables) == sum(cardinalities)
+    else:
+        # QR / hashing tables cannot be stacked: one layer per feature
+        assert "embeddings" not in names
+        assert [f"embedding_{f}" in names for f in range(3)] == [True] * 3
+        with pytest.raises(ValueError, match="'embedding_0' cannot be stacked"):
+            dlrm(embeddings, 8, bottom=(16,), top=(16,), stacked=True)
+    # stacked=False keeps one layer per feature
+    per_feature = dlrm(embedding_layers(cardinalities, 8, mode, block_min_rows=100,
+                                        budget_bytes=budget), 8, bottom=(16,),
+                       top=(16,), stacked=False)
+    assert [layer.name for layer in per_feature.layers
+            if layer.name.startswith("embedding")] == [
+                "embedding_0", "embedding_1", "embedding_2"]
+
+
+def test_stacked_default_starts_from_the_ranks_the_counts_give():
+    # unbuilt per-feature layers planned from counts rank their ids at build;
+    # the stacked layer made from them must start from the same ranks
+    cardinalities = [3000, 40]
+    counts = [np.random.default_rng(f).integers(1, 100, size=c)
+              for f, c in enumerate(cardinalities)]
+    embeddings = embedding_layers(cardinalities, 8, "block", counts=counts,
+                                  block_min_rows=1000)
+    assert embeddings[0].plan.remapped
+    model = dlrm(embeddings, 8, bottom=(16,), top=(16,))
+    stacked = model.get_layer("embeddings")
+    summary = embedding_summary(embeddings)
+    assert summary["bytes"] == embedding_summary(stacked)["bytes"] - 4 * 40  # identity remap
+    for layer in embeddings:
+        layer.build()
+    assert summary == embedding_summary(embeddings)  # unbuilt layers counted right
+    np.testing.assert_array_equal(stacked.feature_ranks(0),
+                                  keras.ops.convert_to_numpy(embeddings[0].remap))
+    np.testing.assert_array_equal(stacked.feature_ranks(1), np.arange(40))
+    assert embedding_summary(stacked)["params"] == stacked.count_params()
+
+
+def test_a_stacked_dlrm_recounts_each_feature():
+    from keras_mixed_dim import FrequencyRecount
+
+    cardinalities = [500, 30]
+    embeddings = [MixedDimEmbedding(500, 8, count_frequencies=True, num_blocks=3,
+                                    alpha=0.5, name="embedding_0"),
+                  keras.layers.Embedding(30, 8, name="embedding_1")]
+    model = dlrm(embeddings, 8, bottom=(16,), top=(16,))
+    assert model.get_layer("embeddings").counting_features == (0,)
+    dense, categorical, labels = SyntheticCriteo(1024, cardinalities, seed=0).arrays()
+    model.compile(keras.optimizers.Adam(3e-3), "binary_crossentropy")
+    history = model.fit({"dense": dense, "categorical": categorical}, labels, epochs=2,
+                        batch_size=256, verbose=0, callbacks=[FrequencyRecount()])
+    assert history.history["embedding_0_ids_moved"][0] > 0
+    assert "embedding_1_ids_moved" not in history.history

@@ -10,6 +10,8 @@ tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 from keras_mixed_dim import FrequencyRecount, MixedDimEmbedding
+from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
+from keras_mixed_dim.planning import Block, BlockPlan
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 ids = np.random.default_rng(0).integers(-2, 52, size=(96, 3)).astype("int32")
@@ -22,7 +24,24 @@ with strategy.scope():
 callback = FrequencyRecount()
 model.fit(ids, np.zeros((96, 1)), epochs=2, batch_size=16, verbose=0,
           callbacks=[callback])
+# the same counting in a StackedEmbedding: feature 0 counts, feature 1 not
+stacked_ids = np.stack([ids[:, 0], ids[:, 1] % 30], axis=1)
+with strategy.scope():
+    stacked = StackedEmbedding(
+        [BlockPlan(50, 4, [Block(0, 10, 4), Block(10, 50, 2)], remapped=True), 30], 4,
+        count_frequencies=[True, False], name="stacked")
+    inputs = keras.Input((2,), dtype="int32")
+    stacked_model = keras.Model(inputs, keras.layers.Dense(1)(
+        keras.layers.Flatten()(stacked(inputs))))
+    stacked_model.compile("adam", "mse")
+stacked_callback = FrequencyRecount()
+stacked_model.fit(stacked_ids, np.zeros((96, 1)), epochs=2, batch_size=16, verbose=0,
+                  callbacks=[stacked_callback])
 print(json.dumps({
+    "stacked_ids": stacked_ids.tolist(),
+    "stacked_counts": stacked.feature_counts(0).tolist(),
+    "stacked_recounts": len(stacked_callback.reports),
+    "stacked_remap": stacked.feature_ranks(0).tolist(),
     "replicas": strategy.num_replicas_in_sync,
     "counts": keras.ops.convert_to_numpy(layer.frequency_counts).tolist(),
     "ids": ids.tolist(),
