@@ -383,8 +383,8 @@ class StackedEmbedding(layers.Layer):
             self._count(ids, valid)
         ranks = ops.where(valid, ids, -1)
         if self.remap is not None:
-            starts = self._remap_starts().astype("int32")
-            positions = ops.where(valid, ids + starts, 0)
+            starts = ops.convert_to_tensor(self._remap_starts().astype("int32"))
+            positions = ops.where(valid, ops.add(ids, starts), 0)
             ranks = ops.where(valid, ops.take(self.remap, positions, axis=0), -1)
         outputs = self.lookup_ranks(ranks)
         return ops.cast(outputs, self.compute_dtype)
@@ -397,8 +397,8 @@ class StackedEmbedding(layers.Layer):
             valid = ops.take(valid, features, axis=-1)
         if self.mask_zero:
             valid = ops.logical_and(valid, ops.not_equal(ids, 0))
-        starts = self._count_starts()[features].astype("int32")
-        positions = ops.where(valid, ids + starts, 0)
+        starts = ops.convert_to_tensor(self._count_starts()[features].astype("int32"))
+        positions = ops.where(valid, ops.add(ids, starts), 0)
         add_lookup_counts(self.frequency_counts, ops.reshape(positions, (-1,)),
                           ops.reshape(valid, (-1,)), self.frequency_half_life)
 
@@ -413,8 +413,11 @@ class StackedEmbedding(layers.Layer):
             stop = np.asarray(group.stop, dtype="int32")
             member = ops.logical_and(ops.greater_equal(member_ranks, start),
                                      ops.less(member_ranks, stop))
-            rows = ops.where(member, member_ranks - start + np.asarray(
-                group.offset, dtype="int32"), 0)
+            # tensors, not numpy arrays: `tensor - ndarray` would go through
+            # numpy on PyTorch
+            shift = ops.convert_to_tensor(
+                np.asarray(group.offset, dtype="int32") - start)
+            rows = ops.where(member, ops.add(member_ranks, shift), 0)
             values = take_rows(table, rows)
             values = ops.where(ops.expand_dims(member, -1), values, 0.0)
             if projection is not None:
