@@ -69,6 +69,19 @@ def inference_ops(layer):
     return sum(op.type not in skipped for op in graph.get_operations())
 
 
+def model_ops(model, features, num_dense=13):
+    """Ops in the whole model's traced inference graph on id inputs (without
+    the string lookups, the same for every model), counted as above."""
+    import tensorflow as tf
+
+    call = tf.function(lambda dense, ids: model({"dense": dense, "categorical": ids},
+                                                training=False))
+    graph = call.get_concrete_function(tf.TensorSpec((None, num_dense), tf.float32),
+                                       tf.TensorSpec((None, features), tf.int32)).graph
+    skipped = {"Placeholder", "Const", "NoOp", "Identity", "ReadVariableOp"}
+    return sum(op.type not in skipped for op in graph.get_operations())
+
+
 def peak_rss_mib():
     import resource
 
@@ -168,6 +181,10 @@ def main():
     parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--work-dir")
+    parser.add_argument("--layouts", nargs="+", choices=("per_feature", "stacked"),
+                        default=["per_feature", "stacked"],
+                        help="one layer per feature, and/or one StackedEmbedding "
+                        "(dlrm's default)")
     parser.add_argument("--kaggle-vocabulary", action="store_true",
                         help="export with vocabularies at the full Kaggle cardinalities")
     parser.add_argument("--check-request", action="store_true",
@@ -192,36 +209,50 @@ def main():
     print(f"DLRM d={args.dim}, cardinalities x {args.scale} ({sum(cardinalities):,} ids), "
           f"string vocabularies in-graph; C API loader, {args.requests} requests "
           f"per cell, {os.cpu_count()} cores")
-    print(f"{'model':>8} {'emb MiB':>8} {'other MiB':>9} {'vocab MiB':>9} "
+    print(f"{'model':>16} {'emb MiB':>8} {'other MiB':>9} {'vocab MiB':>9} "
           f"{'variables/ MiB':>14} {'b1 p50 ms':>9} {'b1 p99':>7} {'b512 p50':>9} "
-          f"{'b512 p99':>9} {'ops/table':>10}")
+          f"{'b512 p99':>9} {'ops/model':>9} {'ops/table':>10}")
     rows = {}
-    for mode in ("uniform", "table"):
-        embeddings = embedding_layers(cardinalities, args.dim, mode, alpha=args.alpha)
-        model = dlrm(embeddings, args.dim, stacked=False)  # ops/table per layer
-        report = export_for_serving(model, work / "serving", f"dlrm_{mode}",
-                                    preprocess=CriteoPreprocessing(vocabulary),
-                                    output_names="probability")
-        timing = subprocess.run(
-            [sys.executable, str(CAPI_LATENCY), str(args.requests), str(inputs_path),
-             str(report.path)], capture_output=True, text=True, check=True)
-        latency = json.loads(timing.stdout.strip().splitlines()[-1])[str(report.path)]
-        rows[mode] = (report, latency)
-        ops = [inference_ops(layer) for layer in embeddings]
-        mib = 1 / 2**20
-        print(f"{mode:>8} {report.embedding_bytes * mib:>8.2f} "
-              f"{report.other_variable_bytes * mib:>9.2f} "
-              f"{report.vocabulary_bytes * mib:>9.2f} "
-              f"{report.variables_dir_bytes * mib:>14.2f} "
-              f"{latency['1'][0]:>9.2f} {latency['1'][1]:>7.2f} "
-              f"{latency['512'][0]:>9.2f} {latency['512'][1]:>9.2f} "
-              f"{min(ops):>4}-{max(ops):<5}", flush=True)
-    uniform, mixed = rows["uniform"], rows["table"]
-    print(f"variables/ uniform / MD: "
-          f"{uniform[0].variables_dir_bytes / mixed[0].variables_dir_bytes:.1f}x; "
-          f"MD / uniform p50 latency: batch 1 "
-          f"{mixed[1]['1'][0] / uniform[1]['1'][0]:.2f}x, batch 512 "
-          f"{mixed[1]['512'][0] / uniform[1]['512'][0]:.2f}x")
+    for layout in args.layouts:
+        for mode in ("uniform", "table"):
+            embeddings = embedding_layers(cardinalities, args.dim, mode, alpha=args.alpha)
+            model = dlrm(embeddings, args.dim, stacked=layout == "stacked")
+            name = mode if layout == "per_feature" else f"{mode}/stacked"
+            report = export_for_serving(model, work / "serving",
+                                        f"dlrm_{mode}_{layout}",
+                                        preprocess=CriteoPreprocessing(vocabulary),
+                                        output_names="probability")
+            timing = subprocess.run(
+                [sys.executable, str(CAPI_LATENCY), str(args.requests), str(inputs_path),
+                 str(report.path)], capture_output=True, text=True, check=True)
+            latency = json.loads(timing.stdout.strip().splitlines()[-1])[str(report.path)]
+            rows[name] = (report, latency)
+            per_table = ([inference_ops(layer) for layer in embeddings]
+                         if layout == "per_feature" else None)
+            mib = 1 / 2**20
+            print(f"{name:>16} {report.embedding_bytes * mib:>8.2f} "
+                  f"{report.other_variable_bytes * mib:>9.2f} "
+                  f"{report.vocabulary_bytes * mib:>9.2f} "
+                  f"{report.variables_dir_bytes * mib:>14.2f} "
+                  f"{latency['1'][0]:>9.2f} {latency['1'][1]:>7.2f} "
+                  f"{latency['512'][0]:>9.2f} {latency['512'][1]:>9.2f} "
+                  f"{model_ops(model, len(cardinalities)):>9} "
+                  + (f"{min(per_table):>4}-{max(per_table):<5}" if per_table else
+                     f"{'':>10}"), flush=True)
+    for suffix in ("", "/stacked"):
+        if f"uniform{suffix}" not in rows:
+            continue
+        uniform, mixed = rows[f"uniform{suffix}"], rows[f"table{suffix}"]
+        print(f"{suffix.strip('/') or 'per feature'}: variables/ uniform / MD: "
+              f"{uniform[0].variables_dir_bytes / mixed[0].variables_dir_bytes:.1f}x; "
+              f"MD / uniform p50 latency: batch 1 "
+              f"{mixed[1]['1'][0] / uniform[1]['1'][0]:.2f}x, batch 512 "
+              f"{mixed[1]['512'][0] / uniform[1]['512'][0]:.2f}x")
+    if "table/stacked" in rows and "uniform" in rows:
+        print(f"MD stacked / uniform per feature p50 latency: batch 1 "
+              f"{rows['table/stacked'][1]['1'][0] / rows['uniform'][1]['1'][0]:.2f}x, "
+              f"batch 512 "
+              f"{rows['table/stacked'][1]['512'][0] / rows['uniform'][1]['512'][0]:.2f}x")
 
 
 if __name__ == "__main__":

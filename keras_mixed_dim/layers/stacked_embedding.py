@@ -8,6 +8,7 @@ from keras import ops
 from keras import regularizers
 from keras import saving
 
+from keras_mixed_dim.backend import take_columns
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.layers.ids import is_host_array
 from keras_mixed_dim.layers.ids import sanitize_numpy_ids
@@ -408,11 +409,15 @@ class StackedEmbedding(layers.Layer):
         for group, table, projection in zip(self.groups, self.tables, self.projections):
             features = np.asarray(group.features)
             every_feature = np.array_equal(features, np.arange(self.num_features))
-            member_ranks = ranks if every_feature else ops.take(ranks, features, axis=-1)
+            member_ranks = ranks if every_feature else take_columns(ranks, features)
             start = np.asarray(group.start, dtype="int32")
             stop = np.asarray(group.stop, dtype="int32")
-            member = ops.logical_and(ops.greater_equal(member_ranks, start),
-                                     ops.less(member_ranks, stop))
+            # Ranks are in [-1, input_dim): a bound that every member's block
+            # meets anyway is skipped (one op less per group and request; the
+            # per-table MD plan's blocks span whole tables).
+            member = ops.greater_equal(member_ranks, np.maximum(start, 0))
+            if np.any(stop < self.input_dims[features]):
+                member = ops.logical_and(member, ops.less(member_ranks, stop))
             # tensors, not numpy arrays: `tensor - ndarray` would go through
             # numpy on PyTorch
             shift = ops.convert_to_tensor(
