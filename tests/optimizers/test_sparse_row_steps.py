@@ -90,10 +90,11 @@ def _assert_same(a, b, rtol=1e-5, atol=1e-6):
                                    rtol=rtol, atol=atol, err_msg=va.path)
 
 
-@pytest.mark.parametrize("kind", ["sgd", "adagrad", "adam"])
-@pytest.mark.parametrize("build", [_md_model, _stacked_model, _compressed_model],
-                         ids=["md", "stacked", "qr_hashing"])
-def test_row_steps_equal_the_dense_gradient_update(kind, build):
+@pytest.mark.parametrize("build,kind", [
+    (_md_model, "sgd"), (_md_model, "adagrad"), (_md_model, "adam"),
+    (_stacked_model, "adam"), (_compressed_model, "adagrad"),
+], ids=["md-sgd", "md-adagrad", "md-adam", "stacked-adam", "qr_hashing-adagrad"])
+def test_row_steps_equal_the_dense_gradient_update(build, kind):
     """The same weights and slots as SparseRowOptimizer on dense gradients;
     untouched rows and their slots bit-for-bit unchanged."""
     x, y = _data(3, build().inputs[0].shape[-1])
