@@ -1,4 +1,4 @@
-"""Trains one DLRM with SparseRowOptimizer plain, ModelParallel and
+"""Trains one stacked DLRM with SparseRowOptimizer plain, ModelParallel and
 DataParallel on 4 JAX host devices (the row train step under a
 keras.distribution); prints the weights' largest differences, the dense
 gradient warnings and the table shards as JSON."""
@@ -8,7 +8,7 @@ os.environ["KERAS_BACKEND"] = "jax"
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 import keras, numpy as np
 from keras_mixed_dim.distribute import jax_distribution, sharded_table_paths
-from keras_mixed_dim.models.dlrm import dlrm, embedding_layers
+from keras_mixed_dim.models.dlrm import dlrm, embedding_layers, stack_embeddings
 from keras_mixed_dim.optimizers import SparseRowOptimizer
 
 rng = np.random.default_rng(0)
@@ -22,10 +22,11 @@ y = rng.integers(0, 2, (n, 1)).astype("float32")
 def train(kind):
     keras.distribution.set_distribution(None)
     keras.utils.set_random_seed(0)
-    embeddings = embedding_layers([40_000, 500, 40], 4, "table")
+    # dlrm's default layout: one StackedEmbedding, made first for the layout map
+    embeddings = [stack_embeddings(embedding_layers([40_000, 500, 40], 4, "table"))]
     if kind:
         jax_distribution(kind, embeddings)
-    model = dlrm(embeddings, 4, bottom=(8,), top=(8,), num_dense=2)
+    model = dlrm(embeddings[0], 4, bottom=(8,), top=(8,), num_dense=2, stacked=True)
     model.compile(SparseRowOptimizer(keras.optimizers.Adam(0.01), table_optimizer="adam",
                                      learning_rate=0.1), "binary_crossentropy")
     with warnings.catch_warnings(record=True) as caught:
