@@ -78,11 +78,12 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
     deduplicated with `tf.unique`, rows written with `scatter_update`), so a
     step's cost depends on the batch only, also under `MirroredStrategy` and
     `MultiWorkerMirroredStrategy` (the rows of the global batch, updated
-    once with the replicas' summed gradient on every copy). On JAX and PyTorch a gather's
-    gradient is already a dense array; the update is masked to the rows with
-    a non-zero gradient, which keeps the semantics (untouched rows and slots
-    unchanged, row-wise slot memory) but still costs in proportion to the
-    table.
+    once with the replicas' summed gradient on every copy). On JAX and
+    PyTorch the package's models (and any model passed to
+    `enable_sparse_row_steps`) differentiate with respect to the gathered
+    rows and hand this optimizer `RowGradient`s; a plain dense gradient is
+    masked to its non-zero rows instead (the same results, at a cost in
+    proportion to the table, with a warning).
 
     Example:
 
