@@ -90,10 +90,11 @@ def _assert_same(a, b, rtol=1e-5, atol=1e-6):
                                    rtol=rtol, atol=atol, err_msg=va.path)
 
 
+# each table optimizer once; the MD model has masked placeholder rows, which
+# lazy Adam must leave alone
 @pytest.mark.parametrize("build,kind", [
-    (_md_model, "sgd"), (_md_model, "adagrad"), (_md_model, "adam"),
-    (_stacked_model, "adam"), (_compressed_model, "adagrad"),
-], ids=["md-sgd", "md-adagrad", "md-adam", "stacked-adam", "qr_hashing-adagrad"])
+    (_md_model, "adam"), (_stacked_model, "sgd"), (_compressed_model, "adagrad"),
+], ids=["md-adam", "stacked-sgd", "qr_hashing-adagrad"])
 def test_row_steps_equal_the_dense_gradient_update(build, kind):
     """The same weights and slots as SparseRowOptimizer on dense gradients;
     untouched rows and their slots bit-for-bit unchanged."""
@@ -165,16 +166,16 @@ def test_row_gradient_needs_indices_and_values_together():
         RowGradient(values=np.zeros((2, 3), "float32"))
 
 
-@pytest.mark.parametrize("stacked", [False, True], ids=["per_feature", "stacked"])
-def test_package_models_take_the_row_step(stacked):
+def test_package_models_take_the_row_step():
     """`dlrm()` returns an IdSafeModel, whose step is the row step: the same
-    weights as Keras's step, without a dense table gradient."""
+    weights as Keras's step, without a dense table gradient (its default
+    stacked layout; per-feature MD layers are the first test's)."""
     from keras_mixed_dim.models.dlrm import dlrm
     from keras_mixed_dim.models.dlrm import embedding_layers
 
     def build():
         return dlrm(embedding_layers([30_000, 500, 40], 4, "table"), 4, bottom=(8,),
-                    top=(8,), num_dense=2, stacked=stacked)
+                    top=(8,), num_dense=2)  # stacked: the default
 
     rng = np.random.default_rng(0)
     x = {"dense": rng.random((2 * BATCH, 2)).astype("float32"),
