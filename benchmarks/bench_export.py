@@ -58,28 +58,31 @@ def vocabulary_for(cardinalities):
     return CriteoVocabulary(tuple(tokens), counts, tuple(0 for _ in tokens), 1)
 
 
-def inference_ops(layer):
-    """Ops in the layer's traced inference graph, without constants,
-    placeholders and variable reads: the per-request work it schedules."""
-    import tensorflow as tf
-
-    call = tf.function(lambda ids: layer(ids, training=False))
-    graph = call.get_concrete_function(tf.TensorSpec((None,), tf.int32)).graph
+def _scheduled_ops(graph):
+    """Ops in a traced inference graph without constants, placeholders and
+    variable reads: the per-request work it schedules."""
     skipped = {"Placeholder", "Const", "NoOp", "Identity", "ReadVariableOp"}
     return sum(op.type not in skipped for op in graph.get_operations())
 
 
+def inference_ops(layer):
+    """Scheduled ops of one embedding layer's inference graph."""
+    import tensorflow as tf
+
+    call = tf.function(lambda ids: layer(ids, training=False))
+    return _scheduled_ops(call.get_concrete_function(tf.TensorSpec((None,), tf.int32)).graph)
+
+
 def model_ops(model, features, num_dense=13):
-    """Ops in the whole model's traced inference graph on id inputs (without
-    the string lookups, the same for every model), counted as above."""
+    """Scheduled ops of the whole model on id inputs (without the string
+    lookups, the same for every model)."""
     import tensorflow as tf
 
     call = tf.function(lambda dense, ids: model({"dense": dense, "categorical": ids},
                                                 training=False))
-    graph = call.get_concrete_function(tf.TensorSpec((None, num_dense), tf.float32),
-                                       tf.TensorSpec((None, features), tf.int32)).graph
-    skipped = {"Placeholder", "Const", "NoOp", "Identity", "ReadVariableOp"}
-    return sum(op.type not in skipped for op in graph.get_operations())
+    return _scheduled_ops(call.get_concrete_function(
+        tf.TensorSpec((None, num_dense), tf.float32),
+        tf.TensorSpec((None, features), tf.int32)).graph)
 
 
 def peak_rss_mib():

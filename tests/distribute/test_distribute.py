@@ -13,12 +13,17 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
+
+def run_jax_program(run_python, name):
+    """Runs a program of tests/programs on 4 JAX host devices; its JSON."""
+    pytest.importorskip("jax", reason="the JAX backend needs the jax package")
+    out = run_python.last_json(run_python.program(name, env={"JAX_PLATFORMS": "cpu"}))
+    assert out["devices"] == 4
+    return out
+
 @pytest.mark.multiprocess
 def test_jax_model_parallel_shards_rows_and_matches_unsharded(run_python):
-    pytest.importorskip("jax", reason="the JAX backend needs the jax package")
-    out = run_python.last_json(run_python.program("jax_model_parallel.py",
-                                                  env={"JAX_PLATFORMS": "cpu"}))
-    assert out["devices"] == 4
+    out = run_jax_program(run_python, "jax_model_parallel.py")
     np.testing.assert_allclose(out["model"], out["plain"], rtol=1e-4)
     np.testing.assert_allclose(out["data"], out["plain"], rtol=1e-4)
     # each device holds a quarter of each sharded table's rows
@@ -33,10 +38,7 @@ def test_jax_model_parallel_shards_rows_and_matches_unsharded(run_python):
 def test_jax_row_steps_under_model_and_data_parallel_match_one_device(run_python):
     """SparseRowOptimizer's row train step under a keras.distribution: the
     same weights as on one device, tables sharded, no dense table gradient."""
-    pytest.importorskip("jax", reason="the JAX backend needs the jax package")
-    out = run_python.last_json(run_python.program("jax_row_steps_parallel.py",
-                                                  env={"JAX_PLATFORMS": "cpu"}))
-    assert out["devices"] == 4
+    out = run_jax_program(run_python, "jax_row_steps_parallel.py")
     assert out["dense_warnings"] == []
     assert out["model"] < 1e-5 and out["data"] < 1e-5, out
     shards = out["model_shards"]
@@ -47,10 +49,7 @@ def test_jax_row_steps_under_model_and_data_parallel_match_one_device(run_python
 
 @pytest.mark.multiprocess
 def test_jax_layout_map_shards_stacked_tables_and_training_matches(run_python):
-    pytest.importorskip("jax", reason="the JAX backend needs the jax package")
-    out = run_python.last_json(run_python.program("jax_stacked_model_parallel.py",
-                                                  env={"JAX_PLATFORMS": "cpu"}))
-    assert out["devices"] == 4
+    out = run_jax_program(run_python, "jax_stacked_model_parallel.py")
     # the regex `.*stacked_w.*_embeddings` split both stacked tables by rows
     # (160 and 1160 rows: a quarter on each device) and nothing else
     shards = out["shards"]

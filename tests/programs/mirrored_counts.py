@@ -14,29 +14,33 @@ from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 from keras_mixed_dim.planning import Block, BlockPlan
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+def train(layer, ids):
+    """A model of `layer` built in the strategy's scope, fitted with
+    FrequencyRecount; returns the callback."""
+    with strategy.scope():
+        inputs = keras.Input((ids.shape[1],), dtype="int32")
+        model = keras.Model(inputs, keras.layers.Dense(1)(
+            keras.layers.Flatten()(layer(inputs))))
+        model.compile("adam", "mse")
+    callback = FrequencyRecount()
+    model.fit(ids, np.zeros((len(ids), 1)), epochs=2, batch_size=16, verbose=0,
+              callbacks=[callback])
+    return callback
+
+
 ids = np.random.default_rng(0).integers(-2, 52, size=(96, 3)).astype("int32")
 with strategy.scope():
     layer = MixedDimEmbedding(50, 4, count_frequencies=True, name="items")
-    inputs = keras.Input((3,), dtype="int32")
-    model = keras.Model(inputs, keras.layers.Dense(1)(
-        keras.layers.Flatten()(layer(inputs))))
-    model.compile("adam", "mse")
-callback = FrequencyRecount()
-model.fit(ids, np.zeros((96, 1)), epochs=2, batch_size=16, verbose=0,
-          callbacks=[callback])
+callback = train(layer, ids)
 # the same counting in a StackedEmbedding: feature 0 counts, feature 1 not
 stacked_ids = np.stack([ids[:, 0], ids[:, 1] % 30], axis=1)
 with strategy.scope():
     stacked = StackedEmbedding(
         [BlockPlan(50, 4, [Block(0, 10, 4), Block(10, 50, 2)], remapped=True), 30], 4,
         count_frequencies=[True, False], name="stacked")
-    inputs = keras.Input((2,), dtype="int32")
-    stacked_model = keras.Model(inputs, keras.layers.Dense(1)(
-        keras.layers.Flatten()(stacked(inputs))))
-    stacked_model.compile("adam", "mse")
-stacked_callback = FrequencyRecount()
-stacked_model.fit(stacked_ids, np.zeros((96, 1)), epochs=2, batch_size=16, verbose=0,
-                  callbacks=[stacked_callback])
+stacked_callback = train(stacked, stacked_ids)
 print(json.dumps({
     "stacked_ids": stacked_ids.tolist(),
     "stacked_counts": stacked.feature_counts(0).tolist(),
