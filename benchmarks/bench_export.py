@@ -2,7 +2,8 @@
 
 Builds both models on Kaggle cardinalities times `--scale` (same
 architecture, d=16; MD per table at alpha 0.3), with string vocabularies of
-hex values like Criteo's, exports each with `export_criteo`, then times
+hex values like Criteo's, exports each with `export_for_serving`
+and `CriteoPreprocessing`, then times
 requests in a separate process that loads the SavedModels through the
 TensorFlow C API (no TensorFlow Python package): p50 / p99 latency for
 batch 1 and batch 512. Prints the export sizes split into embedding tables,

@@ -8,10 +8,6 @@ numpy code that never import Keras themselves.
 
 __version__ = "0.2.0"
 
-from keras_mixed_dim import _moved  # noqa: E402
-
-_moved.install()
-
 from keras_mixed_dim.frequency import FrequencyRecount  # noqa: E402
 from keras_mixed_dim.layers import ApproxActivationDense  # noqa: E402
 from keras_mixed_dim.layers import DotInteraction  # noqa: E402

@@ -7,8 +7,6 @@ function, as a versioned TF Serving folder; `write_models_config` writes
 `keras_mixed_dim.datasets.movielens.preprocessing`).
 """
 
-import warnings
-
 from keras_mixed_dim.export.config import models_config_text
 from keras_mixed_dim.export.config import write_models_config
 from keras_mixed_dim.export.savedmodel import ExportReport
@@ -17,23 +15,6 @@ from keras_mixed_dim.export.versions import MAX_VERSION
 from keras_mixed_dim.export.versions import clean_stale_partials
 from keras_mixed_dim.export.versions import write_version
 from keras_mixed_dim.export.warmup import write_warmup_requests
-
-# Old names, now with their datasets; removed in 0.4.
-_MOVED = {
-    "export_criteo": "keras_mixed_dim.datasets.criteo.preprocessing",
-    "export_movielens": "keras_mixed_dim.datasets.movielens.preprocessing",
-}
-
-
-def __getattr__(name):
-    if name in _MOVED:
-        import importlib
-
-        warnings.warn(f"keras_mixed_dim.export.{name} moved to {_MOVED[name]}; "
-                      "prefer export_for_serving.", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 __all__ = [
     "ExportReport",

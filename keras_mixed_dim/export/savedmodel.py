@@ -261,10 +261,3 @@ def export_for_serving(model, base, name, preprocess=None, input_signature=None,
         (path / "saved_model.pb").stat().st_size,
         _directory_bytes(path / "assets"))
 
-
-def __getattr__(name):
-    # `from keras_mixed_dim.export.savedmodel import export_criteo` (0.1):
-    # the dataset-specific exports now live with their datasets.
-    from keras_mixed_dim import export
-
-    return export.__getattr__(name)

@@ -157,19 +157,17 @@ def test_subclassed_model_needs_a_signature(tmp_path):
     np.testing.assert_allclose(out["output_0"].numpy(), [[2.0, 4.0]])
 
 
-def test_old_export_names_still_work_with_a_warning(trained, tmp_path):
-    import keras_mixed_dim.export as export
+def test_movielens_preprocessing_maps_raw_ids_in_the_export(tmp_path):
+    from keras_mixed_dim.datasets.movielens.preprocessing import MovieLensPreprocessing
 
-    with pytest.warns(DeprecationWarning, match="export_movielens moved"):
-        export_movielens = export.export_movielens
-    model, _ = trained
     ids = keras.Input(shape=(), dtype="int32", name="user")
     items = keras.Input(shape=(), dtype="int32", name="item")
     table = keras.layers.Embedding(5, 2)
     mf = keras.Model({"user": ids, "item": items},
                      keras.layers.Dot(axes=-1)([table(ids), table(items)]))
-    with pytest.warns(DeprecationWarning, match="export_for_serving"):
-        report = export_movielens(mf, tmp_path, "mf", [10, 20, 30, 40], [10, 20, 30, 40])
+    report = export_for_serving(
+        mf, tmp_path, "mf", output_names="rating",
+        preprocess=MovieLensPreprocessing([10, 20, 30, 40], [10, 20, 30, 40]))
     loaded = tf.saved_model.load(str(report.path))
     out = loaded.signatures["serving_default"](
         user_id=tf.constant([10, 99], tf.int64), item_id=tf.constant([20, 40], tf.int64))

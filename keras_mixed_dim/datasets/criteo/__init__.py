@@ -18,19 +18,6 @@ from keras_mixed_dim.datasets.criteo.vocabulary import CriteoVocabulary
 from keras_mixed_dim.datasets.criteo.vocabulary import build_or_load_vocabulary
 from keras_mixed_dim.datasets.criteo.vocabulary import count_values
 
-# The tf.data names of the old `keras_mixed_dim.datasets.criteo` module,
-# resolved on first use so that importing this package needs no TensorFlow.
-_TENSORFLOW_NAMES = ("CriteoLookup", "CriteoPreprocessing", "criteo_dataset", "parse_lines")
-
-
-def __getattr__(name):
-    if name in _TENSORFLOW_NAMES:
-        from keras_mixed_dim.datasets.criteo import pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "CATEGORICAL_NAMES",
     "CriteoVocabulary",

@@ -144,17 +144,3 @@ class CriteoPreprocessing(tf.Module):
                 line = file.readline()
             first.append(line.split(b"\t", 1)[0] if line else b"")
         return {"dense": dense, "categorical": np.array([first] * batch, dtype=object)}
-
-
-def export_criteo(model, base, name, vocabulary=None, version=None, warmup=None):
-    """Deprecated: use `keras_mixed_dim.export.export_for_serving` with
-    `CriteoPreprocessing(vocabulary)` (this does exactly that)."""
-    import warnings
-
-    from keras_mixed_dim.export import export_for_serving
-
-    warnings.warn("export_criteo is deprecated; use export_for_serving(model, base, "
-                  "name, preprocess=CriteoPreprocessing(vocabulary), "
-                  "output_names='probability').", DeprecationWarning, stacklevel=2)
-    return export_for_serving(model, base, name, preprocess=CriteoPreprocessing(vocabulary),
-                              output_names="probability", version=version, warmup=warmup)

@@ -74,20 +74,3 @@ def _plain(source):
         return source
     return [t.decode() if isinstance(t, bytes) else t.item() if hasattr(t, "item")
             else t for t in source]
-
-
-def export_movielens(model, base, name, users, items, version=None, warmup=None):
-    """Deprecated: use `keras_mixed_dim.export.export_for_serving` with
-    `MovieLensPreprocessing(users, items)` (this does exactly that)."""
-    import warnings
-
-    from keras_mixed_dim.export import export_for_serving
-
-    warnings.warn("export_movielens is deprecated; use export_for_serving(model, base, "
-                  "name, preprocess=MovieLensPreprocessing(users, items), "
-                  "output_names='rating').", DeprecationWarning, stacklevel=2)
-    return export_for_serving(model, base, name,
-                              preprocess=MovieLensPreprocessing(users, items),
-                              output_names="rating", version=version,
-                              warmup=None if warmup is None else
-                              {k: np.asarray(v) for k, v in warmup.items()})
