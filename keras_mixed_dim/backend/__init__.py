@@ -22,6 +22,54 @@ def dense_gradient(x):
     return tf_dense(x)
 
 
+def residual_gradient(forward, backward, *operands):
+    """`forward(*operands)` whose backward pass keeps only chosen residuals.
+
+    Args:
+        forward: Function of the operands returning `(outputs, residuals)`,
+            `residuals` a tuple of tensors (or None entries).
+        backward: Function `(upstream, residuals)` returning one gradient per
+            operand (None where an operand gets none).
+        *operands: The tensors to differentiate with respect to.
+
+    Returns:
+        `outputs` of `forward`, differentiable through `backward`.
+
+    Example:
+
+    >>> def forward(x):
+    ...     return x * x, (x,)
+    >>> def backward(upstream, residuals):
+    ...     return (2.0 * residuals[0] * upstream,)
+    >>> y = residual_gradient(forward, backward, keras.ops.ones((2,)))
+
+    On TensorFlow and JAX this is `keras.ops.custom_gradient`, whose gradient
+    function already closes over only what it uses. PyTorch's saves every
+    input, so there a `torch.autograd.Function` keeps just the residuals.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        from keras_mixed_dim.backend.torch.residual_gradient import residual_gradient as torch_rg
+
+        return torch_rg(forward, backward, *operands)
+
+    def op(*args):
+        outputs, residuals = forward(*args)
+
+        def grad(*upstream, **unused):
+            grads = backward(upstream[0], residuals)
+            return tuple(keras.ops.zeros_like(a) if g is None else g
+                         for a, g in zip(args, grads))
+
+        return outputs, grad
+
+    if backend == "tensorflow":
+        from keras_mixed_dim.backend.tensorflow.gradients import read_variables
+
+        operands = read_variables(operands)
+    return keras.ops.custom_gradient(op)(*operands)
+
+
 def take_rows(table, rows):
     """`ops.take(table, rows, axis=0)` for a table variable, reading only
     `rows` on every backend.

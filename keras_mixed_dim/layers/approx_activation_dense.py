@@ -8,17 +8,16 @@ exactly, one bit per output value, so the gradient with respect to the
 layer's input is the exact one; only the kernel gradient sees the
 quantized input.
 
-Backends: TensorFlow and JAX go through `keras.ops.custom_gradient`, whose
-gradient function closes over only the codes, the bit mask and the kernel.
-On PyTorch the generic `keras.ops.custom_gradient` saves every full-precision
-input of the function, so this module uses its own `torch.autograd.Function`
-(backend-specific code, imported only when the backend is torch) that saves
-the same compressed tensors.
+The backward pass keeps only the codes, the bit mask, the kernel and the
+range, on every backend (`keras_mixed_dim.backend.residual_gradient`: on
+PyTorch `keras.ops.custom_gradient` would save every full-precision input).
 """
 
 import keras
 import numpy as np
 from keras import ops
+
+from keras_mixed_dim.backend import residual_gradient
 
 _MASKED_ACTIVATIONS = ("relu", "leaky_relu")
 
@@ -302,75 +301,24 @@ class ApproxActivationDense(keras.layers.Layer):
 
 def _approx_dense(x, kernel, bias, lo, hi, bits, activation, negative_slope):
     """`activation(x @ kernel + bias)` on 2-D `x`, keeping K-bit `x` for backprop."""
-    if keras.backend.backend() == "torch":
-        return _torch_approx_dense(x, kernel, bias, lo, hi, bits, activation,
-                                   negative_slope)
     in_channels = x.shape[-1]
     has_bias = bias is not None
-
-    def op(x, kernel, bias, lo, hi):
-        y, saved = _forward(x, kernel, bias if has_bias else None, lo, hi, bits,
-                            activation, negative_slope)
-
-        def grad(*upstream, **unused):
-            dy = upstream[0]
-            dx, dkernel, dbias = _backward(dy, saved, kernel, lo, hi, bits, activation,
-                                           negative_slope, in_channels, has_bias)
-            if dbias is None:
-                dbias = ops.zeros_like(bias)
-            return dx, dkernel, dbias, ops.zeros_like(lo), ops.zeros_like(hi)
-
-        return y, grad
-
     if bias is None:
         # a dummy operand keeps one signature for both cases
         bias = ops.zeros((kernel.shape[-1],), dtype=kernel.dtype)
-    operands = (x, kernel, bias, lo, hi)
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
 
-        # Variables read inside a tf.custom_gradient must be returned as
-        # `variables` gradients; reading them here makes them plain inputs.
-        operands = tuple(tf.identity(t) for t in operands)
-    return ops.custom_gradient(op)(*operands)
+    def forward(x, kernel, bias, lo, hi):
+        y, (codes, mask) = _forward(x, kernel, bias if has_bias else None, lo, hi,
+                                    bits, activation, negative_slope)
+        return y, (codes, mask, kernel, lo, hi)
 
+    def backward(dy, residuals):
+        codes, mask, kernel, lo, hi = residuals
+        dx, dkernel, dbias = _backward(dy, (codes, mask), kernel, lo, hi, bits,
+                                       activation, negative_slope, in_channels, has_bias)
+        return dx, dkernel, dbias, None, None
 
-_TORCH_FUNCTION = None
-
-
-def _torch_approx_dense(x, kernel, bias, lo, hi, bits, activation, negative_slope):
-    # Backend-specific: keras.ops.custom_gradient on torch saves all inputs.
-    global _TORCH_FUNCTION
-    if _TORCH_FUNCTION is None:
-        import torch
-
-        class ApproxDenseFunction(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, x, kernel, bias, lo, hi, bits, activation, slope):
-                y, (codes, mask) = _forward(x, kernel, bias, lo, hi, bits,
-                                            activation, slope)
-                ctx.has_mask = mask is not None
-                ctx.has_bias = bias is not None
-                ctx.config = (bits, activation, slope, x.shape[-1])
-                saved = [codes, kernel, lo, hi]
-                if mask is not None:
-                    saved.append(mask)
-                ctx.save_for_backward(*saved)
-                return y
-
-            @staticmethod
-            def backward(ctx, dy):
-                codes, kernel, lo, hi, *rest = ctx.saved_tensors
-                mask = rest[0] if ctx.has_mask else None
-                bits, activation, slope, channels = ctx.config
-                dx, dkernel, dbias = _backward(dy, (codes, mask), kernel, lo, hi, bits,
-                                               activation, slope, channels,
-                                               ctx.has_bias)
-                return dx, dkernel, dbias, None, None, None, None, None
-
-        _TORCH_FUNCTION = ApproxDenseFunction
-    return _TORCH_FUNCTION.apply(x, kernel, bias, lo, hi, bits, activation,
-                                 negative_slope)
+    return residual_gradient(forward, backward, x, kernel, bias, lo, hi)
 
 
 _DENSE_ARGS = ("units", "activation", "use_bias", "kernel_initializer",

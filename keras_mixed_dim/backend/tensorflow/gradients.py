@@ -1,4 +1,5 @@
-"""A dense gradient for gathered tables (TensorFlow-only module)."""
+"""Gradient helpers: a dense gradient for gathered tables, variable reads
+for custom gradients (TensorFlow-only module)."""
 
 import tensorflow as tf
 
@@ -20,3 +21,13 @@ def dense_gradient(x):
         return tf.identity(value), gradient
 
     return identity(x)
+
+
+def read_variables(operands):
+    """The operands as plain tensors.
+
+    A variable read inside a `tf.custom_gradient` must have its gradient
+    returned through the `variables` argument; reading every operand first
+    makes them ordinary inputs of the function.
+    """
+    return tuple(tf.identity(t) for t in operands)
