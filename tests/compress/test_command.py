@@ -164,6 +164,14 @@ def test_command_converts_a_stacked_dlrm(tmp_path):
     assert got.get_layer("embeddings").plans[0].num_blocks > 1
     np.testing.assert_allclose(got.predict(x, verbose=0),
                                expected.predict(x, verbose=0), atol=1e-6)
+    # the documented compress-then-int8 path, for the default layout
+    results = compress_command().main([
+        "--model", str(tmp_path / "dlrm.keras"), "--counts",
+        str(tmp_path / "dlrm.npz"), "--budget", "0.5", "--quantize", "int8",
+        "--out", str(out)])
+    quantized = keras.saving.load_model(out).get_layer("embeddings")
+    assert type(quantized).__name__ == "QuantizedStackedEmbedding"
+    assert results["bytes_quantized"] == quantized.plan_bytes
 
 
 def test_command_counts_file_errors_are_one_line(trained, tmp_path):
