@@ -226,6 +226,17 @@ MUTANTS += [
            'if "\\t" in text or "\\n" in text or "\\r" in text:',
            'if "\\t" in text or "\\n" in text:',
            ["tests/datasets/test_vocabulary_files.py"]),
+    # and of issue 21's fixes
+    Mutant("quantized-stacked-scale-ignored",
+           "keras_mixed_dim/layers/quantized_stacked_embedding.py",
+           "values = ops.divide(values, ops.expand_dims(ops.take(scale, rows, axis=0), -1))",
+           "values = values", ["tests/layers/test_quantized_stacked_embedding.py"]),
+    Mutant("model-partials-of-dead-writers-kept", IO_UTILS,
+           "if partial_is_stale(candidate, host, pid, now):", "if False:",
+           ["tests/test_io_utils.py"]),
+    Mutant("criteo-gzip-undetected", "keras_mixed_dim/datasets/criteo/format.py",
+           "return file.read(2) == GZIP_MAGIC", "return False",
+           ["tests/datasets/criteo/test_vocabulary.py"]),
 ]
 
 

@@ -41,6 +41,16 @@ def is_gzip(path):
         return file.read(2) == GZIP_MAGIC
 
 
+def open_text(path):
+    """`path` opened for reading UTF-8 lines, through gzip when it is
+    gzip-compressed (see `is_gzip`)."""
+    import gzip
+
+    if is_gzip(path):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
 def line_pattern(has_label=True):
     """The regular expression a whole valid line matches."""
     return LABELED_LINE if has_label else UNLABELED_LINE
