@@ -11,7 +11,8 @@ Per-id counts come from `--data`, a MovieLens folder or ratings file for an
 MF / NCF model saved by `examples/movielens.py --save` (ids are encoded with
 the `STEM.vocab/` set saved beside the model, and counted on the training
 split that example uses), or from `--counts`, an `.npz` file with one array
-per Embedding layer name. With `--data`, the test MSE is printed before and
+per Embedding layer name (for a stacked DLRM, per feature name of its
+`StackedEmbedding`, e.g. `embedding_0`). With `--data`, the test MSE is printed before and
 after conversion, and `--fine-tune-epochs` trains the converted model on the
 training split. Outputs are written atomically: `OUT`, `OUT_STEM.vocab/`
 (the vocabularies, bound to `OUT` for `export/export_model.py`) and

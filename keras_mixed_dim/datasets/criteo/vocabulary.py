@@ -10,9 +10,9 @@ import collections
 import dataclasses
 import gzip
 import hashlib
-import zlib
 import os
 import pathlib
+import zlib
 
 import warnings
 
