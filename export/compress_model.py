@@ -11,7 +11,8 @@ Per-id counts come from `--data`, a MovieLens folder or ratings file for an
 MF / NCF model saved by `examples/movielens.py --save` (ids are encoded with
 the `STEM.vocab/` set saved beside the model, and counted on the training
 split that example uses), or from `--counts`, an `.npz` file with one array
-per Embedding layer name. With `--data`, the test MSE is printed before and
+per Embedding layer name (for a stacked DLRM, per feature name of its
+`StackedEmbedding`, e.g. `embedding_0`). With `--data`, the test MSE is printed before and
 after conversion, and `--fine-tune-epochs` trains the converted model on the
 training split. Outputs are written atomically: `OUT`, `OUT_STEM.vocab/`
 (the vocabularies, bound to `OUT` for `export/export_model.py`) and
@@ -133,6 +134,7 @@ def main(argv=None):
     import keras_mixed_dim.layers  # noqa: F401  (registers the custom layers)
     from keras_mixed_dim.compress import compress_model
     from keras_mixed_dim.compress import embedding_layers
+    from keras_mixed_dim.compress.model import stacked_uniform_features
     from keras_mixed_dim.io_utils import atomic_save_model
     from keras_mixed_dim.io_utils import atomic_write_json
     from keras_mixed_dim.io_utils import load_model_file
@@ -143,17 +145,36 @@ def main(argv=None):
         model = load_model_file(args.model)
     except ValueError as error:  # a truncated or damaged .keras file
         raise SystemExit(f"error: {error}") from None
-    embeddings = embedding_layers(model)
-    if not embeddings:
+    # (name, rows, width) of every table compress_model can convert: the
+    # Embedding layers and the uniform features of stacked layers (a stacked
+    # DLRM's, the default layout), named by their feature names
+    tables = {layer.name: (layer.input_dim, layer.output_dim)
+              for layer in embedding_layers(model)}
+    for name, (layer, f) in stacked_uniform_features(model).items():
+        tables.setdefault(name, (int(layer.input_dims[f]), layer.output_dim))
+    if not tables:
         raise SystemExit(
-            f"error: {args.model} has no keras.layers.Embedding layer; there is "
-            "nothing to compress."
+            f"error: {args.model} has no keras.layers.Embedding layer (or uniform "
+            "StackedEmbedding feature); there is nothing to compress."
         )
     train = test = None
     if args.data:
         train, _, test, counts = movielens_data(args, model)
     else:
-        with np.load(args.counts) as file:
+        try:
+            file = np.load(args.counts)
+        except FileNotFoundError:
+            raise SystemExit(f"error: no counts file at {args.counts}") from None
+        except (OSError, ValueError) as error:  # a text, pickle or damaged file
+            raise SystemExit(
+                f"error: {args.counts} is not a valid .npz counts file ({error})"
+            ) from None
+        if not hasattr(file, "files"):  # a single .npy array
+            raise SystemExit(
+                f"error: {args.counts} holds one array; --counts needs an .npz "
+                "with one array per layer name (numpy.savez(path, name=counts))"
+            )
+        with file:
             counts = {name: file[name] for name in file.files}
 
     def mse(m):
@@ -166,9 +187,9 @@ def main(argv=None):
         print(f"test MSE, original:        {results['mse_original']:.5f}")
 
     selected = args.layers or [
-        layer.name for layer in embeddings
-        if layer.input_dim >= args.min_rows and layer.output_dim > 1]
-    total_rows = sum(layer.input_dim for layer in embeddings if layer.name in selected)
+        name for name, (rows, width) in tables.items()
+        if rows >= args.min_rows and width > 1]
+    total_rows = sum(tables[name][0] for name in selected if name in tables)
     with tqdm(total=total_rows, unit="rows", desc="converting") as bar:
         state = {"layer": None, "done": 0}
 

@@ -25,6 +25,11 @@ from keras_mixed_dim.optimizers import LowRankGradients  # noqa: E402
 from keras_mixed_dim.optimizers import SparseRowOptimizer  # noqa: E402
 from keras_mixed_dim.optimizers import dense_memory_options  # noqa: E402
 
+# registered for loading (issue 21: int8 tables of a stacked DLRM)
+from keras_mixed_dim.layers.quantized_stacked_embedding import (  # noqa: E402
+    QuantizedStackedEmbedding,
+)
+
 __all__ = [
     "__version__",
     "ApproxActivationDense",
@@ -37,6 +42,7 @@ __all__ = [
     "MixedDimEmbedding",
     "QREmbedding",
     "QuantizedMixedDimEmbedding",
+    "QuantizedStackedEmbedding",
     "SharedMemory",
     "SparseRowOptimizer",
     "StackedEmbedding",

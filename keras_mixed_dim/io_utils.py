@@ -8,7 +8,9 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 import zipfile
 
@@ -122,18 +124,78 @@ def file_sha256(path, chunk=1 << 20):
 
 
 def atomic_save_model(model, path):
-    """`model.save(path)` for a `.keras` path, renamed into place when complete."""
+    """`model.save(path)` for a `.keras` path, renamed into place when complete.
+
+    The model is written to a hidden `.STEM.partial-HOST-PID-TOKEN.keras`
+    beside `path`. Partial files of `path` left by a writer that was killed
+    (kill -9, a power cut) are removed first, by the rule export's
+    `.partial-*` folders follow: the writer was a process of this host that
+    no longer runs, or the file is older than a day (another host's writer).
+    A live writer's partial file is left alone.
+    """
     path = pathlib.Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"Models are saved as .keras files. Received: {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}.keras")
+    clean_stale_model_partials(path)
+    host = socket.gethostname().replace("/", "_")
+    temporary = path.with_name(
+        f".{path.stem}.partial-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}.keras")
     try:
         model.save(temporary)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+# A partial file or folder of a writer on another host is judged by age only.
+STALE_AFTER_SECONDS = 24 * 3600
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def partial_is_stale(path, host, pid, now, stale_after=STALE_AFTER_SECONDS):
+    """Whether the partial file or folder `path` of writer `pid` on `host`
+    (both None when unknown) was left by a killed writer: a process of this
+    host that no longer runs, or anything older than `stale_after` seconds."""
+    if host == socket.gethostname().replace("/", "_") and pid is not None and not _alive(pid):
+        return True
+    try:
+        return now - path.stat().st_mtime > stale_after
+    except FileNotFoundError:
+        return False
+
+
+def clean_stale_model_partials(path):
+    """Removes the partial files of `atomic_save_model(model, path)` whose
+    writer is dead (see there). Returns the removed paths."""
+    path = pathlib.Path(path)
+    prefix, suffix = f".{path.stem}.partial-", ".keras"
+    removed, now = [], time.time()
+    if not path.parent.is_dir():
+        return removed
+    for candidate in path.parent.iterdir():
+        name = candidate.name
+        if not (name.startswith(prefix) and name.endswith(suffix)):
+            continue
+        # HOST-PID-TOKEN; files of the older TOKEN-only form go by age
+        parts = name[len(prefix):-len(suffix)].split("-")
+        host = pid = None
+        if len(parts) >= 3 and parts[-2].isdigit():
+            host, pid = "-".join(parts[:-2]), int(parts[-2])
+        if partial_is_stale(candidate, host, pid, now):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
 
 
 class InvalidModelFileError(ValueError):

@@ -1,6 +1,11 @@
 """Atomic writes with umask modes, atomic folders, and the model loader."""
 
 import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
 import zipfile
 
 import keras
@@ -114,3 +119,35 @@ def test_concurrent_folder_replacements_all_succeed(tmp_path):
     contents = {(tmp_path / "set" / n).read_text() for n in ("a", "b", "c")}
     assert len(contents) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+
+
+def test_a_killed_writers_partial_model_file_is_removed_by_the_next_save(tmp_path):
+    host = socket.gethostname().replace("/", "_")
+    # a writer that ran and is gone, as after kill -9 (its pid exited)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".m.partial-{host}-{dead.pid}-0123abcd.keras"
+    live = tmp_path / f".m.partial-{host}-{os.getpid()}-4567abcd.keras"
+    other_host = tmp_path / ".m.partial-elsewhere-1-89abcdef.keras"
+    old_other_host = tmp_path / ".m.partial-elsewhere-2-89abcdef.keras"
+    old_form = tmp_path / ".m.partial-0a1b2c3d.keras"  # before owners were named
+    other_stem = tmp_path / f".n.partial-{host}-{dead.pid}-0123abcd.keras"
+    for path in (stale, live, other_host, old_other_host, old_form, other_stem):
+        path.write_bytes(b"half a model")
+    day_ago = time.time() - 2 * 24 * 3600
+    os.utime(old_other_host, (day_ago, day_ago))
+    os.utime(old_form, (day_ago, day_ago))
+    written = []
+
+    class Model:  # records the partial name the save goes through
+        def save(self, path):
+            written.append(pathlib.Path(path))
+            pathlib.Path(path).write_bytes(b"model")
+
+    atomic_save_model(Model(), tmp_path / "m.keras")
+    assert (tmp_path / "m.keras").read_bytes() == b"model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["m.keras", live.name, other_host.name, other_stem.name])
+    # the save's own partial names this host and process, so a run after a
+    # kill -9 of this one can tell it is stale
+    assert written[0].name.startswith(f".m.partial-{host}-{os.getpid()}-")

@@ -12,6 +12,7 @@ from keras_mixed_dim.compress.model import compress_model
 from keras_mixed_dim.compress.model import embedding_layers
 from keras_mixed_dim.compress.model import register_method
 from keras_mixed_dim.compress.quantize import QuantizedMixedDimEmbedding
+from keras_mixed_dim.compress.quantize import QuantizedStackedEmbedding
 from keras_mixed_dim.compress.quantize import quantize_layer
 from keras_mixed_dim.compress.quantize import quantize_model
 from keras_mixed_dim.compress.quantize import quantize_rows
@@ -28,6 +29,7 @@ __all__ = [
     "ConversionReport",
     "convert_weights",
     "QuantizedMixedDimEmbedding",
+    "QuantizedStackedEmbedding",
     "mixed_dim_from_embedding",
     "quantize_layer",
     "quantize_model",

@@ -131,7 +131,8 @@ def stacked_uniform_features(model):
 
     found = {}
     for layer in model.layers:
-        if not isinstance(layer, StackedEmbedding):
+        # a quantized stacked layer's tables are not float tables to convert
+        if type(layer) is not StackedEmbedding:
             continue
         for f, plan in enumerate(layer.plans):
             if (plan.num_blocks == 1 and plan.blocks[0].dim == plan.output_dim

@@ -53,6 +53,10 @@ class VocabularyTable(tf.Module):
         key_dtype: `"string"` or `"int64"`; for a file, defaults to string;
             for values, inferred from them.
         size: The file's number of lines, when known (saves counting them).
+
+    Raises:
+        ValueError: A value given twice (named, with its two positions or
+            line numbers), and the file when `source` is one.
     """
 
     def __init__(self, source, num_oov_buckets=1, key_dtype=None, size=None):
@@ -70,6 +74,7 @@ class VocabularyTable(tf.Module):
             if key_dtype is None:
                 key_dtype = ("string" if not tokens
                              or isinstance(tokens[0], (str, bytes)) else "int64")
+            _check_distinct(tokens)
             # kept alive with the table: a SavedModel copies the file as an
             # asset when it is written, which can be long after this call
             self._temporary = tempfile.TemporaryDirectory(prefix="vocabulary-")
@@ -99,8 +104,14 @@ class VocabularyTable(tf.Module):
             str(path), tf.string if self.string_keys else tf.int64, 0,
             tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, delimiter="\t",
             vocab_size=size)
-        self.table = tf.lookup.StaticVocabularyTable(
-            initializer, num_oov_buckets=self.num_oov_buckets)
+        try:
+            self.table = tf.lookup.StaticVocabularyTable(
+                initializer, num_oov_buckets=self.num_oov_buckets)
+        except tf.errors.FailedPreconditionError:
+            # TensorFlow's own error ("different value for same key") names
+            # neither the file nor the value: find them
+            _check_distinct_file(path, self.string_keys)
+            raise
 
     def __call__(self, values):
         """int64 indices of `values`, same shape."""
@@ -109,3 +120,40 @@ class VocabularyTable(tf.Module):
             text = values if values.dtype == tf.string else tf.strings.as_string(values)
             return tf.strings.to_hash_bucket_fast(text, self.num_oov_buckets)
         return self.table.lookup(values)
+
+
+def _key_text(token):
+    return token.decode() if isinstance(token, bytes) else str(token)
+
+
+def _check_distinct(tokens):
+    """Raises a ValueError naming the first value given twice (as the table
+    would store it: its text)."""
+    first = {}
+    for number, token in enumerate(tokens):
+        text = _key_text(token)
+        if text in first:
+            raise ValueError(
+                f"Vocabulary values must be distinct: {text!r} is value "
+                f"{first[text]} and value {number} of `source`.")
+        first[text] = number
+
+
+def _check_distinct_file(path, string_keys):
+    """Raises a ValueError naming `path`, the value and its two line numbers
+    when a key occurs twice (integer keys compared as numbers)."""
+    first = {}
+    with open(path, "rb") as file:
+        for number, line in enumerate(file, start=1):
+            key = line.rstrip(b"\r\n").split(b"\t", 1)[0]
+            if not string_keys:
+                try:
+                    key = int(key)
+                except ValueError:
+                    continue
+            if key in first:
+                shown = key.decode(errors="replace") if string_keys else key
+                raise ValueError(
+                    f"{path}: vocabulary values must be distinct; {shown!r} is on "
+                    f"line {first[key]} and line {number}.")
+            first[key] = number

@@ -16,12 +16,12 @@ import socket
 import time
 import uuid
 
+from keras_mixed_dim.io_utils import STALE_AFTER_SECONDS
 from keras_mixed_dim.io_utils import folder_mode
+from keras_mixed_dim.io_utils import partial_is_stale
 
 # TF Serving stores versions as int64.
 MAX_VERSION = 2**63 - 1
-# A `.partial-*` folder of a process on another host is judged by age only.
-STALE_AFTER_SECONDS = 24 * 3600
 _PARTIAL = ".partial-"
 
 
@@ -60,23 +60,9 @@ def _partial_owner(path):
         return None
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_stale(path, owner, now, stale_after):
-    if owner is not None and owner[1] == socket.gethostname() and not _alive(owner[2]):
-        return True
-    try:
-        return now - path.stat().st_mtime > stale_after
-    except FileNotFoundError:
-        return False
+    host, pid = (None, None) if owner is None else owner[1:]
+    return partial_is_stale(path, host, pid, now, stale_after)
 
 
 def clean_stale_partials(model_dir, stale_after=STALE_AFTER_SECONDS):

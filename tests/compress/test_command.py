@@ -128,3 +128,63 @@ def test_command_errors_are_clear(trained, tmp_path):
                       str(tmp_path / "counts.npz"), "--min-rows", "100",
                       "--out", str(tmp_path / "o.keras")])
     assert not (tmp_path / "o.keras").exists()
+
+
+def stacked_dlrm(path, cards=(1200, 30)):
+    """A stacked DLRM (the default layout) saved at `path`, with counts for
+    its features (named `embedding_f`) beside it."""
+    from keras_mixed_dim.models.dlrm import dlrm
+
+    keras.utils.set_random_seed(0)
+    model = dlrm([keras.layers.Embedding(c, 8, name=f"embedding_{f}")
+                  for f, c in enumerate(cards)], 8, bottom=(8,), top=(8,), num_dense=4)
+    model.save(path)
+    counts = {f"embedding_{f}": np.random.default_rng(f).permutation(
+        1.0 / np.arange(1, c + 1)) for f, c in enumerate(cards)}
+    np.savez(path.with_suffix(".npz"), **counts)
+    rng = np.random.default_rng(1)
+    x = {"dense": rng.random((16, 4)).astype("float32"),
+         "categorical": rng.integers(0, cards, size=(16, len(cards))).astype("int32")}
+    return model, counts, x
+
+
+def test_command_converts_a_stacked_dlrm(tmp_path):
+    from keras_mixed_dim.compress import compress_model
+
+    model, counts, x = stacked_dlrm(tmp_path / "dlrm.keras")
+    out = tmp_path / "small.keras"
+    results = compress_command().main([
+        "--model", str(tmp_path / "dlrm.keras"), "--counts",
+        str(tmp_path / "dlrm.npz"), "--budget", "0.5", "--out", str(out)])
+    # --min-rows 1000 (the default) picks the big feature only
+    assert [layer["name"] for layer in results["layers"]] == ["embedding_0"]
+    expected, _ = compress_model(model, counts, budget=0.5)
+    got = keras.saving.load_model(out)
+    assert got.get_layer("embeddings").plans == expected.get_layer("embeddings").plans
+    assert got.get_layer("embeddings").plans[0].num_blocks > 1
+    np.testing.assert_allclose(got.predict(x, verbose=0),
+                               expected.predict(x, verbose=0), atol=1e-6)
+    # the documented compress-then-int8 path, for the default layout
+    results = compress_command().main([
+        "--model", str(tmp_path / "dlrm.keras"), "--counts",
+        str(tmp_path / "dlrm.npz"), "--budget", "0.5", "--quantize", "int8",
+        "--out", str(out)])
+    quantized = keras.saving.load_model(out).get_layer("embeddings")
+    assert type(quantized).__name__ == "QuantizedStackedEmbedding"
+    assert results["bytes_quantized"] == quantized.plan_bytes
+
+
+def test_command_counts_file_errors_are_one_line(trained, tmp_path):
+    command = compress_command()
+    (tmp_path / "text.npz").write_text("not numpy")
+    np.save(tmp_path / "one.npy", np.ones(3))
+    base = ["--model", str(trained / "mf.keras"), "--out", str(tmp_path / "o.keras")]
+    for counts, message in ((tmp_path / "missing.npz", "error: no counts file at "
+                             + str(tmp_path / "missing.npz")),
+                            (tmp_path / "text.npz", "is not a valid .npz counts file"),
+                            (tmp_path / "one.npy", "holds one array")):
+        with pytest.raises(SystemExit) as raised:
+            command.main(base + ["--counts", str(counts)])
+        assert isinstance(raised.value.code, str) and message in raised.value.code
+        assert raised.value.code.startswith("error: ")
+    assert not (tmp_path / "o.keras").exists()

@@ -196,3 +196,11 @@ def test_a_stacked_dlrm_compresses_as_its_per_feature_twin(tmp_path):
     ours.save(path)
     np.testing.assert_allclose(keras.models.load_model(path).predict(x, verbose=0),
                                ours.predict(x, verbose=0), atol=1e-6)
+
+
+def test_min_rows_selects_tables_of_exactly_that_many_rows():
+    model = trained_mf()
+    _, report = compress_model(model, COUNTS, min_rows=USERS, budget=0.5)
+    assert [e.name for e in report.layers] == ["user_embedding", "item_embedding"]
+    _, report = compress_model(model, COUNTS, min_rows=USERS + 1, budget=0.5)
+    assert [e.name for e in report.layers] == ["item_embedding"]

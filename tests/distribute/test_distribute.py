@@ -95,3 +95,27 @@ def test_strategy_scope_names_the_backend_it_needs():
         strategy_scope("pipeline")
     with strategy_scope(None):
         pass
+
+
+def test_sharded_table_paths_take_tables_of_exactly_min_rows():
+    import keras
+
+    from keras_mixed_dim.distribute import sharded_table_paths
+    from keras_mixed_dim.layers import MixedDimEmbedding
+    from keras_mixed_dim.layers import StackedEmbedding
+    from keras_mixed_dim.planning import Block
+    from keras_mixed_dim.planning import BlockPlan
+
+    plain = keras.layers.Embedding(8, 4, name="plain")
+    md = MixedDimEmbedding(12, 4, plan=BlockPlan(12, 4, [Block(0, 4, 4), Block(4, 12, 2)]),
+                           name="md")
+    stacked = StackedEmbedding([6, 2], 4, name="stacked")  # one group of 8 rows
+    for layer in (plain, md, stacked):
+        layer.build()
+    layers = [plain, md, stacked]
+    assert sharded_table_paths(layers, 2, min_rows=8) == [
+        "plain/embeddings", "md/block_1_embeddings", "stacked/stacked_w4_embeddings"]
+    assert sharded_table_paths(layers, 2, min_rows=9) == []
+    assert sharded_table_paths(layers, 2, min_rows=4) == [
+        "plain/embeddings", "md/block_0_embeddings", "md/block_1_embeddings",
+        "stacked/stacked_w4_embeddings"]

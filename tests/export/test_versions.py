@@ -133,3 +133,18 @@ def test_models_config_is_valid_text_proto_and_readable(tmp_path):
     assert entries_ == [("b", "/srv/models/b", "tensorflow"),
                         ('we"ird', '/srv/models/we"ird', "tensorflow")]
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_an_explicit_version_being_written_by_a_live_export_is_refused(tmp_path):
+    import socket
+
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    host = socket.gethostname().replace("/", "_")
+    # version 5 reserved by a live process (this one), not yet renamed
+    in_flight = model_dir / f".partial-5-{host}-{os.getpid()}-0123abcd"
+    in_flight.mkdir()
+    with pytest.raises(FileExistsError, match=r"m/5 exists \(or is being written\)"):
+        write_version(tmp_path, "m", make, version=5)
+    assert entries(model_dir) == [in_flight.name]
+    assert write_version(tmp_path, "m", make, version=6)[1] == 6

@@ -190,6 +190,56 @@ MUTANTS = [
 ]
 
 
+# Issue 21's test gaps in the sketch, distribution, compression, export and
+# vocabulary-file code (each once let through by the whole suite).
+PCA = "keras_mixed_dim/sketch/pca.py"
+DISTRIBUTE = "keras_mixed_dim/distribute.py"
+COMPRESS_MODEL = "keras_mixed_dim/compress/model.py"
+SHARDED_PATHS_TESTS = ["tests/distribute/test_distribute.py", "-k", "sharded_table_paths"]
+MUTANTS += [
+    Mutant("pca-weighted-error-unweighted", PCA,
+           "weighted_error += float(weights @ row_errors)",
+           "weighted_error += float(row_errors.sum())", ["tests/sketch"]),
+    Mutant("distribute-stacked-min-rows-strict", DISTRIBUTE,
+           "if group.rows >= min_rows and", "if group.rows > min_rows and",
+           SHARDED_PATHS_TESTS),
+    Mutant("distribute-block-min-rows-strict", DISTRIBUTE,
+           'block.storage == "full" and block.rows >= min_rows',
+           'block.storage == "full" and block.rows > min_rows', SHARDED_PATHS_TESTS),
+    Mutant("distribute-embedding-min-rows-strict", DISTRIBUTE,
+           "if layer.input_dim >= min_rows and layer.input_dim % shards",
+           "if layer.input_dim > min_rows and layer.input_dim % shards",
+           SHARDED_PATHS_TESTS),
+    Mutant("compress-min-rows-strict", COMPRESS_MODEL,
+           "if layer.input_dim >= min_rows and layer.output_dim > 1]",
+           "if layer.input_dim > min_rows and layer.output_dim > 1]",
+           ["tests/compress/test_compress_model.py"]),
+    Mutant("versions-explicit-ignores-reservation", VERSIONS,
+           "elif version in taken or version in reserved:", "elif version in taken:",
+           ["tests/export/test_versions.py"]),
+    Mutant("vocabulary-files-flushed-chunk-unhashed", VOCABULARY_FILES,
+           '                        data = "".join(buffer).encode()\n'
+           "                        digest.update(data)\n",
+           '                        data = "".join(buffer).encode()\n',
+           ["tests/datasets/test_vocabulary_files.py"]),
+    Mutant("vocabulary-files-carriage-return-kept", VOCABULARY_FILES,
+           'if "\\t" in text or "\\n" in text or "\\r" in text:',
+           'if "\\t" in text or "\\n" in text:',
+           ["tests/datasets/test_vocabulary_files.py"]),
+    # and of issue 21's fixes
+    Mutant("quantized-stacked-scale-ignored",
+           "keras_mixed_dim/layers/quantized_stacked_embedding.py",
+           "values = ops.divide(values, ops.expand_dims(ops.take(scale, rows, axis=0), -1))",
+           "values = values", ["tests/layers/test_quantized_stacked_embedding.py"]),
+    Mutant("model-partials-of-dead-writers-kept", IO_UTILS,
+           "if partial_is_stale(candidate, host, pid, now):", "if False:",
+           ["tests/test_io_utils.py"]),
+    Mutant("criteo-gzip-undetected", "keras_mixed_dim/datasets/criteo/format.py",
+           "return file.read(2) == GZIP_MAGIC", "return False",
+           ["tests/datasets/criteo/test_vocabulary.py"]),
+]
+
+
 def run(mutant, keep_going=False):
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as folder:
         copy = pathlib.Path(folder)

@@ -9,6 +9,8 @@ import re
 
 import numpy as np
 
+GZIP_MAGIC = b"\x1f\x8b"
+
 NUM_DENSE = 13
 NUM_CATEGORICAL = 26
 DENSE_NAMES = tuple(f"I{i}" for i in range(1, NUM_DENSE + 1))
@@ -30,6 +32,23 @@ UNLABELED_LINE = re.compile(
     _DENSE + rf"(\t{_DENSE}){{{NUM_DENSE - 1}}}"
     + rf"(\t{_CATEGORICAL}){{{NUM_CATEGORICAL}}}"
 )
+
+
+def is_gzip(path):
+    """Whether the file at `path` is gzip-compressed (by its magic bytes, not
+    its name: `train.txt` may well be gzipped, `x.gz` not)."""
+    with open(path, "rb") as file:
+        return file.read(2) == GZIP_MAGIC
+
+
+def open_text(path):
+    """`path` opened for reading UTF-8 lines, through gzip when it is
+    gzip-compressed (see `is_gzip`)."""
+    import gzip
+
+    if is_gzip(path):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
 
 
 def line_pattern(has_label=True):

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from keras_mixed_dim.datasets.criteo.format import NUM_CATEGORICAL
 from keras_mixed_dim.datasets.criteo.format import NUM_DENSE
+from keras_mixed_dim.datasets.criteo.format import is_gzip
 from keras_mixed_dim.datasets.criteo.format import line_pattern
 from keras_mixed_dim.datasets.criteo.vocabulary import CriteoVocabulary  # noqa: F401
 from keras_mixed_dim.datasets.criteo.vocabulary import build_or_load_vocabulary  # noqa: F401
@@ -44,7 +45,7 @@ def criteo_dataset(paths, vocabulary, batch_size, has_label=True,
     """A streaming tf.data pipeline over raw Criteo files.
 
     Args:
-        paths: Raw files (TAB format).
+        paths: Raw files (TAB format), plain or gzip-compressed.
         vocabulary: A `CriteoVocabulary` from the counting pass.
         batch_size: Rows per batch.
         has_label: Whether rows start with a label.
@@ -64,7 +65,14 @@ def criteo_dataset(paths, vocabulary, batch_size, has_label=True,
         raise ValueError(f"`val_every` must be >= 2. Received: {val_every!r}")
     preprocessing = CriteoPreprocessing(vocabulary)
     pattern = line_pattern(has_label).pattern
-    dataset = tf.data.TextLineDataset([str(p) for p in paths])
+    # one compression type per dataset: each file gets its own, in order
+    dataset = None
+    for path in paths:
+        lines = tf.data.TextLineDataset(
+            str(path), compression_type="GZIP" if is_gzip(path) else "")
+        dataset = lines if dataset is None else dataset.concatenate(lines)
+    if dataset is None:
+        raise ValueError("`paths` is empty: no Criteo file to read.")
     dataset = dataset.map(lambda line: tf.strings.regex_replace(line, "\r$", ""))
     dataset = dataset.filter(lambda line: tf.strings.length(line) > 0)
     if skip_malformed:

@@ -21,6 +21,7 @@ from keras_mixed_dim.datasets.criteo.format import DENSE_NAMES
 from keras_mixed_dim.datasets.criteo.format import NUM_DENSE
 from keras_mixed_dim.datasets.criteo.format import describe_problem
 from keras_mixed_dim.datasets.criteo.format import line_pattern
+from keras_mixed_dim.datasets.criteo.format import open_text
 
 DAYS = 7
 
@@ -63,7 +64,7 @@ class CriteoKaggle(tfds.core.GeneratorBasedBuilder):
             raise FileNotFoundError(
                 f"{path} not found. {self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
             )
-        with path.open() as file:
+        with open_text(path) as file:
             num_rows = sum(1 for line in file if line.strip())
         train_stop, val_stop = day_boundaries(num_rows)
         return {
@@ -75,7 +76,7 @@ class CriteoKaggle(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, path, start, stop):
         pattern = line_pattern(has_label=True)
         row = -1
-        with path.open() as file:
+        with open_text(path) as file:
             for number, line in enumerate(file, start=1):
                 line = line.rstrip("\r\n")
                 if not line.strip():

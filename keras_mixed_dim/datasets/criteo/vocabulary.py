@@ -8,9 +8,11 @@ so a `MixedDimEmbedding` over these indices puts them in its smallest block.
 
 import collections
 import dataclasses
+import gzip
 import hashlib
 import os
 import pathlib
+import zlib
 
 import warnings
 
@@ -21,6 +23,7 @@ from keras_mixed_dim.datasets.criteo.format import CATEGORICAL_NAMES
 from keras_mixed_dim.datasets.criteo.format import NUM_CATEGORICAL
 from keras_mixed_dim.datasets.criteo.format import NUM_DENSE
 from keras_mixed_dim.datasets.criteo.format import describe_problem
+from keras_mixed_dim.datasets.criteo.format import is_gzip
 from keras_mixed_dim.datasets.criteo.format import line_pattern
 from keras_mixed_dim.datasets.vocabulary_files import VocabularyFileError
 from keras_mixed_dim.datasets.vocabulary_files import read_column
@@ -47,17 +50,16 @@ def count_values(paths, has_label=True, skip_malformed=False, progress=True):
     Memory grows with the number of distinct values, not with the file.
 
     Args:
-        paths: Raw Criteo files.
+        paths: Raw Criteo files, plain or gzip-compressed (recognized by
+            their first bytes, whatever their names).
         has_label: Whether rows start with the label (train) or not (test).
         skip_malformed: Count and skip malformed lines instead of raising.
         progress: Show a progress bar over the bytes read.
 
     Raises:
         ValueError: A malformed line (file, line number and reason), unless
-            `skip_malformed`.
+            `skip_malformed`; a truncated or damaged gzip file.
     """
-    pattern = line_pattern(has_label)
-    offset = NUM_DENSE + (1 if has_label else 0)
     counters = [collections.Counter() for _ in range(NUM_CATEGORICAL)]
     rows = skipped = 0
     paths = [pathlib.Path(p) for p in paths]
@@ -65,34 +67,54 @@ def count_values(paths, has_label=True, skip_malformed=False, progress=True):
     with tqdm(total=total, unit="B", unit_scale=True, desc="counting values",
               disable=not progress) as bar:
         for path in paths:
-            with open(path, "rb") as file:
-                pending = 0
-                for number, raw in enumerate(file, start=1):
-                    pending += len(raw)
-                    try:
-                        line = raw.decode("utf-8").rstrip("\r\n")
-                    except UnicodeDecodeError as error:
-                        line, problem = None, (
-                            f"not valid UTF-8 (byte 0x{raw[error.start]:02x} at "
-                            f"column {error.start + 1})")
-                    else:
-                        if not line:
-                            continue
-                        problem = (None if pattern.fullmatch(line)
-                                   else describe_problem(line, has_label))
-                    if problem is not None:
-                        if skip_malformed:
-                            skipped += 1
-                            continue
-                        raise ValueError(f"{path}:{number}: {problem}")
-                    for counter, value in zip(counters, line.split("\t")[offset:]):
-                        counter[value] += 1
-                    rows += 1
-                    if pending > 1 << 20:
-                        bar.update(pending)
-                        pending = 0
-                bar.update(pending)
+            try:
+                result = _count_file(path, has_label, counters, skip_malformed, bar)
+            except (EOFError, OSError, zlib.error) as error:
+                if not is_gzip(path):
+                    raise
+                # a truncated or damaged .gz stream
+                raise ValueError(f"{path}: not a valid gzip file ({error})") from None
+            rows += result[0]
+            skipped += result[1]
     return CountResult(counters, rows, skipped)
+
+
+def _count_file(path, has_label, counters, skip_malformed, bar):
+    """Counts one file (plain or gzip) into `counters`: `(rows, skipped)`.
+    The progress bar follows the bytes read from disk, so a gzip file
+    advances it by its compressed size as the size total expects."""
+    pattern = line_pattern(has_label)
+    offset = NUM_DENSE + (1 if has_label else 0)
+    rows = skipped = 0
+    with open(path, "rb") as handle:
+        file = gzip.GzipFile(fileobj=handle, mode="rb") if is_gzip(path) else handle
+        reported = 0
+        for number, raw in enumerate(file, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                line, problem = None, (
+                    f"not valid UTF-8 (byte 0x{raw[error.start]:02x} at "
+                    f"column {error.start + 1})")
+            else:
+                if not line:
+                    continue
+                problem = (None if pattern.fullmatch(line)
+                           else describe_problem(line, has_label))
+            if problem is not None:
+                if skip_malformed:
+                    skipped += 1
+                    continue
+                raise ValueError(f"{path}:{number}: {problem}")
+            for counter, value in zip(counters, line.split("\t")[offset:]):
+                counter[value] += 1
+            rows += 1
+            if rows % 4096 == 0:
+                position = handle.tell()
+                bar.update(position - reported)
+                reported = position
+        bar.update(path.stat().st_size - reported)
+    return rows, skipped
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,3 +42,19 @@ def test_malformed_lines_name_file_line_and_reason(tmp_path, bad, reason, criteo
     rows = sum(len(y) for _, y in criteo_dataset([path], vocabulary, 8,
                                                  skip_malformed=True))
     assert rows == 4
+
+
+def test_open_text_reads_plain_and_gzip_files_by_their_bytes(tmp_path):
+    import gzip
+
+    from keras_mixed_dim.datasets.criteo.format import is_gzip
+    from keras_mixed_dim.datasets.criteo.format import open_text
+
+    text = "1\tä\n2\tb\n"
+    plain, packed = tmp_path / "a.gz", tmp_path / "b.txt"  # names that mislead
+    plain.write_text(text, encoding="utf-8")
+    packed.write_bytes(gzip.compress(text.encode()))
+    assert not is_gzip(plain) and is_gzip(packed)
+    for path in (plain, packed):
+        with open_text(path) as file:
+            assert file.read() == text

@@ -29,3 +29,20 @@ def test_holdout_parts_are_disjoint_and_complete(raw_file):
 
     np.testing.assert_array_equal(labels("val"), [1, 0])  # lines 0 and 2
     np.testing.assert_array_equal(labels("train"), [0, 1])
+
+
+def test_gzip_files_give_the_plain_files_batches(raw_file, tmp_path):
+    import gzip
+
+    packed = tmp_path / "train.txt.gz"
+    packed.write_bytes(gzip.compress(raw_file.read_bytes()))
+    vocab = CriteoVocabulary.from_counts(count_values([raw_file], progress=False).counters)
+
+    def batches(paths):
+        return [(x["dense"].numpy(), x["categorical"].numpy(), y.numpy())
+                for x, y in criteo_dataset(paths, vocab, 3)]
+
+    expected = batches([raw_file, raw_file])
+    for got, want in zip(batches([raw_file, packed]), expected, strict=True):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)

@@ -173,3 +173,19 @@ def test_vocabulary_files_get_the_umask_modes(raw_file, tmp_path):
     assert (tmp_path / "v").stat().st_mode & 0o777 == 0o750
     for path in (tmp_path / "v").iterdir():
         assert path.stat().st_mode & 0o777 == 0o640, path
+
+
+def test_gzip_files_are_read_as_their_lines(raw_file, tmp_path):
+    import gzip
+
+    # named .txt: the magic bytes decide, not the name
+    packed = tmp_path / "train_gz.txt"
+    packed.write_bytes(gzip.compress(raw_file.read_bytes()))
+    plain = count_values([raw_file], progress=False)
+    both = count_values([packed, raw_file], progress=False)
+    assert both.rows == 2 * plain.rows
+    assert both.counters == [c + c for c in plain.counters]
+    truncated = tmp_path / "cut.gz"
+    truncated.write_bytes(packed.read_bytes()[:-12])
+    with pytest.raises(ValueError, match=r"cut.gz: not a valid gzip file"):
+        count_values([truncated], progress=False)
