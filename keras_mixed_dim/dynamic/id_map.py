@@ -4,8 +4,8 @@ Raw ids are int64 keys of any value (negative ones and hashed 64-bit ids
 included); strings are hashed to int64 with a stock TensorFlow op
 (`tf.strings.to_hash_bucket_fast`, Fingerprint64), which the serving graph
 applies too. Keys stay on the host: JAX without x64 has no int64, so what
-reaches a model is int32 only (`pack`: slot, tag and three pieces of the
-key's 64 bits for the in-graph fallback hash).
+reaches a model is int32 only (`pack`: slot, tag and the key's fallback
+bucket, which the layer hashes from three pieces of the key's 64 bits).
 
 The map owns a fixed number of slots, cut into tiers (tier 0 the widest);
 every array it keeps has one entry per slot or a fixed size, so its bytes
@@ -40,7 +40,7 @@ TAG_MODULUS = 2**31 - 1
 # key, used flag, count, last seen, tag, and the sorted index's key and slot
 SLOT_BYTES = 8 + 1 + 4 + 8 + 4 + 8 + 4
 PIECE_BITS = (22, 21, 21)
-PACKED = 5  # slot, tag, three key pieces
+PACKED = 3  # slot, tag, fallback bucket
 
 
 def raw_keys(ids):
@@ -79,11 +79,10 @@ def key_pieces(keys):
     return np.stack(pieces, axis=-1)
 
 
-def pack(keys, slots, tags):
-    """The int32 array a `DynamicEmbedding` takes: `keys.shape + (5,)`."""
-    return np.concatenate([np.asarray(slots, np.int32)[..., None],
-                           np.asarray(tags, np.int32)[..., None], key_pieces(keys)],
-                          axis=-1)
+def pack(slots, tags, buckets):
+    """The int32 array a `DynamicEmbedding` takes: `slots.shape + (3,)`."""
+    return np.stack([np.asarray(slots, np.int32), np.asarray(tags, np.int32),
+                     np.asarray(buckets, np.int32)], axis=-1)
 
 
 @dataclasses.dataclass
@@ -183,11 +182,12 @@ class DynamicIdMap:
         return np.where(found, self.index_slots[: self.index_size][pos], -1).astype(np.int64)
 
     def lookup(self, keys):
-        """The packed int32 input of `keys` without counting them."""
+        """`(slots, tags)` of `keys` without counting them (-1 and 0 where
+        not admitted)."""
         keys = np.asarray(keys, np.int64)
         slots = self.find(keys)
         tags = np.where(slots >= 0, self.tags[np.maximum(slots, 0)], 0)
-        return pack(keys, slots, tags)
+        return slots, tags
 
     @property
     def size(self):

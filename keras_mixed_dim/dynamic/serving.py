@@ -4,8 +4,9 @@
 `DynamicServing(layers)` snapshots each layer's id map into a
 `key TAB slot TAB tag` file and serves it as two
 `tf.lookup.StaticHashTable`s over that file (a SavedModel ships it as an
-asset); keys not in the map get slot -1 and read the fallback, whose hash is
-computed in the model's graph from the key's pieces with stock ops. String
+asset); keys not in the map get slot -1 and read the fallback, whose bucket is
+hashed in the serving graph from the key's pieces with stock ops
+(`keras_mixed_dim.layers.hashes`, bit for bit the host's numpy hash). String
 features are hashed to int64 with `tf.strings.to_hash_bucket_fast`, as
 `update` hashes them while training. The snapshot is taken when the module
 is built, so an export made mid-training answers as the model did at that
@@ -21,6 +22,7 @@ import tensorflow as tf
 
 from keras_mixed_dim.dynamic.id_map import PIECE_BITS
 from keras_mixed_dim.io_utils import file_mode
+from keras_mixed_dim.layers import hashes
 
 
 def write_id_map(layer, path):
@@ -61,6 +63,8 @@ class DynamicServing(tf.Module):
         self.features = sorted(layers)
         self.string_keys = {}
         self.slot_tables, self.tag_tables = {}, {}
+        self.hash_params = {n: layers[n]._hash for n in self.features}
+        self.fallback_buckets = {n: layers[n].plan.fallback_buckets for n in self.features}
         self.input_signature = {}
         self.vocabulary_bytes = 0
         for name in self.features:
@@ -104,5 +108,9 @@ class DynamicServing(tf.Module):
                 pieces.append(tf.bitwise.bitwise_and(
                     tf.bitwise.right_shift(keys, shift), (1 << width) - 1))
                 shift += width
-            outputs[name] = tf.cast(tf.stack([slots, tags, *pieces], axis=-1), tf.int32)
+            pieces = [tf.cast(p, tf.int32) for p in pieces]
+            buckets = hashes.buckets(pieces, self.hash_params[name],
+                                     self.fallback_buckets[name])
+            outputs[name] = tf.stack([tf.cast(slots, tf.int32), tf.cast(tags, tf.int32),
+                                      tf.cast(buckets, tf.int32)], axis=-1)
         return outputs

@@ -1,6 +1,7 @@
 """`DynamicEmbedding`: a vocabulary that grows while training, within a
 fixed number of bytes, with mixed-dimension tiers that follow popularity."""
 
+import keras
 import numpy as np
 from keras import initializers
 from keras import layers
@@ -11,6 +12,7 @@ from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.dynamic.id_map import PACKED
 from keras_mixed_dim.dynamic.id_map import DynamicIdMap
 from keras_mixed_dim.dynamic.id_map import key_pieces
+from keras_mixed_dim.dynamic.id_map import pack
 from keras_mixed_dim.dynamic.id_map import raw_keys
 from keras_mixed_dim.dynamic.plan import plan_capacity
 from keras_mixed_dim.frequency.rerank import slot_variables
@@ -27,8 +29,9 @@ class DynamicEmbedding(layers.Layer):
     Raw ids (int64 of any value, or strings) are mapped to rows on the host
     by `update` (counting, admission, eviction, tier moves) or `lookup_ids`
     (no counting), a step of the input pipeline; the model takes the int32
-    array they return (`ids.shape + (5,)`: slot, tag and three pieces of the
-    id's 64 bits). An id reads its own row once admitted (its sketch count
+    array they return (`ids.shape + (3,)`: slot, tag and the id's fallback
+    bucket, a seeded hash of its 64 bits computed on the host here and with
+    stock ops in the serving graph). An id reads its own row once admitted (its sketch count
     reached `min_count`); before that, and after it is evicted, it reads a
     shared hashed fallback table, never another id's row.
 
@@ -70,7 +73,7 @@ class DynamicEmbedding(layers.Layer):
         **kwargs: Base layer keyword arguments.
 
     Call arguments:
-        inputs: int32 `(..., 5)` from `update` or `lookup_ids`.
+        inputs: int32 `(..., 3)` from `update` or `lookup_ids`.
 
     Returns:
         `inputs.shape[:-1] + (output_dim,)`, in the compute dtype.
@@ -157,7 +160,7 @@ class DynamicEmbedding(layers.Layer):
         admitted = ops.logical_and(
             in_range, ops.logical_and(ops.equal(stored, tag), ops.greater(tag, 0)))
         offsets = self.id_map.offsets
-        outputs = self._fallback_vectors(inputs[..., 2], inputs[..., 3], inputs[..., 4])
+        outputs = self._fallback_vectors(inputs[..., 2])
         for t, (table, projection) in enumerate(zip(self.tables, self.projections)):
             local = safe - int(offsets[t])
             member = ops.logical_and(admitted, ops.logical_and(
@@ -168,12 +171,24 @@ class DynamicEmbedding(layers.Layer):
             outputs = ops.where(ops.expand_dims(member, -1), rows, outputs)
         return ops.cast(outputs, self.compute_dtype)
 
-    def _fallback_vectors(self, p0, p1, p2):
-        buckets = hashes.buckets([p0, p1, p2], self._hash, self.plan.fallback_buckets)
-        rows = take_rows(self.fallback, buckets)
+    def _fallback_vectors(self, buckets):
+        # a bucket out of range (a malformed input) reads zeros, not a row
+        valid = ops.logical_and(ops.greater_equal(buckets, 0),
+                                ops.less(buckets, self.plan.fallback_buckets))
+        rows = take_rows(self.fallback, ops.where(valid, buckets, ops.zeros_like(buckets)))
         if self.fallback_projection is not None:
             rows = ops.matmul(rows, self.fallback_projection)
-        return rows
+        return ops.where(ops.expand_dims(valid, -1), rows, ops.zeros_like(rows))
+
+    def fallback_buckets(self, keys):
+        """Fallback bucket of raw int64 `keys` (numpy; the serving graph
+        computes the same with `hashes.buckets` on the key's pieces)."""
+        return hashes.buckets_numpy(key_pieces(np.asarray(keys, np.int64)), self._hash,
+                                    self.plan.fallback_buckets)
+
+    def _pack(self, keys):
+        slots, tags = self.id_map.lookup(keys)
+        return pack(slots, tags, self.fallback_buckets(keys))
 
     def compute_output_shape(self, input_shape):
         return (*tuple(input_shape)[:-1], self.output_dim)
@@ -183,7 +198,7 @@ class DynamicEmbedding(layers.Layer):
     def lookup_ids(self, ids):
         """Packed int32 ids for `ids` (raw int64 or strings) without counting
         them: for prediction, evaluation and serving-time parity."""
-        return self.id_map.lookup(raw_keys(ids))
+        return self._pack(raw_keys(ids))
 
     def update(self, ids, timestamps=None, optimizer=None):
         """Counts `ids`, admits, evicts and rebalances, applies the changes
@@ -198,7 +213,7 @@ class DynamicEmbedding(layers.Layer):
                 its slots are also counted against `capacity_bytes`.
 
         Returns:
-            int32 numpy array `ids.shape + (5,)`.
+            int32 numpy array `ids.shape + (3,)`.
         """
         keys = raw_keys(ids)
         if not self.built:
@@ -208,15 +223,28 @@ class DynamicEmbedding(layers.Layer):
             self._apply(changes, optimizer)
         if optimizer is not None:
             self.check_bytes(optimizer)
-        return self.id_map.lookup(keys)
+        return self._pack(keys)
 
     def _slots(self, optimizer, variable):
-        return slot_variables(optimizer, variable) if optimizer is not None else []
+        if optimizer is None:
+            return []
+        # found by name once per optimizer state (slots appear when it
+        # builds); a plain object, so Keras does not track the optimizer's
+        # variables as the layer's
+        key = (id(optimizer), len(optimizer.variables))
+        cache = getattr(self, "_slot_cache", None)
+        if cache is None or cache.key != key:
+            cache = self._slot_cache = _SlotCache(
+                key, {id(v): slot_variables(optimizer, v) for v in self.weights})
+        return cache.slots.get(id(variable), [])
 
     def _apply(self, changes, optimizer):
         tier_of, offsets = self.id_map.tier_of, self.id_map.offsets
-        pinvs = [None if p is None else np.linalg.pinv(
-            ops.convert_to_numpy(p).astype(np.float64)) for p in self.projections]
+        involved = set(tier_of[changes.reset_slots].tolist()) | set(
+            tier_of[changes.move_to].tolist())
+        pinvs = [None if p is None or t not in involved else np.linalg.pinv(
+            ops.convert_to_numpy(p).astype(np.float64))
+            for t, p in enumerate(self.projections)]
         writes = {t: ([], []) for t in range(self.num_tiers)}
         if changes.move_from.size:
             # old outputs of every mover, read before any row is written
@@ -261,8 +289,7 @@ class DynamicEmbedding(layers.Layer):
             mask = tier_of[slots] == t
             if not mask.any():
                 continue
-            rows = ops.convert_to_numpy(ops.take(
-                self.tables[t], slots[mask] - offsets[t], axis=0)).astype(np.float64)
+            rows = _read_rows(self.tables[t], slots[mask] - offsets[t]).astype(np.float64)
             projection = self.projections[t]
             result[mask] = rows if projection is None else rows @ ops.convert_to_numpy(
                 projection).astype(np.float64)
@@ -277,10 +304,7 @@ class DynamicEmbedding(layers.Layer):
     def fallback_outputs(self, keys):
         """float64 fallback vectors of raw int64 `keys` (host copy of the
         graph's fallback path)."""
-        pieces = key_pieces(np.asarray(keys, np.int64))
-        buckets = hashes.buckets_numpy(pieces, self._hash, self.plan.fallback_buckets)
-        rows = ops.convert_to_numpy(ops.take(self.fallback, buckets, axis=0)).astype(
-            np.float64)
+        rows = _read_rows(self.fallback, self.fallback_buckets(keys)).astype(np.float64)
         if self.fallback_projection is not None:
             rows = rows @ ops.convert_to_numpy(self.fallback_projection).astype(np.float64)
         return rows
@@ -299,14 +323,13 @@ class DynamicEmbedding(layers.Layer):
         id map and sketch, and the hash constants."""
         total = self.id_map.bytes + self._hash.num_constants * 4
         for variable in self.weights:
-            size = int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize
+            size = _nbytes(variable)
             total += size
             if variable.trainable:
                 if optimizer is None:
                     total += size * self.optimizer_slots
                 else:
-                    total += sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize
-                                 for s in self._slots(optimizer, variable))
+                    total += sum(_nbytes(s) for s in self._slots(optimizer, variable))
         # the id map's tag array and the slot_tags variable are both counted
         return total
 
@@ -360,7 +383,28 @@ class DynamicEmbedding(layers.Layer):
         return config
 
 
+def _nbytes(variable):
+    return int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize
+
+
+class _SlotCache:
+    def __init__(self, key, slots):
+        self.key = key
+        self.slots = slots
+
+
+def _read_rows(variable, rows):
+    """Rows of a variable as numpy, reading only those rows."""
+    return ops.convert_to_numpy(take_rows(variable, ops.convert_to_tensor(
+        np.asarray(rows, np.int32))))
+
+
 def _assign_rows(variable, rows, values):
     rows = np.asarray(rows, np.int32)
+    if keras.backend.backend() == "tensorflow":
+        from keras_mixed_dim.backend.tensorflow.row_writes import assign_rows
+
+        assign_rows(variable, rows, values)
+        return
     variable.assign(ops.scatter_update(variable.value, rows[:, None],
                                        ops.convert_to_tensor(values, variable.dtype)))

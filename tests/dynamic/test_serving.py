@@ -19,7 +19,7 @@ def build():
     keras.utils.set_random_seed(3)
     users = DynamicEmbedding(8, 40_000, min_count=1, rebalance_every=2, name="users")
     items = DynamicEmbedding(8, 40_000, min_count=2, eviction="lru", name="items")
-    inputs = {name: keras.Input((5,), dtype="int32", name=name) for name in ("user", "item")}
+    inputs = {name: keras.Input((3,), dtype="int32", name=name) for name in ("user", "item")}
     x = keras.layers.Concatenate()([users(inputs["user"]), items(inputs["item"])])
     model = keras.Model(inputs, keras.layers.Dense(1)(x))
     model.compile(keras.optimizers.Adam(0.05), "mse")

@@ -35,7 +35,7 @@ def make(rows, dims, **kwargs):
 
 
 def model_of(layer):
-    inputs = keras.Input((5,), dtype="int32")
+    inputs = keras.Input((3,), dtype="int32")
     model = keras.Model(inputs, keras.layers.Dense(1)(layer(inputs)))
     model.compile(keras.optimizers.Adam(0.05), "mse")
     return model
@@ -69,7 +69,7 @@ def test_outputs_match_a_numpy_reference_and_stale_tags_read_the_fallback():
     layer = make([2, 3], (4, 2))
     keys = np.array([2**40 + 3, -3, 2**31, 77], np.int64)
     packed = layer.update(keys[:3])
-    assert packed.dtype == np.int32 and packed.shape == (3, 5)
+    assert packed.dtype == np.int32 and packed.shape == (3, 3)
     everything = layer.lookup_ids(keys)
     assert everything[3, 0] == -1  # 77 never seen
     stale = everything.copy()
