@@ -321,6 +321,11 @@ class DynamicEmbedding(layers.Layer):
         """Bytes actually held: the layer's variables, `optimizer`'s slots
         for them (or the planned `optimizer_slots` copies without one), the
         id map and sketch, and the hash constants."""
+        if optimizer is not None:
+            self._slots(optimizer, None)
+            cache = self._slot_cache
+            if cache.measured is not None:
+                return cache.measured
         total = self.id_map.bytes + self._hash.num_constants * 4
         for variable in self.weights:
             size = _nbytes(variable)
@@ -330,7 +335,10 @@ class DynamicEmbedding(layers.Layer):
                     total += size * self.optimizer_slots
                 else:
                     total += sum(_nbytes(s) for s in self._slots(optimizer, variable))
-        # the id map's tag array and the slot_tags variable are both counted
+        # the id map's tag array and the slot_tags variable are both counted;
+        # every shape is fixed, so the sum holds until the optimizer changes
+        if optimizer is not None:
+            cache.measured = total
         return total
 
     def check_bytes(self, optimizer=None):
@@ -391,6 +399,7 @@ class _SlotCache:
     def __init__(self, key, slots):
         self.key = key
         self.slots = slots
+        self.measured = None
 
 
 def _read_rows(variable, rows):
