@@ -509,9 +509,10 @@ class StackedEmbedding(layers.Layer):
             rows = ops.where(member, ops.add(member_ranks, shift), 0)
             values = take_rows(table, rows)
             values = ops.where(ops.expand_dims(member, -1), values, 0.0)
-            if coefficients is not None:
-                member_coefficients = (coefficients if every_column
-                                       else take_columns(coefficients, columns))
+            if self.has_bags or coefficients is not None:
+                member_coefficients = coefficients
+                if coefficients is not None and not every_column:
+                    member_coefficients = take_columns(coefficients, columns)
                 values = _reduce_bags(values, member_coefficients, sizes)
             if projection is not None:
                 values = ops.einsum("...fw,fwd->...fd", values, projection)
@@ -743,9 +744,11 @@ class StackedEmbedding(layers.Layer):
 
 
 def _reduce_bags(values, coefficients, sizes):
-    """`(..., sum(sizes), w)` vectors weighted by `coefficients` and summed
-    over each member's `sizes[k]` consecutive columns: `(..., len(sizes), w)`."""
-    values = ops.multiply(values, ops.expand_dims(coefficients, -1))
+    """`(..., sum(sizes), w)` vectors weighted by `coefficients` (None: all
+    1) and summed over each member's `sizes[k]` consecutive columns:
+    `(..., len(sizes), w)`."""
+    if coefficients is not None:
+        values = ops.multiply(values, ops.expand_dims(coefficients, -1))
     if np.all(sizes == 1):
         return values
     if np.all(sizes == sizes[0]) and len(values.shape) == 3:
