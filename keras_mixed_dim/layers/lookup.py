@@ -182,6 +182,7 @@ class IdLookupLayer(layers.Layer):
     def lookup_and_combine(self, inputs, lookup, weights=None):
         """Applies the id rule, `lookup` on the safe ids, and the combiner
         (weighted by `weights`, see `bag_coefficients`)."""
+        inputs, weights = padded_in_graph(self, inputs, weights)
         check_bag_rank(inputs.shape, self.combiner, self.name)
         weights = check_weights(weights, inputs.shape, self.combiner, self.name)
         ids, valid = self.ids_and_valid(inputs)
@@ -229,6 +230,18 @@ class IdLookupLayer(layers.Layer):
             "bag_size": self.bag_size,
         })
         return config
+
+
+def padded_in_graph(layer, inputs, weights):
+    """Ragged / sparse ids that reach `call` directly (a functional model's
+    `keras.Input(ragged=True)` traced symbolically) padded as in
+    `prepare_bag_inputs`."""
+    from keras_mixed_dim.backend import is_ragged_or_sparse
+    from keras_mixed_dim.backend import padded_bags
+
+    if is_ragged_or_sparse(inputs) or is_ragged_or_sparse(weights):
+        return padded_bags(inputs, weights, layer.bag_size, layer.name)
+    return inputs, weights
 
 
 def prepare_bag_inputs(layer, inputs, kwargs, input_dim=None, bag_size=None):

@@ -19,6 +19,7 @@ from keras_mixed_dim.layers.lookup import bag_coefficients
 from keras_mixed_dim.layers.lookup import check_bag_size
 from keras_mixed_dim.layers.lookup import check_combiner
 from keras_mixed_dim.layers.lookup import check_weights
+from keras_mixed_dim.layers.lookup import padded_in_graph
 from keras_mixed_dim.layers.lookup import prepare_bag_inputs
 from keras_mixed_dim.layers.lookup import reduce_bag
 from keras_mixed_dim.planning import BlockPlan
@@ -394,6 +395,7 @@ class MixedDimEmbedding(layers.Layer):
         return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs, weights=None, training=None):
+        inputs, weights = padded_in_graph(self, inputs, weights)
         check_bag_rank(inputs.shape, self.combiner, self.name)
         weights = check_weights(weights, inputs.shape, self.combiner, self.name)
         ids, valid = valid_int_ids(inputs, self.input_dim, self.name)

@@ -2,9 +2,11 @@
 
 Everything is shaped by the batch and the bag size, never by the
 vocabulary, and the padded width is fixed, so the layer behind it keeps
-static shapes (XLA). A bag longer than `bag_size` keeps its first
-`bag_size` ids (row order: the ragged values' order, or a SparseTensor's
-column order) and drops the rest.
+static shapes: ragged ids compile under XLA (`jit_compile=True`). A bag
+longer than `bag_size` keeps its first `bag_size` ids (row order: the
+ragged values' order, or a SparseTensor's column order) and drops the
+rest. Sparse ids are reordered first (`tf.sparse.reorder`, which XLA does
+not compile: a SparseTensor's batch is a value, not a shape).
 """
 
 import tensorflow as tf
@@ -51,16 +53,26 @@ def padded_bags(ids, weights, bag_size, layer_name=None):
             "k ids) so its shapes stay static.")
     if not ids.dtype.is_integer and not ids.dtype.is_floating:
         raise TypeError(f"{where} takes integer ids; received dtype {ids.dtype.name!r}.")
-    padded = ids.to_tensor(default_value=tf.cast(-1, ids.dtype),
-                           shape=[None, bag_size])
+    padded = _pad(ids, -1, bag_size)
     if weights is None:
         return padded, None
     weights = tf.cast(weights, tf.float32)
     with tf.control_dependencies([tf.debugging.assert_equal(
             ids.row_lengths(), weights.row_lengths(),
             message=f"{where}: ids and weights differ in row lengths")]):
-        padded_weights = weights.to_tensor(default_value=0.0, shape=[None, bag_size])
+        padded_weights = _pad(weights, 0.0, bag_size)
     return padded, padded_weights
+
+
+def _pad(ragged, pad, bag_size):
+    """The first `bag_size` values of each row, then `pad`: one gather
+    (`RaggedTensorToTensor` has no XLA kernel; this compiles)."""
+    values = tf.concat([ragged.values, tf.cast([pad], ragged.dtype)], axis=0)
+    count = tf.shape(ragged.values, out_type=ragged.row_splits.dtype)[0]
+    positions = tf.range(bag_size, dtype=ragged.row_splits.dtype)
+    index = tf.expand_dims(ragged.row_splits[:-1], 1) + positions
+    inside = positions < tf.expand_dims(ragged.row_lengths(), 1)
+    return tf.gather(values, tf.where(inside, index, count))
 
 
 def _sparse_to_ragged(sparse, where):
