@@ -17,6 +17,12 @@ from keras_mixed_dim.dynamic.id_map import raw_keys
 from keras_mixed_dim.dynamic.plan import plan_capacity
 from keras_mixed_dim.frequency.rerank import slot_variables
 from keras_mixed_dim.layers import hashes
+from keras_mixed_dim.layers.ids import check_bag_rank
+from keras_mixed_dim.layers.lookup import bag_coefficients
+from keras_mixed_dim.layers.lookup import check_bag_size
+from keras_mixed_dim.layers.lookup import check_combiner
+from keras_mixed_dim.layers.lookup import check_weights
+from keras_mixed_dim.layers.lookup import reduce_bag
 
 # The fallback hashes a key's three pieces; one seed shared by graph and host.
 _FALLBACK_SEED_SALT = 0xD1A
@@ -68,15 +74,26 @@ class DynamicEmbedding(layers.Layer):
         sketch_depth: Sketch rows.
         optimizer_slots: Optimizer copies of each weight counted in the
             budget (2 for Adam, 1 for Adagrad or momentum SGD, 0 for SGD).
+        combiner: None, `"sum"`, `"mean"` or `"sqrtn"`: reduce the last id
+            axis (a bag), weighted by `weights=` exactly as
+            `tf.nn.safe_embedding_lookup_sparse` (the package's shared bag
+            rule, `keras_mixed_dim.layers.lookup.bag_coefficients`).
+        bag_size: Width ragged bags (lists of lists) are padded to on the
+            host (default: the longest bag of the batch); longer bags keep
+            their first `bag_size` ids.
         embeddings_initializer: Initializer of the tables before use.
         seed: Seed of the sketch, the fallback hash and the initializers.
         **kwargs: Base layer keyword arguments.
 
     Call arguments:
         inputs: int32 `(..., 3)` from `update` or `lookup_ids`.
+        weights: Optional float weights of the ids (`inputs.shape[:-1]`),
+            with a combiner.
 
     Returns:
-        `inputs.shape[:-1] + (output_dim,)`, in the compute dtype.
+        `inputs.shape[:-1] + (output_dim,)` (without the bag axis with a
+        combiner), in the compute dtype. Padding reads zeros and is left
+        out of a bag.
 
     Example:
 
@@ -90,8 +107,11 @@ class DynamicEmbedding(layers.Layer):
                  ttl=None, num_tiers=3, tier_dims=None, decay=0.999,
                  rebalance_every=100, fallback_buckets=None, fallback_dim=None,
                  sketch_width=None, sketch_depth=2, optimizer_slots=2,
-                 embeddings_initializer="uniform", seed=0, **kwargs):
+                 combiner=None, bag_size=None, embeddings_initializer="uniform",
+                 seed=0, **kwargs):
         super().__init__(**kwargs)
+        self.combiner = check_combiner(combiner)
+        self.bag_size = check_bag_size(bag_size)
         self.plan = plan_capacity(output_dim, capacity_bytes, num_tiers, tier_dims,
                                   fallback_buckets, fallback_dim, sketch_width,
                                   sketch_depth, optimizer_slots)
@@ -145,7 +165,7 @@ class DynamicEmbedding(layers.Layer):
 
     # ------------------------------------------------------------ graph
 
-    def call(self, inputs):
+    def call(self, inputs, weights=None):
         inputs = ops.convert_to_tensor(inputs)
         if inputs.shape[-1] != PACKED:
             raise ValueError(f"Layer {self.name!r} takes ids packed by `update` or "
@@ -160,7 +180,7 @@ class DynamicEmbedding(layers.Layer):
         admitted = ops.logical_and(
             in_range, ops.logical_and(ops.equal(stored, tag), ops.greater(tag, 0)))
         offsets = self.id_map.offsets
-        outputs = self._fallback_vectors(inputs[..., 2])
+        outputs, valid = self._fallback_vectors(inputs[..., 2])
         for t, (table, projection) in enumerate(zip(self.tables, self.projections)):
             local = safe - int(offsets[t])
             member = ops.logical_and(admitted, ops.logical_and(
@@ -169,6 +189,14 @@ class DynamicEmbedding(layers.Layer):
             if projection is not None:
                 rows = ops.matmul(rows, projection)
             outputs = ops.where(ops.expand_dims(member, -1), rows, outputs)
+        if self.combiner is not None:
+            ids_shape = tuple(inputs.shape[:-1])
+            check_bag_rank(ids_shape, self.combiner, self.name)
+            weights = check_weights(weights, ids_shape, self.combiner, self.name)
+            valid = ops.logical_or(valid, admitted)
+            outputs = reduce_bag(outputs, bag_coefficients(valid, weights, self.combiner))
+        elif weights is not None:
+            check_weights(weights, tuple(inputs.shape[:-1]), None, self.name)
         return ops.cast(outputs, self.compute_dtype)
 
     def _fallback_vectors(self, buckets):
@@ -178,7 +206,7 @@ class DynamicEmbedding(layers.Layer):
         rows = take_rows(self.fallback, ops.where(valid, buckets, ops.zeros_like(buckets)))
         if self.fallback_projection is not None:
             rows = ops.matmul(rows, self.fallback_projection)
-        return ops.where(ops.expand_dims(valid, -1), rows, ops.zeros_like(rows))
+        return ops.where(ops.expand_dims(valid, -1), rows, ops.zeros_like(rows)), valid
 
     def fallback_buckets(self, keys):
         """Fallback bucket of raw int64 `keys` (numpy; the serving graph
@@ -186,21 +214,53 @@ class DynamicEmbedding(layers.Layer):
         return hashes.buckets_numpy(key_pieces(np.asarray(keys, np.int64)), self._hash,
                                     self.plan.fallback_buckets)
 
-    def _pack(self, keys):
+    def _pack(self, keys, mask):
         slots, tags = self.id_map.lookup(keys)
-        return pack(slots, tags, self.fallback_buckets(keys))
+        packed = pack(slots, tags, self.fallback_buckets(keys))
+        if mask is not None:
+            packed[~mask] = (-1, 0, -1)  # padding: no row, no bucket
+        return packed
+
+    def _keys_and_mask(self, ids, mask):
+        """Raw keys and the padding mask; ragged bags (a list of lists) are
+        padded to `bag_size` (default: the longest)."""
+        if isinstance(ids, (list, tuple)) and ids and all(
+                isinstance(bag, (list, tuple, np.ndarray)) for bag in ids):
+            if mask is not None:
+                raise ValueError("Pass either ragged bags or `mask`, not both.")
+            width = self.bag_size or max(1, max(len(bag) for bag in ids))
+            keys = np.zeros((len(ids), width), np.int64)
+            mask = np.zeros((len(ids), width), bool)
+            for i, bag in enumerate(ids):
+                bag = raw_keys(np.asarray(bag)).ravel()[:width] if len(bag) else []
+                keys[i, : len(bag)] = bag
+                mask[i, : len(bag)] = True
+            return keys, mask
+        keys = raw_keys(ids)
+        if mask is not None:
+            mask = np.asarray(mask, bool)
+            if mask.shape != keys.shape:
+                raise ValueError(f"`mask` must have the ids' shape {keys.shape}. "
+                                 f"Received: {mask.shape}")
+        return keys, mask
 
     def compute_output_shape(self, input_shape):
-        return (*tuple(input_shape)[:-1], self.output_dim)
+        ids_shape = tuple(input_shape)[:-1]
+        if self.combiner is not None:
+            check_bag_rank(ids_shape, self.combiner, self.name)
+            ids_shape = ids_shape[:-1]
+        return (*ids_shape, self.output_dim)
 
     # ------------------------------------------------------------ host
 
-    def lookup_ids(self, ids):
-        """Packed int32 ids for `ids` (raw int64 or strings) without counting
-        them: for prediction, evaluation and serving-time parity."""
-        return self._pack(raw_keys(ids))
+    def lookup_ids(self, ids, mask=None):
+        """Packed int32 ids for `ids` (raw int64 or strings, or ragged bags)
+        without counting them: for prediction, evaluation and serving-time
+        parity. `mask` (False for padding) as in `update`."""
+        keys, mask = self._keys_and_mask(ids, mask)
+        return self._pack(keys, mask)
 
-    def update(self, ids, timestamps=None, optimizer=None):
+    def update(self, ids, timestamps=None, optimizer=None, mask=None):
         """Counts `ids`, admits, evicts and rebalances, applies the changes
         to the rows (and to `optimizer`'s slots), and returns the packed
         int32 ids for the model. Call it between training steps (or
@@ -211,19 +271,23 @@ class DynamicEmbedding(layers.Layer):
             timestamps: Optional integer times (recency and `ttl` units).
             optimizer: The model's optimizer, whose slots follow the rows;
                 its slots are also counted against `capacity_bytes`.
+            mask: Optional boolean array of the ids' shape, False for
+                padding (not counted, reads zeros, left out of bags).
 
         Returns:
             int32 numpy array `ids.shape + (3,)`.
         """
-        keys = raw_keys(ids)
+        keys, mask = self._keys_and_mask(ids, mask)
         if not self.built:
             self.build((*keys.shape, PACKED))
-        changes = self.id_map.update(keys, timestamps)
+        if timestamps is not None and mask is not None and np.shape(timestamps) == keys.shape:
+            timestamps = np.asarray(timestamps)[mask]
+        changes = self.id_map.update(keys if mask is None else keys[mask], timestamps)
         if not changes.empty:
             self._apply(changes, optimizer)
         if optimizer is not None:
             self.check_bytes(optimizer)
-        return self._pack(keys)
+        return self._pack(keys, mask)
 
     def _slots(self, optimizer, variable):
         if optimizer is None:
@@ -385,6 +449,8 @@ class DynamicEmbedding(layers.Layer):
             "sketch_width": plan.sketch_width,
             "sketch_depth": plan.sketch_depth,
             "optimizer_slots": self.optimizer_slots,
+            "combiner": self.combiner,
+            "bag_size": self.bag_size,
             "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
             "seed": self.seed,
         })

@@ -203,3 +203,25 @@ def test_bad_settings_name_the_value():
         DynamicEmbedding(16, 100_000, min_count=0)
     with pytest.raises(ValueError, match="eviction='fifo'"):
         DynamicEmbedding(16, 100_000, eviction="fifo")
+
+
+@pytest.mark.parametrize("combiner", ["sum", "mean", "sqrtn"])
+def test_bags_follow_the_shared_weighted_combiners(combiner):
+    layer = make([2, 3], (4, 2), combiner=combiner)
+    bags = [[2**40, -3, 7], [7], [-(2**63), 2**40]]
+    packed = layer.update(bags)          # ragged: padded with a mask
+    assert packed.shape == (3, 3, 3) and (packed[1, 1:] == (-1, 0, -1)).all()
+    weights = np.array([[1.0, 2.0, -1.0], [0.5, 9.0, 9.0], [3.0, 0.0, 9.0]], np.float32)
+    got = ops.convert_to_numpy(layer(packed, weights=weights))
+    assert got.shape == (3, 4)
+    keys = np.array([[2**40, -3, 7], [7, 0, 0], [-(2**63), 2**40, 0]], np.int64)
+    mask = packed[..., 2] >= 0
+    vectors = reference(layer, packed.reshape(-1, 3), keys.ravel()).reshape(3, 3, 4)
+    # tf.nn.safe_embedding_lookup_sparse's weighting, written out
+    w = np.where(mask, weights, 0.0)
+    if combiner != "sum":
+        w = np.where(w > 0, w, 0.0)
+    total = {"sum": np.ones(3), "mean": w.sum(1),
+             "sqrtn": np.sqrt((w**2).sum(1))}[combiner]
+    expected = (w[..., None] * vectors).sum(1) / np.where(total > 0, total, 1.0)[:, None]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
