@@ -15,8 +15,9 @@ Streams:
   movielens  ml-100k `u.data` sorted by timestamp, raw user and item ids,
              rating regression (nothing known in advance)
   synthetic  simulated days with arrivals and departures of ids, drifting
-             Zipf popularity and a planted model y = <u, v> + noise; ids are
-             random 64-bit integers. Default size is scaled down for a
+             Zipf popularity and a planted model y = b_u + b_v + <u, v> / sqrt(8)
+             + noise (each term of unit variance, fixed per raw id by its
+             hash); ids are random 64-bit integers. Default size is scaled down for a
              shared 2-core machine; `--full` asks for ~100M distinct ids.
 
 Every step the dynamic layers' measured bytes (their variables, the
@@ -96,7 +97,10 @@ def synthetic_stream(days, per_day, active, churn, seed):
             features[f].append(picks[f])
         u = planted_vectors(picks["user"], 1)
         v = planted_vectors(picks["item"], 2)
-        targets.append((np.sum(u * v, axis=1) / math.sqrt(8) * 2
+        # per-id effects plus an interaction, each of unit variance
+        bias = planted_vectors(picks["user"], 3, 1)[:, 0] + planted_vectors(
+            picks["item"], 4, 1)[:, 0]
+        targets.append((bias + np.sum(u * v, axis=1) / math.sqrt(8)
                         + 0.3 * rng.normal(size=per_day)).astype(np.float32))
         for f in FEATURES:
             scores[f] += 0.3 * rng.normal(size=active)

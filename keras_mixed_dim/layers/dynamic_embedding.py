@@ -469,17 +469,31 @@ class _SlotCache:
 
 
 def _read_rows(variable, rows):
-    """Rows of a variable as numpy, reading only those rows."""
+    """Rows of a variable as numpy."""
+    rows = np.asarray(rows, np.int64)
+    if keras.backend.backend() == "jax":
+        # an eager JAX gather compiles once per shape, and the number of rows
+        # changes every step; on the host it is a plain copy
+        return np.asarray(variable.value)[rows]
     return ops.convert_to_numpy(take_rows(variable, ops.convert_to_tensor(
-        np.asarray(rows, np.int32))))
+        rows.astype(np.int32))))
 
 
 def _assign_rows(variable, rows, values):
-    rows = np.asarray(rows, np.int32)
-    if keras.backend.backend() == "tensorflow":
+    """`variable[rows] = values` between steps: in place on TensorFlow and
+    PyTorch; on JAX (immutable arrays) the table is rewritten from a host
+    copy, which compiles nothing."""
+    rows = np.asarray(rows, np.int64)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
         from keras_mixed_dim.backend.tensorflow.row_writes import assign_rows
 
         assign_rows(variable, rows, values)
-        return
-    variable.assign(ops.scatter_update(variable.value, rows[:, None],
-                                       ops.convert_to_tensor(values, variable.dtype)))
+    elif backend == "torch":
+        from keras_mixed_dim.backend.torch.row_writes import assign_rows
+
+        assign_rows(variable, rows, values)
+    else:
+        table = np.array(variable.value)
+        table[rows] = values
+        variable.assign(table)
