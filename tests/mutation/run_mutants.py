@@ -190,6 +190,33 @@ MUTANTS = [
 ]
 
 
+# DynamicEmbedding (issue 24): the id map, the layer, the byte plan, serving.
+DYNAMIC_MAP = "keras_mixed_dim/dynamic/id_map.py"
+DYNAMIC_LAYER = "keras_mixed_dim/layers/dynamic_embedding.py"
+DYNAMIC_TESTS = ["tests/dynamic/test_id_map.py", "tests/layers/test_dynamic_embedding.py"]
+MUTANTS += [
+    Mutant("dynamic-stale-tag-ignored", DYNAMIC_LAYER,
+           "ops.logical_and(ops.equal(stored, tag), ops.greater(tag, 0))",
+           "ops.greater(tag, 0)", DYNAMIC_TESTS),
+    Mutant("dynamic-evicts-batch-keys", DYNAMIC_MAP,
+           "pool = np.flatnonzero(self.used & ~touched)",
+           "pool = np.flatnonzero(self.used)", DYNAMIC_TESTS),
+    Mutant("dynamic-lfu-evicts-hotter", DYNAMIC_MAP,
+           "m = int(np.cumprod(wins).sum())", "m = int(m)", DYNAMIC_TESTS),
+    Mutant("dynamic-ttl-off-by-one", DYNAMIC_MAP,
+           "self.last < now - self.ttl", "self.last <= now - self.ttl", DYNAMIC_TESTS),
+    Mutant("dynamic-reused-row-keeps-slots", DYNAMIC_LAYER,
+           "for slot in self._slots(optimizer, table):",
+           "for slot in self._slots(optimizer, table)[:0]:", DYNAMIC_TESTS),
+    Mutant("dynamic-plan-forgets-slots", "keras_mixed_dim/dynamic/plan.py",
+           "self.float_params * FLOAT_BYTES * (1 + self.optimizer_slots)",
+           "self.float_params * FLOAT_BYTES", DYNAMIC_TESTS),
+    Mutant("dynamic-serving-pieces", "keras_mixed_dim/dynamic/serving.py",
+           "tf.bitwise.right_shift(keys, shift)", "tf.bitwise.right_shift(keys, 0)",
+           ["tests/dynamic/test_serving.py"]),
+]
+
+
 def run(mutant, keep_going=False):
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as folder:
         copy = pathlib.Path(folder)
