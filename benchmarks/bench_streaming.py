@@ -27,6 +27,7 @@ optimizer's real slots, the host map and sketch) are checked against
     python benchmarks/bench_streaming.py --streams movielens synthetic \
         --budgets 16384 65536 --seeds 0 1 2
     python benchmarks/bench_streaming.py --streams synthetic --full   # ~100M ids
+    python benchmarks/bench_streaming.py --summarize results.jsonl    # tables
 """
 
 import argparse
@@ -235,7 +236,33 @@ def run(stream, targets, method, budget, dim, batch, seed, warmup_share=0.1):
     return result
 
 
+def summarize(path):
+    """Markdown tables (mean and spread over seeds) from `--json` lines."""
+    rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    for stream in sorted({r["stream"] for r in rows}):
+        print(f"\n{stream}: progressive MSE, mean +- std over seeds (n); examples/s "
+              "(x static)\n")
+        print("| budget / feature | method | MSE | seeds | examples/s | vs static | "
+              "max bytes |")
+        print("|---|---|---|---|---|---|---|")
+        for budget in sorted({r["budget"] for r in rows if r["stream"] == stream}):
+            cell = [r for r in rows if r["stream"] == stream and r["budget"] == budget]
+            static = np.mean([r["examples_per_s"] for r in cell if r["method"] == "static"])
+            for method in METHODS:
+                runs = [r for r in cell if r["method"] == method]
+                if not runs:
+                    continue
+                mse = np.array([r["mse"] for r in runs])
+                speed = np.mean([r["examples_per_s"] for r in runs])
+                peak = max(r.get("max_measured_bytes", r["bytes"]) for r in runs)
+                print(f"| {budget} | {method} | {mse.mean():.4f} +- {mse.std():.4f} | "
+                      f"{len(runs)} | {speed:,.0f} | {speed / static:.2f} | {peak} |")
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--summarize":
+        summarize(sys.argv[2])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", nargs="+", default=["movielens", "synthetic"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
