@@ -175,24 +175,18 @@ def test_fit_trains_and_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
     rng = np.random.default_rng(0)
     batches = [(rng.zipf(1.4, 16) - 1) * (2**33) - 1 for _ in range(4)]
     targets = [rng.normal(size=(16, 1)).astype("float32") for _ in range(4)]
-    probe = np.concatenate(batches)
-
-    def fresh():
-        keras.utils.set_random_seed(1)
-        layer = make([3, 6], (4, 2), min_count=2, rebalance_every=2, decay=0.9)
-        return model_of(layer), layer
-
-    model, layer = fresh()
-    y = np.concatenate(targets)
+    probe, y = np.concatenate(batches), np.concatenate(targets)
+    keras.utils.set_random_seed(1)
+    layer = make([3, 6], (4, 2), min_count=2, rebalance_every=2, decay=0.9)
+    model = model_of(layer)
     start = np.mean((model.predict(layer.lookup_ids(probe), verbose=0) - y) ** 2)
-    run_stream(model, layer, batches, targets)
+    run_stream(model, layer, batches[:2], targets[:2])
+    model.save(tmp_path / "half.keras")
+    run_stream(model, layer, batches[2:], targets[2:])   # uninterrupted
     expected = model.predict(layer.lookup_ids(probe), verbose=0)
     assert np.mean((expected - y) ** 2) < start and layer.id_map.size > 0
 
-    model, layer = fresh()
-    run_stream(model, layer, batches[:2], targets[:2])
-    model.save(tmp_path / "half.keras")
-    model = keras.saving.load_model(tmp_path / "half.keras")
+    model = keras.saving.load_model(tmp_path / "half.keras")   # resumed
     layer = model.layers[1]
     run_stream(model, layer, batches[2:], targets[2:])
     np.testing.assert_array_equal(model.predict(layer.lookup_ids(probe), verbose=0), expected)

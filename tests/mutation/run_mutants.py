@@ -211,6 +211,8 @@ MUTANTS += [
     Mutant("dynamic-plan-forgets-slots", "keras_mixed_dim/dynamic/plan.py",
            "self.float_params * FLOAT_BYTES * (1 + self.optimizer_slots)",
            "self.float_params * FLOAT_BYTES", DYNAMIC_TESTS),
+    Mutant("dynamic-map-not-restored", DYNAMIC_LAYER,
+           "        self.id_map.set_state(state)\n", "", DYNAMIC_TESTS),
     Mutant("dynamic-serving-pieces", "keras_mixed_dim/dynamic/serving.py",
            "tf.bitwise.right_shift(keys, shift)", "tf.bitwise.right_shift(keys, 0)",
            ["tests/dynamic/test_serving.py"]),
