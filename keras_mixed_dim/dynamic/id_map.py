@@ -57,6 +57,15 @@ def raw_keys(ids):
         return array.astype(np.int64)
     if kind == "u":
         return array.astype(np.uint64).view(np.int64)
+    if kind == "O" and array.size and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+            for v in array.ravel()):
+        # Python ints beyond int64 or mixed with negatives (numpy gives an
+        # object array): their low 64 bits, as for uint64 ids
+        if any(not -(2**63) <= int(v) < 2**64 for v in array.ravel()):
+            raise ValueError("Raw integer ids must fit 64 bits (signed or unsigned).")
+        return np.array([(int(v) + 2**63) % 2**64 - 2**63 for v in array.ravel()],
+                        np.int64).reshape(array.shape)
     if kind in "USO":
         import tensorflow as tf
 

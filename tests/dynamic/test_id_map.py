@@ -116,6 +116,8 @@ def test_raw_keys_keep_all_64_bits():
     keys = raw_keys(ids)
     assert keys.dtype == np.int64 and keys.tolist() == ids.tolist()
     assert raw_keys(np.array([2**64 - 1], np.uint64)).tolist() == [-1]
+    # Python ints numpy can only hold as objects keep their 64 bits too
+    assert raw_keys([2**64 - 1, -5]).tolist() == [-1, -5]
     pieces = key_pieces(keys)
     assert pieces.dtype == np.int32 and pieces.min() >= 0
     rebuilt = (pieces[:, 0].astype(np.uint64) | (pieces[:, 1].astype(np.uint64) << 22)
