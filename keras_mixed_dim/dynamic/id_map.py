@@ -52,6 +52,12 @@ def raw_keys(ids):
     refused.
     """
     array = np.asarray(ids)
+    if isinstance(ids, (list, tuple)) and array.dtype.kind == "f":
+        # numpy turns Python ints beyond int64 (or mixed with negatives)
+        # into floats; keep them as objects to keep every bit
+        as_objects = np.asarray(ids, dtype=object)
+        if all(isinstance(v, (int, np.integer)) for v in as_objects.ravel()):
+            array = as_objects
     kind = array.dtype.kind
     if kind == "i":
         return array.astype(np.int64)
