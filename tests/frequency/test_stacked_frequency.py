@@ -286,10 +286,13 @@ def test_counting_argument_errors_name_the_value():
         rerank_stacked(layer)
 
 
-def test_bags_count_each_id_once_and_recount_as_per_feature_layers():
+@pytest.mark.parametrize("replan", [False, True], ids=["rerank", "replan"])
+def test_bags_count_each_id_once_and_recount_as_per_feature_layers(replan):
     """Bags of ids with weights: every valid occurrence counts once (whatever
-    its weight), and counting plus re-ranking on a stacked layer of bags
-    gives what the per-feature bag layers give."""
+    its weight), and counting plus re-ranking (or re-planning) on a stacked
+    layer of bags gives what the per-feature bag layers give."""
+    if replan and keras.backend.backend() != "tensorflow":
+        pytest.skip("re-planning recompiles: once, on TensorFlow, is enough here")
     keras.utils.set_random_seed(0)
     sizes, cards = (3, 1), (60, 25)
     layers = [MixedDimEmbedding(n, DIM, count_frequencies=True, num_blocks=2,
@@ -320,7 +323,8 @@ def test_bags_count_each_id_once_and_recount_as_per_feature_layers():
     callbacks = []
     for model in (per_feature, stacked):
         model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "mse")
-        callbacks.append(FrequencyRecount(every_n_steps=2))
+        callbacks.append(FrequencyRecount(replan=True) if replan
+                         else FrequencyRecount(every_n_steps=2))
         model.fit([ids, weights], y, epochs=1, batch_size=40, shuffle=False,
                   callbacks=[callbacks[-1]], verbose=0)
     for f, columns in enumerate((slice(0, 3), slice(3, 4))):
@@ -330,6 +334,10 @@ def test_bags_count_each_id_once_and_recount_as_per_feature_layers():
         np.testing.assert_array_equal(stacked_layer.feature_counts(f), expected)
         np.testing.assert_array_equal(stacked_layer.feature_ranks(f),
                                       ops.convert_to_numpy(layers[f].remap))
-    assert sum(r["tags"].ids_moved for r in callbacks[1].reports) > 0
+    if replan:
+        assert callbacks[1].reports[-1]["tags"].rebuilt
+        assert stacked_layer.plans[0] == layers[0].plan
+    else:
+        assert sum(r["tags"].ids_moved for r in callbacks[1].reports) > 0
     np.testing.assert_allclose(stacked.predict([ids, weights], verbose=0),
                                per_feature.predict([ids, weights], verbose=0), atol=2e-4)
