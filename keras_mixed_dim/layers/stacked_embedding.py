@@ -134,7 +134,8 @@ class StackedEmbedding(layers.Layer):
         projection_initializer: Initializer for the projections.
         embeddings_regularizer: Regularizer for the tables.
         projection_regularizer: Regularizer for the projections.
-        mask_zero: Whether id 0 is padding; the mask is `ids != 0`.
+        mask_zero: Whether id 0 is padding; the mask is `ids != 0`. With
+            bags, id 0 is left out of every bag instead, and there is no mask.
         count_frequencies: A bool for every feature, or one bool per
             feature: count the feature's lookups in training (never in
             inference or `predict`), for `FrequencyRecount`. A counting
