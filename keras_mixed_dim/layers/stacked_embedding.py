@@ -134,7 +134,8 @@ class StackedEmbedding(layers.Layer):
         projection_initializer: Initializer for the projections.
         embeddings_regularizer: Regularizer for the tables.
         projection_regularizer: Regularizer for the projections.
-        mask_zero: Whether id 0 is padding; the mask is `ids != 0`.
+        mask_zero: Whether id 0 is padding; the mask is `ids != 0`. With
+            bags, id 0 is left out of every bag instead, and there is no mask.
         count_frequencies: A bool for every feature, or one bool per
             feature: count the feature's lookups in training (never in
             inference or `predict`), for `FrequencyRecount`. A counting
@@ -755,6 +756,10 @@ def _reduce_bags(values, coefficients, sizes):
         # equal bags: a reshape and one sum, no matmul
         shape = (-1, len(sizes), int(sizes[0]), int(values.shape[-1]))
         return ops.sum(ops.reshape(values, shape), axis=-2)
+    # A matmul with a 0/1 column matrix: XLA compiles it (TensorFlow's
+    # SegmentSum does not), though it costs `len(sizes)` times the flops of a
+    # plain sum (a sorted segment sum ran 1.8x faster on a CPU for MLPerf's 26
+    # bags, without XLA).
     segments = np.zeros((int(sizes.sum()), len(sizes)), dtype="float32")
     segments[np.arange(int(sizes.sum())), np.repeat(np.arange(len(sizes)), sizes)] = 1.0
     return ops.einsum("...lw,lm->...mw", values, ops.convert_to_tensor(segments))

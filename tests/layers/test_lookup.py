@@ -280,3 +280,20 @@ def test_functional_model_with_weights_input_round_trips(tmp_path):
     np.testing.assert_allclose(ops.convert_to_numpy(loaded([IDS, WEIGHTS])), expected,
                                atol=1e-6)
     assert loaded.get_layer("bag").combiner == "mean"
+
+
+def test_mask_zero_makes_id_zero_padding_in_bags():
+    masked = StackedEmbedding([N, 12], D, bag_sizes=[2, 1], mask_zero=True)
+    masked.build()
+    plain = StackedEmbedding([N, 12], D, bag_sizes=[2, 1])
+    plain.build()
+    plain.set_weights(masked.get_weights())
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(masked(np.array([[0, 3, 0]]))),
+        ops.convert_to_numpy(plain(np.array([[-1, 3, -1]]))))
+    assert masked.compute_mask(np.array([[0, 3, 0]])) is None
+    layer = md(combiner="mean", mask_zero=True)
+    layer.build()
+    np.testing.assert_allclose(ops.convert_to_numpy(layer(np.array([[0, 5]]))),
+                               ops.convert_to_numpy(twin(layer, "mean")(
+                                   np.array([[-1, 5]]))), atol=1e-7)

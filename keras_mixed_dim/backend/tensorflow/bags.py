@@ -80,7 +80,11 @@ def _sparse_to_ragged(sparse, where):
         raise ValueError(
             f"{where} takes sparse ids of rank 2 (batch, bag). Received rank "
             f"{sparse.shape.rank}.")
-    # from_sparse needs row-major order; the bag is the row's entries in
-    # column order, whatever columns they sit at (as in
-    # tf.nn.safe_embedding_lookup_sparse)
-    return tf.RaggedTensor.from_sparse(tf.sparse.reorder(sparse))
+    # the bag is the row's entries in column order, whatever columns they
+    # sit at (as in tf.nn.safe_embedding_lookup_sparse; RaggedTensor.from_sparse
+    # would insist on columns 0, 1, ...)
+    sparse = tf.sparse.reorder(sparse)
+    rows = sparse.indices[:, 0]
+    lengths = tf.math.unsorted_segment_sum(tf.ones_like(rows), rows,
+                                           sparse.dense_shape[0])
+    return tf.RaggedTensor.from_row_lengths(sparse.values, lengths, validate=False)

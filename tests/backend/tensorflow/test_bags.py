@@ -102,3 +102,24 @@ def test_uniform_table_matches_safe_embedding_lookup_sparse(combiner):
         np.testing.assert_allclose(
             stacked(padded(rows, 5, np.int64(-1)), **dense_kwargs).numpy()[:, 0],
             expected, atol=1e-6)
+
+
+def test_sparse_bags_are_each_row_entries_in_column_order_wherever_they_sit():
+    layer = LAYERS["md"]("mean")
+    # entries at columns 4 and 1 of row 0 (given out of order), none in row 1
+    sparse = tf.SparseTensor([[0, 4], [0, 1], [2, 7]], [17, 3, 9], [3, 8])
+    weights = tf.SparseTensor([[0, 4], [0, 1], [2, 7]], [2.0, 0.5, 1.0], [3, 8])
+    expected = layer(np.array([[3, 17], [-1, -1], [9, -1]]),
+                     weights=np.array([[0.5, 2.0], [0, 0], [1.0, 0]], "float32"))
+    np.testing.assert_allclose(layer(sparse, weights=weights).numpy(),
+                               expected.numpy(), atol=1e-7)
+
+
+def test_stacked_bags_compile_under_xla():
+    layer = StackedEmbedding([100, 50, 20], 8, bag_sizes=[3, 1, 5], combiner="sqrtn")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(-1, 20, (4, 9)).astype("int32")
+    weights = rng.random((4, 9)).astype("float32")
+    compiled = tf.function(lambda i, w: layer(i, weights=w), jit_compile=True)
+    np.testing.assert_allclose(compiled(ids, weights).numpy(),
+                               layer(ids, weights=weights).numpy(), atol=1e-6)
