@@ -5,6 +5,7 @@ dimension embeddings.
     python examples/movielens.py --data ../shared/data/movielens/ml-100k
     python examples/movielens.py --data ml-1m.zip --model ncf --embedding mixed \\
         --alpha 0.3 --params-per-id 4 --results-json runs/ncf.json --save runs/ncf.keras
+    python examples/movielens.py --model ncf --history 10   # + a bag of recent items
 """
 
 import argparse
@@ -78,6 +79,9 @@ def parse_args(argv=None):
                        "mixed layers' parameter budget / ids")
     model.add_argument("--alpha", type=float, default=0.3)
     model.add_argument("--blocks", type=int, default=4)
+    model.add_argument("--history", type=int, default=0, metavar="K",
+                       help="NCF: also a bag of the user's last K rated items before "
+                       "each rating (a mean-combined embedding of the items' kind)")
     model.add_argument("--l2", type=float, default=0.0,
                        help="L2 penalty on embeddings and biases")
     train = parser.add_argument_group("training")
@@ -114,6 +118,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.data and args.tfds:
         parser.error("pass at most one of --data and --tfds")
+    if args.history < 0 or (args.history and args.model != "ncf"):
+        parser.error("--history K needs K >= 0 and --model ncf")
     if args.save and not args.save.endswith(".keras"):
         parser.error(f"--save must end in .keras, got {args.save!r}")
     return args
@@ -152,12 +158,42 @@ def prepare(ratings, args):
     users = Vocabulary.from_values(train.users)
     items = Vocabulary.from_values(train.items)
 
+    history = None
+    if args.history:
+        history = last_rated_items(ratings.users, ratings.items, ratings.timestamps,
+                                   args.history)
+
     def encode(index):
         part = ratings.subset(index)
         features = {"user": users.lookup(part.users), "item": items.lookup(part.items)}
+        if history is not None:
+            # the items of the user's earlier ratings, as item indices
+            earlier = history[index]
+            looked_up = items.lookup(ratings.items[np.maximum(earlier, 0)].ravel())
+            features["history"] = np.where(
+                earlier >= 0, np.reshape(looked_up, earlier.shape), -1).astype("int32")
         return features, part.ratings
 
     return users, items, [encode(index) for index in parts]
+
+
+def last_rated_items(users, items, timestamps, k):
+    """For each rating, the positions (into the rating arrays) of the same
+    user's `k` latest ratings before it, latest first, -1 where the user has
+    fewer; ties in time go by order in the data (`timestamps` None: that
+    order is the time). Nothing of the rating itself leaks into its history."""
+    n = len(users)
+    time = np.arange(n) if timestamps is None else np.asarray(timestamps)
+    order = np.lexsort((np.arange(n), time, np.asarray(users)))
+    sorted_users = np.asarray(users)[order]
+    history = np.full((n, k), -1, dtype=np.int64)
+    for j in range(1, k + 1):
+        same = np.zeros(n, dtype=bool)
+        same[j:] = sorted_users[j:] == sorted_users[:-j]
+        earlier = np.full(n, -1, dtype=np.int64)
+        earlier[j:] = order[:-j]
+        history[order, j - 1] = np.where(same, earlier, -1)
+    return history
 
 
 def build(args, users, items, global_mean, signature_pairs=None):
@@ -178,30 +214,26 @@ def build(args, users, items, global_mean, signature_pairs=None):
             ids, contexts = signature_pairs[name]
             signatures = lsh_signatures((ids, contexts), vocab.size, signature_size=2,
                                         seed=args.seed)
-        layers.append(
-            make_embedding(
-                args.embedding,
-                vocab.size,
-                dim,
-                counts=vocab.index_counts,
-                alpha=args.alpha,
-                num_blocks=args.blocks,
-                budget=budget,
-                budget_bytes=budget_bytes,
-                embeddings_regularizer=regularizer,
-                signatures=signatures,
-                name=name,
-            )
-        )
+        options = dict(counts=vocab.index_counts, alpha=args.alpha,
+                       num_blocks=args.blocks, budget=budget, budget_bytes=budget_bytes,
+                       embeddings_regularizer=regularizer)
+        layers.append(make_embedding(args.embedding, vocab.size, dim,
+                                     signatures=signatures, name=name, **options))
+    history = None
+    if args.history:
+        # the items' kind, size and budget, combining a bag (mean of vectors)
+        history = make_embedding(args.embedding, items.size, dim, combiner="mean",
+                                 name="history_embedding", **options)
     if args.distribute in ("data", "model"):
         # before the model is built, so its variables get their layouts
-        jax_distribution(args.distribute, layers)
+        jax_distribution(args.distribute, layers + ([history] if history else []))
     if args.model == "mf":
         return matrix_factorization(
             users.size, items.size, *layers, global_mean=global_mean,
             bias_regularizer=regularizer,
         )
-    return neural_cf(*layers, global_mean=global_mean)
+    return neural_cf(*layers, global_mean=global_mean, history_embedding=history,
+                     history_size=args.history or None)
 
 
 def batches(features, targets, args, shuffle):
@@ -271,7 +303,8 @@ def run(args):
         mse[name] = float(
             model.evaluate(features, targets, batch_size=8192, verbose=0)
         ) if len(targets) else float("nan")
-    for name in EMBEDDING_LAYERS:
+    embedding_names = EMBEDDING_LAYERS + (("history_embedding",) if args.history else ())
+    for name in embedding_names:
         plan = getattr(model.get_layer(name), "plan", None)
         if plan is not None and args.verbose:
             print(f"{name}: {plan}")
@@ -289,8 +322,9 @@ def run(args):
         "num_users": users.size,
         "num_items": items.size,
         "ratings": {"train": len(train[1]), "val": len(val[1]), "test": len(test[1])},
-        "embedding_params": embedding_params(model, EMBEDDING_LAYERS),
-        "embedding_bytes": layer_bytes([model.get_layer(n) for n in EMBEDDING_LAYERS]),
+        "history": args.history,
+        "embedding_params": embedding_params(model, embedding_names),
+        "embedding_bytes": layer_bytes([model.get_layer(n) for n in embedding_names]),
         "total_params": model.count_params(),
         "mse": mse,
         "rmse": {k: float(np.sqrt(v)) for k, v in mse.items()},

@@ -50,3 +50,8 @@ __all__ = [
     "dense_memory_options",
     "lsh_signatures",
 ]
+
+# Vocabularies that grow while training (issue 24).
+from keras_mixed_dim.layers.dynamic_embedding import DynamicEmbedding  # noqa: E402
+
+__all__.append("DynamicEmbedding")

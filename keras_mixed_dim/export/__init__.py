@@ -7,6 +7,8 @@ function, as a versioned TF Serving folder; `write_models_config` writes
 `keras_mixed_dim.datasets.movielens.preprocessing`).
 """
 
+from keras_mixed_dim.export.bags import RaggedBagInputs
+from keras_mixed_dim.export.bags import ragged_request
 from keras_mixed_dim.export.config import models_config_text
 from keras_mixed_dim.export.config import write_models_config
 from keras_mixed_dim.export.savedmodel import ExportReport
@@ -19,9 +21,11 @@ from keras_mixed_dim.export.warmup import write_warmup_requests
 __all__ = [
     "ExportReport",
     "MAX_VERSION",
+    "RaggedBagInputs",
     "clean_stale_partials",
     "export_for_serving",
     "models_config_text",
+    "ragged_request",
     "write_models_config",
     "write_version",
     "write_warmup_requests",

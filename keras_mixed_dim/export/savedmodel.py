@@ -114,8 +114,10 @@ def _checked(key, tensor, spec):
         return tf.ensure_shape(tf.identity(tensor), shape)
 
 
-def _same_batch(features, signature):
-    keys = [k for k in signature if signature[k].shape.rank]
+def _same_batch(features, signature, unbatched=()):
+    # `unbatched`: inputs whose first axis is not the batch (the flat ids of
+    # ragged bags, say), named by the preprocessing's `unbatched_inputs`
+    keys = [k for k in signature if signature[k].shape.rank and k not in unbatched]
     checks = []
     for other in keys[1:]:
         checks.append(tf.debugging.Assert(
@@ -216,7 +218,8 @@ def export_for_serving(model, base, name, preprocess=None, input_signature=None,
 
     def serve(*args):
         features = {k: _checked(k, v, specs[k]) for k, v in zip(keys, args)}
-        with tf.control_dependencies(_same_batch(features, specs)):
+        with tf.control_dependencies(_same_batch(
+                features, specs, getattr(preprocess, "unbatched_inputs", ()))):
             features = {k: tf.identity(v) for k, v in features.items()}
         inputs = features if preprocess is None else preprocess(features)
         if preprocess is None:

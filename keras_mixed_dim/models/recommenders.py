@@ -39,7 +39,8 @@ def matrix_factorization(
     return IdSafeModel({"user": user, "item": item}, rating, name="mf")
 
 
-def neural_cf(user_embedding, item_embedding, global_mean=0.0, hidden=(128, 128, 32)):
+def neural_cf(user_embedding, item_embedding, global_mean=0.0, hidden=(128, 128, 32),
+              history_embedding=None, history_size=None):
     """NCF as in the paper: concatenated embeddings through an MLP with LeakyReLU.
 
     Args:
@@ -47,20 +48,36 @@ def neural_cf(user_embedding, item_embedding, global_mean=0.0, hidden=(128, 128,
         item_embedding: Layer for item indices, named `item_embedding`.
         global_mean: Fixed offset added to the output.
         hidden: Widths of the hidden layers.
+        history_embedding: Optional layer with a combiner for a bag of item
+            indices per rating (the user's last rated items, say): the model
+            then takes input `"history"` of `history_size` indices, -1 pads,
+            and concatenates the bag's vector too.
+        history_size: Ids per history bag (with `history_embedding`).
 
     Returns:
-        A functional `keras.Model` on inputs `{"user": ..., "item": ...}`.
+        A functional `keras.Model` on inputs `{"user": ..., "item": ...}`
+        (and `"history"`).
     """
     user, item = _inputs()
-    x = layers.Concatenate(name="concat")(
-        [user_embedding(user), item_embedding(item)]
-    )
+    inputs = {"user": user, "item": item}
+    vectors = [user_embedding(user), item_embedding(item)]
+    if history_embedding is not None:
+        if getattr(history_embedding, "combiner", None) is None or not (
+                isinstance(history_size, int) and history_size > 0):
+            raise ValueError(
+                "`history_embedding` needs a combiner (it reduces a bag of items) "
+                f"and `history_size` a positive int. Received: {history_embedding!r}, "
+                f"history_size={history_size!r}")
+        history = keras.Input(shape=(history_size,), dtype="int32", name="history")
+        inputs["history"] = history
+        vectors.append(history_embedding(history))
+    x = layers.Concatenate(name="concat")(vectors)
     for i, width in enumerate(hidden):
         x = layers.Dense(width, name=f"dense_{i}")(x)
         x = layers.LeakyReLU(name=f"leaky_relu_{i}")(x)
     x = layers.Dense(1, name="score")(x)
     rating = layers.Rescaling(1.0, offset=float(global_mean), name="rating")(x)
-    return IdSafeModel({"user": user, "item": item}, rating, name="ncf")
+    return IdSafeModel(inputs, rating, name="ncf")
 
 
 def _inputs():

@@ -204,3 +204,26 @@ def test_min_rows_selects_tables_of_exactly_that_many_rows():
     assert [e.name for e in report.layers] == ["user_embedding", "item_embedding"]
     _, report = compress_model(model, COUNTS, min_rows=USERS + 1, budget=0.5)
     assert [e.name for e in report.layers] == ["item_embedding"]
+
+
+def test_a_stacked_dlrm_of_bags_keeps_its_bags_when_compressed():
+    from keras_mixed_dim.models.dlrm import dlrm
+
+    cards, sizes = [2000, 30], [4, 2]
+    keras.utils.set_random_seed(0)
+    layers = [keras.layers.Embedding(c, 8, name=f"embedding_{f}")
+              for f, c in enumerate(cards)]
+    model = dlrm(layers, 8, bottom=(8,), top=(8,), bag_sizes=sizes, bag_combiner="sqrtn",
+                 bag_weights=True)
+    rng = np.random.default_rng(0)
+    categorical = np.concatenate([rng.integers(-1, c, size=(32, k)) for c, k
+                                  in zip(cards, sizes)], axis=1).astype("int32")
+    x = {"dense": rng.random((32, 13)).astype("float32"), "categorical": categorical,
+         "categorical_weights": rng.uniform(0.5, 2, (32, 6)).astype("float32")}
+    counts = {"embedding_0": counts_for(2000, 0)}
+    exact, _ = compress_model(model, counts, budget=None, alpha=0)
+    stacked = exact.get_layer("embeddings")
+    assert stacked.bag_sizes == (4, 2) and stacked.combiner == "sqrtn"
+    assert stacked.plans[0].remapped  # really converted
+    np.testing.assert_allclose(exact.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)

@@ -284,3 +284,60 @@ def test_counting_argument_errors_name_the_value():
         layer = StackedEmbedding([5], 4)
         layer.build()
         rerank_stacked(layer)
+
+
+@pytest.mark.parametrize("replan", [False, True], ids=["rerank", "replan"])
+def test_bags_count_each_id_once_and_recount_as_per_feature_layers(replan):
+    """Bags of ids with weights: every valid occurrence counts once (whatever
+    its weight), and counting plus re-ranking (or re-planning) on a stacked
+    layer of bags gives what the per-feature bag layers give."""
+    if replan and keras.backend.backend() != "tensorflow":
+        pytest.skip("re-planning recompiles: once, on TensorFlow, is enough here")
+    keras.utils.set_random_seed(0)
+    sizes, cards = (3, 1), (60, 25)
+    layers = [MixedDimEmbedding(n, DIM, count_frequencies=True, num_blocks=2,
+                                alpha=0.5, combiner="mean", name=name)
+              for n, name in zip(cards, ("tags", "user"))]
+    ids_in = keras.Input((4,), dtype="int32")
+    weights_in = keras.Input((4,), dtype="float32")
+    vectors = [layers[0](ids_in[:, :3], weights=weights_in[:, :3]),
+               layers[1](ids_in[:, 3:], weights=weights_in[:, 3:])]
+    head = keras.layers.Dense(1, name="head")
+    per_feature = keras.Model([ids_in, weights_in],
+                              head(keras.layers.Concatenate()(vectors)))
+    stacked_layer = StackedEmbedding.from_layers(layers, bag_sizes=list(sizes),
+                                                 combiner="mean", name="stacked")
+    ids_in2 = keras.Input((4,), dtype="int32")
+    weights_in2 = keras.Input((4,), dtype="float32")
+    stacked_head = keras.layers.Dense(1, name="head")
+    stacked = keras.Model([ids_in2, weights_in2], stacked_head(keras.layers.Flatten()(
+        stacked_layer(ids_in2, weights=weights_in2))))
+    stacked_head.set_weights(head.get_weights())
+    rng = np.random.default_rng(4)
+    p = 1.0 / np.arange(1, 61) ** 1.2
+    tags = rng.permutation(60)[rng.choice(60, size=(120, 3), p=p / p.sum())]
+    tags[::4, 2] = -1  # padding
+    ids = np.concatenate([tags, rng.integers(-1, 25, (120, 1))], axis=1).astype("int32")
+    weights = rng.uniform(-0.5, 2.0, ids.shape).astype("float32")
+    y = np.sin(ids.sum(axis=1, keepdims=True)).astype("float32")
+    callbacks = []
+    for model in (per_feature, stacked):
+        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "mse")
+        callbacks.append(FrequencyRecount(replan=True) if replan
+                         else FrequencyRecount(every_n_steps=2))
+        model.fit([ids, weights], y, epochs=1, batch_size=40, shuffle=False,
+                  callbacks=[callbacks[-1]], verbose=0)
+    for f, columns in enumerate((slice(0, 3), slice(3, 4))):
+        expected = np.zeros(cards[f])
+        column_ids = ids[:, columns].ravel()
+        np.add.at(expected, column_ids[column_ids >= 0], 1)
+        np.testing.assert_array_equal(stacked_layer.feature_counts(f), expected)
+        np.testing.assert_array_equal(stacked_layer.feature_ranks(f),
+                                      ops.convert_to_numpy(layers[f].remap))
+    if replan:
+        assert callbacks[1].reports[-1]["tags"].rebuilt
+        assert stacked_layer.plans[0] == layers[0].plan
+    else:
+        assert sum(r["tags"].ids_moved for r in callbacks[1].reports) > 0
+    np.testing.assert_allclose(stacked.predict([ids, weights], verbose=0),
+                               per_feature.predict([ids, weights], verbose=0), atol=2e-4)

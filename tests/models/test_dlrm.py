@@ -143,3 +143,55 @@ def test_a_stacked_dlrm_recounts_each_feature():
                         batch_size=256, verbose=0, callbacks=[FrequencyRecount()])
     assert history.history["embedding_0_ids_moved"][0] > 0
     assert "embedding_1_ids_moved" not in history.history
+
+
+def test_dlrm_with_bags_stacks_them_and_matches_per_feature_layers():
+    cardinalities, sizes = [300, 40, 7], [5, 1, 3]
+    dense, categorical, labels = SyntheticCriteo(
+        512, cardinalities, seed=0, multi_hot_sizes=sizes).arrays()
+    categorical[::3, 3] = -1  # padding
+    weights = np.random.default_rng(0).uniform(0.1, 2.0, categorical.shape).astype(
+        "float32")
+    inputs = {"dense": dense, "categorical": categorical,
+              "categorical_weights": weights}
+    results = {}
+    for stacked in (None, False):
+        keras.utils.set_random_seed(0)
+        embeddings = embedding_layers(cardinalities, 8, "table", bag_sizes=sizes,
+                                      combiner="mean")
+        model = dlrm(embeddings, 8, bottom=(16,), top=(16,), stacked=stacked,
+                     bag_sizes=sizes, bag_combiner="mean", bag_weights=True)
+        if stacked is None:
+            layer = model.get_layer("embeddings")
+            assert isinstance(layer, StackedEmbedding)
+            assert layer.bag_sizes == tuple(sizes) and layer.combiner == "mean"
+            stacked_model = model
+        else:
+            # the per-feature model with the stacked one's weights
+            assert not any(isinstance(l, StackedEmbedding) for l in model.layers)
+            for f in range(3):
+                tables, projections = layer.feature_weights(f)
+                mine = model.get_layer(f"embedding_{f}")
+                mine.block_embeddings[0].assign(tables[0])
+                if projections[0] is not None:
+                    mine.block_projections[0].assign(projections[0])
+            for other in model.layers:
+                if other.name.startswith(("bottom", "top", "probability")):
+                    other.set_weights(stacked_model.get_layer(other.name).get_weights())
+        results[stacked] = model.predict(inputs, verbose=0)
+    np.testing.assert_allclose(results[None], results[False], atol=1e-5)
+    stacked_model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+    history = stacked_model.fit(inputs, labels, epochs=2, batch_size=128, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_dlrm_bag_arguments_are_checked():
+    embeddings = embedding_layers([30, 20], 4, "uniform")
+    with pytest.raises(ValueError, match="bag_sizes"):
+        dlrm(embeddings, 4, bag_sizes=[2])
+    with pytest.raises(ValueError, match="bag_combiner"):
+        dlrm(embeddings, 4, bag_sizes=[2, 1], bag_combiner="max")
+    with pytest.raises(ValueError, match="no combiner"):
+        dlrm(embeddings, 4, bag_sizes=[2, 1], stacked=False)
+    model = dlrm(embeddings, 4, bottom=(4,), top=(4,), bag_sizes=[2, 1])
+    assert model.input["categorical"].shape == (None, 3)

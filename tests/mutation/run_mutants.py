@@ -82,9 +82,11 @@ MUTANTS = [
     Mutant("layer-row-clip", LAYER,
            "rows = ops.minimum(rows, stop - start - 1)",
            "rows = ops.minimum(rows, stop - start)", LAYER_TESTS),
+    # the mean's count now lives in the one bag rule (layers/lookup.py)
     Mutant("layer-mean-counts-padding", LAYER,
-           "valid = ops.cast(ops.greater_equal(ranks, 0), outputs.dtype)",
-           "valid = ops.cast(ops.greater_equal(ranks, -1), outputs.dtype)", LAYER_TESTS),
+           "coefficients = bag_coefficients(ops.greater_equal(ranks, 0), weights,",
+           "coefficients = bag_coefficients(ops.greater_equal(ranks, -1), weights,",
+           LAYER_TESTS),
     Mutant("layer-count-padding", LAYER,
            "        if self.mask_zero:\n            valid = ops.logical_and(valid, "
            "ops.not_equal(ids, 0))",
@@ -187,6 +189,62 @@ MUTANTS = [
            "return rows, summed.index_add_(0, inverse.reshape(-1), values)",
            "return rows, summed.index_copy_(0, inverse.reshape(-1), values)",
            ROW_STEP_TESTS, backend="torch"),
+]
+
+# Multi-hot bags (issue 23): the bag rule, the stacked bags, the ragged cut.
+LOOKUP = "keras_mixed_dim/layers/lookup.py"
+STACKED = "keras_mixed_dim/layers/stacked_embedding.py"
+TF_BAGS = "keras_mixed_dim/backend/tensorflow/bags.py"
+BAG_TESTS = ["tests/layers/test_lookup.py"]
+MUTANTS += [
+    Mutant("bag-mean-keeps-nonpositive-weights", LOOKUP,
+           "keep = ops.logical_and(valid, ops.greater(weights, 0.0))", "keep = valid",
+           BAG_TESTS),
+    Mutant("bag-weights-of-padding-leak", LOOKUP,
+           "coefficients = ops.where(keep, weights, 0.0)", "coefficients = weights",
+           BAG_TESTS),
+    Mutant("bag-sqrtn-without-root", LOOKUP,
+           "        total = ops.sqrt(total)", "        total = total", BAG_TESTS),
+    Mutant("bag-empty-divides-by-zero", LOOKUP,
+           "total = ops.where(positive, total, 1.0)",
+           "total = ops.where(positive, total, 0.0)", BAG_TESTS),
+    Mutant("stacked-bag-members-interleaved", STACKED,
+           "segments[np.arange(int(sizes.sum())), np.repeat(np.arange(len(sizes)), sizes)]",
+           "segments[np.arange(int(sizes.sum())), np.arange(int(sizes.sum())) % len(sizes)]",
+           BAG_TESTS),
+    Mutant("ragged-cut-keeps-one-more", TF_BAGS,
+           "inside = positions < tf.expand_dims(ragged.row_lengths(), 1)",
+           "inside = positions <= tf.expand_dims(ragged.row_lengths(), 1)",
+           ["tests/backend/tensorflow/test_bags.py"]),
+]
+
+
+# DynamicEmbedding (issue 24): the id map, the layer, the byte plan, serving.
+DYNAMIC_MAP = "keras_mixed_dim/dynamic/id_map.py"
+DYNAMIC_LAYER = "keras_mixed_dim/layers/dynamic_embedding.py"
+DYNAMIC_TESTS = ["tests/dynamic/test_id_map.py", "tests/layers/test_dynamic_embedding.py"]
+MUTANTS += [
+    Mutant("dynamic-stale-tag-ignored", DYNAMIC_LAYER,
+           "ops.logical_and(ops.equal(stored, tag), ops.greater(tag, 0))",
+           "ops.greater(tag, 0)", DYNAMIC_TESTS),
+    Mutant("dynamic-evicts-batch-keys", DYNAMIC_MAP,
+           "pool = np.flatnonzero(self.used & ~touched)",
+           "pool = np.flatnonzero(self.used)", DYNAMIC_TESTS),
+    Mutant("dynamic-lfu-evicts-hotter", DYNAMIC_MAP,
+           "m = int(np.cumprod(wins).sum())", "m = int(m)", DYNAMIC_TESTS),
+    Mutant("dynamic-ttl-off-by-one", DYNAMIC_MAP,
+           "self.last < now - self.ttl", "self.last <= now - self.ttl", DYNAMIC_TESTS),
+    Mutant("dynamic-reused-row-keeps-slots", DYNAMIC_LAYER,
+           "for slot in self._slots(optimizer, table):",
+           "for slot in self._slots(optimizer, table)[:0]:", DYNAMIC_TESTS),
+    Mutant("dynamic-plan-forgets-slots", "keras_mixed_dim/dynamic/plan.py",
+           "self.float_params * FLOAT_BYTES * (1 + self.optimizer_slots)",
+           "self.float_params * FLOAT_BYTES", DYNAMIC_TESTS),
+    Mutant("dynamic-map-not-restored", DYNAMIC_LAYER,
+           "        self.id_map.set_state(state)\n", "", DYNAMIC_TESTS),
+    Mutant("dynamic-serving-pieces", "keras_mixed_dim/dynamic/serving.py",
+           "tf.bitwise.right_shift(keys, shift)", "tf.bitwise.right_shift(keys, 0)",
+           ["tests/dynamic/test_serving.py"]),
 ]
 
 

@@ -275,3 +275,47 @@ def test_gathered_but_masked_rows_keep_their_moments():
     model.train_on_batch([x, np.zeros((BATCH, 1, 1), "float32")], y)
     for variable, old in zip((momentum, velocity, table.embeddings), before):
         np.testing.assert_array_equal(ops.convert_to_numpy(variable)[3], old)
+
+
+def test_weighted_bags_with_repeated_ids_equal_the_dense_optimizer(combiner="sqrtn"):
+    """Each occurrence of an id in a bag adds its weight x combiner share of
+    the bag's gradient to the row (repeats summed): sparse row SGD on a
+    stacked table of bags equals Keras's SGD on the same model."""
+    from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
+    from keras_mixed_dim.models import IdSafeModel
+
+    rng = np.random.default_rng(3)
+    ids = rng.integers(-1, 12, size=(BATCH, 5)).astype("int32")
+    ids[:, 1] = ids[:, 0]  # repeats within each bag
+    weights = rng.uniform(0.1, 2.0, size=(BATCH, 5)).astype("float32")
+
+    def model():
+        keras.utils.set_random_seed(0)
+        bag = keras.Input((4,), dtype="int32")
+        single = keras.Input((1,), dtype="int32")
+        w = keras.Input((5,), dtype="float32")
+        table = StackedEmbedding([ROWS, 12], DIM, bag_sizes=[1, 4],
+                                 combiner=combiner, name="stacked")
+        vectors = table(keras.layers.Concatenate()([single, bag]), weights=w)
+        out = keras.layers.Dense(1, name="head")(keras.layers.Flatten()(vectors))
+        # its train step gives the optimizer the gathered rows on JAX and
+        # PyTorch too (the row step, not a dense table gradient)
+        return IdSafeModel([single, bag, w], out)
+
+    x = [ids[:, :1], ids[:, 1:], weights]
+    y = rng.normal(size=(BATCH, 1)).astype("float32")
+    results = []
+    optimizers = (SparseRowOptimizer(keras.optimizers.SGD(0.5), table_optimizer="sgd",
+                                     learning_rate=0.5),
+                  keras.optimizers.SGD(0.5))
+    initial = ops.convert_to_numpy(model().get_layer("stacked").tables[0])
+    for optimizer in optimizers:
+        m = model()
+        m.compile(optimizer=optimizer, loss="mse")
+        for _ in range(2):
+            m.train_on_batch(x, y)
+        results.append(ops.convert_to_numpy(m.get_layer("stacked").tables[0]))
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-6)
+    # the sparse path was taken, and the first step moved the bags' rows
+    assert [v.path for v in optimizers[0].table_variables] == ["stacked/stacked_w3_embeddings"]
+    assert not np.allclose(results[0], initial)

@@ -13,6 +13,7 @@ from keras_mixed_dim.datasets.criteo.format import KAGGLE_CARDINALITIES
 from keras_mixed_dim.datasets.criteo.format import NUM_CATEGORICAL
 from keras_mixed_dim.datasets.criteo.format import NUM_DENSE
 from keras_mixed_dim.datasets.criteo.format import transform_dense
+from keras_mixed_dim.datasets.criteo.synthetic import MLPERF_MULTI_HOT_SIZES
 from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo
 from keras_mixed_dim.datasets.criteo.vocabulary import CriteoVocabulary
 from keras_mixed_dim.datasets.criteo.vocabulary import build_or_load_vocabulary
@@ -23,6 +24,7 @@ __all__ = [
     "CriteoVocabulary",
     "DENSE_NAMES",
     "KAGGLE_CARDINALITIES",
+    "MLPERF_MULTI_HOT_SIZES",
     "NUM_CATEGORICAL",
     "NUM_DENSE",
     "SyntheticCriteo",

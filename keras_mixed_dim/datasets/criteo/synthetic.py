@@ -18,6 +18,11 @@ from keras_mixed_dim.datasets.criteo.format import NUM_DENSE
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
+# Ids per sample of each of the 26 features in MLPerf's DLRM-DCNv2
+# benchmark (Criteo 1TB multi-hot).
+MLPERF_MULTI_HOT_SIZES = (3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12,
+                          100, 27, 10, 3, 1, 1)
+
 
 def hidden_value(feature, ids, salt=0):
     """A fixed pseudo-random value in [-sqrt(3), sqrt(3)] per (feature, id):
@@ -83,10 +88,18 @@ class SyntheticCriteo:
         zipf_exponent: Popularity skew within each feature.
         signal_features: How many of the largest features carry signal.
         seed: Seed of the id draws and noise (hidden values never change).
+        multi_hot_sizes: Optional ids per row for each feature (as MLPerf's
+            multi-hot Criteo, e.g. `MLPERF_MULTI_HOT_SIZES`): feature `f`
+            draws `multi_hot_sizes[f]` ids per row (with repeats, each from
+            the feature's Zipf law), in consecutive columns of
+            `categorical`, which then has `sum(multi_hot_sizes)` columns
+            (the layout `dlrm(bag_sizes=...)` takes). A bag's signal is the
+            mean of its ids' hidden values. Default: one id per feature
+            (the rows are then those of earlier versions, draw for draw).
     """
 
     def __init__(self, num_rows, cardinalities=KAGGLE_CARDINALITIES,
-                 zipf_exponent=1.1, signal_features=8, seed=0):
+                 zipf_exponent=1.1, signal_features=8, seed=0, multi_hot_sizes=None):
         if int(num_rows) != num_rows or num_rows < 1:
             raise ValueError(f"`num_rows` must be an integer >= 1. Received: {num_rows!r}")
         cardinalities = tuple(int(c) for c in cardinalities)
@@ -98,6 +111,14 @@ class SyntheticCriteo:
         self.cardinalities = cardinalities
         self.zipf_exponent = float(zipf_exponent)
         self.seed = seed
+        if multi_hot_sizes is None:
+            multi_hot_sizes = (1,) * len(cardinalities)
+        if len(multi_hot_sizes) != len(cardinalities) or any(
+                isinstance(k, bool) or int(k) != k or k < 1 for k in multi_hot_sizes):
+            raise ValueError(
+                f"`multi_hot_sizes` must be {len(cardinalities)} integers >= 1, one "
+                f"per feature. Received: {multi_hot_sizes!r}")
+        self.multi_hot_sizes = tuple(int(k) for k in multi_hot_sizes)
         order = np.argsort(cardinalities)[::-1]
         self.signal = tuple(int(f) for f in order[: min(signal_features, len(order))])
 
@@ -116,22 +137,23 @@ class SyntheticCriteo:
         return tuple(np.concatenate(p) for p in zip(*parts))
 
     def _chunk(self, rng, size):
-        categorical = np.stack(
-            [zipf_ranks(rng, c, size, self.zipf_exponent) for c in self.cardinalities],
-            axis=1,
-        )
+        bags = [zipf_ranks(rng, c, size * k, self.zipf_exponent).reshape(size, k)
+                for c, k in zip(self.cardinalities, self.multi_hot_sizes)]
+        categorical = np.concatenate(bags, axis=1)
+
+        def hidden(f, salt=0):
+            return hidden_value(f, bags[f], salt).mean(axis=1)
+
         # integer counts like Criteo's I1..I13, so raw files round-trip exactly
         raw_dense = np.floor(rng.exponential(scale=20.0, size=(size, NUM_DENSE)))
         dense = np.log1p(raw_dense).astype(np.float32)
         logit = np.full(size, -1.2)
         logit += 0.3 * (dense[:, 0] - dense[:, 0].mean())
         for f in self.signal:
-            logit += 0.6 * hidden_value(f, categorical[:, f])
+            logit += 0.6 * hidden(f)
         # pairwise terms reward the model's dot interactions
         for f, g in zip(self.signal[::2], self.signal[1::2]):
-            logit += 0.4 * hidden_value(f, categorical[:, f], 1) * hidden_value(
-                g, categorical[:, g], 1
-            )
+            logit += 0.4 * hidden(f, 1) * hidden(g, 1)
         labels = (rng.random(size) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
         return dense, categorical.astype(np.int32), labels[:, None]
 
@@ -142,6 +164,10 @@ class SyntheticCriteo:
         id, as Criteo's values are hashes); dense values are the integers
         behind `log1p`. Returns the number of rows written.
         """
+        if any(k > 1 for k in self.multi_hot_sizes):
+            raise ValueError(
+                "Criteo's raw format holds one id per feature; these rows have "
+                f"multi-hot sizes {list(self.multi_hot_sizes)}.")
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.partial")

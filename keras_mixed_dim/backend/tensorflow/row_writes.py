@@ -1,0 +1,15 @@
+"""Writing a few rows of a table variable in place (TensorFlow).
+
+`DynamicEmbedding` re-initialises the rows of newly admitted ids and moves
+rows between tiers after nearly every step; `assign` of a scattered copy
+would rewrite the whole table (and each optimizer slot) each time.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def assign_rows(variable, rows, values):
+    """`variable[rows] = values` in place (one `ResourceScatterNdUpdate`)."""
+    rows = tf.constant(np.asarray(rows, np.int64)[:, None])
+    variable.value.scatter_nd_update(rows, tf.constant(values, dtype=variable.dtype))

@@ -1,0 +1,16 @@
+"""Writing a few rows of a table variable in place (PyTorch).
+
+`DynamicEmbedding` re-initialises and moves rows between training steps;
+`assign` of a scattered copy would rewrite the whole table each time.
+"""
+
+import numpy as np
+import torch
+
+
+def assign_rows(variable, rows, values):
+    """`variable[rows] = values` in place, outside autograd."""
+    tensor = variable.value
+    with torch.no_grad():
+        tensor[torch.as_tensor(np.asarray(rows, np.int64), device=tensor.device)] = (
+            torch.as_tensor(np.asarray(values), dtype=tensor.dtype, device=tensor.device))

@@ -1,0 +1,68 @@
+"""A decayed count-min sketch of raw int64 ids (numpy, host side).
+
+Ids not yet admitted to a `DynamicEmbedding` are counted here in a fixed
+number of bytes, whatever the number of distinct ids: `depth` rows of
+`width` float32 counters; an id adds to one counter per row (a seeded
+multiply-xorshift hash of its 64 bits) and its estimate is the smallest of
+its counters, which never undercounts (Cormode and Muthukrishnan, 2005).
+Counters are float32 so they can decay: multiplied by `decay` each step, a
+count seen long ago fades like the admitted ids' counts do.
+"""
+
+import numpy as np
+
+COUNTER_BYTES = 4
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def mix64(keys, seed):
+    """A 64-bit mix (splitmix64's finaliser) of int64 `keys`, seeded; uint64."""
+    x = np.ascontiguousarray(np.asarray(keys).astype(np.int64)).view(np.uint64)
+    with np.errstate(over="ignore"):
+        x = x + _GOLDEN * np.uint64((int(seed) & 0xFFFFFFFF) + 1)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+class CountMinSketch:
+    """Decayed count-min sketch of int64 keys.
+
+    Args:
+        width: Counters per row (>= 1).
+        depth: Rows (independent hashes, >= 1).
+        seed: Seed of the hashes.
+    """
+
+    def __init__(self, width, depth=2, seed=0):
+        for name, value in (("width", width), ("depth", depth)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"`sketch_{name}` must be a positive integer. "
+                                 f"Received: sketch_{name}={value!r}")
+        self.width = int(width)
+        self.depth = int(depth)
+        self.seed = int(seed)
+        self.counters = np.zeros((self.depth, self.width), np.float32)
+
+    def _columns(self, keys):
+        return np.stack([(mix64(keys, self.seed * 131 + r) % np.uint64(self.width))
+                         .astype(np.int64) for r in range(self.depth)])
+
+    def add(self, keys, counts):
+        """Adds `counts` to unique `keys` and returns their new estimates."""
+        columns = self._columns(keys)
+        for r in range(self.depth):
+            np.add.at(self.counters[r], columns[r], np.asarray(counts, np.float32))
+        return self.counters[np.arange(self.depth)[:, None], columns].min(axis=0)
+
+    def estimate(self, keys):
+        columns = self._columns(keys)
+        return self.counters[np.arange(self.depth)[:, None], columns].min(axis=0)
+
+    def decay(self, factor):
+        if factor != 1.0:
+            self.counters *= np.float32(factor)
+
+    @property
+    def bytes(self):
+        return self.counters.size * COUNTER_BYTES

@@ -1,0 +1,499 @@
+"""`DynamicEmbedding`: a vocabulary that grows while training, within a
+fixed number of bytes, with mixed-dimension tiers that follow popularity."""
+
+import keras
+import numpy as np
+from keras import initializers
+from keras import layers
+from keras import ops
+from keras import saving
+
+from keras_mixed_dim.backend import take_rows
+from keras_mixed_dim.dynamic.id_map import PACKED
+from keras_mixed_dim.dynamic.id_map import DynamicIdMap
+from keras_mixed_dim.dynamic.id_map import key_pieces
+from keras_mixed_dim.dynamic.id_map import pack
+from keras_mixed_dim.dynamic.id_map import raw_keys
+from keras_mixed_dim.dynamic.plan import plan_capacity
+from keras_mixed_dim.frequency.rerank import slot_variables
+from keras_mixed_dim.layers import hashes
+from keras_mixed_dim.layers.ids import check_bag_rank
+from keras_mixed_dim.layers.lookup import bag_coefficients
+from keras_mixed_dim.layers.lookup import check_bag_size
+from keras_mixed_dim.layers.lookup import check_combiner
+from keras_mixed_dim.layers.lookup import check_weights
+from keras_mixed_dim.layers.lookup import reduce_bag
+
+# The fallback hashes a key's three pieces; one seed shared by graph and host.
+_FALLBACK_SEED_SALT = 0xD1A
+
+
+@saving.register_keras_serializable(package="keras_mixed_dim")
+class DynamicEmbedding(layers.Layer):
+    """Embeddings of raw ids that arrive while training, in fixed bytes.
+
+    Raw ids (int64 of any value, or strings) are mapped to rows on the host
+    by `update` (counting, admission, eviction, tier moves) or `lookup_ids`
+    (no counting), a step of the input pipeline; the model takes the int32
+    array they return (`ids.shape + (3,)`: slot, tag and the id's fallback
+    bucket, a seeded hash of its 64 bits computed on the host here and with
+    stock ops in the serving graph). An id reads its own row once admitted (its sketch count
+    reached `min_count`); before that, and after it is evicted, it reads a
+    shared hashed fallback table, never another id's row.
+
+    Rows live in tiers of decreasing width (`tier_dims`, each projected to
+    `output_dim` as in `MixedDimEmbedding`); every `rebalance_every` steps the
+    most counted ids (decayed counts) move to the widest tier and the least
+    to the narrowest, warm-started by least squares through the new tier's
+    projection. A row given to a new id starts from that id's fallback
+    vector (mapped into the tier the same way) with zeroed optimizer slots.
+
+    `capacity_bytes` bounds everything the layer holds: tables, projections,
+    fallback, optimizer slots (`optimizer_slots` copies of each weight: 2
+    for Adam), the per-slot tags, the host id map, counts and sketch. Pass
+    the model's optimizer to `update` so that it can check the real slots.
+
+    Args:
+        output_dim: Integer. Width of the output vectors.
+        capacity_bytes: Integer. The budget of everything above.
+        min_count: Sketch count at which an id is admitted (>= 1).
+        eviction: `"lfu"` (least decayed count, only for a candidate counted
+            more), `"lru"` (least recently seen) or `"ttl"` (slots unseen
+            for `ttl` steps or timestamp units are freed; nothing else is
+            evicted).
+        ttl: Time to live with `eviction="ttl"`.
+        num_tiers: Number of tiers when `tier_dims` is not given (widths
+            `output_dim / 4**t`).
+        tier_dims: Explicit tier widths, widest first (`(output_dim,)` is
+            one uniform tier, a TFRA-like dynamic table).
+        decay: Factor applied to all counts each step.
+        rebalance_every: Steps between tier rebalances (0: never).
+        fallback_buckets: Rows of the fallback (default: 10% of the budget).
+        fallback_dim: Their width (default: the narrowest tier's).
+        sketch_width: Counters per sketch row (default: 5% of the budget).
+        sketch_depth: Sketch rows.
+        optimizer_slots: Optimizer copies of each weight counted in the
+            budget (2 for Adam, 1 for Adagrad or momentum SGD, 0 for SGD).
+        combiner: None, `"sum"`, `"mean"` or `"sqrtn"`: reduce the last id
+            axis (a bag), weighted by `weights=` exactly as
+            `tf.nn.safe_embedding_lookup_sparse` (the package's shared bag
+            rule, `keras_mixed_dim.layers.lookup.bag_coefficients`).
+        bag_size: Width ragged bags (lists of lists) are padded to on the
+            host (default: the longest bag of the batch); longer bags keep
+            their first `bag_size` ids.
+        embeddings_initializer: Initializer of the tables before use.
+        seed: Seed of the sketch, the fallback hash and the initializers.
+        **kwargs: Base layer keyword arguments.
+
+    Call arguments:
+        inputs: int32 `(..., 3)` from `update` or `lookup_ids`.
+        weights: Optional float weights of the ids (`inputs.shape[:-1]`),
+            with a combiner.
+
+    Returns:
+        `inputs.shape[:-1] + (output_dim,)` (without the bag axis with a
+        combiner), in the compute dtype. Padding reads zeros and is left
+        out of a bag.
+
+    Example:
+
+    >>> layer = DynamicEmbedding(16, capacity_bytes=200_000, min_count=1)
+    >>> packed = layer.update(np.array([2**40 + 3, -7]))   # counts and admits
+    >>> layer(packed).shape
+    (2, 16)
+    """
+
+    def __init__(self, output_dim, capacity_bytes, min_count=2, eviction="lfu",
+                 ttl=None, num_tiers=3, tier_dims=None, decay=0.999,
+                 rebalance_every=100, fallback_buckets=None, fallback_dim=None,
+                 sketch_width=None, sketch_depth=2, optimizer_slots=2,
+                 combiner=None, bag_size=None, embeddings_initializer="uniform",
+                 seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.combiner = check_combiner(combiner)
+        self.bag_size = check_bag_size(bag_size)
+        self.plan = plan_capacity(output_dim, capacity_bytes, num_tiers, tier_dims,
+                                  fallback_buckets, fallback_dim, sketch_width,
+                                  sketch_depth, optimizer_slots)
+        self.id_map = DynamicIdMap(self.plan.tier_rows, min_count, eviction, ttl, decay,
+                                   rebalance_every, self.plan.sketch_width,
+                                   self.plan.sketch_depth, seed)
+        self.output_dim = self.plan.output_dim
+        self.capacity_bytes = int(capacity_bytes)
+        self.min_count = int(min_count)
+        self.eviction = eviction
+        self.ttl = ttl
+        self.num_tiers = len(self.plan.tier_dims)
+        self.decay = float(decay)
+        self.rebalance_every = int(rebalance_every)
+        self.optimizer_slots = int(optimizer_slots)
+        self.seed = int(seed)
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self._hash = hashes.HashParams(self.seed ^ _FALLBACK_SEED_SALT, arity=3)
+        # Tables stay float32 under mixed precision; only outputs are cast.
+        self.autocast = False
+
+    # ------------------------------------------------------------ weights
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        if input_shape is not None and input_shape[-1] not in (None, PACKED):
+            raise ValueError(
+                f"Layer {self.name!r} takes the int32 ids that `update` or "
+                f"`lookup_ids` return (last axis {PACKED}); received shape "
+                f"{tuple(input_shape)}.")
+        plan, d = self.plan, self.plan.output_dim
+        self.tables, self.projections = [], []
+        for t, (rows, width) in enumerate(zip(plan.tier_rows, plan.tier_dims)):
+            self.tables.append(self.add_weight(
+                shape=(rows, width), initializer=self.embeddings_initializer,
+                name=f"tier_{t}_embeddings"))
+            self.projections.append(None if width == d else self.add_weight(
+                shape=(width, d), initializer="glorot_uniform",
+                name=f"tier_{t}_projection"))
+        self.fallback = self.add_weight(
+            shape=(plan.fallback_buckets, plan.fallback_dim),
+            initializer=self.embeddings_initializer, name="fallback_embeddings")
+        self.fallback_projection = None if plan.fallback_dim == d else self.add_weight(
+            shape=(plan.fallback_dim, d), initializer="glorot_uniform",
+            name="fallback_projection")
+        self.slot_tags = self.add_weight(
+            shape=(self.id_map.num_slots,), initializer="zeros", dtype="int32",
+            trainable=False, name="slot_tags")
+        self.built = True
+
+    # ------------------------------------------------------------ graph
+
+    def call(self, inputs, weights=None):
+        inputs = ops.convert_to_tensor(inputs)
+        if inputs.shape[-1] != PACKED:
+            raise ValueError(f"Layer {self.name!r} takes ids packed by `update` or "
+                             f"`lookup_ids` (last axis {PACKED}); received shape "
+                             f"{tuple(inputs.shape)}.")
+        inputs = ops.cast(inputs, "int32")
+        slot, tag = inputs[..., 0], inputs[..., 1]
+        num_slots = self.id_map.num_slots
+        in_range = ops.logical_and(ops.greater_equal(slot, 0), ops.less(slot, num_slots))
+        safe = ops.where(in_range, slot, ops.zeros_like(slot))
+        stored = ops.take(self.slot_tags, safe, axis=0)
+        admitted = ops.logical_and(
+            in_range, ops.logical_and(ops.equal(stored, tag), ops.greater(tag, 0)))
+        offsets = self.id_map.offsets
+        outputs, valid = self._fallback_vectors(inputs[..., 2])
+        for t, (table, projection) in enumerate(zip(self.tables, self.projections)):
+            local = safe - int(offsets[t])
+            member = ops.logical_and(admitted, ops.logical_and(
+                ops.greater_equal(local, 0), ops.less(local, int(self.plan.tier_rows[t]))))
+            rows = take_rows(table, ops.where(member, local, ops.zeros_like(local)))
+            if projection is not None:
+                rows = ops.matmul(rows, projection)
+            outputs = ops.where(ops.expand_dims(member, -1), rows, outputs)
+        if self.combiner is not None:
+            ids_shape = tuple(inputs.shape[:-1])
+            check_bag_rank(ids_shape, self.combiner, self.name)
+            weights = check_weights(weights, ids_shape, self.combiner, self.name)
+            valid = ops.logical_or(valid, admitted)
+            outputs = reduce_bag(outputs, bag_coefficients(valid, weights, self.combiner))
+        elif weights is not None:
+            check_weights(weights, tuple(inputs.shape[:-1]), None, self.name)
+        return ops.cast(outputs, self.compute_dtype)
+
+    def _fallback_vectors(self, buckets):
+        # a bucket out of range (a malformed input) reads zeros, not a row
+        valid = ops.logical_and(ops.greater_equal(buckets, 0),
+                                ops.less(buckets, self.plan.fallback_buckets))
+        rows = take_rows(self.fallback, ops.where(valid, buckets, ops.zeros_like(buckets)))
+        if self.fallback_projection is not None:
+            rows = ops.matmul(rows, self.fallback_projection)
+        return ops.where(ops.expand_dims(valid, -1), rows, ops.zeros_like(rows)), valid
+
+    def fallback_buckets(self, keys):
+        """Fallback bucket of raw int64 `keys` (numpy; the serving graph
+        computes the same with `hashes.buckets` on the key's pieces)."""
+        return hashes.buckets_numpy(key_pieces(np.asarray(keys, np.int64)), self._hash,
+                                    self.plan.fallback_buckets)
+
+    def _pack(self, keys, mask):
+        slots, tags = self.id_map.lookup(keys)
+        packed = pack(slots, tags, self.fallback_buckets(keys))
+        if mask is not None:
+            packed[~mask] = (-1, 0, -1)  # padding: no row, no bucket
+        return packed
+
+    def _keys_and_mask(self, ids, mask):
+        """Raw keys and the padding mask; ragged bags (a list of lists) are
+        padded to `bag_size` (default: the longest)."""
+        if isinstance(ids, (list, tuple)) and ids and all(
+                isinstance(bag, (list, tuple, np.ndarray)) for bag in ids):
+            if mask is not None:
+                raise ValueError("Pass either ragged bags or `mask`, not both.")
+            width = self.bag_size or max(1, max(len(bag) for bag in ids))
+            keys = np.zeros((len(ids), width), np.int64)
+            mask = np.zeros((len(ids), width), bool)
+            for i, bag in enumerate(ids):
+                bag = raw_keys(np.asarray(bag)).ravel()[:width] if len(bag) else []
+                keys[i, : len(bag)] = bag
+                mask[i, : len(bag)] = True
+            return keys, mask
+        keys = raw_keys(ids)
+        if mask is not None:
+            mask = np.asarray(mask, bool)
+            if mask.shape != keys.shape:
+                raise ValueError(f"`mask` must have the ids' shape {keys.shape}. "
+                                 f"Received: {mask.shape}")
+        return keys, mask
+
+    def compute_output_shape(self, input_shape):
+        ids_shape = tuple(input_shape)[:-1]
+        if self.combiner is not None:
+            check_bag_rank(ids_shape, self.combiner, self.name)
+            ids_shape = ids_shape[:-1]
+        return (*ids_shape, self.output_dim)
+
+    # ------------------------------------------------------------ host
+
+    def lookup_ids(self, ids, mask=None):
+        """Packed int32 ids for `ids` (raw int64 or strings, or ragged bags)
+        without counting them: for prediction, evaluation and serving-time
+        parity. `mask` (False for padding) as in `update`."""
+        keys, mask = self._keys_and_mask(ids, mask)
+        return self._pack(keys, mask)
+
+    def update(self, ids, timestamps=None, optimizer=None, mask=None):
+        """Counts `ids`, admits, evicts and rebalances, applies the changes
+        to the rows (and to `optimizer`'s slots), and returns the packed
+        int32 ids for the model. Call it between training steps (or
+        `fit` calls), in stream order.
+
+        Args:
+            ids: Raw ids (int64 of any value, or strings), any shape.
+            timestamps: Optional integer times (recency and `ttl` units).
+            optimizer: The model's optimizer, whose slots follow the rows;
+                its slots are also counted against `capacity_bytes`.
+            mask: Optional boolean array of the ids' shape, False for
+                padding (not counted, reads zeros, left out of bags).
+
+        Returns:
+            int32 numpy array `ids.shape + (3,)`.
+        """
+        keys, mask = self._keys_and_mask(ids, mask)
+        if not self.built:
+            self.build((*keys.shape, PACKED))
+        if timestamps is not None and mask is not None and np.shape(timestamps) == keys.shape:
+            timestamps = np.asarray(timestamps)[mask]
+        changes = self.id_map.update(keys if mask is None else keys[mask], timestamps)
+        if not changes.empty:
+            self._apply(changes, optimizer)
+        if optimizer is not None:
+            self.check_bytes(optimizer)
+        return self._pack(keys, mask)
+
+    def _slots(self, optimizer, variable):
+        if optimizer is None:
+            return []
+        # found by name once per optimizer state (slots appear when it
+        # builds); a plain object, so Keras does not track the optimizer's
+        # variables as the layer's
+        key = (id(optimizer), len(optimizer.variables))
+        cache = getattr(self, "_slot_cache", None)
+        if cache is None or cache.key != key:
+            cache = self._slot_cache = _SlotCache(
+                key, {id(v): slot_variables(optimizer, v) for v in self.weights})
+        return cache.slots.get(id(variable), [])
+
+    def _apply(self, changes, optimizer):
+        tier_of, offsets = self.id_map.tier_of, self.id_map.offsets
+        involved = set(tier_of[changes.reset_slots].tolist()) | set(
+            tier_of[changes.move_to].tolist())
+        pinvs = [None if p is None or t not in involved else np.linalg.pinv(
+            ops.convert_to_numpy(p).astype(np.float64))
+            for t, p in enumerate(self.projections)]
+        writes = {t: ([], []) for t in range(self.num_tiers)}
+        if changes.move_from.size:
+            # old outputs of every mover, read before any row is written
+            sources = self._outputs_of_slots(changes.move_from, changes.reset_slots,
+                                             changes.reset_keys, pinvs)
+        if changes.reset_slots.size:
+            vectors = self.fallback_outputs(changes.reset_keys)
+            for t in range(self.num_tiers):
+                mask = tier_of[changes.reset_slots] == t
+                if mask.any():
+                    rows = vectors[mask] if pinvs[t] is None else vectors[mask] @ pinvs[t]
+                    writes[t][0].append(changes.reset_slots[mask] - offsets[t])
+                    writes[t][1].append(rows)
+        if changes.move_from.size:
+            for t in range(self.num_tiers):
+                mask = tier_of[changes.move_to] == t
+                if mask.any():
+                    rows = sources[mask] if pinvs[t] is None else sources[mask] @ pinvs[t]
+                    writes[t][0].append(changes.move_to[mask] - offsets[t])
+                    writes[t][1].append(rows)
+        for t, (rows, values) in writes.items():
+            if not rows:
+                continue
+            # later writes win (a reset row that also moved keeps the move)
+            rows, values = np.concatenate(rows), np.concatenate(values)
+            _, last = np.unique(rows[::-1], return_index=True)
+            keep = rows.size - 1 - last
+            rows, values = rows[keep], values[keep]
+            table = self.tables[t]
+            _assign_rows(table, rows, values.astype("float32"))
+            for slot in self._slots(optimizer, table):
+                _assign_rows(slot, rows, np.zeros((rows.size, *slot.shape[1:]),
+                                                  slot.dtype))
+        self.slot_tags.assign(self.id_map.tags)
+
+    def _outputs_of_slots(self, slots, reset_slots, reset_keys, pinvs):
+        """float64 output vectors of the keys held by `slots` before this
+        step's writes (for a just-admitted key, its fallback vector)."""
+        tier_of, offsets = self.id_map.tier_of, self.id_map.offsets
+        result = np.zeros((slots.size, self.output_dim))
+        for t in range(self.num_tiers):
+            mask = tier_of[slots] == t
+            if not mask.any():
+                continue
+            rows = _read_rows(self.tables[t], slots[mask] - offsets[t]).astype(np.float64)
+            projection = self.projections[t]
+            result[mask] = rows if projection is None else rows @ ops.convert_to_numpy(
+                projection).astype(np.float64)
+        if reset_slots.size:
+            fresh = np.isin(slots, reset_slots)
+            if fresh.any():
+                position = {int(s): i for i, s in enumerate(reset_slots)}
+                keys = reset_keys[[position[int(s)] for s in slots[fresh]]]
+                result[fresh] = self.fallback_outputs(keys)
+        return result
+
+    def fallback_outputs(self, keys):
+        """float64 fallback vectors of raw int64 `keys` (host copy of the
+        graph's fallback path)."""
+        rows = _read_rows(self.fallback, self.fallback_buckets(keys)).astype(np.float64)
+        if self.fallback_projection is not None:
+            rows = rows @ ops.convert_to_numpy(self.fallback_projection).astype(np.float64)
+        return rows
+
+    # ------------------------------------------------------------ bytes
+
+    @property
+    def bytes(self):
+        """Planned bytes of everything the layer holds (never above
+        `capacity_bytes`)."""
+        return self.plan.bytes
+
+    def measured_bytes(self, optimizer=None):
+        """Bytes actually held: the layer's variables, `optimizer`'s slots
+        for them (or the planned `optimizer_slots` copies without one), the
+        id map and sketch, and the hash constants."""
+        if optimizer is not None:
+            self._slots(optimizer, None)
+            cache = self._slot_cache
+            if cache.measured is not None:
+                return cache.measured
+        total = self.id_map.bytes + self._hash.num_constants * 4
+        for variable in self.weights:
+            size = _nbytes(variable)
+            total += size
+            if variable.trainable:
+                if optimizer is None:
+                    total += size * self.optimizer_slots
+                else:
+                    total += sum(_nbytes(s) for s in self._slots(optimizer, variable))
+        # the id map's tag array and the slot_tags variable are both counted;
+        # every shape is fixed, so the sum holds until the optimizer changes
+        if optimizer is not None:
+            cache.measured = total
+        return total
+
+    def check_bytes(self, optimizer=None):
+        measured = self.measured_bytes(optimizer)
+        if measured > self.capacity_bytes:
+            raise RuntimeError(
+                f"Layer {self.name!r} holds {measured} bytes, above its "
+                f"capacity_bytes={self.capacity_bytes}: the optimizer keeps more "
+                f"slots per weight than optimizer_slots={self.optimizer_slots}.")
+        return measured
+
+    # ------------------------------------------------------------ saving
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for name, value in self.id_map.get_state().items():
+            store[f"id_map_{name}"] = value.astype(np.uint8) if value.dtype == bool \
+                else value
+
+    def load_own_variables(self, store):
+        variables = self._trainable_variables + self._non_trainable_variables
+        for i, variable in enumerate(variables):
+            variable.assign(np.asarray(store[f"{i}"]))
+        state = {}
+        for name in (*DynamicIdMap.STATE, "sketch", "scalars"):
+            state[name] = np.asarray(store[f"id_map_{name}"])
+        state["used"] = state["used"].astype(bool)
+        self.id_map.set_state(state)
+
+    def get_config(self):
+        config = super().get_config()
+        plan = self.plan
+        config.update({
+            "output_dim": self.output_dim,
+            "capacity_bytes": self.capacity_bytes,
+            "min_count": self.min_count,
+            "eviction": self.eviction,
+            "ttl": self.ttl,
+            "tier_dims": list(plan.tier_dims),
+            "decay": self.decay,
+            "rebalance_every": self.rebalance_every,
+            "fallback_buckets": plan.fallback_buckets,
+            "fallback_dim": plan.fallback_dim,
+            "sketch_width": plan.sketch_width,
+            "sketch_depth": plan.sketch_depth,
+            "optimizer_slots": self.optimizer_slots,
+            "combiner": self.combiner,
+            "bag_size": self.bag_size,
+            "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
+            "seed": self.seed,
+        })
+        return config
+
+
+def _nbytes(variable):
+    return int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize
+
+
+class _SlotCache:
+    def __init__(self, key, slots):
+        self.key = key
+        self.slots = slots
+        self.measured = None
+
+
+def _read_rows(variable, rows):
+    """Rows of a variable as numpy."""
+    rows = np.asarray(rows, np.int64)
+    if keras.backend.backend() == "jax":
+        # an eager JAX gather compiles once per shape, and the number of rows
+        # changes every step; on the host it is a plain copy
+        return np.asarray(variable.value)[rows]
+    return ops.convert_to_numpy(take_rows(variable, ops.convert_to_tensor(
+        rows.astype(np.int32))))
+
+
+def _assign_rows(variable, rows, values):
+    """`variable[rows] = values` between steps: in place on TensorFlow and
+    PyTorch; on JAX (immutable arrays) the table is rewritten from a host
+    copy, which compiles nothing."""
+    rows = np.asarray(rows, np.int64)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from keras_mixed_dim.backend.tensorflow.row_writes import assign_rows
+
+        assign_rows(variable, rows, values)
+    elif backend == "torch":
+        from keras_mixed_dim.backend.torch.row_writes import assign_rows
+
+        assign_rows(variable, rows, values)
+    else:
+        table = np.array(variable.value)
+        table[rows] = values
+        variable.assign(table)

@@ -1,0 +1,146 @@
+"""The host id map: admission, eviction rules, tiers, tags, state, keys."""
+
+import numpy as np
+import pytest
+
+from keras_mixed_dim.dynamic import CountMinSketch
+from keras_mixed_dim.dynamic import DynamicIdMap
+from keras_mixed_dim.dynamic import plan_capacity
+from keras_mixed_dim.dynamic import raw_keys
+from keras_mixed_dim.dynamic.id_map import key_pieces
+
+
+def keys_of(id_map):
+    return {int(k): int(s) for s, k in enumerate(id_map.keys) if id_map.used[s]}
+
+
+def test_admission_at_min_count_and_sketch_never_undercounts():
+    id_map = DynamicIdMap([4], min_count=3, sketch_width=64, rebalance_every=0)
+    id_map.update([10, 11, 11])
+    assert keys_of(id_map) == {}
+    id_map.update([10, 11])           # 11 seen 3 times, 10 twice
+    assert set(keys_of(id_map)) == {11}
+    id_map.update([10])
+    assert set(keys_of(id_map)) == {11, 10}
+    # count-min: estimates are upper bounds of the true counts
+    sketch = CountMinSketch(width=8, depth=2, seed=1)
+    keys = np.arange(50, dtype=np.int64) * 7919
+    truth = np.arange(1, 51, dtype=np.float32)
+    estimates = sketch.add(keys, truth)
+    assert np.all(sketch.estimate(keys) >= truth) and np.all(estimates >= truth)
+
+
+def test_lfu_evicts_the_least_counted_and_only_for_a_more_counted_key():
+    id_map = DynamicIdMap([2], min_count=1, eviction="lfu", rebalance_every=0)
+    id_map.update([1, 1, 1, 2])       # 1: 3, 2: 1
+    id_map.update([3])                # 3's estimate 1 is not above 2's count 1
+    assert set(keys_of(id_map)) == {1, 2}
+    changes = id_map.update([3])      # now 2 > 1: evicts 2, never 1
+    assert set(keys_of(id_map)) == {1, 3}
+    assert changes.evicted_keys.tolist() == [2]
+    assert changes.reset_keys.tolist() == [3]
+
+
+def test_lru_evicts_the_least_recently_seen_never_a_key_of_the_batch():
+    id_map = DynamicIdMap([2], min_count=1, eviction="lru", rebalance_every=0)
+    id_map.update([1, 1, 1, 1])
+    id_map.update([2])
+    id_map.update([3, 2])             # 1 is least recent: evicted despite its count
+    assert set(keys_of(id_map)) == {2, 3}
+    id_map.update([4, 5, 2, 3])       # full and every slot in this batch: no eviction
+    assert set(keys_of(id_map)) == {2, 3}
+
+
+def test_ttl_frees_unseen_slots_in_steps_and_in_timestamp_units():
+    id_map = DynamicIdMap([3], min_count=1, eviction="ttl", ttl=2, rebalance_every=0)
+    id_map.update([1, 2])
+    id_map.update([2])
+    id_map.update([2])
+    assert set(keys_of(id_map)) == {1, 2}   # 1 last seen at step 1, now 3: age 2
+    id_map.update([2])
+    assert set(keys_of(id_map)) == {2}
+    id_map.update([5, 6, 7])          # full: ttl never evicts a live key
+    assert set(keys_of(id_map)) == {2, 5, 6}
+    by_time = DynamicIdMap([3], min_count=1, eviction="ttl", ttl=100, rebalance_every=0)
+    by_time.update([1], timestamps=[1000])
+    by_time.update([2], timestamps=[1100])
+    assert set(keys_of(by_time)) == {1, 2}
+    by_time.update([2], timestamps=[1101])
+    assert set(keys_of(by_time)) == {2}
+
+
+def test_rebalance_moves_keys_to_tiers_by_decayed_count_with_new_tags():
+    id_map = DynamicIdMap([1, 3], min_count=1, rebalance_every=2, decay=1.0)
+    id_map.update([5, 6])             # new keys fill the narrow tier first
+    slots = keys_of(id_map)
+    assert id_map.tier_of[slots[5]] == id_map.tier_of[slots[6]] == 1
+    tags = id_map.tags.copy()
+    changes = id_map.update([7, 7, 7])  # 7 is the most counted: promoted
+    slots = keys_of(id_map)
+    assert id_map.tier_of[slots[7]] == 0
+    assert changes.move_to.tolist() == [slots[7]]
+    assert id_map.tags[slots[7]] != tags[changes.move_from[0]]
+    # stays: same slot, same tag
+    kept = [k for k in (5, 6) if id_map.tier_of[slots[k]] == 1]
+    assert all(id_map.tags[slots[k]] == tags[slots[k]] for k in kept)
+
+
+def test_decay_lets_new_popularity_overtake_old():
+    id_map = DynamicIdMap([1, 1], min_count=1, rebalance_every=1, decay=0.5)
+    id_map.update([1] * 8 + [2])
+    assert id_map.tier_of[keys_of(id_map)[1]] == 0
+    for _ in range(4):
+        id_map.update([2, 2])
+    assert id_map.tier_of[keys_of(id_map)[2]] == 0
+
+
+def test_state_round_trip_continues_identically():
+    rng = np.random.default_rng(0)
+    batches = [rng.zipf(1.5, 30) for _ in range(8)]
+    first = DynamicIdMap([3, 5], min_count=2, rebalance_every=3, decay=0.9)
+    for b in batches[:4]:
+        first.update(b)
+    second = DynamicIdMap([3, 5], min_count=2, rebalance_every=3, decay=0.9)
+    second.set_state(first.get_state())
+    for b in batches[4:]:
+        a, c = first.update(b), second.update(b)
+        assert a.reset_slots.tolist() == c.reset_slots.tolist()
+    for name, value in first.get_state().items():
+        np.testing.assert_array_equal(value, second.get_state()[name], err_msg=name)
+    with pytest.raises(ValueError, match="capacity"):
+        DynamicIdMap([3, 6]).set_state(first.get_state())
+
+
+def test_raw_keys_keep_all_64_bits():
+    ids = np.array([5, 2**32 + 5, -5, 2**63 - 1, -(2**63), 2**31], np.int64)
+    keys = raw_keys(ids)
+    assert keys.dtype == np.int64 and keys.tolist() == ids.tolist()
+    assert raw_keys(np.array([2**64 - 1], np.uint64)).tolist() == [-1]
+    # Python ints numpy can only hold as objects keep their 64 bits too
+    assert raw_keys([2**64 - 1, -5]).tolist() == [-1, -5]
+    pieces = key_pieces(keys)
+    assert pieces.dtype == np.int32 and pieces.min() >= 0
+    rebuilt = (pieces[:, 0].astype(np.uint64) | (pieces[:, 1].astype(np.uint64) << 22)
+               | (pieces[:, 2].astype(np.uint64) << 43)).view(np.int64)
+    assert rebuilt.tolist() == ids.tolist()
+    id_map = DynamicIdMap([8], min_count=1)
+    id_map.update(keys)
+    assert len({int(s) for s in id_map.find(keys)}) == ids.size  # 5 and 2**32 + 5 apart
+    strings = raw_keys(np.array(["a", "b", "a"]))
+    assert strings[0] == strings[2] != strings[1]
+    with pytest.raises(TypeError, match="float64"):
+        raw_keys(np.array([1.5]))
+
+
+def test_bad_settings_name_the_value():
+    with pytest.raises(ValueError, match="min_count=0"):
+        DynamicIdMap([4], min_count=0)
+    with pytest.raises(ValueError, match="eviction='fifo'"):
+        DynamicIdMap([4], eviction="fifo")
+    with pytest.raises(ValueError, match="ttl=None"):
+        DynamicIdMap([4], eviction="ttl")
+    with pytest.raises(ValueError, match="capacity_bytes`=3000 is below one row per tier"):
+        plan_capacity(64, 3000, num_tiers=3)
+    plan = plan_capacity(64, 100_000, num_tiers=3)
+    assert plan.bytes <= 100_000 and min(plan.tier_rows) >= 1
+    assert plan.tier_dims == (64, 16, 4)

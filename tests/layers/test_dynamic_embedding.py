@@ -1,0 +1,232 @@
+"""DynamicEmbedding on the current backend: outputs against a numpy
+reference, eviction and tier moves with their optimizer slots, training with
+`fit`, and an exact resume from a `.keras` file."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_mixed_dim import DynamicEmbedding
+from keras_mixed_dim.dynamic.id_map import key_pieces
+from keras_mixed_dim.dynamic.plan import DynamicPlan
+from keras_mixed_dim.dynamic.plan import FLOAT_BYTES
+from keras_mixed_dim.dynamic.plan import TAG_BYTES
+from keras_mixed_dim.dynamic.id_map import SLOT_BYTES
+from keras_mixed_dim.frequency.rerank import slot_variables
+from keras_mixed_dim.layers import hashes
+
+
+def capacity_for(rows, dims, output_dim=4, slots=2, fallback=4, sketch=16):
+    """The budget that gives exactly `rows` per tier of widths `dims`."""
+    fixed = DynamicPlan(output_dim, (0,) * len(dims), tuple(dims), fallback, dims[-1],
+                        sketch, 2, slots, 0).bytes
+    per_row = [d * FLOAT_BYTES * (1 + slots) + SLOT_BYTES + TAG_BYTES for d in dims]
+    return fixed + len(dims) * max(r * b for r, b in zip(rows, per_row))
+
+
+def make(rows, dims, **kwargs):
+    kwargs.setdefault("min_count", 1)
+    kwargs.setdefault("rebalance_every", 0)
+    layer = DynamicEmbedding(4, capacity_for(rows, dims), tier_dims=dims,
+                             fallback_buckets=4, sketch_width=16, **kwargs)
+    assert all(r >= want for r, want in zip(layer.plan.tier_rows, rows))
+    return layer
+
+
+def model_of(layer):
+    inputs = keras.Input((3,), dtype="int32")
+    model = keras.Model(inputs, keras.layers.Dense(1)(layer(inputs)))
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    return model
+
+
+def np_weights(layer):
+    tables = [ops.convert_to_numpy(t).astype(np.float64) for t in layer.tables]
+    projections = [None if p is None else ops.convert_to_numpy(p).astype(np.float64)
+                   for p in layer.projections]
+    return tables, projections
+
+
+def reference(layer, packed, keys):
+    """Outputs computed from the weights in numpy, independently of the layer."""
+    tables, projections = np_weights(layer)
+    fallback = ops.convert_to_numpy(layer.fallback).astype(np.float64)
+    fallback_projection = ops.convert_to_numpy(layer.fallback_projection).astype(np.float64)
+    tags = ops.convert_to_numpy(layer.slot_tags)
+    buckets = hashes.buckets_numpy(key_pieces(keys), layer._hash, layer.plan.fallback_buckets)
+    result = fallback[buckets] @ fallback_projection
+    offsets = layer.id_map.offsets
+    for i, (slot, tag) in enumerate(packed[:, :2]):
+        if 0 <= slot < offsets[-1] and tag > 0 and tags[slot] == tag:
+            t = int(np.searchsorted(offsets[1:], slot, side="right"))
+            row = tables[t][slot - offsets[t]]
+            result[i] = row if projections[t] is None else row @ projections[t]
+    return result
+
+
+def test_outputs_match_a_numpy_reference_and_stale_tags_read_the_fallback():
+    layer = make([2, 3], (4, 2))
+    keys = np.array([2**40 + 3, -3, 2**31, 77], np.int64)
+    packed = layer.update(keys[:3])
+    assert packed.dtype == np.int32 and packed.shape == (3, 3)
+    everything = layer.lookup_ids(keys)
+    assert everything[3, 0] == -1  # 77 never seen
+    stale = everything.copy()
+    stale[0, 1] += 1             # a tag the slot no longer has
+    stale[1, 0] = 10**6          # a slot out of range
+    for batch in (everything, stale):
+        got = ops.convert_to_numpy(layer(batch)).astype(np.float64)
+        np.testing.assert_allclose(got, reference(layer, batch, keys), rtol=1e-5, atol=1e-6)
+    fallback = layer.fallback_outputs(keys)
+    got = ops.convert_to_numpy(layer(stale))
+    np.testing.assert_allclose(got[[0, 1, 3]], fallback[[0, 1, 3]], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got[0], ops.convert_to_numpy(layer(everything))[0])
+
+
+def slots_of(model, variable):
+    return [ops.convert_to_numpy(s) for s in slot_variables(model.optimizer, variable)]
+
+
+def fill_slots(model, seed=0):
+    """Builds the optimizer and gives every slot nonzero values (what a few
+    steps would leave), without compiling a train step."""
+    model.optimizer.build(model.trainable_variables)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        for variable in getattr(layer, "tables", []):
+            for slot in slot_variables(model.optimizer, variable):
+                slot.assign(rng.uniform(0.1, 1.0, slot.shape).astype("float32"))
+
+
+def test_eviction_gives_a_fresh_row_with_fresh_slots_never_the_evicted_ids():
+    layer = make([2], (4,), eviction="lfu")
+    model = model_of(layer)
+    layer.update([10, 10, 10, 20], optimizer=model.optimizer)
+    fill_slots(model)
+    old_rows = ops.convert_to_numpy(layer.tables[0])
+    old_slots = slots_of(model, layer.tables[0])
+    assert len(old_slots) == 2 and all(np.abs(s).sum() > 0 for s in old_slots)
+    victim = int(layer.id_map.find([20])[0])
+    stale = layer.lookup_ids([20])
+    # a newcomer whose fallback bucket is not 20's, to tell the two apart
+    new = next(k for k in range(30, 99) if not np.allclose(
+        layer.fallback_outputs([k])[0], layer.fallback_outputs([20])[0]))
+    layer.update([new, new], optimizer=model.optimizer)   # counted 2 > 20's 1
+    assert layer.id_map.find([20])[0] == -1 and layer.id_map.find([new])[0] == victim
+    rows = ops.convert_to_numpy(layer.tables[0])
+    # the new id's row is its own fallback vector (tier 0 has no projection)
+    np.testing.assert_allclose(rows[victim], layer.fallback_outputs([new])[0], rtol=1e-6)
+    assert not np.allclose(rows[victim], old_rows[victim])
+    keep = 1 - victim
+    np.testing.assert_array_equal(rows[keep], old_rows[keep])
+    for before, after in zip(old_slots, slots_of(model, layer.tables[0])):
+        assert not after[victim].any()
+        np.testing.assert_array_equal(after[keep], before[keep])
+    # a batch mapped before the eviction reads 20's fallback, not the new row
+    got = ops.convert_to_numpy(layer(stale))[0]
+    np.testing.assert_allclose(got, layer.fallback_outputs([20])[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, rows[victim])
+
+
+def test_promotion_and_demotion_move_rows_by_least_squares_and_reset_their_slots():
+    layer = make([1, 2], (4, 2), rebalance_every=2, decay=1.0)
+    model = model_of(layer)
+    layer.update([1, 1, 1, 2], optimizer=model.optimizer)   # new ids: narrow rows
+    fill_slots(model)
+    slot = {k: int(layer.id_map.find([k])[0]) for k in (1, 2)}
+    tier = layer.id_map.tier_of
+    assert tier[slot[1]] == 1 and tier[slot[2]] == 1
+    keys = np.array([1, 2], np.int64)
+    before = ops.convert_to_numpy(layer(layer.lookup_ids(keys))).astype(np.float64)
+    old_slots = [slots_of(model, t) for t in layer.tables]
+    layer.update([3], optimizer=model.optimizer)   # step 2: rebalance, 1 -> tier 0
+    moved = {k: int(layer.id_map.find([k])[0]) for k in (1, 2)}
+    assert tier[moved[1]] == 0 and moved[2] == slot[2]
+    after = ops.convert_to_numpy(layer(layer.lookup_ids(keys))).astype(np.float64)
+    # into a full-width tier the output is kept exactly; the stayer is untouched
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+    new_slots = [slots_of(model, t) for t in layer.tables]
+    for s in new_slots[0]:
+        assert not s[moved[1]].any()
+    for b, a in zip(old_slots[1], new_slots[1]):
+        np.testing.assert_array_equal(a[slot[2] - 1], b[slot[2] - 1])
+    # demotion: make 2 and 3 outnumber 1; 1 leaves tier 0 by least squares
+    table0 = ops.convert_to_numpy(layer.tables[0]).astype(np.float64)
+    layer.update([2] * 5 + [3] * 5, optimizer=model.optimizer)
+    layer.update([2] * 5, optimizer=model.optimizer)         # step 4: rebalance
+    demoted = int(layer.id_map.find([1])[0])
+    assert tier[demoted] == 1
+    _, projections = np_weights(layer)
+    expected = table0[moved[1]] @ np.linalg.pinv(projections[1]) @ projections[1]
+    got = ops.convert_to_numpy(layer(layer.lookup_ids([1])))[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    for s in slots_of(model, layer.tables[1]):
+        assert not s[demoted - 1].any()
+
+
+def run_stream(model, layer, batches, targets):
+    for ids, y in zip(batches, targets):
+        model.fit(layer.update(ids, optimizer=model.optimizer), y, batch_size=16,
+                  shuffle=False, verbose=0)
+
+
+def test_fit_trains_and_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    rng = np.random.default_rng(0)
+    batches = [(rng.zipf(1.4, 16) - 1) * (2**33) - 1 for _ in range(4)]
+    targets = [rng.normal(size=(16, 1)).astype("float32") for _ in range(4)]
+    probe, y = np.concatenate(batches), np.concatenate(targets)
+    keras.utils.set_random_seed(1)
+    layer = make([3, 6], (4, 2), min_count=2, rebalance_every=2, decay=0.9)
+    model = model_of(layer)
+    start = np.mean((model.predict(layer.lookup_ids(probe), verbose=0) - y) ** 2)
+    run_stream(model, layer, batches[:2], targets[:2])
+    model.save(tmp_path / "half.keras")
+    run_stream(model, layer, batches[2:], targets[2:])   # uninterrupted
+    expected = model.predict(layer.lookup_ids(probe), verbose=0)
+    assert np.mean((expected - y) ** 2) < start and layer.id_map.size > 0
+
+    model = keras.saving.load_model(tmp_path / "half.keras")   # resumed
+    layer = model.layers[1]
+    run_stream(model, layer, batches[2:], targets[2:])
+    np.testing.assert_array_equal(model.predict(layer.lookup_ids(probe), verbose=0), expected)
+    assert layer.measured_bytes(model.optimizer) <= layer.capacity_bytes
+
+
+def test_more_optimizer_slots_than_planned_are_refused():
+    layer = make([2], (4,), optimizer_slots=0)
+    model = model_of(layer)
+    model.fit(layer.update([1, 2]), np.ones((2, 1)), verbose=0)
+    with pytest.raises(RuntimeError, match="optimizer_slots=0"):
+        layer.update([1], optimizer=model.optimizer)
+
+
+def test_bad_settings_name_the_value():
+    with pytest.raises(ValueError, match="capacity_bytes`=1000"):
+        DynamicEmbedding(16, 1000)
+    with pytest.raises(ValueError, match="min_count=0"):
+        DynamicEmbedding(16, 100_000, min_count=0)
+    with pytest.raises(ValueError, match="eviction='fifo'"):
+        DynamicEmbedding(16, 100_000, eviction="fifo")
+
+
+@pytest.mark.parametrize("combiner", ["sum", "mean", "sqrtn"])
+def test_bags_follow_the_shared_weighted_combiners(combiner):
+    layer = make([2, 3], (4, 2), combiner=combiner)
+    bags = [[2**40, -3, 7], [7], [-(2**63), 2**40]]
+    packed = layer.update(bags)          # ragged: padded with a mask
+    assert packed.shape == (3, 3, 3) and (packed[1, 1:] == (-1, 0, -1)).all()
+    weights = np.array([[1.0, 2.0, -1.0], [0.5, 9.0, 9.0], [3.0, 0.0, 9.0]], np.float32)
+    got = ops.convert_to_numpy(layer(packed, weights=weights))
+    assert got.shape == (3, 4)
+    keys = np.array([[2**40, -3, 7], [7, 0, 0], [-(2**63), 2**40, 0]], np.int64)
+    mask = packed[..., 2] >= 0
+    vectors = reference(layer, packed.reshape(-1, 3), keys.ravel()).reshape(3, 3, 4)
+    # tf.nn.safe_embedding_lookup_sparse's weighting, written out
+    w = np.where(mask, weights, 0.0)
+    if combiner != "sum":
+        w = np.where(w > 0, w, 0.0)
+    total = {"sum": np.ones(3), "mean": w.sum(1),
+             "sqrtn": np.sqrt((w**2).sum(1))}[combiner]
+    expected = (w[..., None] * vectors).sum(1) / np.where(total > 0, total, 1.0)[:, None]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
