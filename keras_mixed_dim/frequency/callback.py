@@ -41,7 +41,7 @@ class FrequencyRecount(keras.callbacks.Callback):
     principal directions of its ids' old outputs (sketched for big blocks,
     see `replan_layer`), and the training step is rebuilt with a fresh
     optimizer of the same configuration (its slots restart from zero; the
-    iteration count carries over). Logs then hold
+    iteration counts, the wrapped optimizers' too, carry over). Logs then hold
     `<layer>_warm_start_error`, `<layer>_params` and the new block masses.
 
     Args:
@@ -248,6 +248,17 @@ def _rebuild_training(model):
     optimizer = old.__class__.from_config(old.get_config())
     optimizer.build(model.trainable_variables)
     optimizer.iterations.assign(old.iterations)
+    # A wrapper's inner optimizers count their own steps, which their
+    # learning-rate schedules read (`SparseRowOptimizer.dense_optimizer`,
+    # `LossScaleOptimizer.inner_optimizer`).
+    for attribute in ("dense_optimizer", "inner_optimizer"):
+        inner_old = getattr(old, attribute, None)
+        inner_new = getattr(optimizer, attribute, None)
+        if inner_old is not None and inner_new is not None:
+            inner_new.iterations.assign(inner_old.iterations)
+            deeper = getattr(inner_old, "dense_optimizer", None)
+            if deeper is not None:
+                inner_new.dense_optimizer.iterations.assign(deeper.iterations)
     model.optimizer = optimizer
     model.make_train_function(force=True)
     model.test_function = None
