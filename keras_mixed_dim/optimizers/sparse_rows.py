@@ -585,6 +585,12 @@ def _check_optimizer_options(optimizer, dense_optimizer):
         raise ValueError(
             f"`dense_optimizer` has `{option}` set; it would apply to the dense "
             "variables but not to the tables, so SparseRowOptimizer refuses it.")
+    if optimizer.weight_decay and dense_optimizer.weight_decay:
+        raise ValueError(
+            "`weight_decay` is set on both the SparseRowOptimizer and its "
+            "`dense_optimizer`: the dense variables would be decayed twice. Set "
+            "it on the SparseRowOptimizer (every variable) or on `dense_optimizer` "
+            "(dense variables only).")
     if dense_optimizer.loss_scale_factor is not None:
         raise ValueError(
             "`dense_optimizer` has `loss_scale_factor` set; set it on the "
