@@ -3,9 +3,12 @@
 import contextlib
 
 import keras
+import numpy as np
 
 from keras_mixed_dim.frequency.replan import replan_layer
 from keras_mixed_dim.frequency.rerank import rerank_layer
+from keras_mixed_dim.frequency.rerank import slot_initial_value
+from keras_mixed_dim.frequency.rerank import slot_variables
 from keras_mixed_dim.frequency.stacked import replan_stacked
 from keras_mixed_dim.frequency.stacked import rerank_stacked
 from keras_mixed_dim.layers import MixedDimEmbedding
@@ -259,6 +262,7 @@ def _rebuild_training(model):
             deeper = getattr(inner_old, "dense_optimizer", None)
             if deeper is not None:
                 inner_new.dense_optimizer.iterations.assign(deeper.iterations)
+    _restart_slots(optimizer, model.trainable_variables)
     model.optimizer = optimizer
     model.make_train_function(force=True)
     model.test_function = None
@@ -266,6 +270,21 @@ def _rebuild_training(model):
     if hasattr(model, "_jax_state_synced"):
         # the next step must read the new variables, not the old state
         model._jax_state_synced = True
+
+
+def _restart_slots(optimizer, variables):
+    """Slots that must agree with the weights they start from (FTRL's
+    `linear`, see `SparseRowOptimizer.reset_slot_value`) set from them."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    if getattr(optimizer, "reset_slot_value", None) is None:
+        return
+    for variable in variables:
+        if len(variable.shape) != 2:
+            continue
+        for slot in slot_variables(optimizer, variable):
+            fill = slot_initial_value(optimizer, slot)
+            if callable(fill):
+                slot.assign(fill(np.asarray(keras.ops.convert_to_numpy(variable))))
 
 
 def _walk(layer):

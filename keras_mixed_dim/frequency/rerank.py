@@ -121,13 +121,18 @@ def slot_variables(optimizer, variable):
 
 def slot_initial_value(optimizer, slot):
     """The value `slot` starts from, given to the slots of moved ids: an
-    accumulator's `initial_accumulator_value` (Adagrad, FTRL), else 0."""
-    if not slot.name.endswith("accumulator"):
-        return 0.0
+    accumulator's `initial_accumulator_value` (Adagrad, FTRL), else 0; or,
+    where the optimizer says so (`reset_slot_value`, FTRL's `linear`), a
+    function of the ids' new table rows."""
     owner = optimizer
     inner = getattr(optimizer, "dense_optimizer", None)
     if inner is not None and any(slot is v for v in inner.variables):
         owner = inner
+    reset = getattr(owner, "reset_slot_value", None)
+    if reset is not None:
+        return reset(slot)
+    if not slot.name.endswith("accumulator"):
+        return 0.0
     return float(getattr(owner, "initial_accumulator_value", 0.0))
 
 
@@ -185,7 +190,8 @@ def rerank_arrays(snapshot, counts, slot_values, slot_fills=None):
         slot_values: Per block, the list of its optimizer slot arrays (each
             with one entry or row per row of the block's table).
         slot_fills: Per block, the value each slot gets for moved ids
-            (default 0).
+            (default 0): a number, or a function of the moved ids' new
+            table rows (FTRL's `linear`, whose rows decide the weights).
 
     Returns:
         `(new_tables, new_slots, new_ranks, report)`, the slots per block.
@@ -203,7 +209,8 @@ def rerank_arrays(snapshot, counts, slot_values, slot_fills=None):
         table = np.empty_like(tables[b])
         table[stay] = tables[b][old_ranks[ids[stay]] - offsets[b]]
         fills = [0.0] * len(slot_values[b]) if slot_fills is None else slot_fills[b]
-        group = [np.full_like(v, fill) for v, fill in zip(slot_values[b], fills)]
+        group = [np.full_like(v, 0.0 if callable(fill) else fill)
+                 for v, fill in zip(slot_values[b], fills)]
         for new_slot, old_slot in zip(group, slot_values[b]):
             new_slot[stay] = old_slot[old_ranks[ids[stay]] - offsets[b]]
         moving = ids[~stay]
@@ -214,6 +221,9 @@ def rerank_arrays(snapshot, counts, slot_values, slot_fills=None):
             else:
                 rows = target @ np.linalg.pinv(projections[b].astype(np.float64))
             table[~stay] = rows.astype(table.dtype)
+            for new_slot, fill in zip(group, fills):
+                if callable(fill):
+                    new_slot[~stay] = fill(table[~stay])
             approx = rows if projections[b] is None else rows @ projections[b]
             error_num += float(np.sum((approx - target) ** 2))
             error_den += float(np.sum(target**2))

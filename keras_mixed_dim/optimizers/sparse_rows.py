@@ -267,6 +267,30 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         """The model variables updated by `dense_optimizer` (after `build`)."""
         return list(self._groups.dense) if self.built else []
 
+    def reset_slot_value(self, slot):
+        """What a table slot holds for rows whose state starts over (ids that
+        re-ranking moved to another block, or every row after a re-plan).
+
+        Returns a number, or for FTRL's `linear` slot a function of those
+        rows' weights (numpy) giving the `linear` values from which FTRL's
+        next step recomputes exactly those weights (with the accumulator at
+        `initial_accumulator_value`): FTRL derives its weights from its
+        slots, so zeros would drop the rows' warm start.
+        """
+        name = slot.name
+        if name.endswith("accumulator"):
+            return self.initial_accumulator_value
+        if self.table_optimizer != "ftrl" or not name.endswith("_linear"):
+            return 0.0
+        import numpy as np
+
+        lr = float(ops.convert_to_numpy(self._table_learning_rate()))
+        quadratic = (self.initial_accumulator_value ** -self.learning_rate_power / lr
+                     + 2 * self.l2_regularization_strength + self.beta / lr)
+        l1 = self.l1_regularization_strength
+        # w = (clip(z, -l1, l1) - z) / quadratic, solved for z
+        return lambda rows: -(quadratic * rows + np.sign(rows) * l1)
+
     def _table_learning_rate(self):
         if self._own_learning_rate:
             return self.learning_rate

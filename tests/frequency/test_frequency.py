@@ -371,8 +371,11 @@ def test_rerank_moves_per_row_and_ftrl_slots_with_their_ids(table_optimizer):
     """Row-wise Adagrad's `(rows,)` accumulator (and FTRL's slots) follow
     each id that stays in its block; moved ids restart from the initial
     accumulator."""
-    model, layer = _sparse_model(2, {"table_optimizer": table_optimizer,
-                                     "learning_rate": 0.1}, input_dim=30)
+    options = {"table_optimizer": table_optimizer, "learning_rate": 0.1}
+    if table_optimizer == "ftrl":
+        options.update(l1_regularization_strength=0.001, l2_regularization_strength=0.01,
+                       beta=0.1)
+    model, layer = _sparse_model(2, options, input_dim=30)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 30, size=(48, 2)).astype("int32")
     model.fit(ids, rng.normal(size=(48, 1)), batch_size=16, shuffle=False, verbose=0)
@@ -394,11 +397,52 @@ def test_rerank_moves_per_row_and_ftrl_slots_with_their_ids(table_optimizer):
             value = ops.convert_to_numpy(slot)[row]
             if b == old_b:
                 np.testing.assert_array_equal(value, before[b][k][old_row])
-            else:
-                initial = 0.1 if slot.name.endswith("accumulator") else 0.0
-                np.testing.assert_array_equal(value, np.float32(initial))
+            elif slot.name.endswith("accumulator"):
+                np.testing.assert_array_equal(value, np.float32(0.1))
+            elif table_optimizer != "ftrl":
+                np.testing.assert_array_equal(value, 0.0)
+        if b != old_b and table_optimizer == "ftrl":
+            # FTRL's weights come from its slots: they must give the warm
+            # start, so that the id's next step starts from it
+            row_value = ops.convert_to_numpy(layer.block_embeddings[b])[row]
+            np.testing.assert_allclose(_ftrl_weights(model.optimizer, groups[b], row),
+                                       row_value, rtol=1e-5, atol=1e-6)
         moved += b != old_b
     assert 0 < moved < 30
+
+
+def _ftrl_weights(optimizer, slots, row, lr=0.1):
+    """The weights FTRL-Proximal derives from its slots (numpy)."""
+    accumulator, linear = (ops.convert_to_numpy(s)[row].astype("float64") for s in
+                           sorted(slots, key=lambda s: not s.name.endswith("accumulator")))
+    l1 = optimizer.l1_regularization_strength
+    quadratic = (np.sqrt(accumulator) / lr + 2 * optimizer.l2_regularization_strength
+                 + optimizer.beta / lr)
+    return (np.clip(linear, -l1, l1) - linear) / quadratic
+
+
+def test_replan_gives_ftrl_slots_that_keep_the_weights():
+    """After a re-plan the fresh FTRL slots reproduce every row's weights,
+    so training goes on from the warm start instead of from zero."""
+    from keras_mixed_dim.optimizers import SparseRowOptimizer
+    from keras_mixed_dim.frequency.rerank import slot_variables
+
+    keras.utils.set_random_seed(0)
+    model, layer = counting_model(input_dim=300, dim=8, bag=1)
+    model.compile(SparseRowOptimizer(keras.optimizers.Adam(0.01), "ftrl",
+                                     learning_rate=0.1, l1_regularization_strength=0.001),
+                  "mse")
+    ids = shuffled_zipf_ids(300, 400)
+    old_plan = layer.plan
+    model.fit(ids, np.sin(ids), epochs=1, batch_size=100, verbose=0,
+              callbacks=[FrequencyRecount(replan=True)])
+    assert layer.plan != old_plan
+    for table in layer.block_embeddings:
+        slots = slot_variables(model.optimizer, table)
+        assert len(slots) == 2
+        rows = np.arange(table.shape[0])
+        np.testing.assert_allclose(_ftrl_weights(model.optimizer, slots, rows),
+                                   ops.convert_to_numpy(table), rtol=1e-5, atol=1e-6)
 
 
 def test_rerank_carries_id_0s_row_accumulator():
