@@ -88,19 +88,24 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
     A row counts as touched when its summed gradient is not all zero, so a
     placeholder row that a layer gathers and masks out stays unchanged.
 
-    The options of `keras.optimizers.Optimizer` apply to the tables as to
-    Keras's optimizers, on the touched rows (the dense variables get them
-    too, before `dense_optimizer`'s own options): `clipnorm` clips each
-    table's gradient (its rows' summed gradients) to that norm, `clipvalue`
-    each entry, `global_clipnorm` all gradients together, row gradients
+    The options of `keras.optimizers.Optimizer` given to this optimizer
+    apply to every variable as in Keras's optimizers, to the tables on the
+    touched rows (options of `dense_optimizer` apply to the dense variables
+    only, after these): `clipnorm` clips each variable's gradient (a
+    table's: its rows' summed gradients) to that norm, `clipvalue` each
+    entry, `global_clipnorm` all gradients together, row gradients
     included; `loss_scale_factor` unscales every gradient. `weight_decay` is
-    lazy, as TF1's lazy AdamW: a touched row is decayed by
-    `weight_decay * learning_rate` before its step, an untouched row is not
-    decayed (Keras decays every row every step). `use_ema` and
-    `gradient_accumulation_steps` are refused (an average or an accumulator
-    of every row would cost in proportion to the table). Wrapped in a
-    `LossScaleOptimizer` (`mixed_float16`) the steps are Keras's, but table
-    gradients reach this optimizer dense, a cost in proportion to the table.
+    lazy for tables, as TF1's lazy AdamW: a touched row is decayed by
+    `weight_decay * learning_rate` (the tables' rate) before its step, an
+    untouched row is not decayed (Keras decays every row every step); dense
+    variables are decayed with `dense_optimizer`'s rate. `use_ema` and
+    `gradient_accumulation_steps` are refused, here and on
+    `dense_optimizer` (an average or an accumulator of every row would cost
+    in proportion to the table), as are `global_clipnorm` and
+    `weight_decay` under a tf.distribute strategy. Wrapped in a
+    `LossScaleOptimizer` (what `compile` does under `mixed_float16`) the
+    steps equal Keras's, but table gradients reach this optimizer dense, a
+    cost in proportion to the table.
 
     On TensorFlow the gradient stays an `IndexedSlices` end to end (ids
     deduplicated with `tf.unique`, rows written with `scatter_update`), so a

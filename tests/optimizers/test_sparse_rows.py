@@ -566,3 +566,15 @@ def test_ftrl_config_round_trip_and_old_configs_load():
         if key != "initial_accumulator_value":
             old.pop(key)
     assert SparseRowOptimizer.from_config(old).table_optimizer == "adagrad"
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute")
+@pytest.mark.parametrize("option", [{"global_clipnorm": 1.0}, {"weight_decay": 0.1}])
+def test_options_refused_under_a_tf_distribute_strategy(option):
+    import tensorflow as tf
+
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = _model()
+        model.compile(optimizer=SparseRowOptimizer("sgd", "sgd", **option), loss=_loss)
+    with pytest.raises(ValueError, match=next(iter(option))):
+        model.train_on_batch(_batches(1)[0], np.zeros((BATCH, 1), "float32"))
