@@ -384,6 +384,10 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                 variable.assign(variable - variable * wd * lr)
 
     def _update_and_constrain(self, grad, variable, learning_rate, step):
+        self._update_table(grad, variable, learning_rate, step)
+        _constrain(variable)
+
+    def _update_table(self, grad, variable, learning_rate, step):
         rows = self._prepare(grad, variable)
         if self.clipnorm:
             norm = ops.sqrt(ops.sum(ops.square(rows.values)))
@@ -393,7 +397,6 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         elif self.clipvalue:
             rows.values = ops.clip(rows.values, -self.clipvalue, self.clipvalue)
         self._apply_prepared(rows, variable, learning_rate, step)
-        _constrain(variable)
 
     def _prepare(self, grad, variable):
         """`grad` as a table's summed gradient: `_Rows` (distinct rows) or dense.
