@@ -334,8 +334,7 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                 if grad is not None:
                     table_pairs.append((_unscaled(grad, scale), variable))
             else:
-                dense_grads.append(grad if grad is None or scale is None
-                                   else grad / scale)
+                dense_grads.append(None if grad is None else _unscaled(grad, scale))
                 dense_vars.append(variable)
         with keras.name_scope(self.name):
             learning_rate = ops.cast(self._table_learning_rate(), "float32")
@@ -344,6 +343,9 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                 # every gradient first: the norm is over all of them
                 prepared = [(self._prepare(grad, variable), variable)
                             for grad, variable in table_pairs]
+                # (a gather's gradient of a dense variable made a tensor)
+                dense_grads = [None if g is None else ops.convert_to_tensor(g)
+                               for g in dense_grads]
                 factor = _global_clip_factor(
                     [g for g in dense_grads if g is not None]
                     + [p.values for p, _ in prepared], self.global_clipnorm)

@@ -578,3 +578,22 @@ def test_options_refused_under_a_tf_distribute_strategy(option):
         model.compile(optimizer=SparseRowOptimizer("sgd", "sgd", **option), loss=_loss)
     with pytest.raises(ValueError, match=next(iter(option))):
         model.train_on_batch(_batches(1)[0], np.zeros((BATCH, 1), "float32"))
+
+
+@pytest.mark.parametrize("option", [{"loss_scale_factor": 64.0}, {"global_clipnorm": 0.01}])
+def test_options_on_an_opted_out_table_equal_keras(option):
+    """A table opted out of row updates goes to the dense optimizer with its
+    gather's gradient (an `IndexedSlices` on TensorFlow): unscaled and
+    clipped like any dense gradient."""
+    batches = _distinct_batches(2)
+    first, second = _model(), _model()
+    second.set_weights(first.get_weights())
+    first.get_layer("table").embeddings.sparse_rows = False
+    _train(first, SparseRowOptimizer(keras.optimizers.SGD(0.1), "sgd", **option), batches)
+    # (Keras's own TensorFlow optimizers cannot unscale an `IndexedSlices`:
+    # the reference for a loss scale is the unscaled step)
+    _train(second, keras.optimizers.SGD(
+        0.1, **({} if "loss_scale_factor" in option else option)), batches)
+    assert first.optimizer.table_variables == []
+    for a, b in zip(_weights(first), _weights(second)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
