@@ -124,8 +124,9 @@ def slot_initial_value(optimizer, slot):
     accumulator's `initial_accumulator_value` (Adagrad, FTRL), else 0; or,
     where the optimizer says so (`reset_slot_value`, FTRL's `linear`), a
     function of the ids' new table rows."""
-    owner = optimizer
-    inner = getattr(optimizer, "dense_optimizer", None)
+    # a LossScaleOptimizer's slots are its inner optimizer's
+    owner = getattr(optimizer, "inner_optimizer", optimizer)
+    inner = getattr(owner, "dense_optimizer", None)
     if inner is not None and any(slot is v for v in inner.variables):
         owner = inner
     reset = getattr(owner, "reset_slot_value", None)

@@ -352,7 +352,7 @@ def test_replanning_uses_the_saved_planning_settings(tmp_path):
 
 # -- optimizer state across re-ranking and re-planning (issue 21) ------------
 
-def _sparse_model(num_blocks, optimizer, input_dim=12, dim=4, seed=0):
+def _sparse_model(num_blocks, optimizer, input_dim=12, dim=4, seed=0, loss_scaled=False):
     keras.utils.set_random_seed(seed)
     from keras_mixed_dim.optimizers import SparseRowOptimizer
 
@@ -362,12 +362,16 @@ def _sparse_model(num_blocks, optimizer, input_dim=12, dim=4, seed=0):
     inputs = keras.Input((2,), dtype="int32")
     model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(
         layer(inputs))))
-    model.compile(SparseRowOptimizer(keras.optimizers.SGD(0.1), **optimizer), "mse")
+    optimizer = SparseRowOptimizer(keras.optimizers.SGD(0.1), **optimizer)
+    if loss_scaled:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer, "mse")
     return model, layer
 
 
-@pytest.mark.parametrize("table_optimizer", ["adagrad", "ftrl"])
-def test_rerank_moves_per_row_and_ftrl_slots_with_their_ids(table_optimizer):
+@pytest.mark.parametrize("table_optimizer,loss_scaled", [
+    ("adagrad", False), ("ftrl", False), ("ftrl", True)])
+def test_rerank_moves_per_row_and_ftrl_slots_with_their_ids(table_optimizer, loss_scaled):
     """Row-wise Adagrad's `(rows,)` accumulator (and FTRL's slots) follow
     each id that stays in its block; moved ids restart from the initial
     accumulator."""
@@ -375,7 +379,7 @@ def test_rerank_moves_per_row_and_ftrl_slots_with_their_ids(table_optimizer):
     if table_optimizer == "ftrl":
         options.update(l1_regularization_strength=0.001, l2_regularization_strength=0.01,
                        beta=0.1)
-    model, layer = _sparse_model(2, options, input_dim=30)
+    model, layer = _sparse_model(2, options, input_dim=30, loss_scaled=loss_scaled)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 30, size=(48, 2)).astype("int32")
     model.fit(ids, rng.normal(size=(48, 1)), batch_size=16, shuffle=False, verbose=0)
@@ -405,7 +409,8 @@ def test_rerank_moves_per_row_and_ftrl_slots_with_their_ids(table_optimizer):
             # FTRL's weights come from its slots: they must give the warm
             # start, so that the id's next step starts from it
             row_value = ops.convert_to_numpy(layer.block_embeddings[b])[row]
-            np.testing.assert_allclose(_ftrl_weights(model.optimizer, groups[b], row),
+            optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+            np.testing.assert_allclose(_ftrl_weights(optimizer, groups[b], row),
                                        row_value, rtol=1e-5, atol=1e-6)
         moved += b != old_b
     assert 0 < moved < 30
