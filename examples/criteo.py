@@ -92,6 +92,9 @@ def parse_args(argv=None):
                        "too (every row, every step: slower, for comparison)")
     train.add_argument("--table-lr", type=float,
                        help="learning rate of the tables' sparse updates (default: --lr)")
+    train.add_argument("--table-optimizer", choices=("adam", "adagrad", "sgd", "ftrl"),
+                       help="the tables' sparse row update (default: --optimizer's "
+                       "form; ftrl: FTRL-Proximal)")
     train.add_argument("--approx-activations", type=int, choices=(8, 4),
                        help="keep K-bit activations of the MLPs for the backward "
                        "pass (ApproxActivationDense)")
@@ -130,7 +133,7 @@ def parse_args(argv=None):
 
 
 def make_optimizer(name, lr, sparse_tables=True, table_lr=None, model=None,
-                   approx_bits=None, low_rank=None):
+                   approx_bits=None, low_rank=None, table_optimizer=None):
     """The optimizer (and model) of a run: Keras's optimizer for the MLPs,
     optionally low-rank gradients and approximate activations for them, and
     sparse row updates for the tables. Returns `(model, optimizer)`."""
@@ -147,8 +150,9 @@ def make_optimizer(name, lr, sparse_tables=True, table_lr=None, model=None,
                                                 low_rank=low_rank)
     if not sparse_tables:
         return model, optimizer
-    return model, SparseRowOptimizer(optimizer, table_optimizer=TABLE_OPTIMIZERS[name],
-                                     learning_rate=table_lr)
+    return model, SparseRowOptimizer(
+        optimizer, table_optimizer=table_optimizer or TABLE_OPTIMIZERS[name],
+        learning_rate=table_lr)
 
 
 def load_data(args):
@@ -212,7 +216,8 @@ def build_model(args, cardinalities, counts):
     sparse_tables = not args.dense_table_updates
     model, optimizer = make_optimizer(
         args.optimizer, args.lr, sparse_tables, args.table_lr, model=model,
-        approx_bits=args.approx_activations, low_rank=args.low_rank_gradients)
+        approx_bits=args.approx_activations, low_rank=args.low_rank_gradients,
+        table_optimizer=args.table_optimizer)
     model.compile(
         optimizer=optimizer,
         loss="binary_crossentropy",

@@ -103,6 +103,9 @@ def parse_args(argv=None):
                        "too (every row, every step; for comparison)")
     train.add_argument("--table-lr", type=float,
                        help="learning rate of the tables' sparse updates (default: --lr)")
+    train.add_argument("--table-optimizer", choices=("adam", "adagrad", "sgd", "ftrl"),
+                       help="the tables' sparse row update (default: --optimizer's "
+                       "form; ftrl: FTRL-Proximal)")
     train.add_argument("--patience", type=int, default=2,
                        help="early stopping patience on validation MSE")
     train.add_argument("--seed", type=int, default=0)
@@ -275,8 +278,9 @@ def run(args):
                 model, optimizer, approx_bits=args.approx_activations,
                 low_rank=args.low_rank_gradients)
         if sparse_tables:
-            optimizer = SparseRowOptimizer(optimizer, table_optimizer=args.optimizer,
-                                           learning_rate=args.table_lr)
+            optimizer = SparseRowOptimizer(
+                optimizer, table_optimizer=args.table_optimizer or args.optimizer,
+                learning_rate=args.table_lr)
         model.compile(optimizer=optimizer, loss="mse")
     # tf.data batches shuffle themselves; plain arrays are shuffled by fit.
     fit_kwargs = {"shuffle": False}

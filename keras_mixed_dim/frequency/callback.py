@@ -3,9 +3,12 @@
 import contextlib
 
 import keras
+import numpy as np
 
 from keras_mixed_dim.frequency.replan import replan_layer
 from keras_mixed_dim.frequency.rerank import rerank_layer
+from keras_mixed_dim.frequency.rerank import slot_initial_value
+from keras_mixed_dim.frequency.rerank import slot_variables
 from keras_mixed_dim.frequency.stacked import replan_stacked
 from keras_mixed_dim.frequency.stacked import rerank_stacked
 from keras_mixed_dim.layers import MixedDimEmbedding
@@ -41,7 +44,7 @@ class FrequencyRecount(keras.callbacks.Callback):
     principal directions of its ids' old outputs (sketched for big blocks,
     see `replan_layer`), and the training step is rebuilt with a fresh
     optimizer of the same configuration (its slots restart from zero; the
-    iteration count carries over). Logs then hold
+    iteration counts, the wrapped optimizers' too, carry over). Logs then hold
     `<layer>_warm_start_error`, `<layer>_params` and the new block masses.
 
     Args:
@@ -248,6 +251,18 @@ def _rebuild_training(model):
     optimizer = old.__class__.from_config(old.get_config())
     optimizer.build(model.trainable_variables)
     optimizer.iterations.assign(old.iterations)
+    # A wrapper's inner optimizers count their own steps, which their
+    # learning-rate schedules read (`SparseRowOptimizer.dense_optimizer`,
+    # `LossScaleOptimizer.inner_optimizer`).
+    for attribute in ("dense_optimizer", "inner_optimizer"):
+        inner_old = getattr(old, attribute, None)
+        inner_new = getattr(optimizer, attribute, None)
+        if inner_old is not None and inner_new is not None:
+            inner_new.iterations.assign(inner_old.iterations)
+            deeper = getattr(inner_old, "dense_optimizer", None)
+            if deeper is not None:
+                inner_new.dense_optimizer.iterations.assign(deeper.iterations)
+    _restart_slots(optimizer, model.trainable_variables)
     model.optimizer = optimizer
     model.make_train_function(force=True)
     model.test_function = None
@@ -255,6 +270,21 @@ def _rebuild_training(model):
     if hasattr(model, "_jax_state_synced"):
         # the next step must read the new variables, not the old state
         model._jax_state_synced = True
+
+
+def _restart_slots(optimizer, variables):
+    """Slots that must agree with the weights they start from (FTRL's
+    `linear`, see `SparseRowOptimizer.reset_slot_value`) set from them."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    if getattr(optimizer, "reset_slot_value", None) is None:
+        return
+    for variable in variables:
+        if len(variable.shape) != 2:
+            continue
+        for slot in slot_variables(optimizer, variable):
+            fill = slot_initial_value(optimizer, slot)
+            if callable(fill):
+                slot.assign(fill(np.asarray(keras.ops.convert_to_numpy(variable))))
 
 
 def _walk(layer):

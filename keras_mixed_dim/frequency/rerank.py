@@ -6,9 +6,10 @@ and so on. An id that stays in its block keeps its row bit for bit (the row
 may move within the table). An id that changes block is warm-started by least
 squares: its new row is its old output times the pseudo-inverse of the new
 block's projection (exactly its old output when the new block has no
-projection). Optimizer slots (e.g. Adam's moments) follow the rows of ids
-that stay and are reset to zero for ids that move, since moments of another
-block's coordinates mean nothing in the new one.
+projection). Optimizer slots (Adam's moments, row-wise Adagrad's per-row
+accumulators, FTRL's slots) follow the rows of ids that stay and are reset
+to their initial value for ids that move, since state of another block's
+coordinates means nothing in the new one.
 """
 
 import dataclasses
@@ -104,14 +105,36 @@ class LayerSnapshot:
 
 
 def slot_variables(optimizer, variable):
-    """Optimizer variables shaped like `variable` and named after it."""
+    """Optimizer variables named after `variable` with one entry (or row) per
+    row of it: slots shaped like the table (Adam's moments, FTRL's) and
+    per-row ones (row-wise Adagrad's `(rows,)` accumulator)."""
     if optimizer is None:
         return []
-    prefix = variable.path.replace("/", "_") + "_"
+    prefix = variable.path.replace("/", "_").replace(":", "_") + "_"
+    rows = variable.shape[0]
     return [
         v for v in optimizer.variables
-        if v.name.startswith(prefix) and tuple(v.shape) == tuple(variable.shape)
+        if v.name.startswith(prefix) and len(v.shape) >= 1 and v.shape[0] == rows
+        and tuple(v.shape[1:]) in ((), tuple(variable.shape[1:]))
     ]
+
+
+def slot_initial_value(optimizer, slot):
+    """The value `slot` starts from, given to the slots of moved ids: an
+    accumulator's `initial_accumulator_value` (Adagrad, FTRL), else 0; or,
+    where the optimizer says so (`reset_slot_value`, FTRL's `linear`), a
+    function of the ids' new table rows."""
+    # a LossScaleOptimizer's slots are its inner optimizer's
+    owner = getattr(optimizer, "inner_optimizer", optimizer)
+    inner = getattr(owner, "dense_optimizer", None)
+    if inner is not None and any(slot is v for v in inner.variables):
+        owner = inner
+    reset = getattr(owner, "reset_slot_value", None)
+    if reset is not None:
+        return reset(slot)
+    if not slot.name.endswith("accumulator"):
+        return 0.0
+    return float(getattr(owner, "initial_accumulator_value", 0.0))
 
 
 def rerank_layer(layer, counts=None, optimizer=None):
@@ -121,7 +144,7 @@ def rerank_layer(layer, counts=None, optimizer=None):
         layer: A built `MixedDimEmbedding` with an id -> rank table.
         counts: Optional per-id counts; default `layer.frequency_counts`.
         optimizer: Optional optimizer whose slots for the block tables follow
-            the rows (kept rows moved, moved ids reset to zero).
+            the rows (kept rows moved, moved ids reset to their initial value).
 
     Returns:
         A `RerankReport`.
@@ -146,7 +169,9 @@ def rerank_layer(layer, counts=None, optimizer=None):
     snapshot = LayerSnapshot(layer)
     slots = [slot_variables(optimizer, t) for t in layer.block_embeddings]
     slot_values = [[np.asarray(ops.convert_to_numpy(s)) for s in group] for group in slots]
-    new_tables, new_slots, new_ranks, report = rerank_arrays(snapshot, counts, slot_values)
+    fills = [[slot_initial_value(optimizer, s) for s in group] for group in slots]
+    new_tables, new_slots, new_ranks, report = rerank_arrays(snapshot, counts, slot_values,
+                                                             fills)
 
     for variable, value in zip(layer.block_embeddings, new_tables):
         variable.assign(value)
@@ -157,14 +182,17 @@ def rerank_layer(layer, counts=None, optimizer=None):
     return report
 
 
-def rerank_arrays(snapshot, counts, slot_values):
+def rerank_arrays(snapshot, counts, slot_values, slot_fills=None):
     """The re-ranking of one table's weights, on numpy arrays.
 
     Args:
         snapshot: A `LayerSnapshot` of the weights.
         counts: Per-id counts (float64).
         slot_values: Per block, the list of its optimizer slot arrays (each
-            shaped like the block's table).
+            with one entry or row per row of the block's table).
+        slot_fills: Per block, the value each slot gets for moved ids
+            (default 0): a number, or a function of the moved ids' new
+            table rows (FTRL's `linear`, whose rows decide the weights).
 
     Returns:
         `(new_tables, new_slots, new_ranks, report)`, the slots per block.
@@ -181,7 +209,9 @@ def rerank_arrays(snapshot, counts, slot_values):
         stay = old_blocks[ids] == b
         table = np.empty_like(tables[b])
         table[stay] = tables[b][old_ranks[ids[stay]] - offsets[b]]
-        group = [np.zeros_like(v) for v in slot_values[b]]
+        fills = [0.0] * len(slot_values[b]) if slot_fills is None else slot_fills[b]
+        group = [np.full_like(v, 0.0 if callable(fill) else fill)
+                 for v, fill in zip(slot_values[b], fills)]
         for new_slot, old_slot in zip(group, slot_values[b]):
             new_slot[stay] = old_slot[old_ranks[ids[stay]] - offsets[b]]
         moving = ids[~stay]
@@ -192,6 +222,9 @@ def rerank_arrays(snapshot, counts, slot_values):
             else:
                 rows = target @ np.linalg.pinv(projections[b].astype(np.float64))
             table[~stay] = rows.astype(table.dtype)
+            for new_slot, fill in zip(group, fills):
+                if callable(fill):
+                    new_slot[~stay] = fill(table[~stay])
             approx = rows if projections[b] is None else rows @ projections[b]
             error_num += float(np.sum((approx - target) ** 2))
             error_den += float(np.sum(target**2))

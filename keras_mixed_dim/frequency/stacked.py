@@ -14,6 +14,7 @@ from keras import ops
 from keras_mixed_dim.frequency.replan import replan_arrays
 from keras_mixed_dim.frequency.rerank import LayerSnapshot
 from keras_mixed_dim.frequency.rerank import rerank_arrays
+from keras_mixed_dim.frequency.rerank import slot_initial_value
 from keras_mixed_dim.frequency.rerank import slot_variables
 from keras_mixed_dim.sketch import MAX_ERROR_RATIO
 
@@ -84,6 +85,7 @@ def rerank_stacked(layer, features=None, counts=None, optimizer=None):
     arrays = layer.numpy_weights()
     slots = [slot_variables(optimizer, t) for t in layer.tables]
     slot_arrays = [[np.array(ops.convert_to_numpy(s)) for s in group] for group in slots]
+    slot_fills = [[slot_initial_value(optimizer, s) for s in group] for group in slots]
     reports = {}
     for f in features:
         feature_counts = _counts(layer, f, counts)
@@ -94,7 +96,8 @@ def rerank_stacked(layer, features=None, counts=None, optimizer=None):
             for i, (g, _, offset) in enumerate(members)
         ]
         new_tables, new_slots, new_ranks, report = rerank_arrays(
-            _snapshot(layer, f, arrays), feature_counts, block_slots)
+            _snapshot(layer, f, arrays), feature_counts, block_slots,
+            [slot_fills[g] for g, _, _ in members])
         for i, (g, _, offset) in enumerate(members):
             rows = plan.blocks[i].rows
             arrays["tables"][g][offset:offset + rows] = new_tables[i]

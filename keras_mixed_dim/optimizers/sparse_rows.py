@@ -21,7 +21,16 @@ from keras import saving
 
 from keras_mixed_dim.backend.row_gradients import RowGradient
 
-TABLE_OPTIMIZERS = ("sgd", "adagrad", "adam")
+TABLE_OPTIMIZERS = ("sgd", "adagrad", "adam", "ftrl")
+
+# FTRL's options and their defaults (those of `keras.optimizers.Ftrl`).
+_FTRL_DEFAULTS = {
+    "learning_rate_power": -0.5,
+    "l1_regularization_strength": 0.0,
+    "l2_regularization_strength": 0.0,
+    "l2_shrinkage_regularization_strength": 0.0,
+    "beta": 0.0,
+}
 
 # Variable names of the package's table layers and of `keras.layers.Embedding`.
 _TABLE_NAME = re.compile(
@@ -70,9 +79,33 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
       bias correction uses the global step. When every row is touched it is
       `keras.optimizers.Adam`; otherwise untouched rows keep their moments
       instead of decaying them (and get no momentum-only step).
+    - `"ftrl"`: FTRL-Proximal (McMahan et al. 2013), Keras's `Ftrl` update
+      with per-entry `accumulator` and `linear` slots, on touched rows only
+      (TF1's sparse FTRL). Keras's dense `Ftrl` recomputes every row from
+      its slots each step, so a row it never saw a gradient for becomes 0;
+      here such a row keeps its value until it is first looked up.
 
     A row counts as touched when its summed gradient is not all zero, so a
     placeholder row that a layer gathers and masks out stays unchanged.
+
+    The options of `keras.optimizers.Optimizer` given to this optimizer
+    apply to every variable as in Keras's optimizers, to the tables on the
+    touched rows (options of `dense_optimizer` apply to the dense variables
+    only, after these): `clipnorm` clips each variable's gradient (a
+    table's: its rows' summed gradients) to that norm, `clipvalue` each
+    entry, `global_clipnorm` all gradients together, row gradients
+    included; `loss_scale_factor` unscales every gradient. `weight_decay` is
+    lazy for tables, as TF1's lazy AdamW: a touched row is decayed by
+    `weight_decay * learning_rate` (the tables' rate) before its step, an
+    untouched row is not decayed (Keras decays every row every step); dense
+    variables are decayed with `dense_optimizer`'s rate. `use_ema` and
+    `gradient_accumulation_steps` are refused, here and on
+    `dense_optimizer` (an average or an accumulator of every row would cost
+    in proportion to the table), as are `global_clipnorm` and
+    `weight_decay` under a tf.distribute strategy. Wrapped in a
+    `LossScaleOptimizer` (what `compile` does under `mixed_float16`) the
+    steps equal Keras's, but table gradients reach this optimizer dense, a
+    cost in proportion to the table.
 
     On TensorFlow the gradient stays an `IndexedSlices` end to end (ids
     deduplicated with `tf.unique`, rows written with `scatter_update`), so a
@@ -98,17 +131,23 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
     Args:
         dense_optimizer: A Keras optimizer (instance, name or config) for the
             variables that are not tables. Defaults to `"adam"`.
-        table_optimizer: `"sgd"`, `"adagrad"` (row-wise) or `"adam"` (lazy).
+        table_optimizer: `"sgd"`, `"adagrad"` (row-wise), `"adam"` (lazy)
+            or `"ftrl"`.
         learning_rate: The tables' learning rate (a float or a
             `LearningRateSchedule`); `None` uses `dense_optimizer`'s.
         beta_1, beta_2: Adam's moment decays.
         epsilon: Added inside the square root (Adagrad) or to the root
             (Adam), as in Keras's optimizers.
-        initial_accumulator_value: Adagrad's starting accumulator.
+        initial_accumulator_value: Adagrad's and FTRL's starting accumulator.
+        learning_rate_power, l1_regularization_strength,
+        l2_regularization_strength, l2_shrinkage_regularization_strength,
+        beta: FTRL's, as in `keras.optimizers.Ftrl` (refused with another
+            `table_optimizer`).
         is_table: Predicate `variable -> bool` choosing the tables; defaults
             to `is_embedding_table`. Not serialized; pass it again when
             loading a model compiled with a custom one.
         name: Optimizer name.
+        **kwargs: The options of `keras.optimizers.Optimizer` (see above).
     """
 
     def __init__(
@@ -122,6 +161,12 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         initial_accumulator_value=0.1,
         is_table=None,
         name="sparse_row_optimizer",
+        learning_rate_power=_FTRL_DEFAULTS["learning_rate_power"],
+        l1_regularization_strength=_FTRL_DEFAULTS["l1_regularization_strength"],
+        l2_regularization_strength=_FTRL_DEFAULTS["l2_regularization_strength"],
+        l2_shrinkage_regularization_strength=_FTRL_DEFAULTS[
+            "l2_shrinkage_regularization_strength"],
+        beta=_FTRL_DEFAULTS["beta"],
         **kwargs,
     ):
         if table_optimizer not in TABLE_OPTIMIZERS:
@@ -146,9 +191,18 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         if isinstance(learning_rate, (int, float)) and learning_rate < 0:
             raise ValueError(
                 f"`learning_rate` must be >= 0. Received: learning_rate={learning_rate!r}")
+        ftrl = {"learning_rate_power": learning_rate_power,
+                "l1_regularization_strength": l1_regularization_strength,
+                "l2_regularization_strength": l2_regularization_strength,
+                "l2_shrinkage_regularization_strength":
+                    l2_shrinkage_regularization_strength,
+                "beta": beta}
+        _check_ftrl_options(table_optimizer, ftrl)
+        # Keras's own checks of the options (one clipping option, ranges)
         super().__init__(
             learning_rate=0.0 if learning_rate is None else learning_rate,
             name=name, **kwargs)
+        _check_optimizer_options(self, dense_optimizer)
         self._own_learning_rate = learning_rate is not None
         self.dense_optimizer = dense_optimizer
         self.table_optimizer = table_optimizer
@@ -156,6 +210,8 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
         self.initial_accumulator_value = float(initial_accumulator_value)
+        for key, value in ftrl.items():
+            setattr(self, key, float(value))
         self.is_table = is_table or is_embedding_table
         self._warned_dense = False
 
@@ -171,7 +227,14 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         # tracked as its own variables (and donated twice on JAX).
         self._groups = _Groups()
         for variable in var_list:
-            group = self._groups.tables if self.is_table(variable) else self._groups.dense
+            table = self.is_table(variable)
+            if table and len(variable.shape) != 2:
+                raise ValueError(
+                    f"Variable {variable.path!r} of shape {tuple(variable.shape)} was "
+                    "chosen as an embedding table (its `sparse_rows` attribute or "
+                    "`is_table`), but tables must be 2-D (rows, dim). Set "
+                    f"`variable.{SPARSE_ROWS_ATTRIBUTE} = False` or change `is_table`.")
+            group = self._groups.tables if table else self._groups.dense
             group.append(variable)
         self.dense_optimizer.build(self._groups.dense)
         for variable in self._groups.tables:
@@ -186,6 +249,12 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                 for slot in ("momentum", "velocity"):
                     slots.append(self.add_variable_from_reference(
                         variable, name=slot))
+            elif self.table_optimizer == "ftrl":
+                slots.append(self.add_variable_from_reference(
+                    variable, name="accumulator",
+                    initializer=keras.initializers.Constant(
+                        self.initial_accumulator_value)))
+                slots.append(self.add_variable_from_reference(variable, name="linear"))
             self._groups.slots[self._var_key(variable)] = slots
         super().build(var_list)
 
@@ -202,6 +271,30 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
     def dense_variables(self):
         """The model variables updated by `dense_optimizer` (after `build`)."""
         return list(self._groups.dense) if self.built else []
+
+    def reset_slot_value(self, slot):
+        """What a table slot holds for rows whose state starts over (ids that
+        re-ranking moved to another block, or every row after a re-plan).
+
+        Returns a number, or for FTRL's `linear` slot a function of those
+        rows' weights (numpy) giving the `linear` values from which FTRL's
+        next step recomputes exactly those weights (with the accumulator at
+        `initial_accumulator_value`): FTRL derives its weights from its
+        slots, so zeros would drop the rows' warm start.
+        """
+        name = slot.name
+        if name.endswith("accumulator"):
+            return self.initial_accumulator_value
+        if self.table_optimizer != "ftrl" or not name.endswith("_linear"):
+            return 0.0
+        import numpy as np
+
+        lr = float(ops.convert_to_numpy(self._table_learning_rate()))
+        quadratic = (self.initial_accumulator_value ** -self.learning_rate_power / lr
+                     + 2 * self.l2_regularization_strength + self.beta / lr)
+        l1 = self.l1_regularization_strength
+        # w = (clip(z, -l1, l1) - z) / quadratic, solved for z
+        return lambda rows: -(quadratic * rows + np.sign(rows) * l1)
 
     def _table_learning_rate(self):
         if self._own_learning_rate:
@@ -226,62 +319,116 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         if len(grads) != len(trainable_variables):
             raise ValueError(
                 f"Got {len(grads)} gradients for {len(trainable_variables)} variables.")
+        name = backend.backend()
+        distributed = name == "tensorflow" and _has_tf_strategy()
+        if distributed and (self.global_clipnorm or self.weight_decay):
+            option = "global_clipnorm" if self.global_clipnorm else "weight_decay"
+            raise ValueError(
+                f"SparseRowOptimizer does not support `{option}` under a "
+                "tf.distribute strategy; set it on `dense_optimizer` (dense "
+                "variables only) or train without the strategy.")
+        scale = self.loss_scale_factor
         dense_grads, dense_vars, table_pairs = [], [], []
         for grad, variable in zip(grads, trainable_variables):
             if self._var_key(variable) in self._groups.slots:
-                table_pairs.append((grad, variable))
+                if grad is not None:
+                    table_pairs.append((_unscaled(grad, scale), variable))
             else:
-                dense_grads.append(grad)
+                dense_grads.append(None if grad is None else _unscaled(grad, scale))
                 dense_vars.append(variable)
-        if dense_vars:
-            self.dense_optimizer.apply(dense_grads, dense_vars)
         with keras.name_scope(self.name):
-            scale = self.loss_scale_factor
             learning_rate = ops.cast(self._table_learning_rate(), "float32")
             step = ops.cast(self._iterations + 1, "float32")
-            table_pairs = [(_unscaled(grad, scale), variable)
-                           for grad, variable in table_pairs if grad is not None]
-            if backend.backend() == "tensorflow":
-                from keras_mixed_dim.backend.tensorflow import sparse_rows
-
-                # under tf.distribute: all-reduced, then applied to each copy
-                sparse_rows.update_tables(table_pairs, self._update_and_constrain,
-                                          learning_rate, step)
+            if self.global_clipnorm:
+                # every gradient first: the norm is over all of them
+                prepared = [(self._prepare(grad, variable), variable)
+                            for grad, variable in table_pairs]
+                # (a gather's gradient of a dense variable made a tensor)
+                dense_grads = [None if g is None else ops.convert_to_tensor(g)
+                               for g in dense_grads]
+                factor = _global_clip_factor(
+                    [g for g in dense_grads if g is not None]
+                    + [p.values for p, _ in prepared], self.global_clipnorm)
+                dense_grads = [None if g is None else g * ops.cast(factor, g.dtype)
+                               for g in dense_grads]
+                self._decay_dense(dense_vars)
+                if dense_vars:
+                    self.dense_optimizer.apply(dense_grads, dense_vars)
+                for rows, variable in prepared:
+                    rows.values = rows.values * ops.cast(factor, rows.values.dtype)
+                    self._apply_prepared(rows, variable, learning_rate, step)
+                    _constrain(variable)
             else:
-                for grad, variable in table_pairs:
-                    self._update_and_constrain(grad, variable, learning_rate, step)
+                if self.clipnorm or self.clipvalue:
+                    dense_grads = self._clip_gradients(dense_grads)
+                self._decay_dense(dense_vars)
+                if dense_vars:
+                    self.dense_optimizer.apply(dense_grads, dense_vars)
+                if name == "tensorflow":
+                    from keras_mixed_dim.backend.tensorflow import sparse_rows
+
+                    # under tf.distribute: all-reduced, then applied to each copy
+                    sparse_rows.update_tables(table_pairs, self._update_and_constrain,
+                                              learning_rate, step)
+                else:
+                    for grad, variable in table_pairs:
+                        self._update_and_constrain(grad, variable, learning_rate, step)
         self._iterations.assign_add(1)
+
+    def _decay_dense(self, variables):
+        """Keras's weight decay of the dense variables, with their learning rate."""
+        if not self.weight_decay:
+            return
+        for variable in variables:
+            if self._use_weight_decay(variable):
+                lr = ops.cast(self.dense_optimizer.learning_rate, variable.dtype)
+                wd = ops.cast(self.weight_decay, variable.dtype)
+                variable.assign(variable - variable * wd * lr)
 
     def _update_and_constrain(self, grad, variable, learning_rate, step):
         self._update_table(grad, variable, learning_rate, step)
-        if variable.constraint is not None:
-            variable.assign(variable.constraint(variable))
+        _constrain(variable)
 
     def _update_table(self, grad, variable, learning_rate, step):
-        slots = self._groups.slots[self._var_key(variable)]
+        rows = self._prepare(grad, variable)
+        if self.clipnorm:
+            norm = ops.sqrt(ops.sum(ops.square(rows.values)))
+            clip = ops.cast(self.clipnorm, norm.dtype)
+            # Keras's `_clip_by_norm`: `g * clipnorm / max(norm, clipnorm)`
+            rows.values = rows.values * clip / ops.maximum(norm, clip)
+        elif self.clipvalue:
+            rows.values = ops.clip(rows.values, -self.clipvalue, self.clipvalue)
+        self._apply_prepared(rows, variable, learning_rate, step)
+
+    def _prepare(self, grad, variable):
+        """`grad` as a table's summed gradient: `_Rows` (distinct rows) or dense.
+
+        Duplicates are summed first, so clipping sees the gradient that a
+        dense optimizer would see.
+        """
         name = backend.backend()
+        dtype = variable.dtype
         if isinstance(grad, RowGradient):
             if grad.dense is None:
-                self._update_rows(variable, slots, _row_ops(name), grad.indices,
-                                  grad.values, learning_rate, step)
-                return
-            grad = ops.convert_to_tensor(grad.dense, dtype=variable.dtype) + (
+                row_ops = _row_ops(name)
+                rows, summed = row_ops.unique_rows(
+                    grad.indices, ops.cast(grad.values, dtype), variable.shape[0])
+                return _Rows(summed, rows, row_ops)
+            grad = ops.convert_to_tensor(grad.dense, dtype=dtype) + (
                 ops.scatter(ops.expand_dims(grad.indices, -1),
-                            ops.cast(grad.values, variable.dtype), variable.shape)
+                            ops.cast(grad.values, dtype), variable.shape)
                 if grad.has_rows else 0)
         elif name == "tensorflow":
             from keras_mixed_dim.backend.tensorflow import sparse_rows
 
             if sparse_rows.is_sparse(grad):
-                if self.table_optimizer == "sgd":
-                    # a scatter-subtract adds up duplicate ids by itself
-                    sparse_rows.scatter_sub_rows(
-                        variable, grad.indices,
-                        grad.values * ops.cast(learning_rate, grad.values.dtype))
-                    return
-                self._update_rows(variable, slots, sparse_rows, grad.indices,
-                                  grad.values, learning_rate, step)
-                return
+                if self._plain_sgd():
+                    # no option needs the summed rows: a scatter-subtract
+                    # adds up duplicate ids by itself
+                    return _Rows(grad.values, grad.indices, sparse_rows, summed=False)
+                rows, summed = sparse_rows.unique_rows(
+                    grad.indices, ops.cast(grad.values, dtype), variable.shape[0])
+                return _Rows(summed, rows, sparse_rows)
         elif not self._warned_dense:
             self._warned_dense = True
             warnings.warn(
@@ -290,24 +437,39 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                 "the table. Call keras_mixed_dim.optimizers.sparse_rows."
                 "enable_sparse_row_steps(model) after building the model, so the "
                 "train step differentiates with respect to the rows it gathers.",
-                stacklevel=3)
+                stacklevel=4)
+        return _Rows(ops.convert_to_tensor(grad, dtype=dtype))
+
+    def _plain_sgd(self):
+        return (self.table_optimizer == "sgd" and not self.weight_decay
+                and not self.clipnorm and not self.clipvalue and not self.global_clipnorm)
+
+    def _apply_prepared(self, grad, variable, learning_rate, step):
+        slots = self._groups.slots[self._var_key(variable)]
+        if grad.row_ops is not None:
+            if not grad.summed:
+                grad.row_ops.scatter_sub_rows(
+                    variable, grad.rows,
+                    grad.values * ops.cast(learning_rate, grad.values.dtype))
+                return
+            self._update_rows(variable, slots, grad.row_ops, grad.rows, grad.values,
+                              learning_rate, step)
+            return
         # A dense gradient: rows with an all-zero gradient were not looked
         # up, and keep their values and slots exactly.
-        grad = ops.convert_to_tensor(grad, dtype=variable.dtype)
-        touched = ops.any(ops.not_equal(grad, 0), axis=1)
         values = [variable.value] + [slot.value for slot in slots]
-        new = self._row_update(grad, values, learning_rate, step)
+        touched = ops.any(ops.not_equal(grad.values, 0), axis=1)
+        new = self._row_update(grad.values, values, learning_rate, step, variable)
         for target, old, value in zip((variable, *slots), values, new):
             mask = touched if len(old.shape) == 1 else ops.expand_dims(touched, 1)
             target.assign(ops.where(mask, value, old))
 
-    def _update_rows(self, variable, slots, row_ops, indices, values, learning_rate,
+    def _update_rows(self, variable, slots, row_ops, rows, row_grads, learning_rate,
                      step):
-        """Updates the rows `indices` (duplicates summed) and their slots only."""
-        rows, row_grads = row_ops.unique_rows(
-            indices, ops.cast(values, variable.dtype), variable.shape[0])
+        """Updates the distinct `rows` (summed gradients `row_grads`) and their
+        slots only."""
         old = [row_ops.gather_rows(v, rows) for v in (variable, *slots)]
-        new = self._row_update(row_grads, old, learning_rate, step)
+        new = self._row_update(row_grads, old, learning_rate, step, variable)
         # Layers gather a placeholder row for ids outside a block and mask it
         # out; its gradient is exactly zero, and like the dense path it must
         # leave the row and its slots alone.
@@ -316,17 +478,22 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
             mask = touched if len(before.shape) == 1 else ops.expand_dims(touched, 1)
             row_ops.scatter_rows(target, rows, ops.where(mask, after, before))
 
-    def _row_update(self, grad, values, learning_rate, step):
+    def _row_update(self, grad, values, learning_rate, step, variable):
         """New `[weights, *slots]` of rows whose summed gradient is `grad`."""
         weights = values[0]
         grad = ops.cast(grad, weights.dtype)
         lr = ops.cast(learning_rate, weights.dtype)
+        if self.weight_decay and self._use_weight_decay(variable):
+            # lazy: only the rows this step updates are decayed
+            weights = weights - weights * ops.cast(self.weight_decay, weights.dtype) * lr
         if self.table_optimizer == "sgd":
             return [weights - lr * grad]
         if self.table_optimizer == "adagrad":
             accumulator = values[1] + ops.mean(ops.square(grad), axis=1)
             scale = lr / ops.sqrt(accumulator + self.epsilon)
             return [weights - ops.expand_dims(scale, 1) * grad, accumulator]
+        if self.table_optimizer == "ftrl":
+            return self._ftrl_update(grad, weights, values[1], values[2], lr)
         momentum, velocity = values[1], values[2]
         step = ops.cast(step, weights.dtype)
         beta_1_power = ops.power(ops.cast(self.beta_1, weights.dtype), step)
@@ -336,6 +503,19 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         velocity = velocity + (ops.square(grad) - velocity) * (1 - self.beta_2)
         weights = weights - (momentum * alpha) / (ops.sqrt(velocity) + self.epsilon)
         return [weights, momentum, velocity]
+
+    def _ftrl_update(self, grad, weights, accumulator, linear, lr):
+        """`keras.optimizers.Ftrl.update_step` on rows: `[weights, n, z]`."""
+        power = -self.learning_rate_power
+        l2 = self.l2_regularization_strength + self.beta / (2.0 * lr)
+        shrunk = grad + 2 * self.l2_shrinkage_regularization_strength * weights
+        new_accumulator = accumulator + ops.square(grad)
+        linear = linear + shrunk - (
+            ops.power(new_accumulator, power) - ops.power(accumulator, power)) / lr * weights
+        quadratic = ops.power(new_accumulator, power) / lr + 2 * l2
+        l1 = self.l1_regularization_strength
+        weights = (ops.clip(linear, -l1, l1) - linear) / quadratic
+        return [weights, new_accumulator, linear]
 
     def update_step(self, gradient, variable, learning_rate):
         raise NotImplementedError("SparseRowOptimizer updates through `apply`.")
@@ -356,6 +536,7 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
             "epsilon": self.epsilon,
             "initial_accumulator_value": self.initial_accumulator_value,
         })
+        config.update({key: getattr(self, key) for key in _FTRL_DEFAULTS})
         return config
 
     @classmethod
@@ -374,6 +555,83 @@ class _Groups:
         self.tables, self.dense, self.slots = [], [], {}
 
 
+class _Rows:
+    """A table's gradient ready for the row step: `values` of the distinct
+    `rows` (summed over duplicates unless `summed` is False), or a dense
+    gradient when `rows` is None."""
+
+    def __init__(self, values, rows=None, row_ops=None, summed=True):
+        self.values, self.rows, self.row_ops, self.summed = values, rows, row_ops, summed
+
+
+def _constrain(variable):
+    if variable.constraint is not None:
+        variable.assign(variable.constraint(variable))
+
+
+def _global_clip_factor(values, clip_norm):
+    """Keras's `clip_by_global_norm` scale for the gradients `values`."""
+    norm = ops.sqrt(sum(ops.sum(ops.square(ops.cast(v, "float32"))) for v in values))
+    factor = clip_norm * ops.minimum(1.0 / norm, 1.0 / clip_norm)
+    # NaN when the norm is not finite, as in Keras
+    return factor + (norm - norm)
+
+
+def _has_tf_strategy():
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
+
+
+def _check_ftrl_options(table_optimizer, options):
+    if table_optimizer != "ftrl":
+        for key, value in options.items():
+            if float(value) != _FTRL_DEFAULTS[key]:
+                raise ValueError(
+                    f"`{key}` is an option of table_optimizer='ftrl'; with "
+                    f"table_optimizer={table_optimizer!r} it would be ignored. "
+                    f"Received: {key}={value!r}")
+        return
+    if float(options["learning_rate_power"]) > 0:
+        raise ValueError(
+            "`learning_rate_power` must be <= 0. Received: "
+            f"learning_rate_power={options['learning_rate_power']!r}")
+    for key in ("l1_regularization_strength", "l2_regularization_strength",
+                "l2_shrinkage_regularization_strength", "beta"):
+        if float(options[key]) < 0:
+            raise ValueError(f"`{key}` must be >= 0. Received: {key}={options[key]!r}")
+
+
+def _check_optimizer_options(optimizer, dense_optimizer):
+    """Refuses the Keras options that the row steps cannot honour."""
+    if optimizer.gradient_accumulation_steps:
+        raise ValueError(
+            "SparseRowOptimizer does not support `gradient_accumulation_steps` "
+            f"(received {optimizer.gradient_accumulation_steps!r}): accumulating "
+            "table gradients would cost a table-sized buffer. Use a larger batch.")
+    if optimizer.use_ema:
+        raise ValueError(
+            "SparseRowOptimizer does not support `use_ema=True`: an average of "
+            "every table row each step would cost in proportion to the table.")
+    if dense_optimizer.gradient_accumulation_steps or dense_optimizer.use_ema:
+        option = ("gradient_accumulation_steps"
+                  if dense_optimizer.gradient_accumulation_steps else "use_ema")
+        raise ValueError(
+            f"`dense_optimizer` has `{option}` set; it would apply to the dense "
+            "variables but not to the tables, so SparseRowOptimizer refuses it.")
+    if optimizer.weight_decay and dense_optimizer.weight_decay:
+        raise ValueError(
+            "`weight_decay` is set on both the SparseRowOptimizer and its "
+            "`dense_optimizer`: the dense variables would be decayed twice. Set "
+            "it on the SparseRowOptimizer (every variable) or on `dense_optimizer` "
+            "(dense variables only).")
+    if dense_optimizer.loss_scale_factor is not None:
+        raise ValueError(
+            "`dense_optimizer` has `loss_scale_factor` set; set it on the "
+            "SparseRowOptimizer instead (it scales the loss and unscales "
+            "every gradient, tables and dense variables alike).")
+
+
 def _slot_name(variable, slot):
     return f"{variable.path.replace('/', '_').replace(':', '_')}_{slot}"
 
@@ -381,7 +639,14 @@ def _slot_name(variable, slot):
 def _unscaled(grad, scale):
     if scale is None:
         return grad
-    return grad.scaled(scale) if isinstance(grad, RowGradient) else grad / scale
+    if isinstance(grad, RowGradient):
+        return grad.scaled(scale)
+    if backend.backend() == "tensorflow":
+        from keras_mixed_dim.backend.tensorflow import sparse_rows
+
+        if sparse_rows.is_sparse(grad):
+            return sparse_rows.divided(grad, scale)
+    return grad / scale
 
 
 def _row_ops(backend_name):

@@ -348,3 +348,153 @@ def test_replanning_uses_the_saved_planning_settings(tmp_path):
     replan_layer(loaded, counts=new_counts)
     assert loaded.plan == layer.plan
     assert layer.plan.params <= 600
+
+
+# -- optimizer state across re-ranking and re-planning (issue 21) ------------
+
+def _sparse_model(num_blocks, optimizer, input_dim=12, dim=4, seed=0, loss_scaled=False):
+    keras.utils.set_random_seed(seed)
+    from keras_mixed_dim.optimizers import SparseRowOptimizer
+
+    layer = MixedDimEmbedding(input_dim, dim, count_frequencies=True,
+                              num_blocks=num_blocks, alpha=0.0 if num_blocks == 1 else 0.5,
+                              name="items")
+    inputs = keras.Input((2,), dtype="int32")
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(
+        layer(inputs))))
+    optimizer = SparseRowOptimizer(keras.optimizers.SGD(0.1), **optimizer)
+    if loss_scaled:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer, "mse")
+    return model, layer
+
+
+@pytest.mark.parametrize("table_optimizer,loss_scaled", [
+    ("adagrad", False), ("ftrl", False), ("ftrl", True)])
+def test_rerank_moves_per_row_and_ftrl_slots_with_their_ids(table_optimizer, loss_scaled):
+    """Row-wise Adagrad's `(rows,)` accumulator (and FTRL's slots) follow
+    each id that stays in its block; moved ids restart from the initial
+    accumulator."""
+    options = {"table_optimizer": table_optimizer, "learning_rate": 0.1}
+    if table_optimizer == "ftrl":
+        options.update(l1_regularization_strength=0.001, l2_regularization_strength=0.01,
+                       beta=0.1)
+    model, layer = _sparse_model(2, options, input_dim=30, loss_scaled=loss_scaled)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 30, size=(48, 2)).astype("int32")
+    model.fit(ids, rng.normal(size=(48, 1)), batch_size=16, shuffle=False, verbose=0)
+    from keras_mixed_dim.frequency.rerank import slot_variables
+
+    plan = layer.plan
+    old_ranks = ops.convert_to_numpy(layer.remap)
+    groups = [slot_variables(model.optimizer, t) for t in layer.block_embeddings]
+    assert [len(g) for g in groups] == [1 if table_optimizer == "adagrad" else 2] * 2
+    before = [[ops.convert_to_numpy(s).copy() for s in g] for g in groups]
+    counts = old_ranks.astype(float)  # the last ranks come first
+    rerank_layer(layer, counts, optimizer=model.optimizer)
+    ranks = ops.convert_to_numpy(layer.remap)
+    moved = 0
+    for i in range(30):
+        b, old_b = plan.block_of_rank(ranks[i]), plan.block_of_rank(old_ranks[i])
+        row, old_row = ranks[i] - plan.offsets[b], old_ranks[i] - plan.offsets[old_b]
+        for k, slot in enumerate(groups[b]):
+            value = ops.convert_to_numpy(slot)[row]
+            if b == old_b:
+                np.testing.assert_array_equal(value, before[b][k][old_row])
+            elif slot.name.endswith("accumulator"):
+                np.testing.assert_array_equal(value, np.float32(0.1))
+            elif table_optimizer != "ftrl":
+                np.testing.assert_array_equal(value, 0.0)
+        if b != old_b and table_optimizer == "ftrl":
+            # FTRL's weights come from its slots: they must give the warm
+            # start, so that the id's next step starts from it
+            row_value = ops.convert_to_numpy(layer.block_embeddings[b])[row]
+            optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+            np.testing.assert_allclose(_ftrl_weights(optimizer, groups[b], row),
+                                       row_value, rtol=1e-5, atol=1e-6)
+        moved += b != old_b
+    assert 0 < moved < 30
+
+
+def _ftrl_weights(optimizer, slots, row, lr=0.1):
+    """The weights FTRL-Proximal derives from its slots (numpy)."""
+    accumulator, linear = (ops.convert_to_numpy(s)[row].astype("float64") for s in
+                           sorted(slots, key=lambda s: not s.name.endswith("accumulator")))
+    l1 = optimizer.l1_regularization_strength
+    quadratic = (np.sqrt(accumulator) / lr + 2 * optimizer.l2_regularization_strength
+                 + optimizer.beta / lr)
+    return (np.clip(linear, -l1, l1) - linear) / quadratic
+
+
+def test_replan_gives_ftrl_slots_that_keep_the_weights():
+    """After a re-plan the fresh FTRL slots reproduce every row's weights,
+    so training goes on from the warm start instead of from zero."""
+    from keras_mixed_dim.optimizers import SparseRowOptimizer
+    from keras_mixed_dim.frequency.rerank import slot_variables
+
+    keras.utils.set_random_seed(0)
+    model, layer = counting_model(input_dim=300, dim=8, bag=1)
+    model.compile(SparseRowOptimizer(keras.optimizers.Adam(0.01), "ftrl",
+                                     learning_rate=0.1, l1_regularization_strength=0.001),
+                  "mse")
+    ids = shuffled_zipf_ids(300, 400)
+    old_plan = layer.plan
+    model.fit(ids, np.sin(ids), epochs=1, batch_size=100, verbose=0,
+              callbacks=[FrequencyRecount(replan=True)])
+    assert layer.plan != old_plan
+    for table in layer.block_embeddings:
+        slots = slot_variables(model.optimizer, table)
+        assert len(slots) == 2
+        rows = np.arange(table.shape[0])
+        np.testing.assert_allclose(_ftrl_weights(model.optimizer, slots, rows),
+                                   ops.convert_to_numpy(table), rtol=1e-5, atol=1e-6)
+
+
+def test_rerank_carries_id_0s_row_accumulator():
+    """Issue 21's repro: one block, 12 ids, reversed counts."""
+    model, layer = _sparse_model(1, {"table_optimizer": "adagrad", "learning_rate": 0.1})
+    ids = np.array([[0, 1], [0, 2], [3, 0], [5, 7]] * 3, "int32")
+    model.fit(ids, np.ones((12, 1)), batch_size=4, shuffle=False, verbose=0)
+    (accumulator,) = [v for v in model.optimizer.variables
+                      if v.name.endswith("row_accumulator")]
+    before = ops.convert_to_numpy(accumulator)[ops.convert_to_numpy(layer.remap)]
+    assert before[0] > 0.1  # id 0 was trained
+    rerank_layer(layer, np.arange(12, dtype=float), optimizer=model.optimizer)
+    after = ops.convert_to_numpy(accumulator)[ops.convert_to_numpy(layer.remap)]
+    np.testing.assert_array_equal(after, before)
+
+
+def test_one_block_model_predicts_the_same_with_and_without_reranking():
+    """With one block nothing moves between blocks: re-ranking every 4 steps
+    only permutes rows and their slots, so training is unchanged."""
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 12, size=(96, 2)).astype("int32")
+    y = rng.normal(size=(96, 1)).astype("float32")
+    predictions = []
+    for callbacks in ([], [FrequencyRecount(every_n_steps=4)]):
+        model, layer = _sparse_model(1, {"table_optimizer": "adagrad",
+                                         "learning_rate": 0.1})
+        model.fit(ids, y, batch_size=8, shuffle=False, verbose=0, callbacks=callbacks)
+        predictions.append(ops.convert_to_numpy(model.predict(ids, verbose=0)))
+    assert not np.array_equal(ops.convert_to_numpy(layer.remap), np.arange(12))
+    np.testing.assert_allclose(predictions[1], predictions[0], rtol=1e-6, atol=1e-7)
+
+
+def test_replan_keeps_the_dense_optimizers_step_for_its_schedule():
+    """After a re-plan the wrapped optimizer's step carries over, so its
+    learning-rate schedule goes on (0.1 * 0.1 ** (8 / 8) after 8 steps)."""
+    from keras_mixed_dim.optimizers import SparseRowOptimizer
+
+    keras.utils.set_random_seed(0)
+    model, layer = counting_model(input_dim=300, dim=8, bag=1)
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 8, 0.1)
+    model.compile(SparseRowOptimizer(keras.optimizers.Adam(schedule), "adam"), "mse")
+    ids = shuffled_zipf_ids(300, 8 * 50)
+    old_plan = layer.plan
+    model.fit(ids, np.sin(ids), epochs=1, batch_size=50, verbose=0,
+              callbacks=[FrequencyRecount(replan=True)])
+    assert layer.plan != old_plan  # the optimizer was rebuilt
+    dense = model.optimizer.dense_optimizer
+    assert int(ops.convert_to_numpy(model.optimizer.iterations)) == 8
+    assert int(ops.convert_to_numpy(dense.iterations)) == 8
+    assert float(ops.convert_to_numpy(dense.learning_rate)) == pytest.approx(0.01)

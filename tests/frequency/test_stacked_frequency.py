@@ -163,8 +163,15 @@ def test_recount_equals_per_feature_recount(every_n_steps):
         assert "items_ids_moved" in histories[1]
 
 
-def test_rerank_moves_the_optimizer_slots_within_each_feature():
+@pytest.mark.parametrize("optimizer", ["momentum", "row_adagrad"])
+def test_rerank_moves_the_optimizer_slots_within_each_feature(optimizer):
     per_feature, layers, stacked, stacked_layer = twin_models()
+    if optimizer == "row_adagrad":
+        # one `(rows,)` accumulator per table (issue 21: it did not move)
+        from keras_mixed_dim.optimizers import SparseRowOptimizer
+
+        for model in (per_feature, stacked):
+            model.compile(SparseRowOptimizer("sgd", "adagrad", learning_rate=0.1), "mse")
     ids = zipf_ids(160, seed=3)
     y = np.cos(ids.sum(axis=1, keepdims=True)).astype("float32")
     for model in (per_feature, stacked):
@@ -178,8 +185,8 @@ def test_rerank_moves_the_optimizer_slots_within_each_feature():
     reports = rerank_stacked(stacked_layer, counts=counts, optimizer=stacked.optimizer)
     assert sorted(reports) == [0, 2, 3] and reports[0].ids_moved > 0
     assert_same_features(layers, stacked_layer, atol=1e-5)
-    # the momentum slots: each feature's rows of the stacked slots equal its
-    # layer's (moved with the rows, zero for moved ids)
+    # the slots: each feature's rows of the stacked slots equal its layer's
+    # (moved with the rows, reset for moved ids)
     slots = [slot_variables(stacked.optimizer, t) for t in stacked_layer.tables]
     assert all(len(group) == 1 for group in slots)
     for f in (0, 2, 3):

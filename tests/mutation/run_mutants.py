@@ -298,6 +298,55 @@ MUTANTS += [
 ]
 
 
+# -- optimizer state, loss scaling, Keras's options, FTRL (issues 21 and 22) --
+LOW_RANK = "keras_mixed_dim/optimizers/low_rank_gradients.py"
+ROWS_TESTS = ["tests/optimizers/test_sparse_rows.py"]
+MUTANTS += [
+    Mutant("rows-touched-any-to-all", SPARSE_ROWS,
+           "touched = ops.any(ops.not_equal(row_grads, 0), axis=1)",
+           "touched = ops.all(ops.not_equal(row_grads, 0), axis=1)", ROWS_TESTS),
+    Mutant("rows-table-grads-not-unscaled", SPARSE_ROWS,
+           "table_pairs.append((_unscaled(grad, scale), variable))",
+           "table_pairs.append((grad, variable))", ROWS_TESTS),
+    Mutant("rows-constraints-dropped", SPARSE_ROWS,
+           "    if variable.constraint is not None:\n"
+           "        variable.assign(variable.constraint(variable))\n",
+           "    return\n", ROWS_TESTS),
+    Mutant("rows-qr-not-tables", SPARSE_ROWS,
+           'r"(embeddings|block_\\d+_embeddings|block_\\d+_(quotient|remainder)"\n'
+           '    r"|(quotient|remainder)_embeddings|stacked_.*_embeddings)"',
+           'r"(embeddings|block_\\d+_embeddings"\n    r"|stacked_.*_embeddings)"',
+           ROWS_TESTS),
+    Mutant("rows-schedule-not-rebuilt", SPARSE_ROWS,
+           'if isinstance(config.get("learning_rate"), dict):', "if False:", ROWS_TESTS),
+    Mutant("rows-clipnorm-ignored", SPARSE_ROWS,
+           "        if self.clipnorm:\n            norm =",
+           "        if False:\n            norm =", ROWS_TESTS),
+    Mutant("rows-weight-decay-dropped", SPARSE_ROWS,
+           "if self.weight_decay and self._use_weight_decay(variable):", "if False:",
+           ROWS_TESTS),
+    Mutant("rows-ftrl-l1-dropped", SPARSE_ROWS,
+           "weights = (ops.clip(linear, -l1, l1) - linear) / quadratic",
+           "weights = -linear / quadratic", ROWS_TESTS),
+    Mutant("rows-ftrl-reset-linear-zero", SPARSE_ROWS,
+           'if self.table_optimizer != "ftrl" or not name.endswith("_linear"):',
+           "if True:", RERANK_TESTS),
+    Mutant("rerank-per-row-slots-ignored", RERANK,
+           "and tuple(v.shape[1:]) in ((), tuple(variable.shape[1:]))",
+           "and tuple(v.shape[1:]) == tuple(variable.shape[1:])", RERANK_TESTS),
+    Mutant("callback-inner-iterations-reset", CALLBACK,
+           "            inner_new.iterations.assign(inner_old.iterations)",
+           "            pass", ["tests/frequency/test_frequency.py", "-k",
+                                "dense_optimizers_step"]),
+    Mutant("low-rank-weight-decay-dropped", LOW_RANK,
+           "            if decay:", "            if False:",
+           ["tests/optimizers/test_low_rank_gradients.py"]),
+    Mutant("low-rank-sign-fixup-dropped", LOW_RANK,
+           "        q = q * ops.where(signs == 0, ops.ones_like(signs), signs)\n", "",
+           ["tests/optimizers/test_low_rank_gradients.py"]),
+]
+
+
 def run(mutant, keep_going=False):
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as folder:
         copy = pathlib.Path(folder)

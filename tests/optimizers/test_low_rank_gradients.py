@@ -197,3 +197,31 @@ def test_bad_arguments():
         LowRankGradients("adam", learning_rate=0.1)
     with pytest.raises(ValueError, match="already"):
         LowRankGradients(LowRankGradients("adam"))
+
+
+def test_weight_decay_of_a_covered_kernel_is_applied():
+    """SGD with weight decay: `w - lr * wd * w - lr * Q Q^T g` (numpy)."""
+    rng = np.random.default_rng(3)
+    w0 = rng.normal(size=(40, 20)).astype("float32")
+    g = rng.normal(size=(40, 20)).astype("float32")
+    kernel = keras.Variable(w0, name="kernel")
+    optimizer = LowRankGradients(keras.optimizers.SGD(0.1, weight_decay=0.5), rank=3,
+                                 min_size=0, seed=1)
+    optimizer.build([kernel])
+    optimizer.apply([_tensor(g)], [kernel])
+    q = _np(optimizer.variables[2])  # the basis the step used
+    expected = w0 - 0.1 * 0.5 * w0 - 0.1 * q @ (q.T @ g)
+    np.testing.assert_allclose(_np(kernel), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_basis_columns_have_fixed_signs():
+    """`Q^T Y` has a positive diagonal (`Y` the power step's product), on
+    every backend's QR convention: without the sign fix-up a Householder
+    QR gives negative ones and the basis flips between steps."""
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        basis = keras.Variable(np.linalg.qr(rng.normal(size=(30, 3)))[0].astype("float32"))
+        g = np.abs(rng.normal(size=(30, 10))).astype("float32")
+        y = g @ (g.T @ _np(basis)) + 1e-6 * np.sum(g * g) * _np(basis)
+        q = _np(tracked_basis(_tensor(g), basis))
+        assert np.all(np.diag(q.T @ y) > 0), seed

@@ -94,7 +94,8 @@ def _assert_same(a, b, rtol=1e-5, atol=1e-6):
 # lazy Adam must leave alone
 @pytest.mark.parametrize("build,kind", [
     (_md_model, "adam"), (_stacked_model, "sgd"), (_compressed_model, "adagrad"),
-], ids=["md-adam", "stacked-sgd", "qr_hashing-adagrad"])
+    (_md_model, "ftrl"),
+], ids=["md-adam", "stacked-sgd", "qr_hashing-adagrad", "md-ftrl"])
 def test_row_steps_equal_the_dense_gradient_update(build, kind):
     """The same weights and slots as SparseRowOptimizer on dense gradients;
     untouched rows and their slots bit-for-bit unchanged."""
@@ -203,15 +204,50 @@ def test_package_models_take_the_row_step():
 
 
 def test_mixed_bfloat16_keeps_the_row_step_and_float32_tables():
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
-    try:
-        x, y = _data(2, 2)
-        model = _stacked_model()
-        found = _fit(model, SparseRowOptimizer("adam", table_optimizer="adagrad"), x, y,
-                     sparse_steps=True)
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
-    assert found == []
-    table = model.get_layer("stacked").tables[0]
-    assert table.dtype == "float32"
-    assert np.all(np.isfinite(ops.convert_to_numpy(table)))
+    """Under mixed_bfloat16 the row step runs, tables stay float32, and the
+    weights equal the dense-gradient update under the same policy (JAX,
+    PyTorch; on TensorFlow both are Keras's step) and, within bfloat16's
+    rounding, the float32 run's."""
+    x, y = _data(2, 2)
+    make = lambda: SparseRowOptimizer(  # noqa: E731
+        keras.optimizers.Adam(0.01), table_optimizer="adagrad", learning_rate=0.1)
+    first = _stacked_model()
+    initial = first.get_weights()
+    results = {}
+    runs = [("mixed_bfloat16", True), ("float32", True)]
+    if BACKEND != "tensorflow":  # (there both are Keras's own step)
+        runs.append(("mixed_bfloat16", False))
+    for policy, sparse_steps in runs:
+        keras.mixed_precision.set_dtype_policy(policy)
+        try:
+            model = _stacked_model()
+            model.set_weights(initial)
+            found = _fit(model, make(), x, y, sparse_steps=sparse_steps)
+        finally:
+            keras.mixed_precision.set_dtype_policy("float32")
+        table = model.get_layer("stacked").tables[0]
+        assert table.dtype == "float32"
+        if sparse_steps:
+            assert found == []
+        results[policy, sparse_steps] = [ops.convert_to_numpy(w) for w in model.weights]
+    rows, reference = results["mixed_bfloat16", True], results["float32", True]
+    for got, want in zip(rows, results.get(("mixed_bfloat16", False), rows)):
+        # the row step adds its zero delta to bfloat16 activations: rounding
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+    for got, want, start in zip(rows, reference, initial):
+        # the steps taken, against float32's: bfloat16 keeps 8 bits
+        step, reference_step = got - start, want - start
+        np.testing.assert_allclose(step, reference_step, rtol=0,
+                                   atol=0.05 * np.abs(reference_step).max())
+        assert np.abs(reference_step).max() > 0.01
+
+
+def test_a_loss_scale_factor_gives_the_unscaled_row_step():
+    """Row gradients and dense gradients alike are unscaled (issue 21)."""
+    x, y = _data(2, 3)
+    scaled, plain = _pair(_md_model)
+    make = lambda **kw: SparseRowOptimizer(  # noqa: E731
+        keras.optimizers.Adam(0.01), table_optimizer="adagrad", learning_rate=0.1, **kw)
+    assert _fit(scaled, make(loss_scale_factor=128.0), x, y, sparse_steps=True) == []
+    _fit(plain, make(), x, y, sparse_steps=True)
+    _assert_same(scaled.weights, plain.weights)

@@ -319,3 +319,324 @@ def test_weighted_bags_with_repeated_ids_equal_the_dense_optimizer(combiner="sqr
     # the sparse path was taken, and the first step moved the bags' rows
     assert [v.path for v in optimizers[0].table_variables] == ["stacked/stacked_w3_embeddings"]
     assert not np.allclose(results[0], initial)
+
+# -- issue 21: loss scaling, the touched-row rule, constraints, QR tables ----
+
+def _distinct_batches(steps, rows=ROWS, size=BATCH, seed=3):
+    # distinct ids per batch: Keras's TensorFlow clipping and Adam treat an
+    # `IndexedSlices` id's duplicates one by one, a dense gradient sums them
+    rng = np.random.default_rng(seed)
+    return [rng.permutation(rows)[:size, None].astype("int32") for _ in range(steps)]
+
+
+def _weights(model):
+    return [ops.convert_to_numpy(v).copy() for v in model.weights]
+
+
+def _twins(kind_a, kind_b, batches, frozen_head=False, **model_args):
+    """Two `_model`s with the same weights trained on the same batches."""
+    first, second = _model(**model_args), _model(**model_args)
+    second.set_weights(first.get_weights())
+    if frozen_head:
+        _frozen_head(first), _frozen_head(second)
+    before = _weights(first)
+    _train(first, kind_a, batches)
+    _train(second, kind_b, batches)
+    return before, _weights(first), _weights(second)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adagrad", "adam", "ftrl"])
+def test_a_loss_scale_factor_gives_the_unscaled_step(kind):
+    """Issue 21: TypeError on TensorFlow (IndexedSlices / float), dense
+    variables never unscaled on JAX."""
+    batches = _batches(2)
+    make = lambda **kw: SparseRowOptimizer(  # noqa: E731
+        keras.optimizers.SGD(0.1), table_optimizer=kind, learning_rate=0.1, **kw)
+    _, scaled, plain = _twins(make(loss_scale_factor=128.0), make(), batches)
+    for a, b in zip(scaled, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_loss_scale_factor_on_the_dense_optimizer_is_refused():
+    with pytest.raises(ValueError, match="loss_scale_factor"):
+        SparseRowOptimizer(keras.optimizers.SGD(0.1, loss_scale_factor=8.0))
+
+
+@pytest.mark.parametrize("kind", ["adagrad", "adam"])
+def test_a_row_whose_gradient_is_partly_zero_is_touched(kind):
+    """A zero in the head's kernel zeroes that column of every row's
+    gradient (as after a ReLU): the rows still follow the rule."""
+    batches = _batches(2, touched=[np.arange(0, 10), np.arange(5, 15)])
+    model = _model()
+    head = model.get_layer("head")
+    kernel = ops.convert_to_numpy(head.kernel).copy()
+    kernel[1] = 0.0
+    head.kernel.assign(kernel)
+    _frozen_head(model)
+    before = ops.convert_to_numpy(model.get_layer("table").embeddings).copy()
+    _train(model, SparseRowOptimizer("sgd", table_optimizer=kind, learning_rate=0.3),
+           batches)
+    expected = _reference(before, kernel[:, 0], batches, kind, 0.3)[0]
+    np.testing.assert_allclose(ops.convert_to_numpy(model.get_layer("table").embeddings),
+                               expected, rtol=1e-4, atol=2e-5)
+
+
+def test_table_constraints_are_applied_as_keras_applies_them():
+    def build():
+        ids = keras.Input((1,), dtype="int32")
+        table = keras.layers.Embedding(
+            ROWS, DIM, embeddings_constraint=keras.constraints.NonNeg(), name="table",
+            embeddings_initializer=keras.initializers.RandomUniform(0, 0.1, seed=0))
+        # a positive head: `_loss` pushes every looked-up row down, below 0
+        return keras.Model(ids, keras.layers.Dense(
+            1, name="head", use_bias=False, kernel_initializer="ones")(
+                keras.layers.Flatten()(table(ids))))
+
+    batches = _distinct_batches(3)
+    models = [build(), build()]
+    models[1].set_weights(models[0].get_weights())
+    _train(models[0], SparseRowOptimizer(keras.optimizers.SGD(5.0), "sgd"), batches)
+    _train(models[1], keras.optimizers.SGD(5.0), batches)
+    ours, keras_table = (ops.convert_to_numpy(m.get_layer("table").embeddings)
+                         for m in models)
+    assert ours.min() == 0.0 and np.sum(ours == 0) >= 5  # the constraint acted
+    np.testing.assert_allclose(ours, keras_table, rtol=1e-5, atol=1e-6)
+
+
+def test_qr_tables_get_the_row_update():
+    """QR tables are tables: with a zero dense learning rate they still move,
+    exactly as under Keras's SGD with a frozen head (an independent
+    reference, not another SparseRowOptimizer model)."""
+    from keras_mixed_dim.layers import QREmbedding
+
+    def build():
+        ids = keras.Input((1,), dtype="int32")
+        qr = QREmbedding(200, DIM, num_collisions=20, name="qr",
+                         embeddings_initializer=keras.initializers.RandomUniform(
+                             -1, 1, seed=0))
+        head = keras.layers.Dense(1, name="head", use_bias=False)
+        model = keras.Model(ids, head(keras.layers.Flatten()(qr(ids))))
+        head.trainable = False
+        return model
+
+    batches = _batches(2, rows=200)
+    models = [build(), build()]
+    models[1].set_weights(models[0].get_weights())
+    _train(models[0], SparseRowOptimizer(keras.optimizers.SGD(0.0), "sgd",
+                                         learning_rate=0.5), batches)
+    _train(models[1], keras.optimizers.SGD(0.5), batches)
+    layer = models[0].get_layer("qr")
+    assert {v.name for v in models[0].optimizer.table_variables} == {
+        "quotient_embeddings", "remainder_embeddings"}
+    for ours, theirs in zip(layer.weights, models[1].get_layer("qr").weights):
+        np.testing.assert_allclose(ops.convert_to_numpy(ours), ops.convert_to_numpy(theirs),
+                                   rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(ops.convert_to_numpy(layer.weights[0]),
+                              ops.convert_to_numpy(build().get_layer("qr").weights[0]))
+
+
+def test_a_schedule_learning_rate_survives_the_config_and_a_saved_model(tmp_path):
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.5, 4, 0.5)
+    optimizer = SparseRowOptimizer(keras.optimizers.SGD(0.1), "sgd", learning_rate=schedule)
+    restored = SparseRowOptimizer.from_config(optimizer.get_config())
+    assert isinstance(restored._learning_rate,
+                      keras.optimizers.schedules.ExponentialDecay)
+    assert restored._learning_rate.get_config() == schedule.get_config()
+    model = _model()
+    model.compile(optimizer=optimizer, loss=_loss)
+    model.fit(_batches(1)[0], np.zeros((BATCH, 1), "float32"), verbose=0)
+    path = tmp_path / "scheduled.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, custom_objects={"_loss": _loss})
+    assert float(ops.convert_to_numpy(loaded.optimizer.learning_rate)) == pytest.approx(
+        0.5 * 0.5 ** (1 / 4))
+
+
+def test_a_one_dimensional_table_is_refused_by_name():
+    model = _model()
+    bias = keras.Variable(np.zeros((ROWS,), "float32"), name="row_bias")
+    bias.sparse_rows = True
+    with pytest.raises(ValueError, match=r"row_bias.*must be 2-D"):
+        SparseRowOptimizer("sgd").build([model.get_layer("table").embeddings, bias])
+    with pytest.raises(ValueError, match=r"'bias' of shape \(3,\).*must be 2-D"):
+        SparseRowOptimizer("sgd", is_table=lambda v: True).build(
+            [keras.Variable(np.zeros((3,), "float32"), name="bias")])
+
+
+# -- issue 22: Keras's optimizer options on table rows ------------------------
+
+@pytest.mark.parametrize("option", [{"clipnorm": 0.01}, {"clipvalue": 0.002},
+                                    {"global_clipnorm": 0.01}])
+def test_clipping_equals_keras_on_rows_and_dense_variables(option):
+    """Issue 22: one step moved a row by 6.6 where Keras moves it 0.0002."""
+    batches = _distinct_batches(2)
+    before, ours, theirs = _twins(
+        SparseRowOptimizer(keras.optimizers.SGD(0.1), "sgd", learning_rate=0.1, **option),
+        keras.optimizers.SGD(0.1, **option), batches)
+    for a, b, old in zip(ours, theirs, before):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        # clipped: no entry moves more than lr * the clip in each of 2 steps
+        assert 0 < np.abs(a - old).max() <= 2 * 0.1 * next(iter(option.values())) + 1e-7
+
+
+def test_clipnorm_is_per_table_on_the_summed_rows():
+    """A repeated id's gradients add up before the norm, as in a dense
+    gradient: against numpy."""
+    model = _model()
+    kernel = _frozen_head(model)
+    before = ops.convert_to_numpy(model.get_layer("table").embeddings).copy()
+    ids = np.array([[2]] * 10 + [[5]] * 6, "int32")
+    _train(model, SparseRowOptimizer("sgd", "adagrad", learning_rate=0.1, clipnorm=0.05),
+           [ids])
+    g = _row_grads(ids, kernel, ROWS)
+    g *= 0.05 / max(np.linalg.norm(g), 0.05)
+    accumulator = 0.1 + np.mean(g ** 2, axis=1)
+    expected = before - 0.1 * g / np.sqrt(accumulator[:, None] + 1e-7)
+    np.testing.assert_allclose(ops.convert_to_numpy(model.get_layer("table").embeddings),
+                               expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind,keras_optimizer", [
+    ("sgd", keras.optimizers.SGD), ("ftrl", keras.optimizers.Ftrl)])
+def test_weight_decay_is_lazy_on_touched_rows(kind, keras_optimizer):
+    """Touched rows and dense variables as Keras's decayed optimizer;
+    untouched rows not decayed (bit-exact), where Keras decays them."""
+    rows = np.arange(16)
+    batches = [np.random.default_rng(s).permutation(rows)[:, None].astype("int32")
+               for s in range(3)]  # rows 0..15 every step, 16..39 never
+    # FTRL's head would be Keras's SGD against Keras's FTRL: frozen
+    before, ours, theirs = _twins(
+        SparseRowOptimizer(keras.optimizers.SGD(0.1), kind, learning_rate=0.1,
+                           weight_decay=0.3),
+        keras_optimizer(0.1, weight_decay=0.3), batches, frozen_head=kind == "ftrl")
+    np.testing.assert_allclose(ours[0][rows], theirs[0][rows], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ours[0][16:], before[0][16:])
+    assert np.all(theirs[0][16:] != before[0][16:])  # Keras decayed them
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-5, atol=1e-6)
+
+
+def test_weight_decay_respects_exclusions():
+    model = _model()
+    optimizer = SparseRowOptimizer("sgd", "sgd", learning_rate=0.1, weight_decay=0.5)
+    optimizer.exclude_from_weight_decay(var_names=["embeddings"])
+    before = ops.convert_to_numpy(model.get_layer("table").embeddings).copy()
+    ids = np.full((BATCH, 1), 4, "int32")
+    kernel = _frozen_head(model)
+    _train(model, optimizer, [ids])
+    expected = before[4] - 0.1 * kernel  # no decay
+    np.testing.assert_allclose(ops.convert_to_numpy(model.get_layer("table").embeddings)[4],
+                               expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,dense,match", [
+    ({"gradient_accumulation_steps": 2}, "sgd", "gradient_accumulation_steps"),
+    ({"use_ema": True}, "sgd", "use_ema"),
+    ({}, keras.optimizers.SGD(0.1, gradient_accumulation_steps=2),
+     "gradient_accumulation_steps"),
+    ({}, keras.optimizers.SGD(0.1, use_ema=True), "use_ema"),
+    ({"weight_decay": 0.1}, keras.optimizers.SGD(0.1, weight_decay=0.1), "weight_decay"),
+    ({"l1_regularization_strength": 0.1}, "sgd", "l1_regularization_strength"),
+    ({"table_optimizer": "ftrl", "learning_rate_power": 0.5}, "sgd",
+     "learning_rate_power"),
+    ({"table_optimizer": "ftrl", "beta": -1.0}, "sgd", "beta"),
+])
+def test_options_that_cannot_be_honoured_are_refused(kwargs, dense, match):
+    with pytest.raises(ValueError, match=match):
+        SparseRowOptimizer(dense, **kwargs)
+
+
+def test_loss_scale_optimizer_equals_keras():
+    """`LossScaleOptimizer` (what compile adds under mixed_float16): the
+    same steps as around Keras's SGD; untouched rows bit-exact."""
+    batches = _distinct_batches(2)
+    lso = keras.optimizers.LossScaleOptimizer
+    before, ours, theirs = _twins(
+        lso(SparseRowOptimizer(keras.optimizers.SGD(0.1), "sgd", learning_rate=0.1)),
+        lso(keras.optimizers.SGD(0.1)), batches)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    untouched = np.setdiff1d(np.arange(ROWS), np.concatenate(batches))
+    np.testing.assert_array_equal(ours[0][untouched], before[0][untouched])
+    assert np.any(ours[0] != before[0])
+
+
+# -- FTRL ---------------------------------------------------------------------
+
+FTRL_OPTIONS = {"learning_rate_power": -0.6, "initial_accumulator_value": 0.2,
+                "l1_regularization_strength": 0.002, "l2_regularization_strength": 0.01,
+                "l2_shrinkage_regularization_strength": 0.003, "beta": 0.1}
+
+
+@pytest.mark.parametrize("options", [{}, FTRL_OPTIONS], ids=["defaults", "l1_l2_beta"])
+def test_ftrl_equals_keras_ftrl_on_touched_rows(options):
+    """Rows touched every step equal Keras's `Ftrl`, slots included; rows
+    never touched keep their values (Keras's dense FTRL sets them to 0)."""
+    rows = np.arange(16)
+    batches = [np.random.default_rng(s).permutation(rows)[:, None].astype("int32")
+               for s in range(3)]
+    models = [_model(), _model()]
+    models[1].set_weights(models[0].get_weights())
+    for model in models:
+        _frozen_head(model)
+    before = ops.convert_to_numpy(models[0].get_layer("table").embeddings).copy()
+    ours = SparseRowOptimizer("sgd", "ftrl", learning_rate=0.5, **options)
+    theirs = keras.optimizers.Ftrl(0.5, **options)
+    _train(models[0], ours, batches)
+    _train(models[1], theirs, batches)
+    a, b = (ops.convert_to_numpy(m.get_layer("table").embeddings) for m in models)
+    np.testing.assert_allclose(a[rows], b[rows], rtol=1e-5, atol=1e-6)
+    assert np.all(a[rows] != before[rows])
+    np.testing.assert_array_equal(a[16:], before[16:])
+    slot = lambda optimizer, name: [  # noqa: E731
+        ops.convert_to_numpy(v) for v in optimizer.variables
+        if v.name.endswith("embeddings_" + name)][0]
+    for name in ("accumulator", "linear"):
+        np.testing.assert_allclose(slot(ours, name)[rows], slot(theirs, name)[rows],
+                                   rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(slot(ours, "accumulator")[16:],
+                                  np.float32(options.get("initial_accumulator_value", 0.1)))
+    np.testing.assert_array_equal(slot(ours, "linear")[16:], 0.0)
+
+
+def test_ftrl_config_round_trip_and_old_configs_load():
+    optimizer = SparseRowOptimizer("adam", "ftrl", learning_rate=0.2, **FTRL_OPTIONS)
+    restored = SparseRowOptimizer.from_config(optimizer.get_config())
+    for key, value in FTRL_OPTIONS.items():
+        assert getattr(restored, key) == pytest.approx(value)
+    # a config saved before FTRL existed has none of its keys
+    old = SparseRowOptimizer("adam", "adagrad").get_config()
+    for key in FTRL_OPTIONS:
+        if key != "initial_accumulator_value":
+            old.pop(key)
+    assert SparseRowOptimizer.from_config(old).table_optimizer == "adagrad"
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute")
+@pytest.mark.parametrize("option", [{"global_clipnorm": 1.0}, {"weight_decay": 0.1}])
+def test_options_refused_under_a_tf_distribute_strategy(option):
+    import tensorflow as tf
+
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = _model()
+        model.compile(optimizer=SparseRowOptimizer("sgd", "sgd", **option), loss=_loss)
+    with pytest.raises(ValueError, match=next(iter(option))):
+        model.train_on_batch(_batches(1)[0], np.zeros((BATCH, 1), "float32"))
+
+
+@pytest.mark.parametrize("option", [{"loss_scale_factor": 64.0}, {"global_clipnorm": 0.01}])
+def test_options_on_an_opted_out_table_equal_keras(option):
+    """A table opted out of row updates goes to the dense optimizer with its
+    gather's gradient (an `IndexedSlices` on TensorFlow): unscaled and
+    clipped like any dense gradient."""
+    batches = _distinct_batches(2)
+    first, second = _model(), _model()
+    second.set_weights(first.get_weights())
+    first.get_layer("table").embeddings.sparse_rows = False
+    _train(first, SparseRowOptimizer(keras.optimizers.SGD(0.1), "sgd", **option), batches)
+    # (Keras's own TensorFlow optimizers cannot unscale an `IndexedSlices`:
+    # the reference for a loss scale is the unscaled step)
+    _train(second, keras.optimizers.SGD(
+        0.1, **({} if "loss_scale_factor" in option else option)), batches)
+    assert first.optimizer.table_variables == []
+    for a, b in zip(_weights(first), _weights(second)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

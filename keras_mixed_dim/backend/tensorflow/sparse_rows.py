@@ -17,6 +17,12 @@ def is_sparse(gradient):
     return isinstance(gradient, tf.IndexedSlices)
 
 
+def divided(gradient, factor):
+    """An `IndexedSlices` gradient divided by `factor` (a loss scale)."""
+    return tf.IndexedSlices(gradient.values / tf.cast(factor, gradient.values.dtype),
+                            gradient.indices, gradient.dense_shape)
+
+
 def unique_rows(indices, values, num_rows=None):
     """`(rows, summed)`: the distinct row ids of a gather's gradient and each
     one's gradient summed over its duplicates (as the dense gradient would
