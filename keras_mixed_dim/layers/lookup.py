@@ -19,6 +19,8 @@ import numpy as np
 from keras import layers
 from keras import ops
 
+from keras_mixed_dim.backend import is_ragged_or_sparse
+from keras_mixed_dim.backend import padded_bags
 from keras_mixed_dim.layers.ids import check_bag_rank
 from keras_mixed_dim.layers.ids import is_host_array
 from keras_mixed_dim.layers.ids import sanitize_numpy_ids
@@ -236,15 +238,12 @@ def padded_in_graph(layer, inputs, weights):
     """Ragged / sparse ids that reach `call` directly (a functional model's
     `keras.Input(ragged=True)` traced symbolically) padded as in
     `prepare_bag_inputs`."""
-    from keras_mixed_dim.backend import is_ragged_or_sparse
-    from keras_mixed_dim.backend import padded_bags
-
     if is_ragged_or_sparse(inputs) or is_ragged_or_sparse(weights):
         return padded_bags(inputs, weights, layer.bag_size, layer.name)
     return inputs, weights
 
 
-def prepare_bag_inputs(layer, inputs, kwargs, input_dim=None, bag_size=None):
+def prepare_bag_inputs(layer, inputs, kwargs):
     """What every table layer's `__call__` does to its ids and `weights=`
     before Keras converts them.
 
@@ -254,17 +253,12 @@ def prepare_bag_inputs(layer, inputs, kwargs, input_dim=None, bag_size=None):
     valid ids on JAX without x64, and NaN would cast to id 0); numpy
     weights become float32.
     """
-    from keras_mixed_dim.backend import is_ragged_or_sparse
-    from keras_mixed_dim.backend import padded_bags
-
     weights = kwargs.get("weights")
     if is_ragged_or_sparse(inputs) or is_ragged_or_sparse(weights):
-        size = layer.bag_size if bag_size is None else bag_size
-        inputs, weights = padded_bags(inputs, weights, size, layer.name)
+        inputs, weights = padded_bags(inputs, weights, layer.bag_size, layer.name)
         kwargs = dict(kwargs, weights=weights)
     if is_host_array(inputs):
-        inputs = sanitize_numpy_ids(
-            inputs, layer.input_dim if input_dim is None else input_dim, layer.name)
+        inputs = sanitize_numpy_ids(inputs, layer.input_dim, layer.name)
     if weights is not None and is_host_array(weights):
         kwargs = dict(kwargs, weights=np.asarray(weights, dtype="float32"))
     return inputs, kwargs

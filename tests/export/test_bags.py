@@ -40,15 +40,22 @@ def test_ragged_bags_serve_like_the_padded_model(tmp_path, run_c_api):
     request = ragged_request([tags, site], [tag_weights, site_weights], NAMES)
     request["dense"] = dense
     outputs, info = run_c_api(report.path, request)
-    expected = model.predict({
+    padded_request = {
         "dense": dense,
         "categorical": np.concatenate([padded(tags, 3, -1, np.int32),
                                        padded(site, 1, -1, np.int32)], axis=1),
         "categorical_weights": np.concatenate(
             [padded(tag_weights, 3, 0, np.float32),
-             padded(site_weights, 1, 0, np.float32)], axis=1)}, verbose=0)
+             padded(site_weights, 1, 0, np.float32)], axis=1)}
+    expected = model.predict(padded_request, verbose=0)
     np.testing.assert_allclose(outputs["probability"], expected.reshape(-1), rtol=1e-5,
                                atol=1e-6)
+    # the padded form is the model's own signature
+    padded_report = export_for_serving(model, tmp_path, "padded",
+                                       output_names="probability")
+    padded_outputs, _ = run_c_api(padded_report.path, padded_request)
+    np.testing.assert_allclose(padded_outputs["probability"], expected.reshape(-1),
+                               rtol=1e-5, atol=1e-6)
     assert info["tensorflow_imported"] is False
     assert info["empty_shapes"] == {"probability": [0]}
     assert sorted(info["signature"]["inputs"]) == sorted(request)
