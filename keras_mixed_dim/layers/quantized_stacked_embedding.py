@@ -7,11 +7,9 @@ Projections stay float32 and the id -> rank table int32. Made with
 `keras_mixed_dim.compress.quantize_layer` or `quantize_model`.
 """
 
-import numpy as np
 from keras import ops
 from keras import saving
 
-from keras_mixed_dim.backend import take_columns
 from keras_mixed_dim.layers.quantized_mixed_dim_embedding import TABLE_DTYPES
 from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 from keras_mixed_dim.layers.stacked_embedding import _PerMember
@@ -90,37 +88,13 @@ class QuantizedStackedEmbedding(StackedEmbedding):
         raise ValueError("A quantized embedding cannot be re-planned; re-plan the "
                          "float layer and quantize it again.")
 
-    def lookup_ranks(self, ranks):
-        """Vectors of per-feature ranks `(..., F)` (-1 gives zeros), float32."""
-        parts, placements = [], []
-        for group, table, scale, projection in zip(
-                self.groups, self.tables, self.scales, self.projections):
-            features = np.asarray(group.features)
-            every_feature = np.array_equal(features, np.arange(self.num_features))
-            member_ranks = ranks if every_feature else take_columns(ranks, features)
-            start = np.asarray(group.start, dtype="int32")
-            stop = np.asarray(group.stop, dtype="int32")
-            member = ops.greater_equal(member_ranks, np.maximum(start, 0))
-            if np.any(stop < self.input_dims[features]):
-                member = ops.logical_and(member, ops.less(member_ranks, stop))
-            shift = ops.convert_to_tensor(
-                np.asarray(group.offset, dtype="int32") - start)
-            rows = ops.where(member, ops.add(member_ranks, shift), 0)
-            values = ops.cast(ops.take(table, rows, axis=0), "float32")
-            if scale is not None:
-                # only the rows looked up are dequantized
-                values = ops.divide(values, ops.expand_dims(ops.take(scale, rows, axis=0), -1))
-            values = ops.where(ops.expand_dims(member, -1), values, 0.0)
-            if projection is not None:
-                values = ops.einsum("...fw,fwd->...fd", values, projection)
-            parts.append(values)
-            placement = np.zeros((len(features), self.num_features), dtype="float32")
-            placement[np.arange(len(features)), features] = 1.0
-            placements.append(placement)
-        if len(parts) == 1 and np.array_equal(placements[0], np.eye(self.num_features)):
-            return parts[0]
-        stacked = ops.concatenate(parts, axis=-2) if len(parts) > 1 else parts[0]
-        return ops.einsum("...gd,gf->...fd", stacked, np.concatenate(placements))
+    def read_rows(self, group_index, rows):
+        values = ops.cast(ops.take(self.tables[group_index], rows, axis=0), "float32")
+        scale = self.scales[group_index]
+        if scale is not None:
+            # only the rows looked up are dequantized
+            values = ops.divide(values, ops.expand_dims(ops.take(scale, rows, axis=0), -1))
+        return values
 
     @property
     def plan_bytes(self):

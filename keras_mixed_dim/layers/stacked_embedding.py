@@ -486,7 +486,7 @@ class StackedEmbedding(layers.Layer):
             coefficients = bag_coefficients(ops.greater_equal(ranks, 0), weights,
                                             self.combiner, bags=self._bags)
         parts, placements = [], []
-        for group, table, projection in zip(self.groups, self.tables, self.projections):
+        for index, (group, projection) in enumerate(zip(self.groups, self.projections)):
             features = np.asarray(group.features)
             # the group's id columns, member by member, each member's bag in
             # turn; `sizes[k]` columns belong to member k
@@ -508,7 +508,7 @@ class StackedEmbedding(layers.Layer):
             shift = ops.convert_to_tensor(
                 np.repeat(np.asarray(group.offset, dtype="int32"), sizes) - start)
             rows = ops.where(member, ops.add(member_ranks, shift), 0)
-            values = take_rows(table, rows)
+            values = self.read_rows(index, rows)
             values = ops.where(ops.expand_dims(member, -1), values, 0.0)
             if self.has_bags or coefficients is not None:
                 member_coefficients = coefficients
@@ -527,6 +527,11 @@ class StackedEmbedding(layers.Layer):
         # vectors into their features' slots gives each id its one vector.
         stacked = ops.concatenate(parts, axis=-2) if len(parts) > 1 else parts[0]
         return ops.einsum("...gd,gf->...fd", stacked, np.concatenate(placements))
+
+    def read_rows(self, group_index, rows):
+        """float32 rows `rows` of group `group_index`'s stacked table (the one
+        place a lookup reads a table, so a subclass can store it otherwise)."""
+        return take_rows(self.tables[group_index], rows)
 
     def compute_mask(self, inputs, mask=None):
         if not self.mask_zero or self.has_bags:
