@@ -16,6 +16,7 @@ from keras_mixed_dim.layers import HashingEmbedding  # noqa: E402
 from keras_mixed_dim.layers import MixedDimEmbedding  # noqa: E402
 from keras_mixed_dim.layers import QREmbedding  # noqa: E402
 from keras_mixed_dim.layers import QuantizedMixedDimEmbedding  # noqa: E402
+from keras_mixed_dim.layers import QuantizedStackedEmbedding  # noqa: E402
 from keras_mixed_dim.layers import SharedMemory  # noqa: E402
 from keras_mixed_dim.layers import StackedEmbedding  # noqa: E402
 from keras_mixed_dim.layers import approximate_activations  # noqa: E402
@@ -25,10 +26,6 @@ from keras_mixed_dim.optimizers import LowRankGradients  # noqa: E402
 from keras_mixed_dim.optimizers import SparseRowOptimizer  # noqa: E402
 from keras_mixed_dim.optimizers import dense_memory_options  # noqa: E402
 
-# registered for loading (issue 21: int8 tables of a stacked DLRM)
-from keras_mixed_dim.layers.quantized_stacked_embedding import (  # noqa: E402
-    QuantizedStackedEmbedding,
-)
 
 __all__ = [
     "__version__",

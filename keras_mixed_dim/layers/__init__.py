@@ -12,6 +12,7 @@ from keras_mixed_dim.layers.qr_embedding import QREmbedding
 from keras_mixed_dim.layers.quantized_mixed_dim_embedding import (
     QuantizedMixedDimEmbedding,
 )
+from keras_mixed_dim.layers.quantized_stacked_embedding import QuantizedStackedEmbedding
 from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "MixedDimEmbedding",
     "QREmbedding",
     "QuantizedMixedDimEmbedding",
+    "QuantizedStackedEmbedding",
     "SharedMemory",
     "StackedEmbedding",
     "approximate_activations",
