@@ -11,6 +11,7 @@ __version__ = "0.2.0"
 from keras_mixed_dim.frequency import FrequencyRecount  # noqa: E402
 from keras_mixed_dim.layers import ApproxActivationDense  # noqa: E402
 from keras_mixed_dim.layers import DotInteraction  # noqa: E402
+from keras_mixed_dim.layers import DynamicEmbedding  # noqa: E402
 from keras_mixed_dim.layers import HashedMemoryEmbedding  # noqa: E402
 from keras_mixed_dim.layers import HashingEmbedding  # noqa: E402
 from keras_mixed_dim.layers import MixedDimEmbedding  # noqa: E402
@@ -26,11 +27,11 @@ from keras_mixed_dim.optimizers import LowRankGradients  # noqa: E402
 from keras_mixed_dim.optimizers import SparseRowOptimizer  # noqa: E402
 from keras_mixed_dim.optimizers import dense_memory_options  # noqa: E402
 
-
 __all__ = [
     "__version__",
     "ApproxActivationDense",
     "DotInteraction",
+    "DynamicEmbedding",
     "FrequencyRecount",
     "HashedMemoryEmbedding",
     "HashingEmbedding",
@@ -47,8 +48,3 @@ __all__ = [
     "dense_memory_options",
     "lsh_signatures",
 ]
-
-# Vocabularies that grow while training (issue 24).
-from keras_mixed_dim.layers.dynamic_embedding import DynamicEmbedding  # noqa: E402
-
-__all__.append("DynamicEmbedding")

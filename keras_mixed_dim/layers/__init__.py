@@ -3,6 +3,7 @@
 from keras_mixed_dim.layers.approx_activation_dense import ApproxActivationDense
 from keras_mixed_dim.layers.approx_activation_dense import approximate_activations
 from keras_mixed_dim.layers.dot_interaction import DotInteraction
+from keras_mixed_dim.layers.dynamic_embedding import DynamicEmbedding
 from keras_mixed_dim.layers.hashed_memory_embedding import HashedMemoryEmbedding
 from keras_mixed_dim.layers.hashed_memory_embedding import SharedMemory
 from keras_mixed_dim.layers.hashed_memory_embedding import lsh_signatures
@@ -18,6 +19,7 @@ from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 __all__ = [
     "ApproxActivationDense",
     "DotInteraction",
+    "DynamicEmbedding",
     "HashedMemoryEmbedding",
     "HashingEmbedding",
     "MixedDimEmbedding",
