@@ -8,6 +8,8 @@ from keras import ops
 from keras import regularizers
 from keras import saving
 
+from keras_mixed_dim.backend import is_ragged_or_sparse
+from keras_mixed_dim.backend import padded_bags
 from keras_mixed_dim.backend import take_columns
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.layers.ids import is_host_array
@@ -122,6 +124,20 @@ class StackedEmbedding(layers.Layer):
     >>> layer(ids, weights=np.ones((2, 4), "float32")).shape
     (2, 2, 8)
 
+    Per-feature ids: the ids (and `weights`) may also come as one entry per
+    feature, a list in feature order or a dict keyed by `feature_names`
+    (as keras-rs takes nested features): on TensorFlow each entry a
+    `tf.RaggedTensor` / `tf.SparseTensor` of shape `(batch, None)`, padded
+    in the graph to the feature's bag size (a longer bag keeps its first
+    `bag_sizes[f]` ids, as in the per-feature layers; ragged ones compile
+    under XLA), or on any backend a dense `(batch, bag_sizes[f])` array
+    (`(batch,)` for a bag of one). A None weights entry weighs that
+    feature's ids 1.
+
+    >>> tags = tf.ragged.constant([[3, 7, 9, 11], [5]])  # 4 ids: first 3 kept
+    >>> layer([tags, np.array([49, 0])]).shape
+    (2, 2, 8)
+
     Not supported (use a per-feature `MixedDimEmbedding` for it):
     quotient-remainder (`storage="qr"`) blocks.
 
@@ -160,8 +176,10 @@ class StackedEmbedding(layers.Layer):
 
     Call arguments:
         inputs: Integer ids of shape `(..., sum(bag_sizes))`: each feature's
-            bag in turn (one id per feature without bags).
-        weights: Optional float per-id weights of the ids' shape.
+            bag in turn (one id per feature without bags); or per-feature
+            ids, a list or a dict keyed by `feature_names` (see above).
+        weights: Optional float per-id weights of the ids' shape (of each
+            feature's ids for per-feature ids, None entries allowed).
         training: Whether the call is a training step; ids are counted only
             then (each id of a bag once, whatever its weight).
 
@@ -415,7 +433,12 @@ class StackedEmbedding(layers.Layer):
         self.built = True
 
     def __call__(self, inputs, *args, **kwargs):
-        if is_host_array(inputs):
+        per_feature = _is_per_feature(inputs)
+        if per_feature and not _has_keras_tensor(inputs):
+            inputs, weights = self._joined_features(inputs, kwargs.get("weights"))
+            kwargs = dict(kwargs, weights=weights)
+            per_feature = False
+        if not per_feature and is_host_array(inputs):
             self._check_num_features(np.shape(inputs))
             array = sanitize_numpy_ids(inputs, int(self.input_dims.max()), self.name)
             inputs = np.where(array < self._column_dims(), array, -1)
@@ -437,7 +460,76 @@ class StackedEmbedding(layers.Layer):
                 f"ids need a last axis of {self.num_ids}. Received shape "
                 f"{tuple(shape)}.")
 
+    def _joined_features(self, inputs, weights):
+        """Per-feature ids (and weights), a list or a dict keyed by
+        `feature_names`, as the padded `(batch, sum(bag_sizes))` ids and
+        weights: ragged / sparse entries padded to their feature's bag size
+        (`padded_bags`: a bag keeps its first `bag_sizes[f]` ids), dense ones
+        `(batch, bag_sizes[f])` (or `(batch,)` for a bag of one) as they are.
+        A feature without weights (a None entry) weighs its ids 1."""
+        ids = self._feature_entries(inputs, "ids")
+        if weights is None:
+            weights = [None] * self.num_features
+        elif _is_per_feature(weights) or isinstance(weights, dict):
+            weights = self._feature_entries(weights, "weights")
+        else:
+            raise ValueError(
+                f"Layer {self.name!r} got its ids per feature, so `weights` must "
+                "be per feature too (a list, or a dict keyed by feature name, None "
+                f"for a feature without weights). Received {type(weights).__name__}.")
+        padded_ids, padded_weights = [], []
+        for f, (name, size, x, w) in enumerate(zip(
+                self.feature_names, self.bag_sizes, ids, weights)):
+            if x is None:
+                raise ValueError(f"Layer {self.name!r}: feature {name!r} has no ids.")
+            if is_ragged_or_sparse(x) or is_ragged_or_sparse(w):
+                x, w = padded_bags(x, w, size, f"{self.name}/{name}")
+            else:
+                x = self._dense_feature(x, size, name, "ids")
+                if w is not None:
+                    w = self._dense_feature(w, size, name, "weights")
+            padded_ids.append(x)
+            padded_weights.append(w)
+        if all(w is None for w in padded_weights):
+            joined_weights = None
+        else:
+            # ones weigh a bag exactly as no weights do (see bag_coefficients)
+            joined_weights = _concatenate([
+                ops.ones(ops.shape(x), dtype="float32") if w is None else w
+                for x, w in zip(padded_ids, padded_weights)], "float32")
+        return _concatenate(padded_ids), joined_weights
+
+    def _feature_entries(self, structure, what):
+        if isinstance(structure, dict):
+            if set(structure) != set(self.feature_names):
+                raise ValueError(
+                    f"Layer {self.name!r} takes its per-feature {what} keyed by its "
+                    f"feature names {list(self.feature_names)}. Received keys "
+                    f"{list(structure)}.")
+            return [structure[name] for name in self.feature_names]
+        if len(structure) != self.num_features:
+            raise ValueError(
+                f"Layer {self.name!r} has {self.num_features} features; its "
+                f"per-feature {what} need {self.num_features} entries. Received "
+                f"{len(structure)}.")
+        return list(structure)
+
+    def _dense_feature(self, x, size, name, what):
+        shape = tuple(np.shape(x) if is_host_array(x) else x.shape)
+        if size == 1 and len(shape) == 1:
+            return (np.asarray(x)[:, None] if is_host_array(x)
+                    else ops.expand_dims(x, -1))
+        if len(shape) != 2 or shape[-1] != size:
+            raise ValueError(
+                f"Layer {self.name!r}: feature {name!r} takes a bag of {size} "
+                f"padded {what} per example, `(batch, {size})`"
+                + (" or `(batch,)`" if size == 1 else "")
+                + f", or a tf.RaggedTensor / tf.SparseTensor. Received shape {shape}.")
+        return x
+
     def call(self, inputs, weights=None, training=None):
+        if _is_per_feature(inputs):
+            inputs, weights = self._joined_features(inputs, weights)
         self._check_num_features(inputs.shape)
         if weights is not None:
             weights = ops.cast(weights, "float32")
@@ -539,6 +631,12 @@ class StackedEmbedding(layers.Layer):
         return ops.not_equal(inputs, 0)
 
     def compute_output_shape(self, input_shape):
+        if isinstance(input_shape, dict):
+            input_shape = list(input_shape.values())
+        if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
+                input_shape[0], (list, tuple)):
+            # per-feature ids: (batch, ...) each
+            return (input_shape[0][0], self.num_features, self.output_dim)
         return (*tuple(input_shape)[:-1], self.num_features, self.output_dim)
 
     def feature_weights(self, feature):
@@ -747,6 +845,29 @@ class StackedEmbedding(layers.Layer):
             "combiner": self.combiner,
         })
         return config
+
+
+def _is_per_feature(inputs):
+    """A dict, or a list / tuple of arrays or tensors (one per feature); a
+    nested Python list of numbers stays the padded form."""
+    if isinstance(inputs, dict):
+        return True
+    return isinstance(inputs, (list, tuple)) and any(
+        x is None or not isinstance(x, (list, tuple, int, float, np.generic))
+        for x in inputs)
+
+
+def _has_keras_tensor(inputs):
+    values = inputs.values() if isinstance(inputs, dict) else inputs
+    return any(keras.backend.is_keras_tensor(x) for x in values)
+
+
+def _concatenate(parts, dtype=None):
+    if all(is_host_array(x) for x in parts):
+        return np.concatenate([np.asarray(x, dtype=dtype) for x in parts], axis=-1)
+    # ops.concatenate promotes int32 and int64 ids to int64 (never a cast
+    # that could wrap a huge id onto a valid one)
+    return ops.concatenate(parts, axis=-1)
 
 
 def _reduce_bags(values, coefficients, sizes):
