@@ -443,7 +443,7 @@ class StackedEmbedding(layers.Layer):
             array = sanitize_numpy_ids(inputs, int(self.input_dims.max()), self.name)
             inputs = np.where(array < self._column_dims(), array, -1)
         weights = kwargs.get("weights")
-        if weights is not None and is_host_array(weights):
+        if weights is not None and not per_feature and is_host_array(weights):
             kwargs = dict(kwargs, weights=np.asarray(weights, dtype="float32"))
         return super().__call__(inputs, *args, **kwargs)
 

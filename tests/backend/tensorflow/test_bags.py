@@ -123,3 +123,82 @@ def test_stacked_bags_compile_under_xla():
     compiled = tf.function(lambda i, w: layer(i, weights=w), jit_compile=True)
     np.testing.assert_allclose(compiled(ids, weights).numpy(),
                                layer(ids, weights=weights).numpy(), atol=1e-6)
+
+
+# Per-feature ids of a StackedEmbedding: feature 0 ragged (a bag of 5 cut to
+# its first 3 ids, an empty bag, an invalid id), feature 1 one id per
+# example, feature 2 bags of 2.
+STACKED_SIZES = [3, 1, 2]
+FEATURE_ROWS = [ROWS, [[4], [-1], [19], [0]], [[1, 2, 3], [7], [], [N - 1, 2]]]
+FEATURE_WEIGHTS = [WEIGHTS, [[2.0], [1.0], [0.5], [3.0]],
+                   [[1.0, 0.5, 9.0], [2.0], [], [0.25, 1.0]]]
+
+
+def stacked_padded(rows, pad):
+    return np.concatenate([padded(r, k, pad) for r, k in zip(rows, STACKED_SIZES)],
+                          axis=1)
+
+
+@pytest.mark.parametrize("combiner", ["sum", "mean", "sqrtn"])
+def test_stacked_per_feature_ragged_and_sparse_equal_the_padded_ids(combiner):
+    layer = StackedEmbedding([N, 20, N], D, bag_sizes=STACKED_SIZES, combiner=combiner)
+    ids = [tf.ragged.constant(r, dtype=tf.int64) for r in FEATURE_ROWS]
+    weights = [tf.ragged.constant(w, dtype=tf.float32) for w in FEATURE_WEIGHTS]
+    dense_ids = stacked_padded(FEATURE_ROWS, np.int32(-1))
+    expected = layer(dense_ids).numpy()
+    expected_weighted = layer(
+        dense_ids, weights=stacked_padded(FEATURE_WEIGHTS, np.float32(0))).numpy()
+    assert not np.any(expected[1, 0]) and np.any(expected[0, 0])  # the empty bag
+    sparse = [x.to_sparse() for x in ids]
+    sparse_weights = [w.to_sparse() for w in weights]
+    # one id per example of feature 1 also as a dense (batch,) vector
+    mixed = [ids[0], np.array([r[0] for r in FEATURE_ROWS[1]]), sparse[2]]
+    mixed_weights = [weights[0], None, sparse_weights[2]]
+    for form, form_weights in ((ids, weights), (sparse, sparse_weights)):
+        np.testing.assert_allclose(layer(form).numpy(), expected, atol=1e-6)
+        np.testing.assert_allclose(layer(form, weights=form_weights).numpy(),
+                                   expected_weighted, atol=1e-6)
+    names = layer.feature_names
+    np.testing.assert_allclose(
+        layer(dict(zip(names, mixed)), weights=dict(zip(names, mixed_weights))).numpy(),
+        layer(dense_ids, weights=stacked_padded(
+            [FEATURE_WEIGHTS[0], [[1.0]] * 4, FEATURE_WEIGHTS[2]], np.float32(0))).numpy(),
+        atol=1e-6)
+
+
+def test_stacked_per_feature_ragged_compiles_under_xla_and_in_a_functional_model():
+    layer = StackedEmbedding([N, 20, N], D, bag_sizes=STACKED_SIZES, combiner="sqrtn")
+    ids = [tf.ragged.constant(r, dtype=tf.int32) for r in FEATURE_ROWS]
+    weights = [tf.ragged.constant(w, dtype=tf.float32) for w in FEATURE_WEIGHTS]
+    expected = layer(stacked_padded(FEATURE_ROWS, np.int32(-1)),
+                     weights=stacked_padded(FEATURE_WEIGHTS, np.float32(0))).numpy()
+
+    @tf.function(jit_compile=True)
+    def compiled(values, weight_values, lengths):
+        def ragged(parts):
+            return [tf.RaggedTensor.from_row_lengths(v, n) for v, n in zip(parts, lengths)]
+        return layer(ragged(values), weights=ragged(weight_values))
+
+    np.testing.assert_allclose(
+        compiled([x.values for x in ids], [w.values for w in weights],
+                 [x.row_lengths() for x in ids]).numpy(), expected, atol=1e-6)
+    inputs = [keras.Input(shape=(None,), ragged=True, dtype="int32") for _ in ids]
+    input_weights = [keras.Input(shape=(None,), ragged=True) for _ in ids]
+    model = keras.Model([inputs, input_weights], layer(inputs, weights=input_weights))
+    assert model.output.shape == (None, 3, D)
+    np.testing.assert_allclose(model([ids, weights]).numpy(), expected, atol=1e-6)
+
+
+def test_stacked_per_feature_ids_are_checked():
+    layer = StackedEmbedding([N, 20], D, bag_sizes=[3, 2])
+    ragged = tf.ragged.constant(ROWS)
+    with pytest.raises(ValueError, match="2 features; its per-feature ids need 2"):
+        layer([ragged])
+    with pytest.raises(ValueError, match=r"feature 'stacked.*feature1'.*\(batch, 2\).*\(4, 3\)"):
+        layer([ragged, np.zeros((4, 3), "int32")])
+    with pytest.raises(ValueError, match="keyed by its feature names"):
+        layer({"tags": ragged, "site": ragged})
+    with pytest.raises(ValueError, match="`weights` must be per feature"):
+        layer([ragged, ragged], weights=np.ones((4, 5), "float32"))
+    with pytest.raises(ValueError, match="both be ragged"):
+        layer([ragged, ragged], weights=[np.ones((4, 3), "float32"), None])
