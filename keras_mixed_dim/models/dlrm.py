@@ -143,7 +143,8 @@ def check_bag_sizes(bag_sizes, num_features):
 
 
 def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
-         stacked=None, bag_sizes=None, bag_combiner=None, bag_weights=False):
+         stacked=None, bag_sizes=None, bag_combiner=None, bag_weights=False,
+         ragged_bags=False):
     """DLRM: bottom MLP on dense features, dot interaction, top MLP.
 
     By default all features are looked up in one `StackedEmbedding` (named
@@ -176,6 +177,13 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
             `"sqrtn"` for the bags.
         bag_weights: Whether the model takes per-id weights too, input
             `"categorical_weights"` of the shape of `"categorical"`.
+        ragged_bags: TensorFlow only, with the stacked layer: take each
+            feature's bag as its own ragged input, `"categorical_{f}"`
+            (int `(batch, None)`, plus `"categorical_weights_{f}"` float32
+            with `bag_weights`), instead of `"categorical"`; the stacked
+            layer pads feature `f` to `bag_sizes[f]` in the graph (a longer
+            bag keeps its first ids) and takes a `tf.SparseTensor` there
+            too.
 
     Returns:
         A functional model on `{"dense": (batch, 13) float32, "categorical":
@@ -197,15 +205,32 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
         raise ValueError("`bag_combiner` must be 'sum', 'mean' or 'sqrtn'. "
                          f"Received: {bag_combiner!r}")
     stacked_layer = stack_embeddings(embeddings, stacked, bag_sizes, bag_combiner)
+    if ragged_bags and (keras.backend.backend() != "tensorflow" or stacked_layer is None):
+        raise ValueError(
+            "`ragged_bags=True` needs the TensorFlow backend and the stacked layer "
+            f"(backend {keras.backend.backend()!r}, stacked: {stacked_layer is not None}); "
+            "elsewhere give dlrm padded bags.")
     dense = keras.Input(shape=(num_dense,), dtype="float32", name="dense")
-    categorical = keras.Input(shape=(sum(bag_sizes),), dtype="int32",
-                              name="categorical")
-    inputs = {"dense": dense, "categorical": categorical}
+    inputs = {"dense": dense}
     weights = None
-    if bag_weights:
-        weights = keras.Input(shape=(sum(bag_sizes),), dtype="float32",
-                              name="categorical_weights")
-        inputs["categorical_weights"] = weights
+    if ragged_bags:
+        # one ragged input per feature, which the stacked layer pads
+        categorical = [keras.Input(shape=(None,), dtype="int32", ragged=True,
+                                   name=f"categorical_{f}") for f in range(num_features)]
+        inputs.update((t.name, t) for t in categorical)
+        if bag_weights:
+            weights = [keras.Input(shape=(None,), dtype="float32", ragged=True,
+                                   name=f"categorical_weights_{f}")
+                       for f in range(num_features)]
+            inputs.update((t.name, t) for t in weights)
+    else:
+        categorical = keras.Input(shape=(sum(bag_sizes),), dtype="int32",
+                                  name="categorical")
+        inputs["categorical"] = categorical
+        if bag_weights:
+            weights = keras.Input(shape=(sum(bag_sizes),), dtype="float32",
+                                  name="categorical_weights")
+            inputs["categorical_weights"] = weights
     x = dense
     for i, width in enumerate((*bottom, dim)):
         x = layers.Dense(width, activation="relu", name=f"bottom_{i}")(x)
