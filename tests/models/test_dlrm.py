@@ -195,3 +195,34 @@ def test_dlrm_bag_arguments_are_checked():
         dlrm(embeddings, 4, bag_sizes=[2, 1], stacked=False)
     model = dlrm(embeddings, 4, bottom=(4,), top=(4,), bag_sizes=[2, 1])
     assert model.input["categorical"].shape == (None, 3)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="ragged: TensorFlow")
+def test_dlrm_with_ragged_bags_equals_the_padded_model_and_trains():
+    import tensorflow as tf
+
+    embeddings = StackedEmbedding([30, 20], 4, bag_sizes=[3, 1], combiner="sqrtn")
+    padded_model = dlrm(embeddings, 4, bottom=(8,), top=(8,), num_dense=2,
+                        bag_weights=True)
+    ragged_model = dlrm(embeddings, 4, bottom=(8,), top=(8,), num_dense=2,
+                        bag_weights=True, ragged_bags=True)
+    ragged_model.set_weights(padded_model.get_weights())
+    dense = np.random.default_rng(0).random((3, 2)).astype("float32")
+    # a bag of 4 keeps its first 3 ids, then an empty bag
+    bags = [[[3, 7, 7, 29], [], [5]], [[1], [2], [19]]]
+    weights = [[[1.0, 2.0, 3.0, 4.0], [], [0.5]], [[2.0], [1.0], [1.0]]]
+    ragged = {"dense": tf.constant(dense)}
+    for f in range(2):
+        ragged[f"categorical_{f}"] = tf.ragged.constant(bags[f])
+        ragged[f"categorical_weights_{f}"] = tf.ragged.constant(weights[f])
+    padded = {"dense": dense,
+              "categorical": np.array([[3, 7, 7, 1], [-1, -1, -1, 2], [5, -1, -1, 19]]),
+              "categorical_weights": np.array(
+                  [[1, 2, 3, 2], [0, 0, 0, 1], [0.5, 0, 0, 1]], "float32")}
+    np.testing.assert_allclose(ragged_model(ragged).numpy(),
+                               padded_model(padded).numpy(), atol=1e-6)
+    ragged_model.compile("adam", "binary_crossentropy")
+    assert np.isfinite(ragged_model.train_on_batch(ragged, np.ones((3, 1), "float32")))
+    with pytest.raises(ValueError, match="ragged_bags"):
+        dlrm(embedding_layers([30, 20], 4, "uniform"), 4, stacked=False,
+             ragged_bags=True)
