@@ -231,3 +231,22 @@ def test_dlrm_stacked_equals_per_feature():
                                    expected, rtol=1e-5, atol=1e-6)
         stacked.compile("adam", "binary_crossentropy")
         stacked.fit(x, np.ones((32, 1), "float32"), verbose=0)
+
+
+def test_dense_per_feature_ids_equal_the_concatenated_ids():
+    layer = StackedEmbedding([30, 20], 4, bag_sizes=[3, 1], combiner="mean")
+    tags = np.array([[3, 7, -1], [2**40, 5, -1]])  # 2**40 wraps onto no id
+    site = np.array([1, 19])
+    weights = np.array([[0.5, 2.0, 0.0], [1.0, 3.0, 0.0]], "float32")
+    expected = ops.convert_to_numpy(layer(
+        np.array([[3, 7, -1, 1], [-1, 5, -1, 19]]),
+        weights=np.concatenate([weights, np.ones((2, 1), "float32")], axis=1)))
+    by_name = dict(zip(layer.feature_names, [tags, site[:, None]]))
+    for ids in ([tags, site], by_name):
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(layer(ids, weights=[weights, None])), expected,
+            atol=1e-6)
+    tensors = [ops.convert_to_tensor(tags[:1].astype("int32")),
+               ops.convert_to_tensor(site[:1].astype("int32"))]
+    np.testing.assert_allclose(ops.convert_to_numpy(layer(tensors))[0, 1],
+                               expected[0, 1], atol=1e-6)
