@@ -12,8 +12,6 @@ from keras import saving
 
 from keras_mixed_dim.layers.quantized_mixed_dim_embedding import TABLE_DTYPES
 from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
-from keras_mixed_dim.layers.stacked_embedding import _PerMember
-from keras_mixed_dim.layers.stacked_embedding import _StackedIdentityRanks
 
 
 @saving.register_keras_serializable(package="keras_mixed_dim")
@@ -52,37 +50,21 @@ class QuantizedStackedEmbedding(StackedEmbedding):
         self.table_dtype = table_dtype
 
     def build(self, input_shape=None):
-        if self.built:
-            return
-        self.tables, self.scales, self.projections = [], [], []
-        for group in self.groups:
-            self.tables.append(self.add_weight(
-                shape=(group.rows, group.width), initializer="zeros",
-                dtype=self.table_dtype, trainable=False,
-                name=f"{group.name}_embeddings"))
-            scale = None
-            if self.table_dtype == "int8":
-                scale = self.add_weight(
-                    shape=(group.rows,), initializer="ones", trainable=False,
-                    name=f"{group.name}_embeddings_scale")
-            self.scales.append(scale)
-            projection = None
-            if group.projected:
-                projection = self.add_weight(
-                    shape=(len(group.features), group.width, self.output_dim),
-                    initializer=_PerMember(self.projection_initializer),
-                    regularizer=self.projection_regularizer,
-                    name=f"{group.name}_projections")
-            self.projections.append(projection)
-        self.remap = None
-        if self.remapped:
-            self.remap = self.add_weight(
-                shape=(int(self.input_dims.sum()),),
-                initializer=_StackedIdentityRanks(self.input_dims),
-                dtype="int32", trainable=False, name="remap")
-        self._initial_ranks = None
-        self.frequency_counts = None
-        self.built = True
+        if not self.built:
+            self.scales = []
+        super().build(input_shape)
+
+    def add_table(self, group):
+        table = self.add_weight(
+            shape=(group.rows, group.width), initializer="zeros",
+            dtype=self.table_dtype, trainable=False, name=f"{group.name}_embeddings")
+        scale = None
+        if self.table_dtype == "int8":
+            scale = self.add_weight(
+                shape=(group.rows,), initializer="ones", trainable=False,
+                name=f"{group.name}_embeddings_scale")
+        self.scales.append(scale)
+        return table
 
     def rebuild(self, plans, per_feature):
         raise ValueError("A quantized embedding cannot be re-planned; re-plan the "

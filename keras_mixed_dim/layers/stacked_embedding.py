@@ -390,16 +390,21 @@ class StackedEmbedding(layers.Layer):
                     members[i] = (g, k, group.offset[k])
         return members
 
+    def add_table(self, group):
+        """Creates the stacked table of `group` (a subclass may store it
+        otherwise; lookups read it through `read_rows`)."""
+        return self.add_weight(
+            shape=(group.rows, group.width),
+            initializer=self.embeddings_initializer,
+            regularizer=self.embeddings_regularizer,
+            name=f"{group.name}_embeddings")
+
     def build(self, input_shape=None):
         if self.built:
             return
         self.tables, self.projections = [], []
         for group in self.groups:
-            self.tables.append(self.add_weight(
-                shape=(group.rows, group.width),
-                initializer=self.embeddings_initializer,
-                regularizer=self.embeddings_regularizer,
-                name=f"{group.name}_embeddings"))
+            self.tables.append(self.add_table(group))
             projection = None
             if group.projected:
                 projection = self.add_weight(
