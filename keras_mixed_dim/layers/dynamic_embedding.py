@@ -182,7 +182,17 @@ class DynamicEmbedding(layers.Layer):
 
     def call(self, inputs, weights=None, writes=None):
         if writes is not None:
-            self._apply_writes(writes)
+            if keras.backend.backend() != "jax":
+                self._apply_writes(writes)
+            elif not self._write_optimizer_ref.jax_step:
+                raise NotImplementedError(
+                    f"Layer {self.name!r}: on JAX the row writes of `prepare` are "
+                    f"applied by the train step that `dynamic_batches(..., model)` "
+                    f"installs (the JAX trainer keeps its own copy of the tables "
+                    f"during `fit`); feed the model through it, or call `update` "
+                    f"between `train_on_batch` calls.")
+            # else: the installed JAX train step applied them before the
+            # forward pass (`keras_mixed_dim.dynamic.stream`)
         inputs = ops.convert_to_tensor(inputs)
         if inputs.shape[-1] != PACKED:
             raise ValueError(f"Layer {self.name!r} takes ids packed by `update` or "
@@ -228,14 +238,6 @@ class DynamicEmbedding(layers.Layer):
         own values; `prepare` pads a tier that has writes with copies of its
         first entry, so duplicate indices always carry equal values.
         """
-        backend = keras.backend.backend()
-        if backend not in ("tensorflow", "torch"):
-            raise NotImplementedError(
-                f"Layer {self.name!r}: row writes inside the train step "
-                f"(`prepare`, `dynamic_batches`) need TensorFlow or PyTorch "
-                f"(the {backend} trainer keeps its own copy of the tables during "
-                f"`fit`); on this backend call `update` between `train_on_batch` "
-                f"or `fit` calls.")
         writes = ops.reshape(ops.cast(writes, "int32"),
                              (self.num_tiers, self.max_writes, 4))
         offsets, plan = self.id_map.offsets, self.plan
@@ -409,7 +411,9 @@ class DynamicEmbedding(layers.Layer):
 
     def attach_optimizer(self, optimizer):
         """The optimizer whose slots in-step row writes reset (the model's)."""
+        jax_step = self._write_optimizer_ref.jax_step
         self._write_optimizer_ref = _Holder(optimizer)
+        self._write_optimizer_ref.jax_step = jax_step
 
     def update(self, ids, timestamps=None, optimizer=None, mask=None):
         """Counts `ids`, admits, evicts and rebalances, applies the changes
@@ -626,6 +630,7 @@ def _nbytes(variable):
 class _Holder:
     def __init__(self, value):
         self.value = value
+        self.jax_step = False
 
 
 class _SlotCache:
@@ -645,8 +650,15 @@ def _pinv(projection):
 
 
 def _write_rows(variable, rows, values):
-    """`variable[rows] = values` inside a step (tensors), in place."""
-    if keras.backend.backend() == "tensorflow":
+    """`variable[rows] = values` inside a step (tensors): in place on
+    TensorFlow and PyTorch; on JAX a functional scatter, inside the
+    stateless scope of the train step `dynamic_batches` installs."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        variable.assign(ops.scatter_update(variable.value, ops.expand_dims(rows, -1),
+                                           ops.cast(values, variable.dtype)))
+        return
+    if backend == "tensorflow":
         from keras_mixed_dim.backend.tensorflow.row_writes import write_rows
     else:
         from keras_mixed_dim.backend.torch.row_writes import write_rows
