@@ -93,9 +93,10 @@ def test_deferred_writes_under_eviction_never_read_another_ids_row():
 def test_a_run_resumed_mid_stream_equals_an_uninterrupted_one(tmp_path):
     batches = stream(6, seed=2)
     keras.utils.set_random_seed(4)
-    layer = make([3, 5], (4, 2), min_count=2, rebalance_every=2, max_writes=2)
+    layer = make([3, 5], (4, 2), min_count=2, rebalance_every=2, max_writes=1)
     model = model_of(layer, keras.optimizers.Adam(0.05))
     model.fit(dynamic_batches(batches[:3], {"ids": layer}, model), verbose=0)
+    assert layer.id_map.dirty.any()   # deferred writes are saved too
     model.save(tmp_path / "half.keras")
     model.fit(dynamic_batches(batches[3:], {"ids": layer}, model), verbose=0)
     keys = np.concatenate([x["ids"] for x, _ in batches])
