@@ -1,9 +1,12 @@
 """Feeding `DynamicEmbedding` layers from the input pipeline of `model.fit`."""
 
+import queue
+import threading
+
 import keras
 
 
-def dynamic_batches(batches, layers, model, timestamps=None):
+def dynamic_batches(batches, layers, model, timestamps=None, prefetch=2):
     """Maps raw ids to the layers' packed ids and row writes, batch by batch.
 
     A generator to pass to `model.fit`: each batch's raw ids are counted,
@@ -27,6 +30,9 @@ def dynamic_batches(batches, layers, model, timestamps=None):
         model: The compiled model (the writes reset its optimizer's slots).
         timestamps: Optional key of `x` holding the batch's times (popped
             from `x`), given to every layer's `prepare`.
+        prefetch: Batches mapped ahead by a background thread, so that the
+            host map overlaps the train step (0: map in the caller's thread).
+            TensorFlow's `fit` already reads a generator from its own thread.
 
     Returns:
         A generator of the batches with `x` rewritten.
@@ -46,7 +52,36 @@ def dynamic_batches(batches, layers, model, timestamps=None):
         _install_jax_step(model, layers)
     # set up now, not at the generator's first `next`, which `fit` calls
     # after it has built its train function
-    return _mapped(batches, layers, timestamps)
+    mapped = _mapped(batches, layers, timestamps)
+    if prefetch and keras.backend.backend() != "tensorflow":
+        return _ahead(mapped, int(prefetch))
+    return mapped
+
+
+_DONE = object()
+
+
+def _ahead(generator, size):
+    """`generator`'s items, produced in order by one background thread."""
+    items = queue.Queue(maxsize=size)
+
+    def produce():
+        try:
+            for item in generator:
+                items.put((item, None))
+        except BaseException as error:  # re-raised in the consumer
+            items.put((None, error))
+            return
+        items.put((_DONE, None))
+
+    threading.Thread(target=produce, daemon=True).start()
+    while True:
+        item, error = items.get()
+        if error is not None:
+            raise error
+        if item is _DONE:
+            return
+        yield item
 
 
 def _mapped(batches, layers, timestamps):
