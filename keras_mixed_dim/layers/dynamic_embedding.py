@@ -93,9 +93,10 @@ class DynamicEmbedding(layers.Layer):
         weights: Optional float weights of the ids (`inputs.shape[:-1]`),
             with a combiner.
         writes: Optional int32 `(1, num_tiers, max_writes, 4)` from
-            `prepare` (or `no_writes()`): row writes the call applies in
-            place before reading (TensorFlow and PyTorch), so that
-            `model.fit` can train over a whole stream.
+            `prepare` (or `no_writes()`): row writes applied before the
+            lookup, in place on TensorFlow and PyTorch, and on JAX by the
+            train step that `keras_mixed_dim.dynamic.dynamic_batches`
+            installs, so that `model.fit` can train over a whole stream.
 
     Returns:
         `inputs.shape[:-1] + (output_dim,)` (without the bag axis with a
@@ -245,8 +246,11 @@ class DynamicEmbedding(layers.Layer):
         for t in range(self.num_tiers):
             dest, source = writes[t, :, 0], writes[t, :, 1]
             bucket, tag = writes[t, :, 2], writes[t, :, 3]
-            valid = ops.greater_equal(dest, 0)
-            local = ops.where(valid, dest - int(offsets[t]), ops.zeros_like(dest))
+            local = dest - int(offsets[t])
+            # an entry outside this tier (padding, or a malformed input) writes nothing
+            valid = ops.logical_and(ops.greater_equal(local, 0),
+                                    ops.less(local, int(plan.tier_rows[t])))
+            local = ops.where(valid, local, ops.zeros_like(local))
             vectors, _ = self._fallback_vectors(bucket)
             for u, (table, projection) in enumerate(zip(self.tables, self.projections)):
                 src = source - int(offsets[u])

@@ -116,3 +116,8 @@ def test_jax_refuses_writes_that_no_installed_step_applies():
     # Keras wraps the error of a symbolic build in a RuntimeError
     with pytest.raises((NotImplementedError, RuntimeError), match="dynamic_batches"):
         model.train_on_batch({"ids": packed, "ids_writes": writes}, np.ones((2, 1)))
+
+
+def test_bad_max_writes_names_the_value():
+    with pytest.raises(ValueError, match="max_writes=0"):
+        make([3], (4,), max_writes=0)
