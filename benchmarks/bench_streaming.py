@@ -46,6 +46,7 @@ import numpy as np  # noqa: E402
 
 from keras_mixed_dim import DynamicEmbedding  # noqa: E402
 from keras_mixed_dim import QREmbedding  # noqa: E402
+from keras_mixed_dim.dynamic import dynamic_batches  # noqa: E402
 from keras_mixed_dim.dynamic.sketch import mix64  # noqa: E402
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -175,12 +176,15 @@ class Feature:
         """Model input for training (the dynamic map counts and grows)."""
         if self.dynamic:
             packed = self.layer.update(keys, optimizer=optimizer)
-            measured = self.layer.check_bytes(optimizer)
-            if measured > self.layer.capacity_bytes:
-                raise AssertionError("capacity exceeded")
-            self.max_measured = max(getattr(self, "max_measured", 0), measured)
+            self.check(optimizer)
             return packed
         return self._static_ids(keys)
+
+    def check(self, optimizer):
+        measured = self.layer.check_bytes(optimizer)
+        if measured > self.layer.capacity_bytes:
+            raise AssertionError("capacity exceeded")
+        self.max_measured = max(getattr(self, "max_measured", 0), measured)
 
     def _static_ids(self, keys):
         if self.method == "static":
@@ -192,11 +196,15 @@ class Feature:
         return hashed(keys, self.space)
 
 
-def build_model(features, dim):
+def build_model(features, dim, writes=False):
     inputs, vectors = {}, []
     for name, feature in features.items():
         inputs[name] = keras.Input(feature.shape, dtype="int32", name=name)
-        vectors.append(feature.layer(inputs[name]))
+        if writes and feature.dynamic:
+            inputs[name + "_writes"] = feature.layer.writes_input(name + "_writes")
+            vectors.append(feature.layer(inputs[name], writes=inputs[name + "_writes"]))
+        else:
+            vectors.append(feature.layer(inputs[name]))
     u, v = vectors
     x = keras.layers.Concatenate()([u, v, keras.layers.Multiply()([u, v])])
     x = keras.layers.Dense(32, activation="relu")(x)
@@ -205,11 +213,62 @@ def build_model(features, dim):
     return model
 
 
-def run(stream, targets, method, budget, dim, batch, seed, warmup_share=0.1):
+class _Clock(keras.callbacks.Callback):
+    """Seconds from the start of batch `timed_from` to the end of `fit`."""
+
+    def __init__(self, timed_from):
+        super().__init__()
+        self.timed_from, self.start, self.steps = timed_from, None, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == self.timed_from:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps = batch + 1
+
+    def on_train_end(self, logs=None):
+        self.seconds = time.perf_counter() - self.start
+
+
+def run_fit(stream, targets, features, method, budget, dim, batch, seed):
+    """One `model.fit` over the whole stream (`dynamic_batches`): the ids are
+    mapped in the input pipeline and the row writes run in the train step.
+    The epoch's training loss is the progressive loss: each batch's loss is
+    computed before the step trains on it (after its admissions)."""
+    model = build_model(features, dim, writes=True)
+    n = targets.size
+
+    def source():
+        for lo in range(0, n - batch + 1, batch):
+            yield {f: stream[f][lo:lo + batch] for f in FEATURES}, targets[lo:lo + batch, None]
+
+    dynamic = {f: features[f].layer for f in FEATURES if features[f].dynamic}
+    if dynamic:
+        batches = dynamic_batches(source(), dynamic, model)
+    else:
+        batches = (({f: features[f].lookup(x[f]) for f in FEATURES}, y) for x, y in source())
+
+    def checked(batches):
+        for x, y in batches:
+            for f in dynamic:
+                features[f].check(model.optimizer)
+            yield x, y
+
+    clock = _Clock(5)
+    history = model.fit(checked(batches), epochs=1, verbose=0, callbacks=[clock])
+    return model, history.history["loss"][0], (clock.steps - 5) * batch / clock.seconds
+
+
+def run(stream, targets, method, budget, dim, batch, seed, warmup_share=0.1, feed="fit"):
     keras.utils.set_random_seed(seed)
     n = targets.size
     warm = int(n * warmup_share)
     features = {f: Feature(method, budget, dim, stream[f][:warm], seed) for f in FEATURES}
+    if feed == "fit":
+        model, mse, speed = run_fit(stream, targets, features, method, budget, dim,
+                                    batch, seed)
+        return _result(method, budget, seed, mse, speed, features, feed)
     model = build_model(features, dim)
     squared, seen = 0.0, 0
     # examples/s after the first batches (which compile the step functions)
@@ -226,8 +285,13 @@ def run(stream, targets, method, budget, dim, batch, seed, warmup_share=0.1):
         x = {f: features[f].update(keys[f], model.optimizer) for f in FEATURES}
         model.train_on_batch(x, y)
     seconds = time.perf_counter() - start
-    result = {"method": method, "budget": budget, "seed": seed,
-              "mse": squared / seen, "examples_per_s": (seen - timed) / seconds,
+    return _result(method, budget, seed, squared / seen, (seen - timed) / seconds,
+                   features, feed)
+
+
+def _result(method, budget, seed, mse, speed, features, feed):
+    result = {"method": method, "budget": budget, "seed": seed, "feed": feed,
+              "mse": mse, "examples_per_s": speed,
               "bytes": max(f.bytes for f in features.values())}
     if method.startswith("dynamic"):
         result["max_measured_bytes"] = max(f.max_measured for f in features.values())
@@ -278,6 +342,10 @@ def main():
                         help="the issue's size: ~100M distinct ids per feature "
                              "(100 days, 1M live ids, 99% churn a day; hours, "
                              "tens of GiB)")
+    parser.add_argument("--feed", choices=["fit", "loop"], default="fit",
+                        help="fit: one model.fit over the stream (dynamic_batches, "
+                             "row writes in the train step); loop: predict_on_batch, "
+                             "then update and train_on_batch, per batch")
     parser.add_argument("--json", help="append one JSON line per run here")
     args = parser.parse_args()
     if args.full:
@@ -295,7 +363,7 @@ def main():
             for budget in args.budgets:
                 for method in args.methods:
                     result = run(stream, targets, method, budget, args.dim, args.batch,
-                                 seed)
+                                 seed, feed=args.feed)
                     result["stream"] = stream_name
                     print(json.dumps(result), flush=True)
                     if args.json:

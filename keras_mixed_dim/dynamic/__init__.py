@@ -13,6 +13,7 @@ from keras_mixed_dim.dynamic.id_map import raw_keys
 from keras_mixed_dim.dynamic.plan import DynamicPlan
 from keras_mixed_dim.dynamic.plan import plan_capacity
 from keras_mixed_dim.dynamic.sketch import CountMinSketch
+from keras_mixed_dim.dynamic.stream import dynamic_batches
 
 __all__ = ["EVICTIONS", "Changes", "CountMinSketch", "DynamicIdMap", "DynamicPlan",
-           "plan_capacity", "raw_keys"]
+           "dynamic_batches", "plan_capacity", "raw_keys"]

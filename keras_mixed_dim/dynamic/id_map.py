@@ -37,8 +37,9 @@ from keras_mixed_dim.dynamic.sketch import CountMinSketch
 
 EVICTIONS = ("lfu", "lru", "ttl")
 TAG_MODULUS = 2**31 - 1
-# key, used flag, count, last seen, tag, and the sorted index's key and slot
-SLOT_BYTES = 8 + 1 + 4 + 8 + 4 + 8 + 4
+# key, used flag, count, last seen, tag, the sorted index's key and slot, and
+# the flag of a row write deferred to a later train step (`DynamicEmbedding.prepare`)
+SLOT_BYTES = 8 + 1 + 4 + 8 + 4 + 8 + 4 + 1
 PIECE_BITS = (22, 21, 21)
 PACKED = 3  # slot, tag, fallback bucket
 
@@ -179,6 +180,7 @@ class DynamicIdMap:
         self.tags = np.zeros(n, np.int32)
         self.index_keys = np.zeros(n, np.int64)
         self.index_slots = np.zeros(n, np.int32)
+        self.dirty = np.zeros(n, bool)
         self.index_size = 0
         self.step = 0
         self.now = 0
@@ -213,7 +215,7 @@ class DynamicIdMap:
     def bytes(self):
         """Bytes of every array the map keeps (fixed at construction)."""
         arrays = (self.keys, self.used, self.counts, self.last, self.tags,
-                  self.index_keys, self.index_slots)
+                  self.index_keys, self.index_slots, self.dirty)
         return sum(a.nbytes for a in arrays) + self.sketch.bytes
 
     # -------------------------------------------------------------- updating
@@ -338,7 +340,8 @@ class DynamicIdMap:
 
     # -------------------------------------------------------------- state
 
-    STATE = ("keys", "used", "counts", "last", "tags", "index_keys", "index_slots")
+    STATE = ("keys", "used", "counts", "last", "tags", "index_keys", "index_slots",
+             "dirty")
 
     def get_state(self):
         """Every array and counter, as numpy arrays (for saving)."""

@@ -83,12 +83,20 @@ class DynamicEmbedding(layers.Layer):
             their first `bag_size` ids.
         embeddings_initializer: Initializer of the tables before use.
         seed: Seed of the sketch, the fallback hash and the initializers.
+        max_writes: Row writes per tier that one batch from `prepare`
+            carries into the train step; more are deferred to later
+            batches (the ids concerned read the fallback meanwhile).
         **kwargs: Base layer keyword arguments.
 
     Call arguments:
-        inputs: int32 `(..., 3)` from `update` or `lookup_ids`.
+        inputs: int32 `(..., 3)` from `update`, `lookup_ids` or `prepare`.
         weights: Optional float weights of the ids (`inputs.shape[:-1]`),
             with a combiner.
+        writes: Optional int32 `(1, num_tiers, max_writes, 4)` from
+            `prepare` (or `no_writes()`): row writes applied before the
+            lookup, in place on TensorFlow and PyTorch, and on JAX by the
+            train step that `keras_mixed_dim.dynamic.dynamic_batches`
+            installs, so that `model.fit` can train over a whole stream.
 
     Returns:
         `inputs.shape[:-1] + (output_dim,)` (without the bag axis with a
@@ -108,7 +116,7 @@ class DynamicEmbedding(layers.Layer):
                  rebalance_every=100, fallback_buckets=None, fallback_dim=None,
                  sketch_width=None, sketch_depth=2, optimizer_slots=2,
                  combiner=None, bag_size=None, embeddings_initializer="uniform",
-                 seed=0, **kwargs):
+                 seed=0, max_writes=64, **kwargs):
         super().__init__(**kwargs)
         self.combiner = check_combiner(combiner)
         self.bag_size = check_bag_size(bag_size)
@@ -128,6 +136,14 @@ class DynamicEmbedding(layers.Layer):
         self.rebalance_every = int(rebalance_every)
         self.optimizer_slots = int(optimizer_slots)
         self.seed = int(seed)
+        if isinstance(max_writes, bool) or not isinstance(max_writes, (int, np.integer)) \
+                or max_writes < 1:
+            raise ValueError(f"`max_writes` must be an integer >= 1. "
+                             f"Received: max_writes={max_writes!r}")
+        self.max_writes = int(max_writes)
+        # a plain holder, so that Keras does not track the optimizer's
+        # variables as the layer's
+        self._write_optimizer_ref = _Holder(None)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self._hash = hashes.HashParams(self.seed ^ _FALLBACK_SEED_SALT, arity=3)
         # Tables stay float32 under mixed precision; only outputs are cast.
@@ -165,7 +181,19 @@ class DynamicEmbedding(layers.Layer):
 
     # ------------------------------------------------------------ graph
 
-    def call(self, inputs, weights=None):
+    def call(self, inputs, weights=None, writes=None):
+        if writes is not None:
+            if keras.backend.backend() != "jax":
+                self._apply_writes(writes)
+            elif not self._write_optimizer_ref.jax_step:
+                raise NotImplementedError(
+                    f"Layer {self.name!r}: on JAX the row writes of `prepare` are "
+                    f"applied by the train step that `dynamic_batches(..., model)` "
+                    f"installs (the JAX trainer keeps its own copy of the tables "
+                    f"during `fit`); feed the model through it, or call `update` "
+                    f"between `train_on_batch` calls.")
+            # else: the installed JAX train step applied them before the
+            # forward pass (`keras_mixed_dim.dynamic.stream`)
         inputs = ops.convert_to_tensor(inputs)
         if inputs.shape[-1] != PACKED:
             raise ValueError(f"Layer {self.name!r} takes ids packed by `update` or "
@@ -198,6 +226,60 @@ class DynamicEmbedding(layers.Layer):
         elif weights is not None:
             check_weights(weights, tuple(inputs.shape[:-1]), None, self.name)
         return ops.cast(outputs, self.compute_dtype)
+
+    def _apply_writes(self, writes):
+        """Row writes carried by the batch, in place, before any read.
+
+        Each entry is `(slot, source slot, fallback bucket, tag)`: the slot's
+        row becomes the source slot's current output (a tier move) or the
+        bucket's fallback output (an admission, or a deferred move), mapped
+        into the slot's tier by least squares; its optimizer slots become
+        zero and its tag is set. Every value is read before anything is
+        written. Padding entries (slot -1) rewrite row 0 of the tier with its
+        own values; `prepare` pads a tier that has writes with copies of its
+        first entry, so duplicate indices always carry equal values.
+        """
+        writes = ops.reshape(ops.cast(writes, "int32"),
+                             (self.num_tiers, self.max_writes, 4))
+        offsets, plan = self.id_map.offsets, self.plan
+        planned = []
+        for t in range(self.num_tiers):
+            dest, source = writes[t, :, 0], writes[t, :, 1]
+            bucket, tag = writes[t, :, 2], writes[t, :, 3]
+            local = dest - int(offsets[t])
+            # an entry outside this tier (padding, or a malformed input) writes nothing
+            valid = ops.logical_and(ops.greater_equal(local, 0),
+                                    ops.less(local, int(plan.tier_rows[t])))
+            local = ops.where(valid, local, ops.zeros_like(local))
+            vectors, _ = self._fallback_vectors(bucket)
+            for u, (table, projection) in enumerate(zip(self.tables, self.projections)):
+                src = source - int(offsets[u])
+                member = ops.logical_and(ops.greater_equal(src, 0),
+                                         ops.less(src, int(plan.tier_rows[u])))
+                rows = take_rows(table, ops.where(member, src, ops.zeros_like(src)))
+                if projection is not None:
+                    rows = ops.matmul(rows, projection)
+                vectors = ops.where(ops.expand_dims(member, -1), rows, vectors)
+            if self.projections[t] is not None:
+                vectors = ops.matmul(vectors, _pinv(self.projections[t]))
+            current = take_rows(self.tables[t], local)
+            values = ops.where(ops.expand_dims(valid, -1), vectors, current)
+            planned.append((t, valid, local, values, tag))
+        optimizer = self._write_optimizer_ref.value
+        for t, valid, local, values, tag in planned:
+            table = self.tables[t]
+            zero_where = []
+            for slot in self._slots(optimizer, table) if optimizer is not None \
+                    and optimizer.built else []:
+                kept = take_rows(slot, local)
+                zero_where.append((slot, ops.where(ops.expand_dims(valid, -1),
+                                                   ops.zeros_like(kept), kept)))
+            tags = ops.where(valid, tag, ops.take(self.slot_tags,
+                                                  local + int(offsets[t]), axis=0))
+            _write_rows(table, local, values)
+            for slot, kept in zero_where:
+                _write_rows(slot, local, kept)
+            _write_rows(self.slot_tags, local + int(offsets[t]), tags)
 
     def _fallback_vectors(self, buckets):
         # a bucket out of range (a malformed input) reads zeros, not a row
@@ -260,6 +342,83 @@ class DynamicEmbedding(layers.Layer):
         keys, mask = self._keys_and_mask(ids, mask)
         return self._pack(keys, mask)
 
+    def prepare(self, ids, timestamps=None, mask=None):
+        """`update` without touching any variable: counts `ids`, admits,
+        evicts and rebalances on the host, and returns the packed ids with
+        the row writes the train step applies (`call(..., writes=)`), so
+        that it can run in the input pipeline of `model.fit`
+        (`keras_mixed_dim.dynamic.dynamic_batches` does it for you).
+
+        At most `max_writes` writes per tier ride on one batch; the rest are
+        deferred to the next batches (a deferred tier move starts from the
+        id's fallback vector instead of its old row). Until its write is
+        applied an id reads the fallback (its tag is only set by the write),
+        never another id's row.
+
+        Args:
+            ids, timestamps, mask: As in `update`.
+
+        Returns:
+            `(packed, writes)`: int32 `ids.shape + (3,)` and int32
+            `(1, num_tiers, max_writes, 4)`.
+        """
+        keys, mask = self._keys_and_mask(ids, mask)
+        if timestamps is not None and mask is not None and np.shape(timestamps) == keys.shape:
+            timestamps = np.asarray(timestamps)[mask]
+        id_map = self.id_map
+        dirty_before = id_map.dirty.copy()
+        changes = id_map.update(keys if mask is None else keys[mask], timestamps)
+        # a freed slot's pending write is dropped: its tag never reaches the
+        # layer, so no batch reads the unwritten row as the new key's
+        id_map.dirty &= id_map.used
+        entries = {}  # slot -> source slot (-1: the slot's key's fallback)
+        for slot in np.flatnonzero(id_map.dirty):
+            entries[int(slot)] = -1
+        for slot in changes.reset_slots:
+            entries.pop(int(slot), None)
+            entries[int(slot)] = -1
+        stale = set(changes.reset_slots.tolist()) | set(
+            np.flatnonzero(dirty_before).tolist())
+        for source, slot in zip(changes.move_from, changes.move_to):
+            entries.pop(int(slot), None)
+            # a source whose own write is pending holds another key's row
+            entries[int(slot)] = -1 if int(source) in stale else int(source)
+        writes = np.full((1, self.num_tiers, self.max_writes, 4), -1, np.int32)
+        id_map.dirty[:] = False
+        slots = np.fromiter(entries.keys(), np.int64, len(entries))
+        sources = np.fromiter(entries.values(), np.int64, len(entries))
+        tiers = id_map.tier_of[slots] if slots.size else slots
+        for t in range(self.num_tiers):
+            mine = np.flatnonzero(tiers == t)
+            now, later = mine[: self.max_writes], mine[self.max_writes:]
+            id_map.dirty[slots[later]] = True
+            if not now.size:
+                continue
+            dest = slots[now]
+            rows = np.stack([dest, sources[now],
+                             self.fallback_buckets(id_map.keys[dest]),
+                             id_map.tags[dest]], axis=-1).astype(np.int32)
+            writes[0, t] = rows[0]
+            writes[0, t, : now.size] = rows
+        if not self.built:
+            self.build((*keys.shape, PACKED))
+        return self._pack(keys, mask), writes
+
+    def no_writes(self):
+        """The `writes` of a batch that writes nothing (prediction)."""
+        return np.full((1, self.num_tiers, self.max_writes, 4), -1, np.int32)
+
+    def writes_input(self, name=None):
+        """A `keras.Input` for the `writes` that `prepare` returns."""
+        return keras.Input((self.num_tiers, self.max_writes, 4), batch_size=1,
+                           dtype="int32", name=name)
+
+    def attach_optimizer(self, optimizer):
+        """The optimizer whose slots in-step row writes reset (the model's)."""
+        jax_step = self._write_optimizer_ref.jax_step
+        self._write_optimizer_ref = _Holder(optimizer)
+        self._write_optimizer_ref.jax_step = jax_step
+
     def update(self, ids, timestamps=None, optimizer=None, mask=None):
         """Counts `ids`, admits, evicts and rebalances, applies the changes
         to the rows (and to `optimizer`'s slots), and returns the packed
@@ -278,6 +437,11 @@ class DynamicEmbedding(layers.Layer):
             int32 numpy array `ids.shape + (3,)`.
         """
         keys, mask = self._keys_and_mask(ids, mask)
+        if self.id_map.dirty.any():
+            raise RuntimeError(
+                f"Layer {self.name!r} has row writes deferred by `prepare` that no "
+                f"train step has applied yet; keep feeding it with `prepare` (a "
+                f"batch with fewer new ids applies them).")
         if not self.built:
             self.build((*keys.shape, PACKED))
         if timestamps is not None and mask is not None and np.shape(timestamps) == keys.shape:
@@ -428,8 +592,13 @@ class DynamicEmbedding(layers.Layer):
             variable.assign(np.asarray(store[f"{i}"]))
         state = {}
         for name in (*DynamicIdMap.STATE, "sketch", "scalars"):
+            if name == "dirty" and f"id_map_{name}" not in store:
+                # saved before deferred writes existed
+                state[name] = np.zeros(self.id_map.num_slots, bool)
+                continue
             state[name] = np.asarray(store[f"id_map_{name}"])
         state["used"] = state["used"].astype(bool)
+        state["dirty"] = state["dirty"].astype(bool)
         self.id_map.set_state(state)
 
     def get_config(self):
@@ -453,6 +622,7 @@ class DynamicEmbedding(layers.Layer):
             "bag_size": self.bag_size,
             "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
             "seed": self.seed,
+            "max_writes": self.max_writes,
         })
         return config
 
@@ -461,11 +631,42 @@ def _nbytes(variable):
     return int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize
 
 
+class _Holder:
+    def __init__(self, value):
+        self.value = value
+        self.jax_step = False
+
+
 class _SlotCache:
     def __init__(self, key, slots):
         self.key = key
         self.slots = slots
         self.measured = None
+
+
+def _pinv(projection):
+    """Pseudo-inverse of a `(width, output_dim)` projection in the graph
+    (what `np.linalg.pinv` gives on the host path), by SVD."""
+    u, s, vh = ops.svd(ops.convert_to_tensor(projection), full_matrices=False)
+    keep = ops.greater(s, ops.max(s) * 1e-6)
+    inverse = ops.where(keep, 1.0 / ops.where(keep, s, ops.ones_like(s)), ops.zeros_like(s))
+    return ops.matmul(ops.transpose(vh) * inverse, ops.transpose(u))
+
+
+def _write_rows(variable, rows, values):
+    """`variable[rows] = values` inside a step (tensors): in place on
+    TensorFlow and PyTorch; on JAX a functional scatter, inside the
+    stateless scope of the train step `dynamic_batches` installs."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        variable.assign(ops.scatter_update(variable.value, ops.expand_dims(rows, -1),
+                                           ops.cast(values, variable.dtype)))
+        return
+    if backend == "tensorflow":
+        from keras_mixed_dim.backend.tensorflow.row_writes import write_rows
+    else:
+        from keras_mixed_dim.backend.torch.row_writes import write_rows
+    write_rows(variable, rows, values)
 
 
 def _read_rows(variable, rows):

@@ -297,6 +297,25 @@ MUTANTS += [
            ["tests/datasets/criteo/test_vocabulary.py"]),
 ]
 
+# DynamicEmbedding's row writes inside the train step (dynamic_batches)
+DYNAMIC_STREAM_TESTS = ["tests/dynamic/test_stream.py"]
+MUTANTS += [
+    Mutant("dynamic-step-keeps-slots", DYNAMIC_LAYER,
+           "                _write_rows(slot, local, kept)", "                pass",
+           DYNAMIC_STREAM_TESTS),
+    Mutant("dynamic-step-tags-without-rows", DYNAMIC_LAYER,
+           "            _write_rows(table, local, values)", "            pass",
+           DYNAMIC_STREAM_TESTS),
+    Mutant("dynamic-step-stale-source", DYNAMIC_LAYER,
+           "-1 if int(source) in stale else int(source)", "int(source)",
+           DYNAMIC_STREAM_TESTS),
+    Mutant("dynamic-step-padding-clobbers", DYNAMIC_LAYER,
+           "            writes[0, t] = rows[0]\n", "", DYNAMIC_STREAM_TESTS),
+    Mutant("dynamic-deferred-not-restored", DYNAMIC_LAYER,
+           'if name == "dirty" and f"id_map_{name}" not in store:',
+           'if name == "dirty":', DYNAMIC_STREAM_TESTS),
+]
+
 
 # -- optimizer state, loss scaling, Keras's options, FTRL (issues 21 and 22) --
 LOW_RANK = "keras_mixed_dim/optimizers/low_rank_gradients.py"

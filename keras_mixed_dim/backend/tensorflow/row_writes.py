@@ -13,3 +13,10 @@ def assign_rows(variable, rows, values):
     """`variable[rows] = values` in place (one `ResourceScatterNdUpdate`)."""
     rows = tf.constant(np.asarray(rows, np.int64)[:, None])
     variable.value.scatter_nd_update(rows, tf.constant(values, dtype=variable.dtype))
+
+
+def write_rows(variable, rows, values):
+    """`variable[rows] = values` in place with tensors, inside a traced step
+    (duplicate rows must carry equal values)."""
+    rows = tf.expand_dims(tf.cast(rows, tf.int64), -1)
+    variable.value.scatter_nd_update(rows, tf.cast(values, variable.dtype))

@@ -14,3 +14,11 @@ def assign_rows(variable, rows, values):
     with torch.no_grad():
         tensor[torch.as_tensor(np.asarray(rows, np.int64), device=tensor.device)] = (
             torch.as_tensor(np.asarray(values), dtype=tensor.dtype, device=tensor.device))
+
+
+def write_rows(variable, rows, values):
+    """`variable[rows] = values` in place with tensors, inside a step,
+    outside autograd (duplicate rows must carry equal values)."""
+    tensor = variable.value
+    with torch.no_grad():
+        tensor.index_copy_(0, rows.to(torch.int64), values.to(tensor.dtype))

@@ -1,0 +1,133 @@
+"""Feeding `DynamicEmbedding` layers from the input pipeline of `model.fit`."""
+
+import queue
+import threading
+
+import keras
+
+
+def dynamic_batches(batches, layers, model, timestamps=None, prefetch=2):
+    """Maps raw ids to the layers' packed ids and row writes, batch by batch.
+
+    A generator to pass to `model.fit`: each batch's raw ids are counted,
+    admitted, evicted and rebalanced on the host (`DynamicEmbedding.prepare`)
+    as the input pipeline reads it, and the batch carries the row writes that
+    the train step applies before its lookups (in place on TensorFlow and
+    PyTorch; on JAX, whose trainer holds the variables during `fit`, by a
+    train step installed on `model` that applies them to the state it
+    passes on). `fit` may read ahead: the writes are applied in stream
+    order, and an id reads only a row written for it (tags), never another
+    id's.
+
+    Args:
+        batches: Iterable of `(x, y)` or `(x, y, sample_weight)` in stream
+            order; `x` a dict holding raw ids (int64 or strings, any shape)
+            under the names in `layers`.
+        layers: Dict name -> `DynamicEmbedding`; the model takes the packed
+            ids under `name` and the writes under `name + "_writes"`
+            (`layer.writes_input(name + "_writes")`), passed as
+            `layer(ids, writes=writes)`.
+        model: The compiled model (the writes reset its optimizer's slots).
+        timestamps: Optional key of `x` holding the batch's times (popped
+            from `x`), given to every layer's `prepare`.
+        prefetch: Batches mapped ahead by a background thread, so that the
+            host map overlaps the train step (0: map in the caller's thread).
+            TensorFlow's `fit` already reads a generator from its own thread.
+
+    Returns:
+        A generator of the batches with `x` rewritten.
+
+    Example:
+
+    >>> stream = dynamic_batches(batches, {"user": users}, model)
+    >>> model.fit(stream, epochs=1)                        # doctest: +SKIP
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        raise ValueError("`dynamic_batches` needs a compiled model (its optimizer's "
+                         f"slots follow the rows); received {model!r}.")
+    for layer in layers.values():
+        layer.attach_optimizer(optimizer)
+    if keras.backend.backend() == "jax":
+        _install_jax_step(model, layers)
+    # set up now, not at the generator's first `next`, which `fit` calls
+    # after it has built its train function
+    mapped = _mapped(batches, layers, timestamps)
+    if prefetch and keras.backend.backend() != "tensorflow":
+        return _ahead(mapped, int(prefetch))
+    return mapped
+
+
+_DONE = object()
+
+
+def _ahead(generator, size):
+    """`generator`'s items, produced in order by one background thread."""
+    items = queue.Queue(maxsize=size)
+
+    def produce():
+        try:
+            for item in generator:
+                items.put((item, None))
+        except BaseException as error:  # re-raised in the consumer
+            items.put((None, error))
+            return
+        items.put((_DONE, None))
+
+    threading.Thread(target=produce, daemon=True).start()
+    while True:
+        item, error = items.get()
+        if error is not None:
+            raise error
+        if item is _DONE:
+            return
+        yield item
+
+
+def _mapped(batches, layers, timestamps):
+    for batch in batches:
+        x, rest = dict(batch[0]), tuple(batch[1:])
+        times = x.pop(timestamps) if timestamps is not None else None
+        for name, layer in layers.items():
+            if name not in x:
+                raise KeyError(f"Batch has no ids under {name!r}; it has {sorted(x)}.")
+            x[name], x[name + "_writes"] = layer.prepare(x[name], timestamps=times)
+        yield (x, *rest)
+
+
+def _install_jax_step(model, layers):
+    """Wraps `model.train_step` (JAX) so that it applies the batch's row
+    writes to the state before the original step runs: writes made inside
+    the layer's stateless call would be dropped (only non-trainable updates
+    come back from it), and outside the step the trainer's state is not the
+    variables'."""
+    from keras.src.backend.common.stateless_scope import StatelessScope
+    from keras.src.trainers.data_adapters import data_adapter_utils
+
+    pairs = dict(getattr(model, "_dynamic_write_layers", {}))
+    pairs.update(layers)
+    for layer in pairs.values():
+        layer._write_optimizer_ref.jax_step = True
+    if getattr(model, "_dynamic_write_layers", None) is not None:
+        model._dynamic_write_layers.update(layers)
+        return
+    object.__setattr__(model, "_dynamic_write_layers", pairs)
+    original = model.train_step
+
+    def train_step(state, data):
+        trainable, non_trainable, optimizer_variables, metrics = state
+        x, _, _ = data_adapter_utils.unpack_x_y_sample_weight(data)
+        groups = ((model.trainable_variables, trainable),
+                  (model.non_trainable_variables, non_trainable),
+                  (model.optimizer.variables, optimizer_variables))
+        mapping = [pair for refs, values in groups for pair in zip(refs, values)]
+        with StatelessScope(state_mapping=mapping) as scope:
+            for name, layer in model._dynamic_write_layers.items():
+                if name + "_writes" in x:
+                    layer._apply_writes(x[name + "_writes"])
+        trainable, non_trainable, optimizer_variables = (
+            [scope.get_current_value(r) for r in refs] for refs, _ in groups)
+        return original((trainable, non_trainable, optimizer_variables, metrics), data)
+
+    object.__setattr__(model, "train_step", train_step)
+    model.train_function = None
