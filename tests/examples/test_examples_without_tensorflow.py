@@ -13,9 +13,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("argv", [
+    # small tables and MLPs: the point is the import path and a sharded run,
+    # not the model (the default sizes cost seconds of compiles and
+    # initializers per process); 400 validation rows split over 4 devices
     ["examples/movielens.py", "--synthetic-ratings", "6000", "--epochs", "1",
+     "--synthetic-users", "400", "--synthetic-items", "800", "--dim", "8",
      "--distribute", "model"],
-    ["examples/criteo.py", "--synthetic-rows", "8000", "--batch-size", "512",
+    ["examples/criteo.py", "--synthetic-rows", "4000", "--batch-size", "512",
+     "--cardinality-scale", "0.001", "--dim", "8", "--bottom", "16", "--top", "16",
      "--distribute", "data"],
 ], ids=["movielens-model-parallel", "criteo-data-parallel"])
 @pytest.mark.slow
@@ -26,7 +31,8 @@ def test_examples_run_on_jax_without_tensorflow(argv, tmp_path, run_python):
     (blocker / "__init__.py").write_text(
         "raise ImportError('tensorflow is hidden from this test')\n")
     env = dict(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""),
+                                   "--xla_force_host_platform_device_count=4"]),
                PYTHONPATH=os.pathsep.join(
                    [str(blocker.parent), os.environ.get("PYTHONPATH", "")]))
     results = tmp_path / "results.json"

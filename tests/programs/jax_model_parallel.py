@@ -3,7 +3,9 @@ devices; prints the losses and the row shards as JSON."""
 
 import json, os
 os.environ["KERAS_BACKEND"] = "jax"
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+# appended: flags the caller set (.ci/run's faster XLA compiles) still hold
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=4"])
 import keras, numpy as np
 from keras_mixed_dim import MixedDimEmbedding
 from keras_mixed_dim.distribute import jax_distribution, sharded_table_paths

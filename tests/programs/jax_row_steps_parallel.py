@@ -5,7 +5,9 @@ gradient warnings and the table shards as JSON."""
 
 import json, os, warnings
 os.environ["KERAS_BACKEND"] = "jax"
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+# appended: flags the caller set (.ci/run's faster XLA compiles) still hold
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=4"])
 import keras, numpy as np
 from keras_mixed_dim.distribute import jax_distribution, sharded_table_paths
 from keras_mixed_dim.models.dlrm import dlrm, embedding_layers, stack_embeddings

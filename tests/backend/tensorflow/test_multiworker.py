@@ -88,6 +88,10 @@ def _short(path):
 def run_example_both_ways(argv, folder, free_ports, run_python):
     """Runs an example on two workers and in one process.
 
+    The callers pass small tables and MLPs: three processes each build,
+    train and save the model, and what is compared is the all-reduced
+    update and the chief's outputs, not the model's size.
+
     Returns the two results dicts and the names of the files the workers
     wrote (before the one-process run writes its own).
     """
@@ -109,6 +113,7 @@ def run_example_both_ways(argv, folder, free_ports, run_python):
 def test_movielens_example_multiworker(tmp_path, free_ports, run_python):
     multiworker, single, written = run_example_both_ways(
         ["examples/movielens.py", "--synthetic-ratings", "8000", "--epochs", "2",
+         "--synthetic-users", "400", "--synthetic-items", "800", "--dim", "8",
          "--verbose", "0"], tmp_path, free_ports, run_python)
     # only the chief writes: one results file, one model, one vocabulary
     assert written == ["mw.json", "mw.keras", "mw.vocab"]
@@ -119,6 +124,7 @@ def test_movielens_example_multiworker(tmp_path, free_ports, run_python):
 def test_criteo_example_multiworker(tmp_path, free_ports, run_python):
     multiworker, single, written = run_example_both_ways(
         ["examples/criteo.py", "--synthetic-rows", "6000", "--batch-size", "512",
+         "--cardinality-scale", "0.001", "--dim", "8", "--bottom", "16", "--top", "16",
          "--verbose", "0"], tmp_path, free_ports, run_python)
     assert written == ["mw.json", "mw.keras"]
     assert multiworker["val"]["logloss"] == pytest.approx(single["val"]["logloss"],
