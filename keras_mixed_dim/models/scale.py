@@ -1,0 +1,218 @@
+"""A preset DLRM at a byte budget: settings checked before anything is
+allocated, embedding layers planned, bytes of every part, and the sizing
+of hosts for each kind (docs/scale.md).
+
+```python
+config = get_preset("mlperf-dcnv2", scale=1000)
+budget = check_settings(config, "table", "1/16")    # fails here, allocating nothing
+embeddings = preset_embeddings(config, "table", budget)
+model = preset_model(config, embeddings)
+```
+"""
+
+import math
+import re
+
+import numpy as np
+
+from keras_mixed_dim.models.embeddings import md_qr_plan
+from keras_mixed_dim.models.embeddings import make_embedding
+from keras_mixed_dim.models.embeddings import smallest_md_params
+from keras_mixed_dim.models.presets import parse_fraction
+
+SCALE_KINDS = ("uniform", "table", "block", "md_qr", "robe", "lma")
+# Kinds whose plan reads per-id counts (the sampling pass).
+COUNTED_KINDS = ("block", "md_qr")
+FLOAT_BYTES = 4
+_PART_RULES = (
+    ("projections", re.compile(r"projection")),
+    ("tables", re.compile(r"(embeddings|quotient|remainder|memory)$")),
+)
+
+
+def smallest_bytes(config, kind, num_blocks=4):
+    """Bytes of the smallest embedding plan of `kind` for `config`."""
+    dim, rows = config.dim, config.cardinalities
+    if kind == "uniform":
+        return config.uniform_table_bytes
+    if kind == "table":
+        # every table one column wide, plus its 1 x dim projection
+        return FLOAT_BYTES * sum(r + (dim if dim > 1 else 0) for r in rows)
+    if kind == "block":
+        return FLOAT_BYTES * sum(smallest_md_params(r, dim, num_blocks) for r in rows)
+    if kind == "md_qr":
+        return sum(md_qr_plan(r, dim, floats=1.0, num_blocks=num_blocks).bytes
+                   for r in rows)
+    if kind in ("robe", "lma"):
+        # hash constants and signatures, plus one float of memory
+        return FLOAT_BYTES + sum(
+            make_embedding(kind, r, dim, budget_bytes=FLOAT_BYTES).auxiliary_bytes
+            for r in rows)
+    raise ValueError(f"Unknown embedding kind {kind!r}; known kinds: {SCALE_KINDS}.")
+
+
+def check_settings(config, kind, budget):
+    """Checks an embedding kind and budget against `config` before anything
+    is allocated; returns the budget in bytes.
+
+    Args:
+        config: A `DLRMConfig`.
+        kind: One of `SCALE_KINDS`.
+        budget: A fraction of the uniform tables' bytes (`"1/16"`, 0.0625);
+            must be 1 for `"uniform"`.
+
+    Raises:
+        ValueError: naming the kind or budget, when the kind is unknown or
+            the budget is below the kind's smallest plan.
+    """
+    if kind not in SCALE_KINDS:
+        raise ValueError(f"Unknown embedding kind {kind!r}; known kinds: {SCALE_KINDS}.")
+    fraction = parse_fraction(budget)
+    if kind == "uniform" and fraction != 1:
+        raise ValueError(f"--embedding uniform stores every table whole; its budget "
+                         f"is 1, not {budget!r}.")
+    budget_bytes = fraction * config.uniform_table_bytes
+    smallest = smallest_bytes(config, kind)
+    if budget_bytes < smallest:
+        raise ValueError(
+            f"Budget {budget!r} ({budget_bytes / 2**30:.3f} GiB) is below the "
+            f"smallest {kind!r} plan of preset {config.name!r} at scale "
+            f"{config.scale:g} ({smallest / 2**30:.3f} GiB, "
+            f"{smallest / config.uniform_table_bytes:.2g} of the uniform tables).")
+    return budget_bytes
+
+
+def preset_embeddings(config, kind, budget_bytes, counts=None, seed=0):
+    """The per-feature embedding layers (unbuilt: nothing allocated).
+
+    `counts` (per feature, in rank order: id 0 the most frequent) place the
+    frequency blocks of `"block"` and `"md_qr"`; ids are taken as ranks, so
+    no id remap is stored."""
+    from keras_mixed_dim.models.dlrm import embedding_layers
+
+    mode = "table" if kind == "table" else kind
+    if kind in ("uniform", "table", "block"):
+        return embedding_layers(config.cardinalities, config.dim, mode,
+                                counts=counts,
+                                budget_bytes=None if kind == "uniform" else budget_bytes)
+    return embedding_layers(config.cardinalities, config.dim, mode, counts=counts,
+                            budget_bytes=budget_bytes, seed=seed)
+
+
+def preset_model(config, embeddings, **kwargs):
+    """`dlrm()` of `config` on `embeddings` (stacked where they allow it)."""
+    from keras_mixed_dim.models.dlrm import dlrm
+
+    return dlrm(embeddings, **config.model_kwargs(), **kwargs)
+
+
+def part_bytes(model, optimizer=None):
+    """Bytes of every part: `tables`, `projections`, `remaps` (id remaps,
+    counts, signatures, hash constants), `dense` (MLPs, cross layers), and
+    the optimizer's slots split into `table_slots` and `dense_slots`."""
+    parts = dict.fromkeys(("tables", "projections", "remaps", "dense",
+                           "table_slots", "dense_slots"), 0)
+    embedding_paths = set()
+    for layer in model._flatten_layers(include_self=False):
+        if hasattr(layer, "output_dim") and (hasattr(layer, "input_dim")
+                                             or hasattr(layer, "input_dims")
+                                             or hasattr(layer, "memory_size")):
+            embedding_paths.update(v.path for v in layer.weights)
+        if type(layer).__name__ == "SharedMemory":
+            embedding_paths.update(v.path for v in layer.weights)
+    seen = set()
+    for variable in model.weights:
+        if variable.path in seen:
+            continue
+        seen.add(variable.path)
+        size = _nbytes(variable)
+        if variable.path not in embedding_paths:
+            parts["dense"] += size
+            continue
+        name = variable.path.rsplit("/", 1)[-1]
+        for part, rule in _PART_RULES:
+            if rule.search(name):
+                parts[part] += size
+                break
+        else:
+            parts["remaps"] += size
+    if optimizer is not None:
+        for variable in optimizer.variables:
+            if len(variable.shape) == 0:
+                continue
+            slot = "table_slots" if re.search(
+                r"(_embeddings_|_memory_|row_accumulator|quotient|remainder)",
+                variable.path) else "dense_slots"
+            parts[slot] += _nbytes(variable)
+    parts["total"] = int(sum(parts.values()))
+    return parts
+
+
+def _nbytes(variable):
+    return int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize
+
+
+HOST_SIZES_GIB = (24, 64, 256)
+SIZING_KINDS = ("uniform", "table", "md_qr", "robe", "lma")
+SIZING_BUDGETS = ("1/4", "1/16", "1/64")
+
+
+def training_bytes(config, kind, budget, dense_slots=1):
+    """Bytes training holds for `kind` at `budget` (a fraction) with
+    Adagrad (MLPerf's optimizer): the embedding budget; row-wise Adagrad's
+    one float per table row (at most one per id; ROBE / LMA's 1-D pool is
+    updated by the dense optimizer, one float per float); the dense part
+    with `dense_slots` slots per parameter."""
+    fraction = 1.0 if kind == "uniform" else parse_fraction(budget)
+    embedding = fraction * config.uniform_table_bytes
+    if kind in ("robe", "lma"):
+        slots = embedding
+    else:
+        slots = FLOAT_BYTES * config.total_rows
+    return int(embedding + slots
+               + (1 + dense_slots) * FLOAT_BYTES * dense_parameters(config))
+
+
+def dense_parameters(config):
+    """Parameters of the MLPs and cross layers of `config` (no tables)."""
+    params = 0
+    width = config.num_dense
+    for units in (*config.bottom, config.dim):
+        params += width * units + units
+        width = units
+    features = config.num_features + 1
+    if config.interaction == "dcnv2":
+        width = features * config.dim
+        params += config.cross_layers * (2 * width * config.cross_rank + width)
+    else:
+        width = config.dim + features * (features - 1) // 2
+    for units in (*config.top, 1):
+        params += width * units + units
+        width = units
+    return params
+
+
+def hosts_needed(config, kind, budget, host_gib, headroom=0.8, reserve_gib=3.0):
+    """Hosts of `host_gib` needed to train `kind` at `budget` when each host
+    may fill `headroom` of its memory after `reserve_gib` (runtime, batch,
+    activations), tables sharded by rows and the dense part replicated."""
+    total = training_bytes(config, kind, budget)
+    dense = 2 * FLOAT_BYTES * dense_parameters(config)
+    usable = (host_gib - reserve_gib) * headroom * 2**30 - dense
+    if usable <= 0:
+        return None
+    return max(1, math.ceil((total - dense) / usable))
+
+
+def sizing_table(config, hosts=HOST_SIZES_GIB, kinds=SIZING_KINDS,
+                 budgets=SIZING_BUDGETS):
+    """Rows `(kind, budget, training GiB, hosts of each size)` for the docs."""
+    rows = [("uniform", "1", training_bytes(config, "uniform", 1) / 2**30,
+             [hosts_needed(config, "uniform", 1, h) for h in hosts])]
+    for kind in kinds:
+        if kind == "uniform":
+            continue
+        for budget in budgets:
+            rows.append((kind, budget, training_bytes(config, kind, budget) / 2**30,
+                         [hosts_needed(config, kind, budget, h) for h in hosts]))
+    return rows
