@@ -15,7 +15,6 @@ import re
 
 import numpy as np
 
-from keras_mixed_dim.models.embeddings import md_qr_plan
 from keras_mixed_dim.models.embeddings import make_embedding
 from keras_mixed_dim.models.embeddings import smallest_md_params
 from keras_mixed_dim.models.presets import parse_fraction
@@ -31,7 +30,11 @@ _PART_RULES = (
 
 
 def smallest_bytes(config, kind, num_blocks=4):
-    """Bytes of the smallest embedding plan of `kind` for `config`."""
+    """Bytes of the smallest embedding plan of `kind` for `config`, from the
+    cardinalities alone (no per-id work). Exact for every kind but
+    `"md_qr"`, where it is a lower bound (every block one column wide and
+    its `1 x dim` projection; the exact smallest plan ranks every id), and
+    `preset_embeddings` checks the planned bytes again before building."""
     dim, rows = config.dim, config.cardinalities
     if kind == "uniform":
         return config.uniform_table_bytes
@@ -41,8 +44,7 @@ def smallest_bytes(config, kind, num_blocks=4):
     if kind == "block":
         return FLOAT_BYTES * sum(smallest_md_params(r, dim, num_blocks) for r in rows)
     if kind == "md_qr":
-        return sum(md_qr_plan(r, dim, floats=1.0, num_blocks=num_blocks).bytes
-                   for r in rows)
+        return FLOAT_BYTES * sum(min(num_blocks, r) * dim for r in rows)
     if kind in ("robe", "lma"):
         # hash constants and signatures, plus one float of memory
         return FLOAT_BYTES + sum(
@@ -88,15 +90,50 @@ def preset_embeddings(config, kind, budget_bytes, counts=None, seed=0):
     `counts` (per feature, in rank order: id 0 the most frequent) place the
     frequency blocks of `"block"` and `"md_qr"`; ids are taken as ranks, so
     no id remap is stored."""
+    from keras_mixed_dim.models.dlrm import embedding_bytes
     from keras_mixed_dim.models.dlrm import embedding_layers
 
-    mode = "table" if kind == "table" else kind
-    if kind in ("uniform", "table", "block"):
-        return embedding_layers(config.cardinalities, config.dim, mode,
-                                counts=counts,
-                                budget_bytes=None if kind == "uniform" else budget_bytes)
-    return embedding_layers(config.cardinalities, config.dim, mode, counts=counts,
-                            budget_bytes=budget_bytes, seed=seed)
+    if kind == "table":
+        layers = embedding_layers(config.cardinalities, config.dim, "table",
+                                  budget=table_params_for(config, budget_bytes))
+    elif kind in ("uniform", "block"):
+        layers = embedding_layers(config.cardinalities, config.dim, kind,
+                                  counts=counts,
+                                  budget_bytes=None if kind == "uniform" else budget_bytes)
+    else:
+        layers = embedding_layers(config.cardinalities, config.dim, kind, counts=counts,
+                                  budget_bytes=budget_bytes, seed=seed)
+    planned = embedding_bytes(layers)
+    if kind != "uniform" and planned > budget_bytes * 1.001:
+        raise ValueError(
+            f"The smallest {kind!r} plan of preset {config.name!r} takes "
+            f"{planned / 2**30:.3f} GiB, above the budget of "
+            f"{budget_bytes / 2**30:.3f} GiB ({budget_bytes:,.0f} bytes).")
+    return layers
+
+
+def _table_bytes(config, params):
+    from keras_mixed_dim.models.dlrm import table_dims
+
+    dims = table_dims(config.cardinalities, config.dim, "table", budget=params)
+    return FLOAT_BYTES * sum(r * d + (d * config.dim if d < config.dim else 0)
+                             for r, d in zip(config.cardinalities, dims))
+
+
+def table_params_for(config, budget_bytes):
+    """The largest `md_solver` parameter budget whose per-table plan, tables
+    and projections counted, fits `budget_bytes` (md_solver counts table
+    parameters only and rounds dims)."""
+    low, high = 0.0, budget_bytes / FLOAT_BYTES
+    if _table_bytes(config, high) <= budget_bytes:
+        return high
+    for _ in range(60):
+        middle = (low + high) / 2
+        if middle > 0 and _table_bytes(config, middle) <= budget_bytes:
+            low = middle
+        else:
+            high = middle
+    return max(low, 1.0)
 
 
 def preset_model(config, embeddings, **kwargs):
