@@ -62,6 +62,6 @@ def test_planning_counts_equal_a_bincount_of_the_batches():
     (dict(batch_size=0), "batch_size"),
 ])
 def test_bad_settings_are_named(kwargs, match):
-    args = dict(cardinalities=(10, 5), batch_size=4, **kwargs)
+    args = {"cardinalities": (10, 5), "batch_size": 4, **kwargs}
     with pytest.raises(ValueError, match=match):
         StreamingCriteo(**args)
