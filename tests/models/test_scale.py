@@ -71,4 +71,5 @@ def test_md_qr_budget_between_bound_and_smallest_plan_is_refused_unbuilt():
     layers = preset_embeddings(config, "table", budget)
     assert not any(layer.built for layer in layers)
     planned = sum(layer.plan.bytes for layer in layers)
-    assert budget * 0.97 <= planned <= budget
+    # dims are whole numbers: at 1/1000 one step of a 40k-row table is 10%
+    assert budget / 2 < planned <= budget
