@@ -156,8 +156,6 @@ def run(args):
         budget_bytes = check_settings(config, args.embedding, args.budget)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    if max(config.bag_sizes) > 1:
-        raise SystemExit("error: bags of ids need the multi-hot DLRM; pass --one-hot")
     if keras.backend.backend() != "tensorflow" and not args.no_serving:
         raise SystemExit("error: the export needs KERAS_BACKEND=tensorflow "
                          "(or pass --no-serving)")

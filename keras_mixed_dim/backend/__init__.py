@@ -67,3 +67,22 @@ def take_columns(x, columns):
     import tensorflow as tf
 
     return tf.gather(x, columns, axis=-1)
+
+
+def is_ragged_or_sparse(x):
+    """Whether `x` is a `tf.RaggedTensor` or `tf.SparseTensor` (only
+    TensorFlow has them; checked without importing it elsewhere)."""
+    if keras.backend.backend() != "tensorflow" or x is None:
+        return False
+    import tensorflow as tf
+
+    return isinstance(x, (tf.RaggedTensor, tf.SparseTensor))
+
+
+def padded_bags(ids, weights, bag_size, layer_name=None):
+    """Ragged or sparse ids (and weights) as padded `(batch, bag_size)` ids
+    (-1 for padding) and weights: see
+    `keras_mixed_dim.backend.tensorflow.bags.padded_bags`."""
+    from keras_mixed_dim.backend.tensorflow.bags import padded_bags as tf_padded
+
+    return tf_padded(ids, weights, bag_size, layer_name)

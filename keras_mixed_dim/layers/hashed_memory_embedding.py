@@ -14,6 +14,7 @@ from keras import saving
 
 from keras_mixed_dim.layers import hashes
 from keras_mixed_dim.layers.lookup import IdLookupLayer
+from keras_mixed_dim.layers.lookup import prepare_bag_inputs
 from keras_mixed_dim.layers.lookup import check_positive_int
 
 FLOAT_BYTES = 4
@@ -165,12 +166,20 @@ class HashedMemoryEmbedding(IdLookupLayer):
             in [-0.05, 0.05]).
         memory_regularizer: Regularizer of an own memory.
         memory_constraint: Constraint of an own memory.
-        combiner: None, `"sum"` or `"mean"` (reduce the last id axis).
+        combiner: None, `"sum"`, `"mean"` or `"sqrtn"` (reduce the last id
+            axis, weighted as `tf.nn.safe_embedding_lookup_sparse`).
         mask_zero: Whether id 0 is padding.
+        bag_size: Optional padded width of `tf.RaggedTensor` /
+            `tf.SparseTensor` bags (a longer bag keeps its first
+            `bag_size` ids).
         **kwargs: Base layer keyword arguments.
 
     Call arguments:
-        inputs: Integer ids of any shape (rank >= 2 with a combiner).
+        inputs: Integer ids of any shape (rank >= 2 with a combiner), or on
+            TensorFlow a rank-2 `tf.RaggedTensor` / `tf.SparseTensor` of
+            bags (needs a combiner and `bag_size`).
+        weights: Optional float per-id weights of the ids' shape (ragged or
+            sparse like them); needs a combiner.
         memory: The shared memory tensor; passed automatically when the
             layer was given a `SharedMemory` (and by a loaded model).
 
@@ -309,13 +318,14 @@ class HashedMemoryEmbedding(IdLookupLayer):
         self.built = True
 
     def __call__(self, inputs, memory=None, **kwargs):
+        inputs, kwargs = prepare_bag_inputs(self, inputs, kwargs)
         if memory is None and self._memory_layer is not None:
             memory = self._memory_layer(inputs)
         if memory is None:
             return super().__call__(inputs, **kwargs)
         return super().__call__(inputs, memory=memory, **kwargs)
 
-    def call(self, inputs, memory=None):
+    def call(self, inputs, memory=None, weights=None):
         if memory is None:
             if self.memory is None:
                 raise ValueError(
@@ -323,7 +333,8 @@ class HashedMemoryEmbedding(IdLookupLayer):
                     "`memory=` (a SharedMemory output), or build it with "
                     "`memory=SharedMemory(...)`.")
             memory = self.memory
-        return self.lookup_and_combine(inputs, lambda ids: self.lookup(ids, memory))
+        return self.lookup_and_combine(inputs, lambda ids: self.lookup(ids, memory),
+                                       weights)
 
     def lookup(self, ids, memory=None):
         """Vectors of valid int32 ids read from `memory` (default: own)."""
@@ -373,7 +384,7 @@ class HashedMemoryEmbedding(IdLookupLayer):
         return ops.take(signs, ops.convert_to_tensor(self._chunk_of, dtype="int32"),
                         axis=-1)
 
-    def compute_output_spec(self, inputs, memory=None):
+    def compute_output_spec(self, inputs, memory=None, weights=None):
         from keras import KerasTensor
 
         return KerasTensor(self.compute_output_shape(inputs.shape),

@@ -34,15 +34,23 @@ class HashingEmbedding(IdLookupLayer):
         num_buckets: Integer. Rows of the table (at most `2**30`).
         hash: `"mod"` (default) or `"universal"`.
         seed: Seed of the universal hash.
-        combiner: None, `"sum"` or `"mean"` (reduce the last id axis).
+        combiner: None, `"sum"`, `"mean"` or `"sqrtn"` (reduce the last id
+            axis, weighted as `tf.nn.safe_embedding_lookup_sparse`).
         embeddings_initializer: Initializer of the table.
         embeddings_regularizer: Regularizer of the table.
         embeddings_constraint: Constraint of the table.
         mask_zero: Whether id 0 is padding.
+        bag_size: Optional padded width of `tf.RaggedTensor` /
+            `tf.SparseTensor` bags (a longer bag keeps its first
+            `bag_size` ids).
         **kwargs: Base layer keyword arguments.
 
     Call arguments:
-        inputs: Integer ids of any shape (rank >= 2 with a combiner).
+        inputs: Integer ids of any shape (rank >= 2 with a combiner), or on
+            TensorFlow a rank-2 `tf.RaggedTensor` / `tf.SparseTensor` of
+            bags (needs a combiner and `bag_size`).
+        weights: Optional float per-id weights of the ids' shape (ragged or
+            sparse like them); needs a combiner.
 
     Returns:
         `inputs.shape + (output_dim,)`, or without the last id axis with a

@@ -7,6 +7,12 @@ int32 ids that are all in `[0, input_dim)` (invalid ones were replaced by 0)
 and returns float32 vectors `ids.shape + (output_dim,)`. This class zeroes
 the vectors of invalid ids (and of padding in a bag) with a select, so they
 get no gradient, applies the combiner and casts to the compute dtype.
+
+The bag rule of every table layer of the package (`MixedDimEmbedding` and
+`StackedEmbedding` included) lives here, in `bag_coefficients` and
+`reduce_bag`: a bag's vector is `sum_j c_j x_j` with `c_j` from the ids'
+validity, the optional per-id weights and the combiner, exactly as
+`tf.nn.safe_embedding_lookup_sparse` weighs them.
 """
 
 import numpy as np
@@ -18,7 +24,102 @@ from keras_mixed_dim.layers.ids import is_host_array
 from keras_mixed_dim.layers.ids import sanitize_numpy_ids
 from keras_mixed_dim.layers.ids import valid_int_ids
 
-COMBINERS = (None, "sum", "mean")
+COMBINERS = (None, "sum", "mean", "sqrtn")
+
+
+def check_combiner(combiner):
+    if combiner not in COMBINERS:
+        raise ValueError(
+            f"`combiner` must be one of {COMBINERS}. Received: {combiner!r}")
+    return combiner
+
+
+def check_bag_size(bag_size, name="bag_size"):
+    """None or a positive int: the padded width ragged / sparse ids get."""
+    if bag_size is None:
+        return None
+    return check_positive_int(name, bag_size)
+
+
+def check_weights(weights, ids_shape, combiner, layer_name):
+    """Per-id weights need a combiner and the ids' shape."""
+    if weights is None:
+        return None
+    if combiner is None:
+        raise ValueError(
+            f"Layer {layer_name!r} got per-id `weights` but has combiner=None; "
+            "weights scale the ids of a bag, so give the layer a combiner "
+            f"({COMBINERS[1:]}).")
+    weights = ops.cast(weights, "float32")
+    if len(weights.shape) != len(ids_shape) or any(
+            a is not None and b is not None and a != b
+            for a, b in zip(weights.shape, ids_shape)):
+        raise ValueError(
+            f"Layer {layer_name!r}: `weights` must have the shape of the ids "
+            f"{tuple(ids_shape)}. Received weights of shape {tuple(weights.shape)}.")
+    return weights
+
+
+def bag_coefficients(valid, weights, combiner, bags=None):
+    """Per-id factors `c` such that a bag's vector is `sum_j c_j x_j`.
+
+    The weighting of `tf.nn.safe_embedding_lookup_sparse`: invalid ids
+    (padding, out of range) get 0; `"sum"` takes each valid id's weight
+    (1 without weights); `"mean"` and `"sqrtn"` also leave out ids whose
+    weight is not positive, then divide by `sum_j w_j` or
+    `sqrt(sum_j w_j**2)` over the bag. A bag with nothing left gets all
+    zeros, and so do its gradients (no division by zero anywhere, not even
+    in the backward pass).
+
+    Args:
+        valid: Boolean `(..., bag)`: which ids are valid.
+        weights: None or float32 weights of the same shape.
+        combiner: `"sum"`, `"mean"` or `"sqrtn"`.
+        bags: Optional numpy 0/1 matrix `(positions, num_bags)` when the last
+            axis holds several bags end to end (`StackedEmbedding`): column
+            `b` marks the positions of bag `b`. Default: the whole last axis
+            is one bag.
+
+    Returns:
+        None when `c` is just "valid or not" (`"sum"` without weights: the
+        caller's zeroed invalid vectors summed as they are), else float32
+        coefficients of `valid`'s shape.
+    """
+    if weights is None:
+        if combiner == "sum":
+            return None
+        coefficients = ops.cast(valid, "float32")
+    else:
+        keep = valid
+        if combiner != "sum":
+            keep = ops.logical_and(valid, ops.greater(weights, 0.0))
+        # a select, not a product: NaN or inf weights of padding never leak
+        coefficients = ops.where(keep, weights, 0.0)
+    if combiner == "sum":
+        return coefficients
+    total = coefficients if combiner == "mean" else ops.square(coefficients)
+    if bags is None:
+        total = ops.sum(total, axis=-1, keepdims=True)
+    else:
+        bags = np.asarray(bags, dtype="float32")
+        total = ops.matmul(ops.matmul(total, ops.convert_to_tensor(bags)),
+                           ops.convert_to_tensor(np.ascontiguousarray(bags.T)))
+    # Empty bags divide by 1 (their coefficients are all 0); the select comes
+    # before the sqrt so its gradient at 0 is never formed.
+    positive = ops.greater(total, 0.0)
+    total = ops.where(positive, total, 1.0)
+    if combiner == "sqrtn":
+        total = ops.sqrt(total)
+    return ops.divide(coefficients, total)
+
+
+def reduce_bag(values, coefficients):
+    """`sum_j c_j x_j` over axis -2 of `values` `(..., bag, d)`; a plain sum
+    when `coefficients` is None."""
+    if coefficients is not None:
+        values = ops.multiply(values, ops.expand_dims(
+            ops.cast(coefficients, values.dtype), -1))
+    return ops.sum(values, axis=-2)
 
 
 def check_positive_int(name, value):
@@ -38,33 +139,33 @@ class IdLookupLayer(layers.Layer):
     Args:
         input_dim: Number of ids.
         output_dim: Width of every output vector.
-        combiner: None, `"sum"` or `"mean"` (reduce the last id axis).
+        combiner: None, `"sum"`, `"mean"` or `"sqrtn"` (reduce the last id
+            axis, the bag; see `bag_coefficients`).
         mask_zero: Whether id 0 is padding.
+        bag_size: Optional padded bag width for `tf.RaggedTensor` /
+            `tf.SparseTensor` ids (TensorFlow): longer bags keep their first
+            `bag_size` ids.
         **kwargs: Base layer keyword arguments.
     """
 
     def __init__(self, input_dim, output_dim, combiner=None, mask_zero=False,
-                 **kwargs):
+                 bag_size=None, **kwargs):
         input_dim = check_positive_int("input_dim", input_dim)
         output_dim = check_positive_int("output_dim", output_dim)
-        if combiner not in COMBINERS:
-            raise ValueError(
-                f"`combiner` must be one of {COMBINERS}. Received: {combiner!r}"
-            )
+        check_combiner(combiner)
+        bag_size = check_bag_size(bag_size)
         super().__init__(**kwargs)
         self.input_dim = input_dim
         self.output_dim = output_dim
         self.combiner = combiner
+        self.bag_size = bag_size
         self.mask_zero = bool(mask_zero)
         self.supports_masking = self.mask_zero and combiner is None
         # Tables stay float32 under mixed precision; only outputs are cast.
         self.autocast = False
 
     def __call__(self, inputs, *args, **kwargs):
-        if is_host_array(inputs):
-            # Before Keras converts them: int64 ids >= 2**31 would wrap onto
-            # valid ids on JAX without x64, and NaN would cast to id 0.
-            inputs = sanitize_numpy_ids(inputs, self.input_dim, self.name)
+        inputs, kwargs = prepare_bag_inputs(self, inputs, kwargs)
         return super().__call__(inputs, *args, **kwargs)
 
     def ids_and_valid(self, inputs):
@@ -75,22 +176,21 @@ class IdLookupLayer(layers.Layer):
         safe = ops.cast(ops.where(valid, ids, ops.zeros_like(ids)), "int32")
         return safe, valid
 
-    def call(self, inputs):
-        return self.lookup_and_combine(inputs, self.lookup)
+    def call(self, inputs, weights=None):
+        return self.lookup_and_combine(inputs, self.lookup, weights)
 
-    def lookup_and_combine(self, inputs, lookup):
-        """Applies the id rule, `lookup` on the safe ids, and the combiner."""
+    def lookup_and_combine(self, inputs, lookup, weights=None):
+        """Applies the id rule, `lookup` on the safe ids, and the combiner
+        (weighted by `weights`, see `bag_coefficients`)."""
         check_bag_rank(inputs.shape, self.combiner, self.name)
+        weights = check_weights(weights, inputs.shape, self.combiner, self.name)
         ids, valid = self.ids_and_valid(inputs)
         outputs = lookup(ids)
         outputs = ops.where(ops.expand_dims(valid, -1), outputs,
                             ops.zeros_like(outputs))
         if self.combiner is not None:
-            outputs = ops.sum(outputs, axis=-2)
-            if self.combiner == "mean":
-                count = ops.sum(ops.cast(valid, outputs.dtype), axis=-1,
-                                keepdims=True)
-                outputs = ops.divide(outputs, ops.maximum(count, 1.0))
+            outputs = reduce_bag(
+                outputs, bag_coefficients(valid, weights, self.combiner))
         return ops.cast(outputs, self.compute_dtype)
 
     def lookup(self, ids):
@@ -126,5 +226,32 @@ class IdLookupLayer(layers.Layer):
             "output_dim": self.output_dim,
             "combiner": self.combiner,
             "mask_zero": self.mask_zero,
+            "bag_size": self.bag_size,
         })
         return config
+
+
+def prepare_bag_inputs(layer, inputs, kwargs, input_dim=None, bag_size=None):
+    """What every table layer's `__call__` does to its ids and `weights=`
+    before Keras converts them.
+
+    `tf.RaggedTensor` / `tf.SparseTensor` ids (and weights) become padded
+    `(batch, bag_size)` ids (-1 for padding) and weights, in the graph; numpy
+    ids are range-checked on the host (int64 ids >= 2**31 would wrap onto
+    valid ids on JAX without x64, and NaN would cast to id 0); numpy
+    weights become float32.
+    """
+    from keras_mixed_dim.backend import is_ragged_or_sparse
+    from keras_mixed_dim.backend import padded_bags
+
+    weights = kwargs.get("weights")
+    if is_ragged_or_sparse(inputs) or is_ragged_or_sparse(weights):
+        size = layer.bag_size if bag_size is None else bag_size
+        inputs, weights = padded_bags(inputs, weights, size, layer.name)
+        kwargs = dict(kwargs, weights=weights)
+    if is_host_array(inputs):
+        inputs = sanitize_numpy_ids(
+            inputs, layer.input_dim if input_dim is None else input_dim, layer.name)
+    if weights is not None and is_host_array(weights):
+        kwargs = dict(kwargs, weights=np.asarray(weights, dtype="float32"))
+    return inputs, kwargs

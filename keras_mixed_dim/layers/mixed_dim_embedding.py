@@ -14,15 +14,17 @@ from keras_mixed_dim.backend import dense_gradient
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.layers.ids import INT32_MAX
 from keras_mixed_dim.layers.ids import check_bag_rank
-from keras_mixed_dim.layers.ids import is_host_array
-from keras_mixed_dim.layers.ids import sanitize_numpy_ids
 from keras_mixed_dim.layers.ids import valid_int_ids
+from keras_mixed_dim.layers.lookup import bag_coefficients
+from keras_mixed_dim.layers.lookup import check_bag_size
+from keras_mixed_dim.layers.lookup import check_combiner
+from keras_mixed_dim.layers.lookup import check_weights
+from keras_mixed_dim.layers.lookup import prepare_bag_inputs
+from keras_mixed_dim.layers.lookup import reduce_bag
 from keras_mixed_dim.planning import BlockPlan
 from keras_mixed_dim.planning import plan_blocks
 from keras_mixed_dim.planning import rank_ids
 from keras_mixed_dim.planning import ranks_of_ids
-
-COMBINERS = (None, "sum", "mean")
 
 # Leading blocks whose tables hold at most this many entries in all are
 # projected whole before the lookup, so together they become one gather from
@@ -85,9 +87,11 @@ class MixedDimEmbedding(layers.Layer):
             by default the most popular block is `output_dim` wide.
         round_dims: Round block dims to powers of two.
         combiner: None to return one vector per id (like `Embedding`), or
-            `"sum"` / `"mean"` to reduce the last id axis (a bag of ids per
-            example, like `EmbeddingBag`). Padding (`mask_zero`) and
-            out-of-range ids are left out of the bag.
+            `"sum"` / `"mean"` / `"sqrtn"` to reduce the last id axis (a bag
+            of ids per example, like `EmbeddingBag`), weighted by the
+            optional per-id `weights` as `tf.nn.safe_embedding_lookup_sparse`
+            does. Padding (`mask_zero`) and out-of-range ids are left out of
+            the bag; an empty bag gives zeros.
         embeddings_initializer: Initializer for the block tables.
         projection_initializer: Initializer for the block projections.
         embeddings_regularizer: Regularizer for the block tables.
@@ -103,10 +107,19 @@ class MixedDimEmbedding(layers.Layer):
         frequency_half_life: Optional half-life in training steps: counts
             decay by `0.5 ** (1 / half_life)` each step so the ranking
             follows drifting popularity (float32 counts).
+        bag_size: Optional padded bag width for `tf.RaggedTensor` /
+            `tf.SparseTensor` ids (TensorFlow): they are padded to
+            `(batch, bag_size)` in the graph, and a longer bag keeps its
+            first `bag_size` ids.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
-        inputs: Integer ids of any shape (rank >= 2 with a combiner).
+        inputs: Integer ids of any shape (rank >= 2 with a combiner), or on
+            TensorFlow a rank-2 `tf.RaggedTensor` / `tf.SparseTensor` of
+            bags (needs a combiner and `bag_size`).
+        weights: Optional float per-id weights of the ids' shape (ragged or
+            sparse like them); needs a combiner. Each frequency count is
+            one lookup, whatever its weight.
         training: Whether the call is a training step; ids are counted only
             then.
 
@@ -136,6 +149,7 @@ class MixedDimEmbedding(layers.Layer):
         mask_zero=False,
         count_frequencies=False,
         frequency_half_life=None,
+        bag_size=None,
         **kwargs,
     ):
         for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
@@ -146,10 +160,8 @@ class MixedDimEmbedding(layers.Layer):
                     f"`{name}` must be a positive integer. Received: "
                     f"{name}={value!r} (of type {type(value).__name__})."
                 )
-        if combiner not in COMBINERS:
-            raise ValueError(
-                f"`combiner` must be one of {COMBINERS}. Received: {combiner!r}"
-            )
+        check_combiner(combiner)
+        bag_size = check_bag_size(bag_size)
         super().__init__(**kwargs)
         self.input_dim = int(input_dim)
         self.output_dim = int(output_dim)
@@ -192,6 +204,7 @@ class MixedDimEmbedding(layers.Layer):
             self._initial_ranks = ranks_of_ids(rank_ids(counts)).astype("int32")
         self.plan = plan
         self.combiner = combiner
+        self.bag_size = bag_size
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.projection_initializer = initializers.get(projection_initializer)
         self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
@@ -376,29 +389,28 @@ class MixedDimEmbedding(layers.Layer):
         return ops.where(valid, ranks, ops.cast(-1, ranks.dtype))
 
     def __call__(self, inputs, *args, **kwargs):
-        if is_host_array(inputs):
-            # Invalid ids become -1 before Keras converts them to a backend
-            # tensor, whose int32 default (JAX without x64) would wrap ids
-            # >= 2**31 onto valid ids and cast NaN to id 0.
-            inputs = sanitize_numpy_ids(inputs, self.input_dim, self.name)
+        # ragged / sparse bags padded; numpy ids range-checked on the host
+        inputs, kwargs = prepare_bag_inputs(self, inputs, kwargs)
         return super().__call__(inputs, *args, **kwargs)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, weights=None, training=None):
         check_bag_rank(inputs.shape, self.combiner, self.name)
+        weights = check_weights(weights, inputs.shape, self.combiner, self.name)
         ids, valid = valid_int_ids(inputs, self.input_dim, self.name)
         if training and self.frequency_counts is not None:
             self._count(ids, valid)
         ranks = self._ranks_of_valid(ids, valid)
         if self.mask_zero and self.combiner is not None:
             ranks = ops.where(ops.equal(ids, 0), ops.cast(-1, ranks.dtype), ranks)
-        outputs = self.lookup_ranks(ranks)
+        outputs = self.lookup_ranks(ranks, weights)
         return ops.cast(outputs, self.compute_dtype)
 
-    def lookup_ranks(self, ranks):
+    def lookup_ranks(self, ranks, weights=None):
         """Vectors of the given ranks (-1 gives zeros), reduced by the combiner.
 
         Args:
             ranks: Integer tensor of ranks in `[-1, input_dim)`.
+            weights: Optional float32 per-id weights (with a combiner).
 
         Returns:
             A float32 tensor of shape `ranks.shape + (output_dim,)`, or
@@ -406,6 +418,12 @@ class MixedDimEmbedding(layers.Layer):
         """
         plan = self.plan
         outputs = None
+        coefficients = None
+        if self.combiner is not None:
+            # the bag weighting is linear, so each block reduces its own ids
+            # with the bag's coefficients before its projection
+            coefficients = bag_coefficients(ops.greater_equal(ranks, 0), weights,
+                                            self.combiner)
         if self._head_blocks:
             # Ranks outside the head read the all-zero row appended at the
             # end of the head table, so no float select is needed: ranks
@@ -417,7 +435,7 @@ class MixedDimEmbedding(layers.Layer):
             rows = ops.mod(rows, head_rows + 1)
             outputs = take_rows(dense_gradient(self._head_table()), rows)
             if self.combiner is not None:
-                outputs = ops.sum(outputs, axis=-2)
+                outputs = reduce_bag(outputs, coefficients)
         projected, projections = [], []
         for i in range(self._head_blocks, plan.num_blocks):
             start, stop = int(plan.offsets[i]), int(plan.offsets[i + 1])
@@ -435,7 +453,7 @@ class MixedDimEmbedding(layers.Layer):
             # Reducing before projecting is exact (the projection is linear)
             # and does the matmul once per bag instead of once per id.
             if self.combiner is not None:
-                values = ops.sum(values, axis=-2)
+                values = reduce_bag(values, coefficients)
             if self.block_projections[i] is None:
                 outputs = values if outputs is None else ops.add(outputs, values)
             else:
@@ -451,10 +469,6 @@ class MixedDimEmbedding(layers.Layer):
             else:
                 values = ops.matmul(projected[0], projections[0])
             outputs = values if outputs is None else ops.add(outputs, values)
-        if self.combiner == "mean":
-            valid = ops.cast(ops.greater_equal(ranks, 0), outputs.dtype)
-            count = ops.maximum(ops.sum(valid, axis=-1, keepdims=True), 1.0)
-            outputs = ops.divide(outputs, count)
         return outputs
 
     def _gather_block(self, index, rows):
@@ -539,6 +553,7 @@ class MixedDimEmbedding(layers.Layer):
                 "mask_zero": self.mask_zero,
                 "count_frequencies": self.count_frequencies,
                 "frequency_half_life": self.frequency_half_life,
+                "bag_size": self.bag_size,
             }
         )
         return config

@@ -82,17 +82,25 @@ class QREmbedding(IdLookupLayer):
         num_collisions: Rows of the remainder table `m` (ids per quotient
             row); default `ceil(sqrt(n))`, the fewest parameters.
         operation: `"mult"` (default), `"add"` or `"concat"`.
-        combiner: None for one vector per id, `"sum"` / `"mean"` to reduce
-            the last id axis (padding and invalid ids left out).
+        combiner: None for one vector per id, `"sum"` / `"mean"` /
+            `"sqrtn"` to reduce the last id axis (padding and invalid ids
+            left out; weighted as `tf.nn.safe_embedding_lookup_sparse`).
         embeddings_initializer: Optional initializer for both tables
             (default: the scaled zero-mean init described above).
         embeddings_regularizer: Regularizer for both tables.
         embeddings_constraint: Constraint for both tables.
         mask_zero: Whether id 0 is padding.
+        bag_size: Optional padded width of `tf.RaggedTensor` /
+            `tf.SparseTensor` bags (a longer bag keeps its first
+            `bag_size` ids).
         **kwargs: Base layer keyword arguments, such as `name`.
 
     Call arguments:
-        inputs: Integer ids of any shape (rank >= 2 with a combiner).
+        inputs: Integer ids of any shape (rank >= 2 with a combiner), or on
+            TensorFlow a rank-2 `tf.RaggedTensor` / `tf.SparseTensor` of
+            bags (needs a combiner and `bag_size`).
+        weights: Optional float per-id weights of the ids' shape (ragged or
+            sparse like them); needs a combiner.
 
     Returns:
         `inputs.shape + (output_dim,)`, or without the last id axis with a

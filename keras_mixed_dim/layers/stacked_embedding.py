@@ -13,6 +13,9 @@ from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.layers.ids import is_host_array
 from keras_mixed_dim.layers.ids import sanitize_numpy_ids
 from keras_mixed_dim.layers.ids import valid_int_ids
+from keras_mixed_dim.layers.lookup import bag_coefficients
+from keras_mixed_dim.layers.lookup import check_combiner
+from keras_mixed_dim.layers.lookup import check_positive_int
 from keras_mixed_dim.layers.mixed_dim_embedding import add_lookup_counts
 from keras_mixed_dim.planning import Block
 from keras_mixed_dim.planning import BlockPlan
@@ -106,8 +109,21 @@ class StackedEmbedding(layers.Layer):
     it would the feature's own `MixedDimEmbedding` (see
     `keras_mixed_dim.frequency.rerank_stacked` / `replan_stacked`).
 
-    Not supported (use the per-feature layers for these): bags of ids per
-    feature (`combiner`) and quotient-remainder (`storage="qr"`) blocks.
+    Bags: with `bag_sizes`, feature `f` takes `bag_sizes[f]` padded ids
+    (-1, or any invalid id, pads) in consecutive columns of the ids, and
+    its vector is the bag's `combiner` over them, weighted by the optional
+    `weights` exactly as in the per-feature layers (see
+    `keras_mixed_dim.layers.lookup.bag_coefficients`). Every width group
+    still does one gather, of all its features' bags at once; a bag is
+    reduced before its projection.
+
+    >>> layer = StackedEmbedding([1000, 50], output_dim=8, bag_sizes=[3, 1])
+    >>> ids = np.array([[3, 7, -1, 49], [999, -1, -1, 0]])  # bag of 3, then 1
+    >>> layer(ids, weights=np.ones((2, 4), "float32")).shape
+    (2, 2, 8)
+
+    Not supported (use a per-feature `MixedDimEmbedding` for it):
+    quotient-remainder (`storage="qr"`) blocks.
 
     Args:
         features: One entry per feature: an integer vocabulary size (a
@@ -134,13 +150,19 @@ class StackedEmbedding(layers.Layer):
         feature_names: Optional name per feature, used in `FrequencyRecount`'s
             reports and logs (default `"{layer name}_feature{f}"`);
             `from_layers` takes the per-feature layers' names.
+        bag_sizes: Optional ids per feature, a positive int per feature
+            (default 1 each: one id per feature).
+        combiner: How a feature's bag becomes one vector: `"sum"`
+            (default), `"mean"` or `"sqrtn"`. A bag of one valid id without
+            weights gives that id's vector under all three.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
-        inputs: Integer ids of shape `(..., num_features)`, one id per
-            feature.
+        inputs: Integer ids of shape `(..., sum(bag_sizes))`: each feature's
+            bag in turn (one id per feature without bags).
+        weights: Optional float per-id weights of the ids' shape.
         training: Whether the call is a training step; ids are counted only
-            then.
+            then (each id of a bag once, whatever its weight).
 
     Returns:
         A tensor of shape `(..., num_features, output_dim)` in the layer's
@@ -160,8 +182,14 @@ class StackedEmbedding(layers.Layer):
         frequency_half_life=None,
         planning_args=None,
         feature_names=None,
+        bag_sizes=None,
+        combiner="sum",
         **kwargs,
     ):
+        if combiner is None or check_combiner(combiner) is None:
+            raise ValueError(
+                "A StackedEmbedding gives one vector per feature: `combiner` must be "
+                f"'sum', 'mean' or 'sqrtn'. Received: {combiner!r}")
         if (not isinstance(output_dim, (int, np.integer)) or isinstance(output_dim, bool)
                 or output_dim <= 0):
             raise ValueError(
@@ -229,13 +257,26 @@ class StackedEmbedding(layers.Layer):
                     f"strings, one per feature. Received: {feature_names!r}")
             feature_names = tuple(feature_names)
         self.feature_names_arg = feature_names
+        if bag_sizes is None:
+            bag_sizes = [1] * len(plans)
+        if not isinstance(bag_sizes, (list, tuple)) or len(bag_sizes) != len(plans):
+            raise ValueError(
+                f"`bag_sizes` must be a list of {len(plans)} positive integers (one "
+                f"per feature). Received: {bag_sizes!r}")
+        self.bag_sizes = tuple(check_positive_int(f"bag_sizes[{f}]", k)
+                               for f, k in enumerate(bag_sizes))
+        self.combiner = combiner
+        # column -> feature, and each feature's bag as a 0/1 column matrix
+        self._feature_of = np.repeat(np.arange(len(plans)), self.bag_sizes)
+        self._bags = np.zeros((self._feature_of.size, len(plans)), dtype="float32")
+        self._bags[np.arange(self._feature_of.size), self._feature_of] = 1.0
         self._set_plans(plans)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.projection_initializer = initializers.get(projection_initializer)
         self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
         self.projection_regularizer = regularizers.get(projection_regularizer)
         self.mask_zero = bool(mask_zero)
-        self.supports_masking = self.mask_zero
+        self.supports_masking = self.mask_zero and not self.has_bags
         self.autocast = False
         # per-feature id -> rank tables to start from (set by `from_layers`
         # from unbuilt layers planned with counts), applied at build
@@ -252,6 +293,16 @@ class StackedEmbedding(layers.Layer):
     @property
     def num_features(self):
         return len(self.plans)
+
+    @property
+    def has_bags(self):
+        """Whether some feature takes more than one id."""
+        return self.num_ids > self.num_features
+
+    @property
+    def num_ids(self):
+        """Columns of the ids: `sum(bag_sizes)`."""
+        return int(sum(self.bag_sizes))
 
     @property
     def feature_names(self):
@@ -366,65 +417,103 @@ class StackedEmbedding(layers.Layer):
         if is_host_array(inputs):
             self._check_num_features(np.shape(inputs))
             array = sanitize_numpy_ids(inputs, int(self.input_dims.max()), self.name)
-            inputs = np.where(array < self.input_dims.astype("int32"), array, -1)
+            inputs = np.where(array < self._column_dims(), array, -1)
+        weights = kwargs.get("weights")
+        if weights is not None and is_host_array(weights):
+            kwargs = dict(kwargs, weights=np.asarray(weights, dtype="float32"))
         return super().__call__(inputs, *args, **kwargs)
 
-    def _check_num_features(self, shape):
-        if not shape or shape[-1] != self.num_features:
-            raise ValueError(
-                f"Layer {self.name!r} has {self.num_features} features; its ids "
-                f"need a last axis of that size. Received shape {tuple(shape)}.")
+    def _column_dims(self):
+        """Vocabulary size of each id column's feature, int32."""
+        return self.input_dims[self._feature_of].astype("int32")
 
-    def call(self, inputs, training=None):
+    def _check_num_features(self, shape):
+        if not shape or shape[-1] != self.num_ids:
+            bags = (f" in bags of {list(self.bag_sizes)} ids" if self.has_bags
+                    else "")
+            raise ValueError(
+                f"Layer {self.name!r} has {self.num_features} features{bags}; its "
+                f"ids need a last axis of {self.num_ids}. Received shape "
+                f"{tuple(shape)}.")
+
+    def call(self, inputs, weights=None, training=None):
         self._check_num_features(inputs.shape)
+        if weights is not None:
+            weights = ops.cast(weights, "float32")
+            if tuple(weights.shape[-1:]) != (self.num_ids,) or (
+                    len(weights.shape) != len(inputs.shape)):
+                raise ValueError(
+                    f"Layer {self.name!r}: `weights` must have the shape of the ids "
+                    f"{tuple(inputs.shape)}. Received {tuple(weights.shape)}.")
         ids, valid = valid_int_ids(inputs, int(self.input_dims.max()), self.name)
         ids = ops.cast(ids, "int32")
-        valid = ops.logical_and(valid, ops.less(ids, self.input_dims.astype("int32")))
+        valid = ops.logical_and(valid, ops.less(ids, self._column_dims()))
         if training and self.frequency_counts is not None:
             self._count(ids, valid)
+        if self.mask_zero and self.has_bags:
+            # in a bag, id 0 is padding (as in the per-feature layers)
+            valid = ops.logical_and(valid, ops.not_equal(ids, 0))
         ranks = ops.where(valid, ids, -1)
         if self.remap is not None:
-            starts = ops.convert_to_tensor(self._remap_starts().astype("int32"))
+            starts = ops.convert_to_tensor(
+                self._remap_starts()[self._feature_of].astype("int32"))
             positions = ops.where(valid, ops.add(ids, starts), 0)
             ranks = ops.where(valid, ops.take(self.remap, positions, axis=0), -1)
-        outputs = self.lookup_ranks(ranks)
+        outputs = self.lookup_ranks(ranks, weights)
         return ops.cast(outputs, self.compute_dtype)
 
     def _count(self, ids, valid):
-        """Adds the counting features' lookups to `frequency_counts`."""
-        features = np.asarray(self.counting_features)
-        if features.size < self.num_features:
-            ids = ops.take(ids, features, axis=-1)
-            valid = ops.take(valid, features, axis=-1)
+        """Adds the counting features' lookups to `frequency_counts`: each id
+        of a bag once."""
+        columns = np.flatnonzero(np.asarray(self.counting)[self._feature_of])
+        if columns.size < self.num_ids:
+            ids = ops.take(ids, columns, axis=-1)
+            valid = ops.take(valid, columns, axis=-1)
         if self.mask_zero:
             valid = ops.logical_and(valid, ops.not_equal(ids, 0))
-        starts = ops.convert_to_tensor(self._count_starts()[features].astype("int32"))
+        starts = ops.convert_to_tensor(
+            self._count_starts()[self._feature_of[columns]].astype("int32"))
         positions = ops.where(valid, ops.add(ids, starts), 0)
         add_lookup_counts(self.frequency_counts, ops.reshape(positions, (-1,)),
                           ops.reshape(valid, (-1,)), self.frequency_half_life)
 
-    def lookup_ranks(self, ranks):
-        """Vectors of per-feature ranks `(..., F)` (-1 gives zeros), float32."""
+    def lookup_ranks(self, ranks, weights=None):
+        """Vectors of per-feature ranks `(..., sum(bag_sizes))` (-1 gives
+        zeros), each feature's bag combined: `(..., F, output_dim)` float32."""
+        coefficients = None
+        if self.has_bags or weights is not None:
+            coefficients = bag_coefficients(ops.greater_equal(ranks, 0), weights,
+                                            self.combiner, bags=self._bags)
         parts, placements = [], []
         for group, table, projection in zip(self.groups, self.tables, self.projections):
             features = np.asarray(group.features)
-            every_feature = np.array_equal(features, np.arange(self.num_features))
-            member_ranks = ranks if every_feature else take_columns(ranks, features)
-            start = np.asarray(group.start, dtype="int32")
-            stop = np.asarray(group.stop, dtype="int32")
+            # the group's id columns, member by member, each member's bag in
+            # turn; `sizes[k]` columns belong to member k
+            sizes = np.asarray(self.bag_sizes)[features]
+            columns = np.concatenate([np.flatnonzero(self._feature_of == f)
+                                      for f in features])
+            every_column = np.array_equal(columns, np.arange(self.num_ids))
+            member_ranks = ranks if every_column else take_columns(ranks, columns)
+            start = np.repeat(np.asarray(group.start, dtype="int32"), sizes)
+            stop = np.repeat(np.asarray(group.stop, dtype="int32"), sizes)
             # Ranks are in [-1, input_dim): a bound that every member's block
             # meets anyway is skipped (one op less per group and request; the
             # per-table MD plan's blocks span whole tables).
             member = ops.greater_equal(member_ranks, np.maximum(start, 0))
-            if np.any(stop < self.input_dims[features]):
+            if np.any(stop < self.input_dims[self._feature_of[columns]]):
                 member = ops.logical_and(member, ops.less(member_ranks, stop))
             # tensors, not numpy arrays: `tensor - ndarray` would go through
             # numpy on PyTorch
             shift = ops.convert_to_tensor(
-                np.asarray(group.offset, dtype="int32") - start)
+                np.repeat(np.asarray(group.offset, dtype="int32"), sizes) - start)
             rows = ops.where(member, ops.add(member_ranks, shift), 0)
             values = take_rows(table, rows)
             values = ops.where(ops.expand_dims(member, -1), values, 0.0)
+            if self.has_bags or coefficients is not None:
+                member_coefficients = coefficients
+                if coefficients is not None and not every_column:
+                    member_coefficients = take_columns(coefficients, columns)
+                values = _reduce_bags(values, member_coefficients, sizes)
             if projection is not None:
                 values = ops.einsum("...fw,fwd->...fd", values, projection)
             parts.append(values)
@@ -439,12 +528,12 @@ class StackedEmbedding(layers.Layer):
         return ops.einsum("...gd,gf->...fd", stacked, np.concatenate(placements))
 
     def compute_mask(self, inputs, mask=None):
-        if not self.mask_zero:
+        if not self.mask_zero or self.has_bags:
             return None
         return ops.not_equal(inputs, 0)
 
     def compute_output_shape(self, input_shape):
-        return (*tuple(input_shape), self.output_dim)
+        return (*tuple(input_shape)[:-1], self.num_features, self.output_dim)
 
     def feature_weights(self, feature):
         """Feature `feature`'s block tables and projections (None when a block
@@ -648,8 +737,27 @@ class StackedEmbedding(layers.Layer):
             "planning_args": [dict(args) for args in self.planning_args],
             "feature_names": (None if self.feature_names_arg is None
                               else list(self.feature_names_arg)),
+            "bag_sizes": list(self.bag_sizes),
+            "combiner": self.combiner,
         })
         return config
+
+
+def _reduce_bags(values, coefficients, sizes):
+    """`(..., sum(sizes), w)` vectors weighted by `coefficients` (None: all
+    1) and summed over each member's `sizes[k]` consecutive columns:
+    `(..., len(sizes), w)`."""
+    if coefficients is not None:
+        values = ops.multiply(values, ops.expand_dims(coefficients, -1))
+    if np.all(sizes == 1):
+        return values
+    if np.all(sizes == sizes[0]) and len(values.shape) == 3:
+        # equal bags: a reshape and one sum, no matmul
+        shape = (-1, len(sizes), int(sizes[0]), int(values.shape[-1]))
+        return ops.sum(ops.reshape(values, shape), axis=-2)
+    segments = np.zeros((int(sizes.sum()), len(sizes)), dtype="float32")
+    segments[np.arange(int(sizes.sum())), np.repeat(np.arange(len(sizes)), sizes)] = 1.0
+    return ops.einsum("...lw,lm->...mw", values, ops.convert_to_tensor(segments))
 
 
 def _per_feature_flags(value, num_features, name):

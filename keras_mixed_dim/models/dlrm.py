@@ -8,6 +8,7 @@ from keras_mixed_dim.layers import MixedDimEmbedding
 from keras_mixed_dim.layers.dot_interaction import DotInteraction
 from keras_mixed_dim.layers.hashed_memory_embedding import HashedMemoryEmbedding
 from keras_mixed_dim.layers.hashed_memory_embedding import embedding_bytes
+from keras_mixed_dim.layers.lookup import check_positive_int
 from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 from keras_mixed_dim.models.cross import cross_network
 from keras_mixed_dim.models.embeddings import make_embedding
@@ -37,7 +38,8 @@ def table_dims(cardinalities, dim, mode, alpha=0.3, budget=None):
 
 def embedding_layers(cardinalities, dim, mode, alpha=0.3, budget=None, counts=None,
                      num_blocks=4, block_min_rows=10_000, budget_bytes=None,
-                     share_memory=True, signatures=None, seed=0):
+                     share_memory=True, signatures=None, seed=0, bag_sizes=None,
+                     combiner="sum"):
     """One embedding layer per categorical feature, all with output `dim`.
 
     Args:
@@ -67,14 +69,22 @@ def embedding_layers(cardinalities, dim, mode, alpha=0.3, budget=None, counts=No
         signatures: `"lma"`: optional per-feature minhash signatures (from
             `lsh_signatures`), a list with None for features without.
         seed: Base hash seed (feature `f` uses `seed + f`).
+        bag_sizes: Optional ids per feature (as `dlrm`'s): when given, every
+            feature gets a layer with `combiner` (a uniform one then is a
+            one-block `MixedDimEmbedding`, which `dlrm` stacks all the same).
+        combiner: The combiner of those layers.
     """
     if mode not in EMBEDDING_MODES:
         raise ValueError(f"`mode` must be one of {EMBEDDING_MODES}. Received: {mode!r}")
+    # with bags every feature's layer combines (a bag of one id is that id's
+    # vector, times its weight), so `dlrm(bag_weights=True)` works unstacked
+    combiners = [None if bag_sizes is None else combiner] * len(cardinalities)
+    check_bag_sizes(bag_sizes, len(cardinalities))
     if mode in ("uniform", "table", "block"):
         if budget_bytes is not None and mode != "uniform":
             budget = budget_bytes / 4
         return _md_layers(cardinalities, dim, mode, alpha, budget, counts, num_blocks,
-                          block_min_rows)
+                          block_min_rows, combiners)
     if budget_bytes is None:
         raise ValueError(f"mode={mode!r} needs `budget_bytes`.")
     total_rows = float(sum(cardinalities))
@@ -87,7 +97,8 @@ def embedding_layers(cardinalities, dim, mode, alpha=0.3, budget=None, counts=No
                 counts=None if counts is None else np.asarray(counts[f]),
                 budget_bytes=shares[f], alpha=alpha, num_blocks=num_blocks,
                 signatures=None if signatures is None else signatures[f],
-                seed=seed + f, memory=memory, name=f"embedding_{f}")
+                seed=seed + f, memory=memory, name=f"embedding_{f}",
+                combiner=combiners[f])
             for f, rows in enumerate(cardinalities)
         ]
 
@@ -100,12 +111,12 @@ def embedding_layers(cardinalities, dim, mode, alpha=0.3, budget=None, counts=No
 
 
 def _md_layers(cardinalities, dim, mode, alpha, budget, counts, num_blocks,
-               block_min_rows):
+               block_min_rows, combiners):
     dims = table_dims(cardinalities, dim, mode, alpha, budget)
     result = []
     for f, (rows, table_dim) in enumerate(zip(cardinalities, dims)):
         name = f"embedding_{f}"
-        if mode == "uniform":
+        if mode == "uniform" and combiners[f] is None:
             result.append(layers.Embedding(rows, dim, name=name))
             continue
         feature_counts = None if counts is None else np.asarray(counts[f])
@@ -116,12 +127,26 @@ def _md_layers(cardinalities, dim, mode, alpha, budget, counts, num_blocks,
             plan = BlockPlan(rows, dim, [Block(0, rows, table_dim)])
             feature_counts = None
         result.append(MixedDimEmbedding(rows, dim, plan=plan, counts=feature_counts,
-                                        name=name))
+                                        combiner=combiners[f], name=name))
     return result
 
 
+def check_bag_sizes(bag_sizes, num_features):
+    """`bag_sizes` as a tuple of positive ints, one per feature (None: 1 each)."""
+    if bag_sizes is None:
+        return (1,) * num_features
+    if not isinstance(bag_sizes, (list, tuple, np.ndarray)) or (
+            len(bag_sizes) != num_features):
+        raise ValueError(
+            f"`bag_sizes` must be a list of {num_features} positive integers, one "
+            f"per sparse feature. Received: {bag_sizes!r}")
+    return tuple(check_positive_int(f"bag_sizes[{f}]", k)
+                 for f, k in enumerate(bag_sizes))
+
+
 def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
-         stacked=None, interaction="dot", cross_layers=3, cross_rank=512):
+         stacked=None, bag_sizes=None, bag_combiner=None, bag_weights=False,
+         interaction="dot", cross_layers=3, cross_rank=512):
     """DLRM: bottom MLP on dense features, an interaction, top MLP.
 
     By default all features are looked up in one `StackedEmbedding` (named
@@ -144,6 +169,16 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
             be stacked). False: one lookup per per-feature layer. The stacked
             layer takes the per-feature layers' plans, frequency counting and
             weights (when they are built): one gather per distinct width.
+        bag_sizes: Optional ids per sparse feature, one positive int each
+            (default 1 each: one id per feature, as in Criteo). Feature `f`
+            takes `bag_sizes[f]` padded ids (-1 pads), its bag, in
+            consecutive columns of `"categorical"`; a stacked layer combines
+            each bag in its one gather per width, per-feature layers need a
+            combiner (see `embedding_layers(bag_sizes=...)`).
+        bag_combiner: `"sum"` (default: MLPerf DLRM's pooling), `"mean"` or
+            `"sqrtn"` for the bags.
+        bag_weights: Whether the model takes per-id weights too, input
+            `"categorical_weights"` of the shape of `"categorical"`.
         interaction: `"dot"` (DLRM's pairwise dot products, concatenated
             with the bottom MLP's output) or `"dcnv2"` (MLPerf's DLRM-DCNv2:
             the bottom output and every feature vector concatenated, then
@@ -153,33 +188,53 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
 
     Returns:
         A functional model on `{"dense": (batch, 13) float32, "categorical":
-        (batch, F) int32}` giving click probabilities `(batch, 1)`.
+        (batch, sum(bag_sizes)) int32}` (plus `"categorical_weights"` float32
+        with `bag_weights`) giving click probabilities `(batch, 1)`.
     """
     if interaction not in INTERACTIONS:
         raise ValueError(f"`interaction` must be one of {INTERACTIONS}. "
                          f"Received: interaction={interaction!r}")
-    stacked_layer = stack_embeddings(embeddings, stacked)
-    num_features = (stacked_layer.num_features if stacked_layer is not None
-                    else len(embeddings))
+    if isinstance(embeddings, StackedEmbedding):
+        if bag_sizes is None:
+            bag_sizes = embeddings.bag_sizes
+        if bag_combiner is None and embeddings.has_bags:
+            bag_combiner = embeddings.combiner
+        num_features = embeddings.num_features
+    else:
+        embeddings = list(embeddings)
+        num_features = len(embeddings)
+    bag_sizes = check_bag_sizes(bag_sizes, num_features)
+    bag_combiner = "sum" if bag_combiner is None else bag_combiner
+    if bag_combiner not in ("sum", "mean", "sqrtn"):
+        raise ValueError("`bag_combiner` must be 'sum', 'mean' or 'sqrtn'. "
+                         f"Received: {bag_combiner!r}")
+    stacked_layer = stack_embeddings(embeddings, stacked, bag_sizes, bag_combiner)
     dense = keras.Input(shape=(num_dense,), dtype="float32", name="dense")
-    categorical = keras.Input(shape=(num_features,), dtype="int32",
+    categorical = keras.Input(shape=(sum(bag_sizes),), dtype="int32",
                               name="categorical")
+    inputs = {"dense": dense, "categorical": categorical}
+    weights = None
+    if bag_weights:
+        weights = keras.Input(shape=(sum(bag_sizes),), dtype="float32",
+                              name="categorical_weights")
+        inputs["categorical_weights"] = weights
     x = dense
     for i, width in enumerate((*bottom, dim)):
         x = layers.Dense(width, activation="relu", name=f"bottom_{i}")(x)
     if stacked_layer is not None:
-        looked_up = stacked_layer(categorical)
+        if weights is None:
+            looked_up = stacked_layer(categorical)
+        else:
+            looked_up = stacked_layer(categorical, weights=weights)
         vectors = [x] + [looked_up[:, f] for f in range(num_features)]
     else:
-        vectors = [x] + [
-            embedding(categorical[:, f]) for f, embedding in enumerate(embeddings)
-        ]
+        vectors = [x] + _per_feature_lookups(embeddings, categorical, weights,
+                                             bag_sizes)
     z = _interact(vectors, interaction, cross_layers, cross_rank)
     for i, width in enumerate(top):
         z = layers.Dense(width, activation="relu", name=f"top_{i}")(z)
     probability = layers.Dense(1, activation="sigmoid", name="probability")(z)
-    return IdSafeModel({"dense": dense, "categorical": categorical}, probability,
-                       name="dlrm")
+    return IdSafeModel(inputs, probability, name="dlrm")
 
 
 def _interact(vectors, interaction, cross_layers, cross_rank):
@@ -191,25 +246,55 @@ def _interact(vectors, interaction, cross_layers, cross_rank):
     return layers.Concatenate(name="top_input")([vectors[0], interactions])
 
 
-def stack_embeddings(embeddings, stacked=None):
+def _per_feature_lookups(embeddings, categorical, weights, bag_sizes):
+    vectors, start = [], 0
+    for f, (embedding, k) in enumerate(zip(embeddings, bag_sizes)):
+        stop = start + k
+        if getattr(embedding, "combiner", None) is not None:
+            if weights is None:
+                vectors.append(embedding(categorical[:, start:stop]))
+            else:
+                vectors.append(embedding(categorical[:, start:stop],
+                                         weights=weights[:, start:stop]))
+        elif k > 1 or weights is not None:
+            raise ValueError(
+                f"Feature {f} has {'a bag of ' + str(k) + ' ids' if k > 1 else 'weights'}"
+                f", but its layer {embedding.name!r} has no combiner: give it one "
+                "(embedding_layers(bag_sizes=...) does) or let dlrm stack the features.")
+        else:
+            vectors.append(embedding(categorical[:, start]))
+        start = stop
+    return vectors
+
+
+def stack_embeddings(embeddings, stacked=None, bag_sizes=None, combiner="sum"):
     """The `StackedEmbedding` that `dlrm(embeddings, stacked=stacked)` uses
     (named `"embeddings"`), or None where it keeps per-feature layers.
 
     Make it first to set up things that need the layer before the model is
     built (a `keras.distribution` layout map of its table paths, say), then
-    pass it to `dlrm`."""
+    pass it to `dlrm` (with the same `bag_sizes` and `combiner`)."""
     if isinstance(embeddings, StackedEmbedding):
         if stacked is False:
             raise ValueError(
                 "stacked=False needs one layer per feature; received one "
                 f"StackedEmbedding ({embeddings.name!r}).")
+        if bag_sizes is not None and tuple(bag_sizes) != embeddings.bag_sizes:
+            raise ValueError(
+                f"bag_sizes={list(bag_sizes)} differ from the StackedEmbedding's "
+                f"{list(embeddings.bag_sizes)}.")
+        if embeddings.has_bags and combiner != embeddings.combiner:
+            raise ValueError(
+                f"The bag combiner {combiner!r} differs from the StackedEmbedding's "
+                f"{embeddings.combiner!r}.")
         return embeddings
     if stacked not in (None, True, False):
         raise ValueError(f"`stacked` must be None, True or False. Received: {stacked!r}")
     if stacked is False:
         return None
     embeddings = list(embeddings)
-    reasons = [unstackable_reason(layer) for layer in embeddings]
+    bag_sizes = check_bag_sizes(bag_sizes, len(embeddings))
+    reasons = [unstackable_reason(layer, combiner) for layer in embeddings]
     if stacked is None and any(reasons):
         return None
     for layer, reason in zip(embeddings, reasons):
@@ -217,15 +302,20 @@ def stack_embeddings(embeddings, stacked=None):
             raise ValueError(
                 f"stacked=True: layer {layer.name!r} cannot be stacked ({reason}); "
                 "pass stacked=False (or None to stack only when all layers can).")
+    bags = dict(bag_sizes=list(bag_sizes), combiner=combiner)
     if len({layer.output_dim for layer in embeddings}) != 1:
-        return None if stacked is None else StackedEmbedding.from_layers(embeddings)
-    return StackedEmbedding.from_layers(embeddings, name="embeddings")
+        return None if stacked is None else StackedEmbedding.from_layers(
+            embeddings, **bags)
+    return StackedEmbedding.from_layers(embeddings, name="embeddings", **bags)
 
 
-def unstackable_reason(layer):
+def unstackable_reason(layer, combiner=None):
     """Why `layer` cannot become a feature of a `StackedEmbedding` (None when
     it can): only plain `keras.layers.Embedding` and `MixedDimEmbedding`
-    layers with one id per feature and nothing the stacked layer would drop."""
+    layers with nothing the stacked layer would drop. A feature whose bag
+    the stacked layer combines with `combiner` takes a `MixedDimEmbedding`
+    of that combiner (or none); otherwise a layer with a combiner stays on
+    its own."""
     if type(layer) is layers.Embedding:
         if layer.embeddings_regularizer is not None or (
                 layer.embeddings_constraint is not None):
@@ -237,8 +327,9 @@ def unstackable_reason(layer):
             return "LoRA or quantized weights"
         return None
     if type(layer) is MixedDimEmbedding:
-        if layer.combiner is not None:
-            return f"combiner={layer.combiner!r} (bags of ids)"
+        if layer.combiner is not None and layer.combiner != combiner:
+            return (f"combiner={layer.combiner!r} (bags of ids)" if combiner is None
+                    else f"combiner={layer.combiner!r}, not the bags' {combiner!r}")
         if layer.plan.has_qr_blocks:
             return "quotient-remainder blocks"
         if any(x is not None for x in (

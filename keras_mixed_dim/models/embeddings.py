@@ -44,6 +44,7 @@ def make_embedding(
     hashes_per_element=1,
     seed=0,
     qr_min_rows=MD_QR_MIN_ROWS,
+    combiner=None,
 ):
     """An embedding layer of any kind of the package, sized to a byte budget.
 
@@ -92,6 +93,10 @@ def make_embedding(
             minhashes per key (when `signatures` is not given).
         seed: Hash seed ("hashing" ignores it; "robe" / "lma" use it).
         qr_min_rows: Blocks with more rows are QR pairs in "md_qr".
+        combiner: None (one vector per id) or `"sum"` / `"mean"` /
+            `"sqrtn"`: the layer combines a bag of ids (the last id axis).
+            `"uniform"` with a combiner is a one-block `MixedDimEmbedding`
+            (the same table; `keras.layers.Embedding` has no combiner).
 
     Returns:
         A Keras layer.
@@ -101,6 +106,11 @@ def make_embedding(
     if budget_bytes is not None and not budget_bytes > 0:
         raise ValueError(f"`budget_bytes` must be > 0. Received: {budget_bytes!r}")
     floats = None if budget_bytes is None else budget_bytes / FLOAT_BYTES
+    if kind == "uniform" and combiner is not None:
+        plan = BlockPlan(input_dim, output_dim, [Block(0, input_dim, output_dim)])
+        return MixedDimEmbedding(input_dim, output_dim, plan=plan, combiner=combiner,
+                                 embeddings_regularizer=embeddings_regularizer,
+                                 name=name)
     if kind == "uniform":
         return keras.layers.Embedding(
             input_dim, output_dim, embeddings_regularizer=embeddings_regularizer,
@@ -114,7 +124,8 @@ def make_embedding(
         return MixedDimEmbedding(
             input_dim, output_dim, counts=counts, alpha=alpha,
             num_blocks=min(num_blocks, input_dim), budget=budget,
-            embeddings_regularizer=embeddings_regularizer, name=name)
+            embeddings_regularizer=embeddings_regularizer, combiner=combiner,
+            name=name)
     if kind == "table":
         dim = output_dim
         if floats is not None:
@@ -125,17 +136,18 @@ def make_embedding(
         plan = BlockPlan(input_dim, output_dim, [Block(0, input_dim, dim)])
         return MixedDimEmbedding(input_dim, output_dim, plan=plan,
                                  embeddings_regularizer=embeddings_regularizer,
-                                 name=name)
+                                 combiner=combiner, name=name)
     if kind == "qr":
         m = default_collisions(input_dim)
         if floats is not None:
             m = qr_collisions_for(input_dim, output_dim, floats)
-        return QREmbedding(input_dim, output_dim, num_collisions=m, name=name)
+        return QREmbedding(input_dim, output_dim, num_collisions=m, combiner=combiner,
+                           name=name)
     if kind == "md_qr":
         plan = md_qr_plan(input_dim, output_dim, floats, counts=counts, alpha=alpha,
                           num_blocks=num_blocks, qr_min_rows=qr_min_rows)
         return MixedDimEmbedding(input_dim, output_dim, plan=plan, counts=counts,
-                                 name=name)
+                                 combiner=combiner, name=name)
     if kind == "hashing":
         buckets = input_dim
         if floats is not None:
@@ -143,7 +155,7 @@ def make_embedding(
         return HashingEmbedding(input_dim, output_dim, buckets,
                                 embeddings_initializer="uniform",
                                 embeddings_regularizer=embeddings_regularizer,
-                                name=name)
+                                combiner=combiner, name=name)
     # robe / lma
     hash_kind = "robe" if kind == "robe" else "lsh"
     options = {}
@@ -161,14 +173,15 @@ def make_embedding(
                        hashes_per_element=min(hashes_per_element, width))
     if memory is not None:
         return HashedMemoryEmbedding(input_dim, output_dim, memory=memory,
-                                     hash=hash_kind, seed=seed, name=name, **options)
+                                     hash=hash_kind, seed=seed, name=name,
+                                     combiner=combiner, **options)
     size = input_dim * output_dim
     probe = HashedMemoryEmbedding(input_dim, output_dim, 1, hash=hash_kind, seed=seed,
                                   **options)
     if floats is not None:
         size = max(1, int((budget_bytes - probe.auxiliary_bytes) // FLOAT_BYTES))
     return HashedMemoryEmbedding(input_dim, output_dim, size, hash=hash_kind,
-                                 seed=seed, name=name, **options)
+                                 seed=seed, name=name, combiner=combiner, **options)
 
 
 def smallest_md_params(input_dim, output_dim, num_blocks):

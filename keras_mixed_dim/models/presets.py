@@ -67,7 +67,7 @@ class DLRMConfig:
     def model_kwargs(self):
         """Keyword arguments of `dlrm()` (besides the embeddings)."""
         return dict(dim=self.dim, bottom=self.bottom, top=self.top,
-                    num_dense=self.num_dense, interaction=self.interaction,
+                    num_dense=self.num_dense, bag_sizes=self.bag_sizes, interaction=self.interaction,
                     cross_layers=self.cross_layers, cross_rank=self.cross_rank)
 
     def one_hot(self):

@@ -95,14 +95,16 @@ def preset_embeddings(config, kind, budget_bytes, counts=None, seed=0):
 
     if kind == "table":
         layers = embedding_layers(config.cardinalities, config.dim, "table",
-                                  budget=table_params_for(config, budget_bytes))
+                                  budget=table_params_for(config, budget_bytes),
+                                  bag_sizes=config.bag_sizes)
     elif kind in ("uniform", "block"):
         layers = embedding_layers(config.cardinalities, config.dim, kind,
-                                  counts=counts,
+                                  counts=counts, bag_sizes=config.bag_sizes,
                                   budget_bytes=None if kind == "uniform" else budget_bytes)
     else:
         layers = embedding_layers(config.cardinalities, config.dim, kind, counts=counts,
-                                  budget_bytes=budget_bytes, seed=seed)
+                                  budget_bytes=budget_bytes, seed=seed,
+                                  bag_sizes=config.bag_sizes)
     planned = embedding_bytes(layers)
     if kind != "uniform" and planned > budget_bytes * 1.001:
         raise ValueError(

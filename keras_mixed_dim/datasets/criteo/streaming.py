@@ -122,14 +122,11 @@ class StreamingCriteo:
         return {"dense": dense, "categorical": self.pack(ids)}, \
             labels.astype(np.float32)[:, None]
 
-    def pack(self, ids):
-        """The model's sparse input from per-feature ids: `(batch, F)` when
-        every bag holds one id."""
-        if max(self.multi_hot_sizes) == 1:
-            return np.concatenate(ids, axis=1)
-        raise ValueError(
-            f"multi_hot_sizes={self.multi_hot_sizes}: bags need the multi-hot "
-            "DLRM inputs; use `sparse_ids` and the model's packing.")
+    @staticmethod
+    def pack(ids):
+        """`dlrm(bag_sizes=...)`'s `"categorical"` input from per-feature
+        ids: each feature's bag in consecutive columns, `(batch, sum(k))`."""
+        return np.concatenate(ids, axis=1)
 
     def planning_counts(self, num_batches, features=None, progress=True):
         """Per-feature id counts over batches `0 .. num_batches - 1` (the

@@ -19,6 +19,10 @@ def test_batches_depend_on_seed_and_index_only():
     assert [a.shape for a in ids] == [(64, 2), (64, 5), (64, 1)]
     assert all(a.dtype == np.int32 and a.min() >= 0 for a in ids)
     assert [a.max() < n for a, n in zip(ids, (1000, 50, 3))] == [True] * 3
+    # dlrm(bag_sizes=...)'s input: each bag in consecutive columns
+    inputs, _ = data.batch(0)
+    np.testing.assert_array_equal(inputs["categorical"][:, 2:7], ids[1])
+    assert inputs["categorical"].shape == (64, 8)
     other = StreamingCriteo((1000, 50, 3), 64, multi_hot_sizes=(2, 5, 1), seed=4)
     assert not np.array_equal(other.sparse_ids(0)[0], ids[0])
 
