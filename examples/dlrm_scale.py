@@ -68,7 +68,7 @@ def parse_args(argv=None):
                         help="batches the sampling pass counts (block, md_qr)")
     parser.add_argument("--check-batches", type=int, default=3,
                         help="batches the C API answers are compared on")
-    parser.add_argument("--serving-requests", type=int, default=100)
+    parser.add_argument("--serving-requests", type=int, default=30)
     parser.add_argument("--no-serving", action="store_true",
                         help="stop after the .keras save (no export, no C API check)")
     parser.add_argument("--seed", type=int, default=0)
