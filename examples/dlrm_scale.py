@@ -92,9 +92,13 @@ def compile_model(model, lr):
     return model
 
 
-def build_model(config, kind, budget_bytes, counts=None, lr=0.004, seed=0):
-    """The compiled model with its optimizer slots created."""
-    embeddings = preset_embeddings(config, kind, budget_bytes, counts=counts, seed=seed)
+def build_model(config, kind, budget_bytes, counts=None, lr=0.004, seed=0,
+                embeddings=None):
+    """The compiled model with its optimizer slots created (on `embeddings`,
+    unbuilt layers of `preset_embeddings`, when given)."""
+    if embeddings is None:
+        embeddings = preset_embeddings(config, kind, budget_bytes, counts=counts,
+                                       seed=seed)
     model = compile_model(preset_model(config, embeddings), lr)
     model.optimizer.build(model.trainable_variables)
     return model
@@ -179,10 +183,17 @@ def run(args):
             # order, one sort per table, and stores no id remap
             counts = [np.sort(c)[::-1] for c in sampled]
             del sampled
-    with phases("build"):
-        model = build_model(config, args.embedding, budget_bytes, counts, args.lr,
-                            args.seed)
+        # unbuilt layers: a plan over the budget fails here, before building
+        try:
+            embeddings = preset_embeddings(config, args.embedding, budget_bytes,
+                                           counts=counts, seed=args.seed)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
         del counts
+    with phases("build"):
+        model = build_model(config, args.embedding, budget_bytes, lr=args.lr,
+                            embeddings=embeddings)
+        del embeddings
     parts = part_bytes(model, model.optimizer)
     print("bytes: " + ", ".join(f"{k} {v / GIB:.3f} GiB" for k, v in parts.items()),
           flush=True)
