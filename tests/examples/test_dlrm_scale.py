@@ -78,8 +78,13 @@ def test_end_to_end_at_one_thousandth(run_python, tmp_path):
     assert parts["table_slots"] > 0 and parts["dense"] > 0
 
 
-def test_bad_budget_fails_before_building(run_python):
-    result = run_python(EXAMPLES / "dlrm_scale.py", "--budget", "1/1000",
-                        check=False)
-    assert result.returncode != 0
-    assert "'1/1000'" in result.stderr and "smallest 'table' plan" in result.stderr
+def test_bad_settings_fail_before_building(scale_example, monkeypatch):
+    def no_variables(*args, **kwargs):
+        raise AssertionError("a variable was created")
+
+    monkeypatch.setattr(keras.Variable, "__init__", no_variables)
+    for argv, match in [(["--budget", "1/1000"], "'1/1000'.*smallest 'table' plan"),
+                        (["--preset", "mlperf-dcn"], "'mlperf-dcn'"),
+                        (["--embedding", "qr"], "'qr'")]:
+        with pytest.raises(SystemExit, match=match):
+            scale_example.run(scale_example.parse_args(argv))
