@@ -14,6 +14,7 @@ allocated. Every phase longer than 10 s prints a heartbeat or a progress bar.
 """
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -80,6 +81,28 @@ def parse_args(argv=None):
     if args.steps < 2:
         parser.error(f"--steps must be >= 2 (a checkpoint after half), got {args.steps}")
     return args
+
+
+@contextlib.contextmanager
+def weights_through_disk():
+    """Makes Keras write and read a `.keras` file's weights through a file
+    beside it rather than a copy in memory.
+
+    Keras 3 holds all the weights in an in-memory buffer when they fit in
+    half of the free memory, which at this scale doubles the model's
+    footprint for the save or the load; the file path (its own fallback for
+    large models) streams them one variable at a time."""
+    from keras.src.saving import saving_lib
+
+    check = getattr(saving_lib, "is_memory_sufficient", None)
+    if check is None:  # another Keras: leave its choice alone
+        yield
+        return
+    saving_lib.is_memory_sufficient = lambda model: False
+    try:
+        yield
+    finally:
+        saving_lib.is_memory_sufficient = check
 
 
 def make_optimizer(lr):
@@ -202,20 +225,20 @@ def run(args):
     with phases("train"):
         rate, losses = train(model, data, 0, first_half, args.verbose)
     checkpoint = out / "checkpoint.keras"
-    with phases("checkpoint"):
+    with phases("checkpoint"), weights_through_disk():
         atomic_save_model(model, checkpoint)
         atomic_write_json(out / "checkpoint.json", {"next_batch": first_half})
     del model
     keras.backend.clear_session()
     gc.collect()
-    with phases("resume"):
+    with phases("resume"), weights_through_disk():
         model = load_model_file(checkpoint)
         start = json.loads((out / "checkpoint.json").read_text())["next_batch"]
     with phases("train_resumed"):
         rate_resumed, more = train(model, data, start, args.steps - first_half,
                                    args.verbose)
     model_path = out / "model.keras"
-    with phases("save"):
+    with phases("save"), weights_through_disk():
         atomic_save_model(model, model_path)
     results = {
         "preset": config.name, "scale": config.scale, "embedding": args.embedding,
