@@ -4,6 +4,7 @@ measured by examples/dlrm_scale.py at full and at 1/1000 cardinalities.
     python benchmarks/bench_mlperf_scale.py --steps 8              # runs both
     python benchmarks/bench_mlperf_scale.py --full runs/full.json \\
         --small runs/small.json                                    # prints only
+    python benchmarks/bench_mlperf_scale.py --sizing               # hosts table
 
 Targets (MD "table" at 1/16, same batch, bags and optimizer at both sizes):
 everything the model holds at most 8 GiB; every phase's peak RSS at most
@@ -53,6 +54,22 @@ def targets(full, small):
     return rows
 
 
+def sizing_markdown():
+    """docs/scale.md's table of hosts needed (keras_mixed_dim.models.scale)."""
+    from keras_mixed_dim.models.presets import get_preset
+    from keras_mixed_dim.models.scale import HOST_SIZES_GIB
+    from keras_mixed_dim.models.scale import sizing_table
+
+    config = get_preset("mlperf-dcnv2")
+    hosts = " | ".join(f"{h} GiB hosts" for h in HOST_SIZES_GIB)
+    lines = [f"| kind | budget | training GiB | {hosts} |",
+             "|---|---|---|" + "---|" * len(HOST_SIZES_GIB)]
+    for kind, budget, gib, needed in sizing_table(config):
+        cells = " | ".join("-" if n is None else str(n) for n in needed)
+        lines.append(f"| {kind} | {budget} | {gib:.1f} | {cells} |")
+    return "\n".join(lines)
+
+
 def run(scale, args, out=None):
     argv = ["--scale", scale, "--embedding", args.embedding, "--budget", args.budget,
             "--steps", args.steps, "--batch-size", args.batch_size, "--verbose", "0"]
@@ -71,7 +88,12 @@ def main(argv=None):
     parser.add_argument("--budget", default="1/16")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--sizing", action="store_true",
+                        help="print the hosts-needed table of docs/scale.md and stop")
     args = parser.parse_args(argv)
+    if args.sizing:
+        print(sizing_markdown())
+        return
     full = (json.loads(pathlib.Path(args.full).read_text()) if args.full
             else run(args.scale, args))
     small = (json.loads(pathlib.Path(args.small).read_text()) if args.small

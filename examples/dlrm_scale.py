@@ -39,6 +39,8 @@ from keras_mixed_dim.models.presets import get_preset  # noqa: E402
 from keras_mixed_dim.models.scale import COUNTED_KINDS  # noqa: E402
 from keras_mixed_dim.models.scale import SCALE_KINDS  # noqa: E402
 from keras_mixed_dim.models.scale import check_settings  # noqa: E402
+from keras_mixed_dim.models.scale import fill_uniform  # noqa: E402
+from keras_mixed_dim.models.scale import zero_initialized  # noqa: E402
 from keras_mixed_dim.models.scale import part_bytes  # noqa: E402
 from keras_mixed_dim.models.scale import preset_embeddings  # noqa: E402
 from keras_mixed_dim.models.scale import preset_model  # noqa: E402
@@ -122,7 +124,14 @@ def build_model(config, kind, budget_bytes, counts=None, lr=0.004, seed=0,
     if embeddings is None:
         embeddings = preset_embeddings(config, kind, budget_bytes, counts=counts,
                                        seed=seed)
-    model = compile_model(preset_model(config, embeddings), lr)
+    chunked = keras.backend.backend() == "tensorflow"
+    if chunked:
+        # tables drawn in place, a chunk at a time (see fill_uniform)
+        zero_initialized(embeddings)
+    model = preset_model(config, embeddings)
+    if chunked:
+        fill_uniform(model, seed)
+    model = compile_model(model, lr)
     model.optimizer.build(model.trainable_variables)
     return model
 

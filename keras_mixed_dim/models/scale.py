@@ -13,6 +13,7 @@ model = preset_model(config, embeddings)
 import math
 import re
 
+import keras
 import numpy as np
 
 from keras_mixed_dim.models.embeddings import make_embedding
@@ -143,6 +144,36 @@ def preset_model(config, embeddings, **kwargs):
     from keras_mixed_dim.models.dlrm import dlrm
 
     return dlrm(embeddings, **config.model_kwargs(), **kwargs)
+
+
+def zero_initialized(embeddings):
+    """Sets the per-feature layers' tables to start at zeros (then
+    `fill_uniform` them): Keras's random initializers hold about twice a
+    table's bytes while they draw it, and at 6 GiB that doubles the peak."""
+    for layer in embeddings:
+        if hasattr(layer, "embeddings_initializer"):
+            layer.embeddings_initializer = keras.initializers.Zeros()
+    return embeddings
+
+
+def fill_uniform(model, seed=0, minval=-0.05, maxval=0.05, chunk_floats=1 << 24):
+    """Draws every table of `model` (`*_embeddings` variables, Keras's
+    `"uniform"` range) in chunks of `chunk_floats`, written in place, so
+    the peak is the tables plus one chunk. TensorFlow backend only (its
+    variables take slice assignments); returns whether it filled them."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        if not variable.path.endswith("_embeddings") or len(variable.shape) != 2:
+            continue
+        rows, width = variable.shape
+        step = max(1, chunk_floats // max(1, width))
+        for start in range(0, rows, step):
+            stop = min(rows, start + step)
+            block = rng.uniform(minval, maxval, (stop - start, width))
+            variable._value[start:stop].assign(block.astype(np.float32))
+    return True
 
 
 def part_bytes(model, optimizer=None):
