@@ -74,6 +74,9 @@ def parse_args(argv=None):
     parser.add_argument("--serving-requests", type=int, default=30)
     parser.add_argument("--no-serving", action="store_true",
                         help="stop after the .keras save (no export, no C API check)")
+    parser.add_argument("--stop-after", choices=("train", "all"), default="all",
+                        help="train: stop after the first half of the steps (no "
+                        "checkpoint, save, export; for a memory-bound rehearsal)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="folder for the checkpoint, model and export "
                         "(default: a temporary folder, removed at the end)")
@@ -233,6 +236,18 @@ def run(args):
     first_half = args.steps // 2
     with phases("train"):
         rate, losses = train(model, data, 0, first_half, args.verbose)
+    results = {
+        "preset": config.name, "scale": config.scale, "embedding": args.embedding,
+        "budget": args.budget, "budget_bytes": budget_bytes,
+        "bag_sizes": list(config.bag_sizes), "total_ids": config.total_rows,
+        "uniform_table_bytes": config.uniform_table_bytes,
+        "batch_size": args.batch_size, "steps": args.steps, "bytes": parts,
+        "examples_per_second_first_half": rate, "examples_per_second": rate,
+        "losses": losses, "backend": keras.backend.backend(),
+        "phases": phases.results,
+    }
+    if args.stop_after == "train":
+        return _finish(results, args, out, started)
     checkpoint = out / "checkpoint.keras"
     with phases("checkpoint"), weights_through_disk():
         atomic_save_model(model, checkpoint)
@@ -249,18 +264,11 @@ def run(args):
     model_path = out / "model.keras"
     with phases("save"), weights_through_disk():
         atomic_save_model(model, model_path)
-    results = {
-        "preset": config.name, "scale": config.scale, "embedding": args.embedding,
-        "budget": args.budget, "budget_bytes": budget_bytes,
-        "bag_sizes": list(config.bag_sizes), "total_ids": config.total_rows,
-        "uniform_table_bytes": config.uniform_table_bytes,
-        "batch_size": args.batch_size, "steps": args.steps,
-        "bytes": parts, "losses": losses + more,
+    results.update({
+        "losses": losses + more,
         "examples_per_second": rate_resumed if np.isfinite(rate_resumed) else rate,
-        "examples_per_second_first_half": rate,
         "model_file_bytes": model_path.stat().st_size,
-        "backend": keras.backend.backend(),
-    }
+    })
     if not args.no_serving:
         from keras_mixed_dim.export import export_for_serving
 
@@ -280,7 +288,10 @@ def run(args):
         # the check runs in its own process: its peak, not this one's
         phases.results["serving_check"]["peak_rss_bytes"] = \
             results["serving"]["peak_rss_bytes"]
-    results["phases"] = phases.results
+    return _finish(results, args, out, started)
+
+
+def _finish(results, args, out, started):
     results["wall_seconds"] = time.perf_counter() - started
     if args.results_json:
         atomic_write_json(args.results_json, results)
