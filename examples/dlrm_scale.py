@@ -39,8 +39,7 @@ from keras_mixed_dim.models.presets import get_preset  # noqa: E402
 from keras_mixed_dim.models.scale import COUNTED_KINDS  # noqa: E402
 from keras_mixed_dim.models.scale import SCALE_KINDS  # noqa: E402
 from keras_mixed_dim.models.scale import check_settings  # noqa: E402
-from keras_mixed_dim.models.scale import fill_uniform  # noqa: E402
-from keras_mixed_dim.models.scale import zero_initialized  # noqa: E402
+from keras_mixed_dim.models.scale import host_initialized  # noqa: E402
 from keras_mixed_dim.models.scale import part_bytes  # noqa: E402
 from keras_mixed_dim.models.scale import preset_embeddings  # noqa: E402
 from keras_mixed_dim.models.scale import preset_model  # noqa: E402
@@ -59,6 +58,10 @@ def parse_args(argv=None):
     parser.add_argument("--embedding", default="table", help=f"one of {SCALE_KINDS}")
     parser.add_argument("--budget", default="1/16",
                         help="embedding bytes as a fraction of the uniform tables")
+    parser.add_argument("--stacked", action="store_true",
+                        help="all tables in one StackedEmbedding (fewer gathers; its "
+                        "largest variable holds all the big tables, and Keras's "
+                        "save, load and initializers copy a variable whole)")
     parser.add_argument("--one-hot", action="store_true",
                         help="one id per feature instead of the preset's bags")
     parser.add_argument("--steps", type=int, default=8,
@@ -121,19 +124,15 @@ def compile_model(model, lr):
 
 
 def build_model(config, kind, budget_bytes, counts=None, lr=0.004, seed=0,
-                embeddings=None):
+                embeddings=None, stacked=False):
     """The compiled model with its optimizer slots created (on `embeddings`,
     unbuilt layers of `preset_embeddings`, when given)."""
     if embeddings is None:
         embeddings = preset_embeddings(config, kind, budget_bytes, counts=counts,
                                        seed=seed)
-    chunked = keras.backend.backend() == "tensorflow"
-    if chunked:
-        # tables drawn in place, a chunk at a time (see fill_uniform)
-        zero_initialized(embeddings)
-    model = preset_model(config, embeddings)
-    if chunked:
-        fill_uniform(model, seed)
+    # tables drawn by numpy in place (see HostUniform): a lower build peak
+    model = preset_model(config, host_initialized(embeddings, seed),
+                         stacked=None if stacked else False)
     model = compile_model(model, lr)
     model.optimizer.build(model.trainable_variables)
     return model
@@ -227,7 +226,7 @@ def run(args):
         del counts
     with phases("build"):
         model = build_model(config, args.embedding, budget_bytes, lr=args.lr,
-                            embeddings=embeddings)
+                            embeddings=embeddings, stacked=args.stacked)
         del embeddings
     parts = part_bytes(model, model.optimizer)
     print("bytes: " + ", ".join(f"{k} {v / GIB:.3f} GiB" for k, v in parts.items()),

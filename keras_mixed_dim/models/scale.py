@@ -146,34 +146,44 @@ def preset_model(config, embeddings, **kwargs):
     return dlrm(embeddings, **config.model_kwargs(), **kwargs)
 
 
-def zero_initialized(embeddings):
-    """Sets the per-feature layers' tables to start at zeros (then
-    `fill_uniform` them): Keras's random initializers hold about twice a
-    table's bytes while they draw it, and at 6 GiB that doubles the peak."""
+@keras.saving.register_keras_serializable(package="keras_mixed_dim")
+class HostUniform(keras.initializers.Initializer):
+    """Keras's `"uniform"` range drawn by numpy in place, for tables of
+    gigabytes: Keras's random initializers hold about twice a table while
+    they draw it and keep the peak; this one holds the float32 array and
+    its one copy into the variable, and the array is freed after.
+
+    Args:
+        minval, maxval: The range (Keras's `"uniform"`: -0.05, 0.05).
+        seed: Seed of numpy's generator (each call draws anew from it).
+    """
+
+    def __init__(self, minval=-0.05, maxval=0.05, seed=0):
+        self.minval, self.maxval, self.seed = float(minval), float(maxval), int(seed)
+        self._rng = np.random.default_rng(self.seed)
+
+    def __call__(self, shape, dtype=None):
+        values = np.empty(shape, np.float32)
+        flat = values.reshape(-1)
+        step = 1 << 24
+        for start in range(0, flat.size, step):
+            chunk = flat[start:start + step]
+            self._rng.random(out=chunk, dtype=np.float32)
+            chunk *= self.maxval - self.minval
+            chunk += self.minval
+        return values
+
+    def get_config(self):
+        return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
+
+
+def host_initialized(embeddings, seed=0):
+    """Gives the per-feature layers' tables a `HostUniform` initializer
+    (a stacked layer built from them takes it)."""
     for layer in embeddings:
         if hasattr(layer, "embeddings_initializer"):
-            layer.embeddings_initializer = keras.initializers.Zeros()
+            layer.embeddings_initializer = HostUniform(seed=seed)
     return embeddings
-
-
-def fill_uniform(model, seed=0, minval=-0.05, maxval=0.05, chunk_floats=1 << 24):
-    """Draws every table of `model` (`*_embeddings` variables, Keras's
-    `"uniform"` range) in chunks of `chunk_floats`, written in place, so
-    the peak is the tables plus one chunk. TensorFlow backend only (its
-    variables take slice assignments); returns whether it filled them."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    rng = np.random.default_rng(seed)
-    for variable in model.weights:
-        if not variable.path.endswith("_embeddings") or len(variable.shape) != 2:
-            continue
-        rows, width = variable.shape
-        step = max(1, chunk_floats // max(1, width))
-        for start in range(0, rows, step):
-            stop = min(rows, start + step)
-            block = rng.uniform(minval, maxval, (stop - start, width))
-            variable._value[start:stop].assign(block.astype(np.float32))
-    return True
 
 
 def part_bytes(model, optimizer=None):

@@ -73,3 +73,15 @@ def test_md_qr_budget_between_bound_and_smallest_plan_is_refused_unbuilt():
     planned = sum(layer.plan.bytes for layer in layers)
     # dims are whole numbers: at 1/1000 one step of a 40k-row table is 10%
     assert budget / 2 < planned <= budget
+
+
+def test_host_uniform_draws_keras_uniform_range_reproducibly():
+    from keras_mixed_dim.models.scale import HostUniform
+
+    values = HostUniform(seed=3)((1000, 7))
+    assert values.dtype == np.float32 and values.shape == (1000, 7)
+    assert -0.05 <= values.min() < -0.049 and 0.049 < values.max() < 0.05
+    assert abs(values.mean()) < 0.002 and values.std() == pytest.approx(0.1 / 12**0.5,
+                                                                         rel=0.02)
+    again = HostUniform.from_config(HostUniform(seed=3).get_config())((1000, 7))
+    np.testing.assert_array_equal(values, again)
