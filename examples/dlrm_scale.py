@@ -47,6 +47,10 @@ from keras_mixed_dim.optimizers.sparse_rows import SparseRowOptimizer  # noqa: E
 
 GIB = 2**30
 HERE = pathlib.Path(__file__).resolve().parent
+PHASES = ("plan", "build", "train", "checkpoint", "resume", "train_resumed", "save",
+          "export", "serving_check")
+PARTS = ("tables", "projections", "remaps", "table_slots", "dense", "dense_slots",
+         "total")
 
 
 def parse_args(argv=None):
@@ -81,11 +85,13 @@ def parse_args(argv=None):
                         help="train: stop after the first half of the steps (no "
                         "checkpoint, save, export; for a memory-bound rehearsal)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--part", choices=("first", "second"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help="folder for the checkpoint, model and export "
                         "(default: a temporary folder, removed at the end)")
     parser.add_argument("--results-json")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.steps < 2:
         parser.error(f"--steps must be >= 2 (a checkpoint after half), got {args.steps}")
     return args
@@ -203,10 +209,15 @@ def run(args):
     data = StreamingCriteo(config.cardinalities, args.batch_size,
                            multi_hot_sizes=config.bag_sizes,
                            num_dense=config.num_dense, seed=args.seed)
-    print(f"{config.name} at scale 1/{config.scale:g}: {config.num_features} tables, "
-          f"{config.total_rows:,} ids, uniform tables "
-          f"{config.uniform_table_bytes / GIB:.2f} GiB; {args.embedding} at "
-          f"{args.budget} = {budget_bytes / GIB:.3f} GiB", flush=True)
+    if args.part is None:
+        print(f"{config.name} at scale 1/{config.scale:g}: {config.num_features} tables, "
+              f"{config.total_rows:,} ids, uniform tables "
+              f"{config.uniform_table_bytes / GIB:.2f} GiB; {args.embedding} at "
+              f"{args.budget} = {budget_bytes / GIB:.3f} GiB", flush=True)
+    if args.part is None and args.stop_after == "all":
+        return run_parts(args, out, started)
+    if args.part == "second":
+        return second_part(args, config, data, out, phases, started)
 
     with phases("plan"):
         counts = None
@@ -247,27 +258,24 @@ def run(args):
     }
     if args.stop_after == "train":
         return _finish(results, args, out, started)
-    checkpoint = out / "checkpoint.keras"
     with phases("checkpoint"), weights_through_disk():
-        atomic_save_model(model, checkpoint)
+        atomic_save_model(model, out / "checkpoint.keras")
         atomic_write_json(out / "checkpoint.json", {"next_batch": first_half})
-    del model
-    keras.backend.clear_session()
-    gc.collect()
+    return _finish(results, args, out, started)
+
+
+def second_part(args, config, data, out, phases, started):
+    """Resume from the checkpoint, train the other half, save, export."""
     with phases("resume"), weights_through_disk():
-        model = load_model_file(checkpoint)
+        model = load_model_file(out / "checkpoint.keras")
         start = json.loads((out / "checkpoint.json").read_text())["next_batch"]
     with phases("train_resumed"):
-        rate_resumed, more = train(model, data, start, args.steps - first_half,
-                                   args.verbose)
+        rate, losses = train(model, data, start, args.steps - start, args.verbose)
     model_path = out / "model.keras"
     with phases("save"), weights_through_disk():
         atomic_save_model(model, model_path)
-    results.update({
-        "losses": losses + more,
-        "examples_per_second": rate_resumed if np.isfinite(rate_resumed) else rate,
-        "model_file_bytes": model_path.stat().st_size,
-    })
+    results = {"losses": losses, "examples_per_second": rate,
+               "model_file_bytes": model_path.stat().st_size, "phases": phases.results}
     if not args.no_serving:
         from keras_mixed_dim.export import export_for_serving
 
@@ -279,14 +287,40 @@ def run(args):
         results["export_path"] = str(report.path)
         np.savez(out / "check_inputs.npz", **inputs)
         np.savez(out / "check_expected.npz", **expected)
-        del model, inputs, expected
-        keras.backend.clear_session()
-        gc.collect()
-        with phases("serving_check"):
-            results["serving"] = capi_check(out, report.path, args.serving_requests)
+    return _finish(results, args, out, started)
+
+
+def run_parts(args, out, started):
+    """The first part (to the checkpoint) and the second (from it) each in a
+    process of its own, as a resumed job runs, then the C API check: a
+    process keeps the memory a dropped model held, and at full size two
+    models do not fit."""
+    results = {}
+    for part in ("first", "second"):
+        part_json = out / f"{part}.json"
+        command = [sys.executable, str(pathlib.Path(__file__).resolve()), *args.argv,
+                   "--part", part, "--out", str(out), "--results-json", str(part_json)]
+        if subprocess.run(command).returncode != 0:
+            raise SystemExit(f"error: the {part} part failed (see above)")
+        got = json.loads(part_json.read_text())
+        phases = {**results.get("phases", {}), **got.pop("phases")}
+        losses = results.get("losses", []) + got.pop("losses")
+        if part == "second":
+            # examples/s of the resumed half, as in an uninterrupted run
+            got["examples_per_second"] = (got["examples_per_second"]
+                                          if np.isfinite(got["examples_per_second"])
+                                          else results["examples_per_second"])
+        results.update(got)
+        results["phases"], results["losses"] = phases, losses
+    if not args.no_serving:
+        check = Phases()
+        with check("serving_check"):
+            results["serving"] = capi_check(out, results["export_path"],
+                                            args.serving_requests)
         # the check runs in its own process: its peak, not this one's
-        phases.results["serving_check"]["peak_rss_bytes"] = \
+        check.results["serving_check"]["peak_rss_bytes"] = \
             results["serving"]["peak_rss_bytes"]
+        results["phases"].update(check.results)
     return _finish(results, args, out, started)
 
 
@@ -315,10 +349,11 @@ def capi_check(out, export_path, requests):
 def print_summary(results):
     print(f"\n{results['preset']} 1/{results['scale']:g}, {results['embedding']} at "
           f"{results['budget']}, batch {results['batch_size']}")
-    for part, size in results["bytes"].items():
-        print(f"  {part:>12}  {size / GIB:10.3f} GiB")
+    for part in PARTS:
+        print(f"  {part:>12}  {results['bytes'][part] / GIB:10.3f} GiB")
     print(f"  {'phase':>14} {'seconds':>9} {'peak RSS GiB':>13}")
-    for name, phase in results["phases"].items():
+    for name in (p for p in PHASES if p in results["phases"]):
+        phase = results["phases"][name]
         print(f"  {name:>14} {phase['seconds']:9.1f} "
               f"{phase['peak_rss_bytes'] / GIB:13.2f}")
     print(f"  examples/s {results['examples_per_second']:,.0f}; losses "
@@ -334,7 +369,10 @@ def print_summary(results):
 
 
 def main(argv=None):
-    print_summary(run(parse_args(argv)))
+    args = parse_args(argv)
+    results = run(args)
+    if args.part is None:
+        print_summary(results)
 
 
 if __name__ == "__main__":
