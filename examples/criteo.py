@@ -5,6 +5,13 @@ uniform, per-table mixed, or per-table-and-block mixed embeddings.
     python examples/criteo.py --data ../shared/data/criteo/derived/train.tiny.txt
     python examples/criteo.py --synthetic-rows 1000000 --cardinality-scale 1 \\
         --embedding table --alpha 0.3 --dim 16 --results-json runs/md.json
+    python examples/criteo.py --preset mlperf-dcnv2 --preset-scale 1000 \\
+        --embedding table --budget 1/16 --steps 20          # MLPerf DLRM-DCNv2
+
+`--preset` takes the model (tables, bags, dims, MLPs, interaction) from
+`keras_mixed_dim.models.presets` and streams its synthetic data
+(`StreamingCriteo`); examples/dlrm_scale.py runs such a model end to end
+(checkpoint, resume, export, serving check).
 """
 
 import argparse
@@ -62,16 +69,23 @@ def parse_args(argv=None):
     data.add_argument("--skip-malformed", action="store_true",
                       help="raw data: count and skip malformed lines instead of failing")
     data.add_argument("--synthetic-rows", type=int, default=200_000)
+    data.add_argument("--preset", help="a named model with its streamed synthetic "
+                      "data (keras_mixed_dim.models.presets: mlperf-dcnv2); sets "
+                      "the tables, bags, --dim, --bottom, --top and the interaction")
+    data.add_argument("--preset-scale", type=float, default=1,
+                      help="--preset: divide its cardinalities by this")
     data.add_argument("--cardinality-scale", type=float, default=0.01,
                       help="synthetic: Kaggle cardinalities times this (1 = full)")
     model = parser.add_argument_group("model")
     model.add_argument("--embedding", choices=EMBEDDING_MODES, default="table")
     model.add_argument("--dim", type=int, default=16, help="embedding (base) dim d")
     model.add_argument("--alpha", type=float, default=0.3)
-    model.add_argument("--budget", type=float,
+    model.add_argument("--budget", type=_budget,
                        help="embedding parameter budget: md_solver's for table / "
                        "block; 4 x budget bytes, everything counted, for qr, "
-                       "md_qr, hashing, robe, lma (default 1/16 of uniform)")
+                       "md_qr, hashing, robe, lma (default 1/16 of uniform). A "
+                       "fraction such as 1/16 or 0.0625 is that share of the "
+                       "uniform tables' parameters")
     model.add_argument("--blocks", type=int, default=4, help="blocks per large table")
     model.add_argument("--bottom", type=int, nargs="+", default=[512, 256, 64])
     model.add_argument("--top", type=int, nargs="+", default=[512, 256])
@@ -132,6 +146,24 @@ def parse_args(argv=None):
     return args
 
 
+def _budget(text):
+    """A parameter count, or a fraction of the uniform tables ("1/16", or a
+    number at most 1): kept as ("fraction", value) until the tables are known."""
+    from keras_mixed_dim.models.presets import parse_fraction
+
+    if "/" in text or float(text) <= 1:
+        try:
+            return ("fraction", parse_fraction(text))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return float(text)
+
+
+def _resolve_budget(args, cardinalities):
+    if isinstance(args.budget, tuple):
+        args.budget = args.budget[1] * sum(cardinalities) * args.dim
+
+
 def make_optimizer(name, lr, sparse_tables=True, table_lr=None, model=None,
                    approx_bits=None, low_rank=None, table_optimizer=None):
     """The optimizer (and model) of a run: Keras's optimizer for the MLPs,
@@ -181,6 +213,8 @@ def load_data(args):
         source = {"files": args.data, "rows": meta["rows"], "skipped": meta["skipped"]}
         args._vocabulary = vocabulary
         return train, val, list(vocabulary.sizes), counts, vocabulary.bytes, source
+    if args.preset:
+        return _preset_data(args)
     cardinalities = [max(1, int(round(c * args.cardinality_scale)))
                      for c in KAGGLE_CARDINALITIES]
     generator = SyntheticCriteo(args.synthetic_rows, cardinalities, seed=args.seed)
@@ -197,7 +231,37 @@ def load_data(args):
     return train, val, cardinalities, counts, 0, source
 
 
+def _preset_data(args):
+    """The preset's model settings and its streamed data: `--steps` batches
+    (default: --synthetic-rows / --batch-size, the same each epoch) and 4
+    validation batches drawn after them."""
+    from keras_mixed_dim.datasets.criteo.streaming import StreamingCriteo
+    from keras_mixed_dim.models.presets import get_preset
+
+    try:
+        config = get_preset(args.preset, args.preset_scale)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    args.dim, args.bottom, args.top = config.dim, list(config.bottom), list(config.top)
+    args._config = config
+    data = StreamingCriteo(config.cardinalities, args.batch_size,
+                           multi_hot_sizes=config.bag_sizes,
+                           num_dense=config.num_dense, seed=args.seed)
+    steps = args.steps or max(1, args.synthetic_rows // args.batch_size)
+    train = data.dataset(steps)
+    val = data.dataset(4, start=steps)
+    counts = None  # the stream's ids are frequency ranks
+    source = {"preset": args.preset, "preset_scale": args.preset_scale}
+    return train, val, list(config.cardinalities), counts, 0, source
+
+
 def build_model(args, cardinalities, counts):
+    _resolve_budget(args, cardinalities)
+    config = getattr(args, "_config", None)
+    preset = {} if config is None else dict(
+        bag_sizes=config.bag_sizes, interaction=config.interaction,
+        cross_layers=config.cross_layers, cross_rank=config.cross_rank,
+        num_dense=config.num_dense)
     budget_bytes = None
     if args.embedding in COMPRESSED_MODES:
         # --budget is parameters (floats); the compressed kinds count bytes,
@@ -206,13 +270,16 @@ def build_model(args, cardinalities, counts):
                             else sum(cardinalities) * args.dim / 16)
     embeddings = embedding_layers(cardinalities, args.dim, args.embedding,
                                   alpha=args.alpha, budget=args.budget, counts=counts,
-                                  num_blocks=args.blocks, budget_bytes=budget_bytes)
-    stacked = stack_embeddings(embeddings, args.stacked)
+                                  num_blocks=args.blocks, budget_bytes=budget_bytes,
+                                  bag_sizes=preset.get("bag_sizes"))
+    stacked = stack_embeddings(embeddings, args.stacked,
+                               bag_sizes=preset.get("bag_sizes"))
     if args.distribute in ("data", "model"):
         # before the model is built, so its variables get their layouts
         jax_distribution(args.distribute, embeddings if stacked is None else [stacked])
     model = dlrm(embeddings if stacked is None else stacked, args.dim,
-                 bottom=args.bottom, top=args.top, stacked=stacked is not None)
+                 bottom=args.bottom, top=args.top, stacked=stacked is not None,
+                 **preset)
     sparse_tables = not args.dense_table_updates
     model, optimizer = make_optimizer(
         args.optimizer, args.lr, sparse_tables, args.table_lr, model=model,

@@ -1,5 +1,7 @@
 """Recommender models: MF and NCF for ratings, DLRM for click-through rates."""
 
+from keras_mixed_dim.models.cross import LowRankCross
+from keras_mixed_dim.models.cross import cross_network
 from keras_mixed_dim.models.embeddings import EMBEDDING_KINDS
 from keras_mixed_dim.models.embeddings import embedding_params
 from keras_mixed_dim.models.embeddings import make_embedding
@@ -11,6 +13,8 @@ from keras_mixed_dim.models.recommenders import neural_cf
 __all__ = [
     "EMBEDDING_KINDS",
     "IdSafeModel",
+    "LowRankCross",
+    "cross_network",
     "embedding_params",
     "make_embedding",
     "matrix_factorization",

@@ -10,6 +10,7 @@ from keras_mixed_dim.layers.hashed_memory_embedding import HashedMemoryEmbedding
 from keras_mixed_dim.layers.hashed_memory_embedding import embedding_bytes
 from keras_mixed_dim.layers.lookup import check_positive_int
 from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
+from keras_mixed_dim.models.cross import cross_network
 from keras_mixed_dim.models.embeddings import make_embedding
 from keras_mixed_dim.models.embeddings import make_shared_memory
 from keras_mixed_dim.models.id_safe import IdSafeModel
@@ -21,6 +22,7 @@ from keras_mixed_dim.planning import plan_blocks
 EMBEDDING_MODES = ("uniform", "table", "block", "qr", "md_qr", "hashing", "robe",
                    "lma")
 SHARED_MEMORY_MODES = ("robe", "lma")
+INTERACTIONS = ("dot", "dcnv2")
 
 
 def table_dims(cardinalities, dim, mode, alpha=0.3, budget=None):
@@ -144,8 +146,8 @@ def check_bag_sizes(bag_sizes, num_features):
 
 def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
          stacked=None, bag_sizes=None, bag_combiner=None, bag_weights=False,
-         ragged_bags=False):
-    """DLRM: bottom MLP on dense features, dot interaction, top MLP.
+         ragged_bags=False, interaction="dot", cross_layers=3, cross_rank=512):
+    """DLRM: bottom MLP on dense features, an interaction, top MLP.
 
     By default all features are looked up in one `StackedEmbedding` (named
     `"embeddings"`, its features named after the per-feature layers) when
@@ -185,11 +187,21 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
             bag keeps its first ids) and takes a `tf.SparseTensor` there
             too.
 
+        interaction: `"dot"` (DLRM's pairwise dot products, concatenated
+            with the bottom MLP's output) or `"dcnv2"` (MLPerf's DLRM-DCNv2:
+            the bottom output and every feature vector concatenated, then
+            `cross_layers` `LowRankCross` layers of rank `cross_rank`, named
+            `cross_0`, ...; the top MLP reads their output).
+        cross_layers, cross_rank: The DCNv2 cross network (MLPerf: 3, 512).
+
     Returns:
         A functional model on `{"dense": (batch, 13) float32, "categorical":
         (batch, sum(bag_sizes)) int32}` (plus `"categorical_weights"` float32
         with `bag_weights`) giving click probabilities `(batch, 1)`.
     """
+    if interaction not in INTERACTIONS:
+        raise ValueError(f"`interaction` must be one of {INTERACTIONS}. "
+                         f"Received: interaction={interaction!r}")
     if isinstance(embeddings, StackedEmbedding):
         if bag_sizes is None:
             bag_sizes = embeddings.bag_sizes
@@ -243,12 +255,20 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
     else:
         vectors = [x] + _per_feature_lookups(embeddings, categorical, weights,
                                              bag_sizes)
-    interactions = DotInteraction(name="interaction")(vectors)
-    z = layers.Concatenate(name="top_input")([x, interactions])
+    z = _interact(vectors, interaction, cross_layers, cross_rank)
     for i, width in enumerate(top):
         z = layers.Dense(width, activation="relu", name=f"top_{i}")(z)
     probability = layers.Dense(1, activation="sigmoid", name="probability")(z)
     return IdSafeModel(inputs, probability, name="dlrm")
+
+
+def _interact(vectors, interaction, cross_layers, cross_rank):
+    """The top MLP's input from `[bottom output, feature vectors...]`."""
+    if interaction == "dcnv2":
+        x0 = layers.Concatenate(name="interaction")(vectors)
+        return cross_network(x0, cross_layers, cross_rank, name="cross")
+    interactions = DotInteraction(name="interaction")(vectors)
+    return layers.Concatenate(name="top_input")([vectors[0], interactions])
 
 
 def _per_feature_lookups(embeddings, categorical, weights, bag_sizes):

@@ -119,3 +119,37 @@ def test_sharded_table_paths_take_tables_of_exactly_min_rows():
     assert sharded_table_paths(layers, 2, min_rows=4) == [
         "plain/embeddings", "md/block_0_embeddings", "md/block_1_embeddings",
         "stacked/stacked_w4_embeddings"]
+
+@pytest.mark.multiprocess
+def test_two_jax_processes_shard_the_preset_tables_and_match_one(free_ports):
+    """mlperf-dcnv2 at cardinalities / 1000, uniform tables: 2 processes
+    (jax.distributed on CPU, gloo collectives) each hold half of every
+    sharded table and give one process's losses step for step."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax", reason="the JAX backend needs the jax package")
+    program = ROOT / "programs" / "jax_multiprocess_dlrm.py"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT.parent)}
+    env.pop("XLA_FLAGS", None)
+    port = free_ports(1)[0]
+    runs = [(0, 1), (0, 2), (1, 2)]
+    procs = [subprocess.Popen(
+        [sys.executable, str(program), str(i), str(n), str(port), "2", "1000", "32",
+         "1"], cwd=ROOT.parent, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for i, n in runs]
+    outs = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    single, first, second = outs
+    assert first["devices"] == second["devices"] == 2
+    for out in (first, second):
+        np.testing.assert_allclose(out["losses"], single["losses"], rtol=1e-5)
+        # the 40M-row tables (40,000 rows here) split in halves
+        assert out["shards"]["embedding_0/block_0_embeddings"] == [20_000]
+        assert out["table_bytes"] < 0.52 * single["table_bytes"]
+    assert single["shards"]["embedding_0/block_0_embeddings"] == [40_000]

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import sys
 import keras
 import pytest
 from keras_mixed_dim import MixedDimEmbedding
@@ -58,3 +59,20 @@ def test_empty_data_is_a_clear_error_before_training(tmp_path, run_python):
     assert "No valid Criteo rows in" in result.stderr and "empty.txt" in result.stderr
     assert "Traceback" not in result.stderr and "KeyError" not in result.stderr
     assert not (tmp_path / "empty.txt.vocab").exists()
+
+
+def test_criteo_example_trains_the_preset(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import criteo
+
+    try:
+        results = criteo.run(criteo.parse_args([
+            "--preset", "mlperf-dcnv2", "--preset-scale", "1000", "--budget",
+            "1/16", "--steps", "2", "--batch-size", "32", "--optimizer", "adagrad",
+            "--verbose", "0"]))
+    finally:
+        sys.modules.pop("criteo", None)
+    assert results["dim"] == 128 and len(results["cardinalities"]) == 26
+    assert results["cardinalities"][0] == 40_000
+    # a fraction budget is that share of the uniform tables' parameters
+    assert results["budget"] == pytest.approx(sum(results["cardinalities"]) * 128 / 16)
