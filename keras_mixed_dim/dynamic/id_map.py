@@ -170,7 +170,9 @@ class DynamicIdMap:
         self.ttl = None if ttl is None else float(ttl)
         self.decay = float(decay)
         self.rebalance_every = int(rebalance_every)
-        self.tier_of = np.repeat(np.arange(len(tier_rows)), tier_rows)
+        # computed from `offsets`, not an int64 array per slot that `bytes`
+        # and the plan's SLOT_BYTES would have to count
+        self.tier_of = _TierOf(self.offsets)
         self.sketch = CountMinSketch(sketch_width, sketch_depth, seed)
         n = self.num_slots
         self.keys = np.zeros(n, np.int64)
@@ -366,3 +368,13 @@ class DynamicIdMap:
         self.sketch.counters[...] = sketch
         self.index_size, self.step, self.now, self.next_tag = (
             int(v) for v in np.asarray(state["scalars"]))
+
+
+class _TierOf:
+    """`tier_of[slots]`: the tier of each slot (ints or an int array)."""
+
+    def __init__(self, offsets):
+        self.offsets = offsets
+
+    def __getitem__(self, slots):
+        return np.searchsorted(self.offsets, slots, side="right") - 1
