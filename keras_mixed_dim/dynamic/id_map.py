@@ -354,6 +354,7 @@ class DynamicIdMap:
         return state
 
     def set_state(self, state):
+        """Restores what `get_state` returned (shapes must match this map's)."""
         for name in self.STATE:
             value = np.asarray(state[name])
             target = getattr(self, name)

@@ -49,6 +49,7 @@ class DynamicPlan:
 
     @property
     def float_params(self):
+        """float32 entries of the tiers, projections and fallback."""
         d = self.output_dim
         tables = sum(r * w for r, w in zip(self.tier_rows, self.tier_dims))
         projections = sum(w * d for w in self.tier_dims if w != d)
@@ -59,6 +60,9 @@ class DynamicPlan:
 
     @property
     def bytes(self):
+        """Planned bytes: the floats with `optimizer_slots` copies, the id
+        map's per-slot arrays and slot tags, the sketch and the hash
+        constants."""
         slots = sum(self.tier_rows)
         return (self.float_params * FLOAT_BYTES * (1 + self.optimizer_slots)
                 + slots * (SLOT_BYTES + TAG_BYTES)

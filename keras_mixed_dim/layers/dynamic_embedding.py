@@ -570,6 +570,19 @@ class DynamicEmbedding(layers.Layer):
         return total
 
     def check_bytes(self, optimizer=None):
+        """`measured_bytes(optimizer)`, refused when above `capacity_bytes`.
+
+        Args:
+            optimizer: The model's optimizer, whose slots for the layer's
+                weights are measured (None: `optimizer_slots` copies).
+
+        Returns:
+            The measured bytes (an int).
+
+        Raises:
+            RuntimeError: When they exceed `capacity_bytes` (the optimizer
+                keeps more slots per weight than `optimizer_slots`).
+        """
         measured = self.measured_bytes(optimizer)
         if measured > self.capacity_bytes:
             raise RuntimeError(

@@ -30,6 +30,7 @@ COMBINERS = (None, "sum", "mean", "sqrtn")
 
 
 def check_combiner(combiner):
+    """`combiner` if it is one of `COMBINERS`, else a ValueError naming it."""
     if combiner not in COMBINERS:
         raise ValueError(
             f"`combiner` must be one of {COMBINERS}. Received: {combiner!r}")
