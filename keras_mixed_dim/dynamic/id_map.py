@@ -156,6 +156,10 @@ class DynamicIdMap:
         if eviction == "ttl" and (ttl is None or not ttl > 0):
             raise ValueError(f"eviction='ttl' needs `ttl` > 0 (steps, or timestamp "
                              f"units). Received: ttl={ttl!r}")
+        if eviction != "ttl" and ttl is not None:
+            raise ValueError(f"`ttl` is used by eviction='ttl' only; with "
+                             f"eviction={eviction!r} it would be ignored. Received: "
+                             f"ttl={ttl!r}")
         if not 0.0 < float(decay) <= 1.0:
             raise ValueError(f"`decay` must be in (0, 1]. Received: decay={decay!r}")
         tier_rows = [int(r) for r in tier_rows]

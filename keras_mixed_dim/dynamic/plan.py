@@ -77,7 +77,7 @@ def _positive(name, value, allow_none=False):
     return int(value)
 
 
-def plan_capacity(output_dim, capacity_bytes, num_tiers=3, tier_dims=None,
+def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
                   fallback_buckets=None, fallback_dim=None, sketch_width=None,
                   sketch_depth=2, optimizer_slots=2):
     """Splits `capacity_bytes` into tiers, fallback and sketch.
@@ -85,6 +85,8 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=3, tier_dims=None,
     By default tier `t` has width `output_dim / 4**t`, the fallback 10% of the
     budget at the narrowest tier's width and the sketch 5%; the rest is
     shared equally between the tiers, so narrow tiers get more rows.
+    `num_tiers` (default 3) sets the number of default tiers; with explicit
+    `tier_dims` it may only repeat their number.
 
     Raises:
         ValueError: a setting is not a positive integer, or the budget does
@@ -99,10 +101,14 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=3, tier_dims=None,
         raise ValueError(f"`optimizer_slots` must be an integer >= 0. "
                          f"Received: optimizer_slots={optimizer_slots!r}")
     if tier_dims is None:
-        num_tiers = _positive("num_tiers", num_tiers)
+        num_tiers = _positive("num_tiers", 3 if num_tiers is None else num_tiers)
         tier_dims = [max(1, output_dim // 4**t) for t in range(num_tiers)]
     else:
         tier_dims = [_positive("tier_dims", d) for d in tier_dims]
+        if num_tiers is not None and num_tiers != len(tier_dims):
+            raise ValueError(
+                f"`num_tiers`={num_tiers!r} contradicts tier_dims={tier_dims} "
+                f"({len(tier_dims)} tiers); give one or the other.")
         if not tier_dims:
             raise ValueError("`tier_dims` must list at least one width. Received: []")
     fallback_dim = _positive("fallback_dim", fallback_dim, True) or tier_dims[-1]

@@ -139,6 +139,12 @@ def test_bad_settings_name_the_value():
         DynamicIdMap([4], eviction="fifo")
     with pytest.raises(ValueError, match="ttl=None"):
         DynamicIdMap([4], eviction="ttl")
+    # options that would be silently ignored
+    with pytest.raises(ValueError, match="ttl=5"):
+        DynamicIdMap([4], eviction="lru", ttl=5)
+    with pytest.raises(ValueError, match="num_tiers`=3 contradicts"):
+        plan_capacity(64, 100_000, num_tiers=3, tier_dims=(64, 16))
+    assert plan_capacity(64, 100_000, num_tiers=2, tier_dims=(64, 16)).tier_dims == (64, 16)
     with pytest.raises(ValueError, match="capacity_bytes`=3000 is below one row per tier"):
         plan_capacity(64, 3000, num_tiers=3)
     plan = plan_capacity(64, 100_000, num_tiers=3)
