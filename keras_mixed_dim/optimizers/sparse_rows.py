@@ -326,7 +326,11 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
             raise ValueError(
                 f"Got {len(grads)} gradients for {len(trainable_variables)} variables.")
         name = backend.backend()
-        distributed = name == "tensorflow" and _has_tf_strategy()
+        distributed = False
+        if name == "tensorflow":
+            from keras_mixed_dim.backend.tensorflow import sparse_rows
+
+            distributed = sparse_rows.has_strategy()
         if distributed and (self.global_clipnorm or self.weight_decay):
             option = "global_clipnorm" if self.global_clipnorm else "weight_decay"
             raise ValueError(
@@ -581,12 +585,6 @@ def _global_clip_factor(values, clip_norm):
     factor = clip_norm * ops.minimum(1.0 / norm, 1.0 / clip_norm)
     # NaN when the norm is not finite, as in Keras
     return factor + (norm - norm)
-
-
-def _has_tf_strategy():
-    import tensorflow as tf
-
-    return tf.distribute.has_strategy()
 
 
 # The options of `__init__` each table optimizer reads, and their defaults.
