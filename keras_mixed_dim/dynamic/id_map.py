@@ -156,6 +156,10 @@ class DynamicIdMap:
         if eviction == "ttl" and (ttl is None or not ttl > 0):
             raise ValueError(f"eviction='ttl' needs `ttl` > 0 (steps, or timestamp "
                              f"units). Received: ttl={ttl!r}")
+        if eviction != "ttl" and ttl is not None:
+            raise ValueError(f"`ttl` is used by eviction='ttl' only; with "
+                             f"eviction={eviction!r} it would be ignored. Received: "
+                             f"ttl={ttl!r}")
         if not 0.0 < float(decay) <= 1.0:
             raise ValueError(f"`decay` must be in (0, 1]. Received: decay={decay!r}")
         tier_rows = [int(r) for r in tier_rows]
@@ -170,7 +174,9 @@ class DynamicIdMap:
         self.ttl = None if ttl is None else float(ttl)
         self.decay = float(decay)
         self.rebalance_every = int(rebalance_every)
-        self.tier_of = np.repeat(np.arange(len(tier_rows)), tier_rows)
+        # computed from `offsets`, not an int64 array per slot that `bytes`
+        # and the plan's SLOT_BYTES would have to count
+        self.tier_of = _TierOf(self.offsets)
         self.sketch = CountMinSketch(sketch_width, sketch_depth, seed)
         n = self.num_slots
         self.keys = np.zeros(n, np.int64)
@@ -352,6 +358,7 @@ class DynamicIdMap:
         return state
 
     def set_state(self, state):
+        """Restores what `get_state` returned (shapes must match this map's)."""
         for name in self.STATE:
             value = np.asarray(state[name])
             target = getattr(self, name)
@@ -366,3 +373,13 @@ class DynamicIdMap:
         self.sketch.counters[...] = sketch
         self.index_size, self.step, self.now, self.next_tag = (
             int(v) for v in np.asarray(state["scalars"]))
+
+
+class _TierOf:
+    """`tier_of[slots]`: the tier of each slot (ints or an int array)."""
+
+    def __init__(self, offsets):
+        self.offsets = offsets
+
+    def __getitem__(self, slots):
+        return np.searchsorted(self.offsets, slots, side="right") - 1

@@ -49,6 +49,7 @@ class DynamicPlan:
 
     @property
     def float_params(self):
+        """float32 entries of the tiers, projections and fallback."""
         d = self.output_dim
         tables = sum(r * w for r, w in zip(self.tier_rows, self.tier_dims))
         projections = sum(w * d for w in self.tier_dims if w != d)
@@ -59,6 +60,9 @@ class DynamicPlan:
 
     @property
     def bytes(self):
+        """Planned bytes: the floats with `optimizer_slots` copies, the id
+        map's per-slot arrays and slot tags, the sketch and the hash
+        constants."""
         slots = sum(self.tier_rows)
         return (self.float_params * FLOAT_BYTES * (1 + self.optimizer_slots)
                 + slots * (SLOT_BYTES + TAG_BYTES)
@@ -73,7 +77,7 @@ def _positive(name, value, allow_none=False):
     return int(value)
 
 
-def plan_capacity(output_dim, capacity_bytes, num_tiers=3, tier_dims=None,
+def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
                   fallback_buckets=None, fallback_dim=None, sketch_width=None,
                   sketch_depth=2, optimizer_slots=2):
     """Splits `capacity_bytes` into tiers, fallback and sketch.
@@ -81,6 +85,8 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=3, tier_dims=None,
     By default tier `t` has width `output_dim / 4**t`, the fallback 10% of the
     budget at the narrowest tier's width and the sketch 5%; the rest is
     shared equally between the tiers, so narrow tiers get more rows.
+    `num_tiers` (default 3) sets the number of default tiers; with explicit
+    `tier_dims` it may only repeat their number.
 
     Raises:
         ValueError: a setting is not a positive integer, or the budget does
@@ -95,10 +101,14 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=3, tier_dims=None,
         raise ValueError(f"`optimizer_slots` must be an integer >= 0. "
                          f"Received: optimizer_slots={optimizer_slots!r}")
     if tier_dims is None:
-        num_tiers = _positive("num_tiers", num_tiers)
+        num_tiers = _positive("num_tiers", 3 if num_tiers is None else num_tiers)
         tier_dims = [max(1, output_dim // 4**t) for t in range(num_tiers)]
     else:
         tier_dims = [_positive("tier_dims", d) for d in tier_dims]
+        if num_tiers is not None and num_tiers != len(tier_dims):
+            raise ValueError(
+                f"`num_tiers`={num_tiers!r} contradicts tier_dims={tier_dims} "
+                f"({len(tier_dims)} tiers); give one or the other.")
         if not tier_dims:
             raise ValueError("`tier_dims` must list at least one width. Received: []")
     fallback_dim = _positive("fallback_dim", fallback_dim, True) or tier_dims[-1]

@@ -88,6 +88,9 @@ class DynamicServing(tf.Module):
                 for column, default in ((1, -1), (2, 0)))
 
     def keys(self, name, values):
+        """Feature `name`'s raw ids as int64 keys in the graph, as
+        `raw_keys` gives them on the host (strings hashed with
+        `tf.strings.to_hash_bucket_fast(s, 2**63 - 1)`)."""
         values = tf.convert_to_tensor(values)
         if self.string_keys[name]:
             return tf.strings.to_hash_bucket_fast(values, 2**63 - 1)

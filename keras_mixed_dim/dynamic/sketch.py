@@ -56,13 +56,17 @@ class CountMinSketch:
         return self.counters[np.arange(self.depth)[:, None], columns].min(axis=0)
 
     def estimate(self, keys):
+        """Estimated (decayed) counts of int64 `keys`, without adding to
+        them: the least of each key's counters, float32."""
         columns = self._columns(keys)
         return self.counters[np.arange(self.depth)[:, None], columns].min(axis=0)
 
     def decay(self, factor):
+        """Multiplies every counter by `factor` (in (0, 1])."""
         if factor != 1.0:
             self.counters *= np.float32(factor)
 
     @property
     def bytes(self):
+        """Bytes of the counters."""
         return self.counters.size * COUNTER_BYTES

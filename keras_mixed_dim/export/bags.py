@@ -102,7 +102,14 @@ class RaggedBagInputs(tf.Module):
             ids.append(padded)
             weights.append(padded_weights)
         inputs = {k: v for k, v in features.items() if k in self._passed_through}
-        inputs[self.ids_input] = tf.cast(tf.concat(ids, axis=1), self._ids_dtype)
+        ids = tf.concat(ids, axis=1)
+        dtype = tf.as_dtype(self._ids_dtype)
+        if dtype.is_integer and dtype.size < 8:
+            # an int64 id beyond the model's int32 input would wrap onto a
+            # valid id (2**32 + 3 -> 3) and read that id's row: -1 instead
+            ids = tf.where((ids < dtype.min) | (ids > dtype.max),
+                           tf.constant(-1, ids.dtype), ids)
+        inputs[self.ids_input] = tf.cast(ids, dtype)
         if self.weights_input is not None:
             inputs[self.weights_input] = tf.concat(weights, axis=1)
         return inputs

@@ -61,9 +61,11 @@ class DynamicEmbedding(layers.Layer):
             more), `"lru"` (least recently seen) or `"ttl"` (slots unseen
             for `ttl` steps or timestamp units are freed; nothing else is
             evicted).
-        ttl: Time to live with `eviction="ttl"`.
+        ttl: Time to live with `eviction="ttl"` (refused with another
+            eviction).
         num_tiers: Number of tiers when `tier_dims` is not given (widths
-            `output_dim / 4**t`).
+            `output_dim / 4**t`; default 3). With `tier_dims` it may only
+            repeat their number.
         tier_dims: Explicit tier widths, widest first (`(output_dim,)` is
             one uniform tier, a TFRA-like dynamic table).
         decay: Factor applied to all counts each step.
@@ -112,7 +114,7 @@ class DynamicEmbedding(layers.Layer):
     """
 
     def __init__(self, output_dim, capacity_bytes, min_count=2, eviction="lfu",
-                 ttl=None, num_tiers=3, tier_dims=None, decay=0.999,
+                 ttl=None, num_tiers=None, tier_dims=None, decay=0.999,
                  rebalance_every=100, fallback_buckets=None, fallback_dim=None,
                  sketch_width=None, sketch_depth=2, optimizer_slots=2,
                  combiner=None, bag_size=None, embeddings_initializer="uniform",
@@ -570,6 +572,19 @@ class DynamicEmbedding(layers.Layer):
         return total
 
     def check_bytes(self, optimizer=None):
+        """`measured_bytes(optimizer)`, refused when above `capacity_bytes`.
+
+        Args:
+            optimizer: The model's optimizer, whose slots for the layer's
+                weights are measured (None: `optimizer_slots` copies).
+
+        Returns:
+            The measured bytes (an int).
+
+        Raises:
+            RuntimeError: When they exceed `capacity_bytes` (the optimizer
+                keeps more slots per weight than `optimizer_slots`).
+        """
         measured = self.measured_bytes(optimizer)
         if measured > self.capacity_bytes:
             raise RuntimeError(

@@ -30,6 +30,7 @@ COMBINERS = (None, "sum", "mean", "sqrtn")
 
 
 def check_combiner(combiner):
+    """`combiner` if it is one of `COMBINERS`, else a ValueError naming it."""
     if combiner not in COMBINERS:
         raise ValueError(
             f"`combiner` must be one of {COMBINERS}. Received: {combiner!r}")
@@ -239,8 +240,18 @@ def padded_in_graph(layer, inputs, weights):
     `keras.Input(ragged=True)` traced symbolically) padded as in
     `prepare_bag_inputs`."""
     if is_ragged_or_sparse(inputs) or is_ragged_or_sparse(weights):
-        return padded_bags(inputs, weights, layer.bag_size, layer.name)
+        return _padded(layer, inputs, weights)
     return inputs, weights
+
+
+def _padded(layer, inputs, weights):
+    if layer.combiner is None:
+        # padded per-id vectors would come back with -1 padding and no mask
+        raise ValueError(
+            f"Layer {layer.name!r} got tf.RaggedTensor / tf.SparseTensor ids, which "
+            "are bags: give the layer a combiner "
+            f"({COMBINERS[1:]}) and a bag_size, or pad the ids yourself.")
+    return padded_bags(inputs, weights, layer.bag_size, layer.name)
 
 
 def prepare_bag_inputs(layer, inputs, kwargs):
@@ -254,8 +265,12 @@ def prepare_bag_inputs(layer, inputs, kwargs):
     weights become float32.
     """
     weights = kwargs.get("weights")
+    if layer.combiner is None and (getattr(inputs, "ragged", False) is True
+                                   or getattr(inputs, "sparse", False) is True):
+        # a symbolic keras.Input(ragged=True / sparse=True)
+        _padded(layer, inputs, weights)
     if is_ragged_or_sparse(inputs) or is_ragged_or_sparse(weights):
-        inputs, weights = padded_bags(inputs, weights, layer.bag_size, layer.name)
+        inputs, weights = _padded(layer, inputs, weights)
         kwargs = dict(kwargs, weights=weights)
     if is_host_array(inputs):
         inputs = sanitize_numpy_ids(inputs, layer.input_dim, layer.name)

@@ -176,7 +176,9 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
             each bag in its one gather per width, per-feature layers need a
             combiner (see `embedding_layers(bag_sizes=...)`).
         bag_combiner: `"sum"` (default: MLPerf DLRM's pooling), `"mean"` or
-            `"sqrtn"` for the bags.
+            `"sqrtn"` for the bags. Per-feature (not stacked) layers combine
+            with their own `combiner`; an explicit `bag_combiner` that
+            differs from one of theirs is an error.
         bag_weights: Whether the model takes per-id weights too, input
             `"categorical_weights"` of the shape of `"categorical"`.
         ragged_bags: TensorFlow only, with the stacked layer: take each
@@ -212,6 +214,7 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
         embeddings = list(embeddings)
         num_features = len(embeddings)
     bag_sizes = check_bag_sizes(bag_sizes, num_features)
+    combiner_given = bag_combiner is not None
     bag_combiner = "sum" if bag_combiner is None else bag_combiner
     if bag_combiner not in ("sum", "mean", "sqrtn"):
         raise ValueError("`bag_combiner` must be 'sum', 'mean' or 'sqrtn'. "
@@ -253,8 +256,9 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
             looked_up = stacked_layer(categorical, weights=weights)
         vectors = [x] + [looked_up[:, f] for f in range(num_features)]
     else:
-        vectors = [x] + _per_feature_lookups(embeddings, categorical, weights,
-                                             bag_sizes)
+        vectors = [x] + _per_feature_lookups(
+            embeddings, categorical, weights, bag_sizes,
+            bag_combiner if combiner_given else None)
     z = _interact(vectors, interaction, cross_layers, cross_rank)
     for i, width in enumerate(top):
         z = layers.Dense(width, activation="relu", name=f"top_{i}")(z)
@@ -271,11 +275,20 @@ def _interact(vectors, interaction, cross_layers, cross_rank):
     return layers.Concatenate(name="top_input")([vectors[0], interactions])
 
 
-def _per_feature_lookups(embeddings, categorical, weights, bag_sizes):
+def _per_feature_lookups(embeddings, categorical, weights, bag_sizes, bag_combiner=None):
     vectors, start = [], 0
     for f, (embedding, k) in enumerate(zip(embeddings, bag_sizes)):
         stop = start + k
-        if getattr(embedding, "combiner", None) is not None:
+        own = getattr(embedding, "combiner", None)
+        if bag_combiner is not None and own is not None and own != bag_combiner:
+            # a per-feature layer combines with its own combiner: a different
+            # explicit bag_combiner would be silently ignored
+            raise ValueError(
+                f"bag_combiner={bag_combiner!r}, but feature {f}'s layer "
+                f"{embedding.name!r} (not stacked) combines its bag with "
+                f"combiner={own!r}. Give the layers combiner={bag_combiner!r} or "
+                "leave bag_combiner unset.")
+        if own is not None:
             if weights is None:
                 vectors.append(embedding(categorical[:, start:stop]))
             else:

@@ -135,10 +135,13 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
             or `"ftrl"`.
         learning_rate: The tables' learning rate (a float or a
             `LearningRateSchedule`); `None` uses `dense_optimizer`'s.
-        beta_1, beta_2: Adam's moment decays.
+        beta_1, beta_2: Adam's moment decays (refused with another
+            `table_optimizer` unless left at their defaults).
         epsilon: Added inside the square root (Adagrad) or to the root
-            (Adam), as in Keras's optimizers.
-        initial_accumulator_value: Adagrad's and FTRL's starting accumulator.
+            (Adam), as in Keras's optimizers (refused with `"sgd"` or
+            `"ftrl"` unless left at its default).
+        initial_accumulator_value: Adagrad's and FTRL's starting accumulator
+            (refused with `"sgd"` or `"adam"` unless left at its default).
         learning_rate_power, l1_regularization_strength,
         l2_regularization_strength, l2_shrinkage_regularization_strength,
         beta: FTRL's, as in `keras.optimizers.Ftrl` (refused with another
@@ -198,6 +201,9 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                     l2_shrinkage_regularization_strength,
                 "beta": beta}
         _check_ftrl_options(table_optimizer, ftrl)
+        _check_unused_options(table_optimizer, {
+            "beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon,
+            "initial_accumulator_value": initial_accumulator_value})
         # Keras's own checks of the options (one clipping option, ranges)
         super().__init__(
             learning_rate=0.0 if learning_rate is None else learning_rate,
@@ -320,7 +326,11 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
             raise ValueError(
                 f"Got {len(grads)} gradients for {len(trainable_variables)} variables.")
         name = backend.backend()
-        distributed = name == "tensorflow" and _has_tf_strategy()
+        distributed = False
+        if name == "tensorflow":
+            from keras_mixed_dim.backend.tensorflow import sparse_rows
+
+            distributed = sparse_rows.has_strategy()
         if distributed and (self.global_clipnorm or self.weight_decay):
             option = "global_clipnorm" if self.global_clipnorm else "weight_decay"
             raise ValueError(
@@ -577,10 +587,25 @@ def _global_clip_factor(values, clip_norm):
     return factor + (norm - norm)
 
 
-def _has_tf_strategy():
-    import tensorflow as tf
+# The options of `__init__` each table optimizer reads, and their defaults.
+_OPTION_USERS = {
+    "beta_1": (("adam",), 0.9),
+    "beta_2": (("adam",), 0.999),
+    "epsilon": (("adagrad", "adam"), 1e-7),
+    "initial_accumulator_value": (("adagrad", "ftrl"), 0.1),
+}
 
-    return tf.distribute.has_strategy()
+
+def _check_unused_options(table_optimizer, options):
+    """A non-default option that `table_optimizer` never reads is refused
+    (it would otherwise be silently ignored)."""
+    for key, value in options.items():
+        users, default = _OPTION_USERS[key]
+        if table_optimizer not in users and float(value) != default:
+            raise ValueError(
+                f"`{key}` is an option of table_optimizer in {users}; with "
+                f"table_optimizer={table_optimizer!r} it would be ignored. "
+                f"Received: {key}={value!r}")
 
 
 def _check_ftrl_options(table_optimizer, options):

@@ -139,8 +139,30 @@ def test_bad_settings_name_the_value():
         DynamicIdMap([4], eviction="fifo")
     with pytest.raises(ValueError, match="ttl=None"):
         DynamicIdMap([4], eviction="ttl")
+    # options that would be silently ignored
+    with pytest.raises(ValueError, match="ttl=5"):
+        DynamicIdMap([4], eviction="lru", ttl=5)
+    with pytest.raises(ValueError, match="num_tiers`=3 contradicts"):
+        plan_capacity(64, 100_000, num_tiers=3, tier_dims=(64, 16))
+    assert plan_capacity(64, 100_000, num_tiers=2, tier_dims=(64, 16)).tier_dims == (64, 16)
     with pytest.raises(ValueError, match="capacity_bytes`=3000 is below one row per tier"):
         plan_capacity(64, 3000, num_tiers=3)
     plan = plan_capacity(64, 100_000, num_tiers=3)
     assert plan.bytes <= 100_000 and min(plan.tier_rows) >= 1
     assert plan.tier_dims == (64, 16, 4)
+
+
+def test_bytes_count_every_per_slot_array():
+    """`bytes` (and the plan's SLOT_BYTES) cover every array the map keeps
+    per slot."""
+    from keras_mixed_dim.dynamic.id_map import SLOT_BYTES
+
+    id_map = DynamicIdMap([3, 4, 5], min_count=1, sketch_width=64, rebalance_every=0)
+    n = id_map.num_slots
+    per_slot = [v for v in vars(id_map).values()
+                if isinstance(v, np.ndarray) and v.shape[:1] == (n,)]
+    assert sum(a.nbytes for a in per_slot) == SLOT_BYTES * n
+    assert id_map.bytes == SLOT_BYTES * n + id_map.sketch.bytes
+    np.testing.assert_array_equal(id_map.tier_of[np.arange(n)],
+                                  np.repeat([0, 1, 2], [3, 4, 5]))
+    assert id_map.tier_of[3] == 1

@@ -79,3 +79,16 @@ def test_lengths_that_do_not_add_up_name_the_feature():
     request["tags_lengths"] = tf.constant([2, 2], tf.int64)
     with pytest.raises(tf.errors.InvalidArgumentError, match="tags_lengths"):
         bags(request)
+
+
+def test_int64_ids_beyond_the_int32_input_become_padding_not_another_id():
+    import tensorflow as tf
+
+    model = dlrm(embedding_layers([50, 20], 8, "uniform"), 8, bottom=(8,), top=(8,),
+                 bag_sizes=SIZES)
+    bags = RaggedBagInputs(model, SIZES, feature_names=NAMES)
+    request = {k: tf.constant(v) for k, v in ragged_request(
+        [[[2**32 + 3, 2], [-(2**32) + 1]], [[2**31], [5]]], feature_names=NAMES).items()}
+    request["dense"] = tf.zeros((2, 13))
+    np.testing.assert_array_equal(bags(request)["categorical"].numpy(),
+                                  [[-1, 2, -1, -1], [-1, -1, -1, 5]])

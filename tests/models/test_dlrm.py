@@ -197,6 +197,17 @@ def test_dlrm_bag_arguments_are_checked():
     assert model.input["categorical"].shape == (None, 3)
 
 
+def test_dlrm_refuses_a_bag_combiner_its_per_feature_layers_would_ignore():
+    embeddings = embedding_layers([30, 20], 4, "table", bag_sizes=[2, 3], combiner="mean")
+    with pytest.raises(ValueError, match="bag_combiner='sqrtn'.*combiner='mean'"):
+        dlrm(embeddings, 4, bottom=(4,), top=(4,), stacked=False, bag_sizes=[2, 3],
+             bag_combiner="sqrtn")
+    # the layers' own combiner, or none given, is accepted
+    for combiner in ("mean", None):
+        dlrm(embeddings, 4, bottom=(4,), top=(4,), stacked=False, bag_sizes=[2, 3],
+             bag_combiner=combiner)
+
+
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="ragged: TensorFlow")
 def test_dlrm_with_ragged_bags_equals_the_padded_model_and_trains():
     import tensorflow as tf

@@ -539,6 +539,13 @@ def test_weight_decay_respects_exclusions():
     ({"table_optimizer": "ftrl", "learning_rate_power": 0.5}, "sgd",
      "learning_rate_power"),
     ({"table_optimizer": "ftrl", "beta": -1.0}, "sgd", "beta"),
+    # options the chosen table optimizer never reads
+    ({"table_optimizer": "adagrad", "beta_1": 0.5}, "sgd", "beta_1"),
+    ({"table_optimizer": "ftrl", "beta_2": 0.9}, "sgd", "beta_2"),
+    ({"table_optimizer": "sgd", "epsilon": 1e-3}, "sgd", "epsilon"),
+    ({"table_optimizer": "ftrl", "epsilon": 1e-3}, "sgd", "epsilon"),
+    ({"table_optimizer": "adam", "initial_accumulator_value": 1.0}, "sgd",
+     "initial_accumulator_value"),
 ])
 def test_options_that_cannot_be_honoured_are_refused(kwargs, dense, match):
     with pytest.raises(ValueError, match=match):

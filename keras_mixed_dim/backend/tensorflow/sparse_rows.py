@@ -64,6 +64,11 @@ _SUPPORTED_STRATEGIES = ("MirroredStrategy", "MultiWorkerMirroredStrategy",
                          "OneDeviceStrategy")
 
 
+def has_strategy():
+    """Whether a tf.distribute strategy is in scope."""
+    return tf.distribute.has_strategy()
+
+
 def check_strategy(strategy):
     """Raises when `strategy` is a tf.distribute strategy the sparse row
     updates are not written for."""

@@ -78,6 +78,21 @@ def test_ragged_needs_a_bag_size_and_matching_weights():
         layer(tf.ragged.constant(ROWS), weights=tf.ragged.constant([[1.0]] * 4))
 
 
+@pytest.mark.parametrize("kind", ["md", "qr"])
+def test_ragged_ids_need_a_combiner(kind):
+    """As documented: ragged / sparse ids are bags; without a combiner the
+    -1-padded per-id vectors would come back with no mask."""
+    layer = (MixedDimEmbedding(N, D, num_blocks=1, bag_size=3) if kind == "md"
+             else QREmbedding(N, D, bag_size=3))
+    with pytest.raises(ValueError, match="give the layer a combiner"):
+        layer(tf.ragged.constant(ROWS))
+    with pytest.raises(ValueError, match="give the layer a combiner"):
+        layer(tf.ragged.constant(ROWS).to_sparse())
+    ids = keras.Input(shape=(None,), ragged=True, dtype="int32")
+    with pytest.raises(ValueError, match="give the layer a combiner"):
+        layer(ids)
+
+
 @pytest.mark.parametrize("combiner", ["sum", "mean", "sqrtn"])
 def test_uniform_table_matches_safe_embedding_lookup_sparse(combiner):
     rows = [[3, 7, 7, 29, 12], [], [8, 2], [5], [1, 1]]
