@@ -121,10 +121,10 @@ def test_sharded_table_paths_take_tables_of_exactly_min_rows():
         "stacked/stacked_w4_embeddings"]
 
 @pytest.mark.multiprocess
-def test_two_jax_processes_shard_the_preset_tables_and_match_one(free_ports):
-    """mlperf-dcnv2 at cardinalities / 1000, uniform tables: 2 processes
-    (jax.distributed on CPU, gloo collectives) each hold half of every
-    sharded table and give one process's losses step for step."""
+def test_two_and_four_jax_processes_shard_the_preset_tables_and_match_one(free_ports):
+    """mlperf-dcnv2 at cardinalities / 1000, uniform tables: 2 and 4
+    processes (jax.distributed on CPU, gloo collectives) each hold 1/N of
+    every sharded table and give one process's losses step for step."""
     import json
     import os
     import subprocess
@@ -132,24 +132,30 @@ def test_two_jax_processes_shard_the_preset_tables_and_match_one(free_ports):
 
     pytest.importorskip("jax", reason="the JAX backend needs the jax package")
     program = ROOT / "programs" / "jax_multiprocess_dlrm.py"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT.parent)}
-    env.pop("XLA_FLAGS", None)
-    port = free_ports(1)[0]
-    runs = [(0, 1), (0, 2), (1, 2)]
+    # one CPU device per process: a forced device count would split each
+    # process's tables again
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT.parent),
+           "XLA_FLAGS": " ".join(flags)}
+    ports = free_ports(2)
+    runs = [(0, 1, ports[0]), *((i, 2, ports[0]) for i in range(2)),
+            *((i, 4, ports[1]) for i in range(4))]
     procs = [subprocess.Popen(
         [sys.executable, str(program), str(i), str(n), str(port), "2", "1000", "32",
          "1"], cwd=ROOT.parent, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True) for i, n in runs]
+        stderr=subprocess.PIPE, text=True) for i, n, port in runs]
     outs = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 0, stderr[-3000:]
         outs.append(json.loads(stdout.strip().splitlines()[-1]))
-    single, first, second = outs
-    assert first["devices"] == second["devices"] == 2
-    for out in (first, second):
-        np.testing.assert_allclose(out["losses"], single["losses"], rtol=1e-5)
-        # the 40M-row tables (40,000 rows here) split in halves
-        assert out["shards"]["embedding_0/block_0_embeddings"] == [20_000]
-        assert out["table_bytes"] < 0.52 * single["table_bytes"]
+    single, sharded = outs[0], outs[1:]
     assert single["shards"]["embedding_0/block_0_embeddings"] == [40_000]
+    for out in sharded:
+        n = out["processes"]
+        assert out["devices"] == n
+        np.testing.assert_allclose(out["losses"], single["losses"], rtol=1e-5)
+        # the 40M-row tables (40,000 rows here) split in N parts
+        assert out["shards"]["embedding_0/block_0_embeddings"] == [40_000 // n]
+        assert out["table_bytes"] < (1.04 / n) * single["table_bytes"]
