@@ -5,6 +5,8 @@ dispatches on `keras.backend.backend()` and imports the backend folder only
 when it runs there, so the JAX path works with TensorFlow absent.
 """
 
+import importlib
+
 import keras
 
 
@@ -134,3 +136,40 @@ def padded_bags(ids, weights, bag_size, layer_name=None):
     from keras_mixed_dim.backend.tensorflow.bags import padded_bags as tf_padded
 
     return tf_padded(ids, weights, bag_size, layer_name)
+
+
+def backend_module(name):
+    """The current backend's module `keras_mixed_dim.backend.<backend>.<name>`
+    (imported on first use, so no other backend's framework is needed)."""
+    return importlib.import_module(
+        f"keras_mixed_dim.backend.{keras.backend.backend()}.{name}")
+
+
+def row_writes():
+    """The backend's row writes for tables changed between or inside steps:
+    `assign_rows` (numpy, between steps), `write_rows` (tensors, inside a
+    step), `read_rows` (to numpy) and `WRITES_IN_LAYER` (whether a write the
+    layer makes inside a step persists, False on JAX)."""
+    return backend_module("row_writes")
+
+
+def saturating_scatter_add(variable, positions, increments):
+    """Adds `increments` at `positions` of an int32 count variable in place,
+    saturating at the int32 maximum, where the backend can (TensorFlow);
+    returns whether it did. Other backends use the portable dense update."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    from keras_mixed_dim.backend.tensorflow import counting
+
+    return counting.saturating_scatter_add(variable, positions, increments)
+
+
+def divide_gradient(grad, scale):
+    """`grad / scale` for a dense gradient or TensorFlow's `IndexedSlices`
+    (whose values are divided; `/` is not defined on them)."""
+    if keras.backend.backend() == "tensorflow":
+        from keras_mixed_dim.backend.tensorflow import sparse_rows
+
+        if sparse_rows.is_sparse(grad):
+            return sparse_rows.divided(grad, scale)
+    return grad / scale

@@ -8,6 +8,7 @@ from keras import layers
 from keras import ops
 from keras import saving
 
+from keras_mixed_dim.backend import row_writes
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.dynamic.id_map import PACKED
 from keras_mixed_dim.dynamic.id_map import DynamicIdMap
@@ -185,7 +186,7 @@ class DynamicEmbedding(layers.Layer):
 
     def call(self, inputs, weights=None, writes=None):
         if writes is not None:
-            if keras.backend.backend() != "jax":
+            if row_writes().WRITES_IN_LAYER:
                 self._apply_writes(writes)
             elif not self._write_optimizer_ref.jax_step:
                 raise NotImplementedError(
@@ -669,47 +670,16 @@ def _pinv(projection):
 
 
 def _write_rows(variable, rows, values):
-    """`variable[rows] = values` inside a step (tensors): in place on
-    TensorFlow and PyTorch; on JAX a functional scatter, inside the
-    stateless scope of the train step `dynamic_batches` installs."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        variable.assign(ops.scatter_update(variable.value, ops.expand_dims(rows, -1),
-                                           ops.cast(values, variable.dtype)))
-        return
-    if backend == "tensorflow":
-        from keras_mixed_dim.backend.tensorflow.row_writes import write_rows
-    else:
-        from keras_mixed_dim.backend.torch.row_writes import write_rows
-    write_rows(variable, rows, values)
+    """`variable[rows] = values` inside a step (tensors)."""
+    row_writes().write_rows(variable, rows, values)
 
 
 def _read_rows(variable, rows):
     """Rows of a variable as numpy."""
-    rows = np.asarray(rows, np.int64)
-    if keras.backend.backend() == "jax":
-        # an eager JAX gather compiles once per shape, and the number of rows
-        # changes every step; on the host it is a plain copy
-        return np.asarray(variable.value)[rows]
-    return ops.convert_to_numpy(take_rows(variable, ops.convert_to_tensor(
-        rows.astype(np.int32))))
+    return row_writes().read_rows(variable, rows)
 
 
 def _assign_rows(variable, rows, values):
-    """`variable[rows] = values` between steps: in place on TensorFlow and
-    PyTorch; on JAX (immutable arrays) the table is rewritten from a host
-    copy, which compiles nothing."""
-    rows = np.asarray(rows, np.int64)
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        from keras_mixed_dim.backend.tensorflow.row_writes import assign_rows
-
-        assign_rows(variable, rows, values)
-    elif backend == "torch":
-        from keras_mixed_dim.backend.torch.row_writes import assign_rows
-
-        assign_rows(variable, rows, values)
-    else:
-        table = np.array(variable.value)
-        table[rows] = values
-        variable.assign(table)
+    """`variable[rows] = values` between steps, in place where the backend
+    can write in place."""
+    row_writes().assign_rows(variable, rows, values)

@@ -2,7 +2,6 @@
 
 import keras
 import numpy as np
-from keras import backend
 from keras import constraints
 from keras import initializers
 from keras import layers
@@ -11,6 +10,7 @@ from keras import regularizers
 from keras import saving
 
 from keras_mixed_dim.backend import dense_gradient
+from keras_mixed_dim.backend import saturating_scatter_add
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.layers.ids import INT32_MAX
 from keras_mixed_dim.layers.ids import check_bag_rank
@@ -570,12 +570,9 @@ def add_lookup_counts(counts_variable, positions, valid, half_life=None):
     block). Shared by `MixedDimEmbedding` and `StackedEmbedding`.
     """
     dtype = counts_variable.dtype
-    if not half_life and backend.backend() == "tensorflow":
-        from keras_mixed_dim.backend.tensorflow import counting
-
-        if counting.saturating_scatter_add(counts_variable, positions,
-                                           ops.cast(valid, dtype)):
-            return
+    if not half_life and saturating_scatter_add(
+            counts_variable, positions, ops.cast(valid, dtype)):
+        return
     # Decay rescales every count anyway, and JAX updates donated buffers
     # in place, so the dense update is the portable path.
     size = int(counts_variable.shape[0])

@@ -19,6 +19,7 @@ from keras import backend
 from keras import ops
 from keras import saving
 
+from keras_mixed_dim.backend import divide_gradient
 from keras_mixed_dim.backend.row_gradients import RowGradient
 
 TABLE_OPTIMIZERS = ("sgd", "adagrad", "adam", "ftrl")
@@ -666,12 +667,7 @@ def _unscaled(grad, scale):
         return grad
     if isinstance(grad, RowGradient):
         return grad.scaled(scale)
-    if backend.backend() == "tensorflow":
-        from keras_mixed_dim.backend.tensorflow import sparse_rows
-
-        if sparse_rows.is_sparse(grad):
-            return sparse_rows.divided(grad, scale)
-    return grad / scale
+    return divide_gradient(grad, scale)
 
 
 def _row_ops(backend_name):

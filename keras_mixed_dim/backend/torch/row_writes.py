@@ -22,3 +22,18 @@ def write_rows(variable, rows, values):
     tensor = variable.value
     with torch.no_grad():
         tensor.index_copy_(0, rows.to(torch.int64), values.to(tensor.dtype))
+
+
+def read_rows(variable, rows):
+    """Rows of a variable as numpy, gathering only those rows."""
+    from keras import ops
+
+    from keras_mixed_dim.backend import take_rows
+
+    rows = np.asarray(rows, np.int64)
+    return ops.convert_to_numpy(take_rows(variable, ops.convert_to_tensor(
+        rows.astype(np.int32))))
+
+
+# A step's row writes happen where the layer makes them, in place.
+WRITES_IN_LAYER = True
