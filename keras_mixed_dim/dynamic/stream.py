@@ -3,7 +3,7 @@
 import queue
 import threading
 
-import keras
+from keras_mixed_dim.backend import row_writes
 
 
 def dynamic_batches(batches, layers, model, timestamps=None, prefetch=2):
@@ -48,12 +48,11 @@ def dynamic_batches(batches, layers, model, timestamps=None, prefetch=2):
                          f"slots follow the rows); received {model!r}.")
     for layer in layers.values():
         layer.attach_optimizer(optimizer)
-    if keras.backend.backend() == "jax":
-        _install_jax_step(model, layers)
+    row_writes().install_write_step(model, layers)
     # set up now, not at the generator's first `next`, which `fit` calls
     # after it has built its train function
     mapped = _mapped(batches, layers, timestamps)
-    if prefetch and keras.backend.backend() != "tensorflow":
+    if prefetch and row_writes().MAP_AHEAD:
         return _ahead(mapped, int(prefetch))
     return mapped
 
@@ -93,41 +92,3 @@ def _mapped(batches, layers, timestamps):
                 raise KeyError(f"Batch has no ids under {name!r}; it has {sorted(x)}.")
             x[name], x[name + "_writes"] = layer.prepare(x[name], timestamps=times)
         yield (x, *rest)
-
-
-def _install_jax_step(model, layers):
-    """Wraps `model.train_step` (JAX) so that it applies the batch's row
-    writes to the state before the original step runs: writes made inside
-    the layer's stateless call would be dropped (only non-trainable updates
-    come back from it), and outside the step the trainer's state is not the
-    variables'."""
-    from keras.src.backend.common.stateless_scope import StatelessScope
-    from keras.src.trainers.data_adapters import data_adapter_utils
-
-    pairs = dict(getattr(model, "_dynamic_write_layers", {}))
-    pairs.update(layers)
-    for layer in pairs.values():
-        layer._write_optimizer_ref.jax_step = True
-    if getattr(model, "_dynamic_write_layers", None) is not None:
-        model._dynamic_write_layers.update(layers)
-        return
-    object.__setattr__(model, "_dynamic_write_layers", pairs)
-    original = model.train_step
-
-    def train_step(state, data):
-        trainable, non_trainable, optimizer_variables, metrics = state
-        x, _, _ = data_adapter_utils.unpack_x_y_sample_weight(data)
-        groups = ((model.trainable_variables, trainable),
-                  (model.non_trainable_variables, non_trainable),
-                  (model.optimizer.variables, optimizer_variables))
-        mapping = [pair for refs, values in groups for pair in zip(refs, values)]
-        with StatelessScope(state_mapping=mapping) as scope:
-            for name, layer in model._dynamic_write_layers.items():
-                if name + "_writes" in x:
-                    layer._apply_writes(x[name + "_writes"])
-        trainable, non_trainable, optimizer_variables = (
-            [scope.get_current_value(r) for r in refs] for refs, _ in groups)
-        return original((trainable, non_trainable, optimizer_variables, metrics), data)
-
-    object.__setattr__(model, "train_step", train_step)
-    model.train_function = None

@@ -35,3 +35,10 @@ def read_rows(variable, rows):
 
 # A step's row writes happen where the layer makes them, in place.
 WRITES_IN_LAYER = True
+
+# `fit` already reads a generator through tf.data, ahead of the step.
+MAP_AHEAD = False
+
+
+def install_write_step(model, layers):
+    """Nothing to install: the layer's writes inside the step are in place."""

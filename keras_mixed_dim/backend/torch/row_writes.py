@@ -37,3 +37,10 @@ def read_rows(variable, rows):
 
 # A step's row writes happen where the layer makes them, in place.
 WRITES_IN_LAYER = True
+
+# `dynamic_batches` maps batches ahead in a thread (the trainer does not).
+MAP_AHEAD = True
+
+
+def install_write_step(model, layers):
+    """Nothing to install: the layer's writes inside the step are in place."""
