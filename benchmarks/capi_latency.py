@@ -14,7 +14,6 @@ import importlib.util
 import json
 import pathlib
 import sys
-import time
 
 import numpy as np
 
@@ -32,18 +31,10 @@ def load_capi():
 
 
 def latencies(model, inputs, requests):
-    result = {}
-    for batch in BATCHES:
-        feed = {k: v[:batch] for k, v in inputs.items()}
-        for _ in range(WARMUP):
-            model.run(feed)
-        times = []
-        for _ in range(requests):
-            start = time.perf_counter()
-            model.run(feed)
-            times.append(time.perf_counter() - start)
-        result[str(batch)] = [1e3 * float(np.percentile(times, q)) for q in (50, 99)]
-    return result
+    capi = load_capi()
+    return {str(batch): list(capi.latency_ms(
+        model, {k: v[:batch] for k, v in inputs.items()}, requests, WARMUP))
+        for batch in BATCHES}
 
 
 def main(argv):

@@ -67,16 +67,9 @@ def main(argv):
     for rows in (1, 512):
         if rows > size:
             continue
-        request = {k: v[:rows] for k, v in feed.items()}
-        for _ in range(min(20, requests)):
-            model.run(request)
-        times = []
-        for _ in range(requests):
-            tick = time.perf_counter()
-            model.run(request)
-            times.append(time.perf_counter() - tick)
-        latency[str(rows)] = {"p50_ms": 1e3 * float(np.percentile(times, 50)),
-                              "p99_ms": 1e3 * float(np.percentile(times, 99))}
+        p50, p99 = capi.latency_ms(model, {k: v[:rows] for k, v in feed.items()},
+                                   requests, warmup=min(20, requests))
+        latency[str(rows)] = {"p50_ms": p50, "p99_ms": p99}
     model.close()
     print(json.dumps({
         "load_and_first_answer_seconds": first_answer,

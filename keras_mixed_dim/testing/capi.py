@@ -14,6 +14,7 @@ path, as `tests/programs/capi_run.py` does.
 import ctypes
 import importlib.util
 import pathlib
+import time
 
 import numpy as np
 
@@ -296,3 +297,17 @@ class CApiModel:
             self.lib.TF_CloseSession(self.session, self.status)
             self.lib.TF_DeleteSession(self.session, self.status)
             self.session = None
+
+
+def latency_ms(model, feed, requests, warmup=20):
+    """`(p50, p99)` milliseconds of `model.run(feed)` over `requests` runs,
+    after `warmup` untimed ones (one request at a time, as a server sees
+    them)."""
+    for _ in range(warmup):
+        model.run(feed)
+    times = []
+    for _ in range(requests):
+        start = time.perf_counter()
+        model.run(feed)
+        times.append(time.perf_counter() - start)
+    return tuple(1e3 * float(np.percentile(times, q)) for q in (50, 99))
