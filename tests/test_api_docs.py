@@ -1,0 +1,83 @@
+"""The public API's docstrings and its reference page, docs/api.md."""
+
+import importlib.util
+import inspect
+import os
+import re
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location(
+        "gen_api", os.path.join(ROOT, "docs", "gen_api.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GEN = _generator()
+ENTRIES = GEN.public_names()
+OBJECTS = {}
+for _package, _name, _obj in ENTRIES:
+    if GEN.is_documented_object(_obj):
+        OBJECTS.setdefault((_name, id(_obj)), (f"{_package}.{_name}", _obj))
+
+
+def _returns_something(obj):
+    """Whether a function returns a value, judged from its source."""
+    source = inspect.getsource(obj)
+    body = source.split('"""', 2)[-1] if '"""' in source else source
+    return bool(re.search(r"^\s+(return \S|yield)", body, re.M))
+
+
+_CASES = sorted(OBJECTS.values(), key=lambda e: e[0])
+
+
+@pytest.mark.parametrize("qualname,obj", _CASES, ids=[q for q, _ in _CASES])
+def test_docstring_has_args_returns_example(qualname, obj):
+    doc = inspect.getdoc(obj) or ""
+    assert doc.strip(), f"{qualname} has no docstring"
+    lines = [line.strip() for line in doc.split("\n")]
+    params = []
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        params = [p for p in inspect.signature(target).parameters.values()
+                  if p.name not in ("self", "cls")]
+    except (TypeError, ValueError):
+        pass
+    if params:
+        assert "Args:" in lines, f"{qualname}: no Args: section"
+    if not inspect.isclass(obj) and _returns_something(obj):
+        assert "Returns:" in lines or "Yields:" in lines, f"{qualname}: no Returns: section"
+    assert "Example:" in lines or "Examples:" in lines, f"{qualname}: no Example: section"
+
+
+def test_constants_have_a_summary():
+    for package, name, obj in ENTRIES:
+        if not GEN.is_documented_object(obj):
+            assert name in GEN.CONSTANTS, f"{package}.{name}: no summary in docs/gen_api.py"
+
+
+def test_api_md_lists_every_public_name_and_nothing_else():
+    with open(os.path.join(ROOT, "docs", "api.md"), encoding="utf-8") as f:
+        text = f.read()
+    headings = set(re.findall(r"^### `([\w.]+)`$", text, re.M))
+    rows = {}
+    for package in re.split(r"^## ", text, flags=re.M)[1:]:
+        title = package.split("\n", 1)[0].strip("` ")
+        rows[title] = set(re.findall(r"^\| \[`(\w+)`\]", package, re.M))
+    expected = {}
+    for package, name, _ in ENTRIES:
+        expected.setdefault(package, set()).add(name)
+    assert {k: v for k, v in rows.items() if v} == expected
+    homes = GEN.home(ENTRIES)
+    described = {f"{homes[GEN.key_of(p, n, o)]}.{n}" for p, n, o in ENTRIES}
+    assert headings == described
+
+
+def test_api_md_is_up_to_date():
+    with open(os.path.join(ROOT, "docs", "api.md"), encoding="utf-8") as f:
+        assert f.read() == GEN.render(), "run python docs/gen_api.py"
