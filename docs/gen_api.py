@@ -125,14 +125,15 @@ def render_docstring(doc):
                 block.append(lines[i].strip() if lines[i].strip().startswith((">>>", "..."))
                              else lines[i].rstrip())
                 i += 1
-            code = [re.sub(r"^(>>>|\.\.\.) ?", "", b) for b in block
-                    if b.startswith((">>>", "..."))]
+            code = [re.sub(r"^(>>>|\.\.\.) ?", "", b) if b.startswith((">>>", "..."))
+                    else "# " + b.strip() for b in block]
             out += ["```python", *code, "```"]
             continue
         if section in ("Args:", "Attributes:", "Call arguments:", "Raises:") and line.startswith("    "):
             # One list item per argument; deeper-indented lines continue it.
             if not line.startswith("        ") and re.match(r"^    [\w*`][^:]*:", line):
-                out.append("- " + stripped)
+                names, rest = stripped.split(":", 1)
+                out.append(f"- `{names}`:{rest}" if "`" not in names else f"- {stripped}")
             else:
                 out[-1] += " " + stripped
             i += 1

@@ -1,9 +1,12 @@
 """The public API's docstrings and its reference page, docs/api.md."""
 
+import ast
+import dataclasses
 import importlib.util
 import inspect
 import os
 import re
+import textwrap
 
 import pytest
 
@@ -27,10 +30,19 @@ for _package, _name, _obj in ENTRIES:
 
 
 def _returns_something(obj):
-    """Whether a function returns a value, judged from its source."""
-    source = inspect.getsource(obj)
-    body = source.split('"""', 2)[-1] if '"""' in source else source
-    return bool(re.search(r"^\s+(return \S|yield)", body, re.M))
+    """Whether a function returns or yields a value (its own body, not that
+    of functions nested in it)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(obj))).body[0]
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            return True
+        if isinstance(node, ast.Return) and node.value is not None:
+            return True
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            todo.extend(ast.iter_child_nodes(node))
+    return False
 
 
 _CASES = sorted(OBJECTS.values(), key=lambda e: e[0])
@@ -49,7 +61,9 @@ def test_docstring_has_args_returns_example(qualname, obj):
     except (TypeError, ValueError):
         pass
     if params:
-        assert "Args:" in lines, f"{qualname}: no Args: section"
+        # A dataclass's fields are its arguments; "Attributes:" names them.
+        sections = ("Args:", "Attributes:") if dataclasses.is_dataclass(obj) else ("Args:",)
+        assert any(s in lines for s in sections), f"{qualname}: no Args: section"
     if not inspect.isclass(obj) and _returns_something(obj):
         assert "Returns:" in lines or "Yields:" in lines, f"{qualname}: no Returns: section"
     assert "Example:" in lines or "Examples:" in lines, f"{qualname}: no Example: section"

@@ -51,6 +51,11 @@ class BlockReport:
         sketched: Whether its directions came from a sketch.
         fell_back: Whether the sketched directions missed the gate and the
             exact ones were used.
+
+    Example:
+
+    >>> converted = convert_weights(table, counts, budget=0.25)  # doctest: +SKIP
+    >>> [b.relative_error for b in converted.report.blocks]   # doctest: +SKIP
     """
 
     rows: int
@@ -76,6 +81,11 @@ class ConversionReport:
         relative_error: `||W' - W||_F / ||W||_F` over all ids.
         weighted_error: The same weighted by the counts: the relative error
             of an average lookup.
+
+    Example:
+
+    >>> converted = convert_weights(table, counts, budget=0.25)  # doctest: +SKIP
+    >>> converted.report.bytes_after / converted.report.bytes_before  # doctest: +SKIP
     """
 
     plan: object
@@ -164,6 +174,14 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
 
     Returns:
         A `ConvertedWeights`.
+
+    Example:
+
+    >>> table = np.random.default_rng(0).normal(size=(1000, 32)).astype("float32")
+    >>> counts = np.random.default_rng(0).zipf(1.3, 1000)
+    >>> converted = convert_weights(table, counts, alpha=0.3, budget=0.25)
+    >>> converted.report.bytes_after <= 0.25 * converted.report.bytes_before
+    True
     """
     weights = np.asarray(weights)
     if weights.ndim != 2 or weights.size == 0:

@@ -21,6 +21,11 @@ class LayerCompression:
         bytes_after: Weight bytes of the new layer (every array counted).
         details: Method-specific report (for `"md"`, a `ConversionReport`
             with the plan, alpha and per-block reconstruction errors).
+
+    Example:
+
+    >>> new_model, report = compress_model(model, counts)   # doctest: +SKIP
+    >>> [(c.name, c.bytes_after / c.bytes_before) for c in report.layers]  # doctest: +SKIP
     """
 
     name: str
@@ -38,7 +43,17 @@ class LayerCompression:
 
 @dataclasses.dataclass
 class CompressionReport:
-    """What `compress_model` did: one `LayerCompression` per replaced layer."""
+    """What `compress_model` did: one `LayerCompression` per replaced layer.
+
+    Args:
+        layers: One `LayerCompression` per replaced layer.
+
+    Example:
+
+    >>> new_model, report = compress_model(model, counts)   # doctest: +SKIP
+    >>> report.bytes_after / report.bytes_before            # doctest: +SKIP
+    >>> print(report)                                       # doctest: +SKIP
+    """
 
     layers: list
 
@@ -98,6 +113,14 @@ def register_method(name, fn):
             given to `compress_model`) and a dict of extra keyword
             arguments; returns `(new_layer, bytes_after, details)` with
             `new_layer` built and holding its weights.
+
+    Example:
+
+    >>> def int8_only(layer, counts, budget, options):
+    ...     new = keras.layers.Embedding(layer.input_dim, layer.output_dim,
+    ...                                  name=layer.name)     # ... quantize here
+    ...     return new, new_bytes, None
+    >>> register_method("int8_only", int8_only)             # doctest: +SKIP
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"A method name must be a non-empty string. Received: {name!r}")
@@ -107,7 +130,19 @@ def register_method(name, fn):
 
 
 def embedding_layers(model):
-    """The `keras.layers.Embedding` layers of a model, nested ones included."""
+    """The `keras.layers.Embedding` layers of a model, nested ones included.
+
+    Args:
+        model: A Keras model.
+
+    Returns:
+        A list of the `keras.layers.Embedding` layers, in the order
+        `model.layers` (and nested models) list them.
+
+    Example:
+
+    >>> [layer.name for layer in embedding_layers(model)]   # doctest: +SKIP
+    """
     import keras
 
     found = []

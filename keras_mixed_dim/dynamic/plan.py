@@ -35,6 +35,22 @@ class DynamicPlan:
         sketch_width, sketch_depth: The count-min sketch.
         optimizer_slots: Optimizer copies counted per float weight.
         capacity_bytes: The budget.
+
+    Args:
+        output_dim: Width of every output vector.
+        tier_rows: Slots per tier (widest first).
+        tier_dims: Width of each tier's rows.
+        fallback_buckets: Rows of the shared hashed fallback.
+        fallback_dim: Their width.
+        sketch_width, sketch_depth: The count-min sketch.
+        optimizer_slots: Optimizer copies counted per float weight.
+        capacity_bytes: The budget.
+
+    Example:
+
+    >>> plan = plan_capacity(64, 10_000_000)
+    >>> plan.tier_dims
+    (64, 16, 4)
     """
 
     output_dim: int
@@ -88,10 +104,31 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
     `num_tiers` (default 3) sets the number of default tiers; with explicit
     `tier_dims` it may only repeat their number.
 
+    Args:
+        output_dim: Width of every output vector.
+        capacity_bytes: The byte budget: tables, fallback, sketch and
+            `optimizer_slots` optimizer copies of every float weight.
+        num_tiers: Number of default tiers (default 3).
+        tier_dims: Explicit tier widths, widest first.
+        fallback_buckets: Rows of the hashed fallback (default from the budget).
+        fallback_dim: Width of the fallback (default the narrowest tier's).
+        sketch_width: Counters per sketch row (default from the budget).
+        sketch_depth: Rows of the sketch.
+        optimizer_slots: Optimizer copies of each float weight to count.
+
+    Returns:
+        A `DynamicPlan`.
+
     Raises:
         ValueError: a setting is not a positive integer, or the budget does
             not fit one row per tier (the message names `capacity_bytes` and
             the least that would fit).
+
+    Example:
+
+    >>> plan = plan_capacity(64, 10_000_000)
+    >>> plan.tier_dims, sum(plan.tier_rows) > 0
+    ((64, 16, 4), True)
     """
     output_dim = _positive("output_dim", output_dim)
     capacity = _positive("capacity_bytes", capacity_bytes)

@@ -32,6 +32,13 @@ class CountMinSketch:
         width: Counters per row (>= 1).
         depth: Rows (independent hashes, >= 1).
         seed: Seed of the hashes.
+
+    Example:
+
+    >>> sketch = CountMinSketch(1024)
+    >>> _ = sketch.add(np.array([5, 5, 9]), np.array([1, 1, 1]))
+    >>> sketch.estimate(np.array([5]))
+    array([2.], dtype=float32)
     """
 
     def __init__(self, width, depth=2, seed=0):

@@ -117,7 +117,24 @@ class RaggedBagInputs(tf.Module):
 
 def ragged_request(bags, weights=None, feature_names=None):
     """The request `RaggedBagInputs` takes, from per-feature lists of bags:
-    `{name}_ids` / `{name}_lengths` (and `{name}_weights`) numpy arrays."""
+    `{name}_ids` / `{name}_lengths` (and `{name}_weights`) numpy arrays.
+
+    Args:
+        bags: Per feature, a list of bags (lists of ids), one bag per example.
+        weights: Optional per feature a list of per-id weights, like `bags`.
+        feature_names: Names of the features (default `feature_0`, ...).
+
+    Returns:
+        A dict of numpy arrays: `{name}_ids` (int64, all ids end to end),
+        `{name}_lengths` (int64, ids per example) and, with weights,
+        `{name}_weights` (float32).
+
+    Example:
+
+    >>> request = ragged_request([[[3, 17], []]], feature_names=["tags"])
+    >>> request["tags_ids"], request["tags_lengths"]
+    (array([ 3, 17]), array([2, 0]))
+    """
     if feature_names is None:
         feature_names = [f"feature_{f}" for f in range(len(bags))]
     request = {}

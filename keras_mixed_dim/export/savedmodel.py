@@ -32,6 +32,11 @@ class ExportReport:
         variables_dir_bytes: Measured size of `variables/` on disk.
         saved_model_bytes: Size of `saved_model.pb` (limit: 2 GiB).
         assets_bytes: Size of `assets/` (the vocabulary files).
+
+    Example:
+
+    >>> report = export_for_serving(model, "/tmp/models", "dlrm")  # doctest: +SKIP
+    >>> report.path, report.embedding_bytes                 # doctest: +SKIP
     """
 
     path: pathlib.Path
@@ -197,6 +202,11 @@ def export_for_serving(model, base, name, preprocess=None, input_signature=None,
 
     Returns:
         An `ExportReport`.
+
+    Example:
+
+    >>> report = export_for_serving(model, "/tmp/models", "ratings")  # doctest: +SKIP
+    >>> write_models_config("/tmp/models")                  # doctest: +SKIP
     """
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(

@@ -58,6 +58,13 @@ class FrequencyRecount(keras.callbacks.Callback):
         replan: Re-plan (new shapes) at epoch ends instead of re-ranking.
         sketch_threshold: With `replan`, blocks of more rows get their
             directions from a CountSketch rather than an exact Gram matrix.
+
+    Example:
+
+    >>> layer = MixedDimEmbedding(10_000, 32, count_frequencies=True,
+    ...                           plan=plan_blocks(10_000, 32, remap=True))
+    >>> model.fit(x, y, epochs=5,                           # doctest: +SKIP
+    ...           callbacks=[FrequencyRecount(every_n_steps=1000)])
     """
 
     def __init__(self, every_n_steps=None, layer_names=None, replan=False,

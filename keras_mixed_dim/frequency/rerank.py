@@ -31,6 +31,11 @@ class RerankReport:
         mass_after: The same under the new ranking.
         warm_start_error: Relative output error of the moved ids,
             ||new - old||_F / ||old||_F (0 when none moved).
+
+    Example:
+
+    >>> report = rerank_layer(layer, counts)                # doctest: +SKIP
+    >>> report.ids_moved, report.mass_after                 # doctest: +SKIP
     """
 
     ids_moved: int
@@ -50,7 +55,23 @@ def read_counts(layer):
 
 
 def block_masses(plan, ranks, counts):
-    """Share of `counts` held by each block when ids have `ranks`."""
+    """Share of `counts` held by each block when ids have `ranks`.
+
+    Args:
+        plan: A `BlockPlan`.
+        ranks: Int array, `ranks[id]` the rank of each id.
+        counts: Per-id counts (`plan.input_dim` values).
+
+    Returns:
+        A tuple of floats, one share per block, summing to 1 (all zeros when
+        the counts are).
+
+    Example:
+
+    >>> plan = plan_blocks(4, 8, boundaries=[1])
+    >>> block_masses(plan, np.arange(4), np.array([6, 2, 1, 1]))
+    (0.6, 0.4)
+    """
     total = counts.sum()
     blocks = plan.block_of_rank(ranks)
     masses = np.bincount(blocks, weights=counts, minlength=plan.num_blocks)
@@ -148,6 +169,15 @@ def rerank_layer(layer, counts=None, optimizer=None):
 
     Returns:
         A `RerankReport`.
+
+    Example:
+
+    >>> layer = MixedDimEmbedding(1000, 16, count_frequencies=True,
+    ...                           plan=plan_blocks(1000, 16, remap=True))
+    >>> layer.build()
+    >>> report = rerank_layer(layer, counts=np.arange(1000))   # id 999 now first
+    >>> report.ids_moved > 0
+    True
     """
     plan = layer.plan
     if layer.plan.has_qr_blocks:

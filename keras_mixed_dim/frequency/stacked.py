@@ -80,6 +80,15 @@ def rerank_stacked(layer, features=None, counts=None, optimizer=None):
 
     Returns:
         `{feature: RerankReport}`.
+
+    Example:
+
+    >>> stacked = StackedEmbedding([plan_blocks(1000, 16, remap=True), 50], 16,
+    ...                            count_frequencies=[True, False])
+    >>> stacked.build()
+    >>> reports = rerank_stacked(stacked, counts={0: np.arange(1000)})
+    >>> sorted(reports)
+    [0]
     """
     features = _features(layer, features)
     arrays = layer.numpy_weights()
@@ -139,6 +148,14 @@ def replan_stacked(layer, features=None, counts=None, sketch_threshold=200_000,
 
     Returns:
         `{feature: ReplanReport}`.
+
+    Example:
+
+    >>> stacked = StackedEmbedding([plan_blocks(1000, 16, remap=True), 50], 16,
+    ...                            count_frequencies=[True, False])
+    >>> stacked.build()
+    >>> reports = replan_stacked(stacked, counts={0: np.arange(1000) ** 2})
+    >>> model.compile(...)                                  # doctest: +SKIP
     """
     features = _features(layer, features)
     arrays = layer.numpy_weights()

@@ -100,6 +100,12 @@ def make_embedding(
 
     Returns:
         A Keras layer.
+
+    Example:
+
+    >>> layer = make_embedding("robe", 100_000, 16, budget_bytes=200_000)
+    >>> layer(np.array([3, 99_999])).shape
+    (2, 16)
     """
     if kind not in EMBEDDING_KINDS:
         raise ValueError(f"`kind` must be one of {EMBEDDING_KINDS}. Received: {kind!r}")
@@ -278,5 +284,18 @@ def layer_bytes(layers):
 
 
 def embedding_params(model, names):
-    """Parameters of the named embedding layers of `model`."""
+    """Parameters of the named embedding layers of `model`.
+
+    Args:
+        model: A Keras model.
+        names: Names of its embedding layers (a `StackedEmbedding`'s
+            `feature_names` count as layers).
+
+    Returns:
+        The number of parameters (every weight of those layers) as an int.
+
+    Example:
+
+    >>> embedding_params(model, ["user_embedding", "item_embedding"])  # doctest: +SKIP
+    """
     return sum(model.get_layer(name).count_params() for name in names)

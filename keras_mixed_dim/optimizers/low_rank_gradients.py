@@ -58,6 +58,11 @@ class LowRankGradients(keras.optimizers.Optimizer):
             covered.
         seed: Seed of the random initial bases.
         name: Name of the wrapper.
+
+    Example:
+
+    >>> model.compile(optimizer=LowRankGradients(keras.optimizers.Adam(1e-3), rank=8),
+    ...               loss="mse")                           # doctest: +SKIP
     """
 
     def __init__(self, optimizer, rank=4, min_size=4096, power_iterations=1,

@@ -55,13 +55,30 @@ def rank_ids(counts):
 
     Returns:
         An int64 array `order` with `order[rank] = id`.
+
+    Example:
+
+    >>> rank_ids(np.array([1, 5, 5, 0]))
+    array([1, 2, 0, 3])
     """
     counts = check_counts(counts)
     return np.argsort(-counts, kind="stable").astype(np.int64)
 
 
 def ranks_of_ids(order):
-    """Inverse of `rank_ids`: `ranks[id] = rank`."""
+    """Inverse of `rank_ids`: `ranks[id] = rank`.
+
+    Args:
+        order: Ids in rank order (from `rank_ids`).
+
+    Returns:
+        An int64 array with `ranks[order[r]] = r`.
+
+    Example:
+
+    >>> ranks_of_ids(np.array([1, 2, 0, 3]))
+    array([2, 0, 1, 3])
+    """
     order = np.asarray(order)
     ranks = np.empty_like(order)
     ranks[order] = np.arange(order.size, dtype=order.dtype)
@@ -69,7 +86,20 @@ def ranks_of_ids(order):
 
 
 def zipf_counts(num_ids, exponent=1.0):
-    """Expected counts `1 / (rank + 1)**exponent` of an already ranked vocabulary."""
+    """Expected counts `1 / (rank + 1)**exponent` of an already ranked vocabulary.
+
+    Args:
+        num_ids: Number of ids.
+        exponent: Zipf exponent.
+
+    Returns:
+        A float64 array of `num_ids` counts, non-increasing.
+
+    Example:
+
+    >>> zipf_counts(4)
+    array([1.        , 0.5       , 0.33333333, 0.25      ])
+    """
     return 1.0 / np.arange(1, num_ids + 1, dtype=np.float64) ** exponent
 
 
@@ -86,6 +116,11 @@ def equal_mass_boundaries(sorted_counts, num_blocks):
 
     Returns:
         A tuple of `num_blocks + 1` offsets, from 0 to the number of ids.
+
+    Example:
+
+    >>> equal_mass_boundaries(np.array([4, 2, 1, 1]), 2)
+    (0, 1, 4)
     """
     sorted_counts = np.asarray(sorted_counts, dtype=np.float64)
     num_ids = sorted_counts.size
@@ -130,8 +165,22 @@ def block_dims(rows, masses, alpha, output_dim, base_dim=None, budget=None,
     plan (tables plus projections) fits in `budget` parameters. Dims are
     rounded half to even and clipped to `[1, output_dim]`.
 
+    Args:
+        rows: Rows of each block.
+        masses: Probability mass of each block.
+        alpha: Temperature >= 0 of the power rule.
+        output_dim: The common dimension; the largest dim allowed.
+        base_dim: Dim of the most popular block (default `output_dim`).
+        budget: Optional parameter budget (tables plus projections).
+        round_dims: As in `plan_blocks`.
+
     Returns:
         A tuple of int dims.
+
+    Example:
+
+    >>> block_dims([10, 1000], [0.5, 0.5], alpha=0.5, output_dim=64)
+    (64, 6)
     """
     alpha = check_alpha(alpha)
     rows = np.asarray(rows, dtype=np.float64)
@@ -242,6 +291,13 @@ def plan_blocks(
 
     Returns:
         A `BlockPlan`.
+
+    Example:
+
+    >>> plan = plan_blocks(10_000, 32, num_blocks=3, alpha=0.3)
+    >>> plan.input_dim, len(plan.blocks), plan.dims[0]
+    (10000, 3, 32)
+    >>> print(plan)                                         # doctest: +SKIP
     """
     input_dim = check_integer("input_dim", input_dim, minimum=1)
     output_dim = check_integer("output_dim", output_dim, minimum=1)

@@ -24,6 +24,20 @@ class Block:
             is `Q[r // m] * R[r % m]` (element-wise) with `Q` of
             `ceil(rows / m) x dim` and `R` of `m x dim`.
         num_collisions: `m` of a `"qr"` block (None for `"full"`).
+
+    Args:
+        start: First rank (0 = most frequent id) held by the block.
+        stop: One past the last rank held by the block.
+        dim: Width of the block's table.
+        mass: Fraction of lookups that fall in the block when the plan was
+            made, or None when the plan was not made from counts.
+        storage: `"full"` or `"qr"` (see below).
+        num_collisions: `m` of a `"qr"` block (None for `"full"`).
+
+    Example:
+
+    >>> Block(0, 100, 32, mass=0.5).rows
+    100
     """
 
     start: int
@@ -91,6 +105,20 @@ class BlockPlan:
         output_dim: The common (base) dimension every block projects to.
         blocks: Tuple of `Block`, contiguous, covering `[0, input_dim)`.
         remapped: Whether ids go through an id -> rank table.
+
+    Args:
+        input_dim: Number of ids.
+        output_dim: The common (base) dimension every block projects to.
+        blocks: Tuple of `Block`, contiguous, covering `[0, input_dim)`.
+        remapped: Whether ids go through an id -> rank table.
+
+    Example:
+
+    >>> plan = BlockPlan(1000, 16, (Block(0, 100, 16), Block(100, 1000, 4)))
+    >>> plan.dims, plan.params
+    ((16, 4), 5264)
+    >>> plan == BlockPlan.from_config(plan.get_config())
+    True
     """
 
     input_dim: int
