@@ -57,7 +57,7 @@ class FrequencyRecount(keras.callbacks.Callback):
             feature name that feature alone.
         replan: Re-plan (new shapes) at epoch ends instead of re-ranking.
         sketch_threshold: With `replan`, blocks of more rows get their
-            directions from a CountSketch rather than an exact Gram matrix.
+            directions from an OSNAP sketch rather than an exact Gram matrix.
 
     Example:
 
