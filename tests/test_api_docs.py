@@ -95,3 +95,35 @@ def test_api_md_lists_every_public_name_and_nothing_else():
 def test_api_md_is_up_to_date():
     with open(os.path.join(ROOT, "docs", "api.md"), encoding="utf-8") as f:
         assert f.read() == GEN.render(), "run python docs/gen_api.py"
+
+
+def _slug(heading):
+    # GitHub's anchors: lower case, punctuation dropped, spaces to hyphens.
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_docs_resolve():
+    pages = ["README.md"] + sorted(
+        os.path.relpath(os.path.join(folder, name), ROOT)
+        for folder, _, names in os.walk(os.path.join(ROOT, "docs"))
+        for name in names if name.endswith(".md"))
+    texts = {}
+    for page in pages:
+        with open(os.path.join(ROOT, page), encoding="utf-8") as f:
+            texts[page] = f.read()
+    anchors = {
+        page: {_slug(h) for h in re.findall(r"^#+ (.*)$", re.sub(r"```.*?```", "", text, flags=re.S), re.M)}
+        | set(re.findall(r'<a id="([^"]+)">', text))
+        for page, text in texts.items()}
+    broken = []
+    for page, text in texts.items():
+        for link in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", text, flags=re.S)):
+            if link.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, fragment = link.partition("#")
+            target = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
+            if not os.path.exists(os.path.join(ROOT, target)):
+                broken.append(f"{page}: {link}")
+            elif fragment and target in anchors and fragment not in anchors[target]:
+                broken.append(f"{page}: {link}")
+    assert not broken, broken
