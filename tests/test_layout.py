@@ -12,8 +12,6 @@ imported, so this runs in well under a second on any backend):
 import ast
 import pathlib
 
-import pytest
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = "keras_mixed_dim"
 

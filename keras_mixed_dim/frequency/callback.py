@@ -6,8 +6,8 @@ import numpy as np
 from keras_mixed_dim.backend import model_variable_scope
 from keras_mixed_dim.frequency.replan import replan_layer
 from keras_mixed_dim.frequency.rerank import rerank_layer
-from keras_mixed_dim.frequency.rerank import slot_initial_value
-from keras_mixed_dim.frequency.rerank import slot_variables
+from keras_mixed_dim.layers.slots import slot_initial_value
+from keras_mixed_dim.layers.slots import slot_variables
 from keras_mixed_dim.frequency.stacked import replan_stacked
 from keras_mixed_dim.frequency.stacked import rerank_stacked
 from keras_mixed_dim.layers import MixedDimEmbedding

@@ -26,6 +26,7 @@ from keras_mixed_dim.planning import BlockPlan
 from keras_mixed_dim.planning import plan_blocks
 from keras_mixed_dim.planning import rank_ids
 from keras_mixed_dim.planning import ranks_of_ids
+from keras_mixed_dim.planning.convert import convert_weights
 
 # Leading blocks whose tables hold at most this many entries in all are
 # projected whole before the lookup, so together they become one gather from
@@ -315,7 +316,8 @@ class MixedDimEmbedding(layers.Layer):
             self._initial_ranks = None
 
     @classmethod
-    def from_embedding(cls, embedding, counts, **kwargs):
+    def from_embedding(cls, embedding, counts, name=None, return_report=False,
+                       **kwargs):
         """A `MixedDimEmbedding` converted from a trained uniform table.
 
         Plans blocks from `counts` and gives each block the principal
@@ -324,17 +326,72 @@ class MixedDimEmbedding(layers.Layer):
         `keras_mixed_dim.compress.mixed_dim_from_embedding` for every
         argument (`alpha`, `num_blocks`, `budget`, `sketch`, ...).
 
+        Example:
+
+        >>> table = keras.layers.Embedding(1000, 32)
+        >>> table.build()
+        >>> counts = np.random.default_rng(0).zipf(1.3, 1000)
+        >>> layer = MixedDimEmbedding.from_embedding(table, counts, alpha=0.0)
+        >>> layer(np.array([3, 999])).shape
+        (2, 32)
+
         Args:
             embedding: A built `keras.layers.Embedding` or its weight array.
             counts: Per-id counts.
-            **kwargs: Conversion arguments.
+            name: Name of the new layer (default: the embedding's name).
+            return_report: Also return the `ConversionReport`.
+            **kwargs: Conversion arguments of
+                `keras_mixed_dim.planning.convert.convert_weights`.
 
         Returns:
-            A built `MixedDimEmbedding`.
+            A built `MixedDimEmbedding`, or `(layer, report)` with
+            `return_report=True`.
         """
-        from keras_mixed_dim.compress.convert import mixed_dim_from_embedding
-
-        return mixed_dim_from_embedding(embedding, counts, **kwargs)
+        layer_kwargs = {}
+        if hasattr(embedding, "get_config") and hasattr(embedding, "input_dim"):
+            if not getattr(embedding, "built", False):
+                raise ValueError(
+                    f"Embedding {embedding.name!r} is not built: it has no trained "
+                    "weights to convert."
+                )
+            if getattr(embedding, "quantization_mode", None):
+                raise ValueError(
+                    f"Embedding {embedding.name!r} is quantized "
+                    f"({embedding.quantization_mode}); convert the float model."
+                )
+            if getattr(embedding, "lora_enabled", False):
+                raise ValueError(
+                    f"Embedding {embedding.name!r} has LoRA enabled; merge it first."
+                )
+            weights = np.asarray(ops.convert_to_numpy(embedding.embeddings))
+            name = name or embedding.name
+            layer_kwargs = {
+                "mask_zero": bool(getattr(embedding, "mask_zero", False)),
+                "embeddings_regularizer": getattr(embedding, "embeddings_regularizer",
+                                                  None),
+                "dtype": embedding.dtype_policy,
+            }
+        else:
+            weights = np.asarray(embedding)
+        counts = np.asarray(ops.convert_to_numpy(counts) if not isinstance(
+            counts, np.ndarray) and hasattr(counts, "shape") else counts)
+        converted = convert_weights(weights, counts, **kwargs)
+        input_dim, output_dim = weights.shape
+        # always the float layer, also when called on a subclass
+        layer = MixedDimEmbedding(
+            input_dim, output_dim, plan=converted.plan,
+            counts=counts if converted.plan.remapped else None,
+            alpha=converted.report.alpha, name=name, **layer_kwargs,
+        )
+        layer.build()
+        for variable, table in zip(layer.block_embeddings, converted.tables):
+            variable.assign(table)
+        for variable, projection in zip(layer.block_projections, converted.projections):
+            if variable is not None:
+                variable.assign(projection)
+        if return_report:
+            return layer, converted.report
+        return layer
 
     def rebuild(self, plan, ranks):
         """Replaces the layer's variables with fresh ones for a new plan.

@@ -7,10 +7,14 @@ import keras
 import tensorflow as tf
 
 from keras_mixed_dim.backend.portable import _residual_op
-from keras_mixed_dim.backend.tensorflow.bags import padded_bags  # noqa: F401
-from keras_mixed_dim.backend.tensorflow.counting import saturating_scatter_add  # noqa: F401
-from keras_mixed_dim.backend.tensorflow.gradients import dense_gradient  # noqa: F401
+from keras_mixed_dim.backend.tensorflow.bags import padded_bags
+from keras_mixed_dim.backend.tensorflow.counting import saturating_scatter_add
+from keras_mixed_dim.backend.tensorflow.gradients import dense_gradient
 from keras_mixed_dim.backend.tensorflow.gradients import read_variables
+
+__all__ = ["SUPPORTS_RAGGED_IDS", "dense_gradient", "divide_gradient",
+           "is_ragged_or_sparse", "model_variable_scope", "padded_bags",
+           "residual_gradient", "saturating_scatter_add", "take_columns"]
 
 SUPPORTS_RAGGED_IDS = True
 
