@@ -4,7 +4,6 @@ import keras
 import numpy as np
 from keras import constraints
 from keras import initializers
-from keras import layers
 from keras import ops
 from keras import regularizers
 from keras import saving
@@ -13,14 +12,10 @@ from keras_mixed_dim.backend import dense_gradient
 from keras_mixed_dim.backend import saturating_scatter_add
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.layers.ids import INT32_MAX
-from keras_mixed_dim.layers.ids import check_bag_rank
 from keras_mixed_dim.layers.ids import valid_int_ids
+from keras_mixed_dim.layers.lookup import IdLookupLayer
 from keras_mixed_dim.layers.lookup import bag_coefficients
-from keras_mixed_dim.layers.lookup import check_bag_size
-from keras_mixed_dim.layers.lookup import check_combiner
-from keras_mixed_dim.layers.lookup import check_weights
-from keras_mixed_dim.layers.lookup import padded_in_graph
-from keras_mixed_dim.layers.lookup import prepare_bag_inputs
+from keras_mixed_dim.layers.lookup import rebuild_variables
 from keras_mixed_dim.layers.lookup import reduce_bag
 from keras_mixed_dim.planning import BlockPlan
 from keras_mixed_dim.planning import plan_blocks
@@ -39,7 +34,7 @@ PROJECT_FIRST_MAX_ENTRIES = 1 << 14
 
 
 @saving.register_keras_serializable(package="keras_mixed_dim")
-class MixedDimEmbedding(layers.Layer):
+class MixedDimEmbedding(IdLookupLayer):
     """Mixed-dimension embedding: frequent ids get wide rows, rare ids narrow.
 
     Ids are ranked by frequency and cut into blocks. Block `i` stores its
@@ -154,19 +149,8 @@ class MixedDimEmbedding(layers.Layer):
         bag_size=None,
         **kwargs,
     ):
-        for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or (
-                value <= 0
-            ):
-                raise ValueError(
-                    f"`{name}` must be a positive integer. Received: "
-                    f"{name}={value!r} (of type {type(value).__name__})."
-                )
-        check_combiner(combiner)
-        bag_size = check_bag_size(bag_size)
-        super().__init__(**kwargs)
-        self.input_dim = int(input_dim)
-        self.output_dim = int(output_dim)
+        super().__init__(input_dim, output_dim, combiner=combiner,
+                         mask_zero=mask_zero, bag_size=bag_size, **kwargs)
         if isinstance(plan, dict):
             plan = BlockPlan.from_config(plan)
         if frequency_half_life is not None and not (
@@ -205,15 +189,12 @@ class MixedDimEmbedding(layers.Layer):
         if counts is not None and plan.remapped:
             self._initial_ranks = ranks_of_ids(rank_ids(counts)).astype("int32")
         self.plan = plan
-        self.combiner = combiner
-        self.bag_size = bag_size
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.projection_initializer = initializers.get(projection_initializer)
         self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
         self.projection_regularizer = regularizers.get(projection_regularizer)
         self.embeddings_constraint = constraints.get(embeddings_constraint)
         self.projection_constraint = constraints.get(projection_constraint)
-        self.mask_zero = mask_zero
         self.count_frequencies = bool(count_frequencies)
         self.frequency_half_life = (
             None if frequency_half_life is None else float(frequency_half_life)
@@ -226,10 +207,6 @@ class MixedDimEmbedding(layers.Layer):
             "budget": None if budget is None else float(budget),
             "round_dims": round_dims,
         }
-        self.supports_masking = mask_zero and combiner is None
-        # Tables stay in the variable dtype (float32 under mixed precision);
-        # only the output is cast to the compute dtype.
-        self.autocast = False
         self._head_blocks = _count_project_first_blocks(plan)
 
     def build(self, input_shape=None):
@@ -414,14 +391,13 @@ class MixedDimEmbedding(layers.Layer):
         counts = None
         if self.frequency_counts is not None:
             counts = ops.convert_to_numpy(self.frequency_counts)
-        for variable in list(self.weights):
-            self._untrack_variable(variable)
-        self.plan = plan
-        self._head_blocks = _count_project_first_blocks(plan)
-        self._initial_ranks = np.asarray(ranks, dtype="int32")
-        self.built = False
-        self._tracker.unlock()
-        self.build()
+
+        def new_plan():
+            self.plan = plan
+            self._head_blocks = _count_project_first_blocks(plan)
+            self._initial_ranks = np.asarray(ranks, dtype="int32")
+
+        rebuild_variables(self, new_plan)
         if counts is not None:
             self.frequency_counts.assign(counts)
 
@@ -446,15 +422,8 @@ class MixedDimEmbedding(layers.Layer):
         ranks = ops.cast(ops.take(self.remap, safe_ids, axis=0), ids.dtype)
         return ops.where(valid, ranks, ops.cast(-1, ranks.dtype))
 
-    def __call__(self, inputs, *args, **kwargs):
-        # ragged / sparse bags padded; numpy ids range-checked on the host
-        inputs, kwargs = prepare_bag_inputs(self, inputs, kwargs)
-        return super().__call__(inputs, *args, **kwargs)
-
     def call(self, inputs, weights=None, training=None):
-        inputs, weights = padded_in_graph(self, inputs, weights)
-        check_bag_rank(inputs.shape, self.combiner, self.name)
-        weights = check_weights(weights, inputs.shape, self.combiner, self.name)
+        inputs, weights = self.checked_inputs(inputs, weights)
         ids, valid = valid_int_ids(inputs, self.input_dim, self.name)
         if training and self.frequency_counts is not None:
             self._count(ids, valid)
@@ -570,27 +539,23 @@ class MixedDimEmbedding(layers.Layer):
         rows = ops.arange(self.plan.blocks[index].rows, dtype="int32")
         return self._block_rows(index, rows)
 
-    def compute_mask(self, inputs, mask=None):
-        if not self.mask_zero or self.combiner is not None:
-            return None
-        return ops.not_equal(inputs, 0)
+    @property
+    def params(self):
+        """Float parameters of the plan: block tables and projections."""
+        return self.plan.params
 
-    def compute_output_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if self.combiner is None:
-            return (*input_shape, self.output_dim)
-        check_bag_rank(input_shape, self.combiner, self.name)
-        return (*input_shape[:-1], self.output_dim)
+    @property
+    def bytes(self):
+        """`BlockPlan.bytes` of the plan: float32 tables and projections and
+        the int32 id -> rank table."""
+        return self.plan.bytes
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "input_dim": self.input_dim,
-                "output_dim": self.output_dim,
                 "plan": self.plan.get_config(),
                 **self.planning_args,
-                "combiner": self.combiner,
                 "embeddings_initializer": initializers.serialize(
                     self.embeddings_initializer
                 ),
@@ -609,10 +574,8 @@ class MixedDimEmbedding(layers.Layer):
                 "projection_constraint": constraints.serialize(
                     self.projection_constraint
                 ),
-                "mask_zero": self.mask_zero,
                 "count_frequencies": self.count_frequencies,
                 "frequency_half_life": self.frequency_half_life,
-                "bag_size": self.bag_size,
             }
         )
         return config

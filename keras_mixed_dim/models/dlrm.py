@@ -5,11 +5,11 @@ import numpy as np
 from keras import layers
 
 from keras_mixed_dim import backend
+from keras_mixed_dim.checks import check_positive_int
 from keras_mixed_dim.layers import MixedDimEmbedding
 from keras_mixed_dim.layers.dot_interaction import DotInteraction
 from keras_mixed_dim.layers.hashed_memory_embedding import HashedMemoryEmbedding
 from keras_mixed_dim.layers.hashed_memory_embedding import embedding_bytes
-from keras_mixed_dim.layers.lookup import check_positive_int
 from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 from keras_mixed_dim.models.cross import cross_network
 from keras_mixed_dim.models.embeddings import make_embedding
