@@ -26,7 +26,9 @@ from keras import ops
 
 from keras_mixed_dim.backend import is_ragged_or_sparse
 from keras_mixed_dim.backend import padded_bags
+from keras_mixed_dim.backend import saturating_scatter_add
 from keras_mixed_dim.checks import check_positive_int
+from keras_mixed_dim.layers.ids import INT32_MAX
 from keras_mixed_dim.layers.ids import check_bag_rank
 from keras_mixed_dim.layers.ids import is_host_array
 from keras_mixed_dim.layers.ids import sanitize_numpy_ids
@@ -129,6 +131,31 @@ def reduce_bag(values, coefficients):
         values = ops.multiply(values, ops.expand_dims(
             ops.cast(coefficients, values.dtype), -1))
     return ops.sum(values, axis=-2)
+
+
+def add_lookup_counts(counts_variable, positions, valid, half_life=None):
+    """Adds one count per valid lookup at `positions` (flat, in range) of
+    `counts_variable`, decaying all counts first when `half_life` is set.
+
+    Exact (int32) counts saturate at the int32 maximum: a long run never
+    wraps a hot id's count negative (which would re-rank it into the last
+    block). Shared by `MixedDimEmbedding` and `StackedEmbedding`.
+    """
+    dtype = counts_variable.dtype
+    if not half_life and saturating_scatter_add(
+            counts_variable, positions, ops.cast(valid, dtype)):
+        return
+    # Decay rescales every count anyway, and JAX updates donated buffers
+    # in place, so the dense update is the portable path.
+    size = int(counts_variable.shape[0])
+    delta = ops.scatter(ops.expand_dims(positions, -1), ops.cast(valid, dtype), (size,))
+    counts = counts_variable.value
+    if half_life:
+        counts = counts * (0.5 ** (1.0 / half_life))
+        counts_variable.assign(counts + delta)
+        return
+    headroom = ops.subtract(ops.cast(INT32_MAX, dtype), counts)
+    counts_variable.assign(counts + ops.minimum(delta, headroom))
 
 
 class IdLookupLayer(layers.Layer):

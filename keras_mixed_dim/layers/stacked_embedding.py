@@ -16,10 +16,10 @@ from keras_mixed_dim.checks import check_positive_int
 from keras_mixed_dim.layers.ids import is_host_array
 from keras_mixed_dim.layers.ids import sanitize_numpy_ids
 from keras_mixed_dim.layers.ids import valid_int_ids
+from keras_mixed_dim.layers.lookup import add_lookup_counts
 from keras_mixed_dim.layers.lookup import bag_coefficients
 from keras_mixed_dim.layers.lookup import check_combiner
 from keras_mixed_dim.layers.lookup import rebuild_variables
-from keras_mixed_dim.layers.mixed_dim_embedding import add_lookup_counts
 from keras_mixed_dim.planning import Block
 from keras_mixed_dim.planning import BlockPlan
 
