@@ -10,6 +10,7 @@ imported, so this runs in well under a second on any backend):
 """
 
 import ast
+import functools
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -24,6 +25,11 @@ BACKEND_BRANCH_ALLOWED = {
 
 FRAMEWORKS = ("tensorflow", "jax", "jaxlib", "torch")
 TENSORFLOW_ONLY = ("tensorflow-only", "tensorflow only")
+
+
+@functools.lru_cache(maxsize=None)
+def parsed(source):
+    return ast.parse(source)
 
 
 def package_sources(root=ROOT):
@@ -43,7 +49,7 @@ def backend_calls(source):
     """Line numbers of zero-argument calls of anything named `backend`
     (`keras.backend.backend()`, `keras.config.backend()`, `backend()`)."""
     lines = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parsed(source)):
         if not isinstance(node, ast.Call) or node.args or node.keywords:
             continue
         func = node.func
@@ -58,7 +64,7 @@ def imported_names(source, module, is_package):
     inside functions count: they are part of the design, and moved to the
     top they would close the same loop)."""
     names = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parsed(source)):
         if isinstance(node, ast.Import):
             names.extend(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -146,9 +152,9 @@ def test_frameworks_imported_only_in_backend_or_tensorflow_only_modules():
         frameworks &= set(FRAMEWORKS)
         if not frameworks:
             continue
-        docstrings = [ast.get_docstring(ast.parse(source)) or ""]
+        docstrings = [ast.get_docstring(parsed(source)) or ""]
         package = module if is_package else module.rpartition(".")[0]
-        docstrings.append(ast.get_docstring(ast.parse(sources[package][1])) or "")
+        docstrings.append(ast.get_docstring(parsed(sources[package][1])) or "")
         says_tensorflow_only = any(marker in " ".join(d.lower().split())
                                    for d in docstrings for marker in TENSORFLOW_ONLY)
         if frameworks != {"tensorflow"} or not says_tensorflow_only:
