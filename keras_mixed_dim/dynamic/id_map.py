@@ -85,12 +85,12 @@ def raw_keys(ids):
         return np.array([(int(v) + 2**63) % 2**64 - 2**63 for v in array.ravel()],
                         np.int64).reshape(array.shape)
     if kind in "USO":
-        import tensorflow as tf
+        # the serving graph's hash, so TensorFlow on every Keras backend
+        from keras_mixed_dim.backend.tensorflow.strings import fingerprint_keys
 
         text = np.vectorize(lambda v: v if isinstance(v, bytes) else str(v).encode(),
                             otypes=[object])(array) if array.size else array.astype(bytes)
-        hashed = tf.strings.to_hash_bucket_fast(tf.constant(text, tf.string), 2**63 - 1)
-        return hashed.numpy().astype(np.int64).reshape(array.shape)
+        return fingerprint_keys(text).reshape(array.shape)
     raise TypeError(
         f"Raw ids must be integers or strings; received dtype {array.dtype.name!r}.")
 

@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mixed_dim.backend.tensorflow.bags import padded_bags
+from keras_mixed_dim.checks import check_positive_int
 
 
 class RaggedBagInputs(tf.Module):
@@ -40,9 +41,10 @@ class RaggedBagInputs(tf.Module):
     def __init__(self, model, bag_sizes, ids_input="categorical", weights_input=None,
                  feature_names=None):
         super().__init__(name="ragged_bag_inputs")
-        self.bag_sizes = tuple(int(k) for k in bag_sizes)
-        if not self.bag_sizes or min(self.bag_sizes) < 1:
-            raise ValueError(f"`bag_sizes` must be positive integers. Received: {bag_sizes!r}")
+        if not len(bag_sizes):
+            raise ValueError(f"`bag_sizes` must not be empty. Received: {bag_sizes!r}")
+        self.bag_sizes = tuple(check_positive_int(f"bag_sizes[{f}]", k)
+                               for f, k in enumerate(bag_sizes))
         if feature_names is None:
             feature_names = [f"feature_{f}" for f in range(len(self.bag_sizes))]
         if len(feature_names) != len(self.bag_sizes) or len(set(feature_names)) != len(

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mixed_dim import backend
 from keras_mixed_dim.export.versions import write_version
 
 
@@ -208,10 +209,8 @@ def export_for_serving(model, base, name, preprocess=None, input_signature=None,
     >>> report = export_for_serving(model, "/tmp/models", "ratings")  # doctest: +SKIP
     >>> write_models_config("/tmp/models")                  # doctest: +SKIP
     """
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            "export_for_serving needs the TensorFlow backend: load the saved "
-            "model under KERAS_BACKEND=tensorflow.")
+    backend.require("tensorflow", "export_for_serving", RuntimeError,
+                    "Load the saved model under KERAS_BACKEND=tensorflow.")
     if preprocess is not None and hasattr(preprocess, "check_model"):
         preprocess.check_model(model)
     if input_signature is None:

@@ -14,8 +14,8 @@ from keras import ops
 from keras_mixed_dim.frequency.replan import replan_arrays
 from keras_mixed_dim.frequency.rerank import LayerSnapshot
 from keras_mixed_dim.frequency.rerank import rerank_arrays
-from keras_mixed_dim.frequency.rerank import slot_initial_value
-from keras_mixed_dim.frequency.rerank import slot_variables
+from keras_mixed_dim.layers.slots import slot_initial_value
+from keras_mixed_dim.layers.slots import slot_variables
 from keras_mixed_dim.sketch import MAX_ERROR_RATIO
 
 

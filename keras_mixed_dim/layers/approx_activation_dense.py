@@ -18,6 +18,7 @@ import numpy as np
 from keras import ops
 
 from keras_mixed_dim.backend import residual_gradient
+from keras_mixed_dim.checks import check_positive_int
 
 _MASKED_ACTIVATIONS = ("relu", "leaky_relu")
 
@@ -192,8 +193,7 @@ class ApproxActivationDense(keras.layers.Layer):
                  bias_constraint=None, range_momentum=0.99, negative_slope=0.2,
                  **kwargs):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        if isinstance(units, bool) or int(units) != units or units < 1:
-            raise ValueError(f"`units` must be a positive integer. Received: {units!r}")
+        units = check_positive_int("units", units)
         if bits not in (4, 8) or isinstance(bits, bool):
             raise ValueError(f"`bits` must be 8 or 4. Received: {bits!r}")
         if not 0.0 <= range_momentum < 1.0:

@@ -12,10 +12,10 @@ from keras import ops
 from keras import regularizers
 from keras import saving
 
+from keras_mixed_dim.checks import check_positive_int
 from keras_mixed_dim.layers import hashes
 from keras_mixed_dim.layers.lookup import IdLookupLayer
 from keras_mixed_dim.layers.lookup import prepare_bag_inputs
-from keras_mixed_dim.layers.lookup import check_positive_int
 
 FLOAT_BYTES = 4
 INT_BYTES = 4

@@ -4,6 +4,8 @@ import dataclasses
 
 import numpy as np
 
+from keras_mixed_dim.checks import check_positive_int
+
 FLOAT_BYTES = 4
 REMAP_BYTES = 4
 STORAGES = ("full", "qr")
@@ -131,8 +133,8 @@ class BlockPlan:
             b if isinstance(b, Block) else Block(**b) for b in self.blocks
         )
         object.__setattr__(self, "blocks", blocks)
-        _check_positive_int("input_dim", self.input_dim)
-        _check_positive_int("output_dim", self.output_dim)
+        check_positive_int("input_dim", self.input_dim)
+        check_positive_int("output_dim", self.output_dim)
         if not blocks:
             raise ValueError("A BlockPlan needs at least one block.")
         expected_start = 0
@@ -271,10 +273,3 @@ class BlockPlan:
             f"{self.input_dim:,} x {self.output_dim} table"
         )
         return "\n".join(lines)
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
-        value < 1
-    ):
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {value!r}")
