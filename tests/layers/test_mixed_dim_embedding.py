@@ -10,6 +10,9 @@ from keras_mixed_dim import MixedDimEmbedding
 from keras_mixed_dim.planning import Block
 from keras_mixed_dim.planning import BlockPlan
 from keras_mixed_dim.planning import plan_blocks
+from tests.helpers import counting_model
+from tests.helpers import counts_of
+
 
 BACKEND = keras.backend.backend()
 
@@ -516,3 +519,69 @@ def test_int_id_tensors_are_checked_in_graph():
     out = model.predict(np.array([10, -1, 3, 9], "int32"), verbose=0)
     np.testing.assert_array_equal(out[:2], 0)
     assert np.all(out[2:] != 0)
+
+
+def test_counts_are_exact_and_only_in_training():
+    model, layer = counting_model()
+    ids = np.array([[1, 2], [1, 1], [39, -1], [3, 100]] * 8)
+    model.fit(ids, np.zeros((32, 1)), epochs=2, batch_size=4, verbose=0)
+    expected = np.zeros(40, dtype=np.int64)
+    for i in ids.ravel():
+        if 0 <= i < 40:
+            expected[i] += 2  # two epochs
+    np.testing.assert_array_equal(counts_of(layer), expected)
+    model.predict(ids, verbose=0)
+    model.evaluate(ids, np.zeros((32, 1)), verbose=0)
+    layer(ids)
+    np.testing.assert_array_equal(counts_of(layer), expected)
+
+
+def test_counts_decay_with_a_half_life():
+    model, layer = counting_model(half_life=1.0)
+    ids = np.array([[5, 5]] * 4 + [[6, 6]] * 4)
+    model.fit(ids, np.zeros((8, 1)), epochs=1, batch_size=4, shuffle=False, verbose=0)
+    counts = counts_of(layer)
+    # step 1: id 5 gets 8; step 2: halved to 4, id 6 gets 8
+    np.testing.assert_allclose(counts[[5, 6]], [4.0, 8.0])
+
+
+def test_counting_adds_no_op_to_inference_graphs():
+    _, layer = counting_model()
+    ids = np.array([[1, 2], [3, 4]], dtype="int32")
+    layer(ids)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        def op_types(training):
+            fn = tf.function(lambda x: layer(x, training=training))
+            graph = fn.get_concrete_function(
+                tf.TensorSpec((None, 2), tf.int32)).graph
+            return {op.type for op in graph.get_operations()}
+
+        # exact counts update in place: only the batch's rows, O(batch)
+        training_ops = op_types(True)
+        assert "ResourceScatterUpdate" in training_ops  # the check can see counting...
+        assert "ScatterNd" not in training_ops  # (no dense O(vocabulary) delta)
+        inference = op_types(False)
+        assert not inference & {"ResourceScatterUpdate", "ResourceScatterAdd",
+                                "ScatterNd", "AssignVariableOp"}
+    elif BACKEND == "jax":
+        import jax
+
+        trainable = [v.value for v in layer.trainable_variables]
+        others = [v.value for v in layer.non_trainable_variables]
+
+        def jaxpr(training):
+            return str(jax.make_jaxpr(
+                lambda x: layer.stateless_call(trainable, others, x, training=training)
+            )(ids))
+
+        assert "scatter" in jaxpr(True)
+        assert "scatter" not in jaxpr(False)
+    else:
+        # PyTorch runs eagerly, with no graph to inspect: check the effect
+        before = counts_of(layer).copy()
+        layer(ids, training=False)
+        np.testing.assert_array_equal(counts_of(layer), before)
+        layer(ids, training=True)
+        assert counts_of(layer).sum() == before.sum() + ids.size

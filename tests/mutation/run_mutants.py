@@ -37,8 +37,9 @@ LAYER_TESTS = ["tests/layers/test_mixed_dim_embedding.py", "-k",
                "lookup_paths or bad_ids or rank_one or saturate or padding or "
                "out_of_range or combiner or no_valid_id or each_block or saturates or float_id or int_id"]
 PLANNING_TESTS = ["tests/planning"]
-RERANK_TESTS = ["tests/frequency/test_frequency.py", "-k", "rerank or drift"]
-CALLBACK_TESTS = ["tests/frequency/test_frequency.py", "-k",
+RERANK_TESTS = ["tests/frequency/test_rerank.py", "tests/frequency/test_callback.py",
+                "-k", "rerank or drift"]
+CALLBACK_TESTS = ["tests/frequency/test_callback.py", "-k",
                   "compiled_function or counting_layer or errors_are_clear"]
 SAVEDMODEL = "keras_mixed_dim/export/savedmodel.py"
 VERSIONS = "keras_mixed_dim/export/versions.py"
@@ -253,7 +254,7 @@ MUTANTS += [
 PCA = "keras_mixed_dim/sketch/pca.py"
 DISTRIBUTE = "keras_mixed_dim/distribute.py"
 COMPRESS_MODEL = "keras_mixed_dim/compress/model.py"
-SHARDED_PATHS_TESTS = ["tests/distribute/test_distribute.py", "-k", "sharded_table_paths"]
+SHARDED_PATHS_TESTS = ["tests/test_distribute.py", "-k", "sharded_table_paths"]
 MUTANTS += [
     Mutant("pca-weighted-error-unweighted", PCA,
            "weighted_error += float(weights @ row_errors)",
@@ -271,7 +272,7 @@ MUTANTS += [
     Mutant("compress-min-rows-strict", COMPRESS_MODEL,
            "if layer.input_dim >= min_rows and layer.output_dim > 1]",
            "if layer.input_dim > min_rows and layer.output_dim > 1]",
-           ["tests/compress/test_compress_model.py"]),
+           ["tests/compress/test_model.py"]),
     Mutant("versions-explicit-ignores-reservation", VERSIONS,
            "elif version in taken or version in reserved:", "elif version in taken:",
            ["tests/export/test_versions.py"]),
@@ -355,7 +356,7 @@ MUTANTS += [
            "and tuple(v.shape[1:]) == tuple(variable.shape[1:])", RERANK_TESTS),
     Mutant("callback-inner-iterations-reset", CALLBACK,
            "            inner_new.iterations.assign(inner_old.iterations)",
-           "            pass", ["tests/frequency/test_frequency.py", "-k",
+           "            pass", ["tests/frequency/test_callback.py", "-k",
                                 "dense_optimizers_step"]),
     Mutant("low-rank-weight-decay-dropped", LOW_RANK,
            "            if decay:", "            if False:",
