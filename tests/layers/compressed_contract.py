@@ -13,6 +13,8 @@ from keras_mixed_dim.layers import hashes
 from keras_mixed_dim.layers.hashed_memory_embedding import HashedMemoryEmbedding
 from keras_mixed_dim.layers.hashing_embedding import HashingEmbedding
 from keras_mixed_dim.layers.qr_embedding import QREmbedding
+from tests.helpers import gradients_of_sum
+
 
 BACKEND = keras.backend.backend()
 N, D = 300, 8
@@ -202,33 +204,6 @@ def test_jit_compiled_predict_matches_eager(compiled_kind):
     ids = np.random.default_rng(2).integers(-2, N + 2, size=(16, 3))
     np.testing.assert_allclose(model.predict(ids, verbose=0, batch_size=16),
                                ops.convert_to_numpy(model(ids)), atol=1e-5)
-
-
-def gradients_of_sum(layer, ids):
-    """Dense gradients of sum(layer(ids)) by weight name, on this backend."""
-    names = [v.path.split("/")[-1] for v in layer.trainable_variables]
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(layer(ids))
-        grads = tape.gradient(loss, layer.trainable_variables)
-        return {n: tf.convert_to_tensor(g).numpy() for n, g in zip(names, grads)}
-    if BACKEND == "jax":
-        import jax
-
-        trainable = [v.value for v in layer.trainable_variables]
-        others = [v.value for v in layer.non_trainable_variables]
-        def loss(values):
-            out, _ = layer.stateless_call(values, others, ids)
-            return out.sum()
-
-        return {n: np.asarray(g) for n, g in zip(names, jax.grad(loss)(trainable))}
-    if BACKEND == "torch":
-        layer(ids).sum().backward()
-        return {n: v.value.grad.cpu().numpy()
-                for n, v in zip(names, layer.trainable_variables)}
-    pytest.skip(f"no gradient helper for backend {BACKEND}")
 
 
 def test_gradients_reach_only_the_looked_up_entries(kind):

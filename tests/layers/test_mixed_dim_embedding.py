@@ -12,30 +12,11 @@ from keras_mixed_dim.planning import BlockPlan
 from keras_mixed_dim.planning import plan_blocks
 from tests.helpers import counting_model
 from tests.helpers import counts_of
+from tests.helpers import gradients_of_sum
+from tests.helpers import mixed_dim_outputs
 
 
 BACKEND = keras.backend.backend()
-
-
-def numpy_outputs(layer, ids):
-    """Reference lookup in numpy from the layer's weights and plan."""
-    ids = np.asarray(ids)
-    plan = layer.plan
-    if plan.remapped:
-        remap = keras.ops.convert_to_numpy(layer.remap)
-    out = np.zeros(ids.shape + (plan.output_dim,), dtype=np.float32)
-    for index in np.ndindex(ids.shape):
-        i = int(ids[index])
-        if not 0 <= i < plan.input_dim:
-            continue
-        rank = remap[i] if plan.remapped else i
-        b = int(plan.block_of_rank(rank))
-        row = keras.ops.convert_to_numpy(layer.block_embeddings[b])[
-            rank - plan.offsets[b]
-        ]
-        proj = layer.block_projections[b]
-        out[index] = row if proj is None else row @ keras.ops.convert_to_numpy(proj)
-    return out
 
 
 def zipf_counts_shuffled(n, seed=0):
@@ -68,11 +49,11 @@ def test_plan_and_weight_names(layer):
 def test_each_block_is_its_row_times_its_projection(layer):
     ids = np.arange(500).reshape(25, 20)
     np.testing.assert_allclose(
-        ops.convert_to_numpy(layer(ids)), numpy_outputs(layer, ids), atol=1e-6
+        ops.convert_to_numpy(layer(ids)), mixed_dim_outputs(layer, ids), atol=1e-6
     )
     np.testing.assert_allclose(
         ops.convert_to_numpy(layer(ids.reshape(-1))),
-        numpy_outputs(layer, ids.reshape(-1)),
+        mixed_dim_outputs(layer, ids.reshape(-1)),
         atol=1e-6,
     )
 
@@ -143,7 +124,7 @@ def test_combiner_reduces_the_bag_and_skips_padding(layer, combiner):
     bag_layer.build()
     bag_layer.set_weights(layer.get_weights())
     ids = np.array([[5, 17, 499, 0], [0, 0, 0, 0], [3, -1, 7, 600]])
-    per_id = numpy_outputs(layer, ids)
+    per_id = mixed_dim_outputs(layer, ids)
     keep = (ids != 0) & (ids >= 0) & (ids < 500)
     expected = (per_id * keep[..., None]).sum(axis=1)
     if combiner == "mean":
@@ -190,37 +171,6 @@ def test_gradients_reach_only_the_looked_up_rows(layer):
                 assert np.any(grad[row] != 0), (b, row)
             else:
                 assert np.all(grad[row] == 0), (b, row)
-
-
-def gradients_of_sum(layer, ids):
-    """Dense gradients of sum(layer(ids)) by weight name, on this backend."""
-    names = [v.path.split("/")[-1] for v in layer.trainable_variables]
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(layer(ids))
-        grads = tape.gradient(loss, layer.trainable_variables)
-        return {n: tf.convert_to_tensor(g).numpy() for n, g in zip(names, grads)}
-    if BACKEND == "jax":
-        import jax
-
-        trainable = [v.value for v in layer.trainable_variables]
-        others = [v.value for v in layer.non_trainable_variables]
-
-        def loss(values):
-            out, _ = layer.stateless_call(values, others, ids)
-            return out.sum()
-
-        return {n: np.asarray(g) for n, g in zip(names, jax.grad(loss)(trainable))}
-    if BACKEND == "torch":
-        out = layer(ids).sum()
-        out.backward()
-        return {
-            n: v.value.grad.cpu().numpy()
-            for n, v in zip(names, layer.trainable_variables)
-        }
-    pytest.skip(f"no gradient helper for backend {BACKEND}")
 
 
 def model_with(layer, input_shape=(3,)):

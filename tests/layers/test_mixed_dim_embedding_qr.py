@@ -7,28 +7,8 @@ import pytest
 from keras import ops
 
 from keras_mixed_dim import MixedDimEmbedding
+from tests.helpers import mixed_dim_outputs
 from tests.helpers import qr_plan
-
-
-def numpy_outputs(layer, ids):
-    plan = layer.plan
-    remap = ops.convert_to_numpy(layer.remap) if plan.remapped else None
-    out = np.zeros(ids.shape + (plan.output_dim,), np.float32)
-    for index in np.ndindex(ids.shape):
-        i = int(ids[index])
-        if not 0 <= i < plan.input_dim:
-            continue
-        rank = remap[i] if remap is not None else i
-        b = int(plan.block_of_rank(rank))
-        block, r = plan.blocks[b], rank - plan.offsets[b]
-        if block.storage == "qr":
-            q, rem = (ops.convert_to_numpy(w) for w in layer.block_qr[b])
-            row = q[r // block.num_collisions] * rem[r % block.num_collisions]
-        else:
-            row = ops.convert_to_numpy(layer.block_embeddings[b])[r]
-        proj = layer.block_projections[b]
-        out[index] = row if proj is None else row @ ops.convert_to_numpy(proj)
-    return out
 
 
 @pytest.fixture
@@ -50,9 +30,9 @@ def test_layer_weights_and_outputs(layer):
     assert trainable == layer.plan.params
     ids = np.random.default_rng(1).integers(-2, 3002, size=(40, 3))
     np.testing.assert_allclose(ops.convert_to_numpy(layer(ids)),
-                               numpy_outputs(layer, ids), atol=1e-6)
+                               mixed_dim_outputs(layer, ids), atol=1e-6)
     np.testing.assert_allclose(ops.convert_to_numpy(layer(np.arange(3000))),
-                               numpy_outputs(layer, np.arange(3000)), atol=1e-6)
+                               mixed_dim_outputs(layer, np.arange(3000)), atol=1e-6)
 
 
 def test_keras_file_round_trip(layer, tmp_path):
