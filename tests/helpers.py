@@ -132,3 +132,9 @@ def criteo_reference_ids(folder, categorical, oov_buckets):
                 bucket = tf.strings.to_hash_bucket_fast([value], oov_buckets).numpy()[0]
                 ids[i, j] = len(lines) + bucket
     return ids
+
+
+def fake_saved_model(path):
+    """A stand-in export: what `write_version` needs from a write function."""
+    path.mkdir()
+    (path / "saved_model.pb").write_text("x")

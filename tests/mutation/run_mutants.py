@@ -585,6 +585,46 @@ MUTANTS += [
 ]
 
 
+# Modules whose mirrored test files came with issue 25 (tests/<package path>/).
+MUTANTS += [
+    Mutant("ids-host-upper-bound-float", IDS, "sanitize_numpy_ids",
+           swap("array < input_dim", "array <= input_dim", nth=0),
+           ["tests/layers/test_ids.py"]),
+    Mutant("ids-unsigned-wraps-negative", IDS, "valid_int_ids",
+           swap("'int64' if dtype in ('uint32', 'uint64') else 'int32'", "'int32'"),
+           ["tests/layers/test_ids.py"]),
+    Mutant("quantized-scale-multiplies",
+           "keras_mixed_dim/layers/quantized_mixed_dim_embedding.py",
+           "QuantizedMixedDimEmbedding._dequantized",
+           swap("ops.divide(values, ops.expand_dims(scale, -1))",
+                "ops.multiply(values, ops.expand_dims(scale, -1))"),
+           ["tests/layers/test_quantized_mixed_dim_embedding.py"]),
+    Mutant("checks-stacked-first-feature-size", "keras_mixed_dim/export/checks.py",
+           "embedding_input_dims", swap("layer.input_dims[feature]", "layer.input_dims[0]"),
+           ["tests/export/test_checks.py"]),
+    Mutant("warmup-one-request", "keras_mixed_dim/export/warmup.py", "write_warmup_requests",
+           swap("range(copies)", "range(1)"), ["tests/export/test_warmup.py"]),
+    Mutant("serving-writes-unchecked", "keras_mixed_dim/testing/savedmodel.py",
+           "check_serving_graph", if_test("writes", "False"),
+           ["tests/testing/test_savedmodel.py"]),
+    Mutant("movielens-items-by-user-vocabulary",
+           "keras_mixed_dim/datasets/movielens/preprocessing.py",
+           "MovieLensPreprocessing.__call__",
+           swap("self.item_lookup(features['item_id'])",
+                "self.user_lookup(features['item_id'])"),
+           ["tests/datasets/movielens/test_preprocessing.py"]),
+    Mutant("movielens-pipeline-unshuffled", "keras_mixed_dim/datasets/movielens/pipeline.py",
+           "ratings_dataset", if_test("shuffle", "False"),
+           ["tests/datasets/movielens/test_pipeline.py"]),
+    Mutant("dense-memory-embeddings-low-rank", "keras_mixed_dim/optimizers/dense_memory.py",
+           "dense_memory_options", drop("exclude.extend((v.path for v in layer.weights))"),
+           ["tests/optimizers/test_dense_memory.py"]),
+    Mutant("tfds-ratings-from-timestamps", "keras_mixed_dim/datasets/movielens/tfds.py",
+           "load_tfds", swap("arrays['user_rating']", "arrays['timestamp']"),
+           ["tests/datasets/movielens/test_tfds.py"]),
+]
+
+
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale", seconds, why stale)."""
     try:
