@@ -28,8 +28,6 @@ NOT_YET_MIRRORED = {
     # tests/layers/test_dynamic_embedding.py and tests/dynamic/
     "dynamic/plan.py",
     "dynamic/sketch.py",
-    # the export tests (tests/export/, tests/compress/test_command.py)
-    "testing/capi.py",
 }
 
 

@@ -622,6 +622,9 @@ MUTANTS += [
     Mutant("tfds-ratings-from-timestamps", "keras_mixed_dim/datasets/movielens/tfds.py",
            "load_tfds", swap("arrays['user_rating']", "arrays['timestamp']"),
            ["tests/datasets/movielens/test_tfds.py"]),
+    Mutant("capi-unknown-dim-unsigned", "keras_mixed_dim/testing/capi.py", "_tensor_info",
+           swap("dv - (1 << 64) if dv >= 1 << 63 else dv", "dv"),
+           ["tests/testing/test_capi.py"]),
 ]
 
 
