@@ -131,11 +131,15 @@ def find_function(tree, qualname):
 
 
 def _nodes(function, old):
+    parsed = _parsed(old)
     target = _normalized(old)
+    # only nodes of the target's type are unparsed (an expression may also
+    # stand as an expression statement)
+    kind = (type(parsed), ast.Expr) if isinstance(parsed, ast.expr) else type(parsed[0])
     # an expression statement and its expression read the same: keep the statement
     inner = {id(n.value) for n in ast.walk(function) if isinstance(n, ast.Expr)}
     return [n for n in ast.walk(function)
-            if isinstance(n, (ast.expr, ast.stmt)) and n is not function
+            if isinstance(n, kind) and n is not function
             and id(n) not in inner and ast.unparse(n) == target]
 
 
