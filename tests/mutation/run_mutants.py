@@ -633,7 +633,7 @@ MUTANTS += [
 
 
 def run(mutant, keep_going=False):
-    """("killed" | "SURVIVED" | "stale", seconds, why stale)."""
+    """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""
     try:
         mutated = mutant.apply((ROOT / mutant.path).read_text())
     except Stale as error:
@@ -659,6 +659,10 @@ def run(mutant, keep_going=False):
         # exit 5 (nothing collected) or 4 (bad arguments) is a broken mutant entry
         if result.returncode in (4, 5):
             return "stale", seconds, f"pytest exited {result.returncode}: no tests ran"
+        # exit 2: collection failed; not a test catching the bug, so say why
+        if result.returncode == 2:
+            last = (result.stdout.strip().splitlines() or [""])[-1]
+            return "error", seconds, f"pytest exited 2: {last}"
         return ("killed" if result.returncode != 0 else "SURVIVED"), seconds, ""
 
 
@@ -671,7 +675,7 @@ def main():
     chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
     if args.only and len(chosen) != len(set(args.only)):
         parser.error(f"unknown mutants: {set(args.only) - {m.name for m in MUTANTS}}")
-    outcomes = {"killed": 0, "SURVIVED": 0, "stale": 0}
+    outcomes = {"killed": 0, "SURVIVED": 0, "stale": 0, "error": 0}
     print(f"{'mutant':<40} {'file':<50} {'result':>9} {'s':>6}", flush=True)
     for mutant in chosen:
         if args.check:
@@ -690,8 +694,9 @@ def main():
               f"of {len(chosen)} mutants")
     else:
         print(f"{outcomes['killed']} killed, {outcomes['SURVIVED']} survived, "
-              f"{outcomes['stale']} stale of {len(chosen)} mutants")
-    sys.exit(1 if outcomes["SURVIVED"] or outcomes["stale"] else 0)
+              f"{outcomes['stale']} stale, {outcomes['error']} errors of "
+              f"{len(chosen)} mutants")
+    sys.exit(1 if outcomes["SURVIVED"] or outcomes["stale"] or outcomes["error"] else 0)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ node in today's code (else it is stale and the runner says so), and an edit
 changes that node only."""
 
 import ast
+import dataclasses
 import pathlib
 
 import pytest
@@ -103,3 +104,10 @@ def test_the_runner_reports_a_stale_mutant_without_running_tests():
                     swap("x", "y"), ["tests/test_io_utils.py"])
     outcome, seconds, why = run_mutants.run(mutant)
     assert (outcome, seconds) == ("stale", 0.0) and "no_such_function" in why
+
+
+def test_a_test_selection_that_runs_nothing_is_stale_not_killed():
+    mutant = dataclasses.replace(MUTANTS[0], tests=[
+        "tests/mutation/test_run_mutants.py", "-k", "no_test_has_this_name"])
+    outcome, _, why = run_mutants.run(mutant)
+    assert outcome == "stale" and "exited 5" in why
