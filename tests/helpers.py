@@ -31,7 +31,7 @@ def counts_of(layer):
     return ops.convert_to_numpy(layer.frequency_counts)
 
 
-def _sparse_model(num_blocks, optimizer, input_dim=12, dim=4, seed=0, loss_scaled=False):
+def sparse_model(num_blocks, optimizer, input_dim=12, dim=4, seed=0, loss_scaled=False):
     keras.utils.set_random_seed(seed)
     from keras_mixed_dim.optimizers import SparseRowOptimizer
 
@@ -48,7 +48,7 @@ def _sparse_model(num_blocks, optimizer, input_dim=12, dim=4, seed=0, loss_scale
     return model, layer
 
 
-def _ftrl_weights(optimizer, slots, row, lr=0.1):
+def ftrl_weights(optimizer, slots, row, lr=0.1):
     """The weights FTRL-Proximal derives from its slots (numpy)."""
     accumulator, linear = (ops.convert_to_numpy(s)[row].astype("float64") for s in
                            sorted(slots, key=lambda s: not s.name.endswith("accumulator")))

@@ -8,9 +8,9 @@ from keras import ops
 
 from keras_mixed_dim import FrequencyRecount
 from keras_mixed_dim import MixedDimEmbedding
-from tests.helpers import _ftrl_weights
 from tests.helpers import counting_model
 from tests.helpers import counts_of
+from tests.helpers import ftrl_weights
 from tests.helpers import shuffled_zipf_ids
 
 
@@ -102,5 +102,5 @@ def test_replan_gives_ftrl_slots_that_keep_the_weights():
         slots = slot_variables(model.optimizer, table)
         assert len(slots) == 2
         rows = np.arange(table.shape[0])
-        np.testing.assert_allclose(_ftrl_weights(model.optimizer, slots, rows),
+        np.testing.assert_allclose(ftrl_weights(model.optimizer, slots, rows),
                                    ops.convert_to_numpy(table), rtol=1e-5, atol=1e-6)

@@ -10,9 +10,9 @@ from keras_mixed_dim import FrequencyRecount
 from keras_mixed_dim import MixedDimEmbedding
 from keras_mixed_dim.frequency import rerank_layer
 from keras_mixed_dim.planning import plan_blocks
-from tests.helpers import _ftrl_weights
-from tests.helpers import _sparse_model
 from tests.helpers import counting_model
+from tests.helpers import ftrl_weights
+from tests.helpers import sparse_model
 
 
 def test_rerank_moves_ids_to_the_top_k_and_warm_starts_them():
@@ -92,7 +92,7 @@ def test_rerank_moves_per_row_and_ftrl_slots_with_their_ids(table_optimizer, los
     if table_optimizer == "ftrl":
         options.update(l1_regularization_strength=0.001, l2_regularization_strength=0.01,
                        beta=0.1)
-    model, layer = _sparse_model(2, options, input_dim=30, loss_scaled=loss_scaled)
+    model, layer = sparse_model(2, options, input_dim=30, loss_scaled=loss_scaled)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 30, size=(48, 2)).astype("int32")
     model.fit(ids, rng.normal(size=(48, 1)), batch_size=16, shuffle=False, verbose=0)
@@ -123,7 +123,7 @@ def test_rerank_moves_per_row_and_ftrl_slots_with_their_ids(table_optimizer, los
             # start, so that the id's next step starts from it
             row_value = ops.convert_to_numpy(layer.block_embeddings[b])[row]
             optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
-            np.testing.assert_allclose(_ftrl_weights(optimizer, groups[b], row),
+            np.testing.assert_allclose(ftrl_weights(optimizer, groups[b], row),
                                        row_value, rtol=1e-5, atol=1e-6)
         moved += b != old_b
     assert 0 < moved < 30
@@ -131,7 +131,7 @@ def test_rerank_moves_per_row_and_ftrl_slots_with_their_ids(table_optimizer, los
 
 def test_rerank_carries_id_0s_row_accumulator():
     """Issue 21's repro: one block, 12 ids, reversed counts."""
-    model, layer = _sparse_model(1, {"table_optimizer": "adagrad", "learning_rate": 0.1})
+    model, layer = sparse_model(1, {"table_optimizer": "adagrad", "learning_rate": 0.1})
     ids = np.array([[0, 1], [0, 2], [3, 0], [5, 7]] * 3, "int32")
     model.fit(ids, np.ones((12, 1)), batch_size=4, shuffle=False, verbose=0)
     (accumulator,) = [v for v in model.optimizer.variables
@@ -151,7 +151,7 @@ def test_one_block_model_predicts_the_same_with_and_without_reranking():
     y = rng.normal(size=(96, 1)).astype("float32")
     predictions = []
     for callbacks in ([], [FrequencyRecount(every_n_steps=4)]):
-        model, layer = _sparse_model(1, {"table_optimizer": "adagrad",
+        model, layer = sparse_model(1, {"table_optimizer": "adagrad",
                                          "learning_rate": 0.1})
         model.fit(ids, y, batch_size=8, shuffle=False, verbose=0, callbacks=callbacks)
         predictions.append(ops.convert_to_numpy(model.predict(ids, verbose=0)))
