@@ -8,7 +8,6 @@ import importlib.util
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_mixed_dim.datasets.criteo.pipeline import criteo_dataset
 from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo
@@ -20,6 +19,7 @@ from keras_mixed_dim.io_utils import load_model_file
 from keras_mixed_dim.models.dlrm import dlrm
 from keras_mixed_dim.models.dlrm import embedding_layers
 from keras_mixed_dim.testing.savedmodel import check_serving_graph
+from tests.helpers import criteo_reference_ids
 
 # One worker runs this file (.ci/run: --dist loadgroup): its module fixture
 # is expensive and would be built again on every worker that ran a test.
@@ -60,17 +60,6 @@ def criteo_model(tmp_path_factory):
     return tmp, path, data
 
 
-def reference_ids(folder, categorical):
-    ids = np.zeros(categorical.shape, np.int32)
-    for j in range(categorical.shape[1]):
-        lines = (folder / f"C{j + 1}.tsv").read_text(encoding="utf-8").splitlines()
-        index = {line.rsplit("\t", 1)[0]: i for i, line in enumerate(lines)}
-        for i, value in enumerate(categorical[:, j]):
-            bucket = tf.strings.to_hash_bucket_fast([value], OOV_BUCKETS).numpy()[0]
-            ids[i, j] = index.get(value, len(lines) + bucket)
-    return ids
-
-
 def test_criteo_export_matches_predict_through_the_c_api(criteo_model, export_model,
                                                          run_c_api):
     tmp, path, data = criteo_model
@@ -92,7 +81,8 @@ def test_criteo_export_matches_predict_through_the_c_api(criteo_model, export_mo
         for case, error in info["errors"][key].items():
             assert error is not None and f"`{key}`" in error, (key, case, error)
     features = {"dense": np.log1p(np.maximum(np.nan_to_num(dense), 0)),
-                "categorical": reference_ids(tmp / "dlrm.vocab", categorical)}
+                "categorical": criteo_reference_ids(
+                    tmp / "dlrm.vocab", categorical, OOV_BUCKETS).astype(np.int32)}
     model = keras.models.load_model(path)
     expected = model.predict(features, verbose=0).reshape(-1)
     np.testing.assert_allclose(outputs["probability"], expected, rtol=1e-5, atol=1e-6)

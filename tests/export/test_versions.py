@@ -1,5 +1,5 @@
 """Version folders: atomic, never overwritten, one per concurrent export,
-int64-bounded, stale partial folders cleaned, models.config for TF Serving."""
+int64-bounded, stale partial folders cleaned."""
 
 import os
 import signal
@@ -11,13 +11,8 @@ import pytest
 
 from keras_mixed_dim.export import MAX_VERSION
 from keras_mixed_dim.export import clean_stale_partials
-from keras_mixed_dim.export import write_models_config
 from keras_mixed_dim.export import write_version
-
-
-def make(path):
-    path.mkdir()
-    (path / "saved_model.pb").write_text("x")
+from tests.helpers import fake_saved_model as make
 
 
 def entries(folder):
@@ -112,27 +107,6 @@ def test_old_partials_of_other_hosts_are_cleaned(tmp_path):
     os.utime(old, (time.time() - 3 * 86400,) * 2)
     assert clean_stale_partials(model_dir) == [old]
     assert recent.exists()
-
-
-def test_models_config_is_valid_text_proto_and_readable(tmp_path):
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
-
-    write_version(tmp_path, "b", make)
-    write_version(tmp_path, 'we"ird', make)
-    (tmp_path / "empty").mkdir()  # no version: not served
-    old = os.umask(0o022)
-    try:
-        path = write_models_config(tmp_path, serving_base="/srv/models/")
-    finally:
-        os.umask(old)
-    config = text_format.Parse(path.read_text(),
-                               model_server_config_pb2.ModelServerConfig())
-    entries_ = [(c.name, c.base_path, c.model_platform)
-                for c in config.model_config_list.config]
-    assert entries_ == [("b", "/srv/models/b", "tensorflow"),
-                        ('we"ird', '/srv/models/we"ird', "tensorflow")]
-    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_an_explicit_version_being_written_by_a_live_export_is_refused(tmp_path):

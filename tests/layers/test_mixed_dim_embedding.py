@@ -10,29 +10,13 @@ from keras_mixed_dim import MixedDimEmbedding
 from keras_mixed_dim.planning import Block
 from keras_mixed_dim.planning import BlockPlan
 from keras_mixed_dim.planning import plan_blocks
+from tests.helpers import counting_model
+from tests.helpers import counts_of
+from tests.helpers import gradients_of_sum
+from tests.helpers import mixed_dim_outputs
+
 
 BACKEND = keras.backend.backend()
-
-
-def numpy_outputs(layer, ids):
-    """Reference lookup in numpy from the layer's weights and plan."""
-    ids = np.asarray(ids)
-    plan = layer.plan
-    if plan.remapped:
-        remap = keras.ops.convert_to_numpy(layer.remap)
-    out = np.zeros(ids.shape + (plan.output_dim,), dtype=np.float32)
-    for index in np.ndindex(ids.shape):
-        i = int(ids[index])
-        if not 0 <= i < plan.input_dim:
-            continue
-        rank = remap[i] if plan.remapped else i
-        b = int(plan.block_of_rank(rank))
-        row = keras.ops.convert_to_numpy(layer.block_embeddings[b])[
-            rank - plan.offsets[b]
-        ]
-        proj = layer.block_projections[b]
-        out[index] = row if proj is None else row @ keras.ops.convert_to_numpy(proj)
-    return out
 
 
 def zipf_counts_shuffled(n, seed=0):
@@ -65,11 +49,11 @@ def test_plan_and_weight_names(layer):
 def test_each_block_is_its_row_times_its_projection(layer):
     ids = np.arange(500).reshape(25, 20)
     np.testing.assert_allclose(
-        ops.convert_to_numpy(layer(ids)), numpy_outputs(layer, ids), atol=1e-6
+        ops.convert_to_numpy(layer(ids)), mixed_dim_outputs(layer, ids), atol=1e-6
     )
     np.testing.assert_allclose(
         ops.convert_to_numpy(layer(ids.reshape(-1))),
-        numpy_outputs(layer, ids.reshape(-1)),
+        mixed_dim_outputs(layer, ids.reshape(-1)),
         atol=1e-6,
     )
 
@@ -140,7 +124,7 @@ def test_combiner_reduces_the_bag_and_skips_padding(layer, combiner):
     bag_layer.build()
     bag_layer.set_weights(layer.get_weights())
     ids = np.array([[5, 17, 499, 0], [0, 0, 0, 0], [3, -1, 7, 600]])
-    per_id = numpy_outputs(layer, ids)
+    per_id = mixed_dim_outputs(layer, ids)
     keep = (ids != 0) & (ids >= 0) & (ids < 500)
     expected = (per_id * keep[..., None]).sum(axis=1)
     if combiner == "mean":
@@ -187,37 +171,6 @@ def test_gradients_reach_only_the_looked_up_rows(layer):
                 assert np.any(grad[row] != 0), (b, row)
             else:
                 assert np.all(grad[row] == 0), (b, row)
-
-
-def gradients_of_sum(layer, ids):
-    """Dense gradients of sum(layer(ids)) by weight name, on this backend."""
-    names = [v.path.split("/")[-1] for v in layer.trainable_variables]
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(layer(ids))
-        grads = tape.gradient(loss, layer.trainable_variables)
-        return {n: tf.convert_to_tensor(g).numpy() for n, g in zip(names, grads)}
-    if BACKEND == "jax":
-        import jax
-
-        trainable = [v.value for v in layer.trainable_variables]
-        others = [v.value for v in layer.non_trainable_variables]
-
-        def loss(values):
-            out, _ = layer.stateless_call(values, others, ids)
-            return out.sum()
-
-        return {n: np.asarray(g) for n, g in zip(names, jax.grad(loss)(trainable))}
-    if BACKEND == "torch":
-        out = layer(ids).sum()
-        out.backward()
-        return {
-            n: v.value.grad.cpu().numpy()
-            for n, v in zip(names, layer.trainable_variables)
-        }
-    pytest.skip(f"no gradient helper for backend {BACKEND}")
 
 
 def model_with(layer, input_shape=(3,)):
@@ -516,3 +469,69 @@ def test_int_id_tensors_are_checked_in_graph():
     out = model.predict(np.array([10, -1, 3, 9], "int32"), verbose=0)
     np.testing.assert_array_equal(out[:2], 0)
     assert np.all(out[2:] != 0)
+
+
+def test_counts_are_exact_and_only_in_training():
+    model, layer = counting_model()
+    ids = np.array([[1, 2], [1, 1], [39, -1], [3, 100]] * 8)
+    model.fit(ids, np.zeros((32, 1)), epochs=2, batch_size=4, verbose=0)
+    expected = np.zeros(40, dtype=np.int64)
+    for i in ids.ravel():
+        if 0 <= i < 40:
+            expected[i] += 2  # two epochs
+    np.testing.assert_array_equal(counts_of(layer), expected)
+    model.predict(ids, verbose=0)
+    model.evaluate(ids, np.zeros((32, 1)), verbose=0)
+    layer(ids)
+    np.testing.assert_array_equal(counts_of(layer), expected)
+
+
+def test_counts_decay_with_a_half_life():
+    model, layer = counting_model(half_life=1.0)
+    ids = np.array([[5, 5]] * 4 + [[6, 6]] * 4)
+    model.fit(ids, np.zeros((8, 1)), epochs=1, batch_size=4, shuffle=False, verbose=0)
+    counts = counts_of(layer)
+    # step 1: id 5 gets 8; step 2: halved to 4, id 6 gets 8
+    np.testing.assert_allclose(counts[[5, 6]], [4.0, 8.0])
+
+
+def test_counting_adds_no_op_to_inference_graphs():
+    _, layer = counting_model()
+    ids = np.array([[1, 2], [3, 4]], dtype="int32")
+    layer(ids)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        def op_types(training):
+            fn = tf.function(lambda x: layer(x, training=training))
+            graph = fn.get_concrete_function(
+                tf.TensorSpec((None, 2), tf.int32)).graph
+            return {op.type for op in graph.get_operations()}
+
+        # exact counts update in place: only the batch's rows, O(batch)
+        training_ops = op_types(True)
+        assert "ResourceScatterUpdate" in training_ops  # the check can see counting...
+        assert "ScatterNd" not in training_ops  # (no dense O(vocabulary) delta)
+        inference = op_types(False)
+        assert not inference & {"ResourceScatterUpdate", "ResourceScatterAdd",
+                                "ScatterNd", "AssignVariableOp"}
+    elif BACKEND == "jax":
+        import jax
+
+        trainable = [v.value for v in layer.trainable_variables]
+        others = [v.value for v in layer.non_trainable_variables]
+
+        def jaxpr(training):
+            return str(jax.make_jaxpr(
+                lambda x: layer.stateless_call(trainable, others, x, training=training)
+            )(ids))
+
+        assert "scatter" in jaxpr(True)
+        assert "scatter" not in jaxpr(False)
+    else:
+        # PyTorch runs eagerly, with no graph to inspect: check the effect
+        before = counts_of(layer).copy()
+        layer(ids, training=False)
+        np.testing.assert_array_equal(counts_of(layer), before)
+        layer(ids, training=True)
+        assert counts_of(layer).sum() == before.sum() + ids.size

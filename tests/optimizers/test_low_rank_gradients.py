@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 from keras_mixed_dim.optimizers import LowRankGradients
-from keras_mixed_dim.optimizers import dense_memory_options
 from keras_mixed_dim.optimizers.low_rank_gradients import tracked_basis
 
 
@@ -141,19 +140,6 @@ def test_state_bytes_fall_and_embeddings_biases_are_left_alone():
     assert state(low, others) == state(exact, others)
     assert low.state_bytes() == sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
                                     for v in low.variables)
-
-
-def test_embeddings_excluded_by_layer_in_dense_memory_options():
-    keras.utils.set_random_seed(0)
-    ids = keras.Input((1,), dtype="int32")
-    table = keras.layers.Flatten()(keras.layers.Embedding(5000, 64, name="users")(ids))
-    model = keras.Model(ids, keras.layers.Dense(1, name="out")(table))
-    same_model, optimizer = dense_memory_options(model, "sgd", low_rank=4, min_size=10)
-    assert same_model is model
-    optimizer.build(model.trainable_variables)
-    assert [v.path for v in model.trainable_variables if optimizer.covers(v)] == []
-    approx, optimizer = dense_memory_options(model, "adam", approx_bits=8)
-    assert isinstance(optimizer, str) and approx is not model
 
 
 def test_fit_and_save_round_trip(tmp_path):

@@ -56,7 +56,7 @@ SCRIPT = str(PROGRAMS / "multiworker_mf.py")
 def test_two_workers_match_each_other_and_one_process(free_ports, run_python):
     # The tables get SparseRowOptimizer's lazy Adam (two slots per table);
     # SGD and Adagrad take the same all-reduce path, checked per optimizer
-    # under MirroredStrategy (tests/distribute).
+    # under MirroredStrategy (tests/backend/tensorflow/test_sparse_rows.py).
     workers = [parse(out) for out in run_workers([SCRIPT, "adam"], free_ports)]
     single = parse(run_single([SCRIPT, "adam"], run_python))
     assert any("momentum" in path for path in single["optimizer"])

@@ -9,24 +9,10 @@ from keras_mixed_dim.datasets.criteo.pipeline import criteo_dataset
 from keras_mixed_dim.datasets.criteo.preprocessing import CriteoPreprocessing
 from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo
 from keras_mixed_dim.datasets.criteo.vocabulary import build_or_load_vocabulary
+from tests.helpers import criteo_reference_ids
+
 
 OOV_BUCKETS = 3
-
-
-def reference_ids(folder, categorical):
-    """Index per value from the vocabulary files read as plain text; unseen
-    values to the documented bucket Fingerprint64(value) mod buckets."""
-    ids = np.zeros(categorical.shape, np.int64)
-    for j in range(categorical.shape[1]):
-        lines = (folder / f"C{j + 1}.tsv").read_text(encoding="utf-8").splitlines()
-        index = {line.rsplit("\t", 1)[0]: i for i, line in enumerate(lines)}
-        for i, value in enumerate(categorical[:, j]):
-            if value in index:
-                ids[i, j] = index[value]
-            else:
-                bucket = tf.strings.to_hash_bucket_fast([value], OOV_BUCKETS).numpy()[0]
-                ids[i, j] = len(lines) + bucket
-    return ids
 
 
 def test_pipeline_and_serving_preprocessing_match_a_reference(tmp_path):
@@ -41,7 +27,7 @@ def test_pipeline_and_serving_preprocessing_match_a_reference(tmp_path):
     categorical = np.array([f[14:] for f in fields], dtype=object)
     categorical[0, :] = "ffffffff"  # never seen
     categorical[1, :] = ""
-    expected_ids = reference_ids(tmp_path / "v", categorical)
+    expected_ids = criteo_reference_ids(tmp_path / "v", categorical, OOV_BUCKETS)
     assert (expected_ids[0] >= np.array(vocabulary.sizes) - OOV_BUCKETS).all()
 
     # training: the tf.data pipeline over the raw lines

@@ -11,7 +11,7 @@ import pathlib
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parent  # tests/
 
 
 def run_jax_program(run_python, name):
