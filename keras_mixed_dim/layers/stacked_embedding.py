@@ -582,7 +582,7 @@ class StackedEmbedding(layers.Layer):
         if self.has_bags or weights is not None:
             coefficients = bag_coefficients(ops.greater_equal(ranks, 0), weights,
                                             self.combiner, bags=self._bags)
-        parts, placements = [], []
+        vectors = [None] * self.num_features
         for index, (group, projection) in enumerate(zip(self.groups, self.projections)):
             features = np.asarray(group.features)
             # the group's id columns, member by member, each member's bag in
@@ -612,18 +612,21 @@ class StackedEmbedding(layers.Layer):
                 if coefficients is not None and not every_column:
                     member_coefficients = take_columns(coefficients, columns)
                 values = _reduce_bags(values, member_coefficients, sizes)
+            if (len(self.groups) == 1 and projection is None
+                    and np.array_equal(features, np.arange(self.num_features))):
+                return values
+            # One vector per member, then a plain matmul per projected one:
+            # on a CPU under TensorFlow a step ran in a third of the time of
+            # one batched einsum per group and a 0/1 placement einsum.
+            members = ops.unstack(values, num=len(features), axis=-2)
             if projection is not None:
-                values = ops.einsum("...fw,fwd->...fd", values, projection)
-            parts.append(values)
-            placement = np.zeros((len(features), self.num_features), dtype="float32")
-            placement[np.arange(len(features)), features] = 1.0
-            placements.append(placement)
-        if len(parts) == 1 and np.array_equal(placements[0], np.eye(self.num_features)):
-            return parts[0]
-        # Every feature's blocks are disjoint in rank, so summing the groups'
-        # vectors into their features' slots gives each id its one vector.
-        stacked = ops.concatenate(parts, axis=-2) if len(parts) > 1 else parts[0]
-        return ops.einsum("...gd,gf->...fd", stacked, np.concatenate(placements))
+                members = [ops.matmul(v, p) for v, p in zip(
+                    members, ops.unstack(projection, num=len(features), axis=0))]
+            for f, v in zip(features, members):
+                # a feature's blocks are disjoint in rank: the other blocks'
+                # vectors are exact zeros
+                vectors[f] = v if vectors[f] is None else ops.add(vectors[f], v)
+        return ops.stack(vectors, axis=-2)
 
     def read_rows(self, group_index, rows):
         """float32 rows `rows` of group `group_index`'s stacked table (the one
