@@ -8,6 +8,7 @@ when it runs there, so the JAX path works with TensorFlow absent.
 import importlib
 
 import keras
+import numpy as np
 
 
 def dense_gradient(x):
@@ -117,6 +118,19 @@ def take_columns(x, columns):
     import tensorflow as tf
 
     return tf.gather(x, columns, axis=-1)
+
+
+def split_columns(x, sizes):
+    """`x` split along its last axis into parts of `sizes` columns (a list).
+
+    On TensorFlow one `SplitV`: `ops.split` takes indices and turns them
+    into sizes with six more ops per call.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return keras.ops.split(x, [int(i) for i in np.cumsum(sizes)[:-1]], axis=-1)
+    import tensorflow as tf
+
+    return tf.split(x, [int(size) for size in sizes], axis=-1)
 
 
 def is_ragged_or_sparse(x):

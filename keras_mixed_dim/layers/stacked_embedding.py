@@ -10,6 +10,7 @@ from keras import saving
 
 from keras_mixed_dim.backend import is_ragged_or_sparse
 from keras_mixed_dim.backend import padded_bags
+from keras_mixed_dim.backend import split_columns
 from keras_mixed_dim.backend import take_columns
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.layers.ids import is_host_array
@@ -582,6 +583,8 @@ class StackedEmbedding(layers.Layer):
         if self.has_bags or weights is not None:
             coefficients = bag_coefficients(ops.greater_equal(ranks, 0), weights,
                                             self.combiner, bags=self._bags)
+        elif all(plan.num_blocks == 1 for plan in self.plans):
+            return self._lookup_whole_tables(ranks)
         vectors = [None] * self.num_features
         for index, (group, projection) in enumerate(zip(self.groups, self.projections)):
             features = np.asarray(group.features)
@@ -627,6 +630,38 @@ class StackedEmbedding(layers.Layer):
                 # vectors are exact zeros
                 vectors[f] = v if vectors[f] is None else ops.add(vectors[f], v)
         return ops.stack(vectors, axis=-2)
+
+    def _lookup_whole_tables(self, ranks):
+        """`lookup_ranks` when every feature is one block (uniform or per-table
+        MD) and one id: a rank is then its block's either way, so the rows,
+        the member test and the zeroing of invalid ids are done once for all
+        groups, and the groups' columns come from one gather and one split.
+        A serving request at batch 1 runs about half the ops of the general
+        path. Zeroing after the projections gives the same values and
+        gradients: a projection of a zero vector is zero."""
+        valid = ops.greater_equal(ranks, 0)
+        offsets = np.zeros(self.num_features, dtype="int32")
+        for group in self.groups:
+            offsets[np.asarray(group.features)] = group.offset
+        rows = ops.where(valid, ops.add(ranks, ops.convert_to_tensor(offsets)), 0)
+        order = np.concatenate([group.features for group in self.groups])
+        if not np.array_equal(order, np.arange(self.num_features)):
+            rows = take_columns(rows, order)
+        sizes = [len(group.features) for group in self.groups]
+        chunks = split_columns(rows, sizes) if len(sizes) > 1 else [rows]
+        vectors = [None] * self.num_features
+        for index, (group, projection) in enumerate(zip(self.groups, self.projections)):
+            values = self.read_rows(index, chunks[index])
+            if len(self.groups) == 1 and projection is None:
+                # one uniform stack (the order is the features' own)
+                return ops.where(ops.expand_dims(valid, -1), values, 0.0)
+            members = ops.unstack(values, num=sizes[index], axis=-2)
+            if projection is not None:
+                members = [ops.matmul(v, p) for v, p in zip(
+                    members, ops.unstack(projection, num=sizes[index], axis=0))]
+            for f, v in zip(group.features, members):
+                vectors[f] = v
+        return ops.where(ops.expand_dims(valid, -1), ops.stack(vectors, axis=-2), 0.0)
 
     def read_rows(self, group_index, rows):
         """float32 rows `rows` of group `group_index`'s stacked table (the one
