@@ -9,10 +9,11 @@ INPUTS.npz) runs 20 warm-up requests and REQUESTS timed ones. Prints one
 JSON line: `{export_dir: {"1": [p50 ms, p99 ms], "512": [...]}}`. The
 benchmarks run it as a separate process after exporting.
 
-With `--rounds N`, all exports are loaded first and take turns: in each of
-N rounds every export serves REQUESTS / N timed requests per batch size
-(the order reversed every other round), so exports compared with each other
-see the same load of a shared machine; each entry then also has
+With `--rounds N`, all exports are loaded first and take turns request by
+request: in each of N rounds every export serves REQUESTS / N timed
+requests per batch size, alternating (the order reversed every other
+round), so exports compared with each other see the same load of a shared
+machine; each entry then also has
 `"1_rounds"` / `"512_rounds"`, the p50 of each round, for ratios taken
 round by round.
 """
@@ -57,15 +58,17 @@ def interleaved(models, inputs, requests, rounds):
     per_round = max(1, requests // rounds)
     for r in range(rounds):
         order = list(models) if r % 2 == 0 else list(models)[::-1]
-        for path in order:
-            for batch in BATCHES:
-                samples = []
-                for _ in range(per_round):
+        for batch in BATCHES:
+            samples = {path: [] for path in models}
+            for _ in range(per_round):
+                # request by request, so a burst of load hits every export
+                for path in order:
                     start = time.perf_counter()
                     models[path].run(feeds[batch])
-                    samples.append(1e3 * (time.perf_counter() - start))
-                times[path][batch] += samples
-                medians[path][batch].append(float(np.median(samples)))
+                    samples[path].append(1e3 * (time.perf_counter() - start))
+            for path in models:
+                times[path][batch] += samples[path]
+                medians[path][batch].append(float(np.median(samples[path])))
     result = {}
     for path in models:
         result[path] = {}

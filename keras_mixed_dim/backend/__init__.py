@@ -106,18 +106,18 @@ def take_rows(table, rows):
     return keras.ops.take(table, rows, axis=0)
 
 
-def take_columns(x, columns):
-    """`ops.take(x, columns, axis=-1)` for non-negative constant `columns`.
+def take_columns(x, columns, axis=-1):
+    """`ops.take(x, columns, axis=axis)` for non-negative constant `columns`.
 
     On TensorFlow one `GatherV2`: `ops.take` also maps negative indices,
     five more ops per call, which a stacked layer's serving graph pays once
     per width group at batch 1.
     """
     if keras.backend.backend() != "tensorflow":
-        return keras.ops.take(x, columns, axis=-1)
+        return keras.ops.take(x, columns, axis=axis)
     import tensorflow as tf
 
-    return tf.gather(x, columns, axis=-1)
+    return tf.gather(x, columns, axis=axis)
 
 
 def split_columns(x, sizes):

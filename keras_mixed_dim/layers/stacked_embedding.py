@@ -649,19 +649,21 @@ class StackedEmbedding(layers.Layer):
             rows = take_columns(rows, order)
         sizes = [len(group.features) for group in self.groups]
         chunks = split_columns(rows, sizes) if len(sizes) > 1 else [rows]
-        vectors = [None] * self.num_features
+        parts = []
         for index, (group, projection) in enumerate(zip(self.groups, self.projections)):
             values = self.read_rows(index, chunks[index])
             if len(self.groups) == 1 and projection is None:
                 # one uniform stack (the order is the features' own)
                 return ops.where(ops.expand_dims(valid, -1), values, 0.0)
-            members = ops.unstack(values, num=sizes[index], axis=-2)
+            # members first: each projected group is then one batched matmul
+            values = ops.moveaxis(values, -2, 0)
             if projection is not None:
-                members = [ops.matmul(v, p) for v, p in zip(
-                    members, ops.unstack(projection, num=sizes[index], axis=0))]
-            for f, v in zip(group.features, members):
-                vectors[f] = v
-        return ops.where(ops.expand_dims(valid, -1), ops.stack(vectors, axis=-2), 0.0)
+                values = ops.matmul(values, projection)
+            parts.append(values)
+        # back to the features' order, then members last but one
+        vectors = take_columns(ops.concatenate(parts, axis=0), np.argsort(order), axis=0)
+        vectors = ops.moveaxis(vectors, 0, -2)
+        return ops.where(ops.expand_dims(valid, -1), vectors, 0.0)
 
     def read_rows(self, group_index, rows):
         """float32 rows `rows` of group `group_index`'s stacked table (the one

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import saving
 
+from keras_mixed_dim.models.row_reads import read_embedding_rows
 from keras_mixed_dim.optimizers.sparse_rows import sparse_row_train_step
 
 _INT32 = np.iinfo(np.int32)
@@ -53,6 +54,11 @@ class IdSafeModel(keras.Model):
     the batch gathered instead of dense table gradients (see
     `keras_mixed_dim.optimizers.enable_sparse_row_steps`).
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # on TensorFlow its keras.layers.Embedding tables are read by rows
+        read_embedding_rows(self)
 
     def _integer_inputs(self):
         return [(tensor.name, tensor.dtype) for tensor in self.inputs
