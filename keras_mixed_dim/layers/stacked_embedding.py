@@ -624,7 +624,8 @@ class StackedEmbedding(layers.Layer):
             members = ops.unstack(values, num=len(features), axis=-2)
             if projection is not None:
                 members = [ops.matmul(v, p) for v, p in zip(
-                    members, ops.unstack(projection, num=len(features), axis=0))]
+                    members, ops.unstack(ops.convert_to_tensor(projection),
+                                         num=len(features), axis=0))]
             for f, v in zip(features, members):
                 # a feature's blocks are disjoint in rank: the other blocks'
                 # vectors are exact zeros
@@ -658,7 +659,7 @@ class StackedEmbedding(layers.Layer):
             # members first: each projected group is then one batched matmul
             values = ops.moveaxis(values, -2, 0)
             if projection is not None:
-                values = ops.matmul(values, projection)
+                values = ops.matmul(values, ops.convert_to_tensor(projection))
             parts.append(values)
         # back to the features' order, then members last but one
         vectors = take_columns(ops.concatenate(parts, axis=0), np.argsort(order), axis=0)
