@@ -184,6 +184,9 @@ def main():
     parser.add_argument("--alpha", type=float, default=0.3)
     parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="the models take turns in this many rounds of "
+                        "requests / rounds requests each")
     parser.add_argument("--work-dir")
     parser.add_argument("--layouts", nargs="+", choices=("per_feature", "stacked"),
                         default=["per_feature", "stacked"],
@@ -202,6 +205,7 @@ def main():
         return
     cardinalities = [max(2, int(round(c * args.scale))) for c in KAGGLE_CARDINALITIES]
     work = pathlib.Path(args.work_dir or tempfile.mkdtemp(prefix="kmd_export_"))
+    work.mkdir(parents=True, exist_ok=True)
     vocabulary = vocabulary_for(cardinalities)
     cardinalities = list(vocabulary.sizes)
     dense, categorical, _ = SyntheticCriteo(512, cardinalities, seed=0).arrays()
@@ -216,7 +220,7 @@ def main():
     print(f"{'model':>16} {'emb MiB':>8} {'other MiB':>9} {'vocab MiB':>9} "
           f"{'variables/ MiB':>14} {'b1 p50 ms':>9} {'b1 p99':>7} {'b512 p50':>9} "
           f"{'b512 p99':>9} {'ops/model':>9} {'ops/table':>10}")
-    rows = {}
+    rows, exported = {}, {}
     for layout in args.layouts:
         for mode in ("uniform", "table"):
             embeddings = embedding_layers(cardinalities, args.dim, mode, alpha=args.alpha)
@@ -226,37 +230,51 @@ def main():
                                         f"dlrm_{mode}_{layout}",
                                         preprocess=CriteoPreprocessing(vocabulary),
                                         output_names="probability")
-            timing = subprocess.run(
-                [sys.executable, str(CAPI_LATENCY), str(args.requests), str(inputs_path),
-                 str(report.path)], capture_output=True, text=True, check=True)
-            latency = json.loads(timing.stdout.strip().splitlines()[-1])[str(report.path)]
-            rows[name] = (report, latency)
             per_table = ([inference_ops(layer) for layer in embeddings]
                          if layout == "per_feature" else None)
-            mib = 1 / 2**20
-            print(f"{name:>16} {report.embedding_bytes * mib:>8.2f} "
-                  f"{report.other_variable_bytes * mib:>9.2f} "
-                  f"{report.vocabulary_bytes * mib:>9.2f} "
-                  f"{report.variables_dir_bytes * mib:>14.2f} "
-                  f"{latency['1'][0]:>9.2f} {latency['1'][1]:>7.2f} "
-                  f"{latency['512'][0]:>9.2f} {latency['512'][1]:>9.2f} "
-                  f"{model_ops(model, len(cardinalities)):>9} "
-                  + (f"{min(per_table):>4}-{max(per_table):<5}" if per_table else
-                     f"{'':>10}"), flush=True)
+            exported[name] = (report, model_ops(model, len(cardinalities)), per_table)
+    # every export loaded at once, taking turns round by round (a shared
+    # machine's load then falls on all of them alike)
+    timing = subprocess.run(
+        [sys.executable, str(CAPI_LATENCY), "--rounds", str(args.rounds),
+         str(args.requests), str(inputs_path)]
+        + [str(report.path) for report, _, _ in exported.values()],
+        capture_output=True, text=True, check=True)
+    latencies = json.loads(timing.stdout.strip().splitlines()[-1])
+    mib = 1 / 2**20
+    for name, (report, ops, per_table) in exported.items():
+        latency = latencies[str(report.path)]
+        rows[name] = (report, latency)
+        print(f"{name:>16} {report.embedding_bytes * mib:>8.2f} "
+              f"{report.other_variable_bytes * mib:>9.2f} "
+              f"{report.vocabulary_bytes * mib:>9.2f} "
+              f"{report.variables_dir_bytes * mib:>14.2f} "
+              f"{latency['1'][0]:>9.2f} {latency['1'][1]:>7.2f} "
+              f"{latency['512'][0]:>9.2f} {latency['512'][1]:>9.2f} "
+              f"{ops:>9} "
+              + (f"{min(per_table):>4}-{max(per_table):<5}" if per_table else
+                 f"{'':>10}"), flush=True)
+
+    def ratio(a, b, batch):
+        """Median over the rounds of a's p50 / b's p50 in the same round."""
+        return float(np.median(np.divide(rows[a][1][f"{batch}_rounds"],
+                                         rows[b][1][f"{batch}_rounds"])))
+
     for suffix in ("", "/stacked"):
         if f"uniform{suffix}" not in rows:
             continue
         uniform, mixed = rows[f"uniform{suffix}"], rows[f"table{suffix}"]
         print(f"{suffix.strip('/') or 'per feature'}: variables/ uniform / MD: "
               f"{uniform[0].variables_dir_bytes / mixed[0].variables_dir_bytes:.1f}x; "
-              f"MD / uniform p50 latency: batch 1 "
-              f"{mixed[1]['1'][0] / uniform[1]['1'][0]:.2f}x, batch 512 "
-              f"{mixed[1]['512'][0] / uniform[1]['512'][0]:.2f}x")
+              f"MD / uniform p50 latency (median of {args.rounds} rounds' ratios): "
+              f"batch 1 {ratio(f'table{suffix}', f'uniform{suffix}', 1):.2f}x, "
+              f"batch 512 {ratio(f'table{suffix}', f'uniform{suffix}', 512):.2f}x; "
+              f"ops {exported[f'table{suffix}'][1]} against "
+              f"{exported[f'uniform{suffix}'][1]}")
     if "table/stacked" in rows and "uniform" in rows:
         print(f"MD stacked / uniform per feature p50 latency: batch 1 "
-              f"{rows['table/stacked'][1]['1'][0] / rows['uniform'][1]['1'][0]:.2f}x, "
-              f"batch 512 "
-              f"{rows['table/stacked'][1]['512'][0] / rows['uniform'][1]['512'][0]:.2f}x")
+              f"{ratio('table/stacked', 'uniform', 1):.2f}x, "
+              f"batch 512 {ratio('table/stacked', 'uniform', 512):.2f}x")
 
 
 if __name__ == "__main__":

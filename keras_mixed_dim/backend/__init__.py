@@ -31,6 +31,7 @@ def _choose(name):
 dense_gradient = _choose("dense_gradient")
 residual_gradient = _choose("residual_gradient")
 take_columns = _choose("take_columns")
+split_columns = _choose("split_columns")
 is_ragged_or_sparse = _choose("is_ragged_or_sparse")
 padded_bags = _choose("padded_bags")
 saturating_scatter_add = _choose("saturating_scatter_add")

@@ -9,6 +9,7 @@ it is imported.
 import contextlib
 
 import keras
+import numpy as np
 
 # Whether the backend has ragged / sparse id tensors that the layers pad
 # into bags (only TensorFlow has them).
@@ -64,9 +65,14 @@ def _residual_op(forward, backward):
     return op
 
 
-def take_columns(x, columns):
-    """`ops.take(x, columns, axis=-1)` for non-negative constant `columns`."""
-    return keras.ops.take(x, columns, axis=-1)
+def take_columns(x, columns, axis=-1):
+    """`ops.take(x, columns, axis=axis)` for non-negative constant `columns`."""
+    return keras.ops.take(x, columns, axis=axis)
+
+
+def split_columns(x, sizes):
+    """`x` split along its last axis into parts of `sizes` columns (a list)."""
+    return keras.ops.split(x, [int(i) for i in np.cumsum(sizes)[:-1]], axis=-1)
 
 
 def is_ragged_or_sparse(x):

@@ -10,6 +10,7 @@ from keras import saving
 
 from keras_mixed_dim.backend import is_ragged_or_sparse
 from keras_mixed_dim.backend import padded_bags
+from keras_mixed_dim.backend import split_columns
 from keras_mixed_dim.backend import take_columns
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.checks import check_positive_int
@@ -580,7 +581,9 @@ class StackedEmbedding(layers.Layer):
         if self.has_bags or weights is not None:
             coefficients = bag_coefficients(ops.greater_equal(ranks, 0), weights,
                                             self.combiner, bags=self._bags)
-        parts, placements = [], []
+        elif all(plan.num_blocks == 1 for plan in self.plans):
+            return self._lookup_whole_tables(ranks)
+        vectors = [None] * self.num_features
         for index, (group, projection) in enumerate(zip(self.groups, self.projections)):
             features = np.asarray(group.features)
             # the group's id columns, member by member, each member's bag in
@@ -610,18 +613,56 @@ class StackedEmbedding(layers.Layer):
                 if coefficients is not None and not every_column:
                     member_coefficients = take_columns(coefficients, columns)
                 values = _reduce_bags(values, member_coefficients, sizes)
+            if (len(self.groups) == 1 and projection is None
+                    and np.array_equal(features, np.arange(self.num_features))):
+                return values
+            # One vector per member, then a plain matmul per projected one:
+            # on a CPU under TensorFlow a step ran in a third of the time of
+            # one batched einsum per group and a 0/1 placement einsum.
+            members = ops.unstack(values, num=len(features), axis=-2)
             if projection is not None:
-                values = ops.einsum("...fw,fwd->...fd", values, projection)
+                members = [ops.matmul(v, p) for v, p in zip(
+                    members, ops.unstack(ops.convert_to_tensor(projection),
+                                         num=len(features), axis=0))]
+            for f, v in zip(features, members):
+                # a feature's blocks are disjoint in rank: the other blocks'
+                # vectors are exact zeros
+                vectors[f] = v if vectors[f] is None else ops.add(vectors[f], v)
+        return ops.stack(vectors, axis=-2)
+
+    def _lookup_whole_tables(self, ranks):
+        """`lookup_ranks` when every feature is one block (uniform or per-table
+        MD) and one id: a rank is then its block's either way, so the rows,
+        the member test and the zeroing of invalid ids are done once for all
+        groups, and the groups' columns come from one gather and one split.
+        A serving request at batch 1 runs about half the ops of the general
+        path. Zeroing after the projections gives the same values and
+        gradients: a projection of a zero vector is zero."""
+        valid = ops.greater_equal(ranks, 0)
+        offsets = np.zeros(self.num_features, dtype="int32")
+        for group in self.groups:
+            offsets[np.asarray(group.features)] = group.offset
+        rows = ops.where(valid, ops.add(ranks, ops.convert_to_tensor(offsets)), 0)
+        order = np.concatenate([group.features for group in self.groups])
+        if not np.array_equal(order, np.arange(self.num_features)):
+            rows = take_columns(rows, order)
+        sizes = [len(group.features) for group in self.groups]
+        chunks = split_columns(rows, sizes) if len(sizes) > 1 else [rows]
+        parts = []
+        for index, (group, projection) in enumerate(zip(self.groups, self.projections)):
+            values = self.read_rows(index, chunks[index])
+            if len(self.groups) == 1 and projection is None:
+                # one uniform stack (the order is the features' own)
+                return ops.where(ops.expand_dims(valid, -1), values, 0.0)
+            # members first: each projected group is then one batched matmul
+            values = ops.moveaxis(values, -2, 0)
+            if projection is not None:
+                values = ops.matmul(values, ops.convert_to_tensor(projection))
             parts.append(values)
-            placement = np.zeros((len(features), self.num_features), dtype="float32")
-            placement[np.arange(len(features)), features] = 1.0
-            placements.append(placement)
-        if len(parts) == 1 and np.array_equal(placements[0], np.eye(self.num_features)):
-            return parts[0]
-        # Every feature's blocks are disjoint in rank, so summing the groups'
-        # vectors into their features' slots gives each id its one vector.
-        stacked = ops.concatenate(parts, axis=-2) if len(parts) > 1 else parts[0]
-        return ops.einsum("...gd,gf->...fd", stacked, np.concatenate(placements))
+        # back to the features' order, then members last but one
+        vectors = take_columns(ops.concatenate(parts, axis=0), np.argsort(order), axis=0)
+        vectors = ops.moveaxis(vectors, 0, -2)
+        return ops.where(ops.expand_dims(valid, -1), vectors, 0.0)
 
     def read_rows(self, group_index, rows):
         """float32 rows `rows` of group `group_index`'s stacked table (the one

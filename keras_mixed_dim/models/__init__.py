@@ -9,6 +9,7 @@ from keras_mixed_dim.models.id_safe import IdSafeModel
 from keras_mixed_dim.models.id_safe import sanitize_id_array
 from keras_mixed_dim.models.recommenders import matrix_factorization
 from keras_mixed_dim.models.recommenders import neural_cf
+from keras_mixed_dim.models.row_reads import read_embedding_rows
 
 __all__ = [
     "EMBEDDING_KINDS",
@@ -19,5 +20,6 @@ __all__ = [
     "make_embedding",
     "matrix_factorization",
     "neural_cf",
+    "read_embedding_rows",
     "sanitize_id_array",
 ]

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 from keras import layers
+from keras import ops
 
 from keras_mixed_dim import backend
 from keras_mixed_dim.checks import check_positive_int
@@ -255,7 +256,10 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
             looked_up = stacked_layer(categorical)
         else:
             looked_up = stacked_layer(categorical, weights=weights)
-        vectors = [x] + [looked_up[:, f] for f in range(num_features)]
+        # One Unstack (its gradient one Pack), not a slice per feature: on
+        # TensorFlow each slice's gradient is a StridedSliceGrad that writes a
+        # whole (batch, F, d) tensor, then all of them are summed.
+        vectors = [x] + ops.unstack(looked_up, num=num_features, axis=1)
     else:
         vectors = [x] + _per_feature_lookups(
             embeddings, categorical, weights, bag_sizes,

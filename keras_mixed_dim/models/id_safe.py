@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import saving
 
+from keras_mixed_dim.models.row_reads import read_embedding_rows
 from keras_mixed_dim.optimizers.sparse_rows import sparse_row_train_step
 
 _INT32 = np.iinfo(np.int32)
@@ -78,6 +79,11 @@ class IdSafeModel(keras.Model):
     >>> model.predict(np.array([3, 2**32 + 5]), verbose=0).shape  # 2**32 + 5 -> -1
     (2, 1)
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # on TensorFlow its keras.layers.Embedding tables are read by rows
+        read_embedding_rows(self)
 
     def _integer_inputs(self):
         return [(tensor.name, tensor.dtype) for tensor in self.inputs

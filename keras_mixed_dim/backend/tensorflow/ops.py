@@ -26,11 +26,17 @@ def residual_gradient(forward, backward, *operands):
         *read_variables(operands))
 
 
-def take_columns(x, columns):
+def take_columns(x, columns, axis=-1):
     """One `GatherV2`: `ops.take` also maps negative indices, five more ops
     per call, which a stacked layer's serving graph pays once per width
     group at batch 1."""
-    return tf.gather(x, columns, axis=-1)
+    return tf.gather(x, columns, axis=axis)
+
+
+def split_columns(x, sizes):
+    """One `SplitV`: `ops.split` takes indices and turns them into sizes
+    with six more ops per call."""
+    return tf.split(x, [int(size) for size in sizes], axis=-1)
 
 
 def saturating_scatter_add(variable, positions, increments):
