@@ -16,10 +16,11 @@ Keras 3.15's `JAXTrainer.train_step` differentiates
 a lookup's custom VJP must return a cotangent of the table's shape (a
 table-sized array each step), and it cannot reach the optimizer's slots,
 iteration or loss scale: the optimizer variables are not mapped in the
-forward pass (a read there sees the values from before `fit`). The one way
-a backward can move a table is `overwrite_with_gradient` (return the new
-table as the "gradient", as keras-rs's JAX `DistributedEmbedding` does),
-which would apply the update before the optimizer sees any other gradient:
+forward pass (a read there is the value when the step was traced, a
+constant of the compiled step). The one way a backward can move a table is
+`overwrite_with_gradient` (return the new table as the "gradient", as
+keras-rs's JAX `DistributedEmbedding` does), which would apply the update
+before the optimizer sees any other gradient:
 `global_clipnorm` (all gradients' norm), a `LossScaleOptimizer`'s unscaling
 and skipped non-finite steps, per-table `clipnorm` of a table looked up
 twice and the sum of two lookups' gradients (JAX adds the cotangents, so
