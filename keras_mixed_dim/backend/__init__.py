@@ -71,11 +71,13 @@ def take_rows(table, rows):
     copy the whole table (the read still holds it), each step, outside XLA.
     A gather on the variable itself reads only the rows.
 
-    On JAX and PyTorch, inside the train step of
-    `keras_mixed_dim.optimizers.sparse_rows.enable_sparse_row_steps`, the
-    lookup is also where the step takes the rows' gradients from. A layer
-    whose tables get sparse row updates must read them through this function
-    only (other reads are differentiated densely: correct, but not sparse).
+    On PyTorch, for a table updated by a `SparseRowOptimizer`, the lookup's
+    backward gives the table a sparse gradient (`backend/torch/sparse_rows.py`);
+    on JAX, inside the row train step (`backend/jax/sparse_rows.py`), the
+    lookup is where the step takes the rows' gradients from. A layer whose
+    tables get sparse row updates must read them through this function only
+    and flag them in `build` (`keras_mixed_dim.backend.row_gradients.flag_table`);
+    other reads are differentiated densely: correct, but not sparse.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -83,13 +85,7 @@ def take_rows(table, rows):
 
         return tf_take(table, rows)
     if backend in ("jax", "torch"):
-        # While a sparse train step traces or runs the forward pass, the
-        # tables it differentiates by rows are looked up through its tap.
-        if backend == "jax":
-            from keras_mixed_dim.backend.jax.sparse_rows import take_rows as tapped
-        else:
-            from keras_mixed_dim.backend.torch.sparse_rows import take_rows as tapped
-        rows_values = tapped(table, rows)
+        rows_values = backend_module("sparse_rows").take_rows(table, rows)
         if rows_values is not None:
             return rows_values
     return keras.ops.take(table, rows, axis=0)

@@ -1,11 +1,32 @@
-"""`RowGradient`: a table's gradient as the rows a batch looked up.
+"""Which variables are embedding tables, and `RowGradient`, a table's
+gradient as the rows a batch looked up.
 
-TensorFlow hands an optimizer a gather's gradient as `tf.IndexedSlices`;
-JAX and PyTorch hand it a dense array of the table's shape. The sparse train
-steps of `keras_mixed_dim.backend.jax` and `keras_mixed_dim.backend.torch`
-differentiate with respect to the gathered rows instead and pass this
-backend-neutral object to `SparseRowOptimizer`.
+Layers flag their tables in `build` (`flag_table`): the flag is the
+variable's `sparse_rows` attribute, which a user may set to False to opt a
+table out of row updates (or True on a table of their own layer).
+
+TensorFlow hands an optimizer a gather's gradient as `tf.IndexedSlices` and
+PyTorch's lookups give a sparse `.grad` (`keras_mixed_dim.backend.torch`);
+JAX's `jax.grad` can only give an array of the table's shape, so the JAX row
+step (`keras_mixed_dim.backend.jax.sparse_rows`) differentiates with respect
+to the gathered rows and passes this backend-neutral object to
+`SparseRowOptimizer` instead.
 """
+
+SPARSE_ROWS_ATTRIBUTE = "sparse_rows"
+
+
+def flag_table(variable):
+    """Marks `variable` as an embedding table (`variable.sparse_rows = True`)
+    unless it carries a flag already; a layer calls this in `build` on each
+    table it reads through `keras_mixed_dim.backend.take_rows`.
+
+    Returns:
+        `variable`.
+    """
+    if getattr(variable, SPARSE_ROWS_ATTRIBUTE, None) is None:
+        setattr(variable, SPARSE_ROWS_ATTRIBUTE, True)
+    return variable
 
 
 class RowGradient:

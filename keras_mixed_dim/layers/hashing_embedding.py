@@ -8,6 +8,7 @@ from keras import regularizers
 from keras import saving
 
 from keras_mixed_dim.backend import take_rows
+from keras_mixed_dim.backend.row_gradients import flag_table
 from keras_mixed_dim.layers import hashes
 from keras_mixed_dim.layers.lookup import IdLookupLayer
 
@@ -82,11 +83,11 @@ class HashingEmbedding(IdLookupLayer):
     def build(self, input_shape=None):
         if self.built:
             return
-        self.embeddings = self.add_weight(
+        self.embeddings = flag_table(self.add_weight(
             shape=(self.num_buckets, self.output_dim),
             initializer=self.embeddings_initializer,
             regularizer=self.embeddings_regularizer,
-            constraint=self.embeddings_constraint, name="embeddings")
+            constraint=self.embeddings_constraint, name="embeddings"))
         self.built = True
 
     def buckets(self, ids):

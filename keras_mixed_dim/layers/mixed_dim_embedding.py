@@ -10,6 +10,7 @@ from keras import saving
 
 from keras_mixed_dim.backend import dense_gradient
 from keras_mixed_dim.backend import take_rows
+from keras_mixed_dim.backend.row_gradients import flag_table
 from keras_mixed_dim.layers.ids import valid_int_ids
 from keras_mixed_dim.layers.lookup import IdLookupLayer
 from keras_mixed_dim.layers.lookup import add_lookup_counts
@@ -220,13 +221,13 @@ class MixedDimEmbedding(IdLookupLayer):
                 # tables start zero-mean at QREmbedding's "mult" scale.
                 self.block_embeddings.append(None)
                 self.block_qr.append(tuple(
-                    self.add_weight(
+                    flag_table(self.add_weight(
                         shape=shape,
                         initializer=_qr_initializer(),
                         regularizer=self.embeddings_regularizer,
                         constraint=self.embeddings_constraint,
                         name=f"block_{i}_{part}",
-                    )
+                    ))
                     for part, shape in (
                         ("quotient", (block.quotient_rows, block.dim)),
                         ("remainder", (block.num_collisions, block.dim)),
@@ -235,13 +236,13 @@ class MixedDimEmbedding(IdLookupLayer):
             else:
                 self.block_qr.append(None)
                 self.block_embeddings.append(
-                    self.add_weight(
+                    flag_table(self.add_weight(
                         shape=(block.rows, block.dim),
                         initializer=self.embeddings_initializer,
                         regularizer=self.embeddings_regularizer,
                         constraint=self.embeddings_constraint,
                         name=f"block_{i}_embeddings",
-                    )
+                    ))
                 )
             self.block_projections.append(self._build_projection(i))
         self._build_remap()

@@ -10,6 +10,7 @@ from keras import regularizers
 from keras import saving
 
 from keras_mixed_dim.backend import take_rows
+from keras_mixed_dim.backend.row_gradients import flag_table
 from keras_mixed_dim.layers.lookup import IdLookupLayer
 
 FLOAT_BYTES = 4
@@ -159,6 +160,8 @@ class QREmbedding(IdLookupLayer):
             shape=self.remainder_shape, initializer=initializer,
             regularizer=self.embeddings_regularizer,
             constraint=self.embeddings_constraint, name="remainder_embeddings")
+        flag_table(self.quotient_embeddings)
+        flag_table(self.remainder_embeddings)
         self.built = True
 
     def lookup(self, ids):

@@ -13,6 +13,7 @@ from keras_mixed_dim.backend import padded_bags
 from keras_mixed_dim.backend import split_columns
 from keras_mixed_dim.backend import take_columns
 from keras_mixed_dim.backend import take_rows
+from keras_mixed_dim.backend.row_gradients import flag_table
 from keras_mixed_dim.checks import check_positive_int
 from keras_mixed_dim.layers.ids import is_host_array
 from keras_mixed_dim.layers.ids import sanitize_numpy_ids
@@ -392,11 +393,11 @@ class StackedEmbedding(layers.Layer):
     def add_table(self, group):
         """Creates the stacked table of `group` (a subclass may store it
         otherwise; lookups read it through `read_rows`)."""
-        return self.add_weight(
+        return flag_table(self.add_weight(
             shape=(group.rows, group.width),
             initializer=self.embeddings_initializer,
             regularizer=self.embeddings_regularizer,
-            name=f"{group.name}_embeddings")
+            name=f"{group.name}_embeddings"))
 
     def build(self, input_shape=None):
         if self.built:

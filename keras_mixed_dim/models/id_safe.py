@@ -63,9 +63,10 @@ class IdSafeModel(keras.Model):
     embedding layers see an out-of-range id (zeros) instead of another id's
     row. The package's MF, NCF and DLRM builders return this class.
 
-    Its train step on JAX and PyTorch gives a `SparseRowOptimizer` the rows
-    the batch gathered instead of dense table gradients (see
-    `keras_mixed_dim.optimizers.enable_sparse_row_steps`).
+    Its train step on JAX gives a `SparseRowOptimizer` the rows the batch
+    gathered instead of dense table gradients (see
+    `keras_mixed_dim.optimizers.sparse_row_train_step`); on TensorFlow and
+    PyTorch it is Keras's own, whose table gradients are sparse already.
 
     Args:
         *args, **kwargs: As for `keras.Model` (functional: `inputs`, `outputs`,
@@ -137,9 +138,7 @@ class IdSafeModel(keras.Model):
         return super().__call__(self.sanitize_inputs(inputs), *args, **kwargs)
 
     def train_step(self, *args):
-        # JAX and PyTorch: with a SparseRowOptimizer the tables are
-        # differentiated by the rows the layers gather (TensorFlow's
-        # IndexedSlices already are); otherwise Keras's own step.
+        # JAX: with a SparseRowOptimizer the tables are differentiated by the
+        # rows the layers gather; otherwise (and on the other backends,
+        # sparse already) Keras's own step.
         return sparse_row_train_step(self, super().train_step, *args)
-
-    train_step.sparse_row_step = True

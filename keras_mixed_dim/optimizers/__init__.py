@@ -6,6 +6,8 @@ from keras_mixed_dim.optimizers.low_rank_gradients import LowRankGradients
 from keras_mixed_dim.optimizers.sparse_rows import SparseRowOptimizer
 from keras_mixed_dim.optimizers.sparse_rows import enable_sparse_row_steps
 from keras_mixed_dim.optimizers.sparse_rows import is_embedding_table
+from keras_mixed_dim.optimizers.sparse_rows import sparse_row_train_step
+from keras_mixed_dim.optimizers.sparse_rows import sparse_row_value_and_grad
 
 __all__ = [
     "LowRankGradients",
@@ -13,4 +15,6 @@ __all__ = [
     "dense_memory_options",
     "enable_sparse_row_steps",
     "is_embedding_table",
+    "sparse_row_train_step",
+    "sparse_row_value_and_grad",
 ]

@@ -9,10 +9,8 @@ touched rows only (with their optimizer slots), every other variable keeps
 the wrapped Keras optimizer.
 """
 
-import functools
-import re
-import types
 import warnings
+import weakref
 
 import keras
 from keras import backend
@@ -20,6 +18,7 @@ from keras import ops
 from keras import saving
 
 from keras_mixed_dim.backend import divide_gradient
+from keras_mixed_dim.backend.row_gradients import SPARSE_ROWS_ATTRIBUTE
 from keras_mixed_dim.backend.row_gradients import RowGradient
 
 TABLE_OPTIMIZERS = ("sgd", "adagrad", "adam", "ftrl")
@@ -33,21 +32,23 @@ _FTRL_DEFAULTS = {
     "beta": 0.0,
 }
 
-# Variable names of the package's table layers and of `keras.layers.Embedding`.
-_TABLE_NAME = re.compile(
-    r"(embeddings|block_\d+_embeddings|block_\d+_(quotient|remainder)"
-    r"|(quotient|remainder)_embeddings|stacked_.*_embeddings)")
-SPARSE_ROWS_ATTRIBUTE = "sparse_rows"
+# `keras.layers.Embedding`'s table: the one variable chosen by name (see
+# `is_embedding_table`).
+_KERAS_EMBEDDING_NAME = "embeddings"
 
 
 def is_embedding_table(variable):
     """The default rule for which variables get sparse row updates.
 
-    A variable is a table when its `sparse_rows` attribute is True (set it on
-    a table of your own layer, or set it False to opt a table out), or,
-    without that attribute, when it is a trainable 2-D float variable named
-    `embeddings` (`keras.layers.Embedding`), `block_{i}_embeddings`
-    (`MixedDimEmbedding`) or `stacked_*_embeddings` (`StackedEmbedding`).
+    A variable is a table when its `sparse_rows` attribute is True. The
+    package's layers set it on their tables in `build`
+    (`keras_mixed_dim.backend.row_gradients.flag_table`); set it on a table
+    of your own layer (read through `keras_mixed_dim.backend.take_rows`),
+    or set it False to opt a table out (again after loading a model: `build`
+    flags the tables anew). A variable without the attribute is a table
+    only when it is a 2-D float variable named `embeddings`: the table of
+    `keras.layers.Embedding`, whose `build` the package cannot flag, so that
+    models with it (and their saved optimizer slots) keep working.
 
     Args:
         variable: A Keras variable.
@@ -66,7 +67,7 @@ def is_embedding_table(variable):
     if flag is not None:
         return bool(flag)
     return (len(variable.shape) == 2 and "float" in str(variable.dtype)
-            and _TABLE_NAME.fullmatch(variable.name) is not None)
+            and variable.name == _KERAS_EMBEDDING_NAME)
 
 
 @saving.register_keras_serializable(package="keras_mixed_dim")
@@ -121,16 +122,24 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
     steps equal Keras's, but table gradients reach this optimizer dense, a
     cost in proportion to the table.
 
-    On TensorFlow the gradient stays an `IndexedSlices` end to end (ids
-    deduplicated with `tf.unique`, rows written with `scatter_update`), so a
-    step's cost depends on the batch only, also under `MirroredStrategy` and
+    Tables are the variables chosen by `is_table` (default
+    `is_embedding_table`: the `sparse_rows` flag that the package's layers
+    set in `build`, and `keras.layers.Embedding`'s table). On TensorFlow
+    the gradient stays an `IndexedSlices` end to end (ids deduplicated with
+    `tf.unique`, rows written with `scatter_update`), so a step's cost
+    depends on the batch only, also under `MirroredStrategy` and
     `MultiWorkerMirroredStrategy` (the rows of the global batch, updated
-    once with the replicas' summed gradient on every copy). On JAX and
-    PyTorch the package's models (and any model passed to
-    `enable_sparse_row_steps`) differentiate with respect to the gathered
-    rows and hand this optimizer `RowGradient`s; a plain dense gradient is
-    masked to its non-zero rows instead (the same results, at a cost in
-    proportion to the table, with a warning).
+    once with the replicas' summed gradient on every copy). On PyTorch the
+    package's lookups give their tables a sparse gradient in the backward
+    pass of any loss scaled by this optimizer's `scale_loss` (which Keras's
+    train step calls), so `model.fit` and a user's own `train_step` need
+    nothing more. On JAX, Keras's step can only produce table-sized
+    gradients; the package's models (`IdSafeModel`) differentiate with
+    respect to the gathered rows instead, and a user's own `train_step` can
+    do the same with `sparse_row_value_and_grad`. A table whose gradient
+    arrives dense anyway (`keras.layers.Embedding` on JAX and PyTorch,
+    Keras's JAX step) is masked to its non-zero rows: the same results, at a
+    cost in proportion to the table, with a warning.
 
     Example:
 
@@ -234,8 +243,11 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
             setattr(self, key, float(value))
         self.is_table = is_table or is_embedding_table
         self._warned_dense = False
+        # PyTorch: whether the coming backward pass gives this optimizer's
+        # tables sparse gradients (set by `scale_loss`, cleared by `apply`).
+        self.row_step_armed = False
 
-    # `enable_sparse_row_steps`' train steps hand this optimizer `RowGradient`s.
+    # The JAX row step hands this optimizer `RowGradient`s.
     accepts_row_gradients = True
 
     # -- variables -----------------------------------------------------------
@@ -276,7 +288,23 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                         self.initial_accumulator_value)))
                 slots.append(self.add_variable_from_reference(variable, name="linear"))
             self._groups.slots[self._var_key(variable)] = slots
+        if backend.backend() == "torch":
+            from keras_mixed_dim.backend.torch import sparse_rows
+
+            # the table's lookups ask this optimizer, at backward time,
+            # whether to give it a sparse gradient (a weak reference: the
+            # table must not keep a replaced optimizer alive)
+            for variable in self._groups.tables:
+                setattr(variable, sparse_rows.OWNER_ATTRIBUTE, weakref.ref(self))
         super().build(var_list)
+
+    def scale_loss(self, loss):
+        """Keras's `scale_loss`; on PyTorch it also arms the row step: the
+        backward pass of the loss it returns gives this optimizer's tables
+        sparse gradients, which the next `apply` consumes."""
+        if backend.backend() == "torch" and self.built:
+            self.row_step_armed = True
+        return super().scale_loss(loss)
 
     @property
     def variables(self):
@@ -352,9 +380,12 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                 "tf.distribute strategy; set it on `dense_optimizer` (dense "
                 "variables only) or train without the strategy.")
         scale = self.loss_scale_factor
+        armed, self.row_step_armed = self.row_step_armed, False
         dense_grads, dense_vars, table_pairs = [], [], []
         for grad, variable in zip(grads, trainable_variables):
             if self._var_key(variable) in self._groups.slots:
+                if name == "torch" and grad is not None:
+                    grad = _torch_row_gradient(grad, armed)
                 if grad is not None:
                     table_pairs.append((_unscaled(grad, scale), variable))
             else:
@@ -455,12 +486,23 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                 return _Rows(summed, rows, sparse_rows)
         elif not self._warned_dense:
             self._warned_dense = True
+            if name == "jax":
+                advice = ("Build the model as keras_mixed_dim.models.IdSafeModel "
+                          "(its train step differentiates with respect to the rows "
+                          "the layers gather), or take the gradients with "
+                          "keras_mixed_dim.optimizers.sparse_row_value_and_grad "
+                          "in your own train_step.")
+            else:
+                advice = ("In your own train_step, scale the loss with "
+                          "`self.optimizer.scale_loss(loss)` before `backward()`, "
+                          "as Keras's does: the lookups then give sparse gradients "
+                          "(not under a LossScaleOptimizer, which scales the loss "
+                          "itself and needs dense gradients).")
             warnings.warn(
                 f"SparseRowOptimizer got a dense gradient for the table "
                 f"{variable.path!r}: on {name} a step then costs in proportion to "
-                "the table. Call keras_mixed_dim.optimizers.sparse_rows."
-                "enable_sparse_row_steps(model) after building the model, so the "
-                "train step differentiates with respect to the rows it gathers.",
+                "the table. Tables read other than through the package's layers "
+                f"(keras.layers.Embedding) always do. {advice}",
                 stacklevel=4)
         return _Rows(ops.convert_to_tensor(grad, dtype=dtype))
 
@@ -696,43 +738,88 @@ def _row_ops(backend_name):
     return sparse_rows
 
 
-def sparse_row_train_step(model, keras_step, *args):
-    """A train step that differentiates tables by rows on JAX and PyTorch.
+def _torch_row_gradient(grad, armed):
+    """A PyTorch table gradient as a `RowGradient`: a sparse `.grad` by its
+    rows; a dense one, in a step whose lookups gave sparse gradients, as
+    the table's dense part (a deliberate whole read: no warning)."""
+    from keras_mixed_dim.backend.torch import sparse_rows
 
-    `keras_step` is the model's own `train_step` (bound), which runs instead
-    on TensorFlow (sparse already), with an optimizer that is not a
-    `SparseRowOptimizer`, or when no table is gathered by rows. `args` are
-    the backend's `train_step` arguments. `IdSafeModel` (the package's
-    models) uses this as its step; see `enable_sparse_row_steps` for others.
+    rows = sparse_rows.row_gradient(grad)
+    if rows is not None:
+        return RowGradient(*rows)
+    return RowGradient(dense=grad) if armed else grad
+
+
+def sparse_row_value_and_grad(model):
+    """JAX: `jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)`
+    with the tables' gradients as the rows the layers gathered.
+
+    For a `train_step` of your own on JAX: call the returned function where
+    Keras's step calls its `grad_fn` (same arguments, same
+    `((loss, aux), grads)` result) and pass `grads` to
+    `self.optimizer.stateless_apply`. With an optimizer other than a
+    `SparseRowOptimizer` the gradients are Keras's.
+
+    Example:
+
+    ```python
+    class MyModel(keras.Model):
+        def train_step(self, state, data):
+            trainable, non_trainable, optimizer_values, metrics_values = state
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            (loss, aux), grads = sparse_row_value_and_grad(self)(
+                trainable, non_trainable, metrics_values, x, y, sample_weight,
+                training=True, optimizer_variables=optimizer_values)
+            trainable, optimizer_values = self.optimizer.stateless_apply(
+                optimizer_values, grads, trainable)
+            ...
+    ```
+
+    Args:
+        model: A compiled Keras model.
+
+    Returns:
+        A function of `compute_loss_and_updates`' arguments.
     """
-    name = backend.backend()
-    if name == "jax":
-        from keras_mixed_dim.backend.jax.sparse_rows import train_step
-    elif name == "torch":
-        from keras_mixed_dim.backend.torch.sparse_rows import train_step
-    else:
+    if backend.backend() != "jax":
+        raise ValueError(
+            "sparse_row_value_and_grad is for JAX train steps; on "
+            f"{backend.backend()} the lookups give sparse gradients in Keras's "
+            "own step already.")
+    from keras_mixed_dim.backend.jax.sparse_rows import value_and_grad
+
+    return value_and_grad(model)
+
+
+def sparse_row_train_step(model, keras_step, *args):
+    """A train step that differentiates tables by rows.
+
+    On JAX with a `SparseRowOptimizer`, `keras_mixed_dim.backend.jax`'s row
+    step (Keras's step with `sparse_row_value_and_grad`); otherwise
+    `keras_step(*args)`, the model's own `train_step` (bound): TensorFlow's
+    and PyTorch's are sparse already. `args` are the backend's `train_step`
+    arguments. `IdSafeModel` (the package's models) uses this as its step;
+    a subclassed model can too:
+    `def train_step(self, *args): return sparse_row_train_step(self,
+    super().train_step, *args)`.
+    """
+    if backend.backend() != "jax" or not getattr(
+            model.optimizer, "accepts_row_gradients", False):
         return keras_step(*args)
-    return train_step(model, *args, keras_step=keras_step)
+    from keras_mixed_dim.backend.jax.sparse_rows import train_step
+
+    return train_step(model, *args)
 
 
 def enable_sparse_row_steps(model):
-    """Makes `model.fit` differentiate embedding tables by rows on JAX and PyTorch.
+    """Kept for compatibility: returns `model` unchanged.
 
-    Keras's JAX and PyTorch train steps compute a dense gradient for each
-    table, of the table's shape, so a step costs in proportion to the
-    vocabulary however few rows a batch uses. After this call, when the
-    model is compiled with a `SparseRowOptimizer`, its train step
-    differentiates with respect to the rows that the package's layers gather
-    (through `keras_mixed_dim.backend.take_rows`) and the optimizer updates
-    those rows only. A table read any other way (a regularizer,
-    `keras.layers.Embedding`, the MD layer's small head blocks) keeps its
-    dense gradient, so results are the same as without this call.
-
-    On TensorFlow a gather's gradient is already sparse (`IndexedSlices`)
-    and this does nothing. With any other optimizer the model keeps Keras's
-    train step. The step is an attribute of this model object: call it again
-    on a model loaded from a file. The package's models (`IdSafeModel`:
-    `dlrm`, `matrix_factorization`, `neural_cf`) have this step already.
+    It used to replace the model's train step on JAX and PyTorch. PyTorch's
+    lookups now give sparse gradients inside Keras's own step; on JAX use
+    `keras_mixed_dim.models.IdSafeModel` (the package's models are) or
+    `sparse_row_train_step` / `sparse_row_value_and_grad` in your own
+    `train_step`. Without them `SparseRowOptimizer` warns that it got a
+    dense gradient.
 
     Args:
         model: A Keras model.
@@ -747,13 +834,4 @@ def enable_sparse_row_steps(model):
     ...               loss="mse")                           # doctest: +SKIP
     >>> enable_sparse_row_steps(model)                      # doctest: +SKIP
     """
-    if backend.backend() not in ("jax", "torch"):
-        return model
-    if getattr(model.train_step, "func", None) is sparse_row_train_step or getattr(
-            type(model).train_step, "sparse_row_step", False):
-        return model
-    model.train_step = functools.partial(
-        sparse_row_train_step, model, types.MethodType(type(model).train_step, model))
-    # a train function made before this call would keep the previous step
-    model.train_function = None
     return model

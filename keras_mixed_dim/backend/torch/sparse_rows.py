@@ -1,97 +1,83 @@
-"""A PyTorch train step whose embedding-table gradients are rows, not tables.
+"""PyTorch: a table lookup whose backward gives the table a sparse gradient.
 
 Autograd of an index into a table accumulates a dense gradient of the
-table's shape. This step makes each lookup through
-`keras_mixed_dim.backend.take_rows` a fresh leaf tensor (the looked-up rows,
-detached from the table) and reads the rows' gradients from those leaves
-after `backward()`: `SparseRowOptimizer` then updates only those rows and
-their slots (`RowGradient`). A table that something else also reads as a
-whole (a regularizer, the MD layer's small head blocks) still gets its dense
-`.grad`, which is added, so no gradient is dropped.
+table's shape, so a step would cost in proportion to the vocabulary. Here
+`keras_mixed_dim.backend.take_rows` on a table that a `SparseRowOptimizer`
+updates is a `torch.autograd.Function` (`_RowLookup`): its forward gathers
+the rows, its backward hands the table a sparse COO gradient (the looked-up
+rows and their gradients, as `torch.nn.Embedding(sparse=True)` does). The
+gradient lives in the table's `.grad` like any other: autograd adds up two
+lookups of one table and a dense read of it (a regularizer, the MD layer's
+small head blocks), `zero_grad()` clears it, and Keras's own
+`TorchTrainer.train_step` (or a user's) hands it to the optimizer, which
+updates those rows only.
+
+Only a loss that the table's `SparseRowOptimizer` scaled
+(`optimizer.scale_loss(loss)`, which Keras's train step calls before
+`backward()`) gets sparse gradients; any other backward pass gets Keras's
+dense gradient. That keeps every other consumer of `.grad` working: a
+`LossScaleOptimizer` around the optimizer (it scales the loss itself and
+checks gradients with ops that sparse tensors lack), `model.fit` with
+another optimizer after a recompile, a gradient computed for inspection.
+The state is the optimizer's (`row_step_armed`) and the table's (a weak
+reference to its optimizer); this module holds none.
 """
 
-import warnings
-
-import keras
 import torch
 
-from keras_mixed_dim.backend.row_gradients import RowGradient
+# The attribute of a table variable holding a weak reference to the
+# SparseRowOptimizer that updates it (set in its `build`).
+OWNER_ATTRIBUTE = "_sparse_row_optimizer"
 
-_TAPS = []
 
+class _RowLookup(torch.autograd.Function):
+    """`table[rows]` whose gradient for `table` is a sparse COO tensor when
+    its optimizer armed the step, else a dense one."""
 
-class _RowTap:
-    def __init__(self, tables):
-        self.tables = tables  # ids of the table variables
-        self.calls = []  # (variable, rows, leaf)
+    @staticmethod
+    def forward(ctx, table, rows, owner):
+        ctx.save_for_backward(rows)
+        ctx.table_shape = tuple(table.shape)
+        ctx.owner = owner
+        return table.index_select(0, rows.reshape(-1)).reshape(
+            tuple(rows.shape) + tuple(table.shape[1:]))
 
-    def take(self, table, rows):
-        if id(table) not in self.tables:
-            return None
-        value = table.value.detach()
-        rows = torch.as_tensor(rows, device=value.device)
-        leaf = value.index_select(0, rows.reshape(-1)).reshape(
-            tuple(rows.shape) + tuple(value.shape[1:]))
-        leaf.requires_grad_(True)
-        self.calls.append((table, rows, leaf))
-        return leaf
+    @staticmethod
+    def backward(ctx, upstream):
+        (rows,) = ctx.saved_tensors
+        shape = ctx.table_shape
+        values = upstream.reshape((-1,) + shape[1:])
+        indices = rows.reshape(1, -1).long()
+        optimizer = ctx.owner()
+        if optimizer is not None and optimizer.row_step_armed:
+            # (the rows are in range: the layers clamp them before the gather)
+            return torch.sparse_coo_tensor(indices, values, shape,
+                                           check_invariants=False), None, None
+        dense = torch.zeros(shape, dtype=values.dtype, device=values.device)
+        return dense.index_add_(0, indices[0], values), None, None
 
 
 def take_rows(table, rows):
-    """The tapped lookup while a sparse step runs its forward pass, else `None`."""
-    if not _TAPS:
+    """`table[rows]` through `_RowLookup` for a table whose optimizer takes
+    row gradients, while autograd records; else `None` (the caller gathers)."""
+    owner = getattr(table, OWNER_ATTRIBUTE, None)
+    if owner is None or owner() is None or not torch.is_grad_enabled():
         return None
-    return _TAPS[-1].take(table, rows)
+    value = table.value
+    if not value.requires_grad:
+        return None
+    rows = torch.as_tensor(rows, device=value.device)
+    return _RowLookup.apply(value, rows, owner)
 
 
-def train_step(model, data, keras_step):
-    """`TorchTrainer.train_step` with row gradients for the optimizer's tables
-    (with another optimizer, `keras_step(data)`: the model's own step)."""
-    optimizer = model.optimizer
-    if not getattr(optimizer, "accepts_row_gradients", False) or not optimizer.table_variables:
-        return keras_step(data)
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    tap = _RowTap({id(v) for v in optimizer.table_variables})
-    _TAPS.append(tap)
-    try:
-        if model._call_has_training_arg:
-            y_pred = model(x, training=True)
-        else:
-            y_pred = model(x)
-    finally:
-        _TAPS.pop()
-    model.zero_grad()
-    loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                               training=True)
-    model._loss_tracker.update_state(
-        loss, sample_weight=next(i for i in keras.tree.flatten(x) if i is not None).shape[0])
-    loss = optimizer.scale_loss(loss)
-    trainable = model.trainable_weights[:]
-    if not trainable:
-        warnings.warn("The model does not have any trainable weights.")
-        return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-    loss.backward()
-    grads = [v.value.grad for v in trainable]
-    rows_of = {}
-    for table, rows, leaf in tap.calls:
-        if leaf.grad is not None:
-            rows_of.setdefault(id(table), []).append((rows, leaf.grad))
-    tables = {id(v) for v in optimizer.table_variables}
-    for i, variable in enumerate(trainable):
-        if id(variable) not in tables:
-            continue
-        parts = rows_of.get(id(variable))
-        tail = tuple(variable.shape[1:])
-        if parts:
-            grads[i] = RowGradient(
-                torch.cat([rows.reshape(-1) for rows, _ in parts]),
-                torch.cat([g.reshape((-1,) + tail) for _, g in parts]),
-                grads[i])
-        elif grads[i] is not None:
-            grads[i] = RowGradient(dense=grads[i])
-    with torch.no_grad():
-        optimizer.apply(grads, trainable)
-    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+def row_gradient(gradient):
+    """`(rows, values)` of a sparse `.grad`, duplicates included (the
+    optimizer sums them once, in `unique_rows`), else `None`."""
+    if not (isinstance(gradient, torch.Tensor) and gradient.is_sparse):
+        return None
+    # `_indices()` / `_values()`: torch's accessors for a tensor that may be
+    # uncoalesced (as the sum of two lookups' gradients is)
+    return gradient._indices()[0], gradient._values()
 
 
 # -- row updates inside `SparseRowOptimizer` ----------------------------------
