@@ -210,16 +210,23 @@ class DynamicEmbedding(layers.Layer):
         stored = ops.take(self.slot_tags, safe, axis=0)
         admitted = ops.logical_and(
             in_range, ops.logical_and(ops.equal(stored, tag), ops.greater(tag, 0)))
-        offsets = self.id_map.offsets
-        outputs, valid = self._fallback_vectors(inputs[..., 2])
-        for t, (table, projection) in enumerate(zip(self.tables, self.projections)):
-            local = safe - int(offsets[t])
-            member = ops.logical_and(admitted, ops.logical_and(
-                ops.greater_equal(local, 0), ops.less(local, int(self.plan.tier_rows[t]))))
-            rows = take_rows(table, ops.where(member, local, ops.zeros_like(local)))
-            if projection is not None:
-                rows = ops.matmul(rows, projection)
-            outputs = ops.where(ops.expand_dims(member, -1), rows, outputs)
+        # one product of every tier's (masked) rows and the fallback's with
+        # the stacked projections, not a product and a select per tier
+        tier = ops.digitize(safe, self._tier_bounds) if self.num_tiers > 1 else None
+        pieces = []
+        for t, table in enumerate(self.tables):
+            member = admitted if tier is None else ops.logical_and(admitted,
+                                                                   ops.equal(tier, t))
+            local = ops.where(member, safe - int(self.id_map.offsets[t]), ops.zeros_like(safe))
+            rows = take_rows(table, local)
+            pieces.append(ops.where(ops.expand_dims(member, -1), rows, ops.zeros_like(rows)))
+        fallback, valid = self._fallback_rows(inputs[..., 2])
+        pieces.append(ops.where(ops.expand_dims(ops.logical_not(admitted), -1), fallback,
+                                ops.zeros_like(fallback)))
+        stacked = ops.concatenate(
+            [ops.convert_to_tensor(self._identity) if p is None else p
+             for p in (*self.projections, self.fallback_projection)], axis=0)
+        outputs = ops.matmul(ops.concatenate(pieces, axis=-1), stacked)
         if self.combiner is not None:
             ids_shape = tuple(inputs.shape[:-1])
             check_bag_rank(ids_shape, self.combiner, self.name)
@@ -242,34 +249,35 @@ class DynamicEmbedding(layers.Layer):
         own values; `prepare` pads a tier that has writes with copies of its
         first entry, so duplicate indices always carry equal values.
         """
-        writes = ops.reshape(ops.cast(writes, "int32"),
-                             (self.num_tiers, self.max_writes, 4))
+        num_tiers, width = self.num_tiers, self.max_writes
+        writes = ops.reshape(ops.cast(writes, "int32"), (num_tiers * width, 4))
         offsets, plan = self.id_map.offsets, self.plan
+        # every entry's source vector in one pass (a read per table, not
+        # one per table and destination tier)
+        vectors = self._stored_or_fallback(writes[:, 1], writes[:, 2])
         planned = []
-        for t in range(self.num_tiers):
-            dest, source = writes[t, :, 0], writes[t, :, 1]
-            bucket, tag = writes[t, :, 2], writes[t, :, 3]
+        tier_tags = []
+        for t in range(num_tiers):
+            entries = slice(t * width, (t + 1) * width)
+            dest, tag = writes[entries, 0], writes[entries, 3]
             local = dest - int(offsets[t])
             # an entry outside this tier (padding, or a malformed input) writes nothing
             valid = ops.logical_and(ops.greater_equal(local, 0),
                                     ops.less(local, int(plan.tier_rows[t])))
             local = ops.where(valid, local, ops.zeros_like(local))
-            vectors, _ = self._fallback_vectors(bucket)
-            for u, (table, projection) in enumerate(zip(self.tables, self.projections)):
-                src = source - int(offsets[u])
-                member = ops.logical_and(ops.greater_equal(src, 0),
-                                         ops.less(src, int(plan.tier_rows[u])))
-                rows = take_rows(table, ops.where(member, src, ops.zeros_like(src)))
-                if projection is not None:
-                    rows = ops.matmul(rows, projection)
-                vectors = ops.where(ops.expand_dims(member, -1), rows, vectors)
+            mapped = vectors[entries]
             if self.projections[t] is not None:
-                vectors = ops.matmul(vectors, _pinv(self.projections[t]))
+                mapped = ops.matmul(mapped, _pinv(self.projections[t]))
             current = take_rows(self.tables[t], local)
-            values = ops.where(ops.expand_dims(valid, -1), vectors, current)
-            planned.append((t, valid, local, values, tag))
+            values = ops.where(ops.expand_dims(valid, -1), mapped, current)
+            planned.append((t, valid, local, values))
+            tier_tags.append((valid, local + int(offsets[t]), tag))
+        valid = ops.concatenate([v for v, _, _ in tier_tags], axis=0)
+        slots = ops.concatenate([s for _, s, _ in tier_tags], axis=0)
+        tags = ops.where(valid, ops.concatenate([g for _, _, g in tier_tags], axis=0),
+                         ops.take(self.slot_tags, slots, axis=0))
         optimizer = self._write_optimizer_ref.value
-        for t, valid, local, values, tag in planned:
+        for t, valid, local, values in planned:
             table = self.tables[t]
             zero_where = []
             for slot in self._slots(optimizer, table) if optimizer is not None \
@@ -277,12 +285,44 @@ class DynamicEmbedding(layers.Layer):
                 kept = take_rows(slot, local)
                 zero_where.append((slot, ops.where(ops.expand_dims(valid, -1),
                                                    ops.zeros_like(kept), kept)))
-            tags = ops.where(valid, tag, ops.take(self.slot_tags,
-                                                  local + int(offsets[t]), axis=0))
             _write_rows(table, local, values)
             for slot, kept in zero_where:
                 _write_rows(slot, local, kept)
-            _write_rows(self.slot_tags, local + int(offsets[t]), tags)
+        # tiers' padding rows are distinct slots, so one scatter of the tags
+        # has no duplicate index with unequal values
+        _write_rows(self.slot_tags, slots, tags)
+
+    def _stored_or_fallback(self, slots, buckets):
+        """Current output of each slot in `slots` (its tier row through the
+        tier's projection), or of its fallback bucket where the slot is
+        outside every tier (-1)."""
+        offsets, plan = self.id_map.offsets, self.plan
+        vectors, _ = self._fallback_vectors(buckets)
+        for u, (table, projection) in enumerate(zip(self.tables, self.projections)):
+            src = slots - int(offsets[u])
+            member = ops.logical_and(ops.greater_equal(src, 0),
+                                     ops.less(src, int(plan.tier_rows[u])))
+            rows = take_rows(table, ops.where(member, src, ops.zeros_like(src)))
+            if projection is not None:
+                rows = ops.matmul(rows, projection)
+            vectors = ops.where(ops.expand_dims(member, -1), rows, vectors)
+        return vectors
+
+    @property
+    def _tier_bounds(self):
+        return [int(b) for b in self.id_map.offsets[1:-1]]
+
+    @property
+    def _identity(self):
+        return np.eye(self.output_dim, dtype="float32")
+
+    def _fallback_rows(self, buckets):
+        """Fallback rows (unprojected) of `buckets`, zeros for a bucket out
+        of range (a malformed input), and where the bucket was valid."""
+        valid = ops.logical_and(ops.greater_equal(buckets, 0),
+                                ops.less(buckets, self.plan.fallback_buckets))
+        rows = take_rows(self.fallback, ops.where(valid, buckets, ops.zeros_like(buckets)))
+        return ops.where(ops.expand_dims(valid, -1), rows, ops.zeros_like(rows)), valid
 
     def _fallback_vectors(self, buckets):
         # a bucket out of range (a malformed input) reads zeros, not a row
@@ -300,8 +340,9 @@ class DynamicEmbedding(layers.Layer):
                                     self.plan.fallback_buckets)
 
     def _pack(self, keys, mask):
-        slots, tags = self.id_map.lookup(keys)
-        packed = pack(slots, tags, self.fallback_buckets(keys))
+        unique, inverse = np.unique(keys, return_inverse=True)
+        slots, tags = self.id_map.lookup(unique)
+        packed = pack(slots, tags, self.fallback_buckets(unique))[inverse.reshape(keys.shape)]
         if mask is not None:
             packed[~mask] = (-1, 0, -1)  # padding: no row, no bucket
         return packed
@@ -369,43 +410,59 @@ class DynamicEmbedding(layers.Layer):
         if timestamps is not None and mask is not None and np.shape(timestamps) == keys.shape:
             timestamps = np.asarray(timestamps)[mask]
         id_map = self.id_map
-        dirty_before = id_map.dirty.copy()
-        changes = id_map.update(keys if mask is None else keys[mask], timestamps)
-        # a freed slot's pending write is dropped: its tag never reaches the
-        # layer, so no batch reads the unwritten row as the new key's
-        id_map.dirty &= id_map.used
-        entries = {}  # slot -> source slot (-1: the slot's key's fallback)
-        for slot in np.flatnonzero(id_map.dirty):
-            entries[int(slot)] = -1
-        for slot in changes.reset_slots:
-            entries.pop(int(slot), None)
-            entries[int(slot)] = -1
-        stale = set(changes.reset_slots.tolist()) | set(
-            np.flatnonzero(dirty_before).tolist())
-        for source, slot in zip(changes.move_from, changes.move_to):
-            entries.pop(int(slot), None)
-            # a source whose own write is pending holds another key's row
-            entries[int(slot)] = -1 if int(source) in stale else int(source)
+        dirty_before = id_map.dirty.copy() if id_map.dirty.any() else None
+        unique, inverse, counts = np.unique(keys if mask is None else keys[mask],
+                                            return_inverse=True, return_counts=True)
+        changes = id_map.update_unique(unique, counts, timestamps)
         writes = np.full((1, self.num_tiers, self.max_writes, 4), -1, np.int32)
-        id_map.dirty[:] = False
-        slots = np.fromiter(entries.keys(), np.int64, len(entries))
-        sources = np.fromiter(entries.values(), np.int64, len(entries))
-        tiers = id_map.tier_of[slots] if slots.size else slots
-        for t in range(self.num_tiers):
-            mine = np.flatnonzero(tiers == t)
-            now, later = mine[: self.max_writes], mine[self.max_writes:]
-            id_map.dirty[slots[later]] = True
-            if not now.size:
-                continue
-            dest = slots[now]
-            rows = np.stack([dest, sources[now],
-                             self.fallback_buckets(id_map.keys[dest]),
+        planned, dest_keys = [], []
+        if dirty_before is not None or not changes.empty:
+            # a freed slot's pending write is dropped: its tag never reaches the
+            # layer, so no batch reads the unwritten row as the new key's
+            id_map.dirty &= id_map.used
+            entries = {}  # slot -> source slot (-1: the slot's key's fallback)
+            for slot in np.flatnonzero(id_map.dirty):
+                entries[int(slot)] = -1
+            for slot in changes.reset_slots:
+                entries.pop(int(slot), None)
+                entries[int(slot)] = -1
+            stale = set(changes.reset_slots.tolist())
+            if dirty_before is not None:
+                stale |= set(np.flatnonzero(dirty_before).tolist())
+            for source, slot in zip(changes.move_from, changes.move_to):
+                entries.pop(int(slot), None)
+                # a source whose own write is pending holds another key's row
+                entries[int(slot)] = -1 if int(source) in stale else int(source)
+            id_map.dirty[:] = False
+            slots = np.fromiter(entries.keys(), np.int64, len(entries))
+            sources = np.fromiter(entries.values(), np.int64, len(entries))
+            tiers = id_map.tier_of[slots] if slots.size else slots
+            for t in range(self.num_tiers):
+                mine = np.flatnonzero(tiers == t)
+                now, later = mine[: self.max_writes], mine[self.max_writes:]
+                id_map.dirty[slots[later]] = True
+                if now.size:
+                    planned.append((t, slots[now], sources[now]))
+                    dest_keys.append(id_map.keys[slots[now]])
+        # one hash of the batch's distinct keys and the written slots' keys
+        buckets = self.fallback_buckets(np.concatenate([unique, *dest_keys]))
+        start = unique.size
+        for t, dest, source in planned:
+            rows = np.stack([dest, source, buckets[start:start + dest.size],
                              id_map.tags[dest]], axis=-1).astype(np.int32)
+            start += dest.size
             writes[0, t] = rows[0]
-            writes[0, t, : now.size] = rows
+            writes[0, t, : rows.shape[0]] = rows
         if not self.built:
             self.build((*keys.shape, PACKED))
-        return self._pack(keys, mask), writes
+        slots, tags = id_map.lookup(unique)
+        packed = np.full((*keys.shape, PACKED), -1, np.int32) if mask is not None else None
+        distinct = pack(slots, tags, buckets[: unique.size])
+        if mask is None:
+            return distinct[inverse.reshape(keys.shape)], writes
+        packed[..., 1] = 0  # padding: no row, no tag, no bucket
+        packed[mask] = distinct[inverse.ravel()]
+        return packed, writes
 
     def no_writes(self):
         """The `writes` of a batch that writes nothing (prediction)."""
