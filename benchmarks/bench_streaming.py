@@ -125,7 +125,7 @@ def hashed(keys, buckets, salt=7):
 class Feature:
     """One feature's embedding under one method: host mapping + layer."""
 
-    def __init__(self, method, budget, dim, warmup_keys, seed):
+    def __init__(self, method, budget, dim, warmup_keys, seed, dynamic_options=None):
         self.method = method
         self.dynamic = method.startswith("dynamic")
         per_row = dim * FLOAT * (1 + ADAM_SLOTS)
@@ -133,7 +133,8 @@ class Feature:
             tier_dims = None if method == "dynamic_md" else (dim,)
             self.layer = DynamicEmbedding(dim, budget, min_count=2, eviction="lfu",
                                           tier_dims=tier_dims, decay=0.999,
-                                          rebalance_every=50, seed=seed)
+                                          rebalance_every=50, seed=seed,
+                                          **(dynamic_options or {}))
             self.bytes = self.layer.bytes
             self.shape = (3,)
         elif method == "static":
@@ -260,11 +261,13 @@ def run_fit(stream, targets, features, method, budget, dim, batch, seed):
     return model, history.history["loss"][0], (clock.steps - 5) * batch / clock.seconds
 
 
-def run(stream, targets, method, budget, dim, batch, seed, warmup_share=0.1, feed="fit"):
+def run(stream, targets, method, budget, dim, batch, seed, warmup_share=0.1, feed="fit",
+        dynamic_options=None):
     keras.utils.set_random_seed(seed)
     n = targets.size
     warm = int(n * warmup_share)
-    features = {f: Feature(method, budget, dim, stream[f][:warm], seed) for f in FEATURES}
+    features = {f: Feature(method, budget, dim, stream[f][:warm], seed, dynamic_options)
+                for f in FEATURES}
     if feed == "fit":
         model, mse, speed = run_fit(stream, targets, features, method, budget, dim,
                                     batch, seed)
@@ -294,6 +297,9 @@ def _result(method, budget, seed, mse, speed, features, feed):
               "mse": mse, "examples_per_s": speed,
               "bytes": max(f.bytes for f in features.values())}
     if method.startswith("dynamic"):
+        result["fallback"] = features["item"].layer.plan.fallback
+        result["fallback_tables"] = list(features["item"].layer.plan.fallback_tables)
+        result["fallback_dim"] = features["item"].layer.plan.fallback_dim
         result["max_measured_bytes"] = max(f.max_measured for f in features.values())
         result["admitted"] = {f: features[f].layer.id_map.size for f in FEATURES}
         result["tier_rows"] = list(features["item"].layer.plan.tier_rows)
@@ -347,6 +353,12 @@ def main():
                              "row writes in the train step); loop: predict_on_batch, "
                              "then update and train_on_batch, per batch")
     parser.add_argument("--json", help="append one JSON line per run here")
+    parser.add_argument("--fallback", choices=["hashing", "qr"], default="qr",
+                        help="the dynamic layers' fallback")
+    parser.add_argument("--fallback-share", type=float, default=None,
+                        help="the dynamic layers' fallback share of the budget")
+    parser.add_argument("--fallback-dim", type=int, default=None,
+                        help="the dynamic layers' fallback width")
     args = parser.parse_args()
     if args.full:
         args.days, args.per_day, args.active, args.churn = 100, 2_000_000, 1_000_000, 0.99
@@ -362,8 +374,11 @@ def main():
                   f"ids {info}", flush=True)
             for budget in args.budgets:
                 for method in args.methods:
+                    options = {"fallback": args.fallback,
+                               "fallback_share": args.fallback_share,
+                               "fallback_dim": args.fallback_dim}
                     result = run(stream, targets, method, budget, args.dim, args.batch,
-                                 seed, feed=args.feed)
+                                 seed, feed=args.feed, dynamic_options=options)
                     result["stream"] = stream_name
                     print(json.dumps(result), flush=True)
                     if args.json:

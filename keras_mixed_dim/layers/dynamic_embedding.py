@@ -1,6 +1,8 @@
 """`DynamicEmbedding`: a vocabulary that grows while training, within a
 fixed number of bytes, with mixed-dimension tiers that follow popularity."""
 
+import math
+
 import keras
 import numpy as np
 from keras import initializers
@@ -24,6 +26,7 @@ from keras_mixed_dim.layers.lookup import check_bag_size
 from keras_mixed_dim.layers.lookup import check_combiner
 from keras_mixed_dim.layers.lookup import check_weights
 from keras_mixed_dim.layers.lookup import reduce_bag
+from keras_mixed_dim.layers.qr_embedding import EMBEDDING_STD
 
 # The fallback hashes a key's three pieces; one seed shared by graph and host.
 _FALLBACK_SEED_SALT = 0xD1A
@@ -71,8 +74,16 @@ class DynamicEmbedding(layers.Layer):
             one uniform tier, a TFRA-like dynamic table).
         decay: Factor applied to all counts each step.
         rebalance_every: Steps between tier rebalances (0: never).
-        fallback_buckets: Rows of the fallback (default: 10% of the budget).
+        fallback_buckets: Rows of the fallback (default: `fallback_share`
+            of the budget).
         fallback_dim: Their width (default: the narrowest tier's).
+        fallback: `"hashing"`: one table, a key reads the row of its hashed
+            bucket; `"qr"`: a quotient and a remainder table (half the rows
+            each) and a key's bucket `b` reads the product of quotient row
+            `b // r` and remainder row `b % r` (as `QREmbedding`), so the
+            fallback tells far more keys apart in the same bytes.
+        fallback_share: Share of `capacity_bytes` the fallback takes when
+            `fallback_buckets` is not given (default 0.1).
         sketch_width: Counters per sketch row (default: 5% of the budget).
         sketch_depth: Sketch rows.
         optimizer_slots: Optimizer copies of each weight counted in the
@@ -81,9 +92,11 @@ class DynamicEmbedding(layers.Layer):
             axis (a bag), weighted by `weights=` exactly as
             `tf.nn.safe_embedding_lookup_sparse` (the package's shared bag
             rule, `keras_mixed_dim.layers.lookup.bag_coefficients`).
-        bag_size: Width ragged bags (lists of lists) are padded to on the
-            host (default: the longest bag of the batch); longer bags keep
-            their first `bag_size` ids.
+        bag_size: Width ragged bags (lists of lists of different lengths)
+            are padded to on the host; longer bags keep their first
+            `bag_size` ids. Required for ragged bags: padding each batch to
+            its own longest bag would give every batch a new shape, and the
+            compiled step a retrace.
         embeddings_initializer: Initializer of the tables before use.
         seed: Seed of the sketch, the fallback hash and the initializers.
         max_writes: Row writes per tier that one batch from `prepare`
@@ -119,13 +132,15 @@ class DynamicEmbedding(layers.Layer):
                  rebalance_every=100, fallback_buckets=None, fallback_dim=None,
                  sketch_width=None, sketch_depth=2, optimizer_slots=2,
                  combiner=None, bag_size=None, embeddings_initializer="uniform",
-                 seed=0, max_writes=64, **kwargs):
+                 seed=0, max_writes=64, fallback="hashing", fallback_share=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.combiner = check_combiner(combiner)
         self.bag_size = check_bag_size(bag_size)
         self.plan = plan_capacity(output_dim, capacity_bytes, num_tiers, tier_dims,
                                   fallback_buckets, fallback_dim, sketch_width,
-                                  sketch_depth, optimizer_slots)
+                                  sketch_depth, optimizer_slots, fallback,
+                                  fallback_share)
         self.id_map = DynamicIdMap(self.plan.tier_rows, min_count, eviction, ttl, decay,
                                    rebalance_every, self.plan.sketch_width,
                                    self.plan.sketch_depth, seed)
@@ -171,9 +186,24 @@ class DynamicEmbedding(layers.Layer):
             self.projections.append(None if width == d else self.add_weight(
                 shape=(width, d), initializer="glorot_uniform",
                 name=f"tier_{t}_projection"))
-        self.fallback = self.add_weight(
-            shape=(plan.fallback_buckets, plan.fallback_dim),
-            initializer=self.embeddings_initializer, name="fallback_embeddings")
+        if plan.fallback == "qr":
+            # each factor at QREmbedding's scale, so that their product
+            # starts at the scale of an embedding
+            limit = math.sqrt(EMBEDDING_STD) * math.sqrt(3.0)
+            quotient, remainder = plan.fallback_tables
+            self.fallback = self.add_weight(
+                shape=(quotient, plan.fallback_dim),
+                initializer=initializers.RandomUniform(-limit, limit),
+                name="fallback_quotient")
+            self.fallback_remainder = self.add_weight(
+                shape=(remainder, plan.fallback_dim),
+                initializer=initializers.RandomUniform(-limit, limit),
+                name="fallback_remainder")
+        else:
+            self.fallback = self.add_weight(
+                shape=(plan.fallback_buckets, plan.fallback_dim),
+                initializer=self.embeddings_initializer, name="fallback_embeddings")
+            self.fallback_remainder = None
         self.fallback_projection = None if plan.fallback_dim == d else self.add_weight(
             shape=(plan.fallback_dim, d), initializer="glorot_uniform",
             name="fallback_projection")
@@ -320,15 +350,18 @@ class DynamicEmbedding(layers.Layer):
         """Fallback rows (unprojected) of `buckets`, zeros for a bucket out
         of range (a malformed input), and where the bucket was valid."""
         valid = ops.logical_and(ops.greater_equal(buckets, 0),
-                                ops.less(buckets, self.plan.fallback_buckets))
-        rows = take_rows(self.fallback, ops.where(valid, buckets, ops.zeros_like(buckets)))
+                                ops.less(buckets, self.plan.fallback_range))
+        safe = ops.where(valid, buckets, ops.zeros_like(buckets))
+        if self.fallback_remainder is None:
+            rows = take_rows(self.fallback, safe)
+        else:
+            remainder = self.plan.fallback_tables[1]
+            rows = take_rows(self.fallback, ops.floor_divide(safe, remainder)) * take_rows(
+                self.fallback_remainder, ops.mod(safe, remainder))
         return ops.where(ops.expand_dims(valid, -1), rows, ops.zeros_like(rows)), valid
 
     def _fallback_vectors(self, buckets):
-        # a bucket out of range (a malformed input) reads zeros, not a row
-        valid = ops.logical_and(ops.greater_equal(buckets, 0),
-                                ops.less(buckets, self.plan.fallback_buckets))
-        rows = take_rows(self.fallback, ops.where(valid, buckets, ops.zeros_like(buckets)))
+        rows, valid = self._fallback_rows(buckets)
         if self.fallback_projection is not None:
             rows = ops.matmul(rows, self.fallback_projection)
         return ops.where(ops.expand_dims(valid, -1), rows, ops.zeros_like(rows)), valid
@@ -337,7 +370,7 @@ class DynamicEmbedding(layers.Layer):
         """Fallback bucket of raw int64 `keys` (numpy; the serving graph
         computes the same with `hashes.buckets` on the key's pieces)."""
         return hashes.buckets_numpy(key_pieces(np.asarray(keys, np.int64)), self._hash,
-                                    self.plan.fallback_buckets)
+                                    self.plan.fallback_range)
 
     def _pack(self, keys, mask):
         unique, inverse = np.unique(keys, return_inverse=True)
@@ -349,12 +382,22 @@ class DynamicEmbedding(layers.Layer):
 
     def _keys_and_mask(self, ids, mask):
         """Raw keys and the padding mask; ragged bags (a list of lists) are
-        padded to `bag_size` (default: the longest)."""
+        padded to `bag_size`."""
         if isinstance(ids, (list, tuple)) and ids and all(
-                isinstance(bag, (list, tuple, np.ndarray)) for bag in ids):
+                isinstance(bag, (list, tuple, np.ndarray)) for bag in ids) and (
+                self.bag_size is not None or len({len(bag) for bag in ids}) > 1):
             if mask is not None:
                 raise ValueError("Pass either ragged bags or `mask`, not both.")
-            width = self.bag_size or max(1, max(len(bag) for bag in ids))
+            if self.bag_size is None:
+                lengths = sorted({len(bag) for bag in ids})
+                raise ValueError(
+                    f"Layer {self.name!r} got ragged bags (lengths {lengths[0]} to "
+                    f"{lengths[-1]}) but has bag_size=None: padding each batch to its "
+                    f"longest bag would change the input shape from batch to batch "
+                    f"(a retrace of the compiled step each time). Give the layer "
+                    f"`bag_size` (longer bags keep their first `bag_size` ids), or "
+                    f"pad the ids to a fixed width and pass `mask=`.")
+            width = self.bag_size
             keys = np.zeros((len(ids), width), np.int64)
             mask = np.zeros((len(ids), width), bool)
             for i, bag in enumerate(ids):
@@ -592,7 +635,13 @@ class DynamicEmbedding(layers.Layer):
     def fallback_outputs(self, keys):
         """float64 fallback vectors of raw int64 `keys` (host copy of the
         graph's fallback path)."""
-        rows = _read_rows(self.fallback, self.fallback_buckets(keys)).astype(np.float64)
+        buckets = self.fallback_buckets(keys)
+        if self.fallback_remainder is None:
+            rows = _read_rows(self.fallback, buckets).astype(np.float64)
+        else:
+            remainder = self.plan.fallback_tables[1]
+            rows = (_read_rows(self.fallback, buckets // remainder).astype(np.float64)
+                    * _read_rows(self.fallback_remainder, buckets % remainder))
         if self.fallback_projection is not None:
             rows = rows @ ops.convert_to_numpy(self.fallback_projection).astype(np.float64)
         return rows
@@ -696,6 +745,7 @@ class DynamicEmbedding(layers.Layer):
             "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
             "seed": self.seed,
             "max_writes": self.max_writes,
+            "fallback": plan.fallback,
         })
         return config
 
