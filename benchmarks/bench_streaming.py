@@ -354,7 +354,7 @@ def main():
                              "then update and train_on_batch, per batch")
     parser.add_argument("--json", help="append one JSON line per run here")
     parser.add_argument("--fallback", choices=["hashing", "qr"], default="qr",
-                        help="the dynamic layers' fallback")
+                        help="the dynamic layers' fallback (default: the layer's)")
     parser.add_argument("--fallback-share", type=float, default=None,
                         help="the dynamic layers' fallback share of the budget")
     parser.add_argument("--fallback-dim", type=int, default=None,

@@ -18,7 +18,7 @@ FLOAT_BYTES = 4
 TAG_BYTES = 4
 # the fallback hashes three 21/22-bit pieces of a key: (3 + 1) * 3 constants
 HASH_CONSTANT_BYTES = (3 + 1) * 3 * 4
-DEFAULT_FALLBACK_SHARE = 0.1
+DEFAULT_FALLBACK_SHARE = {"hashing": 0.1, "qr": 0.5}
 DEFAULT_SKETCH_SHARE = 0.05
 FALLBACKS = ("hashing", "qr")
 # the fallback's hash range is an int32 bucket (`keras_mixed_dim.layers.hashes`)
@@ -54,7 +54,7 @@ class DynamicPlan:
     sketch_depth: int
     optimizer_slots: int
     capacity_bytes: int
-    fallback: str = "hashing"
+    fallback: str = "qr"
 
     @property
     def fallback_tables(self):
@@ -105,13 +105,19 @@ def _positive(name, value, allow_none=False):
 
 def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
                   fallback_buckets=None, fallback_dim=None, sketch_width=None,
-                  sketch_depth=2, optimizer_slots=2, fallback="hashing",
+                  sketch_depth=2, optimizer_slots=2, fallback="qr",
                   fallback_share=None):
     """Splits `capacity_bytes` into tiers, fallback and sketch.
 
-    By default tier `t` has width `output_dim / 4**t`, the fallback 10% of the
-    budget at the narrowest tier's width and the sketch 5%; the rest is
-    shared equally between the tiers, so narrow tiers get more rows.
+    By default tier `t` has width `output_dim / 4**t`, the sketch takes 5% of
+    the budget and the fallback (`fallback="qr"`) half of it at width
+    `output_dim / 4` (at least the narrowest tier's); the rest is shared
+    equally between the tiers, so narrow tiers get more rows. A QR fallback
+    gives nearly every key its own vector (the product of two shared rows),
+    which at small budgets serves more traffic than the few rows the tiers
+    could hold (the streaming benchmark in docs/dynamic.md). With
+    `fallback="hashing"` the fallback takes 10% at the narrowest tier's
+    width.
     `num_tiers` (default 3) sets the number of default tiers; with explicit
     `tier_dims` it may only repeat their number. `fallback_share` (in
     (0, 1)) sets the fallback's share instead of 10% when `fallback_buckets`
@@ -152,11 +158,13 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
                 fallback_share, (int, float)) or not 0.0 < fallback_share < 1.0:
             raise ValueError(f"`fallback_share` must be in (0, 1). "
                              f"Received: fallback_share={fallback_share!r}")
-    fallback_dim = _positive("fallback_dim", fallback_dim, True) or tier_dims[-1]
+    fallback_dim = _positive("fallback_dim", fallback_dim, True) or (
+        max(tier_dims[-1], output_dim // 4) if fallback == "qr" else tier_dims[-1])
     per_float = FLOAT_BYTES * (1 + optimizer_slots)
     least_rows = 2 if fallback == "qr" else 1
     if fallback_buckets is None:
-        share = DEFAULT_FALLBACK_SHARE if fallback_share is None else float(fallback_share)
+        share = DEFAULT_FALLBACK_SHARE[fallback] if fallback_share is None \
+            else float(fallback_share)
         fallback_buckets = max(least_rows, int(share * capacity)
                                // (fallback_dim * per_float))
     fallback_buckets = _positive("fallback_buckets", fallback_buckets)

@@ -76,14 +76,18 @@ class DynamicEmbedding(layers.Layer):
         rebalance_every: Steps between tier rebalances (0: never).
         fallback_buckets: Rows of the fallback (default: `fallback_share`
             of the budget).
-        fallback_dim: Their width (default: the narrowest tier's).
-        fallback: `"hashing"`: one table, a key reads the row of its hashed
-            bucket; `"qr"`: a quotient and a remainder table (half the rows
-            each) and a key's bucket `b` reads the product of quotient row
-            `b // r` and remainder row `b % r` (as `QREmbedding`), so the
-            fallback tells far more keys apart in the same bytes.
+        fallback_dim: Their width (default: `output_dim // 4`, at least the
+            narrowest tier's, with `"qr"`; the narrowest tier's with
+            `"hashing"`).
+        fallback: `"qr"` (default): a quotient and a remainder table (half
+            the rows each); a key's bucket `b` reads the product of
+            quotient row `b // r` and remainder row `b % r` (as
+            `QREmbedding`), so the fallback tells far more keys apart than
+            it has rows. `"hashing"`: one table, a key reads the row of its
+            hashed bucket.
         fallback_share: Share of `capacity_bytes` the fallback takes when
-            `fallback_buckets` is not given (default 0.1).
+            `fallback_buckets` is not given (default 0.5 with `"qr"`, 0.1
+            with `"hashing"`).
         sketch_width: Counters per sketch row (default: 5% of the budget).
         sketch_depth: Sketch rows.
         optimizer_slots: Optimizer copies of each weight counted in the
@@ -132,7 +136,7 @@ class DynamicEmbedding(layers.Layer):
                  rebalance_every=100, fallback_buckets=None, fallback_dim=None,
                  sketch_width=None, sketch_depth=2, optimizer_slots=2,
                  combiner=None, bag_size=None, embeddings_initializer="uniform",
-                 seed=0, max_writes=64, fallback="hashing", fallback_share=None,
+                 seed=0, max_writes=64, fallback="qr", fallback_share=None,
                  **kwargs):
         super().__init__(**kwargs)
         self.combiner = check_combiner(combiner)
