@@ -4,8 +4,10 @@ every method at equal bytes per feature (tables, projections, id maps,
 counts, sketches and Adam's two slots all counted).
 
 Methods, per feature:
-  dynamic_md       DynamicEmbedding, three MD tiers (widths D, D/4, D/16)
-  dynamic_uniform  DynamicEmbedding, one full-width tier (a TFRA-like table)
+  dynamic_md       DynamicEmbedding, three MD tiers (widths D, D/4, D/16) and
+                   its default QR fallback (half the budget, width D/4)
+  dynamic_uniform  DynamicEmbedding, one full-width tier (a TFRA-like table),
+                   same fallback
   static           vocabulary of the most frequent ids of the first 10% of
                    the stream (as many as fit) + 10% of the rows as OOV buckets
   hashing          the hashing trick on the raw id's 64-bit hash
@@ -85,25 +87,29 @@ def synthetic_stream(days, per_day, active, churn, seed):
     them replaced each day (new ids enter at random ranks), popularity Zipf
     over a ranking that drifts (log-scores take Gaussian steps)."""
     rng = np.random.default_rng(seed)
-    features, targets = {f: [] for f in FEATURES}, []
+    # filled in place: lists of days and a concatenation would hold the
+    # stream twice (about 8 GB at --full's 200M examples)
+    features = {f: np.empty(days * per_day, np.int64) for f in FEATURES}
+    targets = np.empty(days * per_day, np.float32)
     pools = {f: rng.integers(-(2**63), 2**63 - 1, size=active, dtype=np.int64)
              for f in FEATURES}
     scores = {f: rng.normal(size=active) for f in FEATURES}
     distinct = {f: active for f in FEATURES}
-    for _ in range(days):
+    for day in range(days):
+        today = slice(day * per_day, (day + 1) * per_day)
         picks = {}
         for f in FEATURES:
             ranks = np.argsort(np.argsort(-scores[f]))
             weights = 1.0 / (ranks + 1.0) ** 1.05
             picks[f] = pools[f][rng.choice(active, per_day, p=weights / weights.sum())]
-            features[f].append(picks[f])
+            features[f][today] = picks[f]
         u = planted_vectors(picks["user"], 1)
         v = planted_vectors(picks["item"], 2)
         # per-id effects plus an interaction, each of unit variance
         bias = planted_vectors(picks["user"], 3, 1)[:, 0] + planted_vectors(
             picks["item"], 4, 1)[:, 0]
-        targets.append((bias + np.sum(u * v, axis=1) / math.sqrt(8)
-                        + 0.3 * rng.normal(size=per_day)).astype(np.float32))
+        targets[today] = (bias + np.sum(u * v, axis=1) / math.sqrt(8)
+                          + 0.3 * rng.normal(size=per_day)).astype(np.float32)
         for f in FEATURES:
             scores[f] += 0.3 * rng.normal(size=active)
             leave = rng.random(active) < churn
@@ -111,8 +117,7 @@ def synthetic_stream(days, per_day, active, churn, seed):
             pools[f][leave] = rng.integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64)
             scores[f][leave] = rng.normal(size=n) + 1.0  # newcomers start popular
             distinct[f] += n
-    return ({f: np.concatenate(features[f]) for f in FEATURES},
-            np.concatenate(targets), distinct)
+    return features, targets, distinct
 
 
 # ------------------------------------------------------------------ methods
@@ -130,11 +135,12 @@ class Feature:
         self.dynamic = method.startswith("dynamic")
         per_row = dim * FLOAT * (1 + ADAM_SLOTS)
         if self.dynamic:
-            tier_dims = None if method == "dynamic_md" else (dim,)
+            options = dict(dynamic_options or {})
+            md_dims = options.pop("tier_dims", None)
+            tier_dims = md_dims if method == "dynamic_md" else (dim,)
             self.layer = DynamicEmbedding(dim, budget, min_count=2, eviction="lfu",
                                           tier_dims=tier_dims, decay=0.999,
-                                          rebalance_every=50, seed=seed,
-                                          **(dynamic_options or {}))
+                                          rebalance_every=50, seed=seed, **options)
             self.bytes = self.layer.bytes
             self.shape = (3,)
         elif method == "static":
@@ -359,6 +365,8 @@ def main():
                         help="the dynamic layers' fallback share of the budget")
     parser.add_argument("--fallback-dim", type=int, default=None,
                         help="the dynamic layers' fallback width")
+    parser.add_argument("--tier-dims", type=int, nargs="+", default=None,
+                        help="dynamic_md's tier widths (default: the layer's)")
     args = parser.parse_args()
     if args.full:
         args.days, args.per_day, args.active, args.churn = 100, 2_000_000, 1_000_000, 0.99
@@ -376,7 +384,8 @@ def main():
                 for method in args.methods:
                     options = {"fallback": args.fallback,
                                "fallback_share": args.fallback_share,
-                               "fallback_dim": args.fallback_dim}
+                               "fallback_dim": args.fallback_dim,
+                               "tier_dims": args.tier_dims}
                     result = run(stream, targets, method, budget, args.dim, args.batch,
                                  seed, feed=args.feed, dynamic_options=options)
                     result["stream"] = stream_name

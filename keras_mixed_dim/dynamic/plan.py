@@ -19,6 +19,22 @@ TAG_BYTES = 4
 # the fallback hashes three 21/22-bit pieces of a key: (3 + 1) * 3 constants
 HASH_CONSTANT_BYTES = (3 + 1) * 3 * 4
 DEFAULT_FALLBACK_SHARE = {"hashing": 0.1, "qr": 0.5}
+# below this budget the QR fallback's default share grows, up to
+# `TINY_QR_SHARE` at a quarter of it: the tiers would hold so few rows that
+# the fallback serves most ids (docs/dynamic.md, streaming benchmark)
+SMALL_BUDGET = 65536
+TINY_QR_SHARE = 0.6
+
+
+def default_fallback_share(fallback, capacity_bytes):
+    """The fallback's default share of `capacity_bytes`: 0.1 for
+    `"hashing"`; for `"qr"` 0.5, rising to 0.6 (log-linearly) as the budget
+    falls from 64 KiB to 16 KiB and below."""
+    share = DEFAULT_FALLBACK_SHARE[fallback]
+    if fallback != "qr" or capacity_bytes >= SMALL_BUDGET:
+        return share
+    below = min(1.0, np.log(SMALL_BUDGET / capacity_bytes) / np.log(4.0))
+    return share + (TINY_QR_SHARE - share) * float(below)
 DEFAULT_SKETCH_SHARE = 0.05
 FALLBACKS = ("hashing", "qr")
 # the fallback's hash range is an int32 bucket (`keras_mixed_dim.layers.hashes`)
@@ -111,7 +127,8 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
 
     By default tier `t` has width `output_dim / 4**t`, the sketch takes 5% of
     the budget and the fallback (`fallback="qr"`) half of it at width
-    `output_dim / 4` (at least the narrowest tier's); the rest is shared
+    `output_dim / 4` (at least the narrowest tier's; 60% below 16 KiB,
+    `default_fallback_share`); the rest is shared
     equally between the tiers, so narrow tiers get more rows. A QR fallback
     gives nearly every key its own vector (the product of two shared rows),
     which at small budgets serves more traffic than the few rows the tiers
@@ -163,7 +180,7 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
     per_float = FLOAT_BYTES * (1 + optimizer_slots)
     least_rows = 2 if fallback == "qr" else 1
     if fallback_buckets is None:
-        share = DEFAULT_FALLBACK_SHARE[fallback] if fallback_share is None \
+        share = default_fallback_share(fallback, capacity) if fallback_share is None \
             else float(fallback_share)
         fallback_buckets = max(least_rows, int(share * capacity)
                                // (fallback_dim * per_float))

@@ -86,8 +86,9 @@ class DynamicEmbedding(layers.Layer):
             it has rows. `"hashing"`: one table, a key reads the row of its
             hashed bucket.
         fallback_share: Share of `capacity_bytes` the fallback takes when
-            `fallback_buckets` is not given (default 0.5 with `"qr"`, 0.1
-            with `"hashing"`).
+            `fallback_buckets` is not given (default with `"qr"`: 0.5 from
+            64 KiB up, rising to 0.6 at 16 KiB and below; 0.1 with
+            `"hashing"`).
         sketch_width: Counters per sketch row (default: 5% of the budget).
         sketch_depth: Sketch rows.
         optimizer_slots: Optimizer copies of each weight counted in the
