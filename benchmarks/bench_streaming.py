@@ -203,6 +203,9 @@ class Feature:
         return hashed(keys, self.space)
 
 
+JIT_COMPILE = "auto"
+
+
 def build_model(features, dim, writes=False):
     inputs, vectors = {}, []
     for name, feature in features.items():
@@ -216,7 +219,7 @@ def build_model(features, dim, writes=False):
     x = keras.layers.Concatenate()([u, v, keras.layers.Multiply()([u, v])])
     x = keras.layers.Dense(32, activation="relu")(x)
     model = keras.Model(inputs, keras.layers.Dense(1)(x))
-    model.compile(keras.optimizers.Adam(0.005), "mse")
+    model.compile(keras.optimizers.Adam(0.005), "mse", jit_compile=JIT_COMPILE)
     return model
 
 
@@ -373,9 +376,15 @@ def main():
                         help="the dynamic layers' fallback share of the budget")
     parser.add_argument("--fallback-dim", type=int, default=None,
                         help="the dynamic layers' fallback width")
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="compile every model's train step with XLA (Keras's "
+                             "default on a CPU-only TensorFlow is not to)")
     parser.add_argument("--tier-dims", type=int, nargs="+", default=None,
                         help="dynamic_md's tier widths (default: the layer's)")
     args = parser.parse_args()
+    if args.jit_compile:
+        global JIT_COMPILE
+        JIT_COMPILE = True
     if args.full:
         args.days, args.per_day, args.active, args.churn = 100, 2_000_000, 1_000_000, 0.99
     for stream_name in args.streams:
