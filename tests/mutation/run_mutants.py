@@ -316,6 +316,19 @@ MUTANTS += [
            'if name == "dirty":', DYNAMIC_STREAM_TESTS),
 ]
 
+# DynamicEmbedding's QR fallback, ragged bags, StackedEmbedding's int32 total
+MUTANTS += [
+    Mutant("dynamic-qr-fallback-swaps-factors", DYNAMIC_LAYER,
+           "take_rows(self.fallback, ops.floor_divide(safe, remainder))",
+           "take_rows(self.fallback, ops.mod(safe, remainder))", DYNAMIC_TESTS),
+    Mutant("dynamic-ragged-without-bag-size", DYNAMIC_LAYER,
+           "            if self.bag_size is None:\n                lengths",
+           "            if False:\n                lengths", DYNAMIC_TESTS),
+    Mutant("stacked-total-vocabulary-unchecked", "keras_mixed_dim/layers/stacked_embedding.py",
+           "        if total > np.iinfo(np.int32).max:",
+           "        if False:", ["tests/layers/test_stacked_embedding.py"]),
+]
+
 
 # -- optimizer state, loss scaling, Keras's options, FTRL (issues 21 and 22) --
 LOW_RANK = "keras_mixed_dim/optimizers/low_rank_gradients.py"
