@@ -4,8 +4,10 @@ every method at equal bytes per feature (tables, projections, id maps,
 counts, sketches and Adam's two slots all counted).
 
 Methods, per feature:
-  dynamic_md       DynamicEmbedding, three MD tiers (widths D, D/4, D/16)
-  dynamic_uniform  DynamicEmbedding, one full-width tier (a TFRA-like table)
+  dynamic_md       DynamicEmbedding, three MD tiers (widths D, D/4, D/16) and
+                   its default QR fallback (half the budget, width D/4)
+  dynamic_uniform  DynamicEmbedding, one full-width tier (a TFRA-like table),
+                   same fallback
   static           vocabulary of the most frequent ids of the first 10% of
                    the stream (as many as fit) + 10% of the rows as OOV buckets
   hashing          the hashing trick on the raw id's 64-bit hash
@@ -85,25 +87,29 @@ def synthetic_stream(days, per_day, active, churn, seed):
     them replaced each day (new ids enter at random ranks), popularity Zipf
     over a ranking that drifts (log-scores take Gaussian steps)."""
     rng = np.random.default_rng(seed)
-    features, targets = {f: [] for f in FEATURES}, []
+    # filled in place: lists of days and a concatenation would hold the
+    # stream twice (about 8 GB at --full's 200M examples)
+    features = {f: np.empty(days * per_day, np.int64) for f in FEATURES}
+    targets = np.empty(days * per_day, np.float32)
     pools = {f: rng.integers(-(2**63), 2**63 - 1, size=active, dtype=np.int64)
              for f in FEATURES}
     scores = {f: rng.normal(size=active) for f in FEATURES}
     distinct = {f: active for f in FEATURES}
-    for _ in range(days):
+    for day in range(days):
+        today = slice(day * per_day, (day + 1) * per_day)
         picks = {}
         for f in FEATURES:
             ranks = np.argsort(np.argsort(-scores[f]))
             weights = 1.0 / (ranks + 1.0) ** 1.05
             picks[f] = pools[f][rng.choice(active, per_day, p=weights / weights.sum())]
-            features[f].append(picks[f])
+            features[f][today] = picks[f]
         u = planted_vectors(picks["user"], 1)
         v = planted_vectors(picks["item"], 2)
         # per-id effects plus an interaction, each of unit variance
         bias = planted_vectors(picks["user"], 3, 1)[:, 0] + planted_vectors(
             picks["item"], 4, 1)[:, 0]
-        targets.append((bias + np.sum(u * v, axis=1) / math.sqrt(8)
-                        + 0.3 * rng.normal(size=per_day)).astype(np.float32))
+        targets[today] = (bias + np.sum(u * v, axis=1) / math.sqrt(8)
+                          + 0.3 * rng.normal(size=per_day)).astype(np.float32)
         for f in FEATURES:
             scores[f] += 0.3 * rng.normal(size=active)
             leave = rng.random(active) < churn
@@ -111,8 +117,7 @@ def synthetic_stream(days, per_day, active, churn, seed):
             pools[f][leave] = rng.integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64)
             scores[f][leave] = rng.normal(size=n) + 1.0  # newcomers start popular
             distinct[f] += n
-    return ({f: np.concatenate(features[f]) for f in FEATURES},
-            np.concatenate(targets), distinct)
+    return features, targets, distinct
 
 
 # ------------------------------------------------------------------ methods
@@ -125,15 +130,17 @@ def hashed(keys, buckets, salt=7):
 class Feature:
     """One feature's embedding under one method: host mapping + layer."""
 
-    def __init__(self, method, budget, dim, warmup_keys, seed):
+    def __init__(self, method, budget, dim, warmup_keys, seed, dynamic_options=None):
         self.method = method
         self.dynamic = method.startswith("dynamic")
         per_row = dim * FLOAT * (1 + ADAM_SLOTS)
         if self.dynamic:
-            tier_dims = None if method == "dynamic_md" else (dim,)
+            options = dict(dynamic_options or {})
+            md_dims = options.pop("tier_dims", None)
+            tier_dims = md_dims if method == "dynamic_md" else (dim,)
             self.layer = DynamicEmbedding(dim, budget, min_count=2, eviction="lfu",
                                           tier_dims=tier_dims, decay=0.999,
-                                          rebalance_every=50, seed=seed)
+                                          rebalance_every=50, seed=seed, **options)
             self.bytes = self.layer.bytes
             self.shape = (3,)
         elif method == "static":
@@ -196,6 +203,9 @@ class Feature:
         return hashed(keys, self.space)
 
 
+JIT_COMPILE = "auto"
+
+
 def build_model(features, dim, writes=False):
     inputs, vectors = {}, []
     for name, feature in features.items():
@@ -209,7 +219,7 @@ def build_model(features, dim, writes=False):
     x = keras.layers.Concatenate()([u, v, keras.layers.Multiply()([u, v])])
     x = keras.layers.Dense(32, activation="relu")(x)
     model = keras.Model(inputs, keras.layers.Dense(1)(x))
-    model.compile(keras.optimizers.Adam(0.005), "mse")
+    model.compile(keras.optimizers.Adam(0.005), "mse", jit_compile=JIT_COMPILE)
     return model
 
 
@@ -223,12 +233,16 @@ class _Clock(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if batch == self.timed_from:
             self.start = time.perf_counter()
+            self.cpu_start = time.process_time()
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps = batch + 1
 
     def on_train_end(self, logs=None):
         self.seconds = time.perf_counter() - self.start
+        # CPU seconds of every thread of the process (input pipeline
+        # included): steadier than wall time on a shared machine
+        self.cpu_seconds = time.process_time() - self.cpu_start
 
 
 def run_fit(stream, targets, features, method, budget, dim, batch, seed):
@@ -257,18 +271,24 @@ def run_fit(stream, targets, features, method, budget, dim, batch, seed):
 
     clock = _Clock(5)
     history = model.fit(checked(batches), epochs=1, verbose=0, callbacks=[clock])
-    return model, history.history["loss"][0], (clock.steps - 5) * batch / clock.seconds
+    examples = (clock.steps - 5) * batch
+    model.cpu_examples_per_s = examples / clock.cpu_seconds
+    return model, history.history["loss"][0], examples / clock.seconds
 
 
-def run(stream, targets, method, budget, dim, batch, seed, warmup_share=0.1, feed="fit"):
+def run(stream, targets, method, budget, dim, batch, seed, warmup_share=0.1, feed="fit",
+        dynamic_options=None):
     keras.utils.set_random_seed(seed)
     n = targets.size
     warm = int(n * warmup_share)
-    features = {f: Feature(method, budget, dim, stream[f][:warm], seed) for f in FEATURES}
+    features = {f: Feature(method, budget, dim, stream[f][:warm], seed, dynamic_options)
+                for f in FEATURES}
     if feed == "fit":
         model, mse, speed = run_fit(stream, targets, features, method, budget, dim,
                                     batch, seed)
-        return _result(method, budget, seed, mse, speed, features, feed)
+        result = _result(method, budget, seed, mse, speed, features, feed)
+        result["cpu_examples_per_s"] = model.cpu_examples_per_s
+        return result
     model = build_model(features, dim)
     squared, seen = 0.0, 0
     # examples/s after the first batches (which compile the step functions)
@@ -294,6 +314,9 @@ def _result(method, budget, seed, mse, speed, features, feed):
               "mse": mse, "examples_per_s": speed,
               "bytes": max(f.bytes for f in features.values())}
     if method.startswith("dynamic"):
+        result["fallback"] = features["item"].layer.plan.fallback
+        result["fallback_tables"] = list(features["item"].layer.plan.fallback_tables)
+        result["fallback_dim"] = features["item"].layer.plan.fallback_dim
         result["max_measured_bytes"] = max(f.max_measured for f in features.values())
         result["admitted"] = {f: features[f].layer.id_map.size for f in FEATURES}
         result["tier_rows"] = list(features["item"].layer.plan.tier_rows)
@@ -347,7 +370,21 @@ def main():
                              "row writes in the train step); loop: predict_on_batch, "
                              "then update and train_on_batch, per batch")
     parser.add_argument("--json", help="append one JSON line per run here")
+    parser.add_argument("--fallback", choices=["hashing", "qr"], default="qr",
+                        help="the dynamic layers' fallback (default: the layer's)")
+    parser.add_argument("--fallback-share", type=float, default=None,
+                        help="the dynamic layers' fallback share of the budget")
+    parser.add_argument("--fallback-dim", type=int, default=None,
+                        help="the dynamic layers' fallback width")
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="compile every model's train step with XLA (Keras's "
+                             "default on a CPU-only TensorFlow is not to)")
+    parser.add_argument("--tier-dims", type=int, nargs="+", default=None,
+                        help="dynamic_md's tier widths (default: the layer's)")
     args = parser.parse_args()
+    if args.jit_compile:
+        global JIT_COMPILE
+        JIT_COMPILE = True
     if args.full:
         args.days, args.per_day, args.active, args.churn = 100, 2_000_000, 1_000_000, 0.99
     for stream_name in args.streams:
@@ -362,8 +399,12 @@ def main():
                   f"ids {info}", flush=True)
             for budget in args.budgets:
                 for method in args.methods:
+                    options = {"fallback": args.fallback,
+                               "fallback_share": args.fallback_share,
+                               "fallback_dim": args.fallback_dim,
+                               "tier_dims": args.tier_dims}
                     result = run(stream, targets, method, budget, args.dim, args.batch,
-                                 seed, feed=args.feed)
+                                 seed, feed=args.feed, dynamic_options=options)
                     result["stream"] = stream_name
                     print(json.dumps(result), flush=True)
                     if args.json:

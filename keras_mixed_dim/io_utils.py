@@ -54,6 +54,17 @@ def atomic_write_text(path, text):
 
 
 def atomic_write_json(path, value):
+    """Writes `value` as JSON to `path`, crash safe (`atomic_write_text`).
+
+    Args:
+        path: Destination file (its folder is created if missing).
+        value: A JSON-serialisable value, written with sorted keys, an
+            indent of 2 and a final newline, so that files compare by text.
+
+    Example:
+
+    >>> atomic_write_json(folder / "meta.json", {"step": 3})  # doctest: +SKIP
+    """
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 

@@ -283,7 +283,13 @@ class DynamicIdMap:
         Returns:
             A `Changes`.
         """
-        keys = np.asarray(keys, np.int64).ravel()
+        unique, counts = np.unique(np.asarray(keys, np.int64).ravel(), return_counts=True)
+        return self.update_unique(unique, counts, timestamps)
+
+    def update_unique(self, unique, counts, timestamps=None):
+        """`update` of a batch given as its sorted distinct keys and how
+        many times each occurs (what `np.unique(keys, return_counts=True)`
+        gives), for a caller that needs them too."""
         self.step += 1
         if timestamps is None:
             self.now = self.step
@@ -293,7 +299,6 @@ class DynamicIdMap:
         if self.decay != 1.0:
             self.counts *= np.float32(self.decay)
             self.sketch.decay(self.decay)
-        unique, counts = np.unique(keys, return_counts=True)
         slots = self.find(unique)
         known = slots >= 0
         touched = np.zeros(self.num_slots, bool)
@@ -306,6 +311,9 @@ class DynamicIdMap:
             expired = self.used & (self.last < now - self.ttl) & ~touched
             evicted.append(self.keys[expired])
             self.used[expired] = False
+            changed = bool(expired.any())
+        else:
+            changed = False
         reset_slots, reset_keys = _empty(), _empty()
         fresh = unique[~known]
         if fresh.size:
@@ -340,11 +348,16 @@ class DynamicIdMap:
             self.last[taken] = now
             self.tags[taken] = self._new_tags(n)
             reset_slots, reset_keys = taken.astype(np.int64), candidates[:n].copy()
+            changed = changed or n > 0
         move_from, move_to = _empty(), _empty()
         if (len(self.tier_rows) > 1 and self.rebalance_every > 0
                 and self.step % self.rebalance_every == 0):
             move_from, move_to = self.rebalance()
-        self._rebuild_index()
+            changed = changed or move_from.size > 0
+        # most batches of a warm map change no slot: the sorted index (a
+        # sort of every admitted key) stays as it is
+        if changed:
+            self._rebuild_index()
         return Changes(reset_slots, reset_keys, move_from, move_to,
                        np.concatenate(evicted))
 

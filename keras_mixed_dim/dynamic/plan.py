@@ -19,8 +19,27 @@ FLOAT_BYTES = 4
 TAG_BYTES = 4
 # the fallback hashes three 21/22-bit pieces of a key: (3 + 1) * 3 constants
 HASH_CONSTANT_BYTES = (3 + 1) * 3 * 4
-DEFAULT_FALLBACK_SHARE = 0.1
+DEFAULT_FALLBACK_SHARE = {"hashing": 0.1, "qr": 0.5}
+# below this budget the QR fallback's default share grows, up to
+# `TINY_QR_SHARE` at a quarter of it: the tiers would hold so few rows that
+# the fallback serves most ids (docs/dynamic.md, streaming benchmark)
+SMALL_BUDGET = 65536
+TINY_QR_SHARE = 0.6
+
+
+def default_fallback_share(fallback, capacity_bytes):
+    """The fallback's default share of `capacity_bytes`: 0.1 for
+    `"hashing"`; for `"qr"` 0.5, rising to 0.6 (log-linearly) as the budget
+    falls from 64 KiB to 16 KiB and below."""
+    share = DEFAULT_FALLBACK_SHARE[fallback]
+    if fallback != "qr" or capacity_bytes >= SMALL_BUDGET:
+        return share
+    below = min(1.0, np.log(SMALL_BUDGET / capacity_bytes) / np.log(4.0))
+    return share + (TINY_QR_SHARE - share) * float(below)
 DEFAULT_SKETCH_SHARE = 0.05
+FALLBACKS = ("hashing", "qr")
+# the fallback's hash range is an int32 bucket (`keras_mixed_dim.layers.hashes`)
+MAX_FALLBACK_RANGE = 1 << 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,21 +50,16 @@ class DynamicPlan:
         output_dim: Width of every output vector.
         tier_rows: Slots per tier (widest first).
         tier_dims: Width of each tier's rows.
-        fallback_buckets: Rows of the shared hashed fallback.
+        fallback_buckets: Rows of the shared hashed fallback (with
+            `fallback="qr"`, of its two tables together).
         fallback_dim: Their width.
         sketch_width, sketch_depth: The count-min sketch.
         optimizer_slots: Optimizer copies counted per float weight.
         capacity_bytes: The budget.
-
-    Args:
-        output_dim: Width of every output vector.
-        tier_rows: Slots per tier (widest first).
-        tier_dims: Width of each tier's rows.
-        fallback_buckets: Rows of the shared hashed fallback.
-        fallback_dim: Their width.
-        sketch_width, sketch_depth: The count-min sketch.
-        optimizer_slots: Optimizer copies counted per float weight.
-        capacity_bytes: The budget.
+        fallback: `"hashing"` (one table, a row per bucket) or `"qr"` (a
+            quotient and a remainder table, a bucket's vector the product
+            of a row of each, so `fallback_range` buckets far exceed the
+            rows).
 
     Example:
 
@@ -63,6 +77,24 @@ class DynamicPlan:
     sketch_depth: int
     optimizer_slots: int
     capacity_bytes: int
+    fallback: str = "qr"
+
+    @property
+    def fallback_tables(self):
+        """Rows of the fallback's tables: `(buckets,)`, or with `"qr"` the
+        quotient and remainder tables' `(q, r)`."""
+        if self.fallback == "qr":
+            q = self.fallback_buckets // 2
+            return (q, self.fallback_buckets - q)
+        return (self.fallback_buckets,)
+
+    @property
+    def fallback_range(self):
+        """Distinct fallback buckets a key is hashed to."""
+        if self.fallback == "qr":
+            q, r = self.fallback_tables
+            return min(q * r, MAX_FALLBACK_RANGE // r * r)
+        return self.fallback_buckets
 
     @property
     def float_params(self):
@@ -88,14 +120,24 @@ class DynamicPlan:
 
 def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
                   fallback_buckets=None, fallback_dim=None, sketch_width=None,
-                  sketch_depth=2, optimizer_slots=2):
+                  sketch_depth=2, optimizer_slots=2, fallback="qr",
+                  fallback_share=None):
     """Splits `capacity_bytes` into tiers, fallback and sketch.
 
-    By default tier `t` has width `output_dim / 4**t`, the fallback 10% of the
-    budget at the narrowest tier's width and the sketch 5%; the rest is
-    shared equally between the tiers, so narrow tiers get more rows.
+    By default tier `t` has width `output_dim / 4**t`, the sketch takes 5% of
+    the budget and the fallback (`fallback="qr"`) half of it at width
+    `output_dim / 4` (at least the narrowest tier's; 60% below 16 KiB,
+    `default_fallback_share`); the rest is shared
+    equally between the tiers, so narrow tiers get more rows. A QR fallback
+    gives nearly every key its own vector (the product of two shared rows),
+    which at small budgets serves more traffic than the few rows the tiers
+    could hold (the streaming benchmark in docs/dynamic.md). With
+    `fallback="hashing"` the fallback takes 10% at the narrowest tier's
+    width.
     `num_tiers` (default 3) sets the number of default tiers; with explicit
-    `tier_dims` it may only repeat their number.
+    `tier_dims` it may only repeat their number. `fallback_share` (in
+    (0, 1)) sets the fallback's share instead of 10% when `fallback_buckets`
+    is not given; `fallback="qr"` needs at least 2 fallback rows.
 
     Args:
         output_dim: Width of every output vector.
@@ -108,6 +150,11 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
         sketch_width: Counters per sketch row (default from the budget).
         sketch_depth: Rows of the sketch.
         optimizer_slots: Optimizer copies of each float weight to count.
+        fallback: `"qr"` (default) or `"hashing"`: see `DynamicPlan`.
+        fallback_share: The fallback's share of the budget, in (0, 1), when
+            `fallback_buckets` is not given (default
+            `default_fallback_share(capacity_bytes)` for `"qr"`, 0.1 for
+            `"hashing"`).
 
     Returns:
         A `DynamicPlan`.
@@ -141,18 +188,38 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
                 f"({len(tier_dims)} tiers); give one or the other.")
         if not tier_dims:
             raise ValueError("`tier_dims` must list at least one width. Received: []")
-    fallback_dim = check_positive_int("fallback_dim", fallback_dim, allow_none=True) or tier_dims[-1]
+    if fallback not in FALLBACKS:
+        raise ValueError(f"`fallback` must be one of {FALLBACKS}. "
+                         f"Received: fallback={fallback!r}")
+    if fallback_share is not None:
+        if fallback_buckets is not None:
+            raise ValueError(
+                f"Give `fallback_buckets` or `fallback_share`, not both. Received: "
+                f"fallback_buckets={fallback_buckets!r}, fallback_share={fallback_share!r}")
+        if isinstance(fallback_share, bool) or not isinstance(
+                fallback_share, (int, float)) or not 0.0 < fallback_share < 1.0:
+            raise ValueError(f"`fallback_share` must be in (0, 1). "
+                             f"Received: fallback_share={fallback_share!r}")
+    fallback_dim = check_positive_int("fallback_dim", fallback_dim, allow_none=True) or (
+        max(tier_dims[-1], output_dim // 4) if fallback == "qr" else tier_dims[-1])
     per_float = FLOAT_BYTES * (1 + optimizer_slots)
+    least_rows = 2 if fallback == "qr" else 1
     if fallback_buckets is None:
-        fallback_buckets = max(1, int(DEFAULT_FALLBACK_SHARE * capacity)
+        share = default_fallback_share(fallback, capacity) if fallback_share is None \
+            else float(fallback_share)
+        fallback_buckets = max(least_rows, int(share * capacity)
                                // (fallback_dim * per_float))
     fallback_buckets = check_positive_int("fallback_buckets", fallback_buckets)
+    if fallback_buckets < least_rows:
+        raise ValueError(f"fallback='qr' needs `fallback_buckets` >= 2 (a quotient "
+                         f"and a remainder row). Received: "
+                         f"fallback_buckets={fallback_buckets}")
     if sketch_width is None:
         sketch_width = max(1, int(DEFAULT_SKETCH_SHARE * capacity) // (4 * sketch_depth))
     sketch_width = check_positive_int("sketch_width", sketch_width)
     fixed = DynamicPlan(output_dim, tuple(0 for _ in tier_dims), tuple(tier_dims),
                         fallback_buckets, fallback_dim, sketch_width, sketch_depth,
-                        int(optimizer_slots), capacity).bytes
+                        int(optimizer_slots), capacity, fallback).bytes
     row_bytes = [d * per_float + SLOT_BYTES + TAG_BYTES for d in tier_dims]
     share = (capacity - fixed) / len(tier_dims)
     rows = [int(share // b) if share > 0 else 0 for b in row_bytes]
@@ -165,6 +232,6 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
             f"need at least {least} bytes.")
     plan = DynamicPlan(output_dim, tuple(rows), tuple(tier_dims), fallback_buckets,
                        fallback_dim, sketch_width, sketch_depth, int(optimizer_slots),
-                       capacity)
+                       capacity, fallback)
     assert plan.bytes <= capacity, (plan.bytes, capacity)
     return plan

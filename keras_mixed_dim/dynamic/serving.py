@@ -64,7 +64,7 @@ class DynamicServing(tf.Module):
         self.string_keys = {}
         self.slot_tables, self.tag_tables = {}, {}
         self.hash_params = {n: layers[n]._hash for n in self.features}
-        self.fallback_buckets = {n: layers[n].plan.fallback_buckets for n in self.features}
+        self.fallback_buckets = {n: layers[n].plan.fallback_range for n in self.features}
         self.input_signature = {}
         self.vocabulary_bytes = 0
         for name in self.features:

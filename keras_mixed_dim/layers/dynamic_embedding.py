@@ -1,6 +1,8 @@
 """`DynamicEmbedding`: a vocabulary that grows while training, within a
 fixed number of bytes, with mixed-dimension tiers that follow popularity."""
 
+import math
+
 import keras
 import numpy as np
 from keras import initializers
@@ -24,6 +26,7 @@ from keras_mixed_dim.layers.lookup import check_bag_size
 from keras_mixed_dim.layers.lookup import check_combiner
 from keras_mixed_dim.layers.lookup import check_weights
 from keras_mixed_dim.layers.lookup import reduce_bag
+from keras_mixed_dim.layers.qr_embedding import EMBEDDING_STD
 
 # The fallback hashes a key's three pieces; one seed shared by graph and host.
 _FALLBACK_SEED_SALT = 0xD1A
@@ -71,8 +74,21 @@ class DynamicEmbedding(layers.Layer):
             one uniform tier, a TFRA-like dynamic table).
         decay: Factor applied to all counts each step.
         rebalance_every: Steps between tier rebalances (0: never).
-        fallback_buckets: Rows of the fallback (default: 10% of the budget).
-        fallback_dim: Their width (default: the narrowest tier's).
+        fallback_buckets: Rows of the fallback (default: `fallback_share`
+            of the budget).
+        fallback_dim: Their width (default: `output_dim // 4`, at least the
+            narrowest tier's, with `"qr"`; the narrowest tier's with
+            `"hashing"`).
+        fallback: `"qr"` (default): a quotient and a remainder table (half
+            the rows each); a key's bucket `b` reads the product of
+            quotient row `b // r` and remainder row `b % r` (as
+            `QREmbedding`), so the fallback tells far more keys apart than
+            it has rows. `"hashing"`: one table, a key reads the row of its
+            hashed bucket.
+        fallback_share: Share of `capacity_bytes` the fallback takes when
+            `fallback_buckets` is not given (default with `"qr"`: 0.5 from
+            64 KiB up, rising to 0.6 at 16 KiB and below; 0.1 with
+            `"hashing"`).
         sketch_width: Counters per sketch row (default: 5% of the budget).
         sketch_depth: Sketch rows.
         optimizer_slots: Optimizer copies of each weight counted in the
@@ -81,9 +97,11 @@ class DynamicEmbedding(layers.Layer):
             axis (a bag), weighted by `weights=` exactly as
             `tf.nn.safe_embedding_lookup_sparse` (the package's shared bag
             rule, `keras_mixed_dim.layers.lookup.bag_coefficients`).
-        bag_size: Width ragged bags (lists of lists) are padded to on the
-            host (default: the longest bag of the batch); longer bags keep
-            their first `bag_size` ids.
+        bag_size: Width ragged bags (lists of lists of different lengths)
+            are padded to on the host; longer bags keep their first
+            `bag_size` ids. Required for ragged bags: padding each batch to
+            its own longest bag would give every batch a new shape, and the
+            compiled step a retrace.
         embeddings_initializer: Initializer of the tables before use.
         seed: Seed of the sketch, the fallback hash and the initializers.
         max_writes: Row writes per tier that one batch from `prepare`
@@ -119,13 +137,15 @@ class DynamicEmbedding(layers.Layer):
                  rebalance_every=100, fallback_buckets=None, fallback_dim=None,
                  sketch_width=None, sketch_depth=2, optimizer_slots=2,
                  combiner=None, bag_size=None, embeddings_initializer="uniform",
-                 seed=0, max_writes=64, **kwargs):
+                 seed=0, max_writes=64, fallback="qr", fallback_share=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.combiner = check_combiner(combiner)
         self.bag_size = check_bag_size(bag_size)
         self.plan = plan_capacity(output_dim, capacity_bytes, num_tiers, tier_dims,
                                   fallback_buckets, fallback_dim, sketch_width,
-                                  sketch_depth, optimizer_slots)
+                                  sketch_depth, optimizer_slots, fallback,
+                                  fallback_share)
         self.id_map = DynamicIdMap(self.plan.tier_rows, min_count, eviction, ttl, decay,
                                    rebalance_every, self.plan.sketch_width,
                                    self.plan.sketch_depth, seed)
@@ -171,9 +191,24 @@ class DynamicEmbedding(layers.Layer):
             self.projections.append(None if width == d else self.add_weight(
                 shape=(width, d), initializer="glorot_uniform",
                 name=f"tier_{t}_projection"))
-        self.fallback = self.add_weight(
-            shape=(plan.fallback_buckets, plan.fallback_dim),
-            initializer=self.embeddings_initializer, name="fallback_embeddings")
+        if plan.fallback == "qr":
+            # each factor at QREmbedding's scale, so that their product
+            # starts at the scale of an embedding
+            limit = math.sqrt(EMBEDDING_STD) * math.sqrt(3.0)
+            quotient, remainder = plan.fallback_tables
+            self.fallback = self.add_weight(
+                shape=(quotient, plan.fallback_dim),
+                initializer=initializers.RandomUniform(-limit, limit),
+                name="fallback_quotient")
+            self.fallback_remainder = self.add_weight(
+                shape=(remainder, plan.fallback_dim),
+                initializer=initializers.RandomUniform(-limit, limit),
+                name="fallback_remainder")
+        else:
+            self.fallback = self.add_weight(
+                shape=(plan.fallback_buckets, plan.fallback_dim),
+                initializer=self.embeddings_initializer, name="fallback_embeddings")
+            self.fallback_remainder = None
         self.fallback_projection = None if plan.fallback_dim == d else self.add_weight(
             shape=(plan.fallback_dim, d), initializer="glorot_uniform",
             name="fallback_projection")
@@ -210,16 +245,23 @@ class DynamicEmbedding(layers.Layer):
         stored = ops.take(self.slot_tags, safe, axis=0)
         admitted = ops.logical_and(
             in_range, ops.logical_and(ops.equal(stored, tag), ops.greater(tag, 0)))
-        offsets = self.id_map.offsets
-        outputs, valid = self._fallback_vectors(inputs[..., 2])
-        for t, (table, projection) in enumerate(zip(self.tables, self.projections)):
-            local = safe - int(offsets[t])
-            member = ops.logical_and(admitted, ops.logical_and(
-                ops.greater_equal(local, 0), ops.less(local, int(self.plan.tier_rows[t]))))
-            rows = take_rows(table, ops.where(member, local, ops.zeros_like(local)))
-            if projection is not None:
-                rows = ops.matmul(rows, projection)
-            outputs = ops.where(ops.expand_dims(member, -1), rows, outputs)
+        # one product of every tier's (masked) rows and the fallback's with
+        # the stacked projections, not a product and a select per tier
+        tier = ops.digitize(safe, self._tier_bounds) if self.num_tiers > 1 else None
+        pieces = []
+        for t, table in enumerate(self.tables):
+            member = admitted if tier is None else ops.logical_and(admitted,
+                                                                   ops.equal(tier, t))
+            local = ops.where(member, safe - int(self.id_map.offsets[t]), ops.zeros_like(safe))
+            rows = take_rows(table, local)
+            pieces.append(ops.where(ops.expand_dims(member, -1), rows, ops.zeros_like(rows)))
+        fallback, valid = self._fallback_rows(inputs[..., 2])
+        pieces.append(ops.where(ops.expand_dims(ops.logical_not(admitted), -1), fallback,
+                                ops.zeros_like(fallback)))
+        stacked = ops.concatenate(
+            [ops.convert_to_tensor(self._identity) if p is None else p
+             for p in (*self.projections, self.fallback_projection)], axis=0)
+        outputs = ops.matmul(ops.concatenate(pieces, axis=-1), stacked)
         if self.combiner is not None:
             ids_shape = tuple(inputs.shape[:-1])
             check_bag_rank(ids_shape, self.combiner, self.name)
@@ -242,34 +284,35 @@ class DynamicEmbedding(layers.Layer):
         own values; `prepare` pads a tier that has writes with copies of its
         first entry, so duplicate indices always carry equal values.
         """
-        writes = ops.reshape(ops.cast(writes, "int32"),
-                             (self.num_tiers, self.max_writes, 4))
+        num_tiers, width = self.num_tiers, self.max_writes
+        writes = ops.reshape(ops.cast(writes, "int32"), (num_tiers * width, 4))
         offsets, plan = self.id_map.offsets, self.plan
+        # every entry's source vector in one pass (a read per table, not
+        # one per table and destination tier)
+        vectors = self._stored_or_fallback(writes[:, 1], writes[:, 2])
         planned = []
-        for t in range(self.num_tiers):
-            dest, source = writes[t, :, 0], writes[t, :, 1]
-            bucket, tag = writes[t, :, 2], writes[t, :, 3]
+        tier_tags = []
+        for t in range(num_tiers):
+            entries = slice(t * width, (t + 1) * width)
+            dest, tag = writes[entries, 0], writes[entries, 3]
             local = dest - int(offsets[t])
             # an entry outside this tier (padding, or a malformed input) writes nothing
             valid = ops.logical_and(ops.greater_equal(local, 0),
                                     ops.less(local, int(plan.tier_rows[t])))
             local = ops.where(valid, local, ops.zeros_like(local))
-            vectors, _ = self._fallback_vectors(bucket)
-            for u, (table, projection) in enumerate(zip(self.tables, self.projections)):
-                src = source - int(offsets[u])
-                member = ops.logical_and(ops.greater_equal(src, 0),
-                                         ops.less(src, int(plan.tier_rows[u])))
-                rows = take_rows(table, ops.where(member, src, ops.zeros_like(src)))
-                if projection is not None:
-                    rows = ops.matmul(rows, projection)
-                vectors = ops.where(ops.expand_dims(member, -1), rows, vectors)
+            mapped = vectors[entries]
             if self.projections[t] is not None:
-                vectors = ops.matmul(vectors, _pinv(self.projections[t]))
+                mapped = ops.matmul(mapped, _pinv(self.projections[t]))
             current = take_rows(self.tables[t], local)
-            values = ops.where(ops.expand_dims(valid, -1), vectors, current)
-            planned.append((t, valid, local, values, tag))
+            values = ops.where(ops.expand_dims(valid, -1), mapped, current)
+            planned.append((t, valid, local, values))
+            tier_tags.append((valid, local + int(offsets[t]), tag))
+        valid = ops.concatenate([v for v, _, _ in tier_tags], axis=0)
+        slots = ops.concatenate([s for _, s, _ in tier_tags], axis=0)
+        tags = ops.where(valid, ops.concatenate([g for _, _, g in tier_tags], axis=0),
+                         ops.take(self.slot_tags, slots, axis=0))
         optimizer = self._write_optimizer_ref.value
-        for t, valid, local, values, tag in planned:
+        for t, valid, local, values in planned:
             table = self.tables[t]
             zero_where = []
             for slot in self._slots(optimizer, table) if optimizer is not None \
@@ -277,18 +320,53 @@ class DynamicEmbedding(layers.Layer):
                 kept = take_rows(slot, local)
                 zero_where.append((slot, ops.where(ops.expand_dims(valid, -1),
                                                    ops.zeros_like(kept), kept)))
-            tags = ops.where(valid, tag, ops.take(self.slot_tags,
-                                                  local + int(offsets[t]), axis=0))
             _write_rows(table, local, values)
             for slot, kept in zero_where:
                 _write_rows(slot, local, kept)
-            _write_rows(self.slot_tags, local + int(offsets[t]), tags)
+        # tiers' padding rows are distinct slots, so one scatter of the tags
+        # has no duplicate index with unequal values
+        _write_rows(self.slot_tags, slots, tags)
+
+    def _stored_or_fallback(self, slots, buckets):
+        """Current output of each slot in `slots` (its tier row through the
+        tier's projection), or of its fallback bucket where the slot is
+        outside every tier (-1)."""
+        offsets, plan = self.id_map.offsets, self.plan
+        vectors, _ = self._fallback_vectors(buckets)
+        for u, (table, projection) in enumerate(zip(self.tables, self.projections)):
+            src = slots - int(offsets[u])
+            member = ops.logical_and(ops.greater_equal(src, 0),
+                                     ops.less(src, int(plan.tier_rows[u])))
+            rows = take_rows(table, ops.where(member, src, ops.zeros_like(src)))
+            if projection is not None:
+                rows = ops.matmul(rows, projection)
+            vectors = ops.where(ops.expand_dims(member, -1), rows, vectors)
+        return vectors
+
+    @property
+    def _tier_bounds(self):
+        return [int(b) for b in self.id_map.offsets[1:-1]]
+
+    @property
+    def _identity(self):
+        return np.eye(self.output_dim, dtype="float32")
+
+    def _fallback_rows(self, buckets):
+        """Fallback rows (unprojected) of `buckets`, zeros for a bucket out
+        of range (a malformed input), and where the bucket was valid."""
+        valid = ops.logical_and(ops.greater_equal(buckets, 0),
+                                ops.less(buckets, self.plan.fallback_range))
+        safe = ops.where(valid, buckets, ops.zeros_like(buckets))
+        if self.fallback_remainder is None:
+            rows = take_rows(self.fallback, safe)
+        else:
+            remainder = self.plan.fallback_tables[1]
+            rows = take_rows(self.fallback, ops.floor_divide(safe, remainder)) * take_rows(
+                self.fallback_remainder, ops.mod(safe, remainder))
+        return ops.where(ops.expand_dims(valid, -1), rows, ops.zeros_like(rows)), valid
 
     def _fallback_vectors(self, buckets):
-        # a bucket out of range (a malformed input) reads zeros, not a row
-        valid = ops.logical_and(ops.greater_equal(buckets, 0),
-                                ops.less(buckets, self.plan.fallback_buckets))
-        rows = take_rows(self.fallback, ops.where(valid, buckets, ops.zeros_like(buckets)))
+        rows, valid = self._fallback_rows(buckets)
         if self.fallback_projection is not None:
             rows = ops.matmul(rows, self.fallback_projection)
         return ops.where(ops.expand_dims(valid, -1), rows, ops.zeros_like(rows)), valid
@@ -297,23 +375,34 @@ class DynamicEmbedding(layers.Layer):
         """Fallback bucket of raw int64 `keys` (numpy; the serving graph
         computes the same with `hashes.buckets` on the key's pieces)."""
         return hashes.buckets_numpy(key_pieces(np.asarray(keys, np.int64)), self._hash,
-                                    self.plan.fallback_buckets)
+                                    self.plan.fallback_range)
 
     def _pack(self, keys, mask):
-        slots, tags = self.id_map.lookup(keys)
-        packed = pack(slots, tags, self.fallback_buckets(keys))
+        unique, inverse = np.unique(keys, return_inverse=True)
+        slots, tags = self.id_map.lookup(unique)
+        packed = pack(slots, tags, self.fallback_buckets(unique))[inverse.reshape(keys.shape)]
         if mask is not None:
             packed[~mask] = (-1, 0, -1)  # padding: no row, no bucket
         return packed
 
     def _keys_and_mask(self, ids, mask):
         """Raw keys and the padding mask; ragged bags (a list of lists) are
-        padded to `bag_size` (default: the longest)."""
+        padded to `bag_size`."""
         if isinstance(ids, (list, tuple)) and ids and all(
-                isinstance(bag, (list, tuple, np.ndarray)) for bag in ids):
+                isinstance(bag, (list, tuple, np.ndarray)) for bag in ids) and (
+                self.bag_size is not None or len({len(bag) for bag in ids}) > 1):
             if mask is not None:
                 raise ValueError("Pass either ragged bags or `mask`, not both.")
-            width = self.bag_size or max(1, max(len(bag) for bag in ids))
+            if self.bag_size is None:
+                lengths = sorted({len(bag) for bag in ids})
+                raise ValueError(
+                    f"Layer {self.name!r} got ragged bags (lengths {lengths[0]} to "
+                    f"{lengths[-1]}) but has bag_size=None: padding each batch to its "
+                    f"longest bag would change the input shape from batch to batch "
+                    f"(a retrace of the compiled step each time). Give the layer "
+                    f"`bag_size` (longer bags keep their first `bag_size` ids), or "
+                    f"pad the ids to a fixed width and pass `mask=`.")
+            width = self.bag_size
             keys = np.zeros((len(ids), width), np.int64)
             mask = np.zeros((len(ids), width), bool)
             for i, bag in enumerate(ids):
@@ -369,43 +458,59 @@ class DynamicEmbedding(layers.Layer):
         if timestamps is not None and mask is not None and np.shape(timestamps) == keys.shape:
             timestamps = np.asarray(timestamps)[mask]
         id_map = self.id_map
-        dirty_before = id_map.dirty.copy()
-        changes = id_map.update(keys if mask is None else keys[mask], timestamps)
-        # a freed slot's pending write is dropped: its tag never reaches the
-        # layer, so no batch reads the unwritten row as the new key's
-        id_map.dirty &= id_map.used
-        entries = {}  # slot -> source slot (-1: the slot's key's fallback)
-        for slot in np.flatnonzero(id_map.dirty):
-            entries[int(slot)] = -1
-        for slot in changes.reset_slots:
-            entries.pop(int(slot), None)
-            entries[int(slot)] = -1
-        stale = set(changes.reset_slots.tolist()) | set(
-            np.flatnonzero(dirty_before).tolist())
-        for source, slot in zip(changes.move_from, changes.move_to):
-            entries.pop(int(slot), None)
-            # a source whose own write is pending holds another key's row
-            entries[int(slot)] = -1 if int(source) in stale else int(source)
+        dirty_before = id_map.dirty.copy() if id_map.dirty.any() else None
+        unique, inverse, counts = np.unique(keys if mask is None else keys[mask],
+                                            return_inverse=True, return_counts=True)
+        changes = id_map.update_unique(unique, counts, timestamps)
         writes = np.full((1, self.num_tiers, self.max_writes, 4), -1, np.int32)
-        id_map.dirty[:] = False
-        slots = np.fromiter(entries.keys(), np.int64, len(entries))
-        sources = np.fromiter(entries.values(), np.int64, len(entries))
-        tiers = id_map.tier_of[slots] if slots.size else slots
-        for t in range(self.num_tiers):
-            mine = np.flatnonzero(tiers == t)
-            now, later = mine[: self.max_writes], mine[self.max_writes:]
-            id_map.dirty[slots[later]] = True
-            if not now.size:
-                continue
-            dest = slots[now]
-            rows = np.stack([dest, sources[now],
-                             self.fallback_buckets(id_map.keys[dest]),
+        planned, dest_keys = [], []
+        if dirty_before is not None or not changes.empty:
+            # a freed slot's pending write is dropped: its tag never reaches the
+            # layer, so no batch reads the unwritten row as the new key's
+            id_map.dirty &= id_map.used
+            entries = {}  # slot -> source slot (-1: the slot's key's fallback)
+            for slot in np.flatnonzero(id_map.dirty):
+                entries[int(slot)] = -1
+            for slot in changes.reset_slots:
+                entries.pop(int(slot), None)
+                entries[int(slot)] = -1
+            stale = set(changes.reset_slots.tolist())
+            if dirty_before is not None:
+                stale |= set(np.flatnonzero(dirty_before).tolist())
+            for source, slot in zip(changes.move_from, changes.move_to):
+                entries.pop(int(slot), None)
+                # a source whose own write is pending holds another key's row
+                entries[int(slot)] = -1 if int(source) in stale else int(source)
+            id_map.dirty[:] = False
+            slots = np.fromiter(entries.keys(), np.int64, len(entries))
+            sources = np.fromiter(entries.values(), np.int64, len(entries))
+            tiers = id_map.tier_of[slots] if slots.size else slots
+            for t in range(self.num_tiers):
+                mine = np.flatnonzero(tiers == t)
+                now, later = mine[: self.max_writes], mine[self.max_writes:]
+                id_map.dirty[slots[later]] = True
+                if now.size:
+                    planned.append((t, slots[now], sources[now]))
+                    dest_keys.append(id_map.keys[slots[now]])
+        # one hash of the batch's distinct keys and the written slots' keys
+        buckets = self.fallback_buckets(np.concatenate([unique, *dest_keys]))
+        start = unique.size
+        for t, dest, source in planned:
+            rows = np.stack([dest, source, buckets[start:start + dest.size],
                              id_map.tags[dest]], axis=-1).astype(np.int32)
+            start += dest.size
             writes[0, t] = rows[0]
-            writes[0, t, : now.size] = rows
+            writes[0, t, : rows.shape[0]] = rows
         if not self.built:
             self.build((*keys.shape, PACKED))
-        return self._pack(keys, mask), writes
+        slots, tags = id_map.lookup(unique)
+        packed = np.full((*keys.shape, PACKED), -1, np.int32) if mask is not None else None
+        distinct = pack(slots, tags, buckets[: unique.size])
+        if mask is None:
+            return distinct[inverse.reshape(keys.shape)], writes
+        packed[..., 1] = 0  # padding: no row, no tag, no bucket
+        packed[mask] = distinct[inverse.ravel()]
+        return packed, writes
 
     def no_writes(self):
         """The `writes` of a batch that writes nothing (prediction)."""
@@ -535,7 +640,13 @@ class DynamicEmbedding(layers.Layer):
     def fallback_outputs(self, keys):
         """float64 fallback vectors of raw int64 `keys` (host copy of the
         graph's fallback path)."""
-        rows = _read_rows(self.fallback, self.fallback_buckets(keys)).astype(np.float64)
+        buckets = self.fallback_buckets(keys)
+        if self.fallback_remainder is None:
+            rows = _read_rows(self.fallback, buckets).astype(np.float64)
+        else:
+            remainder = self.plan.fallback_tables[1]
+            rows = (_read_rows(self.fallback, buckets // remainder).astype(np.float64)
+                    * _read_rows(self.fallback_remainder, buckets % remainder))
         if self.fallback_projection is not None:
             rows = rows @ ops.convert_to_numpy(self.fallback_projection).astype(np.float64)
         return rows
@@ -639,8 +750,17 @@ class DynamicEmbedding(layers.Layer):
             "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
             "seed": self.seed,
             "max_writes": self.max_writes,
+            "fallback": plan.fallback,
         })
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # configs saved before `fallback` existed describe a hashed fallback;
+        # the QR default would give their weights other shapes
+        config.setdefault("fallback", "hashing")
+        return cls(**config)
 
 
 def _nbytes(variable):

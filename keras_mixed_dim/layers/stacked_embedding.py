@@ -306,6 +306,15 @@ class StackedEmbedding(layers.Layer):
         self.input_dims = np.array([p.input_dim for p in plans], dtype="int64")
         if self.input_dims.max() > np.iinfo(np.int32).max:
             raise ValueError("Vocabularies must be below 2**31 ids.")
+        # ids are shifted by int32 offsets into stacked tables and remaps
+        total = int(self.input_dims.sum())
+        if total > np.iinfo(np.int32).max:
+            raise ValueError(
+                f"The features' vocabularies add up to {total} ids, above "
+                f"2**31 - 1 = {np.iinfo(np.int32).max}: StackedEmbedding offsets "
+                f"ids by int32 row offsets. Split the features into several "
+                f"StackedEmbedding layers. Received vocabulary sizes: "
+                f"{self.input_dims.tolist()}")
         self.remapped = any(p.remapped for p in plans)
         self.groups = _groups(plans)
 

@@ -28,8 +28,9 @@ def capacity_for(rows, dims, output_dim=4, slots=2, fallback=4, sketch=16):
 def make(rows, dims, **kwargs):
     kwargs.setdefault("min_count", 1)
     kwargs.setdefault("rebalance_every", 0)
+    kwargs.setdefault("fallback_buckets", 4)
     layer = DynamicEmbedding(4, capacity_for(rows, dims), tier_dims=dims,
-                             fallback_buckets=4, sketch_width=16, **kwargs)
+                             sketch_width=16, **kwargs)
     assert all(r >= want for r, want in zip(layer.plan.tier_rows, rows))
     return layer
 
@@ -54,8 +55,16 @@ def reference(layer, packed, keys):
     fallback = ops.convert_to_numpy(layer.fallback).astype(np.float64)
     fallback_projection = ops.convert_to_numpy(layer.fallback_projection).astype(np.float64)
     tags = ops.convert_to_numpy(layer.slot_tags)
-    buckets = hashes.buckets_numpy(key_pieces(keys), layer._hash, layer.plan.fallback_buckets)
-    result = fallback[buckets] @ fallback_projection
+    if layer.plan.fallback == "qr":
+        # QREmbedding's "mult": quotient row b // r times remainder row b % r
+        quotient_rows, r = layer.plan.fallback_tables
+        remainder = ops.convert_to_numpy(layer.fallback_remainder).astype(np.float64)
+        buckets = hashes.buckets_numpy(key_pieces(keys), layer._hash, quotient_rows * r)
+        result = (fallback[buckets // r] * remainder[buckets % r]) @ fallback_projection
+    else:
+        buckets = hashes.buckets_numpy(key_pieces(keys), layer._hash,
+                                       layer.plan.fallback_buckets)
+        result = fallback[buckets] @ fallback_projection
     offsets = layer.id_map.offsets
     for i, (slot, tag) in enumerate(packed[:, :2]):
         if 0 <= slot < offsets[-1] and tag > 0 and tags[slot] == tag:
@@ -65,8 +74,9 @@ def reference(layer, packed, keys):
     return result
 
 
-def test_outputs_match_a_numpy_reference_and_stale_tags_read_the_fallback():
-    layer = make([2, 3], (4, 2))
+@pytest.mark.parametrize("fallback", ["hashing", "qr"])
+def test_outputs_match_a_numpy_reference_and_stale_tags_read_the_fallback(fallback):
+    layer = make([2, 3], (4, 2), fallback=fallback)
     keys = np.array([2**40 + 3, -3, 2**31, 77], np.int64)
     packed = layer.update(keys[:3])
     assert packed.dtype == np.int32 and packed.shape == (3, 3)
@@ -212,7 +222,7 @@ def test_bad_settings_name_the_value():
 
 @pytest.mark.parametrize("combiner", ["sum", "mean", "sqrtn"])
 def test_bags_follow_the_shared_weighted_combiners(combiner):
-    layer = make([2, 3], (4, 2), combiner=combiner)
+    layer = make([2, 3], (4, 2), combiner=combiner, bag_size=3)
     bags = [[2**40, -3, 7], [7], [-(2**63), 2**40]]
     packed = layer.update(bags)          # ragged: padded with a mask
     assert packed.shape == (3, 3, 3) and (packed[1, 1:] == (-1, 0, -1)).all()
@@ -230,3 +240,51 @@ def test_bags_follow_the_shared_weighted_combiners(combiner):
              "sqrtn": np.sqrt((w**2).sum(1))}[combiner]
     expected = (w[..., None] * vectors).sum(1) / np.where(total > 0, total, 1.0)[:, None]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ragged_bags_need_a_fixed_bag_size():
+    # padded to each batch's longest bag, every batch would have its own
+    # shape and the compiled step would retrace
+    layer = make([2, 3], (4, 2), combiner="sum")
+    with pytest.raises(ValueError, match=r"ragged bags \(lengths 1 to 3\) but has "
+                                         r"bag_size=None"):
+        layer.update([[2**40, -3, 7], [7]])
+    assert layer.update([[5, 6], [7, 8]]).shape == (2, 2, 3)   # not ragged
+    layer = make([2, 3], (4, 2), combiner="sum", bag_size=2)
+    packed = layer.prepare([[2**40, -3, 7], [7]])[0]
+    assert packed.shape == (2, 2, 3) and (packed[1, 1] == (-1, 0, -1)).all()
+
+
+def test_a_qr_fallback_tells_apart_more_keys_than_it_has_rows():
+    layer = DynamicEmbedding(4, capacity_for([2, 3], (4, 2), fallback=8), tier_dims=(4, 2),
+                             fallback="qr", fallback_buckets=8, sketch_width=16,
+                             min_count=1)
+    assert layer.plan.fallback_tables == (4, 4) and layer.plan.fallback_range == 16
+    keys = np.arange(200, dtype=np.int64) * 7919 - 10**12
+    vectors = ops.convert_to_numpy(layer(layer.lookup_ids(keys)))   # none admitted
+    assert [tuple(w.shape) for w in (layer.fallback, layer.fallback_remainder)] == [
+        (4, 2), (4, 2)]
+    buckets = layer.fallback_buckets(keys)
+    assert buckets.min() >= 0 and np.unique(buckets).size > 8   # more than its rows
+    assert np.unique(vectors.round(6), axis=0).shape[0] == np.unique(buckets).size
+    bad = layer.lookup_ids(keys[:2])
+    bad[:, 2] = (16, -1)      # buckets out of range read zeros, not a row
+    np.testing.assert_array_equal(ops.convert_to_numpy(layer(bad)), 0.0)
+    with pytest.raises(ValueError, match="fallback_buckets` >= 2"):
+        make([2, 3], (4, 2), fallback="qr", fallback_buckets=1)
+    with pytest.raises(ValueError, match="fallback='cuckoo'"):
+        make([2, 3], (4, 2), fallback="cuckoo")
+    with pytest.raises(ValueError, match="not both"):
+        make([2, 3], (4, 2), fallback_share=0.5)
+    config = layer.get_config()
+    assert config["fallback"] == "qr"
+    assert DynamicEmbedding.from_config(config).plan == layer.plan
+
+
+def test_a_config_saved_before_the_fallback_option_loads_with_the_hashed_fallback():
+    layer = DynamicEmbedding(8, 40_000, fallback="hashing")
+    config = layer.get_config()
+    del config["fallback"]
+    loaded = DynamicEmbedding.from_config(config)
+    assert loaded.plan == layer.plan
+    assert DynamicEmbedding.from_config(DynamicEmbedding(8, 40_000).get_config()).plan.fallback == "qr"

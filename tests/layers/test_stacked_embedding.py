@@ -250,3 +250,10 @@ def test_dense_per_feature_ids_equal_the_concatenated_ids():
                ops.convert_to_tensor(site[:1].astype("int32"))]
     np.testing.assert_allclose(ops.convert_to_numpy(layer(tensors))[0, 1],
                                expected[0, 1], atol=1e-6)
+
+
+def test_vocabularies_adding_up_past_int32_are_refused_naming_the_total():
+    # each fits int32, their int32 offsets would not
+    with pytest.raises(ValueError, match="add up to 2147483648 ids"):
+        StackedEmbedding([2**30, 2**30], 4)
+    StackedEmbedding([2**30, 2**30 - 1], 4)   # the largest total that fits

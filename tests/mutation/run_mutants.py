@@ -466,11 +466,11 @@ MUTANTS += [
            swap("ops.logical_and(ops.equal(stored, tag), ops.greater(tag, 0))",
                 "ops.greater(tag, 0)"),
            DYNAMIC_TESTS),
-    Mutant("dynamic-evicts-batch-keys", DYNAMIC_MAP, "DynamicIdMap.update",
+    Mutant("dynamic-evicts-batch-keys", DYNAMIC_MAP, "DynamicIdMap.update_unique",
            swap("self.used & ~touched", "self.used"), DYNAMIC_TESTS),
-    Mutant("dynamic-lfu-evicts-hotter", DYNAMIC_MAP, "DynamicIdMap.update",
+    Mutant("dynamic-lfu-evicts-hotter", DYNAMIC_MAP, "DynamicIdMap.update_unique",
            swap("np.cumprod(wins).sum()", "m"), DYNAMIC_TESTS),
-    Mutant("dynamic-ttl-off-by-one", DYNAMIC_MAP, "DynamicIdMap.update",
+    Mutant("dynamic-ttl-off-by-one", DYNAMIC_MAP, "DynamicIdMap.update_unique",
            swap("self.last < now - self.ttl", "self.last <= now - self.ttl"), DYNAMIC_TESTS),
     Mutant("dynamic-reused-row-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._apply",
            swap("self._slots(optimizer, table)", "self._slots(optimizer, table)[:0]"),
@@ -550,6 +550,17 @@ MUTANTS += [
            "DynamicEmbedding.load_own_variables",
            swap("name == 'dirty' and f'id_map_{name}' not in store", "name == 'dirty'"),
            DYNAMIC_STREAM_TESTS),
+]
+
+# DynamicEmbedding's QR fallback, ragged bags, StackedEmbedding's int32 total
+MUTANTS += [
+    Mutant("dynamic-qr-fallback-swaps-factors", DYNAMIC_LAYER, "DynamicEmbedding._fallback_rows",
+           swap("ops.floor_divide(safe, remainder)", "ops.mod(safe, remainder)"), DYNAMIC_TESTS),
+    Mutant("dynamic-ragged-without-bag-size", DYNAMIC_LAYER, "DynamicEmbedding._keys_and_mask",
+           if_test("self.bag_size is None", "False"), DYNAMIC_TESTS),
+    Mutant("stacked-total-vocabulary-unchecked", "keras_mixed_dim/layers/stacked_embedding.py",
+           "StackedEmbedding._set_plans",
+           if_test("total > np.iinfo(np.int32).max", "False"), ["tests/layers/test_stacked_embedding.py"]),
 ]
 
 
