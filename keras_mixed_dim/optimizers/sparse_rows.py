@@ -799,9 +799,24 @@ def sparse_row_train_step(model, keras_step, *args):
     `keras_step(*args)`, the model's own `train_step` (bound): TensorFlow's
     and PyTorch's are sparse already. `args` are the backend's `train_step`
     arguments. `IdSafeModel` (the package's models) uses this as its step;
-    a subclassed model can too:
-    `def train_step(self, *args): return sparse_row_train_step(self,
-    super().train_step, *args)`.
+    a subclassed model can too.
+
+    Args:
+        model: The compiled Keras model being trained.
+        keras_step: The model's own `train_step`, bound.
+        *args: The backend's `train_step` arguments (on JAX `state, data`).
+
+    Returns:
+        What the backend's `train_step` returns (on JAX the logs and the new
+        state).
+
+    Example:
+
+    ```python
+    class MyModel(keras.Model):
+        def train_step(self, *args):
+            return sparse_row_train_step(self, super().train_step, *args)
+    ```
     """
     if backend.backend() != "jax" or not getattr(
             model.optimizer, "accepts_row_gradients", False):
