@@ -198,7 +198,8 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
                 return _plan_in_id_order(counts, output_dim, num_blocks, a, params,
                                          round_dims)
             plan = plan_blocks(input_dim, output_dim, counts=sorted_counts,
-                               num_blocks=num_blocks, alpha=a, budget=params,
+                               num_blocks=num_blocks, alpha=a,
+                               budget_bytes=_params_bytes(params),
                                round_dims=round_dims, remap=False)
             return dataclasses.replace(plan, remapped=remapped)
         except ValueError as error:
@@ -293,6 +294,11 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
     return ConvertedWeights(plan, tables, projections, order, report)
 
 
+def _params_bytes(params):
+    # the remap is paid already (`budget_to_params`): plan without one
+    return None if params is None else FLOAT_BYTES * params
+
+
 def _plan_in_id_order(counts, output_dim, num_blocks, alpha, params, round_dims):
     """Equal-mass blocks of contiguous ids (no ranking), sized by the power rule."""
     offsets = np.asarray(equal_mass_boundaries(counts, num_blocks))
@@ -301,7 +307,7 @@ def _plan_in_id_order(counts, output_dim, num_blocks, alpha, params, round_dims)
     rows = offsets[1:] - offsets[:-1]
     # a block of ids never seen still needs a positive popularity to size
     dims = block_dims(rows, np.maximum(masses, 1e-300), alpha, output_dim,
-                      budget=params, round_dims=round_dims)
+                      budget_bytes=_params_bytes(params), round_dims=round_dims)
     blocks = tuple(Block(int(a), int(b), d, float(m)) for a, b, d, m
                    in zip(offsets[:-1], offsets[1:], dims, masses))
     return BlockPlan(counts.size, output_dim, blocks, remapped=False)

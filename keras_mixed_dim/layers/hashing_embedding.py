@@ -8,10 +8,10 @@ from keras import regularizers
 from keras import saving
 
 from keras_mixed_dim.backend import take_rows
+from keras_mixed_dim.budgets import FLOAT_BYTES
 from keras_mixed_dim.layers import hashes
 from keras_mixed_dim.layers.lookup import IdLookupLayer
 
-FLOAT_BYTES = 4
 HASHES = ("mod", "universal")
 
 

@@ -4,8 +4,8 @@ import dataclasses
 
 import numpy as np
 
-FLOAT_BYTES = 4
-REMAP_BYTES = 4
+from keras_mixed_dim.budgets import FLOAT_BYTES  # noqa: F401 (re-exported)
+from keras_mixed_dim.budgets import REMAP_BYTES
 STORAGES = ("full", "qr")
 
 
