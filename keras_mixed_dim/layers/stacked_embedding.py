@@ -1,7 +1,5 @@
 """`StackedEmbedding`: every feature's tables in a few shared variables."""
 
-import warnings
-
 import keras
 import numpy as np
 from keras import initializers
@@ -837,16 +835,6 @@ class StackedEmbedding(layers.Layer):
         Known before the layer is built."""
         counted = int(np.sum(np.where(self.counting, self.input_dims, 0)))
         return int(self._plans_bytes() + COUNT_BYTES * counted)
-
-    @property
-    def plan_bytes(self):
-        """Deprecated (removed in 0.4.0): `bytes` without the frequency
-        counts. Use `bytes`."""
-        warnings.warn("`StackedEmbedding.plan_bytes` is deprecated and will be removed "
-                      "in 0.4.0: it is `bytes` without the frequency counts. Use "
-                      "`bytes` (everything the layer holds).", DeprecationWarning,
-                      stacklevel=2)
-        return self._plans_bytes()
 
     def get_config(self):
         config = super().get_config()

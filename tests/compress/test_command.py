@@ -171,7 +171,7 @@ def test_command_converts_a_stacked_dlrm(tmp_path):
         "--out", str(out)])
     quantized = keras.saving.load_model(out).get_layer("embeddings")
     assert type(quantized).__name__ == "QuantizedStackedEmbedding"
-    assert results["bytes_quantized"] == quantized.plan_bytes
+    assert results["bytes_quantized"] == quantized.bytes
 
 
 def test_command_counts_file_errors_are_one_line(trained, tmp_path):

@@ -177,7 +177,7 @@ def test_a_compressed_stacked_dlrm_quantizes_saves_and_exports(tmp_path):
     quantized = quantized_model.get_layer("embeddings")
     assert isinstance(quantized, QuantizedStackedEmbedding)
     assert [e.name for e in report.layers] == ["embeddings"]
-    assert report.layers[0].bytes_after == weight_bytes(quantized) == quantized.plan_bytes
+    assert report.layers[0].bytes_after == weight_bytes(quantized) == quantized.bytes
     assert report.layers[0].bytes_after < report.layers[0].bytes_before
 
     # the embeddings: within the int8 rounding bound of the float layer's

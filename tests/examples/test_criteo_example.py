@@ -34,7 +34,7 @@ def test_example_end_to_end_on_real_rows(shared_data, tmp_path, run_python):
     stacked = loaded.get_layer("embeddings")
     assert isinstance(stacked, StackedEmbedding)
     assert stacked.feature_names[2] == "embedding_2"
-    assert results["embedding_bytes"] == stacked.plan_bytes
+    assert results["embedding_bytes"] == stacked.bytes
 
 
 def test_example_per_feature_layout(tmp_path, run_python):
