@@ -156,7 +156,7 @@ def stacked_dlrm(cards=(1200, 30)):
     counts = {f"embedding_{f}": np.random.default_rng(f).permutation(
         1.0 / np.arange(1, c + 1)) for f, c in enumerate(cards)}
     # alpha 0.1: MD blocks with and without projections in the stacked groups
-    compressed, _ = compress_model(model, counts, budget=0.5, alpha=0.1)
+    compressed, _ = compress_model(model, counts, budget_fraction=0.5, alpha=0.1)
     rng = np.random.default_rng(1)
     ids = rng.integers(0, cards, size=(32, len(cards))).astype("int32")
     ids[0, 0], ids[1, 1] = -1, cards[1]  # out of range: zeros
