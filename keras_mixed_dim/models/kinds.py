@@ -285,18 +285,27 @@ def _hashed_memory(hash_kind):
             options = dict(signatures=signatures, signature_size=width,
                            signature_rows=rows,
                            hashes_per_element=min(hashes_per_element, width))
-        if memory is not None:
-            return HashedMemoryEmbedding(input_dim, output_dim, memory=memory,
-                                         hash=hash_kind, seed=seed, name=name,
-                                         combiner=combiner, **options)
         size = input_dim * output_dim
         if budget is not None:
             probe = HashedMemoryEmbedding(input_dim, output_dim, 1, hash=hash_kind,
                                           seed=seed, **options)
             size = int((budget.bytes - probe.auxiliary_bytes) // FLOAT_BYTES)
-            if size < 1:
+            if size < 1 and hash_kind == "lsh" and options["signature_rows"] > 1:
+                # the signature share left no memory: one signature row, so
+                # the smallest budget is the same at any size
+                options.update(signature_rows=1, signatures=None if signatures is None
+                               else signatures[:1])
+                probe = HashedMemoryEmbedding(input_dim, output_dim, 1, hash=hash_kind,
+                                              seed=seed, **options)
+                size = int((budget.bytes - probe.auxiliary_bytes) // FLOAT_BYTES)
+            if size < 1 and memory is None:
                 raise budget.too_small(probe.bytes, "one float of memory and the "
                                        "hash constants and signatures")
+        if memory is not None:
+            # the budget sized the signatures; the pool is its maker's
+            return HashedMemoryEmbedding(input_dim, output_dim, memory=memory,
+                                         hash=hash_kind, seed=seed, name=name,
+                                         combiner=combiner, **options)
         return HashedMemoryEmbedding(input_dim, output_dim, size, hash=hash_kind,
                                      seed=seed, name=name, combiner=combiner,
                                      **options)
@@ -556,9 +565,9 @@ def build_shares(kind, cardinalities, dim, budget, counts, combiners, options):
         rows = float(sum(cardinalities[f] for f in free))
         if free and left <= 0:
             break
-        layers, short = {}, False
+        layers, sizes, short = {}, dict(fixed), False
         for f in free:
-            share = left * cardinalities[f] / rows
+            share = sizes[f] = left * cardinalities[f] / rows
             try:
                 layers[f] = build(f, share)
             except BudgetTooSmall as error:
@@ -584,7 +593,8 @@ def build_shares(kind, cardinalities, dim, budget, counts, combiners, options):
         except BudgetTooSmall:
             raise budget.too_small(auxiliary + FLOAT_BYTES, "the hash constants and "
                                    "signatures of every feature and one float") from None
-        result = [build(f, None, memory=memory) for f in range(len(cardinalities))]
+        # each sized as before (LMA's signature rows), reading the pool
+        result = [build(f, sizes[f], memory=memory) for f in range(len(cardinalities))]
     return result
 
 
