@@ -48,8 +48,8 @@ def embedding_layers(cardinalities, dim, kind=None, alpha=0.3, budget=None, coun
     Example:
 
     >>> layers = embedding_layers([10_000, 500, 20], 16, "table",
-    ...                           budget_fraction=0.0625)
-    >>> keras_mixed_dim.embedding_bytes(layers) <= 0.0625 * 4 * 10_520 * 16
+    ...                           budget_fraction=0.125)
+    >>> keras_mixed_dim.embedding_bytes(layers) <= 0.125 * 4 * 10_520 * 16
     True
 
     Args:
@@ -158,7 +158,7 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
     `"embeddings"`, its features named after the per-feature layers) when
     every layer is one it can take: a plain `keras.layers.Embedding` or a
     `MixedDimEmbedding` with one id per feature (the `"uniform"`, `"table"`
-    and `"block"` modes of `embedding_layers`); other kinds (QR, MD + QR,
+    and `"table_blocks"` kinds of `embedding_layers`); other kinds (QR, MD + QR,
     hashing, ROBE, LMA, bags of ids, regularized or constrained tables) keep
     one layer per feature.
 

@@ -8,9 +8,10 @@ that have a converter. Each kind's builder sizes the layer to a byte budget
 (`keras_mixed_dim.budgets`: every array the layer holds counted).
 
 ```python
+from keras_mixed_dim.budgets import budget_of
 from keras_mixed_dim.models.kinds import EMBEDDING_KINDS, get_kind
 
-get_kind("qr").build(10_000, 16, budget_bytes=64_000)
+get_kind("qr").build(10_000, 16, budget=budget_of(budget_bytes=64_000))
 ```
 """
 
