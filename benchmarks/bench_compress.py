@@ -230,7 +230,7 @@ def big(args):
     for label, sketch in (("exact", None), ("sketched", "osnap")):
         tracemalloc.start()
         started = time.perf_counter()
-        converted = convert_weights(weights, counts, budget=0.125, sketch=sketch)
+        converted = convert_weights(weights, counts, budget_fraction=0.125, sketch=sketch)
         seconds = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()

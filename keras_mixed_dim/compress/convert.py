@@ -16,6 +16,11 @@ import dataclasses
 
 import numpy as np
 
+from keras_mixed_dim.budgets import FLOAT_BYTES
+from keras_mixed_dim.budgets import check_budget_bytes
+from keras_mixed_dim.budgets import check_budget_fraction
+from keras_mixed_dim.budgets import uniform_bytes
+from keras_mixed_dim.budgets import warn_budget_deprecated
 from keras_mixed_dim.planning import Block
 from keras_mixed_dim.planning import BlockPlan
 from keras_mixed_dim.planning import block_dims
@@ -23,7 +28,6 @@ from keras_mixed_dim.planning import equal_mass_boundaries
 from keras_mixed_dim.planning import plan_blocks
 from keras_mixed_dim.planning import rank_ids
 from keras_mixed_dim.planning.blocks import check_counts
-from keras_mixed_dim.planning.plan import FLOAT_BYTES
 from keras_mixed_dim.planning.plan import REMAP_BYTES
 from keras_mixed_dim.sketch import KINDS
 from keras_mixed_dim.sketch import MAX_ERROR_RATIO
@@ -99,12 +103,13 @@ class ConvertedWeights:
     report: ConversionReport
 
 
-def budget_to_params(budget, input_dim, output_dim, remapped):
+def budget_to_params(budget, input_dim, output_dim, remapped, name="budget"):
     """Table-plus-projection parameters allowed by a `budget`.
 
     `budget` below 1 is a fraction of the original float32 table's bytes; 1
     or more is a number of bytes. The id -> rank table (4 bytes per id, when
-    the counts are not already in rank order) is paid out of it.
+    the counts are not already in rank order) is paid out of it. `name` is
+    the argument the budget came in, for errors.
     """
     if budget is None:
         return None
@@ -115,11 +120,15 @@ def budget_to_params(budget, input_dim, output_dim, remapped):
         )
     original = input_dim * output_dim * FLOAT_BYTES
     total = budget * original if budget < 1 else float(budget)
+    return _params_of(total, name, budget, input_dim, remapped)
+
+
+def _params_of(total, name, value, input_dim, remapped):
     remap = input_dim * REMAP_BYTES if remapped else 0
     params = (total - remap) / FLOAT_BYTES
     if params < input_dim:
         raise ValueError(
-            f"`budget`={budget!r} allows {int(total):,} bytes, which is less than "
+            f"`{name}`={value!r} allows {int(total):,} bytes, which is less than "
             f"the smallest plan for {input_dim:,} ids: one float per id"
             + (f" plus the {remap:,}-byte id -> rank table" if remap else "")
             + f" needs {input_dim * FLOAT_BYTES + remap:,} bytes."
@@ -127,11 +136,47 @@ def budget_to_params(budget, input_dim, output_dim, remapped):
     return params
 
 
+def _conversion_budget(where, budget, budget_bytes, budget_fraction):
+    """`(name, value, kind)` of the budget given to `where`: kind `"legacy"`
+    (the deprecated fraction-or-bytes `budget`), `"bytes"`, `"fraction"`,
+    or None without a budget."""
+    if budget is not None:
+        warn_budget_deprecated(
+            where, "a fraction < 1 of the original float32 bytes or a number of "
+            "bytes >= 1", "budget_fraction or budget_bytes", stacklevel=4)
+        if budget_bytes is not None or budget_fraction is not None:
+            raise ValueError(
+                "Pass one of `budget_bytes`, `budget_fraction` and the deprecated "
+                f"`budget`. Received: budget_bytes={budget_bytes!r}, "
+                f"budget_fraction={budget_fraction!r}, budget={budget!r}")
+        return ("budget", budget, "legacy")
+    if budget_bytes is not None and budget_fraction is not None:
+        raise ValueError(
+            "Pass at most one of `budget_bytes` and `budget_fraction`. Received: "
+            f"budget_bytes={budget_bytes!r}, budget_fraction={budget_fraction!r}")
+    if budget_bytes is not None:
+        return ("budget_bytes", check_budget_bytes(budget_bytes), "bytes")
+    if budget_fraction is not None:
+        return ("budget_fraction", check_budget_fraction(budget_fraction), "fraction")
+    return None
+
+
+def _params_for(spec, input_dim, output_dim, remapped):
+    if spec is None:
+        return None
+    name, value, kind = spec
+    if kind == "legacy":
+        return budget_to_params(value, input_dim, output_dim, remapped)
+    total = value if kind == "bytes" else value * uniform_bytes(input_dim, output_dim)
+    return _params_of(total, name, value, input_dim, remapped)
+
+
 def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
                     sketch=None, sketch_threshold=SKETCH_THRESHOLD,
                     sketch_rows=None, round_dims=False, seed=0,
                     max_error_ratio=MAX_ERROR_RATIO, progress=None,
-                    keep_id_order=False):
+                    keep_id_order=False, budget_bytes=None, budget_fraction=None,
+                    _budget_spec=None):
     """Plans blocks from counts and fits each to a trained table (numpy).
 
     Args:
@@ -142,8 +187,8 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
             reconstruction error (computed from each block's spectrum, so it
             costs no extra pass); without one, 0.3.
         num_blocks: Equal-mass blocks (at most `n`).
-        budget: None (the most popular block keeps `d`), a fraction `< 1` of
-            the original bytes, or a number of bytes.
+        budget: Deprecated: a fraction `< 1` of the original bytes, or a
+            number of bytes.
         sketch: Sketch kind for blocks of more than `sketch_threshold` rows,
             or None (default) to take every block's exact Gram matrix. Both
             stream the rows in chunks and need only `d x d` matrices; on a
@@ -161,10 +206,17 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
             no id -> rank table (its 4 bytes per id stay in the budget). For
             vocabularies already ranked by frequency (id 0 most frequent)
             whose counts from a later data pass are not exactly sorted.
+        budget_bytes: Bytes of the new layer's arrays: tables, projections
+            and the id -> rank table (default: no budget, the most popular
+            block keeps `d`).
+        budget_fraction: Alternative to `budget_bytes`: a fraction in
+            (0, 1] of the original float32 table's bytes.
 
     Returns:
         A `ConvertedWeights`.
     """
+    spec = _budget_spec or _conversion_budget("convert_weights", budget,
+                                              budget_bytes, budget_fraction)
     weights = np.asarray(weights)
     if weights.ndim != 2 or weights.size == 0:
         raise ValueError(
@@ -187,7 +239,8 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
         num_blocks, bool) and float(num_blocks).is_integer() else num_blocks
     order = np.arange(input_dim) if keep_id_order else rank_ids(counts)
     remapped = not keep_id_order and not bool(np.all(order == np.arange(input_dim)))
-    params = budget_to_params(budget, input_dim, output_dim, remapped)
+    params = _params_for(spec, input_dim, output_dim, remapped)
+    given = None if spec is None else f"`{spec[0]}`={spec[1]!r}"
     # Planning from the counts in rank order gives the same blocks without
     # ranking `input_dim` ids again for every alpha tried.
     sorted_counts = counts[order]
@@ -206,7 +259,7 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
             if params is None or "smallest possible plan" not in str(error):
                 raise
             raise ValueError(
-                f"`budget`={budget!r} leaves {int(params):,} parameters for "
+                f"{given} leaves {int(params):,} parameters for "
                 f"tables and projections, below the smallest plan of "
                 f"{num_blocks} blocks for a {input_dim:,} x {output_dim} table "
                 f"({error}). Raise the budget or lower `num_blocks`."
@@ -324,11 +377,12 @@ def mixed_dim_from_embedding(embedding, counts, alpha="auto", num_blocks=4,
                              sketch_threshold=SKETCH_THRESHOLD, sketch_rows=None,
                              round_dims=False, seed=0, name=None,
                              return_report=False, progress=None,
-                             keep_id_order=False):
+                             keep_id_order=False, budget_bytes=None,
+                             budget_fraction=None):
     """A `MixedDimEmbedding` that approximates a trained embedding table.
 
     Ids are ranked by `counts` and cut into `num_blocks` equal-mass blocks;
-    each block is sized by the power rule (within `budget`) and given the
+    each block is sized by the power rule (within the budget) and given the
     principal directions of its rows of the trained table: block table
     `Y V_k`, projection `V_k^T`. With `alpha=0` and no budget every block
     keeps the full width and the new layer returns exactly the original
@@ -339,7 +393,7 @@ def mixed_dim_from_embedding(embedding, counts, alpha="auto", num_blocks=4,
     >>> table = keras.layers.Embedding(1000, 32)
     >>> table.build()
     >>> counts = np.random.default_rng(0).zipf(1.3, 1000)
-    >>> layer = mixed_dim_from_embedding(table, counts, budget=0.25)
+    >>> layer = mixed_dim_from_embedding(table, counts, budget_fraction=0.25)
     >>> layer(np.array([3, 999])).shape
     (2, 32)
 
@@ -352,9 +406,8 @@ def mixed_dim_from_embedding(embedding, counts, alpha="auto", num_blocks=4,
             alpha whose plan has the smallest count-weighted reconstruction
             error; without: 0.3).
         num_blocks: Number of equal-mass blocks.
-        budget: None (the most popular block keeps the full width), a
-            fraction `< 1` of the original float32 bytes, or a number of
-            bytes; it covers tables, projections and the id -> rank table.
+        budget: Deprecated: a fraction `< 1` of the original float32 bytes,
+            or a number of bytes. Use `budget_fraction` / `budget_bytes`.
         sketch: Sketch kind for blocks of more than `sketch_threshold` rows
             (`"osnap"`, `"gaussian"`, `"countsketch"`), or None (default)
             for exact Gram matrices throughout (streamed too, and faster on
@@ -368,6 +421,11 @@ def mixed_dim_from_embedding(embedding, counts, alpha="auto", num_blocks=4,
         progress: Optional `progress(rows_done)` callable.
         keep_id_order: Blocks of contiguous ids and no id -> rank table, for
             ids already ranked by frequency (see `convert_weights`).
+        budget_bytes: Bytes of the new layer: tables, projections and the
+            id -> rank table (default: no budget, the most popular block
+            keeps the full width).
+        budget_fraction: Alternative to `budget_bytes`: a fraction in
+            (0, 1] of the original float32 table's bytes.
 
     Returns:
         A built `MixedDimEmbedding`, or `(layer, report)` with
@@ -377,6 +435,8 @@ def mixed_dim_from_embedding(embedding, counts, alpha="auto", num_blocks=4,
 
     from keras_mixed_dim.layers import MixedDimEmbedding
 
+    spec = _conversion_budget("mixed_dim_from_embedding", budget, budget_bytes,
+                              budget_fraction)
     layer_kwargs = {}
     if hasattr(embedding, "get_config") and hasattr(embedding, "input_dim"):
         if not getattr(embedding, "built", False):
@@ -405,7 +465,7 @@ def mixed_dim_from_embedding(embedding, counts, alpha="auto", num_blocks=4,
     counts = np.asarray(ops.convert_to_numpy(counts) if not isinstance(
         counts, np.ndarray) and hasattr(counts, "shape") else counts)
     converted = convert_weights(
-        weights, counts, alpha=alpha, num_blocks=num_blocks, budget=budget,
+        weights, counts, alpha=alpha, num_blocks=num_blocks, _budget_spec=spec,
         sketch=sketch, sketch_threshold=sketch_threshold, sketch_rows=sketch_rows,
         round_dims=round_dims, seed=seed, progress=progress,
         keep_id_order=keep_id_order,

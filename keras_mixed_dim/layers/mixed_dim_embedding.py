@@ -366,7 +366,8 @@ class MixedDimEmbedding(layers.Layer):
         directions of its rows (exact, or through a subspace sketch for big
         blocks); with `alpha=0` the result equals the original exactly. See
         `keras_mixed_dim.compress.mixed_dim_from_embedding` for every
-        argument (`alpha`, `num_blocks`, `budget`, `sketch`, ...).
+        argument (`alpha`, `num_blocks`, `budget_fraction`, `budget_bytes`,
+        `sketch`, ...).
 
         Args:
             embedding: A built `keras.layers.Embedding` or its weight array.
