@@ -6,6 +6,7 @@ import os
 
 import keras
 
+from keras_mixed_dim import backend
 from keras_mixed_dim.layers import MixedDimEmbedding
 from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 
@@ -102,20 +103,12 @@ def tf_strategy(kind):
     "multiworker" (hosts listed in the TF_CONFIG environment variable).
 
     For "multiworker" this also applies `enable_multiworker_fit`, without
-    which Keras 3's `model.fit` fails under that strategy.
+    which Keras 3's `model.fit` fails under that strategy. Needs TensorFlow
+    (see `keras_mixed_dim.backend.tensorflow.strategies`).
     """
-    import tensorflow as tf
+    from keras_mixed_dim.backend.tensorflow.strategies import strategy
 
-    if kind == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if kind == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("--distribute multiworker needs TF_CONFIG (cluster and task).")
-        from keras_mixed_dim.backend.tensorflow.multiworker import enable_multiworker_fit
-
-        enable_multiworker_fit()
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"`kind` must be 'mirrored' or 'multiworker'. Received: {kind!r}")
+    return strategy(kind)
 
 
 _BACKEND_OF = {"mirrored": "tensorflow", "multiworker": "tensorflow",
@@ -136,10 +129,9 @@ def strategy_scope(kind):
     if kind not in _BACKEND_OF:
         raise ValueError(f"`kind` must be one of {DISTRIBUTE_CHOICES} or None. "
                          f"Received: {kind!r}")
-    backend = keras.backend.backend()
-    if backend != _BACKEND_OF[kind]:
+    if backend.NAME != _BACKEND_OF[kind]:
         raise ValueError(f"--distribute {kind} needs KERAS_BACKEND={_BACKEND_OF[kind]}; "
-                         f"this process runs {backend}.")
+                         f"this process runs {backend.NAME}.")
     if _BACKEND_OF[kind] == "tensorflow":
         return tf_strategy(kind).scope()
     return contextlib.nullcontext()

@@ -1,75 +1,64 @@
 """Backend-specific pieces, one folder per backend (as keras-rs splits them).
 
-Nothing here imports a backend's framework at module level: each function
-dispatches on `keras.backend.backend()` and imports the backend folder only
-when it runs there, so the JAX path works with TensorFlow absent.
+The backend is chosen once, when this package is imported: `NAME` is the
+Keras backend of the process (Keras fixes it before anything else runs),
+and each function below is the version of `NAME`'s folder
+(`tensorflow/ops.py`, `jax/ops.py`, `torch/ops.py`) or, where that folder
+does nothing special, the `keras.ops` one of `portable.py`. Only the chosen
+backend's framework is imported, so the JAX path works with TensorFlow
+absent. Code outside this package asks these functions and flags, never
+`keras.backend.backend()`.
 """
 
 import importlib
 
 import keras
 
+from keras_mixed_dim.backend import portable as _portable
 
-def dense_gradient(x):
-    """Identity whose gradient is a dense tensor on every backend.
+#: The Keras backend this process runs ("tensorflow", "jax", "torch", ...).
+NAME = keras.backend.backend()
 
-    Only TensorFlow needs work (see
-    `keras_mixed_dim.backend.tensorflow.gradients`); JAX and PyTorch
-    gradients of a gather are dense already.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return x
-    from keras_mixed_dim.backend.tensorflow.gradients import dense_gradient as tf_dense
-
-    return tf_dense(x)
+_FOLDERS = ("tensorflow", "jax", "torch")
+_chosen = (importlib.import_module(f"keras_mixed_dim.backend.{NAME}.ops")
+           if NAME in _FOLDERS else _portable)
 
 
-def residual_gradient(forward, backward, *operands):
-    """`forward(*operands)` whose backward pass keeps only chosen residuals.
+def _choose(name):
+    return getattr(_chosen, name, getattr(_portable, name))
+
+
+dense_gradient = _choose("dense_gradient")
+residual_gradient = _choose("residual_gradient")
+take_columns = _choose("take_columns")
+is_ragged_or_sparse = _choose("is_ragged_or_sparse")
+padded_bags = _choose("padded_bags")
+saturating_scatter_add = _choose("saturating_scatter_add")
+divide_gradient = _choose("divide_gradient")
+model_variable_scope = _choose("model_variable_scope")
+SUPPORTS_RAGGED_IDS = _choose("SUPPORTS_RAGGED_IDS")
+
+
+def require(backend_name, what, error=ValueError, hint=""):
+    """Refuses `what` unless the process runs `backend_name`.
 
     Args:
-        forward: Function of the operands returning `(outputs, residuals)`,
-            `residuals` a tuple of tensors (or None entries).
-        backward: Function `(upstream, residuals)` returning one gradient per
-            operand (None where an operand gets none).
-        *operands: The tensors to differentiate with respect to.
+        backend_name: The Keras backend `what` needs.
+        what: What is refused, for the message.
+        error: The exception class to raise.
+        hint: An optional sentence appended to the message.
 
-    Returns:
-        `outputs` of `forward`, differentiable through `backward`.
+    Raises:
+        `error`, naming both backends, when `NAME != backend_name`.
 
     Example:
 
-    >>> def forward(x):
-    ...     return x * x, (x,)
-    >>> def backward(upstream, residuals):
-    ...     return (2.0 * residuals[0] * upstream,)
-    >>> y = residual_gradient(forward, backward, keras.ops.ones((2,)))
-
-    On TensorFlow and JAX this is `keras.ops.custom_gradient`, whose gradient
-    function already closes over only what it uses. PyTorch's saves every
-    input, so there a `torch.autograd.Function` keeps just the residuals.
+    >>> require("tensorflow", "A SavedModel export", RuntimeError)
     """
-    backend = keras.backend.backend()
-    if backend == "torch":
-        from keras_mixed_dim.backend.torch.residual_gradient import residual_gradient as torch_rg
-
-        return torch_rg(forward, backward, *operands)
-
-    def op(*args):
-        outputs, residuals = forward(*args)
-
-        def grad(*upstream, **unused):
-            grads = backward(upstream[0], residuals)
-            return tuple(keras.ops.zeros_like(a) if g is None else g
-                         for a, g in zip(args, grads))
-
-        return outputs, grad
-
-    if backend == "tensorflow":
-        from keras_mixed_dim.backend.tensorflow.gradients import read_variables
-
-        operands = read_variables(operands)
-    return keras.ops.custom_gradient(op)(*operands)
+    if NAME != backend_name:
+        message = (f"{what} needs the {backend_name!r} backend "
+                   f"(KERAS_BACKEND={backend_name}); this process runs {NAME!r}.")
+        raise error(f"{message} {hint}".strip())
 
 
 def take_rows(table, rows):
@@ -105,44 +94,11 @@ def take_rows(table, rows):
     return keras.ops.take(table, rows, axis=0)
 
 
-def take_columns(x, columns):
-    """`ops.take(x, columns, axis=-1)` for non-negative constant `columns`.
-
-    On TensorFlow one `GatherV2`: `ops.take` also maps negative indices,
-    five more ops per call, which a stacked layer's serving graph pays once
-    per width group at batch 1.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return keras.ops.take(x, columns, axis=-1)
-    import tensorflow as tf
-
-    return tf.gather(x, columns, axis=-1)
-
-
-def is_ragged_or_sparse(x):
-    """Whether `x` is a `tf.RaggedTensor` or `tf.SparseTensor` (only
-    TensorFlow has them; checked without importing it elsewhere)."""
-    if keras.backend.backend() != "tensorflow" or x is None:
-        return False
-    import tensorflow as tf
-
-    return isinstance(x, (tf.RaggedTensor, tf.SparseTensor))
-
-
-def padded_bags(ids, weights, bag_size, layer_name=None):
-    """Ragged or sparse ids (and weights) as padded `(batch, bag_size)` ids
-    (-1 for padding) and weights: see
-    `keras_mixed_dim.backend.tensorflow.bags.padded_bags`."""
-    from keras_mixed_dim.backend.tensorflow.bags import padded_bags as tf_padded
-
-    return tf_padded(ids, weights, bag_size, layer_name)
-
-
 def backend_module(name):
     """The current backend's module `keras_mixed_dim.backend.<backend>.<name>`
     (imported on first use, so no other backend's framework is needed)."""
     return importlib.import_module(
-        f"keras_mixed_dim.backend.{keras.backend.backend()}.{name}")
+        f"keras_mixed_dim.backend.{NAME}.{name}")
 
 
 def row_writes():
@@ -151,25 +107,3 @@ def row_writes():
     step), `read_rows` (to numpy) and `WRITES_IN_LAYER` (whether a write the
     layer makes inside a step persists, False on JAX)."""
     return backend_module("row_writes")
-
-
-def saturating_scatter_add(variable, positions, increments):
-    """Adds `increments` at `positions` of an int32 count variable in place,
-    saturating at the int32 maximum, where the backend can (TensorFlow);
-    returns whether it did. Other backends use the portable dense update."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    from keras_mixed_dim.backend.tensorflow import counting
-
-    return counting.saturating_scatter_add(variable, positions, increments)
-
-
-def divide_gradient(grad, scale):
-    """`grad / scale` for a dense gradient or TensorFlow's `IndexedSlices`
-    (whose values are divided; `/` is not defined on them)."""
-    if keras.backend.backend() == "tensorflow":
-        from keras_mixed_dim.backend.tensorflow import sparse_rows
-
-        if sparse_rows.is_sparse(grad):
-            return sparse_rows.divided(grad, scale)
-    return grad / scale

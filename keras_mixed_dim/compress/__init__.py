@@ -1,9 +1,6 @@
 """Compressing trained models: uniform -> mixed-dimension conversion and
 quantized tables for serving."""
 
-from keras_mixed_dim.compress.convert import BlockReport
-from keras_mixed_dim.compress.convert import ConversionReport
-from keras_mixed_dim.compress.convert import convert_weights
 from keras_mixed_dim.compress.convert import mixed_dim_from_embedding
 from keras_mixed_dim.compress.model import COMPRESSION_METHODS
 from keras_mixed_dim.compress.model import CompressionReport
@@ -17,6 +14,9 @@ from keras_mixed_dim.compress.quantize import quantize_layer
 from keras_mixed_dim.compress.quantize import quantize_model
 from keras_mixed_dim.compress.quantize import quantize_rows
 from keras_mixed_dim.compress.quantize import weight_bytes
+from keras_mixed_dim.planning.convert import BlockReport
+from keras_mixed_dim.planning.convert import ConversionReport
+from keras_mixed_dim.planning.convert import convert_weights
 
 __all__ = [
     "BlockReport",

@@ -11,7 +11,14 @@ from keras_mixed_dim.budgets import check_budget_fraction
 from keras_mixed_dim.budgets import uniform_bytes
 from keras_mixed_dim.budgets import warn_budget_deprecated
 
-_UNSET = object()
+class _Unset:
+    """Not given (the deprecated `budget=None` meant "no budget")."""
+
+    def __repr__(self):
+        return "<not given>"
+
+
+_UNSET = _Unset()
 DEFAULT_FRACTION = 0.125
 
 
@@ -28,6 +35,11 @@ class LayerCompression:
         bytes_after: Weight bytes of the new layer (every array counted).
         details: Method-specific report (for `"md"`, a `ConversionReport`
             with the plan, alpha and per-block reconstruction errors).
+
+    Example:
+
+    >>> new_model, report = compress_model(model, counts)   # doctest: +SKIP
+    >>> [(c.name, c.bytes_after / c.bytes_before) for c in report.layers]  # doctest: +SKIP
     """
 
     name: str
@@ -45,7 +57,17 @@ class LayerCompression:
 
 @dataclasses.dataclass
 class CompressionReport:
-    """What `compress_model` did: one `LayerCompression` per replaced layer."""
+    """What `compress_model` did: one `LayerCompression` per replaced layer.
+
+    Args:
+        layers: One `LayerCompression` per replaced layer.
+
+    Example:
+
+    >>> new_model, report = compress_model(model, counts)   # doctest: +SKIP
+    >>> report.bytes_after / report.bytes_before            # doctest: +SKIP
+    >>> print(report)                                       # doctest: +SKIP
+    """
 
     layers: list
 
@@ -104,7 +126,8 @@ class _Converters(collections.abc.Mapping):
         return len(self._kinds())
 
     def __repr__(self):
-        return repr(self._kinds())
+        # names only: a function's repr holds its address
+        return f"<kinds with a converter: {', '.join(self._kinds())}>"
 
 
 # name -> fn(layer, counts, budget_bytes, options) -> (new_layer, bytes_after,
@@ -128,8 +151,9 @@ def register_method(name, fn):
 
     Example:
 
-    >>> register_method("keep", lambda layer, counts, budget_bytes, options:
-    ...                 (layer, 4 * layer.input_dim * layer.output_dim, None))
+    >>> def keep(layer, counts, budget_bytes, options):
+    ...     return layer, 4 * layer.input_dim * layer.output_dim, None
+    >>> register_method("keep", keep)                       # doctest: +SKIP
     """
     from keras_mixed_dim.models import kinds
 
@@ -145,7 +169,19 @@ def register_method(name, fn):
 
 
 def embedding_layers(model):
-    """The `keras.layers.Embedding` layers of a model, nested ones included."""
+    """The `keras.layers.Embedding` layers of a model, nested ones included.
+
+    Args:
+        model: A Keras model.
+
+    Returns:
+        A list of the `keras.layers.Embedding` layers, in the order
+        `model.layers` (and nested models) list them.
+
+    Example:
+
+    >>> [layer.name for layer in embedding_layers(model)]   # doctest: +SKIP
+    """
     import keras
 
     found = []

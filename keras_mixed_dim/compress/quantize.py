@@ -31,7 +31,23 @@ INT8_MAX = 127.0
 
 def quantize_rows(table, epsilon=keras.config.epsilon()):
     """`(q, scale)`: int8 rows and float32 per-row scales, as Keras's
-    `AbsMaxQuantizer(axis=-1)` computes them (numpy)."""
+    `AbsMaxQuantizer(axis=-1)` computes them (numpy).
+
+    Args:
+        table: A float `rows x dim` array.
+        epsilon: Added to each row's largest magnitude (an all-zero row gets
+            scale `127 / epsilon`).
+
+    Returns:
+        `(q, scale)`: `q` int8 `rows x dim`, `scale` float32 `rows x 1`;
+        `q / scale` approximates `table`.
+
+    Example:
+
+    >>> q, scale = quantize_rows(np.array([[1.0, -1.0]], "float32"))
+    >>> q
+    array([[ 127, -127]], dtype=int8)
+    """
     table = np.asarray(table, dtype=np.float32)
     scale = INT8_MAX / (np.max(np.abs(table), axis=-1) + epsilon)
     q = np.clip(np.round(table * scale[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8)
@@ -41,7 +57,21 @@ def quantize_rows(table, epsilon=keras.config.epsilon()):
 def weight_bytes(layer):
     """Deprecated (removed in 0.4.0): `keras_mixed_dim.embedding_bytes`.
 
-    Bytes of every weight of a built layer, each at its own dtype."""
+    Bytes of every weight of a built layer, each at its own dtype.
+
+    Args:
+        layer: A Keras layer (built).
+
+    Returns:
+        The byte count, an int.
+
+    Example:
+
+    >>> layer = keras.layers.Embedding(1000, 16)
+    >>> layer.build()
+    >>> weight_bytes(layer)     # doctest: +SKIP (warns: deprecated)
+    64000
+    """
     warnings.warn("`keras_mixed_dim.compress.weight_bytes` is deprecated and will be "
                   "removed in 0.4.0; use `keras_mixed_dim.embedding_bytes` (every "
                   "array of a layer, built or not).", DeprecationWarning, stacklevel=2)
@@ -73,6 +103,14 @@ def quantize_layer(layer, mode="int8"):
         The new layer, a `QuantizedMixedDimEmbedding` or
         `QuantizedStackedEmbedding` (same name and config, without frequency
         counting); `layer` is left as it is.
+
+    Example:
+
+    >>> layer = MixedDimEmbedding(1000, 16)
+    >>> layer.build()
+    >>> int8 = quantize_layer(layer, "int8")
+    >>> int8.bytes < layer.bytes
+    True
     """
     if mode not in TABLE_DTYPES:
         raise ValueError(f"`mode` must be one of {TABLE_DTYPES}. Received: {mode!r}")
@@ -136,6 +174,11 @@ def quantize_model(model, mode="int8", layer_names=None):
     Returns:
         `(new_model, report)`, `report` a `CompressionReport` with the bytes
         of each layer before and after.
+
+    Example:
+
+    >>> small, report = quantize_model(model, "int8")       # doctest: +SKIP
+    >>> print(report)                                       # doctest: +SKIP
     """
     from keras_mixed_dim.compress.model import CompressionReport
     from keras_mixed_dim.compress.model import LayerCompression

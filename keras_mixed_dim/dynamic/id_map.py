@@ -51,6 +51,17 @@ def raw_keys(ids):
     `2**64 - 1` is key -1); strings and bytes are hashed with
     `tf.strings.to_hash_bucket_fast(s, 2**63 - 1)`. Floats and booleans are
     refused.
+
+    Args:
+        ids: Integer ids (any int dtype), strings or bytes, numpy or Python.
+
+    Returns:
+        An int64 numpy array of the ids' shape.
+
+    Example:
+
+    >>> raw_keys(np.array([3, 2**40], "uint64"))
+    array([            3, 1099511627776])
     """
     array = np.asarray(ids)
     if isinstance(ids, (list, tuple)) and array.dtype.kind == "f":
@@ -74,12 +85,12 @@ def raw_keys(ids):
         return np.array([(int(v) + 2**63) % 2**64 - 2**63 for v in array.ravel()],
                         np.int64).reshape(array.shape)
     if kind in "USO":
-        import tensorflow as tf
+        # the serving graph's hash, so TensorFlow on every Keras backend
+        from keras_mixed_dim.backend.tensorflow.strings import fingerprint_keys
 
         text = np.vectorize(lambda v: v if isinstance(v, bytes) else str(v).encode(),
                             otypes=[object])(array) if array.size else array.astype(bytes)
-        hashed = tf.strings.to_hash_bucket_fast(tf.constant(text, tf.string), 2**63 - 1)
-        return hashed.numpy().astype(np.int64).reshape(array.shape)
+        return fingerprint_keys(text).reshape(array.shape)
     raise TypeError(
         f"Raw ids must be integers or strings; received dtype {array.dtype.name!r}.")
 
@@ -112,6 +123,21 @@ class Changes:
         move_from: Slots whose key moved tier (rebalancing).
         move_to: Where each went (same order).
         evicted_keys: Keys that lost their slot this step.
+
+    Args:
+        reset_slots: Slots given to newly admitted keys (rows and optimizer
+            slots start fresh), in the order they were assigned.
+        reset_keys: Those keys.
+        move_from: Slots whose key moved tier (rebalancing).
+        move_to: Where each went (same order).
+        evicted_keys: Keys that lost their slot this step.
+
+    Example:
+
+    >>> id_map = DynamicIdMap([4, 8], min_count=1)
+    >>> changes = id_map.update(np.array([10, 11, 10]))
+    >>> sorted(changes.reset_keys.tolist())
+    [10, 11]
     """
 
     reset_slots: np.ndarray
@@ -142,6 +168,14 @@ class DynamicIdMap:
         rebalance_every: Steps between tier rebalances (0: never).
         sketch_width, sketch_depth: Size of the count-min sketch.
         seed: Seed of the sketch's hashes.
+
+    Example:
+
+    >>> id_map = DynamicIdMap([4, 8], min_count=2)
+    >>> _ = id_map.update(np.array([10, 10, 11]))         # 10 seen twice: admitted
+    >>> slots, tags = id_map.lookup(np.array([10, 11]))
+    >>> slots >= 0
+    array([ True, False])
     """
 
     def __init__(self, tier_rows, min_count=2, eviction="lfu", ttl=None, decay=1.0,

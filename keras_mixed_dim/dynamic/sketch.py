@@ -11,6 +11,8 @@ count seen long ago fades like the admitted ids' counts do.
 
 import numpy as np
 
+from keras_mixed_dim.checks import check_positive_int
+
 COUNTER_BYTES = 4
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -32,13 +34,18 @@ class CountMinSketch:
         width: Counters per row (>= 1).
         depth: Rows (independent hashes, >= 1).
         seed: Seed of the hashes.
+
+    Example:
+
+    >>> sketch = CountMinSketch(1024)
+    >>> _ = sketch.add(np.array([5, 5, 9]), np.array([1, 1, 1]))
+    >>> sketch.estimate(np.array([5]))
+    array([2.], dtype=float32)
     """
 
     def __init__(self, width, depth=2, seed=0):
         for name, value in (("width", width), ("depth", depth)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`sketch_{name}` must be a positive integer. "
-                                 f"Received: sketch_{name}={value!r}")
+            check_positive_int(f"sketch_{name}", value)
         self.width = int(width)
         self.depth = int(depth)
         self.seed = int(seed)

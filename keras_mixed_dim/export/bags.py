@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mixed_dim.backend.tensorflow.bags import padded_bags
+from keras_mixed_dim.checks import check_positive_int
 
 
 class RaggedBagInputs(tf.Module):
@@ -40,9 +41,10 @@ class RaggedBagInputs(tf.Module):
     def __init__(self, model, bag_sizes, ids_input="categorical", weights_input=None,
                  feature_names=None):
         super().__init__(name="ragged_bag_inputs")
-        self.bag_sizes = tuple(int(k) for k in bag_sizes)
-        if not self.bag_sizes or min(self.bag_sizes) < 1:
-            raise ValueError(f"`bag_sizes` must be positive integers. Received: {bag_sizes!r}")
+        if not len(bag_sizes):
+            raise ValueError(f"`bag_sizes` must not be empty. Received: {bag_sizes!r}")
+        self.bag_sizes = tuple(check_positive_int(f"bag_sizes[{f}]", k)
+                               for f, k in enumerate(bag_sizes))
         if feature_names is None:
             feature_names = [f"feature_{f}" for f in range(len(self.bag_sizes))]
         if len(feature_names) != len(self.bag_sizes) or len(set(feature_names)) != len(
@@ -117,7 +119,24 @@ class RaggedBagInputs(tf.Module):
 
 def ragged_request(bags, weights=None, feature_names=None):
     """The request `RaggedBagInputs` takes, from per-feature lists of bags:
-    `{name}_ids` / `{name}_lengths` (and `{name}_weights`) numpy arrays."""
+    `{name}_ids` / `{name}_lengths` (and `{name}_weights`) numpy arrays.
+
+    Args:
+        bags: Per feature, a list of bags (lists of ids), one bag per example.
+        weights: Optional per feature a list of per-id weights, like `bags`.
+        feature_names: Names of the features (default `feature_0`, ...).
+
+    Returns:
+        A dict of numpy arrays: `{name}_ids` (int64, all ids end to end),
+        `{name}_lengths` (int64, ids per example) and, with weights,
+        `{name}_weights` (float32).
+
+    Example:
+
+    >>> request = ragged_request([[[3, 17], []]], feature_names=["tags"])
+    >>> request["tags_ids"], request["tags_lengths"]
+    (array([ 3, 17]), array([2, 0]))
+    """
     if feature_names is None:
         feature_names = [f"feature_{f}" for f in range(len(bags))]
     request = {}

@@ -8,7 +8,19 @@ from keras_mixed_dim.io_utils import atomic_write_text
 def models_config_text(names, serving_base="/models"):
     """The `ModelServerConfig` text for `names`, written with the protobuf
     text format of `tensorflow-serving-api` (names are escaped, fields
-    checked by the schema)."""
+    checked by the schema).
+
+    Args:
+        names: Model names.
+        serving_base: The folder holding the models as TF Serving sees it.
+
+    Returns:
+        The text of `models.config`.
+
+    Example:
+
+    >>> print(models_config_text(["dlrm"]))                 # doctest: +SKIP
+    """
     try:
         from google.protobuf import text_format
         from tensorflow_serving.config import model_server_config_pb2
@@ -30,8 +42,16 @@ def write_models_config(base, serving_base="/models"):
     that holds at least one version, with base paths as TF Serving sees them
     (`SERVING_BASE/NAME`, `/models/NAME` in the TF Serving container).
 
+    Args:
+        base: The model base folder.
+        serving_base: The folder holding the models as TF Serving sees it.
+
     Returns:
         The path of `models.config`.
+
+    Example:
+
+    >>> write_models_config("/tmp/models")                  # doctest: +SKIP
     """
     base = pathlib.Path(base)
     names = sorted(

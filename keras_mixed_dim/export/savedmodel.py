@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mixed_dim import backend
 from keras_mixed_dim.export.versions import write_version
 
 
@@ -32,6 +33,11 @@ class ExportReport:
         variables_dir_bytes: Measured size of `variables/` on disk.
         saved_model_bytes: Size of `saved_model.pb` (limit: 2 GiB).
         assets_bytes: Size of `assets/` (the vocabulary files).
+
+    Example:
+
+    >>> report = export_for_serving(model, "/tmp/models", "dlrm")  # doctest: +SKIP
+    >>> report.path, report.embedding_bytes                 # doctest: +SKIP
     """
 
     path: pathlib.Path
@@ -197,11 +203,14 @@ def export_for_serving(model, base, name, preprocess=None, input_signature=None,
 
     Returns:
         An `ExportReport`.
+
+    Example:
+
+    >>> report = export_for_serving(model, "/tmp/models", "ratings")  # doctest: +SKIP
+    >>> write_models_config("/tmp/models")                  # doctest: +SKIP
     """
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            "export_for_serving needs the TensorFlow backend: load the saved "
-            "model under KERAS_BACKEND=tensorflow.")
+    backend.require("tensorflow", "export_for_serving", RuntimeError,
+                    "Load the saved model under KERAS_BACKEND=tensorflow.")
     if preprocess is not None and hasattr(preprocess, "check_model"):
         preprocess.check_model(model)
     if input_signature is None:

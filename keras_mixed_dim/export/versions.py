@@ -69,8 +69,17 @@ def clean_stale_partials(model_dir, stale_after=STALE_AFTER_SECONDS):
     """Removes `.partial-*` folders of killed exports: those of a process of
     this host that no longer runs, and any older than `stale_after` seconds.
 
+    Args:
+        model_dir: The `BASE/NAME` folder.
+        stale_after: Age in seconds after which any `.partial-*` folder is
+            removed, whatever process made it.
+
     Returns:
         The removed paths.
+
+    Example:
+
+    >>> clean_stale_partials("/tmp/models/dlrm")           # doctest: +SKIP
     """
     model_dir = pathlib.Path(model_dir)
     removed = []
@@ -133,6 +142,11 @@ def write_version(base, name, write_fn, version=None):
 
     Returns:
         `(path, version)`.
+
+    Example:
+
+    >>> path, version = write_version("/tmp/models", "dlrm",
+    ...                               lambda p: model.export(p))  # doctest: +SKIP
     """
     if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
         raise ValueError(f"`name` must be a plain folder name. Received: {name!r}")

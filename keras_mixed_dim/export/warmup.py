@@ -14,6 +14,13 @@ def write_warmup_requests(export_dir, inputs, model_name="model", copies=10):
         inputs: `{input key: array}` for one request (batch dimension first).
         model_name: Model name put in the requests' ModelSpec.
         copies: How many requests to write (TF Serving caps replays at 1000).
+
+    Returns:
+        The path of the warmup file written.
+
+    Example:
+
+    >>> write_warmup_requests(report.path, {"user": np.array([1])})  # doctest: +SKIP
     """
     try:
         from tensorflow_serving.apis import predict_pb2

@@ -1,14 +1,13 @@
 """`FrequencyRecount`: re-rank ids into blocks from the counts seen in training."""
 
-import contextlib
-
 import keras
 import numpy as np
 
+from keras_mixed_dim.backend import model_variable_scope
 from keras_mixed_dim.frequency.replan import replan_layer
 from keras_mixed_dim.frequency.rerank import rerank_layer
-from keras_mixed_dim.frequency.rerank import slot_initial_value
-from keras_mixed_dim.frequency.rerank import slot_variables
+from keras_mixed_dim.layers.slots import slot_initial_value
+from keras_mixed_dim.layers.slots import slot_variables
 from keras_mixed_dim.frequency.stacked import replan_stacked
 from keras_mixed_dim.frequency.stacked import rerank_stacked
 from keras_mixed_dim.layers import MixedDimEmbedding
@@ -57,7 +56,14 @@ class FrequencyRecount(keras.callbacks.Callback):
             feature name that feature alone.
         replan: Re-plan (new shapes) at epoch ends instead of re-ranking.
         sketch_threshold: With `replan`, blocks of more rows get their
-            directions from a CountSketch rather than an exact Gram matrix.
+            directions from an OSNAP sketch rather than an exact Gram matrix.
+
+    Example:
+
+    >>> layer = MixedDimEmbedding(10_000, 32, count_frequencies=True,
+    ...                           plan=plan_blocks(10_000, 32, remap=True))
+    >>> model.fit(x, y, epochs=5,                           # doctest: +SKIP
+    ...           callbacks=[FrequencyRecount(every_n_steps=1000)])
     """
 
     def __init__(self, every_n_steps=None, layer_names=None, replan=False,
@@ -160,7 +166,7 @@ class FrequencyRecount(keras.callbacks.Callback):
             sync()
         reports = {}
         optimizer = getattr(self.model, "optimizer", None)
-        with _strategy_scope(self.model):
+        with model_variable_scope(self.model):
             for layer, names, features in _by_layer(self._targets()):
                 if features is None:
                     report = replan_layer(layer, sketch_threshold=self.sketch_threshold,
@@ -229,14 +235,6 @@ def _as_logs(name, report):
         logs[f"{name}_block{i}_mass_before"] = before
         logs[f"{name}_block{i}_mass_after"] = after
     return logs
-
-
-def _strategy_scope(model):
-    """The model's tf.distribute scope, so rebuilt variables are mirrored."""
-    strategy = getattr(model, "distribute_strategy", None)
-    if strategy is not None and keras.backend.backend() == "tensorflow":
-        return strategy.scope()
-    return contextlib.nullcontext()
 
 
 def _rebuild_training(model):

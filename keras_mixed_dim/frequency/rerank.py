@@ -17,6 +17,8 @@ import dataclasses
 import numpy as np
 from keras import ops
 
+from keras_mixed_dim.layers.slots import slot_initial_value
+from keras_mixed_dim.layers.slots import slot_variables
 from keras_mixed_dim.planning import ranks_of_ids
 
 
@@ -31,6 +33,11 @@ class RerankReport:
         mass_after: The same under the new ranking.
         warm_start_error: Relative output error of the moved ids,
             ||new - old||_F / ||old||_F (0 when none moved).
+
+    Example:
+
+    >>> report = rerank_layer(layer, counts)                # doctest: +SKIP
+    >>> report.ids_moved, report.mass_after                 # doctest: +SKIP
     """
 
     ids_moved: int
@@ -50,7 +57,23 @@ def read_counts(layer):
 
 
 def block_masses(plan, ranks, counts):
-    """Share of `counts` held by each block when ids have `ranks`."""
+    """Share of `counts` held by each block when ids have `ranks`.
+
+    Args:
+        plan: A `BlockPlan`.
+        ranks: Int array, `ranks[id]` the rank of each id.
+        counts: Per-id counts (`plan.input_dim` values).
+
+    Returns:
+        A tuple of floats, one share per block, summing to 1 (all zeros when
+        the counts are).
+
+    Example:
+
+    >>> plan = plan_blocks(4, 8, boundaries=[1])
+    >>> block_masses(plan, np.arange(4), np.array([6, 2, 1, 1]))
+    (0.6, 0.4)
+    """
     total = counts.sum()
     blocks = plan.block_of_rank(ranks)
     masses = np.bincount(blocks, weights=counts, minlength=plan.num_blocks)
@@ -104,39 +127,6 @@ class LayerSnapshot:
         return result
 
 
-def slot_variables(optimizer, variable):
-    """Optimizer variables named after `variable` with one entry (or row) per
-    row of it: slots shaped like the table (Adam's moments, FTRL's) and
-    per-row ones (row-wise Adagrad's `(rows,)` accumulator)."""
-    if optimizer is None:
-        return []
-    prefix = variable.path.replace("/", "_").replace(":", "_") + "_"
-    rows = variable.shape[0]
-    return [
-        v for v in optimizer.variables
-        if v.name.startswith(prefix) and len(v.shape) >= 1 and v.shape[0] == rows
-        and tuple(v.shape[1:]) in ((), tuple(variable.shape[1:]))
-    ]
-
-
-def slot_initial_value(optimizer, slot):
-    """The value `slot` starts from, given to the slots of moved ids: an
-    accumulator's `initial_accumulator_value` (Adagrad, FTRL), else 0; or,
-    where the optimizer says so (`reset_slot_value`, FTRL's `linear`), a
-    function of the ids' new table rows."""
-    # a LossScaleOptimizer's slots are its inner optimizer's
-    owner = getattr(optimizer, "inner_optimizer", optimizer)
-    inner = getattr(owner, "dense_optimizer", None)
-    if inner is not None and any(slot is v for v in inner.variables):
-        owner = inner
-    reset = getattr(owner, "reset_slot_value", None)
-    if reset is not None:
-        return reset(slot)
-    if not slot.name.endswith("accumulator"):
-        return 0.0
-    return float(getattr(owner, "initial_accumulator_value", 0.0))
-
-
 def rerank_layer(layer, counts=None, optimizer=None):
     """Re-ranks `layer`'s ids by `counts` (default: its own counts).
 
@@ -148,6 +138,15 @@ def rerank_layer(layer, counts=None, optimizer=None):
 
     Returns:
         A `RerankReport`.
+
+    Example:
+
+    >>> layer = MixedDimEmbedding(1000, 16, count_frequencies=True,
+    ...                           plan=plan_blocks(1000, 16, remap=True))
+    >>> layer.build()
+    >>> report = rerank_layer(layer, counts=np.arange(1000))   # id 999 now first
+    >>> report.ids_moved > 0
+    True
     """
     plan = layer.plan
     if layer.plan.has_qr_blocks:

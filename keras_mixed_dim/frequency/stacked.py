@@ -15,8 +15,8 @@ from keras_mixed_dim.budgets import COUNT_BYTES
 from keras_mixed_dim.frequency.replan import replan_arrays
 from keras_mixed_dim.frequency.rerank import LayerSnapshot
 from keras_mixed_dim.frequency.rerank import rerank_arrays
-from keras_mixed_dim.frequency.rerank import slot_initial_value
-from keras_mixed_dim.frequency.rerank import slot_variables
+from keras_mixed_dim.layers.slots import slot_initial_value
+from keras_mixed_dim.layers.slots import slot_variables
 from keras_mixed_dim.sketch import MAX_ERROR_RATIO
 
 
@@ -81,6 +81,15 @@ def rerank_stacked(layer, features=None, counts=None, optimizer=None):
 
     Returns:
         `{feature: RerankReport}`.
+
+    Example:
+
+    >>> stacked = StackedEmbedding([plan_blocks(1000, 16, remap=True), 50], 16,
+    ...                            count_frequencies=[True, False])
+    >>> stacked.build()
+    >>> reports = rerank_stacked(stacked, counts={0: np.arange(1000)})
+    >>> sorted(reports)
+    [0]
     """
     features = _features(layer, features)
     arrays = layer.numpy_weights()
@@ -140,6 +149,14 @@ def replan_stacked(layer, features=None, counts=None, sketch_threshold=200_000,
 
     Returns:
         `{feature: ReplanReport}`.
+
+    Example:
+
+    >>> stacked = StackedEmbedding([plan_blocks(1000, 16, remap=True), 50], 16,
+    ...                            count_frequencies=[True, False])
+    >>> stacked.build()
+    >>> reports = replan_stacked(stacked, counts={0: np.arange(1000) ** 2})
+    >>> model.compile(...)                                  # doctest: +SKIP
     """
     features = _features(layer, features)
     arrays = layer.numpy_weights()

@@ -18,6 +18,7 @@ import numpy as np
 from keras import ops
 
 from keras_mixed_dim.backend import residual_gradient
+from keras_mixed_dim.checks import check_positive_int
 
 _MASKED_ACTIVATIONS = ("relu", "leaky_relu")
 
@@ -174,6 +175,15 @@ class ApproxActivationDense(keras.layers.Layer):
 
     Backends: TensorFlow and JAX use `keras.ops.custom_gradient`; PyTorch a
     `torch.autograd.Function` saving the same compressed tensors.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((64,)),
+    ...                           ApproxActivationDense(128, bits=8),
+    ...                           keras.layers.Dense(1)])
+    >>> model.compile(optimizer="adam", loss="mse")
+    >>> model(np.ones((2, 64), "float32")).shape
+    (2, 1)
     """
 
     def __init__(self, units, bits=8, activation="relu", use_bias=True,
@@ -183,8 +193,7 @@ class ApproxActivationDense(keras.layers.Layer):
                  bias_constraint=None, range_momentum=0.99, negative_slope=0.2,
                  **kwargs):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        if isinstance(units, bool) or int(units) != units or units < 1:
-            raise ValueError(f"`units` must be a positive integer. Received: {units!r}")
+        units = check_positive_int("units", units)
         if bits not in (4, 8) or isinstance(bits, bool):
             raise ValueError(f"`bits` must be 8 or 4. Received: {bits!r}")
         if not 0.0 <= range_momentum < 1.0:
@@ -349,6 +358,14 @@ def approximate_activations(model, bits=8, include=None, exclude=(),
 
     Returns:
         A new model (not compiled).
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation="relu"),
+    ...                           keras.layers.Dense(1)])
+    >>> small = approximate_activations(model, bits=4)
+    >>> type(small.layers[0]).__name__
+    'ApproxActivationDense'
     """
     if bits not in (4, 8) or isinstance(bits, bool):
         raise ValueError(f"`bits` must be 8 or 4. Received: {bits!r}")

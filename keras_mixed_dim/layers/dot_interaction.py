@@ -10,12 +10,21 @@ from keras import saving
 class DotInteraction(layers.Layer):
     """Dot products of every pair of feature vectors (DLRM's interaction).
 
+    Args:
+        **kwargs: Base layer keyword arguments, such as `name`.
+
     Call arguments:
         inputs: A list of `F` tensors of shape `(batch, d)`.
 
     Returns:
         A tensor `(batch, F * (F - 1) / 2)` of the pairwise dot products
         `<x_i, x_j>` for `i < j`, in row-major order.
+
+    Example:
+
+    >>> x = [np.ones((2, 8), "float32") for _ in range(4)]
+    >>> DotInteraction()(x).shape
+    (2, 6)
     """
 
     def call(self, inputs):

@@ -16,7 +16,7 @@ from keras_mixed_dim.dynamic.id_map import key_pieces
 from keras_mixed_dim.dynamic.id_map import pack
 from keras_mixed_dim.dynamic.id_map import raw_keys
 from keras_mixed_dim.dynamic.plan import plan_capacity
-from keras_mixed_dim.frequency.rerank import slot_variables
+from keras_mixed_dim.layers.slots import slot_variables
 from keras_mixed_dim.layers import hashes
 from keras_mixed_dim.layers.ids import check_bag_rank
 from keras_mixed_dim.layers.lookup import bag_coefficients

@@ -13,10 +13,10 @@ from keras import regularizers
 from keras import saving
 
 from keras_mixed_dim.budgets import FLOAT_BYTES
+from keras_mixed_dim.checks import check_positive_int
 from keras_mixed_dim.layers import hashes
 from keras_mixed_dim.layers.lookup import IdLookupLayer
 from keras_mixed_dim.layers.lookup import prepare_bag_inputs
-from keras_mixed_dim.layers.lookup import check_positive_int
 
 INT_BYTES = 4
 HASH_KINDS = ("robe", "lsh", "identity")
@@ -50,6 +50,14 @@ class SharedMemory(layers.Layer):
 
     Returns:
         The float32 memory, shape `(memory_size,)`.
+
+    Example:
+
+    >>> pool = SharedMemory(1 << 16)
+    >>> user_ids = keras.Input((), dtype="int32")
+    >>> item_ids = keras.Input((), dtype="int32")
+    >>> u = HashedMemoryEmbedding(5000, 16, memory=pool, seed=1)(user_ids)
+    >>> v = HashedMemoryEmbedding(9000, 16, memory=pool, seed=2)(item_ids)
     """
 
     def __init__(self, memory_size, memory_initializer="uniform",
@@ -186,6 +194,15 @@ class HashedMemoryEmbedding(IdLookupLayer):
     Returns:
         `inputs.shape + (output_dim,)`, or without the last id axis with a
         combiner, in the layer's compute dtype.
+
+    Example:
+
+    >>> layer = HashedMemoryEmbedding(100_000, 16, memory_size=50_000)
+    >>> layer(np.array([3, 99_999])).shape
+    (2, 16)
+    >>> pool = SharedMemory(100_000)
+    >>> users = HashedMemoryEmbedding(5000, 16, memory=pool, seed=1)
+    >>> items = HashedMemoryEmbedding(9000, 16, memory=pool, seed=2)
     """
 
     def __init__(self, input_dim, output_dim, memory_size=None, hash="robe",
@@ -477,6 +494,15 @@ def lsh_signatures(pairs, input_dim, signature_size=4, seed=0):
         int32 array `(input_dim, signature_size)` in `[0, 2**31)`. An id
         that never appears gets its own id in every column (no similarity
         to anything, so it is placed like a ROBE id).
+
+    Example:
+
+    >>> items = np.array([0, 0, 1, 1, 2])
+    >>> users = np.array([7, 8, 7, 8, 9])
+    >>> sig = lsh_signatures((items, users), input_dim=3, signature_size=4)
+    >>> bool((sig[0] == sig[1]).all())      # items 0 and 1 share their users
+    True
+    >>> layer = HashedMemoryEmbedding(3, 8, memory_size=64, hash="lsh", signatures=sig)
     """
     input_dim = check_positive_int("input_dim", input_dim)
     signature_size = check_positive_int("signature_size", signature_size)

@@ -55,6 +55,12 @@ class HashingEmbedding(IdLookupLayer):
     Returns:
         `inputs.shape + (output_dim,)`, or without the last id axis with a
         combiner, in the layer's compute dtype.
+
+    Example:
+
+    >>> layer = HashingEmbedding(1_000_000, 16, num_buckets=10_000)
+    >>> layer(np.array([[3], [999_999]])).shape
+    (2, 1, 16)
     """
 
     def __init__(self, input_dim, output_dim, num_buckets, hash="mod", seed=0,

@@ -1,5 +1,6 @@
-"""`IdLookupLayer`: the id rule, combiners and masking shared by the
-compressed embedding layers (`QREmbedding`, `HashingEmbedding`,
+"""`IdLookupLayer`: the id rule, combiners, masking, output shapes and
+configuration shared by the embedding layers of one vocabulary
+(`MixedDimEmbedding`, `QREmbedding`, `HashingEmbedding`,
 `HashedMemoryEmbedding`).
 
 A subclass builds its weights and implements `lookup(ids)`, which receives
@@ -7,6 +8,10 @@ int32 ids that are all in `[0, input_dim)` (invalid ones were replaced by 0)
 and returns float32 vectors `ids.shape + (output_dim,)`. This class zeroes
 the vectors of invalid ids (and of padding in a bag) with a select, so they
 get no gradient, applies the combiner and casts to the compute dtype.
+`MixedDimEmbedding` overrides `call` instead: it maps ids to ranks and
+looks ranks up block by block, with -1 (an all-zero vector) for invalid
+ids, but takes its inputs through `checked_inputs` like the others.
+`rebuild_variables` replaces a built layer's variables (re-planning).
 
 The bag rule of every table layer of the package (`MixedDimEmbedding` and
 `StackedEmbedding` included) lives here, in `bag_coefficients` and
@@ -21,6 +26,9 @@ from keras import ops
 
 from keras_mixed_dim.backend import is_ragged_or_sparse
 from keras_mixed_dim.backend import padded_bags
+from keras_mixed_dim.backend import saturating_scatter_add
+from keras_mixed_dim.checks import check_positive_int
+from keras_mixed_dim.layers.ids import INT32_MAX
 from keras_mixed_dim.layers.ids import check_bag_rank
 from keras_mixed_dim.layers.ids import is_host_array
 from keras_mixed_dim.layers.ids import sanitize_numpy_ids
@@ -125,19 +133,33 @@ def reduce_bag(values, coefficients):
     return ops.sum(values, axis=-2)
 
 
-def check_positive_int(name, value):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or (
-        value <= 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: "
-            f"{name}={value!r} (of type {type(value).__name__})."
-        )
-    return int(value)
+def add_lookup_counts(counts_variable, positions, valid, half_life=None):
+    """Adds one count per valid lookup at `positions` (flat, in range) of
+    `counts_variable`, decaying all counts first when `half_life` is set.
+
+    Exact (int32) counts saturate at the int32 maximum: a long run never
+    wraps a hot id's count negative (which would re-rank it into the last
+    block). Shared by `MixedDimEmbedding` and `StackedEmbedding`.
+    """
+    dtype = counts_variable.dtype
+    if not half_life and saturating_scatter_add(
+            counts_variable, positions, ops.cast(valid, dtype)):
+        return
+    # Decay rescales every count anyway, and JAX updates donated buffers
+    # in place, so the dense update is the portable path.
+    size = int(counts_variable.shape[0])
+    delta = ops.scatter(ops.expand_dims(positions, -1), ops.cast(valid, dtype), (size,))
+    counts = counts_variable.value
+    if half_life:
+        counts = counts * (0.5 ** (1.0 / half_life))
+        counts_variable.assign(counts + delta)
+        return
+    headroom = ops.subtract(ops.cast(INT32_MAX, dtype), counts)
+    counts_variable.assign(counts + ops.minimum(delta, headroom))
 
 
 class IdLookupLayer(layers.Layer):
-    """Base of the compressed embedding layers (not used on its own).
+    """Base of the embedding layers of one vocabulary (not used on its own).
 
     Args:
         input_dim: Number of ids.
@@ -182,12 +204,22 @@ class IdLookupLayer(layers.Layer):
     def call(self, inputs, weights=None):
         return self.lookup_and_combine(inputs, self.lookup, weights)
 
-    def lookup_and_combine(self, inputs, lookup, weights=None):
-        """Applies the id rule, `lookup` on the safe ids, and the combiner
-        (weighted by `weights`, see `bag_coefficients`)."""
+    def checked_inputs(self, inputs, weights=None):
+        """What every `call` does first: ragged / sparse ids that reach it
+        padded, the bag rank and the weights' shape checked.
+
+        Returns:
+            `(inputs, weights)`, weights float32 or None.
+        """
         inputs, weights = padded_in_graph(self, inputs, weights)
         check_bag_rank(inputs.shape, self.combiner, self.name)
         weights = check_weights(weights, inputs.shape, self.combiner, self.name)
+        return inputs, weights
+
+    def lookup_and_combine(self, inputs, lookup, weights=None):
+        """Applies the id rule, `lookup` on the safe ids, and the combiner
+        (weighted by `weights`, see `bag_coefficients`)."""
+        inputs, weights = self.checked_inputs(inputs, weights)
         ids, valid = self.ids_and_valid(inputs)
         outputs = lookup(ids)
         outputs = ops.where(ops.expand_dims(valid, -1), outputs,
@@ -233,6 +265,32 @@ class IdLookupLayer(layers.Layer):
             "bag_size": self.bag_size,
         })
         return config
+
+
+def rebuild_variables(layer, change):
+    """Drops every variable of the built `layer`, calls `change()` (which
+    sets what the new variables follow, e.g. a new plan) and builds the
+    layer again.
+
+    Re-planning must replace the variables of the layer object the model
+    holds, and Keras has no public API to untrack a built layer's variables
+    or add new ones to it: this is the one place the package uses the
+    private tracker calls for it (`Layer._untrack_variable`,
+    `Layer._tracker.unlock()`, as Keras's own `Layer.quantize` does), so a
+    Keras change breaks one function.
+
+    Args:
+        layer: A built Keras layer whose `build()` creates all its variables.
+        change: Function of no arguments, called between the two.
+    """
+    if not layer.built:
+        raise ValueError(f"Layer {layer.name!r} is not built: nothing to rebuild.")
+    for variable in list(layer.weights):
+        layer._untrack_variable(variable)
+    change()
+    layer.built = False
+    layer._tracker.unlock()
+    layer.build()
 
 
 def padded_in_graph(layer, inputs, weights):

@@ -6,7 +6,6 @@ import keras
 import numpy as np
 from keras import constraints
 from keras import initializers
-from keras import layers
 from keras import ops
 from keras import regularizers
 from keras import saving
@@ -18,22 +17,18 @@ from keras_mixed_dim.budgets import REMAP_BYTES
 from keras_mixed_dim.budgets import resolve_budget
 from keras_mixed_dim.budgets import uniform_bytes
 from keras_mixed_dim.budgets import warn_budget_deprecated
-from keras_mixed_dim.backend import saturating_scatter_add
 from keras_mixed_dim.backend import take_rows
-from keras_mixed_dim.layers.ids import INT32_MAX
-from keras_mixed_dim.layers.ids import check_bag_rank
 from keras_mixed_dim.layers.ids import valid_int_ids
+from keras_mixed_dim.layers.lookup import IdLookupLayer
+from keras_mixed_dim.layers.lookup import add_lookup_counts
 from keras_mixed_dim.layers.lookup import bag_coefficients
-from keras_mixed_dim.layers.lookup import check_bag_size
-from keras_mixed_dim.layers.lookup import check_combiner
-from keras_mixed_dim.layers.lookup import check_weights
-from keras_mixed_dim.layers.lookup import padded_in_graph
-from keras_mixed_dim.layers.lookup import prepare_bag_inputs
+from keras_mixed_dim.layers.lookup import rebuild_variables
 from keras_mixed_dim.layers.lookup import reduce_bag
 from keras_mixed_dim.planning import BlockPlan
 from keras_mixed_dim.planning import plan_blocks
 from keras_mixed_dim.planning import rank_ids
 from keras_mixed_dim.planning import ranks_of_ids
+from keras_mixed_dim.planning.convert import convert_weights
 
 # Leading blocks whose tables hold at most this many entries in all are
 # projected whole before the lookup, so together they become one gather from
@@ -46,7 +41,7 @@ PROJECT_FIRST_MAX_ENTRIES = 1 << 14
 
 
 @saving.register_keras_serializable(package="keras_mixed_dim")
-class MixedDimEmbedding(layers.Layer):
+class MixedDimEmbedding(IdLookupLayer):
     """Mixed-dimension embedding: frequent ids get wide rows, rare ids narrow.
 
     Ids are ranked by frequency and cut into blocks. Block `i` stores its
@@ -171,19 +166,8 @@ class MixedDimEmbedding(layers.Layer):
         budget=None,
         **kwargs,
     ):
-        for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or (
-                value <= 0
-            ):
-                raise ValueError(
-                    f"`{name}` must be a positive integer. Received: "
-                    f"{name}={value!r} (of type {type(value).__name__})."
-                )
-        check_combiner(combiner)
-        bag_size = check_bag_size(bag_size)
-        super().__init__(**kwargs)
-        self.input_dim = int(input_dim)
-        self.output_dim = int(output_dim)
+        super().__init__(input_dim, output_dim, combiner=combiner,
+                         mask_zero=mask_zero, bag_size=bag_size, **kwargs)
         if isinstance(plan, dict):
             plan = BlockPlan.from_config(plan)
         if frequency_half_life is not None and not (
@@ -239,15 +223,12 @@ class MixedDimEmbedding(layers.Layer):
         if counts is not None and plan.remapped:
             self._initial_ranks = ranks_of_ids(rank_ids(counts)).astype("int32")
         self.plan = plan
-        self.combiner = combiner
-        self.bag_size = bag_size
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.projection_initializer = initializers.get(projection_initializer)
         self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
         self.projection_regularizer = regularizers.get(projection_regularizer)
         self.embeddings_constraint = constraints.get(embeddings_constraint)
         self.projection_constraint = constraints.get(projection_constraint)
-        self.mask_zero = mask_zero
         self.count_frequencies = bool(count_frequencies)
         self.frequency_half_life = (
             None if frequency_half_life is None else float(frequency_half_life)
@@ -269,10 +250,6 @@ class MixedDimEmbedding(layers.Layer):
             "budget_bytes": None if budget_bytes is None else float(budget_bytes),
             "round_dims": round_dims,
         }
-        self.supports_masking = mask_zero and combiner is None
-        # Tables stay in the variable dtype (float32 under mixed precision);
-        # only the output is cast to the compute dtype.
-        self.autocast = False
         self._head_blocks = _count_project_first_blocks(plan)
 
     def build(self, input_shape=None):
@@ -359,7 +336,8 @@ class MixedDimEmbedding(layers.Layer):
             self._initial_ranks = None
 
     @classmethod
-    def from_embedding(cls, embedding, counts, **kwargs):
+    def from_embedding(cls, embedding, counts, name=None, return_report=False,
+                       **kwargs):
         """A `MixedDimEmbedding` converted from a trained uniform table.
 
         Plans blocks from `counts` and gives each block the principal
@@ -369,17 +347,72 @@ class MixedDimEmbedding(layers.Layer):
         argument (`alpha`, `num_blocks`, `budget_fraction`, `budget_bytes`,
         `sketch`, ...).
 
+        Example:
+
+        >>> table = keras.layers.Embedding(1000, 32)
+        >>> table.build()
+        >>> counts = np.random.default_rng(0).zipf(1.3, 1000)
+        >>> layer = MixedDimEmbedding.from_embedding(table, counts, alpha=0.0)
+        >>> layer(np.array([3, 999])).shape
+        (2, 32)
+
         Args:
             embedding: A built `keras.layers.Embedding` or its weight array.
             counts: Per-id counts.
-            **kwargs: Conversion arguments.
+            name: Name of the new layer (default: the embedding's name).
+            return_report: Also return the `ConversionReport`.
+            **kwargs: Conversion arguments of
+                `keras_mixed_dim.planning.convert.convert_weights`.
 
         Returns:
-            A built `MixedDimEmbedding`.
+            A built `MixedDimEmbedding`, or `(layer, report)` with
+            `return_report=True`.
         """
-        from keras_mixed_dim.compress.convert import mixed_dim_from_embedding
-
-        return mixed_dim_from_embedding(embedding, counts, **kwargs)
+        layer_kwargs = {}
+        if hasattr(embedding, "get_config") and hasattr(embedding, "input_dim"):
+            if not getattr(embedding, "built", False):
+                raise ValueError(
+                    f"Embedding {embedding.name!r} is not built: it has no trained "
+                    "weights to convert."
+                )
+            if getattr(embedding, "quantization_mode", None):
+                raise ValueError(
+                    f"Embedding {embedding.name!r} is quantized "
+                    f"({embedding.quantization_mode}); convert the float model."
+                )
+            if getattr(embedding, "lora_enabled", False):
+                raise ValueError(
+                    f"Embedding {embedding.name!r} has LoRA enabled; merge it first."
+                )
+            weights = np.asarray(ops.convert_to_numpy(embedding.embeddings))
+            name = name or embedding.name
+            layer_kwargs = {
+                "mask_zero": bool(getattr(embedding, "mask_zero", False)),
+                "embeddings_regularizer": getattr(embedding, "embeddings_regularizer",
+                                                  None),
+                "dtype": embedding.dtype_policy,
+            }
+        else:
+            weights = np.asarray(embedding)
+        counts = np.asarray(ops.convert_to_numpy(counts) if not isinstance(
+            counts, np.ndarray) and hasattr(counts, "shape") else counts)
+        converted = convert_weights(weights, counts, **kwargs)
+        input_dim, output_dim = weights.shape
+        # always the float layer, also when called on a subclass
+        layer = MixedDimEmbedding(
+            input_dim, output_dim, plan=converted.plan,
+            counts=counts if converted.plan.remapped else None,
+            alpha=converted.report.alpha, name=name, **layer_kwargs,
+        )
+        layer.build()
+        for variable, table in zip(layer.block_embeddings, converted.tables):
+            variable.assign(table)
+        for variable, projection in zip(layer.block_projections, converted.projections):
+            if variable is not None:
+                variable.assign(projection)
+        if return_report:
+            return layer, converted.report
+        return layer
 
     def rebuild(self, plan, ranks):
         """Replaces the layer's variables with fresh ones for a new plan.
@@ -402,14 +435,13 @@ class MixedDimEmbedding(layers.Layer):
         counts = None
         if self.frequency_counts is not None:
             counts = ops.convert_to_numpy(self.frequency_counts)
-        for variable in list(self.weights):
-            self._untrack_variable(variable)
-        self.plan = plan
-        self._head_blocks = _count_project_first_blocks(plan)
-        self._initial_ranks = np.asarray(ranks, dtype="int32")
-        self.built = False
-        self._tracker.unlock()
-        self.build()
+
+        def new_plan():
+            self.plan = plan
+            self._head_blocks = _count_project_first_blocks(plan)
+            self._initial_ranks = np.asarray(ranks, dtype="int32")
+
+        rebuild_variables(self, new_plan)
         if counts is not None:
             self.frequency_counts.assign(counts)
 
@@ -434,15 +466,8 @@ class MixedDimEmbedding(layers.Layer):
         ranks = ops.cast(ops.take(self.remap, safe_ids, axis=0), ids.dtype)
         return ops.where(valid, ranks, ops.cast(-1, ranks.dtype))
 
-    def __call__(self, inputs, *args, **kwargs):
-        # ragged / sparse bags padded; numpy ids range-checked on the host
-        inputs, kwargs = prepare_bag_inputs(self, inputs, kwargs)
-        return super().__call__(inputs, *args, **kwargs)
-
     def call(self, inputs, weights=None, training=None):
-        inputs, weights = padded_in_graph(self, inputs, weights)
-        check_bag_rank(inputs.shape, self.combiner, self.name)
-        weights = check_weights(weights, inputs.shape, self.combiner, self.name)
+        inputs, weights = self.checked_inputs(inputs, weights)
         ids, valid = valid_int_ids(inputs, self.input_dim, self.name)
         if training and self.frequency_counts is not None:
             self._count(ids, valid)
@@ -558,10 +583,10 @@ class MixedDimEmbedding(layers.Layer):
         rows = ops.arange(self.plan.blocks[index].rows, dtype="int32")
         return self._block_rows(index, rows)
 
-    def compute_mask(self, inputs, mask=None):
-        if not self.mask_zero or self.combiner is not None:
-            return None
-        return ops.not_equal(inputs, 0)
+    @property
+    def params(self):
+        """Float parameters of the plan: block tables and projections."""
+        return self.plan.params
 
     @property
     def bytes(self):
@@ -571,22 +596,12 @@ class MixedDimEmbedding(layers.Layer):
         counts = COUNT_BYTES * self.input_dim if self.count_frequencies else 0
         return int(self.plan.bytes + counts)
 
-    def compute_output_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if self.combiner is None:
-            return (*input_shape, self.output_dim)
-        check_bag_rank(input_shape, self.combiner, self.name)
-        return (*input_shape[:-1], self.output_dim)
-
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "input_dim": self.input_dim,
-                "output_dim": self.output_dim,
                 "plan": self.plan.get_config(),
                 **self.planning_args,
-                "combiner": self.combiner,
                 "embeddings_initializer": initializers.serialize(
                     self.embeddings_initializer
                 ),
@@ -605,10 +620,8 @@ class MixedDimEmbedding(layers.Layer):
                 "projection_constraint": constraints.serialize(
                     self.projection_constraint
                 ),
-                "mask_zero": self.mask_zero,
                 "count_frequencies": self.count_frequencies,
                 "frequency_half_life": self.frequency_half_life,
-                "bag_size": self.bag_size,
             }
         )
         return config
@@ -635,31 +648,6 @@ def legacy_planning_config(config):
         remap = REMAP_BYTES * input_dim if plan is not None and plan.remapped else 0
         config["budget_bytes"] = FLOAT_BYTES * float(budget) + held + remap
     return config
-
-
-def add_lookup_counts(counts_variable, positions, valid, half_life=None):
-    """Adds one count per valid lookup at `positions` (flat, in range) of
-    `counts_variable`, decaying all counts first when `half_life` is set.
-
-    Exact (int32) counts saturate at the int32 maximum: a long run never
-    wraps a hot id's count negative (which would re-rank it into the last
-    block). Shared by `MixedDimEmbedding` and `StackedEmbedding`.
-    """
-    dtype = counts_variable.dtype
-    if not half_life and saturating_scatter_add(
-            counts_variable, positions, ops.cast(valid, dtype)):
-        return
-    # Decay rescales every count anyway, and JAX updates donated buffers
-    # in place, so the dense update is the portable path.
-    size = int(counts_variable.shape[0])
-    delta = ops.scatter(ops.expand_dims(positions, -1), ops.cast(valid, dtype), (size,))
-    counts = counts_variable.value
-    if half_life:
-        counts = counts * (0.5 ** (1.0 / half_life))
-        counts_variable.assign(counts + delta)
-        return
-    headroom = ops.subtract(ops.cast(INT32_MAX, dtype), counts)
-    counts_variable.assign(counts + ops.minimum(delta, headroom))
 
 
 def _count_project_first_blocks(plan):

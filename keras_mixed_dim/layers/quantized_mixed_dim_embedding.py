@@ -29,6 +29,15 @@ class QuantizedMixedDimEmbedding(MixedDimEmbedding):
             counting).
 
     Call arguments and returns: as for `MixedDimEmbedding`.
+
+    Example:
+
+    >>> from keras_mixed_dim.compress import quantize_layer
+    >>> layer = MixedDimEmbedding(1000, 16, alpha=0.3)
+    >>> layer.build()
+    >>> small = quantize_layer(layer, "int8")
+    >>> small(np.array([3, 999])).shape
+    (2, 16)
     """
 
     def __init__(self, *args, table_dtype="int8", **kwargs):

@@ -15,13 +15,14 @@ from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.budgets import COUNT_BYTES
 from keras_mixed_dim.budgets import FLOAT_BYTES
 from keras_mixed_dim.budgets import REMAP_BYTES
+from keras_mixed_dim.checks import check_positive_int
 from keras_mixed_dim.layers.ids import is_host_array
 from keras_mixed_dim.layers.ids import sanitize_numpy_ids
 from keras_mixed_dim.layers.ids import valid_int_ids
+from keras_mixed_dim.layers.lookup import add_lookup_counts
 from keras_mixed_dim.layers.lookup import bag_coefficients
 from keras_mixed_dim.layers.lookup import check_combiner
-from keras_mixed_dim.layers.lookup import check_positive_int
-from keras_mixed_dim.layers.mixed_dim_embedding import add_lookup_counts
+from keras_mixed_dim.layers.lookup import rebuild_variables
 from keras_mixed_dim.planning import Block
 from keras_mixed_dim.planning import BlockPlan
 
@@ -212,10 +213,7 @@ class StackedEmbedding(layers.Layer):
             raise ValueError(
                 "A StackedEmbedding gives one vector per feature: `combiner` must be "
                 f"'sum', 'mean' or 'sqrtn'. Received: {combiner!r}")
-        if (not isinstance(output_dim, (int, np.integer)) or isinstance(output_dim, bool)
-                or output_dim <= 0):
-            raise ValueError(
-                f"`output_dim` must be a positive integer. Received: {output_dim!r}")
+        output_dim = check_positive_int("output_dim", output_dim)
         if not isinstance(features, (list, tuple)) or not features:
             raise ValueError(
                 "`features` must be a non-empty list of vocabulary sizes or "
@@ -764,12 +762,7 @@ class StackedEmbedding(layers.Layer):
         counts = None
         if self.frequency_counts is not None:
             counts = ops.convert_to_numpy(self.frequency_counts)
-        for variable in list(self.weights):
-            self._untrack_variable(variable)
-        self._set_plans(plans)
-        self.built = False
-        self._tracker.unlock()
-        self.build()
+        rebuild_variables(self, lambda: self._set_plans(plans))
         self.set_feature_arrays(per_feature)
         if counts is not None:
             self.frequency_counts.assign(counts)

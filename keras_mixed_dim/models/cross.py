@@ -83,7 +83,23 @@ class LowRankCross(keras.layers.Layer):
 
 
 def cross_network(x0, num_layers, rank, name="cross"):
-    """`num_layers` `LowRankCross` layers on `x0` (named `NAME_0`, ...)."""
+    """`num_layers` `LowRankCross` layers on `x0` (named `NAME_0`, ...).
+
+    Args:
+        x0: The input tensor `(batch, d)` (the cross layers' `x0`).
+        num_layers: Integer >= 1.
+        rank: Rank of each `LowRankCross` layer.
+        name: Prefix of the layer names.
+
+    Returns:
+        The output tensor of the last cross layer, `(batch, d)`.
+
+    Example:
+
+    >>> x0 = keras.Input((64,))
+    >>> cross_network(x0, num_layers=3, rank=16).shape
+    (None, 64)
+    """
     if int(num_layers) != num_layers or num_layers < 1:
         raise ValueError(f"`num_layers` must be an integer >= 1. Received: {num_layers!r}")
     x = x0

@@ -6,15 +6,16 @@ import keras
 import numpy as np
 from keras import layers
 
+from keras_mixed_dim import backend
 from keras_mixed_dim.budgets import FLOAT_BYTES
 from keras_mixed_dim.budgets import budget_of
 from keras_mixed_dim.budgets import embedding_bytes
 from keras_mixed_dim.budgets import uniform_bytes
 from keras_mixed_dim.budgets import warn_budget_deprecated
+from keras_mixed_dim.checks import check_positive_int
 from keras_mixed_dim.layers import MixedDimEmbedding
 from keras_mixed_dim.layers.dot_interaction import DotInteraction
 from keras_mixed_dim.layers.hashed_memory_embedding import HashedMemoryEmbedding
-from keras_mixed_dim.layers.lookup import check_positive_int
 from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 from keras_mixed_dim.models.cross import cross_network
 from keras_mixed_dim.models.id_safe import IdSafeModel
@@ -225,10 +226,10 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
         raise ValueError("`bag_combiner` must be 'sum', 'mean' or 'sqrtn'. "
                          f"Received: {bag_combiner!r}")
     stacked_layer = stack_embeddings(embeddings, stacked, bag_sizes, bag_combiner)
-    if ragged_bags and (keras.backend.backend() != "tensorflow" or stacked_layer is None):
+    if ragged_bags and (not backend.SUPPORTS_RAGGED_IDS or stacked_layer is None):
         raise ValueError(
             "`ragged_bags=True` needs the TensorFlow backend and the stacked layer "
-            f"(backend {keras.backend.backend()!r}, stacked: {stacked_layer is not None}); "
+            f"(backend {backend.NAME!r}, stacked: {stacked_layer is not None}); "
             "elsewhere give dlrm padded bags.")
     dense = keras.Input(shape=(num_dense,), dtype="float32", name="dense")
     inputs = {"dense": dense}

@@ -153,7 +153,20 @@ def layer_bytes(layers):
 
 
 def embedding_params(model, names):
-    """Parameters of the named embedding layers of `model`."""
+    """Parameters of the named embedding layers of `model`.
+
+    Args:
+        model: A Keras model.
+        names: Names of its embedding layers (a `StackedEmbedding`'s
+            `feature_names` count as layers).
+
+    Returns:
+        The number of parameters (every weight of those layers) as an int.
+
+    Example:
+
+    >>> embedding_params(model, ["user_embedding", "item_embedding"])  # doctest: +SKIP
+    """
     return sum(model.get_layer(name).count_params() for name in names)
 
 

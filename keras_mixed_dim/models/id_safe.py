@@ -26,6 +26,19 @@ def sanitize_id_array(values, dtype="int32"):
     Integers outside the int32 range and floats that are not finite whole
     numbers become -1 (an out-of-range id: zeros from every layer of the
     package). Other values are unchanged.
+
+    Args:
+        values: Ids as a numpy array (or anything `np.asarray` takes).
+        dtype: The integer dtype the ids will be cast to.
+
+    Returns:
+        A numpy array of `dtype`, or `values` as an array unchanged when they are
+        neither integers nor floats.
+
+    Example:
+
+    >>> sanitize_id_array(np.array([3, 2**32 + 5, -7], "int64"))
+    array([ 3, -1, -7], dtype=int32)
     """
     array = np.asarray(values)
     if array.dtype.kind == "f":
@@ -52,6 +65,18 @@ class IdSafeModel(keras.Model):
     Its train step on JAX and PyTorch gives a `SparseRowOptimizer` the rows
     the batch gathered instead of dense table gradients (see
     `keras_mixed_dim.optimizers.enable_sparse_row_steps`).
+
+    Args:
+        *args, **kwargs: As for `keras.Model` (functional: `inputs`, `outputs`,
+            `name`).
+
+    Example:
+
+    >>> ids = keras.Input((), dtype="int32")
+    >>> out = keras.layers.Dense(1)(MixedDimEmbedding(1000, 8)(ids))
+    >>> model = IdSafeModel(ids, out)
+    >>> model.predict(np.array([3, 2**32 + 5]), verbose=0).shape  # 2**32 + 5 -> -1
+    (2, 1)
     """
 
     def _integer_inputs(self):

@@ -71,6 +71,15 @@ class EmbeddingKind:
             `keras.layers.Embedding` (`compress_model`).
         needs_budget: Whether the kind has no default size and needs one.
         shared_memory: Whether the features of a model can share one memory.
+
+    Example:
+
+    >>> from keras_mixed_dim.budgets import budget_of
+    >>> kind = get_kind("table")
+    >>> layer = kind.build(1000, 16, budget=budget_of(budget_fraction=0.25,
+    ...                                               uniform=4 * 1000 * 16))
+    >>> layer.plan.dims
+    (3,)
     """
 
     name: str
@@ -101,6 +110,13 @@ def register_kind(kind):
 
     Returns:
         The kind.
+
+    Example:
+
+    >>> register_kind(EmbeddingKind("half_qr", "QR at half the bytes",
+    ...     lambda n, d, budget=None, **options: get_kind("qr").build(
+    ...         n, d, budget=budget_of(budget_fraction=0.5, uniform=4 * n * d))))
+    ... # doctest: +SKIP
     """
     if not isinstance(kind, EmbeddingKind):
         raise ValueError(f"`kind` must be an EmbeddingKind. Received: {kind!r}")
@@ -114,14 +130,31 @@ def register_kind(kind):
 
 
 def unregister_kind(name):
-    """Removes a kind added with `register_kind` (or `register_method`)."""
+    """Removes a kind added with `register_kind` (or `register_method`).
+
+    Args:
+        name: The kind's name; the package's own kinds cannot be removed.
+
+    Example:
+
+    >>> unregister_kind("half_qr")                          # doctest: +SKIP
+    """
     if name in _BUILT_IN:
         raise ValueError(f"{name!r} is a kind of the package; it cannot be removed.")
     _KINDS.pop(name, None)
 
 
 def kind_names():
-    """The names of the registered kinds, built-in ones first."""
+    """The names of the registered kinds, built-in ones first.
+
+    Returns:
+        A tuple of names.
+
+    Example:
+
+    >>> kind_names()[:4]
+    ('uniform', 'mixed', 'table', 'table_blocks')
+    """
     return tuple(_KINDS)
 
 
@@ -138,6 +171,11 @@ def get_kind(name, where="make_embedding"):
 
     Raises:
         ValueError: naming `name` and the known kinds.
+
+    Example:
+
+    >>> get_kind("md_qr").needs_budget
+    True
     """
     if isinstance(name, str) and (name, where) in _DEPRECATED:
         new = _DEPRECATED[(name, where)]

@@ -27,6 +27,16 @@ def matrix_factorization(
 
     Returns:
         A functional `keras.Model` on inputs `{"user": ..., "item": ...}`.
+
+    Example:
+
+    >>> model = matrix_factorization(
+    ...     1000, 5000,
+    ...     keras.layers.Embedding(1000, 32, name="user_embedding"),
+    ...     MixedDimEmbedding(5000, 32, name="item_embedding"), global_mean=3.5)
+    >>> model.compile(optimizer="adam", loss="mse")
+    >>> model.predict({"user": np.array([1]), "item": np.array([7])}, verbose=0).shape
+    (1, 1)
     """
     user, item = _inputs()
     u = user_embedding(user)
@@ -57,6 +67,12 @@ def neural_cf(user_embedding, item_embedding, global_mean=0.0, hidden=(128, 128,
     Returns:
         A functional `keras.Model` on inputs `{"user": ..., "item": ...}`
         (and `"history"`).
+
+    Example:
+
+    >>> model = neural_cf(keras.layers.Embedding(1000, 32, name="user_embedding"),
+    ...                   MixedDimEmbedding(5000, 32, name="item_embedding"))
+    >>> model.compile(optimizer="adam", loss="mse")
     """
     user, item = _inputs()
     inputs = {"user": user, "item": item}

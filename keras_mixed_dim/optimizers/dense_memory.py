@@ -24,6 +24,12 @@ def dense_memory_options(model, optimizer, approx_bits=None, low_rank=None,
 
     Returns:
         `(model, optimizer)`, the originals when both options are `None`.
+
+    Example:
+
+    >>> model, optimizer = dense_memory_options(model, "adam", approx_bits=8,
+    ...                                         low_rank=16)  # doctest: +SKIP
+    >>> model.compile(optimizer=optimizer, loss="mse")      # doctest: +SKIP
     """
     from keras_mixed_dim.layers.approx_activation_dense import approximate_activations
     from keras_mixed_dim.optimizers.low_rank_gradients import DEFAULT_EXCLUDE

@@ -15,6 +15,8 @@ from keras import ops
 from keras.src.saving import serialization_lib
 from keras.src.utils import tracking
 
+from keras_mixed_dim.checks import check_positive_int
+
 DEFAULT_EXCLUDE = ("embedding",)
 
 
@@ -58,6 +60,11 @@ class LowRankGradients(keras.optimizers.Optimizer):
             covered.
         seed: Seed of the random initial bases.
         name: Name of the wrapper.
+
+    Example:
+
+    >>> model.compile(optimizer=LowRankGradients(keras.optimizers.Adam(1e-3), rank=8),
+    ...               loss="mse")                           # doctest: +SKIP
     """
 
     def __init__(self, optimizer, rank=4, min_size=4096, power_iterations=1,
@@ -68,18 +75,12 @@ class LowRankGradients(keras.optimizers.Optimizer):
                 f"the inner optimizer. Received: {sorted(kwargs)}"
             )
         super().__init__(learning_rate=0.0, name=name)
-        if isinstance(rank, bool) or int(rank) != rank or rank < 1:
-            raise ValueError(f"`rank` must be a positive integer. Received: {rank!r}")
+        rank = check_positive_int("rank", rank)
         if isinstance(min_size, bool) or int(min_size) != min_size or min_size < 0:
             raise ValueError(
                 f"`min_size` must be a non-negative integer. Received: {min_size!r}"
             )
-        if (isinstance(power_iterations, bool) or int(power_iterations) != power_iterations
-                or power_iterations < 1):
-            raise ValueError(
-                "`power_iterations` must be a positive integer. "
-                f"Received: {power_iterations!r}"
-            )
+        power_iterations = check_positive_int("power_iterations", power_iterations)
         if isinstance(exclude, str):
             exclude = (exclude,)
         self.inner_optimizer = keras.optimizers.get(optimizer)

@@ -48,6 +48,19 @@ def is_embedding_table(variable):
     without that attribute, when it is a trainable 2-D float variable named
     `embeddings` (`keras.layers.Embedding`), `block_{i}_embeddings`
     (`MixedDimEmbedding`) or `stacked_*_embeddings` (`StackedEmbedding`).
+
+    Args:
+        variable: A Keras variable.
+
+    Returns:
+        True when the variable gets sparse row updates.
+
+    Example:
+
+    >>> layer = keras.layers.Embedding(100, 8)
+    >>> layer.build()
+    >>> is_embedding_table(layer.embeddings)
+    True
     """
     flag = getattr(variable, SPARSE_ROWS_ATTRIBUTE, None)
     if flag is not None:
@@ -726,6 +739,13 @@ def enable_sparse_row_steps(model):
 
     Returns:
         `model`.
+
+    Example:
+
+    >>> model = keras.Model(ids, outputs)                   # doctest: +SKIP
+    >>> model.compile(optimizer=SparseRowOptimizer("adam", table_optimizer="adagrad"),
+    ...               loss="mse")                           # doctest: +SKIP
+    >>> enable_sparse_row_steps(model)                      # doctest: +SKIP
     """
     if backend.backend() not in ("jax", "torch"):
         return model

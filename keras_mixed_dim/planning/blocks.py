@@ -63,13 +63,30 @@ def rank_ids(counts):
 
     Returns:
         An int64 array `order` with `order[rank] = id`.
+
+    Example:
+
+    >>> rank_ids(np.array([1, 5, 5, 0]))
+    array([1, 2, 0, 3])
     """
     counts = check_counts(counts)
     return np.argsort(-counts, kind="stable").astype(np.int64)
 
 
 def ranks_of_ids(order):
-    """Inverse of `rank_ids`: `ranks[id] = rank`."""
+    """Inverse of `rank_ids`: `ranks[id] = rank`.
+
+    Args:
+        order: Ids in rank order (from `rank_ids`).
+
+    Returns:
+        An int64 array with `ranks[order[r]] = r`.
+
+    Example:
+
+    >>> ranks_of_ids(np.array([1, 2, 0, 3]))
+    array([2, 0, 1, 3])
+    """
     order = np.asarray(order)
     ranks = np.empty_like(order)
     ranks[order] = np.arange(order.size, dtype=order.dtype)
@@ -77,7 +94,20 @@ def ranks_of_ids(order):
 
 
 def zipf_counts(num_ids, exponent=1.0):
-    """Expected counts `1 / (rank + 1)**exponent` of an already ranked vocabulary."""
+    """Expected counts `1 / (rank + 1)**exponent` of an already ranked vocabulary.
+
+    Args:
+        num_ids: Number of ids.
+        exponent: Zipf exponent.
+
+    Returns:
+        A float64 array of `num_ids` counts, non-increasing.
+
+    Example:
+
+    >>> zipf_counts(4)
+    array([1.        , 0.5       , 0.33333333, 0.25      ])
+    """
     return 1.0 / np.arange(1, num_ids + 1, dtype=np.float64) ** exponent
 
 
@@ -94,6 +124,11 @@ def equal_mass_boundaries(sorted_counts, num_blocks):
 
     Returns:
         A tuple of `num_blocks + 1` offsets, from 0 to the number of ids.
+
+    Example:
+
+    >>> equal_mass_boundaries(np.array([4, 2, 1, 1]), 2)
+    (0, 1, 4)
     """
     sorted_counts = np.asarray(sorted_counts, dtype=np.float64)
     num_ids = sorted_counts.size
@@ -139,12 +174,14 @@ def block_dims(rows, masses, alpha, output_dim, base_dim=None, budget_bytes=None
     rounded half to even and clipped to `[1, output_dim]`.
 
     Args:
-        rows, masses: Rows and probability mass of each block.
+        rows: Rows of each block.
+        masses: Probability mass of each block.
         alpha: Temperature >= 0 of the power rule.
-        output_dim: The common width every block projects to.
-        base_dim: Dim of the most popular block; exclusive with a budget.
+        output_dim: The common dimension; the largest dim allowed.
+        base_dim: Dim of the most popular block (default `output_dim`);
+            exclusive with a budget.
         budget_bytes: Bytes of tables plus projections (float32).
-        round_dims: As `plan_blocks`'s.
+        round_dims: As in `plan_blocks`.
         budget: Deprecated: a budget in parameters (`budget_bytes / 4`).
 
     Returns:
@@ -152,6 +189,8 @@ def block_dims(rows, masses, alpha, output_dim, base_dim=None, budget_bytes=None
 
     Example:
 
+    >>> block_dims([10, 1000], [0.5, 0.5], alpha=0.5, output_dim=64)
+    (64, 6)
     >>> block_dims([10, 90], [0.5, 0.5], 0.5, 8, budget_bytes=4 * 300)
     (5, 2)
     """
@@ -320,6 +359,10 @@ def plan_blocks(
 
     Example:
 
+    >>> plan = plan_blocks(10_000, 32, num_blocks=3, alpha=0.3)
+    >>> plan.input_dim, len(plan.blocks), plan.dims[0]
+    (10000, 3, 32)
+    >>> print(plan)                                         # doctest: +SKIP
     >>> plan = plan_blocks(1000, 32, num_blocks=2, budget_fraction=0.0625)
     >>> plan.bytes <= 0.0625 * 4 * 1000 * 32
     True

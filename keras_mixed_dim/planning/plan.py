@@ -6,6 +6,8 @@ import numpy as np
 
 from keras_mixed_dim.budgets import FLOAT_BYTES  # noqa: F401 (re-exported)
 from keras_mixed_dim.budgets import REMAP_BYTES
+from keras_mixed_dim.checks import check_positive_int
+
 STORAGES = ("full", "qr")
 
 
@@ -24,6 +26,20 @@ class Block:
             is `Q[r // m] * R[r % m]` (element-wise) with `Q` of
             `ceil(rows / m) x dim` and `R` of `m x dim`.
         num_collisions: `m` of a `"qr"` block (None for `"full"`).
+
+    Args:
+        start: First rank (0 = most frequent id) held by the block.
+        stop: One past the last rank held by the block.
+        dim: Width of the block's table.
+        mass: Fraction of lookups that fall in the block when the plan was
+            made, or None when the plan was not made from counts.
+        storage: `"full"` or `"qr"` (see below).
+        num_collisions: `m` of a `"qr"` block (None for `"full"`).
+
+    Example:
+
+    >>> Block(0, 100, 32, mass=0.5).rows
+    100
     """
 
     start: int
@@ -91,6 +107,20 @@ class BlockPlan:
         output_dim: The common (base) dimension every block projects to.
         blocks: Tuple of `Block`, contiguous, covering `[0, input_dim)`.
         remapped: Whether ids go through an id -> rank table.
+
+    Args:
+        input_dim: Number of ids.
+        output_dim: The common (base) dimension every block projects to.
+        blocks: Tuple of `Block`, contiguous, covering `[0, input_dim)`.
+        remapped: Whether ids go through an id -> rank table.
+
+    Example:
+
+    >>> plan = BlockPlan(1000, 16, (Block(0, 100, 16), Block(100, 1000, 4)))
+    >>> plan.dims, plan.params
+    ((16, 4), 5264)
+    >>> plan == BlockPlan.from_config(plan.get_config())
+    True
     """
 
     input_dim: int
@@ -103,8 +133,8 @@ class BlockPlan:
             b if isinstance(b, Block) else Block(**b) for b in self.blocks
         )
         object.__setattr__(self, "blocks", blocks)
-        _check_positive_int("input_dim", self.input_dim)
-        _check_positive_int("output_dim", self.output_dim)
+        check_positive_int("input_dim", self.input_dim)
+        check_positive_int("output_dim", self.output_dim)
         if not blocks:
             raise ValueError("A BlockPlan needs at least one block.")
         expected_start = 0
@@ -243,10 +273,3 @@ class BlockPlan:
             f"{self.input_dim:,} x {self.output_dim} table"
         )
         return "\n".join(lines)
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
-        value < 1
-    ):
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {value!r}")

@@ -121,7 +121,19 @@ def round_half_even(values):
 
 
 def round_to_power_of_two(dims):
-    """Rounds each dim to the nearest power of two in log2 space (ties to even)."""
+    """Rounds each dim to the nearest power of two in log2 space (ties to even).
+
+    Args:
+        dims: Positive dims (array-like).
+
+    Returns:
+        An int64 numpy array of powers of two.
+
+    Example:
+
+    >>> round_to_power_of_two([3, 5, 12])
+    array([ 4,  4, 16])
+    """
     dims = np.asarray(dims, dtype=np.float64)
     return (2 ** np.round(np.log2(dims))).astype(np.int64)
 
@@ -133,6 +145,20 @@ def alpha_power_rule(sizes, alpha, base_dim=None, budget=None):
     table gets exactly `base_dim` and lambda is anchored on it; with `budget`,
     lambda = budget / sum(sizes**(1 - alpha)). Every other dim is clipped to
     at least 1, then all dims are rounded half to even.
+
+    Args:
+        sizes: Table sizes, sorted ascending.
+        alpha: Temperature >= 0.
+        base_dim: Dim of the first (smallest) table. Exclusive with `budget`.
+        budget: A parameter budget. Exclusive with `base_dim`.
+
+    Returns:
+        An int64 numpy array of dims, in the order of `sizes`.
+
+    Example:
+
+    >>> alpha_power_rule(np.array([10, 1000]), 0.5, base_dim=64)
+    array([64,  6])
     """
     sizes = np.asarray(sizes, dtype=np.float64)
     if base_dim is not None:
@@ -182,6 +208,11 @@ def md_solver(
 
     Returns:
         An int64 numpy array of dimensions, in the order of `table_sizes`.
+
+    Example:
+
+    >>> md_solver([1000, 10], alpha=0.5, base_dim=64)
+    array([ 6, 64])
     """
     alpha = check_alpha(alpha)
     check_one_of_base_dim_or_budget(base_dim, budget)

@@ -28,6 +28,22 @@ def principal_directions(matrix, k, num_rows=None, sketch=None, sketch_rows=None
     Exact (the eigenvectors of `A^T A`, accumulated in chunks) when `sketch`
     is None; otherwise those of `B^T B` for the fixed-dimension embedding `B`
     of `subspace_embedding(A, kind=sketch, ...)`.
+
+    Args:
+        matrix: `A` (`n x d`) as an array or a `rows_fn(start, stop)`.
+        k: Number of directions, in `[1, d]`.
+        num_rows: Rows of `A` (with a `rows_fn`).
+        sketch: None for exact directions, or a sketch kind.
+        sketch_rows, nnz, seed, chunk_rows: As for `subspace_embedding`.
+
+    Returns:
+        A float64 `d x k` array with orthonormal columns.
+
+    Example:
+
+    >>> a = np.random.default_rng(0).normal(size=(1000, 16))
+    >>> principal_directions(a, 4).shape
+    (16, 4)
     """
     rows_fn, num_rows, width = _as_rows_fn(matrix, num_rows)
     _check_k(k, width)
@@ -58,6 +74,12 @@ class LowRank:
         weighted_squared_error: With `row_weights`, `sum_i w_i ||a_i -
             V V^T a_i||^2` (else 0).
         weighted_squared_norm: With `row_weights`, `sum_i w_i ||a_i||^2`.
+
+    Example:
+
+    >>> result = low_rank(np.random.default_rng(0).normal(size=(1000, 16)), k=4)
+    >>> result.table.shape, result.directions.shape
+    ((1000, 4), (16, 4))
     """
 
     table: np.ndarray
@@ -117,6 +139,13 @@ def low_rank(matrix, k, num_rows=None, sketch=None, sketch_rows=None, nnz=4,
 
     Returns:
         A `LowRank`.
+
+    Example:
+
+    >>> a = np.random.default_rng(0).normal(size=(10_000, 32))
+    >>> result = low_rank(a, k=8, sketch="osnap")
+    >>> result.squared_error <= 1.05 * result.optimum
+    True
     """
     rows_fn, num_rows, width = _as_rows_fn(matrix, num_rows)
     _check_k(k, width)

@@ -74,6 +74,12 @@ def sketch(matrix, sketch_rows, kind="osnap", nnz=4, num_rows=None, seed=0,
 
     Returns:
         A float64 array of shape `(sketch_rows, d)`.
+
+    Example:
+
+    >>> a = np.random.default_rng(0).normal(size=(100_000, 32))
+    >>> sketch(a, 256, kind="osnap").shape
+    (256, 32)
     """
     rows_fn, num_rows, width = _as_rows_fn(matrix, num_rows)
     sketch_rows = _check_int("sketch_rows", sketch_rows, 1)
@@ -141,6 +147,13 @@ def subspace_embedding(matrix, sketch_rows=None, kind="osnap", nnz=4,
 
     Returns:
         A float64 upper-triangular `d x d` array.
+
+    Example:
+
+    >>> a = np.random.default_rng(0).normal(size=(100_000, 32))
+    >>> b = subspace_embedding(a)
+    >>> b.shape
+    (32, 32)
     """
     rows_fn, num_rows, width = _as_rows_fn(matrix, num_rows)
     if sketch_rows is None:
@@ -163,6 +176,18 @@ def default_sketch_rows(kind, width):
     PCA error. CountSketch collapses two heavy rows whenever they share a
     bucket (distortion 1.0 on coherent data at every size measured, up to
     `32 d`), so it gets `32 d` rows and is not the default anywhere.
+
+    Args:
+        kind: `"gaussian"`, `"osnap"` or `"countsketch"`.
+        width: Columns `d` of the matrix.
+
+    Returns:
+        The number of sketch rows, an int.
+
+    Example:
+
+    >>> default_sketch_rows("osnap", 32)
+    256
     """
     factor = {"gaussian": 8, "osnap": 8, "countsketch": 32}
     if kind not in factor:
@@ -171,7 +196,22 @@ def default_sketch_rows(kind, width):
 
 
 def gram(matrix, num_rows=None, chunk_rows=CHUNK_ROWS):
-    """`A^T A` (float64), accumulated over row chunks."""
+    """`A^T A` (float64), accumulated over row chunks.
+
+    Args:
+        matrix: `A` as an array or a `rows_fn(start, stop)`.
+        num_rows: Rows of `A` (with a `rows_fn`).
+        chunk_rows: Rows of `A` read at a time.
+
+    Returns:
+        A float64 `d x d` array.
+
+    Example:
+
+    >>> a = np.arange(6.0).reshape(3, 2)
+    >>> np.allclose(gram(a, chunk_rows=2), a.T @ a)
+    True
+    """
     rows_fn, num_rows, width = _as_rows_fn(matrix, num_rows)
     result = np.zeros((width, width), dtype=np.float64)
     for start in range(0, num_rows, chunk_rows):
@@ -198,6 +238,13 @@ def distortion(matrix, sketched, num_rows=None, rtol=1e-10, chunk_rows=CHUNK_ROW
 
     Returns:
         A float.
+
+    Example:
+
+    >>> a = np.random.default_rng(0).normal(size=(20_000, 8))
+    >>> eps = distortion(a, sketch(a, 64, kind="osnap"))
+    >>> 0 < eps < 1
+    True
     """
     exact = gram(matrix, num_rows=num_rows, chunk_rows=chunk_rows)
     sketched = np.asarray(sketched, dtype=np.float64)

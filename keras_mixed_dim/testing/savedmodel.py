@@ -1,5 +1,6 @@
 """Inspecting exported SavedModels in tests and benchmarks: which ops a
-serving request runs, and that none of them writes state."""
+serving request runs, and that none of them writes state (TensorFlow-only
+module)."""
 
 import pathlib
 

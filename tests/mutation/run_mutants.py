@@ -92,7 +92,8 @@ MUTANTS = [
            "ops.not_equal(ids, 0))",
            "        if False:\n            valid = ops.logical_and(valid, "
            "ops.not_equal(ids, 0))", LAYER_TESTS),
-    Mutant("layer-count-overflow", LAYER,
+    # add_lookup_counts lives with the layers' shared base (layers/lookup.py)
+    Mutant("layer-count-overflow", "keras_mixed_dim/layers/lookup.py",
            "counts + ops.minimum(delta, headroom)", "counts + delta", LAYER_TESTS),
     Mutant("layer-remap-invalid", LAYER,
            "return ops.where(valid, ranks, ops.cast(-1, ranks.dtype))",
@@ -350,7 +351,8 @@ MUTANTS += [
     Mutant("rows-ftrl-reset-linear-zero", SPARSE_ROWS,
            'if self.table_optimizer != "ftrl" or not name.endswith("_linear"):',
            "if True:", RERANK_TESTS),
-    Mutant("rerank-per-row-slots-ignored", RERANK,
+    # slot_variables moved to layers/slots.py (layers no longer import frequency)
+    Mutant("rerank-per-row-slots-ignored", "keras_mixed_dim/layers/slots.py",
            "and tuple(v.shape[1:]) in ((), tuple(variable.shape[1:]))",
            "and tuple(v.shape[1:]) == tuple(variable.shape[1:])", RERANK_TESTS),
     Mutant("callback-inner-iterations-reset", CALLBACK,

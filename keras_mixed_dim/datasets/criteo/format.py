@@ -77,6 +77,19 @@ def describe_problem(line, has_label=True):
 
 
 def transform_dense(values):
-    """DLRM's dense transform: missing and negatives -> 0, then log(1 + x)."""
+    """DLRM's dense transform: missing and negatives -> 0, then log(1 + x).
+
+    Args:
+        values: The integer columns, a numpy array (NaN or negative for
+            missing).
+
+    Returns:
+        A float32 array of the same shape.
+
+    Example:
+
+    >>> transform_dense(np.array([[0.0, 1.0, -3.0, np.nan]]))
+    array([[0.       , 0.6931472, 0.       , 0.       ]], dtype=float32)
+    """
     values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
     return np.log1p(np.maximum(values, 0.0)).astype(np.float32)

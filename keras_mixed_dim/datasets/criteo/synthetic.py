@@ -96,6 +96,11 @@ class SyntheticCriteo:
             (the layout `dlrm(bag_sizes=...)` takes). A bag's signal is the
             mean of its ids' hidden values. Default: one id per feature
             (the rows are then those of earlier versions, draw for draw).
+
+    Example:
+
+    >>> data = SyntheticCriteo(10_000, cardinalities=[1000, 50, 7], seed=0)
+    >>> model.fit(data.dataset(batch_size=512))             # doctest: +SKIP
     """
 
     def __init__(self, num_rows, cardinalities=KAGGLE_CARDINALITIES,

@@ -56,9 +56,18 @@ def count_values(paths, has_label=True, skip_malformed=False, progress=True):
         skip_malformed: Count and skip malformed lines instead of raising.
         progress: Show a progress bar over the bytes read.
 
+    Returns:
+        `(counters, meta)`: one `collections.Counter` of values per categorical
+        feature, and a dict with the rows read and the lines skipped.
+
     Raises:
         ValueError: A malformed line (file, line number and reason), unless
             `skip_malformed`; a truncated or damaged gzip file.
+
+    Example:
+
+    >>> counters, meta = count_values(["train.txt"])        # doctest: +SKIP
+    >>> counters[0].most_common(3)                          # doctest: +SKIP
     """
     counters = [collections.Counter() for _ in range(NUM_CATEGORICAL)]
     rows = skipped = 0
@@ -128,6 +137,20 @@ class CriteoVocabulary:
         num_oov_buckets: Hash buckets for values not kept.
         min_count: Values seen fewer times than this were not kept.
         top_k: At most this many values kept per feature (None: no cap).
+
+    Args:
+        tokens: Per feature, the kept values in rank order.
+        counts: Per feature, their counts (non-increasing).
+        dropped: Per feature, how many occurrences fell to the OOV buckets.
+        num_oov_buckets: Hash buckets for values not kept.
+        min_count: Values seen fewer times than this were not kept.
+        top_k: At most this many values kept per feature (None: no cap).
+        folder: Where the vocabulary was saved or loaded from (None: not saved).
+
+    Example:
+
+    >>> vocab, meta = build_or_load_vocabulary(["train.txt"], min_count=2)  # doctest: +SKIP
+    >>> vocab.sizes()                                       # doctest: +SKIP
     """
 
     tokens: tuple
@@ -300,12 +323,28 @@ def build_or_load_vocabulary(paths, folder=None, min_count=1, top_k=None,
     that cannot be written (a read-only or another user's data folder), to
     `~/.cache/keras_mixed_dim/criteo`.
 
+    Args:
+        paths: Raw Criteo files, plain or gzip-compressed.
+        folder: Where to save (and look for) the vocabulary; default next to
+            the data.
+        min_count: Keep values seen at least this many times.
+        top_k: Keep at most this many values per feature (None: no cap).
+        num_oov_buckets: Hash buckets for the values not kept.
+        has_label: Whether rows start with the label (train) or not (test).
+        skip_malformed: Count and skip malformed lines instead of raising.
+        progress: Show a progress bar while counting.
+
     Returns:
         `(vocabulary, meta)` where meta holds rows, skipped lines and sources.
 
     Raises:
         ValueError: The files hold no valid row (nothing is saved then), or a
             malformed line (file, line, reason) unless `skip_malformed`.
+
+    Example:
+
+    >>> vocab, meta = build_or_load_vocabulary(["day_0.gz"], top_k=1_000_000)  # doctest: +SKIP
+    >>> meta["rows"]                                        # doctest: +SKIP
     """
     paths = [str(p) for p in paths]
     if not paths:

@@ -18,6 +18,19 @@ class Ratings:
         items: Raw item ids, one per rating.
         ratings: float32 ratings.
         timestamps: int64 seconds, or None when the source has none.
+
+    Args:
+        users: Raw user ids (strings or integers), one per rating.
+        items: Raw item ids, one per rating.
+        ratings: float32 ratings.
+        timestamps: int64 seconds, or None when the source has none.
+
+    Example:
+
+    >>> r = Ratings(np.array([1, 1, 2]), np.array([10, 11, 10]),
+    ...             np.array([4.0, 3.0, 5.0], "float32"))
+    >>> r.subset(np.array([0, 2])).items
+    array([10, 10])
     """
 
     users: np.ndarray
@@ -57,6 +70,16 @@ class Vocabulary:
     Attributes:
         tokens: Raw ids in rank order.
         counts: Their counts, non-increasing.
+
+    Args:
+        tokens: Raw ids in rank order.
+        counts: Their counts, non-increasing.
+
+    Example:
+
+    >>> vocab = Vocabulary.from_values(np.array([7, 3, 7, 7, 3, 9]))
+    >>> vocab.lookup(np.array([7, 3, 9, 42]))             # 42 -> oov_index
+    array([0, 1, 2, 3], dtype=int32)
     """
 
     tokens: np.ndarray
@@ -101,6 +124,21 @@ def split_random(num_ratings, test_fraction=0.1, val_fraction=0.1, seed=0):
 
     `test_fraction` of all ratings go to test; `val_fraction` of the rest to
     validation. Deterministic for a given seed.
+
+    Args:
+        num_ratings: Number of ratings.
+        test_fraction: Share of all ratings that go to test.
+        val_fraction: Share of the rest that goes to validation.
+        seed: Seed of the permutation.
+
+    Returns:
+        `(train, val, test)` int64 index arrays into the ratings.
+
+    Example:
+
+    >>> train, val, test = split_random(100, test_fraction=0.1, val_fraction=0.1)
+    >>> len(train), len(val), len(test)
+    (81, 9, 10)
     """
     _check_fraction("test_fraction", test_fraction)
     _check_fraction("val_fraction", val_fraction)
@@ -119,6 +157,19 @@ def split_by_time(users, timestamps, test_fraction=0.1, val_fraction=0.1):
     For each user, the last `test_fraction` of their ratings by time (ties by
     position) are test, the `val_fraction` before those are validation, the
     rest train. Users with one rating keep it in train.
+
+    Args:
+        users: User id of each rating.
+        timestamps: Time of each rating.
+        test_fraction: Share of each user's ratings that go to test.
+        val_fraction: Share of each user's ratings that go to validation.
+
+    Returns:
+        `(train, val, test)` int64 index arrays into the ratings.
+
+    Example:
+
+    >>> train, val, test = split_by_time(ratings.users, ratings.timestamps)  # doctest: +SKIP
     """
     _check_fraction("test_fraction", test_fraction)
     _check_fraction("val_fraction", val_fraction)

@@ -49,6 +49,12 @@ def read_ratings(path, rating_range=MOVIELENS_RATING_RANGE):
         FileNotFoundError: No ratings file at `path`.
         ValueError: A malformed line, a rating out of range or an id beyond
             int64, naming the file and line number.
+
+    Example:
+
+    >>> ratings = read_ratings("../shared/data/ml-100k")   # doctest: +SKIP
+    >>> len(ratings.ratings)                               # doctest: +SKIP
+    100000
     """
     if rating_range is not None:
         low, high = (float(v) for v in rating_range)

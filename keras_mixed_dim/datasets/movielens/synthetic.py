@@ -25,9 +25,24 @@ def synthetic_ratings(
     popularity is `1 / (rank + 1)**zipf_exponent` over a random permutation of
     the raw ids (so raw id order says nothing about popularity).
 
+    Args:
+        num_users: Number of users.
+        num_items: Number of items.
+        num_ratings: Number of ratings.
+        rank: Rank of the true user and item factors.
+        zipf_exponent: Popularity skew of users and items.
+        noise: Standard deviation of the Gaussian noise.
+        seed: Seed of every draw.
+
     Returns:
         `Ratings` with raw ids in `[0, num_users)` / `[0, num_items)`, and
         timestamps that count up (rating order).
+
+    Example:
+
+    >>> ratings = synthetic_ratings(num_users=100, num_items=200, num_ratings=1000)
+    >>> ratings.ratings.shape
+    (1000,)
     """
     for name, value in (
         ("num_users", num_users),

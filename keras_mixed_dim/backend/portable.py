@@ -1,0 +1,106 @@
+"""The `keras.ops` versions of `keras_mixed_dim.backend`'s choices.
+
+Every function here runs on any Keras backend. A backend folder
+(`tensorflow/`, `jax/`, `torch/`) overrides in its `ops.py` only what it
+must do otherwise; `keras_mixed_dim.backend` picks the versions once, when
+it is imported.
+"""
+
+import contextlib
+
+import keras
+
+# Whether the backend has ragged / sparse id tensors that the layers pad
+# into bags (only TensorFlow has them).
+SUPPORTS_RAGGED_IDS = False
+
+
+def dense_gradient(x):
+    """Identity whose gradient is a dense tensor on every backend (JAX and
+    PyTorch gradients of a gather are dense already)."""
+    return x
+
+
+def residual_gradient(forward, backward, *operands):
+    """`forward(*operands)` whose backward pass keeps only chosen residuals.
+
+    Args:
+        forward: Function of the operands returning `(outputs, residuals)`,
+            `residuals` a tuple of tensors (or None entries).
+        backward: Function `(upstream, residuals)` returning one gradient per
+            operand (None where an operand gets none).
+        *operands: The tensors to differentiate with respect to.
+
+    Returns:
+        `outputs` of `forward`, differentiable through `backward`.
+
+    Example:
+
+    >>> def forward(x):
+    ...     return x * x, (x,)
+    >>> def backward(upstream, residuals):
+    ...     return (2.0 * residuals[0] * upstream,)
+    >>> y = residual_gradient(forward, backward, keras.ops.ones((2,)))
+
+    This is `keras.ops.custom_gradient`, whose gradient function already
+    closes over only what it uses on TensorFlow and JAX. PyTorch's saves
+    every input, so there a `torch.autograd.Function` keeps just the
+    residuals (`keras_mixed_dim.backend.torch.residual_gradient`).
+    """
+    return keras.ops.custom_gradient(_residual_op(forward, backward))(*operands)
+
+
+def _residual_op(forward, backward):
+    def op(*args):
+        outputs, residuals = forward(*args)
+
+        def grad(*upstream, **unused):
+            grads = backward(upstream[0], residuals)
+            return tuple(keras.ops.zeros_like(a) if g is None else g
+                         for a, g in zip(args, grads))
+
+        return outputs, grad
+
+    return op
+
+
+def take_columns(x, columns):
+    """`ops.take(x, columns, axis=-1)` for non-negative constant `columns`."""
+    return keras.ops.take(x, columns, axis=-1)
+
+
+def is_ragged_or_sparse(x):
+    """Whether `x` is a `tf.RaggedTensor` or `tf.SparseTensor` (only
+    TensorFlow has them)."""
+    return False
+
+
+def padded_bags(ids, weights, bag_size, layer_name=None):
+    """Ragged or sparse ids (and weights) as padded `(batch, bag_size)` ids
+    (-1 for padding) and weights: see
+    `keras_mixed_dim.backend.tensorflow.bags.padded_bags`. Only TensorFlow
+    has ragged or sparse tensors."""
+    where = f"Layer {layer_name!r}" if layer_name else "The layer"
+    raise ValueError(
+        f"{where} got ragged / sparse ids, which only the TensorFlow backend has "
+        f"(this process runs {keras.backend.backend()!r}); pad the bags yourself.")
+
+
+def saturating_scatter_add(variable, positions, increments):
+    """Adds `increments` at `positions` of an int32 count variable in place,
+    saturating at the int32 maximum, where the backend can (TensorFlow);
+    returns whether it did. Other backends use the portable dense update."""
+    return False
+
+
+def divide_gradient(grad, scale):
+    """`grad / scale` for a dense gradient or TensorFlow's `IndexedSlices`
+    (whose values are divided; `/` is not defined on them)."""
+    return grad / scale
+
+
+def model_variable_scope(model):
+    """The context in which variables created for `model` (a re-planned
+    layer's) are placed as the model's own: its tf.distribute strategy's
+    scope on TensorFlow, so they are mirrored; nothing elsewhere."""
+    return contextlib.nullcontext()

@@ -1,0 +1,61 @@
+"""TensorFlow's versions of `keras_mixed_dim.backend`'s choices
+(TensorFlow-only module; `keras_mixed_dim.backend.portable` has the rest)."""
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+from keras_mixed_dim.backend.portable import _residual_op
+from keras_mixed_dim.backend.tensorflow import counting
+from keras_mixed_dim.backend.tensorflow.bags import padded_bags
+from keras_mixed_dim.backend.tensorflow.gradients import dense_gradient
+from keras_mixed_dim.backend.tensorflow.gradients import read_variables
+
+__all__ = ["SUPPORTS_RAGGED_IDS", "dense_gradient", "divide_gradient",
+           "is_ragged_or_sparse", "model_variable_scope", "padded_bags",
+           "residual_gradient", "saturating_scatter_add", "take_columns"]
+
+SUPPORTS_RAGGED_IDS = True
+
+
+def residual_gradient(forward, backward, *operands):
+    """`keras.ops.custom_gradient` over the operands read as plain tensors
+    (see `read_variables`)."""
+    return keras.ops.custom_gradient(_residual_op(forward, backward))(
+        *read_variables(operands))
+
+
+def take_columns(x, columns):
+    """One `GatherV2`: `ops.take` also maps negative indices, five more ops
+    per call, which a stacked layer's serving graph pays once per width
+    group at batch 1."""
+    return tf.gather(x, columns, axis=-1)
+
+
+def saturating_scatter_add(variable, positions, increments):
+    # read from the module at each call, as before the choice moved here:
+    # a test that declines the in-place update replaces it there
+    return counting.saturating_scatter_add(variable, positions, increments)
+
+
+def is_ragged_or_sparse(x):
+    return isinstance(x, (tf.RaggedTensor, tf.SparseTensor))
+
+
+def divide_gradient(grad, scale):
+    # an IndexedSlices has no `/`: its values are divided
+    from keras_mixed_dim.backend.tensorflow import sparse_rows
+
+    if sparse_rows.is_sparse(grad):
+        return sparse_rows.divided(grad, scale)
+    return grad / scale
+
+
+def model_variable_scope(model):
+    """The model's tf.distribute scope, so variables created for it (a
+    re-planned layer's) are mirrored like its own."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is None:
+        return contextlib.nullcontext()
+    return strategy.scope()
