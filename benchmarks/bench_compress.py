@@ -101,7 +101,7 @@ def movielens(args):
             rows.setdefault("original", []).append((mse(model, test), 1.0, 0.0))
             for fraction in fractions:
                 started = time.perf_counter()
-                small, report = compress_model(model, counts, budget=1.0 / fraction,
+                small, report = compress_model(model, counts, budget_fraction=1.0 / fraction,
                                                min_rows=100)
                 convert_seconds = time.perf_counter() - started
                 ratio = report.bytes_after / report.bytes_before
@@ -177,7 +177,7 @@ def criteo(args):
             # synthetic ids are ranked by construction (as a frequency-ranked
             # vocabulary's are), so no id -> rank table is stored
             try:
-                small, report = compress_model(model, counts, budget=1.0 / fraction,
+                small, report = compress_model(model, counts, budget_fraction=1.0 / fraction,
                                                min_rows=1000, keep_id_order=True)
             except ValueError as error:  # below one float per id plus projections
                 print(f"  1/{fraction}: infeasible: {error}")
@@ -230,7 +230,7 @@ def big(args):
     for label, sketch in (("exact", None), ("sketched", "osnap")):
         tracemalloc.start()
         started = time.perf_counter()
-        converted = convert_weights(weights, counts, budget=0.125, sketch=sketch)
+        converted = convert_weights(weights, counts, budget_fraction=0.125, sketch=sketch)
         seconds = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()

@@ -24,10 +24,10 @@ from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo  # noqa: E
 SETTINGS = [
     ("uniform", ["--min-count", "1"]),
     ("table", ["--min-count", "1"]),
-    ("block", ["--min-count", "1"]),
-    ("block", ["--min-count", "3"]),
-    ("block", ["--min-count", "10"]),
-    ("block", ["--top-k", "1000"]),
+    ("table_blocks", ["--min-count", "1"]),
+    ("table_blocks", ["--min-count", "3"]),
+    ("table_blocks", ["--min-count", "10"]),
+    ("table_blocks", ["--top-k", "1000"]),
 ]
 
 

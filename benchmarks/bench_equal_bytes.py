@@ -47,10 +47,12 @@ from keras_mixed_dim.models import neural_cf  # noqa: E402
 from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_summary  # noqa: E402
-from keras_mixed_dim.models.embeddings import layer_bytes  # noqa: E402
+from keras_mixed_dim import embedding_bytes  # noqa: E402
+from keras_mixed_dim.budgets import BudgetTooSmall  # noqa: E402
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
-METHODS = ("uniform", "hashing", "qr", "table", "block", "md_qr", "robe", "lma")
+METHODS = ("uniform", "hashing", "qr", "table", "mixed", "table_blocks", "md_qr",
+           "robe", "lma")
 CAPI_LATENCY = pathlib.Path(__file__).resolve().parent / "capi_latency.py"
 
 
@@ -150,7 +152,7 @@ def movielens_run(method, fraction, model_kind, users, items, data, dim, args, s
                         batch_size=args.batch_size, verbose=0, callbacks=[stop, timer])
     test_mse = float(model.evaluate(*test, batch_size=8192, verbose=0))
     best_epoch = int(np.argmin(history.history["val_loss"])) + 1
-    return {"bytes": layer_bytes(layers), "quality": test_mse, "epoch": best_epoch,
+    return {"bytes": embedding_bytes(layers), "quality": test_mse, "epoch": best_epoch,
             "step_ms": timer.median_ms,
             "export": export_name and export_for_timing(model, args, export_name)}
 
@@ -164,12 +166,16 @@ def movielens_part(title, ratings, model_kinds, args, dim):
                 if method == "uniform" and fraction != args.fractions[0]:
                     continue
                 results = []
-                for seed, (users, items, data) in zip(args.seeds, per_seed):
-                    name = (f"{title.split()[0].lower()}_{model_kind}_{method}_{fraction}"
-                            if seed == args.seeds[0] else None)
-                    results.append(movielens_run(method, 1 if method == "uniform"
-                                                 else fraction, model_kind, users,
-                                                 items, data, dim, args, seed, name))
+                try:
+                    for seed, (users, items, data) in zip(args.seeds, per_seed):
+                        name = (f"{title.split()[0].lower()}_{model_kind}_{method}_"
+                                f"{fraction}" if seed == args.seeds[0] else None)
+                        results.append(movielens_run(method, 1 if method == "uniform"
+                                                     else fraction, model_kind, users,
+                                                     items, data, dim, args, seed, name))
+                except BudgetTooSmall as error:
+                    print(f"skipped {method} at 1/{fraction}: {error}")
+                    continue
                 rows.append((method, 1 if method == "uniform" else fraction, results))
                 report_row(rows[-1], uniform_bytes=rows[0][2][0]["bytes"], metric="MSE")
         latency = serving_latencies(rows, per_seed[0][2][2][0], args)
@@ -191,11 +197,15 @@ def criteo_part(args):
             if method == "uniform" and fraction != args.fractions[0]:
                 continue
             results = []
-            for seed in args.seeds:
-                name = f"criteo_{method}_{fraction}" if seed == args.seeds[0] else None
-                results.append(criteo_run(method, 1 if method == "uniform" else fraction,
-                                          cardinalities, uniform_bytes, dim, args, seed,
-                                          name))
+            try:
+                for seed in args.seeds:
+                    name = f"criteo_{method}_{fraction}" if seed == args.seeds[0] else None
+                    results.append(criteo_run(method, 1 if method == "uniform"
+                                              else fraction, cardinalities, uniform_bytes,
+                                              dim, args, seed, name))
+            except BudgetTooSmall as error:
+                print(f"skipped {method} at 1/{fraction}: {error}")
+                continue
             rows.append((method, 1 if method == "uniform" else fraction, results))
             report_row(rows[-1], uniform_bytes=uniform_bytes, metric="AUC")
     dense, categorical, _ = SyntheticCriteo(512, cardinalities, seed=99).arrays()

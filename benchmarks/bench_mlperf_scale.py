@@ -73,8 +73,9 @@ def sizing_markdown():
 
 
 def run(scale, args, out=None):
-    argv = ["--scale", scale, "--embedding", args.embedding, "--budget", args.budget,
-            "--steps", args.steps, "--batch-size", args.batch_size, "--verbose", "0"]
+    argv = ["--scale", scale, "--embedding", args.embedding,
+            "--budget-fraction", args.budget_fraction, "--steps", args.steps,
+            "--batch-size", args.batch_size, "--verbose", "0"]
     if out:
         argv += ["--out", out]
     return run_example("dlrm_scale.py", argv)
@@ -87,7 +88,7 @@ def main(argv=None):
     parser.add_argument("--scale", type=float, default=1,
                         help="the 'full' run's scale (1; 10 for a rehearsal)")
     parser.add_argument("--embedding", default="table")
-    parser.add_argument("--budget", default="1/16")
+    parser.add_argument("--budget-fraction", default="1/16")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--sizing", action="store_true",
@@ -104,8 +105,10 @@ def main(argv=None):
         if results["batch_size"] != full["batch_size"] or (
                 results["bag_sizes"] != full["bag_sizes"]):
             sys.exit("error: the two runs differ in batch size or bags")
+    # results written before 0.3 name the fraction "budget"
+    fraction = full.get("budget_fraction", full.get("budget"))
     print(f"{full['preset']} 1/{full['scale']:g} vs 1/{small['scale']:g}: "
-          f"{full['embedding']} at {full['budget']}, batch {full['batch_size']}, "
+          f"{full['embedding']} at {fraction}, batch {full['batch_size']}, "
           f"{full['steps']} steps")
     print(f"{'target':<34} {'measured':>10} {'limit':>8}")
     for name, measured, limit, met in targets(full, small):

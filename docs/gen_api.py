@@ -23,8 +23,8 @@ API_MD = os.path.join(ROOT, "docs", "api.md")
 # Constants carry no docstring of their own; their one-line summaries live here.
 CONSTANTS = {
     "__version__": "The package's version string.",
-    "COMPRESSION_METHODS": "The conversion methods `compress_model` accepts (name -> converter; `register_method` adds one).",
-    "EMBEDDING_KINDS": "The embedding kinds `make_embedding` builds.",
+    "COMPRESSION_METHODS": "The embedding kinds `compress_model` converts to (name -> converter, a view of `keras_mixed_dim.models.kinds`; `register_method` adds one).",
+    "EMBEDDING_KINDS": "The built-in embedding kinds of `keras_mixed_dim.models.kinds`, which `make_embedding`, `embedding_layers` and `--embedding` take.",
     "EVICTIONS": "The eviction policies `DynamicIdMap` accepts.",
     "MAX_VERSION": "The largest version number TF Serving accepts (int64 max).",
     "CHUNK_ROWS": "Rows of a tall matrix sketched per chunk.",

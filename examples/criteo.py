@@ -17,6 +17,7 @@ uniform, per-table mixed, or per-table-and-block mixed embeddings.
 import argparse
 import os
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -28,9 +29,9 @@ from keras_mixed_dim.distribute import initialize_processes  # noqa: E402
 from keras_mixed_dim.distribute import jax_distribution  # noqa: E402
 from keras_mixed_dim.distribute import strategy_scope  # noqa: E402
 from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo  # noqa: E402
-from keras_mixed_dim.models.dlrm import EMBEDDING_MODES  # noqa: E402
+from keras_mixed_dim.models.kinds import EMBEDDING_KINDS  # noqa: E402
+from keras_mixed_dim.models.kinds import get_kind  # noqa: E402
 
-COMPRESSED_MODES = ("qr", "md_qr", "hashing", "robe", "lma")
 from keras_mixed_dim.models.dlrm import dlrm  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_layers  # noqa: E402
 from keras_mixed_dim.models.dlrm import embedding_summary  # noqa: E402
@@ -77,15 +78,24 @@ def parse_args(argv=None):
     data.add_argument("--cardinality-scale", type=float, default=0.01,
                       help="synthetic: Kaggle cardinalities times this (1 = full)")
     model = parser.add_argument_group("model")
-    model.add_argument("--embedding", choices=EMBEDDING_MODES, default="table")
+    model.add_argument("--embedding", choices=EMBEDDING_KINDS + ("block",),
+                       default="table", help="an embedding kind of "
+                       "keras_mixed_dim.models.kinds ('block' is the deprecated "
+                       "name of 'table_blocks')")
     model.add_argument("--dim", type=int, default=16, help="embedding (base) dim d")
     model.add_argument("--alpha", type=float, default=0.3)
-    model.add_argument("--budget", type=_budget,
-                       help="embedding parameter budget: md_solver's for table / "
-                       "block; 4 x budget bytes, everything counted, for qr, "
-                       "md_qr, hashing, robe, lma (default 1/16 of uniform). A "
-                       "fraction such as 1/16 or 0.0625 is that share of the "
-                       "uniform tables' parameters")
+    budget = model.add_mutually_exclusive_group()
+    budget.add_argument("--budget-bytes", type=float,
+                        help="bytes of all embedding layers, every array counted")
+    budget.add_argument("--budget-fraction", type=_fraction,
+                        help="share of the uniform float32 tables' bytes, such as "
+                        "1/16 or 0.0625, every array counted (default 1/16 for "
+                        "qr, md_qr, hashing, robe, lma; none for the others)")
+    budget.add_argument("--budget", type=_budget,
+                        help="deprecated (removed in 0.4.0): md_solver's parameter "
+                        "budget for table / table_blocks, 4 x budget bytes for the "
+                        "other kinds; a fraction is that share of the uniform "
+                        "tables' parameters. Use --budget-bytes or --budget-fraction")
     model.add_argument("--blocks", type=int, default=4, help="blocks per large table")
     model.add_argument("--bottom", type=int, nargs="+", default=[512, 256, 64])
     model.add_argument("--top", type=int, nargs="+", default=[512, 256])
@@ -146,6 +156,15 @@ def parse_args(argv=None):
     return args
 
 
+def _fraction(text):
+    from keras_mixed_dim.budgets import check_budget_fraction
+
+    try:
+        return check_budget_fraction(text, "--budget-fraction")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _budget(text):
     """A parameter count, or a fraction of the uniform tables ("1/16", or a
     number at most 1): kept as ("fraction", value) until the tables are known."""
@@ -160,6 +179,12 @@ def _budget(text):
 
 
 def _resolve_budget(args, cardinalities):
+    if args.budget is None:
+        return
+    warnings.warn("--budget is deprecated and will be removed in 0.4.0: it counted "
+                  "parameters (md_solver's for table / table_blocks). Use "
+                  "--budget-bytes or --budget-fraction (every array counted).",
+                  DeprecationWarning, stacklevel=2)
     if isinstance(args.budget, tuple):
         args.budget = args.budget[1] * sum(cardinalities) * args.dim
 
@@ -262,16 +287,20 @@ def build_model(args, cardinalities, counts):
         bag_sizes=config.bag_sizes, interaction=config.interaction,
         cross_layers=config.cross_layers, cross_rank=config.cross_rank,
         num_dense=config.num_dense)
-    budget_bytes = None
-    if args.embedding in COMPRESSED_MODES:
-        # --budget is parameters (floats); the compressed kinds count bytes,
-        # every auxiliary array included. Default: 1/16 of uniform's bytes.
-        budget_bytes = 4 * (args.budget if args.budget is not None
-                            else sum(cardinalities) * args.dim / 16)
-    embeddings = embedding_layers(cardinalities, args.dim, args.embedding,
-                                  alpha=args.alpha, budget=args.budget, counts=counts,
-                                  num_blocks=args.blocks, budget_bytes=budget_bytes,
-                                  bag_sizes=preset.get("bag_sizes"))
+    budget = dict(budget_bytes=args.budget_bytes, budget_fraction=args.budget_fraction)
+    kind = get_kind(args.embedding, "dlrm")
+    if args.budget is not None:
+        # the deprecated parameter budget, as before
+        if kind.name in ("table", "table_blocks"):
+            budget = dict(budget=args.budget)
+        else:
+            budget = dict(budget_bytes=4 * args.budget)
+    elif kind.needs_budget and args.budget_bytes is None and args.budget_fraction is None:
+        budget["budget_fraction"] = 1 / 16
+    embeddings = embedding_layers(cardinalities, args.dim, kind.name,
+                                  alpha=args.alpha, counts=counts,
+                                  num_blocks=args.blocks, bag_sizes=preset.get("bag_sizes"),
+                                  **budget)
     stacked = stack_embeddings(embeddings, args.stacked,
                                bag_sizes=preset.get("bag_sizes"))
     if args.distribute in ("data", "model"):
@@ -337,6 +366,8 @@ def run(args):
         "dim": args.dim,
         "alpha": None if args.embedding == "uniform" else args.alpha,
         "budget": args.budget,
+        "budget_bytes": args.budget_bytes,
+        "budget_fraction": args.budget_fraction,
         "cardinalities": cardinalities,
         "embedding_dims": [list(e.plan.dims) if getattr(e, "plan", None) is not None
                            else [args.dim] for e in embeddings],

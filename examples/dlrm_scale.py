@@ -3,7 +3,7 @@ row updates, checkpoint and resume, save `.keras`, export for TF Serving,
 and check the export through the TensorFlow C API against `predict`.
 
     python examples/dlrm_scale.py --preset mlperf-dcnv2 --embedding table \\
-        --budget 1/16 --steps 20 --out runs/mlperf          # full size: 204M ids
+        --budget-fraction 1/16 --steps 20 --out runs/mlperf          # full size: 204M ids
     python examples/dlrm_scale.py --scale 1000 --steps 4 --out /tmp/small
 
 Prints the bytes of every part (tables, projections, remaps, optimizer
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -42,6 +43,7 @@ from keras_mixed_dim.models.scale import check_settings  # noqa: E402
 from keras_mixed_dim.models.scale import host_initialized  # noqa: E402
 from keras_mixed_dim.models.scale import part_bytes  # noqa: E402
 from keras_mixed_dim.models.scale import preset_embeddings  # noqa: E402
+from keras_mixed_dim.models.scale import scale_kind  # noqa: E402
 from keras_mixed_dim.models.scale import preset_model  # noqa: E402
 from keras_mixed_dim.optimizers.sparse_rows import SparseRowOptimizer  # noqa: E402
 
@@ -60,8 +62,12 @@ def parse_args(argv=None):
     parser.add_argument("--scale", type=float, default=1,
                         help="divide every cardinality by this (1000: a small twin)")
     parser.add_argument("--embedding", default="table", help=f"one of {SCALE_KINDS}")
-    parser.add_argument("--budget", default="1/16",
-                        help="embedding bytes as a fraction of the uniform tables")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--budget-fraction", default="1/16",
+                        help="embedding bytes as a fraction of the uniform tables' "
+                        "bytes, every array counted")
+    budget.add_argument("--budget", help="deprecated (removed in 0.4.0): the same "
+                        "as --budget-fraction")
     parser.add_argument("--stacked", action="store_true",
                         help="all tables in one StackedEmbedding (fewer gathers; its "
                         "largest variable holds all the big tables, and Keras's "
@@ -91,6 +97,14 @@ def parse_args(argv=None):
     parser.add_argument("--results-json")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     args = parser.parse_args(argv)
+    if args.budget is not None:
+        warnings.warn("--budget is deprecated and will be removed in 0.4.0: it is "
+                      "--budget-fraction (a fraction of the uniform tables' bytes).",
+                      DeprecationWarning, stacklevel=2)
+        args.budget_fraction = args.budget
+    if args.embedding == "block":
+        # deprecated name of "table_blocks" (warns)
+        args.embedding = scale_kind(args.embedding)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.steps < 2:
         parser.error(f"--steps must be >= 2 (a checkpoint after half), got {args.steps}")
@@ -197,7 +211,7 @@ def run(args):
         config = get_preset(args.preset, args.scale)
         if args.one_hot:
             config = config.one_hot()
-        budget_bytes = check_settings(config, args.embedding, args.budget)
+        budget_bytes = check_settings(config, args.embedding, args.budget_fraction)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     if keras.backend.backend() != "tensorflow" and not args.no_serving:
@@ -213,7 +227,7 @@ def run(args):
         print(f"{config.name} at scale 1/{config.scale:g}: {config.num_features} tables, "
               f"{config.total_rows:,} ids, uniform tables "
               f"{config.uniform_table_bytes / GIB:.2f} GiB; {args.embedding} at "
-              f"{args.budget} = {budget_bytes / GIB:.3f} GiB", flush=True)
+              f"{args.budget_fraction} = {budget_bytes / GIB:.3f} GiB", flush=True)
     if args.part is None and args.stop_after == "all":
         return run_parts(args, out, started)
     if args.part == "second":
@@ -248,7 +262,7 @@ def run(args):
         rate, losses = train(model, data, 0, first_half, args.verbose)
     results = {
         "preset": config.name, "scale": config.scale, "embedding": args.embedding,
-        "budget": args.budget, "budget_bytes": budget_bytes,
+        "budget_fraction": args.budget_fraction, "budget_bytes": budget_bytes,
         "bag_sizes": list(config.bag_sizes), "total_ids": config.total_rows,
         "uniform_table_bytes": config.uniform_table_bytes,
         "batch_size": args.batch_size, "steps": args.steps, "bytes": parts,
@@ -348,7 +362,7 @@ def capi_check(out, export_path, requests):
 
 def print_summary(results):
     print(f"\n{results['preset']} 1/{results['scale']:g}, {results['embedding']} at "
-          f"{results['budget']}, batch {results['batch_size']}")
+          f"{results['budget_fraction']}, batch {results['batch_size']}")
     for part in PARTS:
         print(f"  {part:>12}  {results['bytes'][part] / GIB:10.3f} GiB")
     print(f"  {'phase':>14} {'seconds':>9} {'peak RSS GiB':>13}")

@@ -31,7 +31,8 @@ from keras_mixed_dim.io_utils import file_sha256  # noqa: E402
 from keras_mixed_dim.models import embedding_params  # noqa: E402
 from keras_mixed_dim.layers.hashed_memory_embedding import lsh_signatures  # noqa: E402
 from keras_mixed_dim.models import make_embedding  # noqa: E402
-from keras_mixed_dim.models.embeddings import layer_bytes  # noqa: E402
+from keras_mixed_dim.budgets import embedding_bytes  # noqa: E402
+from keras_mixed_dim.models.kinds import EMBEDDING_KINDS  # noqa: E402
 from keras_mixed_dim.models import matrix_factorization  # noqa: E402
 from keras_mixed_dim.models import neural_cf  # noqa: E402
 from keras_mixed_dim.models.recommenders import EMBEDDING_LAYERS  # noqa: E402
@@ -39,7 +40,8 @@ from keras_mixed_dim.optimizers.sparse_rows import SparseRowOptimizer  # noqa: E
 from keras_mixed_dim.optimizers import dense_memory_options  # noqa: E402
 from common.outputs import write_run_outputs  # noqa: E402
 
-MOVIELENS_KINDS = ("uniform", "mixed", "qr", "md_qr", "hashing", "robe", "lma")
+# every kind of the registry sizes one table (make_embedding)
+MOVIELENS_KINDS = EMBEDDING_KINDS
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 
 
@@ -75,8 +77,9 @@ def parse_args(argv=None):
     model.add_argument("--dim", type=int, default=32,
                        help="uniform dim, or the base (output) dim of mixed")
     model.add_argument("--params-per-id", type=float,
-                       help="embedding budget per id: the uniform dim, or the "
-                       "mixed layers' parameter budget / ids")
+                       help="embedding budget per id: the uniform dim, or "
+                       "4 x this many bytes per id, every array counted (for "
+                       "mixed the id -> rank table comes on top)")
     model.add_argument("--alpha", type=float, default=0.3)
     model.add_argument("--blocks", type=int, default=4)
     model.add_argument("--history", type=int, default=0, metavar="K",
@@ -203,14 +206,16 @@ def build(args, users, items, global_mean, signature_pairs=None):
     regularizer = keras.regularizers.L2(args.l2) if args.l2 else None
     layers = []
     for name, vocab in zip(EMBEDDING_LAYERS, (users, items)):
-        dim, budget, budget_bytes = args.dim, None, None
+        dim, budget_bytes = args.dim, None
         if args.params_per_id is not None:
             if args.embedding == "uniform":
                 dim = max(1, int(round(args.params_per_id)))
-            elif args.embedding == "mixed":
-                budget = args.params_per_id * vocab.size
             else:
                 budget_bytes = 4 * args.params_per_id * vocab.size
+                if args.embedding == "mixed" and np.any(np.diff(vocab.index_counts) > 0):
+                    # "mixed" sizes its tables and projections to the
+                    # parameters; its id -> rank table comes on top
+                    budget_bytes += 4 * vocab.size
         signatures = None
         if args.embedding == "lma" and signature_pairs is not None:
             # a user's context is the items it rated, an item's the users
@@ -218,7 +223,7 @@ def build(args, users, items, global_mean, signature_pairs=None):
             signatures = lsh_signatures((ids, contexts), vocab.size, signature_size=2,
                                         seed=args.seed)
         options = dict(counts=vocab.index_counts, alpha=args.alpha,
-                       num_blocks=args.blocks, budget=budget, budget_bytes=budget_bytes,
+                       num_blocks=args.blocks, budget_bytes=budget_bytes,
                        embeddings_regularizer=regularizer)
         layers.append(make_embedding(args.embedding, vocab.size, dim,
                                      signatures=signatures, name=name, **options))
@@ -328,7 +333,7 @@ def run(args):
         "ratings": {"train": len(train[1]), "val": len(val[1]), "test": len(test[1])},
         "history": args.history,
         "embedding_params": embedding_params(model, embedding_names),
-        "embedding_bytes": layer_bytes([model.get_layer(n) for n in embedding_names]),
+        "embedding_bytes": embedding_bytes([model.get_layer(n) for n in embedding_names]),
         "total_params": model.count_params(),
         "mse": mse,
         "rmse": {k: float(np.sqrt(v)) for k, v in mse.items()},

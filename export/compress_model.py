@@ -1,11 +1,11 @@
 """Compress a trained `.keras` model: Embedding tables -> mixed-dimension ones.
 
     python export/compress_model.py --model runs/mf.keras \
-        --data /path/to/ml-100k --budget 0.125 --out runs/mf_md.keras \
+        --data /path/to/ml-100k --budget-fraction 0.125 --out runs/mf_md.keras \
         [--fine-tune-epochs 1] [--quantize int8]
 
     python export/compress_model.py --model model.keras --counts counts.npz \
-        --budget 0.125 --out small.keras
+        --budget-fraction 0.125 --out small.keras
 
 Per-id counts come from `--data`, a MovieLens folder or ratings file for an
 MF / NCF model saved by `examples/movielens.py --save` (ids are encoded with
@@ -37,9 +37,20 @@ def parse_args(argv=None):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="MovieLens folder or ratings file (MF / NCF)")
     source.add_argument("--counts", help=".npz with per-id counts per layer name")
-    parser.add_argument("--budget", type=float, default=0.125,
-                        help="fraction (< 1) of each table's bytes, or bytes")
-    parser.add_argument("--method", default="md")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--budget-fraction", type=float,
+                        help="each new layer's bytes as a fraction of its table's "
+                        "float32 bytes, every array counted (default 0.125)")
+    budget.add_argument("--budget-bytes", type=float,
+                        help="each new layer's bytes, every array counted")
+    budget.add_argument("--budget", type=float,
+                        help="deprecated (removed in 0.4.0): a fraction (< 1) of "
+                        "each table's bytes, or bytes; use --budget-fraction or "
+                        "--budget-bytes")
+    parser.add_argument("--method", default="mixed",
+                        help="an embedding kind with a converter "
+                        "(keras_mixed_dim.compress.COMPRESSION_METHODS; 'md' is "
+                        "the deprecated name of 'mixed')")
     parser.add_argument("--layers", nargs="+", help="Embedding layer names "
                         "(default: every Embedding of >= --min-rows rows)")
     parser.add_argument("--min-rows", type=int, default=1000)
@@ -181,7 +192,16 @@ def main(argv=None):
         prediction = m.predict(test[0], batch_size=4096, verbose=0).reshape(-1)
         return float(np.mean((prediction - test[1]) ** 2))
 
-    results = {"model": args.model, "budget": args.budget, "method": args.method}
+    budget = {}
+    if args.budget is not None:
+        # compress_model warns and reads it as before
+        budget["budget"] = args.budget
+    elif args.budget_bytes is not None:
+        budget["budget_bytes"] = args.budget_bytes
+    else:
+        budget["budget_fraction"] = (0.125 if args.budget_fraction is None
+                                     else args.budget_fraction)
+    results = {"model": args.model, **budget, "method": args.method}
     if test is not None:
         results["mse_original"] = mse(model)
         print(f"test MSE, original:        {results['mse_original']:.5f}")
@@ -202,10 +222,10 @@ def main(argv=None):
 
         options = {"num_blocks": args.num_blocks, "alpha": args.alpha,
                    "sketch": args.sketch, "keep_id_order": args.keep_id_order
-                   } if args.method == "md" else {}
+                   } if args.method in ("mixed", "md") else {}
         try:
             new_model, report = compress_model(
-                model, counts, budget=args.budget, method=args.method,
+                model, counts, method=args.method, **budget,
                 layer_names=args.layers, min_rows=args.min_rows,
                 progress=progress, **options)
         except ValueError as error:

@@ -8,6 +8,7 @@ numpy code that never import Keras themselves.
 
 __version__ = "0.2.0"
 
+from keras_mixed_dim.budgets import embedding_bytes  # noqa: E402
 from keras_mixed_dim.frequency import FrequencyRecount  # noqa: E402
 from keras_mixed_dim.layers import ApproxActivationDense  # noqa: E402
 from keras_mixed_dim.layers import DotInteraction  # noqa: E402
@@ -46,5 +47,6 @@ __all__ = [
     "StackedEmbedding",
     "approximate_activations",
     "dense_memory_options",
+    "embedding_bytes",
     "lsh_signatures",
 ]

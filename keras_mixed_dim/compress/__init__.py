@@ -34,5 +34,5 @@ __all__ = [
     "quantize_layer",
     "quantize_model",
     "quantize_rows",
-    "weight_bytes",
+    "weight_bytes",  # deprecated: keras_mixed_dim.embedding_bytes
 ]

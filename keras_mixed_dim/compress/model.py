@@ -1,11 +1,25 @@
 """`compress_model`: one call from a trained model to a compressed one."""
 
+import collections.abc
 import dataclasses
 
 import numpy as np
 
-from keras_mixed_dim.compress.convert import mixed_dim_from_embedding
-from keras_mixed_dim.planning.plan import FLOAT_BYTES
+from keras_mixed_dim.budgets import FLOAT_BYTES
+from keras_mixed_dim.budgets import check_budget_bytes
+from keras_mixed_dim.budgets import check_budget_fraction
+from keras_mixed_dim.budgets import uniform_bytes
+from keras_mixed_dim.budgets import warn_budget_deprecated
+
+class _Unset:
+    """Not given (the deprecated `budget=None` meant "no budget")."""
+
+    def __repr__(self):
+        return "<not given>"
+
+
+_UNSET = _Unset()
+DEFAULT_FRACTION = 0.125
 
 
 @dataclasses.dataclass
@@ -92,41 +106,66 @@ class CompressionReport:
         return "\n".join(lines)
 
 
-def _md_method(layer, counts, budget, options):
-    new_layer, report = mixed_dim_from_embedding(
-        layer, counts, budget=budget, return_report=True, **options
-    )
-    return new_layer, report.bytes_after, report
+class _Converters(collections.abc.Mapping):
+    """`{kind name: converter}` of the kinds a trained table converts to: a
+    live view of `keras_mixed_dim.models.kinds` (one registry)."""
+
+    def _kinds(self):
+        from keras_mixed_dim.models import kinds
+
+        return {name: kinds.get_kind(name).convert for name in kinds.kind_names()
+                if kinds.get_kind(name).convert is not None}
+
+    def __getitem__(self, name):
+        return self._kinds()[name]
+
+    def __iter__(self):
+        return iter(self._kinds())
+
+    def __len__(self):
+        return len(self._kinds())
+
+    def __repr__(self):
+        # names only: a function's repr holds its address
+        return f"<kinds with a converter: {', '.join(self._kinds())}>"
 
 
-# name -> fn(layer, counts, budget, options) -> (new_layer, bytes_after, details)
-COMPRESSION_METHODS = {"md": _md_method}
+# name -> fn(layer, counts, budget_bytes, options) -> (new_layer, bytes_after,
+# details): the kinds of the registry that have a converter.
+COMPRESSION_METHODS = _Converters()
 
 
 def register_method(name, fn):
-    """Adds a compression method for `compress_model(method=name)`.
+    """Adds a converter for `compress_model(method=name)` to the kinds registry.
+
+    A new name becomes a kind that only converts; the name of a kind that
+    exists gets `fn` as its converter.
 
     Args:
-        name: The method's name.
-        fn: `fn(layer, counts, budget, options)` taking a built
-            `keras.layers.Embedding`, its per-id counts, the budget (as
-            given to `compress_model`) and a dict of extra keyword
+        name: The kind's name.
+        fn: `fn(layer, counts, budget_bytes, options)` taking a built
+            `keras.layers.Embedding`, its per-id counts, the layer's byte
+            budget (None without one) and a dict of extra keyword
             arguments; returns `(new_layer, bytes_after, details)` with
             `new_layer` built and holding its weights.
 
     Example:
 
-    >>> def int8_only(layer, counts, budget, options):
-    ...     new = keras.layers.Embedding(layer.input_dim, layer.output_dim,
-    ...                                  name=layer.name)     # ... quantize here
-    ...     return new, new_bytes, None
-    >>> register_method("int8_only", int8_only)             # doctest: +SKIP
+    >>> def keep(layer, counts, budget_bytes, options):
+    ...     return layer, 4 * layer.input_dim * layer.output_dim, None
+    >>> register_method("keep", keep)                       # doctest: +SKIP
     """
+    from keras_mixed_dim.models import kinds
+
     if not isinstance(name, str) or not name:
         raise ValueError(f"A method name must be a non-empty string. Received: {name!r}")
     if not callable(fn):
         raise ValueError(f"Method {name!r} must be callable. Received: {fn!r}")
-    COMPRESSION_METHODS[name] = fn
+    if name in kinds.kind_names():
+        kinds.register_kind(dataclasses.replace(kinds.get_kind(name), convert=fn))
+    else:
+        kinds.register_kind(kinds.EmbeddingKind(
+            name, "a converter registered with register_method", convert=fn))
 
 
 def embedding_layers(model):
@@ -176,8 +215,9 @@ def stacked_uniform_features(model):
     return found
 
 
-def compress_model(model, counts, budget=0.125, method="md", layer_names=None,
-                   min_rows=1000, progress=None, **options):
+def compress_model(model, counts, budget=_UNSET, method="mixed", layer_names=None,
+                   min_rows=1000, progress=None, budget_bytes=None,
+                   budget_fraction=_UNSET, **options):
     """Replaces a trained model's `Embedding` layers with compressed ones.
 
     Uniform features of a `StackedEmbedding` (a stacked DLRM's, say) count
@@ -188,7 +228,7 @@ def compress_model(model, counts, budget=0.125, method="md", layer_names=None,
 
     The functional or Sequential `model` is cloned
     (`keras.models.clone_model`); each selected `keras.layers.Embedding` is
-    replaced by the output of `method` (by default `"md"`: a
+    replaced by the output of `method`'s converter (by default `"mixed"`: a
     `MixedDimEmbedding` made by `mixed_dim_from_embedding`), and every other
     layer gets a copy of its weights. The original model is left untouched.
     The new model is not compiled.
@@ -196,7 +236,7 @@ def compress_model(model, counts, budget=0.125, method="md", layer_names=None,
     Example:
 
     >>> new_model, report = compress_model(model, {"item": item_counts},
-    ...                                    budget=0.125)
+    ...                                    budget_fraction=0.125)
     >>> print(report)
 
     Args:
@@ -204,29 +244,46 @@ def compress_model(model, counts, budget=0.125, method="md", layer_names=None,
         counts: Dict mapping each selected layer's name to its per-id counts
             (`input_dim` values, e.g. from a pass over the training data or
             a layer's `frequency_counts`).
-        budget: Per layer, a fraction `< 1` of its float32 bytes, or a number
-            of bytes `>= 1`, covering every array of the new layer.
-        method: A key of `COMPRESSION_METHODS` (see `register_method`).
+        budget: Deprecated: per layer, a fraction `< 1` of its float32
+            bytes, or a number of bytes `>= 1` (None: no budget).
+        method: An embedding kind with a converter
+            (`COMPRESSION_METHODS`; `"mixed"` built in, more with
+            `register_method`). `"md"` is its deprecated name.
         layer_names: Names of the Embedding layers to replace; default: every
             Embedding of at least `min_rows` rows and output width > 1.
         min_rows: Smallest table replaced when `layer_names` is None.
         progress: Optional callable `progress(layer_name, rows_done,
             rows_total)`; it is passed on to the method as
             `options["progress"]` (a callable of `rows_done`).
-        **options: Passed to the method (for `"md"`: `alpha`, `num_blocks`,
-            `sketch`, `sketch_threshold`, `sketch_rows`, `round_dims`,
-            `seed`).
+        budget_bytes: Bytes of each new layer, every array counted.
+        budget_fraction: Alternative to `budget_bytes`: per layer, a
+            fraction in (0, 1] of its float32 table's bytes (default 0.125
+            when `budget_bytes` is not given; None: no budget, the most
+            popular block keeps the full width).
+        **options: Passed to the method (for `"mixed"`: `alpha`,
+            `num_blocks`, `sketch`, `sketch_threshold`, `sketch_rows`,
+            `round_dims`, `seed`).
 
     Returns:
         `(new_model, report)`, `report` a `CompressionReport`.
     """
     import keras
 
-    if method not in COMPRESSION_METHODS:
+    from keras_mixed_dim.models import kinds
+
+    try:
+        kind = kinds.get_kind(method, "compress_model")
+    except ValueError:
         raise ValueError(
             f"Unknown compression method {method!r}; known: "
             f"{sorted(COMPRESSION_METHODS)}."
-        )
+        ) from None
+    if kind.convert is None:
+        raise ValueError(
+            f"Embedding kind {method!r} cannot be made from a trained table; the "
+            f"kinds with a converter are {sorted(COMPRESSION_METHODS)} (see "
+            "register_method).")
+    budget_of_layer = _budget_rule(budget, budget_bytes, budget_fraction)
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
     if not (isinstance(model, keras.Sequential) or _is_functional(model)):
@@ -296,13 +353,23 @@ def compress_model(model, counts, budget=0.125, method="md", layer_names=None,
         layer_counts = counts[name]
         if hasattr(layer_counts, "shape") and not isinstance(layer_counts, np.ndarray):
             layer_counts = keras.ops.convert_to_numpy(layer_counts)
-        new_layer, bytes_after, details = COMPRESSION_METHODS[method](
-            layer.embedding() if isinstance(layer, _FeatureTable) else layer,
-            np.asarray(layer_counts), budget, layer_options
-        )
+        layer_budget = budget_of_layer(layer)
+        try:
+            new_layer, bytes_after, details = kind.convert(
+                layer.embedding() if isinstance(layer, _FeatureTable) else layer,
+                np.asarray(layer_counts), layer_budget, layer_options
+            )
+        except ValueError as error:
+            if layer_budget is None or "smallest" not in str(error):
+                raise
+            given = ", ".join(f"{k}={v!r}" for k, v in (
+                ("budget", budget), ("budget_bytes", budget_bytes),
+                ("budget_fraction", budget_fraction)) if v is not _UNSET and v is not None)
+            raise ValueError(f"{given or f'budget_fraction={DEFAULT_FRACTION}'} gives "
+                             f"layer {name!r} {layer_budget:,.0f} bytes: {error}") from None
         replacements[name] = new_layer
         entries.append(LayerCompression(
-            name=name, method=method, input_dim=layer.input_dim,
+            name=name, method=kind.name, input_dim=layer.input_dim,
             output_dim=layer.output_dim,
             bytes_before=layer.input_dim * layer.output_dim * FLOAT_BYTES,
             bytes_after=int(bytes_after), details=details,
@@ -329,6 +396,46 @@ def compress_model(model, counts, budget=0.125, method="md", layer_names=None,
             continue
         layer.set_weights(top_level[layer.name].get_weights())
     return new_model, CompressionReport(entries)
+
+
+def _budget_rule(budget, budget_bytes, budget_fraction):
+    """`layer -> bytes (or None)` from `compress_model`'s budget arguments."""
+    if budget is not _UNSET:
+        warn_budget_deprecated(
+            "compress_model", "per layer, a fraction < 1 of its float32 bytes or a "
+            f"number of bytes >= 1 (None: no budget); {budget!r} is "
+            + ("no budget" if budget is None else
+               f"budget_fraction={budget!r}" if budget < 1 else f"budget_bytes={budget!r}"),
+            "budget_fraction or budget_bytes", stacklevel=4)
+        if budget_bytes is not None or budget_fraction is not _UNSET:
+            raise ValueError(
+                "Pass one of `budget_bytes`, `budget_fraction` and the deprecated "
+                f"`budget`. Received: budget_bytes={budget_bytes!r}, budget_fraction="
+                f"{None if budget_fraction is _UNSET else budget_fraction!r}, "
+                f"budget={budget!r}")
+        if budget is None:
+            return lambda layer: None
+        if isinstance(budget, bool) or not np.isfinite(float(budget)) or budget <= 0:
+            raise ValueError(
+                f"`budget` must be a fraction in (0, 1) of the original bytes or a "
+                f"number of bytes >= 1. Received: {budget!r}")
+        if budget < 1:
+            budget_fraction = budget
+        else:
+            budget_bytes, budget_fraction = budget, _UNSET
+    if budget_bytes is not None:
+        if budget_fraction is not _UNSET:
+            raise ValueError(
+                "Pass at most one of `budget_bytes` and `budget_fraction`. Received: "
+                f"budget_bytes={budget_bytes!r}, budget_fraction={budget_fraction!r}")
+        total = check_budget_bytes(budget_bytes)
+        return lambda layer: total
+    if budget_fraction is _UNSET:
+        budget_fraction = DEFAULT_FRACTION
+    if budget_fraction is None:
+        return lambda layer: None
+    fraction = check_budget_fraction(budget_fraction)
+    return lambda layer: fraction * uniform_bytes(layer.input_dim, layer.output_dim)
 
 
 class _FeatureTable:

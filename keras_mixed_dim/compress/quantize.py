@@ -11,10 +11,13 @@ becomes a `QuantizedStackedEmbedding` the same way, every stacked table
 row with its own scale.
 """
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
 
+from keras_mixed_dim.budgets import embedding_bytes
 from keras_mixed_dim.layers import MixedDimEmbedding
 from keras_mixed_dim.layers.quantized_mixed_dim_embedding import TABLE_DTYPES
 from keras_mixed_dim.layers.quantized_mixed_dim_embedding import (
@@ -52,7 +55,9 @@ def quantize_rows(table, epsilon=keras.config.epsilon()):
 
 
 def weight_bytes(layer):
-    """Bytes of every weight of a layer, each at its own dtype.
+    """Deprecated (removed in 0.4.0): `keras_mixed_dim.embedding_bytes`.
+
+    Bytes of every weight of a built layer, each at its own dtype.
 
     Args:
         layer: A Keras layer (built).
@@ -64,9 +69,12 @@ def weight_bytes(layer):
 
     >>> layer = keras.layers.Embedding(1000, 16)
     >>> layer.build()
-    >>> weight_bytes(layer)
+    >>> weight_bytes(layer)     # doctest: +SKIP (warns: deprecated)
     64000
     """
+    warnings.warn("`keras_mixed_dim.compress.weight_bytes` is deprecated and will be "
+                  "removed in 0.4.0; use `keras_mixed_dim.embedding_bytes` (every "
+                  "array of a layer, built or not).", DeprecationWarning, stacklevel=2)
     return sum(
         int(np.prod(w.shape)) * np.dtype(keras.backend.standardize_dtype(w.dtype)).itemsize
         for w in layer.weights
@@ -101,7 +109,7 @@ def quantize_layer(layer, mode="int8"):
     >>> layer = MixedDimEmbedding(1000, 16)
     >>> layer.build()
     >>> int8 = quantize_layer(layer, "int8")
-    >>> weight_bytes(int8) < weight_bytes(layer)
+    >>> int8.bytes < layer.bytes
     True
     """
     if mode not in TABLE_DTYPES:
@@ -207,7 +215,8 @@ def quantize_model(model, mode="int8", layer_names=None):
             layer.set_weights(layers[layer.name].get_weights())
     report = CompressionReport([
         LayerCompression(name, mode, _input_dim(layers[name]), layers[name].output_dim,
-                         weight_bytes(layers[name]), weight_bytes(replacements[name]))
+                         embedding_bytes(layers[name]),
+                         embedding_bytes(replacements[name]))
         for name in selected
     ])
     return new_model, report

@@ -12,10 +12,10 @@ import dataclasses
 
 import numpy as np
 
+from keras_mixed_dim.budgets import FLOAT_BYTES
 from keras_mixed_dim.checks import check_positive_int
 from keras_mixed_dim.dynamic.id_map import SLOT_BYTES
 
-FLOAT_BYTES = 4
 TAG_BYTES = 4
 # the fallback hashes three 21/22-bit pieces of a key: (3 + 1) * 3 constants
 HASH_CONSTANT_BYTES = (3 + 1) * 3 * 4

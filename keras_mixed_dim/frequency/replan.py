@@ -24,6 +24,7 @@ import dataclasses
 
 import numpy as np
 
+from keras_mixed_dim.budgets import COUNT_BYTES
 from keras_mixed_dim.frequency.rerank import LayerSnapshot
 from keras_mixed_dim.frequency.rerank import new_ranking
 from keras_mixed_dim.frequency.rerank import read_counts
@@ -117,7 +118,8 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
         LayerSnapshot(layer), counts, layer.planning_args, layer.name,
         sketch_threshold=sketch_threshold, sketch_rows=sketch_rows, seed=seed,
         skip_if_unchanged=skip_if_unchanged, sketch=sketch,
-        max_error_ratio=max_error_ratio)
+        max_error_ratio=max_error_ratio,
+        held_bytes=COUNT_BYTES * layer.input_dim if layer.count_frequencies else 0)
     if not report.rebuilt:
         return report
     layer.rebuild(report.new_plan, new_ranks)
@@ -131,14 +133,16 @@ def replan_layer(layer, counts=None, sketch_threshold=200_000, sketch_rows=None,
 
 def replan_arrays(old, counts, planning_args, name, sketch_threshold=200_000,
                   sketch_rows=None, seed=0, skip_if_unchanged=False, sketch="osnap",
-                  max_error_ratio=MAX_ERROR_RATIO):
+                  max_error_ratio=MAX_ERROR_RATIO, held_bytes=0):
     """The re-planning of one table's weights, on numpy arrays.
 
     Args:
         old: A `LayerSnapshot` of the weights.
         counts: Per-id counts (float64).
-        planning_args: `{"num_blocks", "alpha", "budget", "round_dims"}`.
+        planning_args: `{"num_blocks", "alpha", "budget_bytes", "round_dims"}`.
         name: The layer's (or feature's) name, for errors.
+        held_bytes: Bytes of the budget held besides the plan (the
+            frequency counts).
         Others: as `replan_layer`'s.
 
     Returns:
@@ -152,7 +156,8 @@ def replan_arrays(old, counts, planning_args, name, sketch_threshold=200_000,
     new_plan = plan_blocks(
         old_plan.input_dim, old_plan.output_dim, counts=counts,
         num_blocks=min(args["num_blocks"], old_plan.input_dim), alpha=args["alpha"],
-        budget=args["budget"], round_dims=args["round_dims"], remap=True,
+        budget_bytes=args["budget_bytes"], round_dims=args["round_dims"], remap=True,
+        held_bytes=held_bytes if args["budget_bytes"] is not None else 0,
     )
     if skip_if_unchanged and (new_plan.rows, new_plan.dims) == (
         old_plan.rows, old_plan.dims

@@ -11,6 +11,7 @@ block shapes change).
 import numpy as np
 from keras import ops
 
+from keras_mixed_dim.budgets import COUNT_BYTES
 from keras_mixed_dim.frequency.replan import replan_arrays
 from keras_mixed_dim.frequency.rerank import LayerSnapshot
 from keras_mixed_dim.frequency.rerank import rerank_arrays
@@ -166,7 +167,8 @@ def replan_stacked(layer, features=None, counts=None, sketch_threshold=200_000,
             layer.planning_args[f], layer.feature_names[f],
             sketch_threshold=sketch_threshold, sketch_rows=sketch_rows, seed=seed,
             skip_if_unchanged=skip_if_unchanged, sketch=sketch,
-            max_error_ratio=max_error_ratio)
+            max_error_ratio=max_error_ratio,
+            held_bytes=COUNT_BYTES * int(layer.input_dims[f]) if layer.counting[f] else 0)
         reports[f] = report
         if report.rebuilt:
             replanned[f] = (report.new_plan, (tables, projections, ranks))

@@ -12,12 +12,12 @@ from keras import ops
 from keras import regularizers
 from keras import saving
 
+from keras_mixed_dim.budgets import FLOAT_BYTES
 from keras_mixed_dim.checks import check_positive_int
 from keras_mixed_dim.layers import hashes
 from keras_mixed_dim.layers.lookup import IdLookupLayer
 from keras_mixed_dim.layers.lookup import prepare_bag_inputs
 
-FLOAT_BYTES = 4
 INT_BYTES = 4
 HASH_KINDS = ("robe", "lsh", "identity")
 ROBE_CHUNK = 32
@@ -425,8 +425,8 @@ class HashedMemoryEmbedding(IdLookupLayer):
     def bytes(self):
         """Everything the layer needs, its memory included (shared or not).
 
-        To total several layers sharing one memory, use `embedding_bytes`,
-        which counts each memory once.
+        To total several layers sharing one memory, use
+        `keras_mixed_dim.embedding_bytes`, which counts each memory once.
         """
         return self.memory_size * FLOAT_BYTES + self.auxiliary_bytes
 
@@ -450,27 +450,16 @@ class HashedMemoryEmbedding(IdLookupLayer):
 
 
 def embedding_bytes(embedding_layers):
-    """Total bytes of embedding layers, each shared memory counted once.
+    """Deprecated (removed in 0.4.0): `keras_mixed_dim.embedding_bytes`."""
+    import warnings
 
-    Layers with a `bytes` property (this package's) report it; a
-    `keras.layers.Embedding` counts 4 bytes per parameter.
-    """
-    total, pools = 0, {}
-    for layer in embedding_layers:
-        if isinstance(layer, HashedMemoryEmbedding) and layer.shared_memory:
-            pool = layer._memory_layer
-            pools[id(pool) if pool is not None else layer.name] = (
-                layer.memory_size * FLOAT_BYTES)
-            total += layer.auxiliary_bytes
-        elif hasattr(layer, "bytes"):
-            total += int(layer.bytes)
-        elif hasattr(layer, "plan"):
-            total += layer.plan.bytes
-        elif isinstance(layer, layers.Embedding):
-            total += FLOAT_BYTES * layer.input_dim * layer.output_dim
-        else:
-            total += FLOAT_BYTES * layer.count_params()
-    return int(total + sum(pools.values()))
+    from keras_mixed_dim.budgets import embedding_bytes as count
+
+    warnings.warn("`keras_mixed_dim.layers.hashed_memory_embedding.embedding_bytes` is "
+                  "deprecated and will be removed in 0.4.0; use "
+                  "`keras_mixed_dim.embedding_bytes` (the same count).",
+                  DeprecationWarning, stacklevel=2)
+    return count(list(embedding_layers))
 
 
 class _IdSignatures(initializers.Initializer):

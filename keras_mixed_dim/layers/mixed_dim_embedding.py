@@ -1,5 +1,7 @@
 """The `MixedDimEmbedding` layer (arXiv:1909.11810), on every Keras backend."""
 
+import warnings
+
 import keras
 import numpy as np
 from keras import constraints
@@ -9,6 +11,12 @@ from keras import regularizers
 from keras import saving
 
 from keras_mixed_dim.backend import dense_gradient
+from keras_mixed_dim.budgets import COUNT_BYTES
+from keras_mixed_dim.budgets import FLOAT_BYTES
+from keras_mixed_dim.budgets import REMAP_BYTES
+from keras_mixed_dim.budgets import resolve_budget
+from keras_mixed_dim.budgets import uniform_bytes
+from keras_mixed_dim.budgets import warn_budget_deprecated
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.backend.row_gradients import flag_table
 from keras_mixed_dim.layers.ids import valid_int_ids
@@ -80,8 +88,13 @@ class MixedDimEmbedding(IdLookupLayer):
         boundaries: Optional explicit block cut points in rank space.
         alpha: Temperature of the power rule; 0 gives every block
             `output_dim`.
-        budget: Optional total parameter budget (tables plus projections);
-            by default the most popular block is `output_dim` wide.
+        budget_bytes: Optional byte budget of everything the layer holds:
+            float32 tables and projections, the id -> rank table and the
+            frequency counts; by default the most popular block is
+            `output_dim` wide. See `bytes`.
+        budget_fraction: Alternative to `budget_bytes`: a fraction in
+            (0, 1] of the uniform float32 table's bytes
+            (`4 * input_dim * output_dim`), e.g. `0.0625`.
         round_dims: Round block dims to powers of two.
         combiner: None to return one vector per id (like `Embedding`), or
             `"sum"` / `"mean"` / `"sqrtn"` to reduce the last id axis (a bag
@@ -108,6 +121,9 @@ class MixedDimEmbedding(IdLookupLayer):
             `tf.SparseTensor` ids (TensorFlow): they are padded to
             `(batch, bag_size)` in the graph, and a longer bag keeps its
             first `bag_size` ids.
+        budget: Deprecated (removed in 0.4.0): a number of parameters
+            (tables plus projections; the id -> rank table and the counts
+            not counted). Use `budget_bytes` or `budget_fraction`.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -134,7 +150,8 @@ class MixedDimEmbedding(IdLookupLayer):
         num_blocks=4,
         boundaries=None,
         alpha=0.3,
-        budget=None,
+        budget_bytes=None,
+        budget_fraction=None,
         round_dims=False,
         combiner=None,
         embeddings_initializer="uniform",
@@ -147,6 +164,7 @@ class MixedDimEmbedding(IdLookupLayer):
         count_frequencies=False,
         frequency_half_life=None,
         bag_size=None,
+        budget=None,
         **kwargs,
     ):
         super().__init__(input_dim, output_dim, combiner=combiner,
@@ -160,18 +178,35 @@ class MixedDimEmbedding(IdLookupLayer):
                 "`frequency_half_life` needs count_frequencies=True and a value "
                 f"> 0. Received: {frequency_half_life!r}"
             )
+        counts_bytes = COUNT_BYTES * self.input_dim if count_frequencies else 0
+        if budget is not None:
+            warn_budget_deprecated(
+                "MixedDimEmbedding", f"{budget!r} parameters (tables plus projections, "
+                "not the id -> rank table or the counts)",
+                "budget_bytes (every array the layer holds) or budget_fraction")
+            if budget_bytes is not None or budget_fraction is not None:
+                raise ValueError(
+                    "Pass one of `budget_bytes`, `budget_fraction` and the deprecated "
+                    f"`budget`. Received: budget_bytes={budget_bytes!r}, "
+                    f"budget_fraction={budget_fraction!r}, budget={budget!r}")
         if plan is None:
-            plan = plan_blocks(
-                self.input_dim,
-                self.output_dim,
-                counts=counts,
-                num_blocks=num_blocks,
-                boundaries=boundaries,
-                alpha=alpha,
-                budget=budget,
-                round_dims=round_dims,
-                remap=True if count_frequencies else None,
-            )
+            with warnings.catch_warnings():
+                # the layer warned about `budget` already
+                warnings.simplefilter("ignore", DeprecationWarning)
+                plan = plan_blocks(
+                    self.input_dim,
+                    self.output_dim,
+                    counts=counts,
+                    num_blocks=num_blocks,
+                    boundaries=boundaries,
+                    alpha=alpha,
+                    budget_bytes=budget_bytes,
+                    budget_fraction=budget_fraction,
+                    budget=budget,
+                    round_dims=round_dims,
+                    remap=True if count_frequencies else None,
+                    held_bytes=counts_bytes,
+                )
         if not isinstance(plan, BlockPlan):
             raise ValueError(f"`plan` must be a BlockPlan. Received: {plan!r}")
         if count_frequencies and not plan.remapped:
@@ -201,10 +236,19 @@ class MixedDimEmbedding(IdLookupLayer):
         )
         # Keep the planning arguments: re-planning from new counts reuses
         # them, so they are part of the config too.
+        if budget is not None:
+            # the same limit in bytes: a re-plan (always remapped) gets the
+            # same dims as the parameters gave
+            budget_bytes = (FLOAT_BYTES * float(budget) + counts_bytes
+                            + (REMAP_BYTES * self.input_dim if plan.remapped else 0))
+        elif budget_fraction is not None:
+            budget_bytes = resolve_budget(
+                budget_fraction=budget_fraction,
+                uniform_bytes=uniform_bytes(self.input_dim, self.output_dim))
         self.planning_args = {
             "num_blocks": plan.num_blocks,
             "alpha": float(alpha),
-            "budget": None if budget is None else float(budget),
+            "budget_bytes": None if budget_bytes is None else float(budget_bytes),
             "round_dims": round_dims,
         }
         self._head_blocks = _count_project_first_blocks(plan)
@@ -301,7 +345,8 @@ class MixedDimEmbedding(IdLookupLayer):
         directions of its rows (exact, or through a subspace sketch for big
         blocks); with `alpha=0` the result equals the original exactly. See
         `keras_mixed_dim.compress.mixed_dim_from_embedding` for every
-        argument (`alpha`, `num_blocks`, `budget`, `sketch`, ...).
+        argument (`alpha`, `num_blocks`, `budget_fraction`, `budget_bytes`,
+        `sketch`, ...).
 
         Example:
 
@@ -546,9 +591,11 @@ class MixedDimEmbedding(IdLookupLayer):
 
     @property
     def bytes(self):
-        """`BlockPlan.bytes` of the plan: float32 tables and projections and
-        the int32 id -> rank table."""
-        return self.plan.bytes
+        """Bytes of everything the layer holds: float32 tables and
+        projections, the int32 id -> rank table and the frequency counts.
+        Known before the layer is built (from its plan)."""
+        counts = COUNT_BYTES * self.input_dim if self.count_frequencies else 0
+        return int(self.plan.bytes + counts)
 
     def get_config(self):
         config = super().get_config()
@@ -579,6 +626,29 @@ class MixedDimEmbedding(IdLookupLayer):
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**legacy_planning_config(config))
+
+
+def legacy_planning_config(config):
+    """`config` with a pre-0.3 `budget` (parameters) turned into the
+    `budget_bytes` it equals, so old saved models load without a warning
+    (their plan is in the config; the budget only matters to re-plans)."""
+    config = dict(config)
+    if "budget" not in config or config.get("plan") is None:
+        # without a plan the budget plans the layer: it warns as given
+        return config
+    budget = config.pop("budget")
+    if budget is not None and config.get("budget_bytes") is None:
+        plan = config["plan"]
+        plan = BlockPlan.from_config(plan) if isinstance(plan, dict) else plan
+        input_dim = int(config["input_dim"])
+        held = COUNT_BYTES * input_dim if config.get("count_frequencies") else 0
+        remap = REMAP_BYTES * input_dim if plan is not None and plan.remapped else 0
+        config["budget_bytes"] = FLOAT_BYTES * float(budget) + held + remap
+    return config
 
 
 def _count_project_first_blocks(plan):

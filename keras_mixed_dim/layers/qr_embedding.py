@@ -11,9 +11,9 @@ from keras import saving
 
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.backend.row_gradients import flag_table
+from keras_mixed_dim.budgets import FLOAT_BYTES
 from keras_mixed_dim.layers.lookup import IdLookupLayer
 
-FLOAT_BYTES = 4
 OPERATIONS = ("mult", "add", "concat")
 
 # Standard deviation of `keras.layers.Embedding`'s default init,

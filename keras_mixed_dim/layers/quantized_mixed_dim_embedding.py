@@ -109,6 +109,17 @@ class QuantizedMixedDimEmbedding(MixedDimEmbedding):
         projection = self.block_projections[index]
         return table if projection is None else ops.matmul(table, projection)
 
+    @property
+    def bytes(self):
+        """Bytes of all weights at their stored dtypes: the tables at 1
+        (int8, plus a float32 scale per row) or 2 bytes, float32
+        projections, int32 remap."""
+        plan = self.plan
+        entries = plan.embedding_params
+        rows = sum(block.rows for block in plan.blocks)
+        table_bytes = entries + 4 * rows if self.table_dtype == "int8" else 2 * entries
+        return int(plan.bytes - 4 * entries + table_bytes)
+
     def get_config(self):
         config = super().get_config()
         config["table_dtype"] = self.table_dtype

@@ -78,15 +78,14 @@ class QuantizedStackedEmbedding(StackedEmbedding):
             values = ops.divide(values, ops.expand_dims(ops.take(scale, rows, axis=0), -1))
         return values
 
-    @property
-    def plan_bytes(self):
+    def _plans_bytes(self):
         """Bytes of all weights at their stored dtypes: the tables at 1
         (int8, plus a float32 scale per row) or 2 bytes, float32
         projections, int32 remap."""
         entries = sum(g.rows * g.width for g in self.groups)
         rows = sum(g.rows for g in self.groups)
         table_bytes = entries + 4 * rows if self.table_dtype == "int8" else 2 * entries
-        return super().plan_bytes - 4 * entries + table_bytes
+        return super()._plans_bytes() - 4 * entries + table_bytes
 
     def get_config(self):
         config = super().get_config()

@@ -14,6 +14,9 @@ from keras_mixed_dim.backend import split_columns
 from keras_mixed_dim.backend import take_columns
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.backend.row_gradients import flag_table
+from keras_mixed_dim.budgets import COUNT_BYTES
+from keras_mixed_dim.budgets import FLOAT_BYTES
+from keras_mixed_dim.budgets import REMAP_BYTES
 from keras_mixed_dim.checks import check_positive_int
 from keras_mixed_dim.layers.ids import is_host_array
 from keras_mixed_dim.layers.ids import sanitize_numpy_ids
@@ -264,8 +267,8 @@ class StackedEmbedding(layers.Layer):
                 f"`planning_args` must be a list of {len(plans)} entries (one per "
                 f"feature, None or a dict). Received: {planning_args!r}")
         self.planning_args = tuple(
-            _planning_args(plan, args, f) for f, (plan, args)
-            in enumerate(zip(plans, planning_args)))
+            _planning_args(plan, args, f, counting) for f, (plan, args, counting)
+            in enumerate(zip(plans, planning_args, self.counting)))
         if feature_names is not None:
             if (not isinstance(feature_names, (list, tuple))
                     or len(feature_names) != len(plans)
@@ -860,20 +863,22 @@ class StackedEmbedding(layers.Layer):
                 stacked._initial_ranks = ranks
         return stacked
 
-    @property
-    def plan_bytes(self):
-        """Bytes of all weights: float32 tables and projections, int32 remap
-        (frequency counts not included, as in `BlockPlan.bytes`). Known
-        before the layer is built."""
+    def _plans_bytes(self):
+        """Bytes of the plans' arrays: float32 tables and projections,
+        int32 remap (frequency counts not included)."""
         total = sum(g.rows * g.width for g in self.groups)
         total += sum(len(g.features) * g.width * self.output_dim
                      for g in self.groups if g.projected)
-        return 4 * total + (4 * int(self.input_dims.sum()) if self.remapped else 0)
+        return FLOAT_BYTES * total + (
+            REMAP_BYTES * int(self.input_dims.sum()) if self.remapped else 0)
 
     @property
     def bytes(self):
-        """Same as `plan_bytes` (the name `embedding_bytes` reads)."""
-        return self.plan_bytes
+        """Bytes of everything the layer holds: the tables, projections and
+        remap of every feature and the counting features' frequency counts.
+        Known before the layer is built."""
+        counted = int(np.sum(np.where(self.counting, self.input_dims, 0)))
+        return int(self._plans_bytes() + COUNT_BYTES * counted)
 
     def get_config(self):
         config = super().get_config()
@@ -955,15 +960,24 @@ def _per_feature_flags(value, num_features, name):
     return (bool(value),) * num_features
 
 
-_PLANNING_KEYS = ("num_blocks", "alpha", "budget", "round_dims")
+_PLANNING_KEYS = ("num_blocks", "alpha", "budget_bytes", "round_dims")
 
 
-def _planning_args(plan, args, feature):
+def _planning_args(plan, args, feature, counting=False):
     """A feature's planning settings, with `MixedDimEmbedding`'s defaults."""
-    defaults = {"num_blocks": plan.num_blocks, "alpha": 0.3, "budget": None,
+    defaults = {"num_blocks": plan.num_blocks, "alpha": 0.3, "budget_bytes": None,
                 "round_dims": False}
     if args is None:
         return defaults
+    if isinstance(args, dict) and "budget" in args:
+        # saved before 0.3: a budget in parameters, as the same limit in bytes
+        args = dict(args)
+        budget = args.pop("budget")
+        if budget is not None and args.get("budget_bytes") is None:
+            args["budget_bytes"] = (
+                FLOAT_BYTES * float(budget)
+                + (REMAP_BYTES * plan.input_dim if plan.remapped else 0)
+                + (COUNT_BYTES * plan.input_dim if counting else 0))
     if not isinstance(args, dict) or set(args) - set(_PLANNING_KEYS):
         raise ValueError(
             f"Feature {feature}'s planning_args must be None or a dict with keys "

@@ -1,69 +1,83 @@
 """DLRM (Naumov et al. 2019) with uniform or mixed-dimension embeddings."""
 
+import warnings
+
 import keras
 import numpy as np
 from keras import layers
 from keras import ops
 
 from keras_mixed_dim import backend
+from keras_mixed_dim.budgets import FLOAT_BYTES
+from keras_mixed_dim.budgets import budget_of
+from keras_mixed_dim.budgets import embedding_bytes
+from keras_mixed_dim.budgets import uniform_bytes
+from keras_mixed_dim.budgets import warn_budget_deprecated
 from keras_mixed_dim.checks import check_positive_int
 from keras_mixed_dim.layers import MixedDimEmbedding
 from keras_mixed_dim.layers.dot_interaction import DotInteraction
 from keras_mixed_dim.layers.hashed_memory_embedding import HashedMemoryEmbedding
-from keras_mixed_dim.layers.hashed_memory_embedding import embedding_bytes
 from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 from keras_mixed_dim.models.cross import cross_network
-from keras_mixed_dim.models.embeddings import make_embedding
-from keras_mixed_dim.models.embeddings import make_shared_memory
 from keras_mixed_dim.models.id_safe import IdSafeModel
-from keras_mixed_dim.planning import Block
-from keras_mixed_dim.planning import BlockPlan
-from keras_mixed_dim.planning import md_solver
-from keras_mixed_dim.planning import plan_blocks
+from keras_mixed_dim.models.kinds import EMBEDDING_KINDS
+from keras_mixed_dim.models.kinds import build_shares
+from keras_mixed_dim.models.kinds import get_kind
+from keras_mixed_dim.models.kinds import table_dims as kind_table_dims
 
-EMBEDDING_MODES = ("uniform", "table", "block", "qr", "md_qr", "hashing", "robe",
-                   "lma")
-SHARED_MEMORY_MODES = ("robe", "lma")
+# Deprecated (removed in 0.4.0): the kinds are `kinds.EMBEDDING_KINDS`.
+EMBEDDING_MODES = EMBEDDING_KINDS
+SHARED_MEMORY_MODES = tuple(name for name in EMBEDDING_KINDS
+                            if get_kind(name).shared_memory)
 INTERACTIONS = ("dot", "dcnv2")
 
 
-def table_dims(cardinalities, dim, mode, alpha=0.3, budget=None):
-    """Per-table dims: `dim` each for uniform, else DLRM's `md_solver`."""
+def table_dims(cardinalities, dim, mode="table", alpha=0.3, budget=None):
+    """Per-table dims: `dim` each for `"uniform"`, else DLRM's `md_solver`
+    (the largest table at `dim`, or all within `budget` table parameters,
+    the paper's `B`)."""
     if mode == "uniform":
         return [dim] * len(cardinalities)
-    if budget is not None:
-        dims = md_solver(cardinalities, alpha, budget=budget)
-    else:
-        dims = md_solver(cardinalities, alpha, base_dim=dim)
-    return [int(min(d, dim)) for d in dims]
+    return kind_table_dims(cardinalities, dim, alpha, budget)
 
 
-def embedding_layers(cardinalities, dim, mode, alpha=0.3, budget=None, counts=None,
+def embedding_layers(cardinalities, dim, kind=None, alpha=0.3, budget=None, counts=None,
                      num_blocks=4, block_min_rows=10_000, budget_bytes=None,
                      share_memory=True, signatures=None, seed=0, bag_sizes=None,
-                     combiner="sum"):
+                     combiner="sum", budget_fraction=None, mode=None):
     """One embedding layer per categorical feature, all with output `dim`.
+
+    Example:
+
+    >>> layers = embedding_layers([10_000, 500, 20], 16, "table",
+    ...                           budget_fraction=0.125)
+    >>> keras_mixed_dim.embedding_bytes(layers) <= 0.125 * 4 * 10_520 * 16
+    True
 
     Args:
         cardinalities: Rows per feature.
         dim: The common dimension (DLRM's `d`).
-        mode: One of `EMBEDDING_MODES`: `"uniform"` (every table `dim`
-            wide), `"table"` (one dim per table from `md_solver`, as DLRM's
-            `--md-flag`), `"block"` (per table, then frequency blocks inside
-            tables of at least `block_min_rows` rows, the top block at the
-            table's dim), or a compressed kind of
-            `keras_mixed_dim.models.make_embedding` (`"qr"`, `"md_qr"`,
-            `"hashing"`, `"robe"`, `"lma"`), each feature getting the share
-            of `budget_bytes` its uniform table would have.
-        alpha, budget: Power-rule temperature and optional parameter budget
-            (`"table"` / `"block"`).
+        kind: A kind of `keras_mixed_dim.models.kinds` (`EMBEDDING_KINDS`):
+            `"uniform"` (every table `dim` wide), `"table"` (one dim per
+            table from `md_solver`, as DLRM's `--md-flag`), `"table_blocks"`
+            (per table, then frequency blocks inside tables of at least
+            `block_min_rows` rows, the top block at the table's dim), or any
+            other kind (`"mixed"`, `"qr"`, `"md_qr"`, `"hashing"`,
+            `"robe"`, `"lma"`), each feature getting the share of the budget
+            its uniform table would have. `"block"` is a deprecated name of
+            `"table_blocks"` here.
+        alpha: Power-rule temperature.
+        budget: Deprecated: `md_solver`'s parameter budget (tables only, no
+            projections) of `"table"` / `"table_blocks"`.
         counts: Optional per-feature counts per index (rank order or not)
             for the blocks; without them ids are taken as ranked.
-        num_blocks: Blocks per large table in `"block"` / `"md_qr"` mode.
-        block_min_rows: Smallest table that gets blocks in `"block"` mode.
+        num_blocks: Blocks per large table (`"table_blocks"`, `"mixed"`,
+            `"md_qr"`).
+        block_min_rows: Smallest table that gets blocks in `"table_blocks"`.
         budget_bytes: Total byte budget of all embeddings (everything
-            counted). Required for the compressed kinds; for `"table"` /
-            `"block"` it sets `budget` to `budget_bytes / 4` parameters.
+            counted: `keras_mixed_dim.embedding_bytes(layers)` is at most
+            this). Required for `"qr"`, `"md_qr"`, `"hashing"`, `"robe"`,
+            `"lma"`.
         share_memory: `"robe"` / `"lma"`: all features read one
             `SharedMemory` (named `"shared_memory"`) of what the budget
             leaves after signatures and hash constants; each feature hashes
@@ -75,62 +89,53 @@ def embedding_layers(cardinalities, dim, mode, alpha=0.3, budget=None, counts=No
             feature gets a layer with `combiner` (a uniform one then is a
             one-block `MixedDimEmbedding`, which `dlrm` stacks all the same).
         combiner: The combiner of those layers.
+        budget_fraction: Alternative to `budget_bytes`: a fraction in
+            (0, 1] of the bytes of all features' uniform float32 tables.
+        mode: Deprecated name of `kind`.
+
+    Returns:
+        A list of unbuilt layers named `embedding_{f}`.
+
+    Raises:
+        ValueError: for an unknown kind, both budgets, or a budget below the
+            kind's smallest layers (naming the budget and the minimum).
     """
-    if mode not in EMBEDDING_MODES:
-        raise ValueError(f"`mode` must be one of {EMBEDDING_MODES}. Received: {mode!r}")
+    if mode is not None:
+        warnings.warn("`embedding_layers(mode=...)` is deprecated and will be removed "
+                      "in 0.4.0: it is the embedding kind. Pass `kind`.",
+                      DeprecationWarning, stacklevel=2)
+        if kind is not None:
+            raise ValueError(f"Pass `kind` only (`mode` is its deprecated name). "
+                             f"Received: kind={kind!r}, mode={mode!r}")
+        kind = mode
+    spec = get_kind(kind, "dlrm")
+    total_uniform = sum(uniform_bytes(rows, dim) for rows in cardinalities)
+    spend = budget_of(budget_bytes, budget_fraction, total_uniform)
+    options = dict(alpha=alpha, num_blocks=num_blocks, block_min_rows=block_min_rows,
+                   share_memory=share_memory, signatures=signatures, seed=seed)
+    if budget is not None:
+        if spec.name not in ("table", "table_blocks"):
+            raise ValueError(
+                f"The deprecated `budget` (md_solver's parameters) is for kinds "
+                f"'table' and 'table_blocks'; kind {spec.name!r} takes "
+                "`budget_bytes` or `budget_fraction`.")
+        warn_budget_deprecated("embedding_layers", "md_solver's parameter budget "
+                               "(table parameters; projections not counted)",
+                               "budget_bytes or budget_fraction (every array counted)")
+        if spend is not None:
+            raise ValueError(
+                "Pass one of `budget_bytes`, `budget_fraction` and the deprecated "
+                f"`budget`. Received: budget_bytes={budget_bytes!r}, "
+                f"budget_fraction={budget_fraction!r}, budget={budget!r}")
+        options["budget_params"] = budget
     # with bags every feature's layer combines (a bag of one id is that id's
     # vector, times its weight), so `dlrm(bag_weights=True)` works unstacked
     combiners = [None if bag_sizes is None else combiner] * len(cardinalities)
     check_bag_sizes(bag_sizes, len(cardinalities))
-    if mode in ("uniform", "table", "block"):
-        if budget_bytes is not None and mode != "uniform":
-            budget = budget_bytes / 4
-        return _md_layers(cardinalities, dim, mode, alpha, budget, counts, num_blocks,
-                          block_min_rows, combiners)
-    if budget_bytes is None:
-        raise ValueError(f"mode={mode!r} needs `budget_bytes`.")
-    total_rows = float(sum(cardinalities))
-    shares = [budget_bytes * rows / total_rows for rows in cardinalities]
-
-    def build(memory=None):
-        return [
-            make_embedding(
-                mode, rows, dim,
-                counts=None if counts is None else np.asarray(counts[f]),
-                budget_bytes=shares[f], alpha=alpha, num_blocks=num_blocks,
-                signatures=None if signatures is None else signatures[f],
-                seed=seed + f, memory=memory, name=f"embedding_{f}",
-                combiner=combiners[f])
-            for f, rows in enumerate(cardinalities)
-        ]
-
-    result = build()
-    if mode in SHARED_MEMORY_MODES and share_memory:
-        # the same layers, reading one pool of what the budget leaves
-        auxiliary = sum(layer.auxiliary_bytes for layer in result)
-        result = build(memory=make_shared_memory(budget_bytes, auxiliary))
-    return result
-
-
-def _md_layers(cardinalities, dim, mode, alpha, budget, counts, num_blocks,
-               block_min_rows, combiners):
-    dims = table_dims(cardinalities, dim, mode, alpha, budget)
-    result = []
-    for f, (rows, table_dim) in enumerate(zip(cardinalities, dims)):
-        name = f"embedding_{f}"
-        if mode == "uniform" and combiners[f] is None:
-            result.append(layers.Embedding(rows, dim, name=name))
-            continue
-        feature_counts = None if counts is None else np.asarray(counts[f])
-        if mode == "block" and rows >= block_min_rows:
-            plan = plan_blocks(rows, dim, counts=feature_counts, num_blocks=num_blocks,
-                               alpha=alpha, base_dim=table_dim)
-        else:
-            plan = BlockPlan(rows, dim, [Block(0, rows, table_dim)])
-            feature_counts = None
-        result.append(MixedDimEmbedding(rows, dim, plan=plan, counts=feature_counts,
-                                        combiner=combiners[f], name=name))
-    return result
+    if spec.build_features is not None:
+        return spec.build_features(cardinalities, dim, spend, counts, combiners,
+                                   options)
+    return build_shares(spec, cardinalities, dim, spend, counts, combiners, options)
 
 
 def check_bag_sizes(bag_sizes, num_features):
@@ -155,7 +160,7 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
     `"embeddings"`, its features named after the per-feature layers) when
     every layer is one it can take: a plain `keras.layers.Embedding` or a
     `MixedDimEmbedding` with one id per feature (the `"uniform"`, `"table"`
-    and `"block"` modes of `embedding_layers`); other kinds (QR, MD + QR,
+    and `"table_blocks"` kinds of `embedding_layers`); other kinds (QR, MD + QR,
     hashing, ROBE, LMA, bags of ids, regularized or constrained tables) keep
     one layer per feature.
 
@@ -387,42 +392,28 @@ def unstackable_reason(layer, combiner=None):
 
 def embedding_summary(embeddings):
     """Parameters and bytes of the embedding layers: everything stored
-    (remaps, signatures, hash constants), a shared memory counted once.
+    (remaps, signatures, hash constants, frequency counts), a shared memory
+    counted once (`keras_mixed_dim.embedding_bytes`).
 
     `embeddings` are per-feature layers or a `StackedEmbedding` (or a list
-    holding one). Unbuilt `Embedding` / `MixedDimEmbedding` layers (those a
-    stacked DLRM took its plans from) are counted from their plans."""
+    holding one). Unbuilt layers are counted from their plans."""
     if isinstance(embeddings, StackedEmbedding):
         embeddings = [embeddings]
     params, pools = 0, set()
     for layer in embeddings:
-        if isinstance(layer, StackedEmbedding):
-            params += _stacked_params(layer)
-            continue
-        if not layer.built and type(layer) in (layers.Embedding, MixedDimEmbedding):
-            plan = getattr(layer, "plan", None)
-            if plan is None:
-                params += layer.input_dim * layer.output_dim
-            else:
-                params += plan.params + (plan.input_dim if plan.remapped else 0)
-                if layer.count_frequencies:
-                    params += plan.input_dim
-            continue
         if isinstance(layer, HashedMemoryEmbedding) and layer.shared_memory:
             pool = layer._memory_layer
             if id(pool) not in pools:
                 pools.add(id(pool))
                 params += layer.memory_size
             continue
-        params += layer.count_params()
+        if layer.built:
+            params += layer.count_params()
+        elif isinstance(layer, (StackedEmbedding, MixedDimEmbedding)):
+            # unbuilt: every array of these layers is 4 bytes an entry
+            params += layer.bytes // FLOAT_BYTES
+        elif isinstance(layer, layers.Embedding):
+            params += layer.input_dim * layer.output_dim
+        else:
+            params += layer.count_params()
     return {"params": int(params), "bytes": int(embedding_bytes(embeddings))}
-
-
-def _stacked_params(layer):
-    """What `count_params` gives once built (remap and counts included)."""
-    if layer.built:
-        return layer.count_params()
-    params = (layer.plan_bytes - (4 * int(layer.input_dims.sum()) if layer.remapped
-                                  else 0)) // 4
-    params += int(layer.input_dims.sum()) if layer.remapped else 0
-    return params + int(np.sum(np.where(layer.counting, layer.input_dims, 0)))

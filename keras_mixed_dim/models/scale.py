@@ -4,8 +4,8 @@ of hosts for each kind (docs/scale.md).
 
 ```python
 config = get_preset("mlperf-dcnv2", scale=1000)
-budget = check_settings(config, "table", "1/16")    # fails here, allocating nothing
-embeddings = preset_embeddings(config, "table", budget)
+budget_bytes = check_settings(config, "table", "1/16")  # fails here, allocating nothing
+embeddings = preset_embeddings(config, "table", budget_bytes)
 model = preset_model(config, embeddings)
 ```
 """
@@ -16,14 +16,25 @@ import re
 import keras
 import numpy as np
 
+from keras_mixed_dim.budgets import FLOAT_BYTES
+from keras_mixed_dim.budgets import BudgetTooSmall
 from keras_mixed_dim.models.embeddings import make_embedding
 from keras_mixed_dim.models.embeddings import smallest_md_params
+from keras_mixed_dim.models.kinds import get_kind
 from keras_mixed_dim.models.presets import parse_fraction
 
-SCALE_KINDS = ("uniform", "table", "block", "md_qr", "robe", "lma")
+SCALE_KINDS = ("uniform", "table", "table_blocks", "md_qr", "robe", "lma")
 # Kinds whose plan reads per-id counts (the sampling pass).
-COUNTED_KINDS = ("block", "md_qr")
-FLOAT_BYTES = 4
+COUNTED_KINDS = ("table_blocks", "md_qr")
+
+
+def scale_kind(kind):
+    """`kind`'s name among `SCALE_KINDS` (`"block"`, deprecated, is
+    `"table_blocks"`); errors name it."""
+    name = get_kind(kind, "dlrm").name if kind == "block" else kind
+    if name not in SCALE_KINDS:
+        raise ValueError(f"Unknown embedding kind {kind!r}; known kinds: {SCALE_KINDS}.")
+    return name
 _PART_RULES = (
     ("projections", re.compile(r"projection")),
     ("tables", re.compile(r"(embeddings|quotient|remainder|memory)$")),
@@ -37,48 +48,57 @@ def smallest_bytes(config, kind, num_blocks=4):
     its `1 x dim` projection; the exact smallest plan ranks every id), and
     `preset_embeddings` checks the planned bytes again before building."""
     dim, rows = config.dim, config.cardinalities
+    kind = scale_kind(kind)
     if kind == "uniform":
         return config.uniform_table_bytes
     if kind == "table":
         # every table one column wide, plus its 1 x dim projection
         return FLOAT_BYTES * sum(r + (dim if dim > 1 else 0) for r in rows)
-    if kind == "block":
+    if kind == "table_blocks":
+        # a lower bound: blocks only in tables of block_min_rows and more
         return FLOAT_BYTES * sum(smallest_md_params(r, dim, num_blocks) for r in rows)
     if kind == "md_qr":
         return FLOAT_BYTES * sum(min(num_blocks, r) * dim for r in rows)
     if kind in ("robe", "lma"):
         # hash constants and signatures, plus one float of memory
         return FLOAT_BYTES + sum(
-            make_embedding(kind, r, dim, budget_bytes=FLOAT_BYTES).auxiliary_bytes
-            for r in rows)
-    raise ValueError(f"Unknown embedding kind {kind!r}; known kinds: {SCALE_KINDS}.")
+            _auxiliary_bytes(kind, r, dim) for r in rows)
 
 
-def check_settings(config, kind, budget):
+def _auxiliary_bytes(kind, rows, dim):
+    try:
+        make_embedding(kind, rows, dim, budget_bytes=FLOAT_BYTES)
+    except BudgetTooSmall as error:
+        # its smallest layer: the constants and signatures and one float
+        return error.minimum - FLOAT_BYTES
+    raise AssertionError(f"a {kind!r} layer fit in {FLOAT_BYTES} bytes")
+
+
+def check_settings(config, kind, budget_fraction):
     """Checks an embedding kind and budget against `config` before anything
     is allocated; returns the budget in bytes.
 
     Args:
         config: A `DLRMConfig`.
         kind: One of `SCALE_KINDS`.
-        budget: A fraction of the uniform tables' bytes (`"1/16"`, 0.0625);
-            must be 1 for `"uniform"`.
+        budget_fraction: A fraction of the uniform tables' bytes (`"1/16"`,
+            0.0625); must be 1 for `"uniform"`.
 
     Raises:
         ValueError: naming the kind or budget, when the kind is unknown or
             the budget is below the kind's smallest plan.
     """
-    if kind not in SCALE_KINDS:
-        raise ValueError(f"Unknown embedding kind {kind!r}; known kinds: {SCALE_KINDS}.")
-    fraction = parse_fraction(budget)
+    kind = scale_kind(kind)
+    fraction = parse_fraction(budget_fraction)
     if kind == "uniform" and fraction != 1:
         raise ValueError(f"--embedding uniform stores every table whole; its budget "
-                         f"is 1, not {budget!r}.")
+                         f"fraction is 1, not {budget_fraction!r}.")
     budget_bytes = fraction * config.uniform_table_bytes
     smallest = smallest_bytes(config, kind)
     if budget_bytes < smallest:
         raise ValueError(
-            f"Budget {budget!r} ({budget_bytes / 2**30:.3f} GiB) is below the "
+            f"budget_fraction={budget_fraction!r} ({budget_bytes / 2**30:.3f} GiB) "
+            f"is below the "
             f"smallest {kind!r} plan of preset {config.name!r} at scale "
             f"{config.scale:g} ({smallest / 2**30:.3f} GiB, "
             f"{smallest / config.uniform_table_bytes:.2g} of the uniform tables).")
@@ -86,57 +106,24 @@ def check_settings(config, kind, budget):
 
 
 def preset_embeddings(config, kind, budget_bytes, counts=None, seed=0):
-    """The per-feature embedding layers (unbuilt: nothing allocated).
+    """The per-feature embedding layers (unbuilt: nothing allocated), every
+    array of them within `budget_bytes` (but `"uniform"`'s).
 
     `counts` (per feature, in rank order: id 0 the most frequent) place the
-    frequency blocks of `"block"` and `"md_qr"`; ids are taken as ranks, so
-    no id remap is stored."""
-    from keras_mixed_dim.models.dlrm import embedding_bytes
+    frequency blocks of `"table_blocks"` and `"md_qr"`; ids are taken as
+    ranks, so no id remap is stored."""
     from keras_mixed_dim.models.dlrm import embedding_layers
 
-    if kind == "table":
-        layers = embedding_layers(config.cardinalities, config.dim, "table",
-                                  budget=table_params_for(config, budget_bytes),
-                                  bag_sizes=config.bag_sizes)
-    elif kind in ("uniform", "block"):
-        layers = embedding_layers(config.cardinalities, config.dim, kind,
-                                  counts=counts, bag_sizes=config.bag_sizes,
-                                  budget_bytes=None if kind == "uniform" else budget_bytes)
-    else:
-        layers = embedding_layers(config.cardinalities, config.dim, kind, counts=counts,
-                                  budget_bytes=budget_bytes, seed=seed,
-                                  bag_sizes=config.bag_sizes)
-    planned = embedding_bytes(layers)
-    if kind != "uniform" and planned > budget_bytes * 1.001:
+    kind = scale_kind(kind)
+    try:
+        return embedding_layers(config.cardinalities, config.dim, kind, counts=counts,
+                                budget_bytes=None if kind == "uniform" else budget_bytes,
+                                seed=seed, bag_sizes=config.bag_sizes)
+    except BudgetTooSmall as error:
         raise ValueError(
             f"The smallest {kind!r} plan of preset {config.name!r} takes "
-            f"{planned / 2**30:.3f} GiB, above the budget of "
-            f"{budget_bytes / 2**30:.3f} GiB ({budget_bytes:,.0f} bytes).")
-    return layers
-
-
-def _table_bytes(config, params):
-    from keras_mixed_dim.models.dlrm import table_dims
-
-    dims = table_dims(config.cardinalities, config.dim, "table", budget=params)
-    return FLOAT_BYTES * sum(r * d + (d * config.dim if d < config.dim else 0)
-                             for r, d in zip(config.cardinalities, dims))
-
-
-def table_params_for(config, budget_bytes):
-    """The largest `md_solver` parameter budget whose per-table plan, tables
-    and projections counted, fits `budget_bytes` (md_solver counts table
-    parameters only and rounds dims)."""
-    low, high = 0.0, budget_bytes / FLOAT_BYTES
-    if _table_bytes(config, high) <= budget_bytes:
-        return high
-    for _ in range(60):
-        middle = (low + high) / 2
-        if middle > 0 and _table_bytes(config, middle) <= budget_bytes:
-            low = middle
-        else:
-            high = middle
-    return max(low, 1.0)
+            f"{error.minimum / 2**30:.3f} GiB, above the budget of "
+            f"{budget_bytes / 2**30:.3f} GiB ({budget_bytes:,.0f} bytes).") from None
 
 
 def preset_model(config, embeddings, **kwargs):
@@ -237,13 +224,13 @@ SIZING_KINDS = ("uniform", "table", "md_qr", "robe", "lma")
 SIZING_BUDGETS = ("1/4", "1/16", "1/64")
 
 
-def training_bytes(config, kind, budget, dense_slots=1):
-    """Bytes training holds for `kind` at `budget` (a fraction) with
+def training_bytes(config, kind, budget_fraction, dense_slots=1):
+    """Bytes training holds for `kind` at `budget_fraction` with
     Adagrad (MLPerf's optimizer): the embedding budget; row-wise Adagrad's
     one float per table row (at most one per id; ROBE / LMA's 1-D pool is
     updated by the dense optimizer, one float per float); the dense part
     with `dense_slots` slots per parameter."""
-    fraction = 1.0 if kind == "uniform" else parse_fraction(budget)
+    fraction = 1.0 if kind == "uniform" else parse_fraction(budget_fraction)
     embedding = fraction * config.uniform_table_bytes
     if kind in ("robe", "lma"):
         slots = embedding
@@ -278,14 +265,14 @@ def dense_parameters(config):
 PEAK_FACTOR = 1.8
 
 
-def hosts_needed(config, kind, budget, host_gib, peak_factor=PEAK_FACTOR,
+def hosts_needed(config, kind, budget_fraction, host_gib, peak_factor=PEAK_FACTOR,
                  reserve_gib=3.0):
-    """Hosts of `host_gib` needed to train `kind` at `budget`, tables
+    """Hosts of `host_gib` needed to train `kind` at `budget_fraction`, tables
     sharded by rows and the dense part replicated, when a host's peak is
     `peak_factor` times what it holds (save, load and export copies) plus
     `reserve_gib` (runtime, batch, activations). None when the dense part
     alone does not fit."""
-    total = training_bytes(config, kind, budget)
+    total = training_bytes(config, kind, budget_fraction)
     dense = 2 * FLOAT_BYTES * dense_parameters(config)
     room = (host_gib - reserve_gib) * 2**30 - peak_factor * dense
     if room <= 0:

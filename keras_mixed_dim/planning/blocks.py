@@ -5,6 +5,14 @@ import math
 
 import numpy as np
 
+from keras_mixed_dim.budgets import FLOAT_BYTES
+from keras_mixed_dim.budgets import REMAP_BYTES
+from keras_mixed_dim.budgets import Budget
+from keras_mixed_dim.budgets import BudgetTooSmall
+from keras_mixed_dim.budgets import budget_of
+from keras_mixed_dim.budgets import check_budget_bytes
+from keras_mixed_dim.budgets import uniform_bytes
+from keras_mixed_dim.budgets import warn_budget_deprecated
 from keras_mixed_dim.planning.plan import Block
 from keras_mixed_dim.planning.plan import BlockPlan
 from keras_mixed_dim.planning.solver import check_alpha
@@ -155,14 +163,14 @@ def check_boundaries(boundaries, num_ids):
     return tuple(offsets)
 
 
-def block_dims(rows, masses, alpha, output_dim, base_dim=None, budget=None,
-               round_dims=False):
+def block_dims(rows, masses, alpha, output_dim, base_dim=None, budget_bytes=None,
+               round_dims=False, budget=None):
     """Sizes blocks with the power rule d_i = lambda * p_i**alpha.
 
     `p_i = masses[i] / rows[i]` is the probability of one id of block `i`.
-    With `budget` None, lambda makes the most popular block `base_dim` wide
-    (default `output_dim`). With `budget`, lambda is the largest value whose
-    plan (tables plus projections) fits in `budget` parameters. Dims are
+    With no budget, lambda makes the most popular block `base_dim` wide
+    (default `output_dim`). With `budget_bytes`, lambda is the largest value
+    whose float32 tables plus projections fit in `budget_bytes`. Dims are
     rounded half to even and clipped to `[1, output_dim]`.
 
     Args:
@@ -170,9 +178,11 @@ def block_dims(rows, masses, alpha, output_dim, base_dim=None, budget=None,
         masses: Probability mass of each block.
         alpha: Temperature >= 0 of the power rule.
         output_dim: The common dimension; the largest dim allowed.
-        base_dim: Dim of the most popular block (default `output_dim`).
-        budget: Optional parameter budget (tables plus projections).
+        base_dim: Dim of the most popular block (default `output_dim`);
+            exclusive with a budget.
+        budget_bytes: Bytes of tables plus projections (float32).
         round_dims: As in `plan_blocks`.
+        budget: Deprecated: a budget in parameters (`budget_bytes / 4`).
 
     Returns:
         A tuple of int dims.
@@ -181,15 +191,59 @@ def block_dims(rows, masses, alpha, output_dim, base_dim=None, budget=None,
 
     >>> block_dims([10, 1000], [0.5, 0.5], alpha=0.5, output_dim=64)
     (64, 6)
+    >>> block_dims([10, 90], [0.5, 0.5], 0.5, 8, budget_bytes=4 * 300)
+    (5, 2)
     """
+    if budget is not None:
+        warn_budget_deprecated("block_dims", "a number of parameters (tables plus "
+                               "projections)", "budget_bytes=4 * budget")
+        if budget_bytes is not None:
+            raise ValueError(
+                "Pass at most one of `budget_bytes` and the deprecated `budget`. "
+                f"Received: budget_bytes={budget_bytes!r}, budget={budget!r}")
+        check_number("budget", budget, positive=True)
+        return _block_dims(rows, masses, alpha, output_dim, base_dim, float(budget),
+                           round_dims, budget_in_params("budget", budget))
+    if budget_bytes is not None:
+        budget = Budget("budget_bytes", budget_bytes, check_budget_bytes(budget_bytes))
+        return _block_dims(rows, masses, alpha, output_dim, base_dim,
+                           budget.bytes / FLOAT_BYTES, round_dims,
+                           lambda params, detail: budget.too_small(
+                               FLOAT_BYTES * params, detail))
+    return _block_dims(rows, masses, alpha, output_dim, base_dim, None, round_dims,
+                       None)
+
+
+def budget_in_params(name, value, extra_params=0):
+    """The error maker of a too small budget counted in parameters (the
+    deprecated `budget=` arguments), naming it and its smallest value."""
+
+    def too_small(params, detail):
+        error = BudgetTooSmall(name, value, int(math.ceil(params + extra_params)),
+                               f"parameters; {detail}")
+        if value < 1:
+            # the old layer argument counted parameters; 0.0625 was meant
+            # as a fraction more often than not
+            error.args = (error.args[0] + " A value below 1 reads as a count of "
+                          f"parameters here: pass budget_fraction={value!r} for a "
+                          "fraction of the uniform table.",)
+        return error
+
+    return too_small
+
+
+def _block_dims(rows, masses, alpha, output_dim, base_dim, params, round_dims,
+                too_small):
+    """`block_dims` with the budget in parameters; `too_small(params,
+    detail)` makes the error of a budget below the smallest plan."""
     alpha = check_alpha(alpha)
     rows = np.asarray(rows, dtype=np.float64)
     masses = np.asarray(masses, dtype=np.float64)
     popularity = (masses / rows) ** alpha
-    if budget is not None and base_dim is not None:
+    if params is not None and base_dim is not None:
         raise ValueError(
-            "Pass at most one of `base_dim` and `budget`. Received: "
-            f"base_dim={base_dim!r}, budget={budget!r}"
+            "Pass at most one of `base_dim` and a budget. Received: "
+            f"base_dim={base_dim!r} and a budget of {params!r} parameters"
         )
 
     rule = check_round_dims(round_dims)
@@ -202,22 +256,18 @@ def block_dims(rows, masses, alpha, output_dim, base_dim=None, budget=None,
         projections = np.where(dims != output_dim, dims * output_dim, 0)
         return float(np.sum(rows * dims) + np.sum(projections))
 
-    if budget is None:
+    if params is None:
         base_dim = output_dim if base_dim is None else base_dim
         check_integer("base_dim", base_dim, minimum=1, maximum=output_dim)
         top = popularity.max()
         dims = dims_for(base_dim / top) if top > 0 else np.ones(rows.size, int)
         return tuple(int(d) for d in dims)
 
-    check_number("budget", budget, positive=True)
     narrowest = dims_for(0.0)
     smallest = params_for(narrowest)
-    if smallest > budget:
-        raise ValueError(
-            f"`budget`={budget!r} is below the smallest possible plan: every "
-            f"block at its narrowest dim ({int(narrowest.min())}) already needs "
-            f"{int(smallest):,} parameters."
-        )
+    if smallest > params:
+        raise too_small(smallest, f"every block at its narrowest dim "
+                        f"({int(narrowest.min())}): {int(smallest):,} parameters")
     positive = popularity[popularity > 0]
     if positive.size == 0:
         return tuple(1 for _ in rows)
@@ -227,12 +277,12 @@ def block_dims(rows, masses, alpha, output_dim, base_dim=None, budget=None,
     low = np.log(0.5 / positive.max())
     high = np.log((output_dim + 0.5) / positive.min())
     best = narrowest
-    if params_for(dims_for(np.exp(high))) <= budget:
+    if params_for(dims_for(np.exp(high))) <= params:
         return tuple(int(d) for d in dims_for(np.exp(high)))
     for _ in range(100):
         middle = 0.5 * (low + high)
         dims = dims_for(np.exp(middle))
-        if params_for(dims) <= budget:
+        if params_for(dims) <= params:
             low = middle
             if params_for(dims) >= params_for(best):
                 best = dims
@@ -249,11 +299,14 @@ def plan_blocks(
     boundaries=None,
     alpha=0.3,
     base_dim=None,
-    budget=None,
+    budget_bytes=None,
     round_dims=False,
     remap=None,
     qr_min_rows=None,
     qr_collisions=None,
+    budget_fraction=None,
+    budget=None,
+    held_bytes=0,
 ):
     """Plans the frequency blocks of one feature.
 
@@ -272,25 +325,37 @@ def plan_blocks(
         alpha: Temperature >= 0 of the power rule; 0 makes every block
             `output_dim` wide.
         base_dim: Dim of the most popular block (default `output_dim`).
-        budget: Alternative to `base_dim`: a total parameter budget for
-            tables plus projections.
+        budget_bytes: Alternative to `base_dim`: the bytes of the plan
+            (`plan.bytes`: float32 tables, projections and the id -> rank
+            table), plus `held_bytes`.
         round_dims: False; True / "pow2" to round dims to powers of two; or
             an integer multiple such as 4 or 8 (GPU kernels and FBGEMM need
-            dims divisible by 4). A `budget` is still respected.
+            dims divisible by 4). A budget is still respected.
         remap: Whether the layer keeps an id -> rank table. Default: only when
             the ranking from `counts` is not the identity. Force it for a
             layer whose ranking will change (see `FrequencyRecount`).
         qr_min_rows: Optional: every block of more than this many rows
             stores its rows as a quotient-remainder pair (MD + QR,
             arXiv:1909.02107) instead of a full table. The dims are sized
-            first (a `budget` counts full tables); QR then shrinks the big
+            first (a budget counts full tables); QR then shrinks the big
             blocks, so `plan.params` / `plan.bytes` are below the budget.
         qr_collisions: Optional callable `rows -> m` or integer for the
             remainder rows of QR blocks; default `ceil(sqrt(rows))`, the
             fewest parameters.
+        budget_fraction: Alternative to `budget_bytes`: a fraction in
+            (0, 1] of the uniform float32 table's bytes
+            (`4 * input_dim * output_dim`).
+        budget: Deprecated: a number of parameters (tables plus
+            projections; the remap not counted).
+        held_bytes: Bytes the budget also pays for besides the plan (a
+            layer's frequency counts).
 
     Returns:
         A `BlockPlan`.
+
+    Raises:
+        ValueError: when both budgets are given, or a budget is below the
+            smallest plan (naming the value and the minimum).
 
     Example:
 
@@ -298,10 +363,23 @@ def plan_blocks(
     >>> plan.input_dim, len(plan.blocks), plan.dims[0]
     (10000, 3, 32)
     >>> print(plan)                                         # doctest: +SKIP
+    >>> plan = plan_blocks(1000, 32, num_blocks=2, budget_fraction=0.0625)
+    >>> plan.bytes <= 0.0625 * 4 * 1000 * 32
+    True
     """
     input_dim = check_integer("input_dim", input_dim, minimum=1)
     output_dim = check_integer("output_dim", output_dim, minimum=1)
     check_alpha(alpha)
+    if budget is not None:
+        warn_budget_deprecated("plan_blocks", "a number of parameters (tables "
+                               "plus projections)", "budget_bytes")
+        if budget_bytes is not None or budget_fraction is not None:
+            raise ValueError(
+                "Pass one of `budget_bytes`, `budget_fraction` and the deprecated "
+                f"`budget`. Received: budget_bytes={budget_bytes!r}, "
+                f"budget_fraction={budget_fraction!r}, budget={budget!r}")
+        check_number("budget", budget, positive=True)
+    spend = budget_of(budget_bytes, budget_fraction, uniform_bytes(input_dim, output_dim))
     if counts is None:
         sorted_counts = zipf_counts(input_dim)
         identity = True
@@ -325,15 +403,20 @@ def plan_blocks(
     total = cumulative[-1]
     starts, stops = np.asarray(offsets[:-1]), np.asarray(offsets[1:])
     masses = (cumulative[stops] - cumulative[starts]) / total
-    dims = block_dims(
-        stops - starts,
-        masses,
-        alpha,
-        output_dim,
-        base_dim=base_dim,
-        budget=budget,
-        round_dims=round_dims,
-    )
+    if budget is not None:
+        params, too_small = float(budget), budget_in_params("budget", budget)
+    elif spend is not None:
+        # the remap and what the layer holds besides the plan come first
+        fixed = (input_dim * REMAP_BYTES if remap else 0) + held_bytes
+        params = (spend.bytes - fixed) / FLOAT_BYTES
+
+        def too_small(smallest, detail):
+            return spend.too_small(FLOAT_BYTES * smallest + fixed, detail)
+
+    else:
+        params, too_small = None, None
+    dims = _block_dims(stops - starts, masses, alpha, output_dim, base_dim, params,
+                       round_dims, too_small)
     blocks = tuple(
         _storage(Block(start=int(a), stop=int(b), dim=d, mass=float(m)),
                  qr_min_rows, qr_collisions)

@@ -20,6 +20,10 @@ import dataclasses
 
 import numpy as np
 
+from keras_mixed_dim.budgets import check_budget_bytes
+from keras_mixed_dim.budgets import check_budget_fraction
+from keras_mixed_dim.budgets import uniform_bytes
+from keras_mixed_dim.budgets import warn_budget_deprecated
 from keras_mixed_dim.planning import Block
 from keras_mixed_dim.planning import BlockPlan
 from keras_mixed_dim.planning import block_dims
@@ -58,7 +62,7 @@ class BlockReport:
 
     Example:
 
-    >>> converted = convert_weights(table, counts, budget=0.25)  # doctest: +SKIP
+    >>> converted = convert_weights(table, counts, budget_fraction=0.25)  # doctest: +SKIP
     >>> [b.relative_error for b in converted.report.blocks]   # doctest: +SKIP
     """
 
@@ -88,7 +92,7 @@ class ConversionReport:
 
     Example:
 
-    >>> converted = convert_weights(table, counts, budget=0.25)  # doctest: +SKIP
+    >>> converted = convert_weights(table, counts, budget_fraction=0.25)  # doctest: +SKIP
     >>> converted.report.bytes_after / converted.report.bytes_before  # doctest: +SKIP
     """
 
@@ -113,12 +117,13 @@ class ConvertedWeights:
     report: ConversionReport
 
 
-def budget_to_params(budget, input_dim, output_dim, remapped):
+def budget_to_params(budget, input_dim, output_dim, remapped, name="budget"):
     """Table-plus-projection parameters allowed by a `budget`.
 
     `budget` below 1 is a fraction of the original float32 table's bytes; 1
     or more is a number of bytes. The id -> rank table (4 bytes per id, when
-    the counts are not already in rank order) is paid out of it.
+    the counts are not already in rank order) is paid out of it. `name` is
+    the argument the budget came in, for errors.
     """
     if budget is None:
         return None
@@ -129,11 +134,15 @@ def budget_to_params(budget, input_dim, output_dim, remapped):
         )
     original = input_dim * output_dim * FLOAT_BYTES
     total = budget * original if budget < 1 else float(budget)
+    return _params_of(total, name, budget, input_dim, remapped)
+
+
+def _params_of(total, name, value, input_dim, remapped):
     remap = input_dim * REMAP_BYTES if remapped else 0
     params = (total - remap) / FLOAT_BYTES
     if params < input_dim:
         raise ValueError(
-            f"`budget`={budget!r} allows {int(total):,} bytes, which is less than "
+            f"`{name}`={value!r} allows {int(total):,} bytes, which is less than "
             f"the smallest plan for {input_dim:,} ids: one float per id"
             + (f" plus the {remap:,}-byte id -> rank table" if remap else "")
             + f" needs {input_dim * FLOAT_BYTES + remap:,} bytes."
@@ -141,11 +150,47 @@ def budget_to_params(budget, input_dim, output_dim, remapped):
     return params
 
 
+def _conversion_budget(where, budget, budget_bytes, budget_fraction):
+    """`(name, value, kind)` of the budget given to `where`: kind `"legacy"`
+    (the deprecated fraction-or-bytes `budget`), `"bytes"`, `"fraction"`,
+    or None without a budget."""
+    if budget is not None:
+        warn_budget_deprecated(
+            where, "a fraction < 1 of the original float32 bytes or a number of "
+            "bytes >= 1", "budget_fraction or budget_bytes", stacklevel=4)
+        if budget_bytes is not None or budget_fraction is not None:
+            raise ValueError(
+                "Pass one of `budget_bytes`, `budget_fraction` and the deprecated "
+                f"`budget`. Received: budget_bytes={budget_bytes!r}, "
+                f"budget_fraction={budget_fraction!r}, budget={budget!r}")
+        return ("budget", budget, "legacy")
+    if budget_bytes is not None and budget_fraction is not None:
+        raise ValueError(
+            "Pass at most one of `budget_bytes` and `budget_fraction`. Received: "
+            f"budget_bytes={budget_bytes!r}, budget_fraction={budget_fraction!r}")
+    if budget_bytes is not None:
+        return ("budget_bytes", check_budget_bytes(budget_bytes), "bytes")
+    if budget_fraction is not None:
+        return ("budget_fraction", check_budget_fraction(budget_fraction), "fraction")
+    return None
+
+
+def _params_for(spec, input_dim, output_dim, remapped):
+    if spec is None:
+        return None
+    name, value, kind = spec
+    if kind == "legacy":
+        return budget_to_params(value, input_dim, output_dim, remapped)
+    total = value if kind == "bytes" else value * uniform_bytes(input_dim, output_dim)
+    return _params_of(total, name, value, input_dim, remapped)
+
+
 def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
                     sketch=None, sketch_threshold=SKETCH_THRESHOLD,
                     sketch_rows=None, round_dims=False, seed=0,
                     max_error_ratio=MAX_ERROR_RATIO, progress=None,
-                    keep_id_order=False):
+                    keep_id_order=False, budget_bytes=None, budget_fraction=None,
+                    _budget_spec=None):
     """Plans blocks from counts and fits each to a trained table (numpy).
 
     Args:
@@ -156,8 +201,8 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
             reconstruction error (computed from each block's spectrum, so it
             costs no extra pass); without one, 0.3.
         num_blocks: Equal-mass blocks (at most `n`).
-        budget: None (the most popular block keeps `d`), a fraction `< 1` of
-            the original bytes, or a number of bytes.
+        budget: Deprecated: a fraction `< 1` of the original bytes, or a
+            number of bytes.
         sketch: Sketch kind for blocks of more than `sketch_threshold` rows,
             or None (default) to take every block's exact Gram matrix. Both
             stream the rows in chunks and need only `d x d` matrices; on a
@@ -175,6 +220,11 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
             no id -> rank table (its 4 bytes per id stay in the budget). For
             vocabularies already ranked by frequency (id 0 most frequent)
             whose counts from a later data pass are not exactly sorted.
+        budget_bytes: Bytes of the new layer's arrays: tables, projections
+            and the id -> rank table (default: no budget, the most popular
+            block keeps `d`).
+        budget_fraction: Alternative to `budget_bytes`: a fraction in
+            (0, 1] of the original float32 table's bytes.
 
     Returns:
         A `ConvertedWeights`.
@@ -183,10 +233,12 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
 
     >>> table = np.random.default_rng(0).normal(size=(1000, 32)).astype("float32")
     >>> counts = np.random.default_rng(0).zipf(1.3, 1000)
-    >>> converted = convert_weights(table, counts, alpha=0.3, budget=0.25)
+    >>> converted = convert_weights(table, counts, alpha=0.3, budget_fraction=0.25)
     >>> converted.report.bytes_after <= 0.25 * converted.report.bytes_before
     True
     """
+    spec = _budget_spec or _conversion_budget("convert_weights", budget,
+                                              budget_bytes, budget_fraction)
     weights = np.asarray(weights)
     if weights.ndim != 2 or weights.size == 0:
         raise ValueError(
@@ -209,7 +261,8 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
         num_blocks, bool) and float(num_blocks).is_integer() else num_blocks
     order = np.arange(input_dim) if keep_id_order else rank_ids(counts)
     remapped = not keep_id_order and not bool(np.all(order == np.arange(input_dim)))
-    params = budget_to_params(budget, input_dim, output_dim, remapped)
+    params = _params_for(spec, input_dim, output_dim, remapped)
+    given = None if spec is None else f"`{spec[0]}`={spec[1]!r}"
     # Planning from the counts in rank order gives the same blocks without
     # ranking `input_dim` ids again for every alpha tried.
     sorted_counts = counts[order]
@@ -220,14 +273,15 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
                 return _plan_in_id_order(counts, output_dim, num_blocks, a, params,
                                          round_dims)
             plan = plan_blocks(input_dim, output_dim, counts=sorted_counts,
-                               num_blocks=num_blocks, alpha=a, budget=params,
+                               num_blocks=num_blocks, alpha=a,
+                               budget_bytes=_params_bytes(params),
                                round_dims=round_dims, remap=False)
             return dataclasses.replace(plan, remapped=remapped)
         except ValueError as error:
             if params is None or "smallest possible plan" not in str(error):
                 raise
             raise ValueError(
-                f"`budget`={budget!r} leaves {int(params):,} parameters for "
+                f"{given} leaves {int(params):,} parameters for "
                 f"tables and projections, below the smallest plan of "
                 f"{num_blocks} blocks for a {input_dim:,} x {output_dim} table "
                 f"({error}). Raise the budget or lower `num_blocks`."
@@ -315,6 +369,11 @@ def convert_weights(weights, counts, alpha="auto", num_blocks=4, budget=None,
     return ConvertedWeights(plan, tables, projections, order, report)
 
 
+def _params_bytes(params):
+    # the remap is paid already (`budget_to_params`): plan without one
+    return None if params is None else FLOAT_BYTES * params
+
+
 def _plan_in_id_order(counts, output_dim, num_blocks, alpha, params, round_dims):
     """Equal-mass blocks of contiguous ids (no ranking), sized by the power rule."""
     offsets = np.asarray(equal_mass_boundaries(counts, num_blocks))
@@ -323,7 +382,7 @@ def _plan_in_id_order(counts, output_dim, num_blocks, alpha, params, round_dims)
     rows = offsets[1:] - offsets[:-1]
     # a block of ids never seen still needs a positive popularity to size
     dims = block_dims(rows, np.maximum(masses, 1e-300), alpha, output_dim,
-                      budget=params, round_dims=round_dims)
+                      budget_bytes=_params_bytes(params), round_dims=round_dims)
     blocks = tuple(Block(int(a), int(b), d, float(m)) for a, b, d, m
                    in zip(offsets[:-1], offsets[1:], dims, masses))
     return BlockPlan(counts.size, output_dim, blocks, remapped=False)

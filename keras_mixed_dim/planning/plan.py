@@ -4,10 +4,10 @@ import dataclasses
 
 import numpy as np
 
+from keras_mixed_dim.budgets import FLOAT_BYTES  # noqa: F401 (re-exported)
+from keras_mixed_dim.budgets import REMAP_BYTES
 from keras_mixed_dim.checks import check_positive_int
 
-FLOAT_BYTES = 4
-REMAP_BYTES = 4
 STORAGES = ("full", "qr")
 
 

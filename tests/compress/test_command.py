@@ -65,7 +65,8 @@ def test_command_compresses_fine_tunes_quantizes_and_exports(trained, tmp_path,
                                                              run_python):
     out = trained / "small.keras"
     result = run([ROOT / "export" / "compress_model.py", "--model", trained / "mf.keras",
-                  "--data", trained / "u.data", "--budget", "0.25", "--min-rows", "100",
+                  "--data", trained / "u.data", "--budget-fraction", "0.25",
+                  "--min-rows", "100",
                   "--fine-tune-epochs", "1", "--quantize", "int8", "--out", out])
     assert "converting" in result.stderr  # the progress bar
     report = json.loads((trained / "small.compress.json").read_text())
@@ -155,10 +156,10 @@ def test_command_converts_a_stacked_dlrm(tmp_path):
     out = tmp_path / "small.keras"
     results = compress_command().main([
         "--model", str(tmp_path / "dlrm.keras"), "--counts",
-        str(tmp_path / "dlrm.npz"), "--budget", "0.5", "--out", str(out)])
+        str(tmp_path / "dlrm.npz"), "--budget-fraction", "0.5", "--out", str(out)])
     # --min-rows 1000 (the default) picks the big feature only
     assert [layer["name"] for layer in results["layers"]] == ["embedding_0"]
-    expected, _ = compress_model(model, counts, budget=0.5)
+    expected, _ = compress_model(model, counts, budget_fraction=0.5)
     got = keras.saving.load_model(out)
     assert got.get_layer("embeddings").plans == expected.get_layer("embeddings").plans
     assert got.get_layer("embeddings").plans[0].num_blocks > 1
@@ -167,11 +168,11 @@ def test_command_converts_a_stacked_dlrm(tmp_path):
     # the documented compress-then-int8 path, for the default layout
     results = compress_command().main([
         "--model", str(tmp_path / "dlrm.keras"), "--counts",
-        str(tmp_path / "dlrm.npz"), "--budget", "0.5", "--quantize", "int8",
+        str(tmp_path / "dlrm.npz"), "--budget-fraction", "0.5", "--quantize", "int8",
         "--out", str(out)])
     quantized = keras.saving.load_model(out).get_layer("embeddings")
     assert type(quantized).__name__ == "QuantizedStackedEmbedding"
-    assert results["bytes_quantized"] == quantized.plan_bytes
+    assert results["bytes_quantized"] == quantized.bytes
 
 
 def test_command_counts_file_errors_are_one_line(trained, tmp_path):

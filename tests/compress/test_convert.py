@@ -59,25 +59,43 @@ def test_budget_fraction_bounds_every_byte():
     weights = trained_table(dim=32)
     for budget in (0.5, 0.25, 0.125):
         layer, report = mixed_dim_from_embedding(weights, shuffled_counts(),
-                                                 budget=budget, return_report=True)
+                                                 budget_fraction=budget,
+                                                 return_report=True)
         counted = sum(int(np.prod(w.shape)) * 4 for w in layer.weights)
         assert counted == report.bytes_after
         assert report.bytes_after <= budget * weights.size * 4
         assert report.bytes_after > 0.8 * budget * weights.size * 4
     # a budget in bytes
-    _, report = mixed_dim_from_embedding(weights, shuffled_counts(), budget=20000,
+    _, report = mixed_dim_from_embedding(weights, shuffled_counts(),
+                                         budget_bytes=20000,
                                          return_report=True)
     assert 16000 < report.bytes_after <= 20000
+
+
+def test_the_deprecated_budget_warns_and_converts_as_before():
+    weights = trained_table(dim=32)
+    counts = shuffled_counts()
+    for old, new in ((0.25, dict(budget_fraction=0.25)),
+                     (20000, dict(budget_bytes=20000))):
+        with pytest.warns(DeprecationWarning, match="mixed_dim_from_embedding.*fraction"):
+            layer, report = mixed_dim_from_embedding(weights, counts, budget=old,
+                                                     return_report=True)
+        again, expected = mixed_dim_from_embedding(weights, counts, return_report=True,
+                                                   **new)
+        assert report.plan == expected.plan and report.alpha == expected.alpha
+        for a, b in zip(layer.get_weights(), again.get_weights()):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_ranked_counts_need_no_remap_and_auto_alpha_beats_fixed_ones():
     weights = trained_table()
     ranked = np.sort(shuffled_counts())[::-1]
-    layer, report = mixed_dim_from_embedding(weights, ranked, budget=0.25,
+    layer, report = mixed_dim_from_embedding(weights, ranked, budget_fraction=0.25,
                                              return_report=True)
     assert layer.remap is None
     for alpha in (0.0, 0.5, 1.0):
-        _, fixed = mixed_dim_from_embedding(weights, ranked, budget=0.25, alpha=alpha,
+        _, fixed = mixed_dim_from_embedding(weights, ranked, budget_fraction=0.25,
+                                            alpha=alpha,
                                             return_report=True)
         assert report.weighted_error <= fixed.weighted_error + 1e-6
 
@@ -101,7 +119,7 @@ def test_sketched_blocks_are_gated_against_the_exact_optimum():
 def test_layer_settings_carry_over_and_saving_round_trips(tmp_path):
     weights = trained_table()
     embedding = embedding_with(weights, mask_zero=True, name="tokens")
-    layer = mixed_dim_from_embedding(embedding, shuffled_counts(), budget=0.25)
+    layer = mixed_dim_from_embedding(embedding, shuffled_counts(), budget_fraction=0.25)
     assert layer.mask_zero
     inputs = keras.Input((3,), dtype="int32")
     model = keras.Model(inputs, layer(inputs))
@@ -126,11 +144,14 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="row 7"):
         mixed_dim_from_embedding(bad, shuffled_counts())
     with pytest.raises(ValueError, match="smallest plan"):
-        mixed_dim_from_embedding(weights, shuffled_counts(), budget=0.01)
+        mixed_dim_from_embedding(weights, shuffled_counts(), budget_fraction=0.01)
     with pytest.raises(ValueError, match="lower `num_blocks`"):
-        mixed_dim_from_embedding(weights, shuffled_counts(), budget=0.125)
-    with pytest.raises(ValueError, match="budget"):
-        mixed_dim_from_embedding(weights, shuffled_counts(), budget=-1)
+        mixed_dim_from_embedding(weights, shuffled_counts(), budget_fraction=0.125)
+    with pytest.raises(ValueError, match="budget_bytes"):
+        mixed_dim_from_embedding(weights, shuffled_counts(), budget_bytes=-1)
+    with pytest.raises(ValueError, match="budget_bytes=4000, budget_fraction=0.5"):
+        mixed_dim_from_embedding(weights, shuffled_counts(), budget_bytes=4000,
+                                 budget_fraction=0.5)
     with pytest.raises(ValueError, match="sketch"):
         mixed_dim_from_embedding(weights, shuffled_counts(), sketch="fft")
     with pytest.raises(ValueError, match="not built"):
@@ -147,8 +168,8 @@ def test_keep_id_order_cuts_contiguous_blocks_without_a_remap():
     rng = np.random.default_rng(3)
     counts = rng.poisson(2000.0 / np.arange(1, 601))
     with pytest.raises(ValueError, match="smallest plan"):
-        mixed_dim_from_embedding(weights, counts, budget=0.125)
-    layer, report = mixed_dim_from_embedding(weights, counts, budget=0.125,
+        mixed_dim_from_embedding(weights, counts, budget_fraction=0.125)
+    layer, report = mixed_dim_from_embedding(weights, counts, budget_fraction=0.125,
                                              keep_id_order=True, return_report=True)
     assert layer.remap is None and report.bytes_after <= 0.125 * weights.size * 4
     cumulative = np.cumsum(counts) / counts.sum()

@@ -6,6 +6,7 @@ from keras_mixed_dim.compress import COMPRESSION_METHODS
 from keras_mixed_dim.compress import compress_model
 from keras_mixed_dim.compress import register_method
 from keras_mixed_dim.layers import MixedDimEmbedding
+from keras_mixed_dim.models.kinds import unregister_kind
 from keras_mixed_dim.models.recommenders import matrix_factorization
 
 USERS, ITEMS, DIM = 1200, 1500, 16
@@ -39,7 +40,7 @@ COUNTS = {"user_embedding": counts_for(USERS, 0), "item_embedding": counts_for(I
 
 def test_alpha_zero_model_predicts_exactly_and_other_weights_are_copied():
     model = trained_mf()
-    new_model, report = compress_model(model, COUNTS, budget=None, alpha=0)
+    new_model, report = compress_model(model, COUNTS, budget_fraction=None, alpha=0)
     assert new_model is not model
     for name in ("user_embedding", "item_embedding"):
         assert isinstance(new_model.get_layer(name), MixedDimEmbedding)
@@ -55,7 +56,7 @@ def test_alpha_zero_model_predicts_exactly_and_other_weights_are_copied():
 
 def test_budget_report_and_save_reload(tmp_path):
     model = trained_mf()
-    new_model, report = compress_model(model, COUNTS, budget=0.25)
+    new_model, report = compress_model(model, COUNTS, budget_fraction=0.25)
     for entry in report.layers:
         layer = new_model.get_layer(entry.name)
         assert entry.bytes_before == entry.input_dim * DIM * 4
@@ -87,7 +88,7 @@ def test_sequential_models_and_selection_by_size():
     small_model = keras.Sequential([
         keras.Input((2,), dtype="int32"), keras.layers.Embedding(50, 8, name="small")])
     new_model, _ = compress_model(model, {"big": counts_for(3000, 2)},
-                                       budget=None, alpha=0)
+                                       budget_fraction=None, alpha=0)
     assert isinstance(new_model, keras.Sequential)
     ids = np.random.default_rng(0).integers(0, 3000, (5, 4))
     np.testing.assert_allclose(new_model.predict(ids, verbose=0),
@@ -97,16 +98,16 @@ def test_sequential_models_and_selection_by_size():
     with pytest.raises(ValueError, match="min_rows"):
         compress_model(small_model, {"small": np.ones(50)})
     # named explicitly, a small table is converted
-    _, report = compress_model(small_model, {"small": np.arange(50.0)}, budget=None,
-                               layer_names="small")
+    _, report = compress_model(small_model, {"small": np.arange(50.0)},
+                               budget_fraction=None, layer_names="small")
     assert report.layers[0].name == "small"
 
 
 def test_registered_methods_plug_in():
     calls = []
 
-    def keep(layer, counts, budget, options):
-        calls.append((layer.name, budget, options))
+    def keep(layer, counts, budget_bytes, options):
+        calls.append((layer.name, budget_bytes, options))
         clone = keras.layers.Embedding.from_config(layer.get_config())
         clone.build()
         clone.set_weights(layer.get_weights())
@@ -115,16 +116,18 @@ def test_registered_methods_plug_in():
     register_method("keep", keep)
     try:
         model = trained_mf()
-        new_model, report = compress_model(model, COUNTS, method="keep", budget=0.5,
-                                           foo=1)
-        assert calls == [("user_embedding", 0.5, {"foo": 1}),
-                         ("item_embedding", 0.5, {"foo": 1})]
+        new_model, report = compress_model(model, COUNTS, method="keep",
+                                           budget_fraction=0.5, foo=1)
+        # each converter gets its layer's share in bytes
+        assert calls == [("user_embedding", 0.5 * 4 * USERS * DIM, {"foo": 1}),
+                         ("item_embedding", 0.5 * 4 * ITEMS * DIM, {"foo": 1})]
         assert [entry.method for entry in report.layers] == ["keep", "keep"]
         x = inputs()
         np.testing.assert_allclose(new_model.predict(x, verbose=0),
                                    model.predict(x, verbose=0), atol=1e-6)
     finally:
-        COMPRESSION_METHODS.pop("keep")
+        unregister_kind("keep")
+    assert "keep" not in COMPRESSION_METHODS
 
 
 def test_bad_inputs():
@@ -175,7 +178,7 @@ def test_a_stacked_dlrm_compresses_as_its_per_feature_twin(tmp_path):
     x = {"dense": rng.random((64, 13)).astype("float32"),
          "categorical": rng.integers(0, cards, size=(64, 3)).astype("int32")}
     counts = {f"embedding_{f}": counts_for(c, f) for f, c in enumerate(cards)}
-    for options in ({"budget": None, "alpha": 0}, {"budget": 0.5}):
+    for options in ({"budget_fraction": None, "alpha": 0}, {"budget_fraction": 0.5}):
         ours, report = compress_model(stacked, counts, **options)
         theirs, their_report = compress_model(per_feature, counts, **options)
         # min_rows=1000 picks the two big features, by their feature names
@@ -189,7 +192,7 @@ def test_a_stacked_dlrm_compresses_as_its_per_feature_twin(tmp_path):
         assert new_stacked.plans[2] == stacked.get_layer("embeddings").plans[2]
         np.testing.assert_allclose(ours.predict(x, verbose=0),
                                    theirs.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
-        if options["budget"] is None:  # alpha 0: exactly the original model
+        if options["budget_fraction"] is None:  # alpha 0: exactly the original model
             np.testing.assert_allclose(ours.predict(x, verbose=0),
                                        stacked.predict(x, verbose=0), atol=1e-6)
     path = tmp_path / "compressed.keras"
@@ -200,9 +203,9 @@ def test_a_stacked_dlrm_compresses_as_its_per_feature_twin(tmp_path):
 
 def test_min_rows_selects_tables_of_exactly_that_many_rows():
     model = trained_mf()
-    _, report = compress_model(model, COUNTS, min_rows=USERS, budget=0.5)
+    _, report = compress_model(model, COUNTS, min_rows=USERS, budget_fraction=0.5)
     assert [e.name for e in report.layers] == ["user_embedding", "item_embedding"]
-    _, report = compress_model(model, COUNTS, min_rows=USERS + 1, budget=0.5)
+    _, report = compress_model(model, COUNTS, min_rows=USERS + 1, budget_fraction=0.5)
     assert [e.name for e in report.layers] == ["item_embedding"]
 
 
@@ -221,7 +224,7 @@ def test_a_stacked_dlrm_of_bags_keeps_its_bags_when_compressed():
     x = {"dense": rng.random((32, 13)).astype("float32"), "categorical": categorical,
          "categorical_weights": rng.uniform(0.5, 2, (32, 6)).astype("float32")}
     counts = {"embedding_0": counts_for(2000, 0)}
-    exact, _ = compress_model(model, counts, budget=None, alpha=0)
+    exact, _ = compress_model(model, counts, budget_fraction=None, alpha=0)
     stacked = exact.get_layer("embeddings")
     assert stacked.bag_sizes == (4, 2) and stacked.combiner == "sqrtn"
     assert stacked.plans[0].remapped  # really converted

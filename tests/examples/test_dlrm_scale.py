@@ -83,7 +83,8 @@ def test_bad_settings_fail_before_building(scale_example, monkeypatch):
         raise AssertionError("a variable was created")
 
     monkeypatch.setattr(keras.Variable, "__init__", no_variables)
-    for argv, match in [(["--budget", "1/1000"], "'1/1000'.*smallest 'table' plan"),
+    for argv, match in [(["--budget-fraction", "1/1000"],
+                         "'1/1000'.*smallest 'table' plan"),
                         (["--preset", "mlperf-dcn"], "'mlperf-dcn'"),
                         (["--embedding", "qr"], "'qr'")]:
         with pytest.raises(SystemExit, match=match):

@@ -46,7 +46,7 @@ def criteo_model(tmp_path_factory):
     SyntheticCriteo(1500, [40, 300, 7] + [15] * 23, seed=1).write_raw(data)
     vocabulary, _ = build_or_load_vocabulary([data], folder=tmp / "cache", min_count=2,
                                              num_oov_buckets=OOV_BUCKETS, progress=False)
-    embeddings = embedding_layers(list(vocabulary.sizes), 4, "block", num_blocks=2,
+    embeddings = embedding_layers(list(vocabulary.sizes), 4, "table_blocks", num_blocks=2,
                                   block_min_rows=100)
     # the stacked layout (one StackedEmbedding; its features keep the names
     # embedding_<f> that the export's vocabulary check looks for)

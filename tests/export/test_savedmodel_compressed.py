@@ -25,7 +25,7 @@ from keras_mixed_dim.models.dlrm import embedding_layers
 # is expensive and would be built again on every worker that ran a test.
 pytestmark = pytest.mark.xdist_group("compressed_export")
 
-# "stacked": the mixed-dimension ("block") tables in one StackedEmbedding
+# "stacked": the mixed-dimension ("table_blocks") tables in one StackedEmbedding
 KINDS = ("qr", "md_qr", "hashing", "robe", "lma", "stacked")
 CARDINALITIES = [3000, 200, 40]
 
@@ -59,7 +59,7 @@ def served(tmp_path_factory, run_python):
     exports, arguments = {}, []
     for kind in KINDS:
         if kind == "stacked":
-            embeddings = embedding_layers(CARDINALITIES, 8, "block", block_min_rows=100)
+            embeddings = embedding_layers(CARDINALITIES, 8, "table_blocks", block_min_rows=100)
             model = dlrm(embeddings, 8, bottom=(16,), top=(16,), stacked=True)
             assert isinstance(model.get_layer("embeddings"), StackedEmbedding)
         else:

@@ -63,7 +63,8 @@ def test_replan_rebuilds_blocks_and_reports_the_true_error(sketch_threshold):
 def test_replanning_uses_the_saved_planning_settings(tmp_path):
     counts = np.random.default_rng(0).integers(1, 1000, size=200)
     layer = MixedDimEmbedding(200, 16, counts=counts, count_frequencies=True,
-                              num_blocks=3, alpha=0.7, budget=600, round_dims=True,
+                              num_blocks=3, alpha=0.7, budget_bytes=4000,
+                              round_dims=True,
                               name="items")
     inputs = keras.Input((1,), dtype="int32")
     model = keras.Model(inputs, keras.layers.Flatten()(layer(inputs)))
@@ -71,15 +72,16 @@ def test_replanning_uses_the_saved_planning_settings(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path).get_layer("items")
     assert loaded.planning_args == layer.planning_args
-    assert loaded.planning_args == {"num_blocks": 3, "alpha": 0.7, "budget": 600.0,
-                                    "round_dims": True}
+    assert loaded.planning_args == {"num_blocks": 3, "alpha": 0.7,
+                                    "budget_bytes": 4000.0, "round_dims": True}
     from keras_mixed_dim.frequency.replan import replan_layer
 
     new_counts = counts[::-1].copy()
     replan_layer(layer, counts=new_counts)
     replan_layer(loaded, counts=new_counts)
     assert loaded.plan == layer.plan
-    assert layer.plan.params <= 600
+    # tables, projections, the remap and the counts, all within the budget
+    assert layer.bytes <= 4000
 
 
 def test_replan_gives_ftrl_slots_that_keep_the_weights():

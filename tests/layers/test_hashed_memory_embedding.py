@@ -10,7 +10,7 @@ from keras import ops
 from keras_mixed_dim.layers import hashes
 from keras_mixed_dim.layers.hashed_memory_embedding import HashedMemoryEmbedding
 from keras_mixed_dim.layers.hashed_memory_embedding import SharedMemory
-from keras_mixed_dim.layers.hashed_memory_embedding import embedding_bytes
+from keras_mixed_dim import embedding_bytes
 from keras_mixed_dim.layers.hashed_memory_embedding import lsh_collision_probability
 from keras_mixed_dim.layers.hashed_memory_embedding import lsh_signatures
 from tests.layers import compressed_contract as contract

@@ -535,3 +535,76 @@ def test_counting_adds_no_op_to_inference_graphs():
         np.testing.assert_array_equal(counts_of(layer), before)
         layer(ids, training=True)
         assert counts_of(layer).sum() == before.sum() + ids.size
+# -- budgets: budget_bytes / budget_fraction, bytes, the deprecated budget ----
+
+def _weight_bytes(layer):
+    return sum(int(np.prod(w.shape)) * np.dtype(keras.backend.standardize_dtype(
+        w.dtype)).itemsize for w in layer.weights)
+
+
+def test_a_fraction_of_0_0625_plans_within_it():
+    layer = MixedDimEmbedding(1000, 32, num_blocks=2, budget_fraction=0.0625)
+    limit = 0.0625 * 4 * 1000 * 32
+    assert layer.bytes <= limit
+    # the same as the bytes it stands for
+    same = MixedDimEmbedding(1000, 32, num_blocks=2, budget_bytes=limit)
+    assert same.plan == layer.plan
+    layer.build()
+    assert _weight_bytes(layer) == layer.bytes
+
+
+def test_bytes_count_every_array_the_layer_holds():
+    counts = np.random.default_rng(0).integers(1, 50, size=300)
+    layer = MixedDimEmbedding(300, 8, counts=counts, num_blocks=3, alpha=0.5,
+                              count_frequencies=True, budget_bytes=5000)
+    unbuilt = layer.bytes
+    layer.build()
+    # tables, projections, the int32 remap and the frequency counts
+    assert unbuilt == _weight_bytes(layer) <= 5000
+    assert {w.name for w in layer.weights} >= {"remap", "frequency_counts"}
+
+
+def test_both_budgets_and_a_too_small_one_are_errors_naming_them():
+    with pytest.raises(ValueError, match="budget_bytes=1000.*budget_fraction=0.5"):
+        MixedDimEmbedding(100, 8, budget_bytes=1000, budget_fraction=0.5)
+    # every block one column wide: 100 floats of tables, 4 projections of 8
+    with pytest.raises(ValueError, match=r"`budget_bytes`=300 is below the smallest "
+                       r"possible plan, which needs budget_bytes=528"):
+        MixedDimEmbedding(100, 8, budget_bytes=300)
+    # the minimum it names is met
+    assert MixedDimEmbedding(100, 8, budget_bytes=528).bytes <= 528
+    with pytest.raises(ValueError, match=r"`budget_fraction`=0.01 .* which needs "
+                       r"budget_fraction=0.165"):
+        MixedDimEmbedding(100, 8, budget_fraction=0.01)
+
+
+def test_the_deprecated_parameter_budget_warns_and_plans_as_before():
+    counts = np.random.default_rng(1).integers(1, 100, size=400)
+    with pytest.warns(DeprecationWarning, match="MixedDimEmbedding.*parameters"):
+        old = MixedDimEmbedding(400, 16, counts=counts, num_blocks=3, budget=2000)
+    # parameters of tables and projections, as before; the remap on top
+    assert old.plan.params <= 2000
+    assert old.plan == plan_blocks(400, 16, counts=counts, num_blocks=3,
+                                   budget_bytes=4 * 2000 + 4 * 400)
+    new = MixedDimEmbedding(400, 16, counts=counts, num_blocks=3,
+                            budget_bytes=4 * 2000 + 4 * 400)
+    assert new.plan == old.plan and new.planning_args == old.planning_args
+    # 0.0625 was never a fraction here: the error says what to pass
+    with pytest.warns(DeprecationWarning), pytest.raises(
+            ValueError, match="`budget`=0.0625 .* pass budget_fraction=0.0625"):
+        MixedDimEmbedding(400, 16, budget=0.0625)
+
+
+def test_a_config_saved_with_budget_loads_without_a_warning(recwarn):
+    counts = np.random.default_rng(2).integers(1, 100, size=200)
+    layer = MixedDimEmbedding(200, 8, counts=counts, num_blocks=3,
+                              count_frequencies=True, budget_bytes=4000)
+    old = layer.get_config()
+    # a 0.2 config: the parameters of tables and projections
+    del old["budget_bytes"]
+    old["budget"] = 600.0
+    loaded = MixedDimEmbedding.from_config(old)
+    assert not [w for w in recwarn if w.category is DeprecationWarning]
+    assert loaded.plan == layer.plan
+    # the same limit in bytes: tables and projections, remap and counts
+    assert loaded.planning_args["budget_bytes"] == 4 * 600 + 4 * 200 + 4 * 200

@@ -67,7 +67,7 @@ def test_lookups_match_a_numpy_reference_and_round_trip(mode):
     copy.build()
     copy.set_weights(quantized.get_weights())
     np.testing.assert_array_equal(ops.convert_to_numpy(copy(ids)), got)
-    assert quantized.plan_bytes == sum(
+    assert quantized.bytes == sum(
         int(np.prod(w.shape)) * np.dtype(keras.backend.standardize_dtype(w.dtype)).itemsize
         for w in quantized.weights)
 

@@ -161,8 +161,8 @@ def test_config_and_keras_file_round_trip(tmp_path):
     # one remap for all features once any feature is remapped
     identity_remaps = sum(l.input_dim for l in layers
                           if not getattr(getattr(l, "plan", None), "remapped", False))
-    assert stacked.plan_bytes == sum(
-        (l.plan.bytes if hasattr(l, "plan") else 4 * l.count_params())
+    assert stacked.bytes == sum(
+        (l.bytes if hasattr(l, "plan") else 4 * l.count_params())
         for l in layers) + 4 * identity_remaps
 
 
@@ -217,7 +217,7 @@ def test_dlrm_stacked_equals_per_feature():
     rng = np.random.default_rng(4)
     x = {"dense": rng.random((32, 13)).astype("float32"),
          "categorical": rng.integers(0, cards, size=(32, 4)).astype("int32")}
-    for mode in ("uniform", "block"):
+    for mode in ("uniform", "table_blocks"):
         per_feature = dlrm(embedding_layers(cards, 8, mode, block_min_rows=1000), 8,
                            bottom=(16,), top=(16,), stacked=False)
         expected = ops.convert_to_numpy(per_feature.predict(x, verbose=0))

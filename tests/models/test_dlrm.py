@@ -20,13 +20,13 @@ def test_table_dims_follow_md_solver():
     assert table_dims([10, 20], 8, "uniform") == [8, 8]
 
 
-@pytest.mark.parametrize("mode", ["uniform", "table", "block"])
+@pytest.mark.parametrize("mode", ["uniform", "table", "table_blocks"])
 def test_dlrm_trains_in_each_embedding_mode(mode):
     cardinalities = [20_000, 500, 30, 3]
     generator = SyntheticCriteo(8192, cardinalities, seed=0)
     dense, categorical, labels = generator.arrays()
     embeddings = embedding_layers(cardinalities, 8, mode, alpha=0.3, block_min_rows=1000)
-    if mode == "block":
+    if mode == "table_blocks":
         assert embeddings[0].plan.num_blocks == 4 and embeddings[1].plan.num_blocks == 1
     if mode != "uniform":
         assert all(isinstance(e, MixedDimEmbedding) for e in embeddings)
@@ -43,7 +43,7 @@ def test_dlrm_trains_in_each_embedding_mode(mode):
     assert np.all((probabilities > 0) & (probabilities < 1))
 
 
-@pytest.mark.parametrize("mode", ["uniform", "table", "block"])
+@pytest.mark.parametrize("mode", ["uniform", "table", "table_blocks"])
 def test_every_id_of_every_table_has_its_own_vector(mode):
     # a training test only sees the loss fall; here every id must read a
     # non-zero row (a skipped block gives zeros for most ids)
@@ -60,7 +60,7 @@ def test_every_id_of_every_table_has_its_own_vector(mode):
 
 def test_dlrm_output_depends_on_every_feature():
     cardinalities = [1000, 50, 7]
-    embeddings = embedding_layers(cardinalities, 8, "block", alpha=0.3,
+    embeddings = embedding_layers(cardinalities, 8, "table_blocks", alpha=0.3,
                                   block_min_rows=100)
     model = dlrm(embeddings, 8, bottom=(16,), top=(16,))
     dense = np.ones((1, 13), "float32")
@@ -73,15 +73,15 @@ def test_dlrm_output_depends_on_every_feature():
         assert not np.allclose(out, reference), f"feature {f} has no effect"
 
 
-@pytest.mark.parametrize("mode", ["uniform", "table", "block", "qr", "hashing"])
+@pytest.mark.parametrize("mode", ["uniform", "table", "table_blocks", "qr", "hashing"])
 def test_dlrm_stacks_the_features_by_default_where_it_can(mode):
     cardinalities = [2000, 50, 7]
-    budget = None if mode in ("uniform", "table", "block") else 2000 * 8
+    budget = None if mode in ("uniform", "table", "table_blocks") else 2000 * 8
     embeddings = embedding_layers(cardinalities, 8, mode, block_min_rows=100,
                                   budget_bytes=budget)
     model = dlrm(embeddings, 8, bottom=(16,), top=(16,))
     names = [layer.name for layer in model.layers]
-    if mode in ("uniform", "table", "block"):
+    if mode in ("uniform", "table", "table_blocks"):
         stacked = model.get_layer("embeddings")
         assert isinstance(stacked, StackedEmbedding)
         assert not any(name.startswith("embedding_") for name in names)
@@ -112,7 +112,7 @@ def test_stacked_default_starts_from_the_ranks_the_counts_give():
     cardinalities = [3000, 40]
     counts = [np.random.default_rng(f).integers(1, 100, size=c)
               for f, c in enumerate(cardinalities)]
-    embeddings = embedding_layers(cardinalities, 8, "block", counts=counts,
+    embeddings = embedding_layers(cardinalities, 8, "table_blocks", counts=counts,
                                   block_min_rows=1000)
     assert embeddings[0].plan.remapped
     model = dlrm(embeddings, 8, bottom=(16,), top=(16,))

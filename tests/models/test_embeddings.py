@@ -4,11 +4,12 @@ import math
 
 import pytest
 
+from keras_mixed_dim import embedding_bytes
+from keras_mixed_dim.budgets import BudgetTooSmall
 from keras_mixed_dim.layers.hashed_memory_embedding import HashedMemoryEmbedding
 from keras_mixed_dim.models.dlrm import embedding_layers
 from keras_mixed_dim.models.dlrm import embedding_summary
 from keras_mixed_dim.models.embeddings import EMBEDDING_KINDS
-from keras_mixed_dim.models.embeddings import layer_bytes
 from keras_mixed_dim.models.embeddings import make_embedding
 from keras_mixed_dim.models.embeddings import qr_collisions_for
 
@@ -18,15 +19,20 @@ UNIFORM = N * D * 4
 
 @pytest.mark.parametrize("kind", [k for k in EMBEDDING_KINDS if k != "uniform"])
 @pytest.mark.parametrize("fraction", [4, 16, 64])
-def test_every_kind_meets_the_budget_where_it_can(kind, fraction):
+def test_every_kind_meets_the_budget_or_names_its_minimum(kind, fraction):
     budget = UNIFORM / fraction
-    layer = make_embedding(kind, N, D, budget_bytes=budget)
-    nbytes = layer_bytes(layer)
-    floor_per_id = {"mixed": 1, "block": 1, "table": 1}.get(kind)
-    if floor_per_id and budget < 4 * N * floor_per_id * 1.01:
+    try:
+        layer = make_embedding(kind, N, D, budget_bytes=budget)
+    except BudgetTooSmall as error:
         # MD's smallest plan: one float per id plus projections
-        assert nbytes <= 4 * (N + 4 * D + D) * 1.01
+        assert kind in ("mixed", "table", "table_blocks") and fraction >= 16
+        assert f"budget_bytes`={budget!r}" in str(error)
+        assert error.minimum > budget
+        # the minimum it names is a budget that works, and is met
+        assert embedding_bytes(make_embedding(kind, N, D,
+                                              budget_bytes=error.minimum)) <= error.minimum
         return
+    nbytes = embedding_bytes(layer)
     assert nbytes <= budget
     if kind in ("robe", "lma", "hashing", "md_qr"):
         # md_qr: block dims and collision counts are integers

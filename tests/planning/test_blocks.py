@@ -52,18 +52,18 @@ def test_block_dims_follow_the_power_rule():
 def test_budget_plans_fit_and_grow_with_the_budget():
     counts = 1.0 / np.arange(1, 10_001)
     sizes = []
-    for budget in (30_000, 60_000, 120_000):
-        plan = plan_blocks(10_000, 32, counts=counts, alpha=0.3, budget=budget)
-        assert plan.params <= budget
-        sizes.append(plan.params)
+    for budget in (120_000, 240_000, 480_000):
+        plan = plan_blocks(10_000, 32, counts=counts, alpha=0.3, budget_bytes=budget)
+        assert plan.bytes <= budget
+        sizes.append(plan.bytes)
     assert sizes[0] < sizes[1] < sizes[2]
     # a budget near the cap is used well, not left mostly empty
-    assert sizes[2] > 0.8 * 120_000
+    assert sizes[2] > 0.8 * 480_000
 
 
 def test_budget_below_the_smallest_plan_is_an_error():
-    with pytest.raises(ValueError, match="budget"):
-        plan_blocks(1000, 16, alpha=0.3, budget=500)
+    with pytest.raises(ValueError, match="budget_bytes`=2000 is below"):
+        plan_blocks(1000, 16, alpha=0.3, budget_bytes=2000)
 
 
 def test_plan_from_counts_ranks_and_remaps():
@@ -107,7 +107,9 @@ def test_explicit_boundaries():
         ({"num_blocks": 5}, "num_blocks"),
         ({"num_blocks": 0}, "num_blocks"),
         ({"alpha": -1}, "alpha"),
-        ({"budget": 1e9, "base_dim": 2}, "at most one"),
+        ({"budget_bytes": 1e9, "base_dim": 2}, "at most one"),
+        ({"budget_bytes": 1e9, "budget_fraction": 0.5},
+         "budget_bytes.*budget_fraction"),
         ({"base_dim": 9}, "base_dim"),
     ],
 )
@@ -171,7 +173,8 @@ def test_huge_counts_give_finite_masses():
     (lambda: plan_blocks(100, 16, boundaries=20), "boundaries"),
     (lambda: plan_blocks(100, 16, boundaries=[10, "x"]), r"boundaries\[1\]"),
     (lambda: plan_blocks(100, 16, alpha=None), "alpha"),
-    (lambda: plan_blocks(100, 16, budget=float("nan")), "budget"),
+    (lambda: plan_blocks(100, 16, budget_bytes=float("nan")), "budget_bytes"),
+    (lambda: plan_blocks(100, 16, budget_fraction=2), "budget_fraction"),
     (lambda: plan_blocks(100, 16, round_dims="yes"), "round_dims"),
 ])
 def test_bad_argument_types_name_the_argument(call, message):
@@ -182,18 +185,18 @@ def test_bad_argument_types_name_the_argument(call, message):
 @pytest.mark.parametrize("multiple", [4, 8])
 def test_rounded_dims_are_multiples_and_respect_the_budget(multiple):
     counts = zipf_counts(100_000, 1.1)
-    for budget in (1_000_000, 1_600_000, 3_000_000):
+    for budget in (4_000_000, 6_400_000, 12_000_000):
         plan = plan_blocks(100_000, 64, counts=counts, num_blocks=5, alpha=0.4,
-                           budget=budget, round_dims=multiple)
-        assert plan.params <= budget
+                           budget_bytes=budget, round_dims=multiple)
+        assert plan.bytes <= budget
         assert all(d % multiple == 0 or d == 64 for d in plan.dims)
     with pytest.raises(ValueError, match="narrowest dim \\(8\\)"):
-        plan_blocks(100_000, 64, counts=counts, num_blocks=5, budget=500_000,
+        plan_blocks(100_000, 64, counts=counts, num_blocks=5, budget_bytes=2_000_000,
                     round_dims=8)
 
 
 def test_a_budget_that_fits_the_full_table_gives_the_full_table():
     # full-width blocks need no projection, so a budget of exactly
     # input_dim x output_dim is met by every block at output_dim
-    plan = plan_blocks(1000, 8, alpha=0.0, num_blocks=4, budget=8000)
+    plan = plan_blocks(1000, 8, alpha=0.0, num_blocks=4, budget_bytes=32_000)
     assert plan.dims == (8, 8, 8, 8) and plan.params == 8000
