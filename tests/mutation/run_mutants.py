@@ -361,7 +361,7 @@ MUTANTS = [
            LAYER_TESTS),
     Mutant("planner-mass-cut-side", BLOCKS, "equal_mass_boundaries",
            swap("'left'", "'right'"), PLANNING_TESTS),
-    Mutant("planner-projection-always-counted", BLOCKS, "block_dims.params_for",
+    Mutant("planner-projection-always-counted", BLOCKS, "_block_dims.params_for",
            swap("np.where(dims != output_dim, dims * output_dim, 0)", "dims * output_dim"),
            PLANNING_TESTS),
     Mutant("planner-huge-counts", BLOCKS, "check_counts", swap("array / top", "array"),
