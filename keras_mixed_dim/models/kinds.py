@@ -647,9 +647,7 @@ def _smallest_bytes(build, f):
 
 
 def _mixed_from_embedding(layer, counts, budget_bytes, options):
-    from keras_mixed_dim.compress.convert import mixed_dim_from_embedding
-
-    new_layer, report = mixed_dim_from_embedding(
+    new_layer, report = MixedDimEmbedding.from_embedding(
         layer, counts, budget_bytes=budget_bytes, return_report=True, **options)
     return new_layer, report.bytes_after, report
 
