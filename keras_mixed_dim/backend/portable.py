@@ -61,8 +61,12 @@ def _residual_op(forward, backward):
     def op(*args):
         outputs, residuals = forward(*args)
 
-        def grad(*upstream, **unused):
-            grads = backward(upstream[0], residuals)
+        def grad(*positional, upstream=None, **unused):
+            # PyTorch's custom_gradient passes the operands positionally and
+            # the upstream gradient by keyword; TensorFlow and JAX pass it first
+            if upstream is None:
+                upstream = positional[0]
+            grads = backward(upstream, residuals)
             return tuple(keras.ops.zeros_like(a) if g is None else g
                          for a, g in zip(args, grads))
 
