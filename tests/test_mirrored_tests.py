@@ -19,12 +19,9 @@ NOT_YET_MIRRORED = {
     "backend/torch/sparse_rows.py",
     "backend/row_gradients.py",
     # the layers' and optimizers' tests, on each backend
-    "backend/__init__.py",
     "backend/jax/row_writes.py",
     "backend/tensorflow/row_writes.py",
     "backend/torch/row_writes.py",
-    "backend/tensorflow/gradients.py",
-    "backend/torch/residual_gradient.py",
     # tests/layers/test_dynamic_embedding.py and tests/dynamic/
     "dynamic/plan.py",
     "dynamic/sketch.py",

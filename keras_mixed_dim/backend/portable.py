@@ -15,6 +15,12 @@ import numpy as np
 # into bags (only TensorFlow has them).
 SUPPORTS_RAGGED_IDS = False
 
+# Whether `keras.layers.Embedding`'s lookup reads its whole table variable
+# before gathering, so `keras_mixed_dim.models.read_embedding_rows` has to
+# make it read by rows (only TensorFlow does: a JAX or PyTorch gather reads
+# only the rows).
+EMBEDDING_READS_WHOLE_TABLE = False
+
 
 def dense_gradient(x):
     """Identity whose gradient is a dense tensor on every backend (JAX and
@@ -55,8 +61,12 @@ def _residual_op(forward, backward):
     def op(*args):
         outputs, residuals = forward(*args)
 
-        def grad(*upstream, **unused):
-            grads = backward(upstream[0], residuals)
+        def grad(*positional, upstream=None, **unused):
+            # PyTorch's custom_gradient passes the operands positionally and
+            # the upstream gradient by keyword; TensorFlow and JAX pass it first
+            if upstream is None:
+                upstream = positional[0]
+            grads = backward(upstream, residuals)
             return tuple(keras.ops.zeros_like(a) if g is None else g
                          for a, g in zip(args, grads))
 

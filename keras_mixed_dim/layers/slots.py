@@ -13,13 +13,30 @@ def slot_variables(optimizer, variable):
     per-row ones (row-wise Adagrad's `(rows,)` accumulator)."""
     if optimizer is None:
         return []
-    prefix = variable.path.replace("/", "_").replace(":", "_") + "_"
+    prefix = _slot_prefix(variable)
+    # table `items` must not take the slots of table `items_2`
+    longer = [p for p in _tracked_prefixes(optimizer)
+              if p != prefix and p.startswith(prefix)]
     rows = variable.shape[0]
     return [
         v for v in optimizer.variables
-        if v.name.startswith(prefix) and len(v.shape) >= 1 and v.shape[0] == rows
+        if v.name.startswith(prefix) and not any(v.name.startswith(p) for p in longer)
+        and len(v.shape) >= 1 and v.shape[0] == rows
         and tuple(v.shape[1:]) in ((), tuple(variable.shape[1:]))
     ]
+
+
+def _slot_prefix(variable):
+    return variable.path.replace("/", "_").replace(":", "_") + "_"
+
+
+def _tracked_prefixes(optimizer):
+    """Slot name prefixes of the variables `optimizer` (or the optimizer it
+    wraps) was built for."""
+    owners = [optimizer, getattr(optimizer, "inner_optimizer", None)]
+    owners += [getattr(o, "dense_optimizer", None) for o in owners if o is not None]
+    return {_slot_prefix(v) for o in owners if o is not None
+            for v in (getattr(o, "_trainable_variables", None) or [])}
 
 
 def slot_initial_value(optimizer, slot):

@@ -16,6 +16,7 @@ import types
 import keras
 from keras import ops
 
+from keras_mixed_dim.backend import EMBEDDING_READS_WHOLE_TABLE
 from keras_mixed_dim.backend import is_ragged_or_sparse
 from keras_mixed_dim.backend import take_rows
 
@@ -35,9 +36,16 @@ def read_embedding_rows(model):
         model: A Keras model or layer.
 
     Returns:
-        The layers it changed, a list.
+        The layers it changed, a list (empty on JAX and PyTorch).
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((3,), dtype="int32"),
+    ...                           keras.layers.Embedding(100, 8)])
+    >>> changed = read_embedding_rows(model)  # [the Embedding] on TensorFlow
+    >>> vectors = model(keras.ops.convert_to_tensor([[1, 2, 3]]))
     """
-    if keras.backend.backend() != "tensorflow":
+    if not EMBEDDING_READS_WHOLE_TABLE:
         return []
     changed = []
     for layer in model._flatten_layers(include_self=True, recursive=True):

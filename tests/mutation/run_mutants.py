@@ -646,6 +646,14 @@ MUTANTS += [
            ["tests/testing/test_capi.py"]),
 ]
 
+# Integration (issue 25): a table must not take the slots of a table whose
+# path extends its own (`items` and `items_2`).
+MUTANTS += [
+    Mutant("slots-longer-path-taken", "keras_mixed_dim/layers/slots.py", "slot_variables",
+           swap("not any(v.name.startswith(p) for p in longer)", "True"),
+           ["tests/layers/test_slots.py"]),
+]
+
 
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""

@@ -12,11 +12,15 @@ from keras_mixed_dim.backend.tensorflow.bags import padded_bags
 from keras_mixed_dim.backend.tensorflow.gradients import dense_gradient
 from keras_mixed_dim.backend.tensorflow.gradients import read_variables
 
-__all__ = ["SUPPORTS_RAGGED_IDS", "dense_gradient", "divide_gradient",
+__all__ = ["EMBEDDING_READS_WHOLE_TABLE", "SUPPORTS_RAGGED_IDS", "dense_gradient", "divide_gradient",
            "is_ragged_or_sparse", "model_variable_scope", "padded_bags",
            "residual_gradient", "saturating_scatter_add", "take_columns"]
 
 SUPPORTS_RAGGED_IDS = True
+
+# `ops.take` on a variable is a `ReadVariableOp` of the whole table, copied
+# each step once an optimizer has scattered into it (copy-on-read mode).
+EMBEDDING_READS_WHOLE_TABLE = True
 
 
 def residual_gradient(forward, backward, *operands):

@@ -1,0 +1,88 @@
+"""The `keras.ops` versions of the backend choices, on every backend,
+against numpy (gradients through each framework's own autodiff)."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_mixed_dim.backend import portable
+
+
+def gradient(fn, x):
+    """d sum(fn(x)) / dx, as numpy, through the running backend's autodiff."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = tf.reduce_sum(fn(x))
+        return tape.gradient(total, x).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: fn(v).sum())(x))
+    import torch
+
+    x = torch.tensor(x, requires_grad=True)
+    fn(x).sum().backward()
+    return x.grad.numpy()
+
+
+def test_take_and_split_columns_match_numpy():
+    x = np.arange(24, dtype="float32").reshape(2, 3, 4)
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(portable.take_columns(ops.convert_to_tensor(x), [3, 0, 3])),
+        np.take(x, [3, 0, 3], axis=-1))
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(portable.take_columns(ops.convert_to_tensor(x), [2], axis=1)),
+        np.take(x, [2], axis=1))
+    parts = portable.split_columns(ops.convert_to_tensor(x), [1, 3])
+    for part, expected in zip(parts, np.split(x, [1], axis=-1), strict=True):
+        np.testing.assert_array_equal(ops.convert_to_numpy(part), expected)
+
+
+def test_residual_gradient_uses_the_given_backward():
+    x = np.array([1.0, -2.0, 3.0], dtype="float32")
+
+    def forward(v):
+        return v * v, (v, None)
+
+    def backward(upstream, residuals):
+        assert residuals[1] is None
+        return (3.0 * residuals[0] * upstream,)   # not the true 2x: it must be used
+
+    y = portable.residual_gradient(forward, backward, ops.convert_to_tensor(x))
+    np.testing.assert_allclose(ops.convert_to_numpy(y), x * x)
+    np.testing.assert_allclose(
+        gradient(lambda v: portable.residual_gradient(forward, backward, v), x), 3.0 * x)
+
+
+def test_a_missing_gradient_is_zeros():
+    x = np.array([1.0, 2.0], dtype="float32")
+    w = ops.convert_to_tensor(np.array([5.0, 7.0], dtype="float32"))
+    grad = gradient(lambda v: portable.residual_gradient(
+        lambda a, b: (a * b, (b,)), lambda up, res: (None, up * res[0]), v, w), x)
+    np.testing.assert_array_equal(grad, np.zeros(2))
+
+
+def test_what_only_tensorflow_has_is_absent_here():
+    assert portable.SUPPORTS_RAGGED_IDS is False
+    assert portable.EMBEDDING_READS_WHOLE_TABLE is False
+    assert portable.is_ragged_or_sparse(ops.ones((2, 2))) is False
+    with pytest.raises(ValueError, match="Layer 'tags' got ragged"):
+        portable.padded_bags(ops.ones((2, 2), "int32"), None, 3, layer_name="tags")
+    counts = keras.Variable(np.array([1, 2], dtype="int32"), dtype="int32", trainable=False)
+    assert portable.saturating_scatter_add(counts, [0], [5]) is False
+    np.testing.assert_array_equal(ops.convert_to_numpy(counts), [1, 2])
+    with portable.model_variable_scope(keras.Sequential()) as scope:
+        assert scope is None
+
+
+def test_divide_gradient_divides():
+    grad = np.array([[2.0, -4.0]], dtype="float32")
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(portable.divide_gradient(ops.convert_to_tensor(grad), 4.0)),
+        grad / 4.0)
