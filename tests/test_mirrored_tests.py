@@ -23,7 +23,6 @@ NOT_YET_MIRRORED = {
     "backend/tensorflow/row_writes.py",
     "backend/torch/row_writes.py",
     # tests/layers/test_dynamic_embedding.py and tests/dynamic/
-    "dynamic/plan.py",
     "dynamic/sketch.py",
 }
 
