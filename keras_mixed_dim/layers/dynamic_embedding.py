@@ -1,6 +1,7 @@
 """`DynamicEmbedding`: a vocabulary that grows while training, within a
 fixed number of bytes, with mixed-dimension tiers that follow popularity."""
 
+import functools
 import math
 
 import keras
@@ -288,9 +289,15 @@ class DynamicEmbedding(layers.Layer):
         writes = ops.reshape(ops.cast(writes, "int32"), (num_tiers * width, 4))
         offsets, plan = self.id_map.offsets, self.plan
         # every entry's source vector in one pass (a read per table, not
-        # one per table and destination tier)
+        # one per table and destination tier), before any row is written
         vectors = self._stored_or_fallback(writes[:, 1], writes[:, 2])
-        planned = []
+        optimizer = self._write_optimizer_ref.value
+        # Where the writes are made in place here (not JAX's functional
+        # step), a tier with no entry in this batch skips its block: most
+        # batches write only the narrowest tier (new ids), and the blocks of
+        # the others (a pseudo-inverse, a read and a write of the table and
+        # of each optimizer slot) were most of the step's extra ops.
+        conditional = row_writes().WRITES_IN_LAYER
         tier_tags = []
         for t in range(num_tiers):
             entries = slice(t * width, (t + 1) * width)
@@ -300,32 +307,42 @@ class DynamicEmbedding(layers.Layer):
             valid = ops.logical_and(ops.greater_equal(local, 0),
                                     ops.less(local, int(plan.tier_rows[t])))
             local = ops.where(valid, local, ops.zeros_like(local))
-            mapped = vectors[entries]
-            if self.projections[t] is not None:
-                mapped = ops.matmul(mapped, _pinv(self.projections[t]))
-            current = take_rows(self.tables[t], local)
-            values = ops.where(ops.expand_dims(valid, -1), mapped, current)
-            planned.append((t, valid, local, values))
             tier_tags.append((valid, local + int(offsets[t]), tag))
+            block = functools.partial(self._write_tier, t, valid, local,
+                                      vectors[entries], optimizer)
+            if conditional:
+                ops.cond(ops.any(valid), block, _nothing)
+            else:
+                block()
         valid = ops.concatenate([v for v, _, _ in tier_tags], axis=0)
         slots = ops.concatenate([s for _, s, _ in tier_tags], axis=0)
         tags = ops.where(valid, ops.concatenate([g for _, _, g in tier_tags], axis=0),
                          ops.take(self.slot_tags, slots, axis=0))
-        optimizer = self._write_optimizer_ref.value
-        for t, valid, local, values in planned:
-            table = self.tables[t]
-            zero_where = []
-            for slot in self._slots(optimizer, table) if optimizer is not None \
-                    and optimizer.built else []:
-                kept = take_rows(slot, local)
-                zero_where.append((slot, ops.where(ops.expand_dims(valid, -1),
-                                                   ops.zeros_like(kept), kept)))
-            _write_rows(table, local, values)
-            for slot, kept in zero_where:
-                _write_rows(slot, local, kept)
         # tiers' padding rows are distinct slots, so one scatter of the tags
         # has no duplicate index with unequal values
         _write_rows(self.slot_tags, slots, tags)
+
+    def _write_tier(self, t, valid, local, vectors, optimizer):
+        """Tier `t`'s part of `_apply_writes`: rows `local` where `valid`
+        become `vectors` mapped into the tier, their optimizer slots zero.
+        Reads only this tier's table and slots (every source was read
+        before), so the tiers' blocks may run in any order."""
+        table = self.tables[t]
+        mapped = vectors
+        if self.projections[t] is not None:
+            mapped = ops.matmul(mapped, _pinv(self.projections[t]))
+        current = take_rows(table, local)
+        values = ops.where(ops.expand_dims(valid, -1), mapped, current)
+        zero_where = []
+        for slot in self._slots(optimizer, table) if optimizer is not None \
+                and optimizer.built else []:
+            kept = take_rows(slot, local)
+            zero_where.append((slot, ops.where(ops.expand_dims(valid, -1),
+                                               ops.zeros_like(kept), kept)))
+        _write_rows(table, local, values)
+        for slot, kept in zero_where:
+            _write_rows(slot, local, kept)
+        return _nothing()
 
     def _stored_or_fallback(self, slots, buckets):
         """Current output of each slot in `slots` (its tier row through the
@@ -337,10 +354,12 @@ class DynamicEmbedding(layers.Layer):
             src = slots - int(offsets[u])
             member = ops.logical_and(ops.greater_equal(src, 0),
                                      ops.less(src, int(plan.tier_rows[u])))
-            rows = take_rows(table, ops.where(member, src, ops.zeros_like(src)))
-            if projection is not None:
-                rows = ops.matmul(rows, projection)
-            vectors = ops.where(ops.expand_dims(member, -1), rows, vectors)
+            # a batch's writes are nearly all admissions (read from the
+            # fallback); a tier is read only on a batch that moves one of
+            # its rows
+            vectors = ops.cond(ops.any(member), functools.partial(
+                _stored_rows, table, projection, src, member, vectors),
+                functools.partial(_same, vectors))
         return vectors
 
     @property
@@ -778,6 +797,24 @@ class _SlotCache:
         self.key = key
         self.slots = slots
         self.measured = None
+
+
+def _stored_rows(table, projection, src, member, vectors):
+    """`vectors`, with the outputs of `table`'s rows `src` where `member`."""
+    rows = take_rows(table, ops.where(member, src, ops.zeros_like(src)))
+    if projection is not None:
+        rows = ops.matmul(rows, projection)
+    return ops.where(ops.expand_dims(member, -1), rows, vectors)
+
+
+def _same(value):
+    return value
+
+
+def _nothing():
+    """What a skipped block of `ops.cond` returns (both branches return
+    the same structure)."""
+    return ops.zeros((), "int32")
 
 
 def _pinv(projection):

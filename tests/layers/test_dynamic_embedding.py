@@ -288,3 +288,47 @@ def test_a_config_saved_before_the_fallback_option_loads_with_the_hashed_fallbac
     loaded = DynamicEmbedding.from_config(config)
     assert loaded.plan == layer.plan
     assert DynamicEmbedding.from_config(DynamicEmbedding(8, 40_000).get_config()).plan.fallback == "qr"
+
+
+def test_in_step_writes_change_only_the_rows_they_name():
+    # the write block skips a tier with no entry and reads a source tier only
+    # when a row moves from it; checked against numpy, tier by tier
+    layer = make([2, 3], (4, 2))
+    model = model_of(layer)
+    layer.attach_optimizer(model.optimizer)
+    fill_slots(model)
+    offsets = layer.id_map.offsets
+    tables, projections = np_weights(layer)
+    slots = [slots_of(model, t) for t in layer.tables]
+    tags = ops.convert_to_numpy(layer.slot_tags)
+
+    # nothing named: nothing changes
+    layer._apply_writes(layer.no_writes())
+    for t, table in enumerate(layer.tables):
+        np.testing.assert_array_equal(ops.convert_to_numpy(table), tables[t].astype("float32"))
+
+    # tier 1 only: an admission (from key 77's fallback) and a move from tier 0
+    key_bucket = int(layer.fallback_buckets([77])[0])
+    admit, move, source = int(offsets[1]), int(offsets[1]) + 2, int(offsets[0]) + 1
+    writes = layer.no_writes()
+    writes[0, 1, :2] = [[admit, -1, key_bucket, 5], [move, source, 0, 6]]
+    writes[0, 1, 2:] = writes[0, 1, 0]   # padding repeats the first entry
+    layer._apply_writes(writes)
+
+    pinv = np.linalg.pinv(projections[1])
+    after = [ops.convert_to_numpy(t) for t in layer.tables]
+    np.testing.assert_array_equal(after[0], tables[0].astype("float32"))
+    np.testing.assert_allclose(after[1][admit - offsets[1]],
+                               layer.fallback_outputs([77])[0] @ pinv, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(after[1][move - offsets[1]], tables[0][source] @ pinv,
+                               rtol=1e-4, atol=1e-6)
+    untouched = [r for r in range(after[1].shape[0]) if r not in (0, 2)]
+    np.testing.assert_array_equal(after[1][untouched], tables[1][untouched].astype("float32"))
+    for t, rows in ((0, slice(None)), (1, untouched)):
+        for before, now in zip(slots[t], slots_of(model, layer.tables[t])):
+            np.testing.assert_array_equal(now[rows], before[rows])
+    for now in slots_of(model, layer.tables[1]):
+        assert not now[[0, 2]].any()
+    expected_tags = tags.copy()
+    expected_tags[[admit, move]] = [5, 6]
+    np.testing.assert_array_equal(ops.convert_to_numpy(layer.slot_tags), expected_tags)
