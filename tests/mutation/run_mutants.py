@@ -537,9 +537,9 @@ MUTANTS += [
 # DynamicEmbedding's row writes inside the train step (dynamic_batches)
 DYNAMIC_STREAM_TESTS = ["tests/dynamic/test_stream.py"]
 MUTANTS += [
-    Mutant("dynamic-step-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._apply_writes",
+    Mutant("dynamic-step-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._write_tier",
            swap("_write_rows(slot, local, kept)", "pass"), DYNAMIC_STREAM_TESTS),
-    Mutant("dynamic-step-tags-without-rows", DYNAMIC_LAYER, "DynamicEmbedding._apply_writes",
+    Mutant("dynamic-step-tags-without-rows", DYNAMIC_LAYER, "DynamicEmbedding._write_tier",
            swap("_write_rows(table, local, values)", "pass"), DYNAMIC_STREAM_TESTS),
     Mutant("dynamic-step-stale-source", DYNAMIC_LAYER, "DynamicEmbedding.prepare",
            swap("-1 if int(source) in stale else int(source)", "int(source)"),
