@@ -38,7 +38,6 @@ saturating_scatter_add = _choose("saturating_scatter_add")
 divide_gradient = _choose("divide_gradient")
 model_variable_scope = _choose("model_variable_scope")
 SUPPORTS_RAGGED_IDS = _choose("SUPPORTS_RAGGED_IDS")
-EMBEDDING_READS_WHOLE_TABLE = _choose("EMBEDDING_READS_WHOLE_TABLE")
 
 # Sparse row updates (`keras_mixed_dim.optimizers.SparseRowOptimizer`); see
 # `portable.py` for what each one does.

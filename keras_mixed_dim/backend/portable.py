@@ -15,12 +15,6 @@ import numpy as np
 # into bags (only TensorFlow has them).
 SUPPORTS_RAGGED_IDS = False
 
-# Whether `keras.layers.Embedding`'s lookup reads its whole table variable
-# before gathering, so `keras_mixed_dim.models.read_embedding_rows` has to
-# make it read by rows (only TensorFlow does: a JAX or PyTorch gather reads
-# only the rows).
-EMBEDDING_READS_WHOLE_TABLE = False
-
 
 def dense_gradient(x):
     """Identity whose gradient is a dense tensor on every backend (JAX and

@@ -13,17 +13,13 @@ from keras_mixed_dim.backend.tensorflow.bags import padded_bags
 from keras_mixed_dim.backend.tensorflow.gradients import dense_gradient
 from keras_mixed_dim.backend.tensorflow.gradients import read_variables
 
-__all__ = ["DENSE_TABLE_GRADIENT_ADVICE", "EMBEDDING_READS_WHOLE_TABLE", "ROW_OPS",
+__all__ = ["DENSE_TABLE_GRADIENT_ADVICE", "ROW_OPS",
            "SUPPORTS_RAGGED_IDS", "dense_gradient", "divide_gradient",
            "has_distribution_strategy", "is_ragged_or_sparse", "model_variable_scope",
            "padded_bags", "residual_gradient", "saturating_scatter_add",
            "sparse_gradient_rows", "take_columns", "take_rows", "update_tables"]
 
 SUPPORTS_RAGGED_IDS = True
-
-# `ops.take` on a variable is a `ReadVariableOp` of the whole table, copied
-# each step once an optimizer has scattered into it (copy-on-read mode).
-EMBEDDING_READS_WHOLE_TABLE = True
 
 
 def residual_gradient(forward, backward, *operands):
