@@ -371,8 +371,8 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         for grad, variable in zip(grads, trainable_variables):
             if self._var_key(variable) in self._groups.slots:
                 if grad is not None:
+                    # (PyTorch's sparse `.grad` as a RowGradient)
                     grad = backend.table_gradient(grad, armed)
-                if grad is not None:
                     table_pairs.append((_unscaled(grad, scale), variable))
             else:
                 dense_grads.append(None if grad is None else _unscaled(grad, scale))
