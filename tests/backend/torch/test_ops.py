@@ -45,7 +45,8 @@ def test_table_gradient_rows_dense_part_or_unchanged():
     from keras_mixed_dim.backend.row_gradients import RowGradient
     from keras_mixed_dim.backend.torch import ops as torch_ops
 
-    sparse = torch.sparse_coo_tensor(torch.tensor([[2, 0, 2]]), torch.ones((3, 2)), (4, 2))
+    sparse = torch.sparse_coo_tensor(torch.tensor([[2, 0, 2]]), torch.ones((3, 2)), (4, 2),
+                                     check_invariants=True)
     rows = torch_ops.table_gradient(sparse, armed=False)
     assert isinstance(rows, RowGradient) and rows.dense is None
     assert rows.indices.tolist() == [2, 0, 2]
