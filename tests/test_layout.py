@@ -16,12 +16,9 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = "keras_mixed_dim"
 
-# Modules still allowed to branch on the backend. The sparse row optimizer
-# is being rewritten onto backend/*/sparse_rows.py (issue 22); the lead
-# empties this list when that lands.
-BACKEND_BRANCH_ALLOWED = {
-    "keras_mixed_dim/optimizers/sparse_rows.py",
-}
+# Modules still allowed to branch on the backend (none: a new entry needs a
+# reason that the backend's folder cannot hold the branch).
+BACKEND_BRANCH_ALLOWED = set()
 
 FRAMEWORKS = ("tensorflow", "jax", "jaxlib", "torch")
 TENSORFLOW_ONLY = ("tensorflow-only", "tensorflow only")

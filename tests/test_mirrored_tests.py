@@ -14,10 +14,6 @@ TESTS = pathlib.Path(__file__).resolve().parent
 # shrink: the test below fails once a listed module gets its file, so the
 # entry is removed with it.
 NOT_YET_MIRRORED = {
-    # tests/optimizers/test_sparse_row_steps.py (the row step on each backend)
-    "backend/jax/sparse_rows.py",
-    "backend/torch/sparse_rows.py",
-    "backend/row_gradients.py",
     # the layers' and optimizers' tests, on each backend
     "backend/jax/row_writes.py",
     "backend/tensorflow/row_writes.py",

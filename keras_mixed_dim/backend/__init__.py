@@ -38,7 +38,20 @@ saturating_scatter_add = _choose("saturating_scatter_add")
 divide_gradient = _choose("divide_gradient")
 model_variable_scope = _choose("model_variable_scope")
 SUPPORTS_RAGGED_IDS = _choose("SUPPORTS_RAGGED_IDS")
-EMBEDDING_READS_WHOLE_TABLE = _choose("EMBEDDING_READS_WHOLE_TABLE")
+
+# Sparse row updates (`keras_mixed_dim.optimizers.SparseRowOptimizer`); see
+# `portable.py` for what each one does.
+take_rows = _choose("take_rows")
+ROW_OPS = _choose("ROW_OPS")
+SCALE_LOSS_ARMS_ROW_STEP = _choose("SCALE_LOSS_ARMS_ROW_STEP")
+DENSE_TABLE_GRADIENT_ADVICE = _choose("DENSE_TABLE_GRADIENT_ADVICE")
+attach_row_optimizer = _choose("attach_row_optimizer")
+has_distribution_strategy = _choose("has_distribution_strategy")
+table_gradient = _choose("table_gradient")
+sparse_gradient_rows = _choose("sparse_gradient_rows")
+update_tables = _choose("update_tables")
+row_value_and_grad = _choose("row_value_and_grad")
+row_train_step = _choose("row_train_step")
 
 
 def require(backend_name, what, error=ValueError, hint=""):
@@ -61,35 +74,6 @@ def require(backend_name, what, error=ValueError, hint=""):
         message = (f"{what} needs the {backend_name!r} backend "
                    f"(KERAS_BACKEND={backend_name}); this process runs {NAME!r}.")
         raise error(f"{message} {hint}".strip())
-
-
-def take_rows(table, rows):
-    """`ops.take(table, rows, axis=0)` for a table variable, reading only
-    `rows` on every backend.
-
-    On TensorFlow `ops.take` first reads the whole variable into a tensor;
-    when the optimizer then updates the variable in place, TensorFlow must
-    copy the whole table (the read still holds it), each step, outside XLA.
-    A gather on the variable itself reads only the rows.
-
-    On PyTorch, for a table updated by a `SparseRowOptimizer`, the lookup's
-    backward gives the table a sparse gradient (`backend/torch/sparse_rows.py`);
-    on JAX, inside the row train step (`backend/jax/sparse_rows.py`), the
-    lookup is where the step takes the rows' gradients from. A layer whose
-    tables get sparse row updates must read them through this function only
-    and flag them in `build` (`keras_mixed_dim.backend.row_gradients.flag_table`);
-    other reads are differentiated densely: correct, but not sparse.
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        from keras_mixed_dim.backend.tensorflow.sparse_rows import take_rows as tf_take
-
-        return tf_take(table, rows)
-    if backend in ("jax", "torch"):
-        rows_values = backend_module("sparse_rows").take_rows(table, rows)
-        if rows_values is not None:
-            return rows_values
-    return keras.ops.take(table, rows, axis=0)
 
 
 def backend_module(name):

@@ -15,12 +15,6 @@ import numpy as np
 # into bags (only TensorFlow has them).
 SUPPORTS_RAGGED_IDS = False
 
-# Whether `keras.layers.Embedding`'s lookup reads its whole table variable
-# before gathering, so `keras_mixed_dim.models.read_embedding_rows` has to
-# make it read by rows (only TensorFlow does: a JAX or PyTorch gather reads
-# only the rows).
-EMBEDDING_READS_WHOLE_TABLE = False
-
 
 def dense_gradient(x):
     """Identity whose gradient is a dense tensor on every backend (JAX and
@@ -120,3 +114,92 @@ def model_variable_scope(model):
     layer's) are placed as the model's own: its tf.distribute strategy's
     scope on TensorFlow, so they are mirrored; nothing elsewhere."""
     return contextlib.nullcontext()
+
+
+# -- sparse row updates (`keras_mixed_dim.optimizers.SparseRowOptimizer`) ----
+
+def take_rows(table, rows):
+    """`ops.take(table, rows, axis=0)` for a table variable, reading only
+    `rows` on every backend.
+
+    On TensorFlow `ops.take` first reads the whole variable into a tensor;
+    when the optimizer then updates the variable in place, TensorFlow must
+    copy the whole table (the read still holds it), each step, outside XLA.
+    A gather on the variable itself reads only the rows.
+
+    On PyTorch, for a table updated by a `SparseRowOptimizer`, the lookup's
+    backward gives the table a sparse gradient (`backend/torch/sparse_rows.py`);
+    on JAX, inside the row train step (`backend/jax/sparse_rows.py`), the
+    lookup is where the step takes the rows' gradients from. A layer whose
+    tables get sparse row updates must read them through this function only
+    and flag them in `build` (`keras_mixed_dim.backend.row_gradients.flag_table`);
+    other reads are differentiated densely: correct, but not sparse.
+
+    Args:
+        table: A 2-D Keras variable (or tensor).
+        rows: Integer tensor of row ids in `[0, table.shape[0])`.
+
+    Returns:
+        The rows, shape `rows.shape + table.shape[1:]`.
+
+    Example:
+
+    >>> table = keras.Variable(np.eye(3, dtype="float32"))
+    >>> take_rows(table, np.array([2, 0]))  # rows 2 and 0
+    """
+    return keras.ops.take(table, rows, axis=0)
+
+
+# The backend's row operations for `SparseRowOptimizer` (a module with
+# `unique_rows`, `gather_rows`, `scatter_rows`): each backend's
+# `sparse_rows.py`; a backend without one gets no sparse row updates.
+ROW_OPS = None
+
+# Whether `SparseRowOptimizer.scale_loss` arms the row step: on PyTorch the
+# backward pass of the loss it scaled gives its tables sparse gradients.
+SCALE_LOSS_ARMS_ROW_STEP = False
+
+# Advice appended to `SparseRowOptimizer`'s warning when a table gets a
+# dense gradient; None where a dense gradient of a table is a deliberate
+# whole read that needs no warning (TensorFlow: its lookups give
+# `IndexedSlices`).
+DENSE_TABLE_GRADIENT_ADVICE = (
+    "Read tables through keras_mixed_dim.backend.take_rows.")
+
+
+def attach_row_optimizer(optimizer, tables):
+    """Tells each of `tables` that `optimizer` (a built `SparseRowOptimizer`)
+    updates it by rows, where the lookups need to know (PyTorch)."""
+
+
+def has_distribution_strategy():
+    """Whether a tf.distribute strategy is in scope (only TensorFlow has them)."""
+    return False
+
+
+def table_gradient(gradient, armed):
+    """A table's gradient as `SparseRowOptimizer.apply` receives it, in the
+    form its row step takes (`RowGradient` for PyTorch's sparse `.grad`).
+    `armed`: whether this step's lookups gave sparse gradients."""
+    return gradient
+
+
+def sparse_gradient_rows(gradient):
+    """`(indices, values)` of a backend-native sparse table gradient
+    (TensorFlow's `IndexedSlices`), else None."""
+    return None
+
+
+def update_tables(pairs, update, learning_rate, step):
+    """Calls `update(grad, variable, learning_rate, step)` for each
+    `(grad, variable)` of `pairs` (TensorFlow's also does so on each replica's
+    copy under a tf.distribute strategy)."""
+    for grad, variable in pairs:
+        update(grad, variable, learning_rate, step)
+
+
+# JAX's `jax.value_and_grad` with tables differentiated by rows, and the
+# train step using it (`keras_mixed_dim.backend.jax.sparse_rows`); None on
+# the backends whose Keras step gives sparse table gradients already.
+row_value_and_grad = None
+row_train_step = None

@@ -10,13 +10,12 @@ the wrapped Keras optimizer.
 """
 
 import warnings
-import weakref
 
 import keras
-from keras import backend
 from keras import ops
 from keras import saving
 
+from keras_mixed_dim import backend
 from keras_mixed_dim.backend import divide_gradient
 from keras_mixed_dim.backend.row_gradients import SPARSE_ROWS_ATTRIBUTE
 from keras_mixed_dim.backend.row_gradients import RowGradient
@@ -288,21 +287,14 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                         self.initial_accumulator_value)))
                 slots.append(self.add_variable_from_reference(variable, name="linear"))
             self._groups.slots[self._var_key(variable)] = slots
-        if backend.backend() == "torch":
-            from keras_mixed_dim.backend.torch import sparse_rows
-
-            # the table's lookups ask this optimizer, at backward time,
-            # whether to give it a sparse gradient (a weak reference: the
-            # table must not keep a replaced optimizer alive)
-            for variable in self._groups.tables:
-                setattr(variable, sparse_rows.OWNER_ATTRIBUTE, weakref.ref(self))
+        backend.attach_row_optimizer(self, self._groups.tables)
         super().build(var_list)
 
     def scale_loss(self, loss):
         """Keras's `scale_loss`; on PyTorch it also arms the row step: the
         backward pass of the loss it returns gives this optimizer's tables
         sparse gradients, which the next `apply` consumes."""
-        if backend.backend() == "torch" and self.built:
+        if backend.SCALE_LOSS_ARMS_ROW_STEP and self.built:
             self.row_step_armed = True
         return super().scale_loss(loss)
 
@@ -367,13 +359,7 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         if len(grads) != len(trainable_variables):
             raise ValueError(
                 f"Got {len(grads)} gradients for {len(trainable_variables)} variables.")
-        name = backend.backend()
-        distributed = False
-        if name == "tensorflow":
-            from keras_mixed_dim.backend.tensorflow import sparse_rows
-
-            distributed = sparse_rows.has_strategy()
-        if distributed and (self.global_clipnorm or self.weight_decay):
+        if backend.has_distribution_strategy() and (self.global_clipnorm or self.weight_decay):
             option = "global_clipnorm" if self.global_clipnorm else "weight_decay"
             raise ValueError(
                 f"SparseRowOptimizer does not support `{option}` under a "
@@ -384,9 +370,9 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         dense_grads, dense_vars, table_pairs = [], [], []
         for grad, variable in zip(grads, trainable_variables):
             if self._var_key(variable) in self._groups.slots:
-                if name == "torch" and grad is not None:
-                    grad = _torch_row_gradient(grad, armed)
                 if grad is not None:
+                    # (PyTorch's sparse `.grad` as a RowGradient)
+                    grad = backend.table_gradient(grad, armed)
                     table_pairs.append((_unscaled(grad, scale), variable))
             else:
                 dense_grads.append(None if grad is None else _unscaled(grad, scale))
@@ -419,15 +405,9 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                 self._decay_dense(dense_vars)
                 if dense_vars:
                     self.dense_optimizer.apply(dense_grads, dense_vars)
-                if name == "tensorflow":
-                    from keras_mixed_dim.backend.tensorflow import sparse_rows
-
-                    # under tf.distribute: all-reduced, then applied to each copy
-                    sparse_rows.update_tables(table_pairs, self._update_and_constrain,
-                                              learning_rate, step)
-                else:
-                    for grad, variable in table_pairs:
-                        self._update_and_constrain(grad, variable, learning_rate, step)
+                # (under tf.distribute: all-reduced, then applied to each copy)
+                backend.update_tables(table_pairs, self._update_and_constrain,
+                                      learning_rate, step)
         self._iterations.assign_add(1)
 
     def _decay_dense(self, variables):
@@ -461,11 +441,11 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         Duplicates are summed first, so clipping sees the gradient that a
         dense optimizer would see.
         """
-        name = backend.backend()
         dtype = variable.dtype
+        sparse = None if isinstance(grad, RowGradient) else backend.sparse_gradient_rows(grad)
         if isinstance(grad, RowGradient):
             if grad.dense is None:
-                row_ops = _row_ops(name)
+                row_ops = _row_ops()
                 rows, summed = row_ops.unique_rows(
                     grad.indices, ops.cast(grad.values, dtype), variable.shape[0])
                 return _Rows(summed, rows, row_ops)
@@ -473,36 +453,26 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                 ops.scatter(ops.expand_dims(grad.indices, -1),
                             ops.cast(grad.values, dtype), variable.shape)
                 if grad.has_rows else 0)
-        elif name == "tensorflow":
-            from keras_mixed_dim.backend.tensorflow import sparse_rows
-
-            if sparse_rows.is_sparse(grad):
-                if self._plain_sgd():
-                    # no option needs the summed rows: a scatter-subtract
-                    # adds up duplicate ids by itself
-                    return _Rows(grad.values, grad.indices, sparse_rows, summed=False)
-                rows, summed = sparse_rows.unique_rows(
-                    grad.indices, ops.cast(grad.values, dtype), variable.shape[0])
-                return _Rows(summed, rows, sparse_rows)
-        elif not self._warned_dense:
+        elif sparse is not None:
+            indices, values = sparse
+            row_ops = _row_ops()
+            if self._plain_sgd():
+                # no option needs the summed rows: a scatter-subtract
+                # adds up duplicate ids by itself
+                return _Rows(values, indices, row_ops, summed=False)
+            rows, summed = row_ops.unique_rows(
+                indices, ops.cast(values, dtype), variable.shape[0])
+            return _Rows(summed, rows, row_ops)
+        elif backend.DENSE_TABLE_GRADIENT_ADVICE is not None and not self._warned_dense:
             self._warned_dense = True
-            if name == "jax":
-                advice = ("Build the model as keras_mixed_dim.models.IdSafeModel "
-                          "(its train step differentiates with respect to the rows "
-                          "the layers gather), or take the gradients with "
-                          "keras_mixed_dim.optimizers.sparse_row_value_and_grad "
-                          "in your own train_step.")
-            else:
-                advice = ("In your own train_step, scale the loss with "
-                          "`self.optimizer.scale_loss(loss)` before `backward()`, "
-                          "as Keras's does: the lookups then give sparse gradients "
-                          "(not under a LossScaleOptimizer, which scales the loss "
-                          "itself and needs dense gradients).")
             warnings.warn(
                 f"SparseRowOptimizer got a dense gradient for the table "
-                f"{variable.path!r}: on {name} a step then costs in proportion to "
-                "the table. Tables read other than through the package's layers "
-                f"(keras.layers.Embedding) always do. {advice}",
+                f"{variable.path!r}: on {backend.NAME} a step then costs in proportion "
+                "to the table. Tables read other than through "
+                "keras_mixed_dim.backend.take_rows (the package's layers, and "
+                "keras.layers.Embedding after keras_mixed_dim.models.read_embedding_rows, "
+                "which IdSafeModel calls) always do. "
+                f"{backend.DENSE_TABLE_GRADIENT_ADVICE}",
                 stacklevel=4)
         return _Rows(ops.convert_to_tensor(grad, dtype=dtype))
 
@@ -725,29 +695,11 @@ def _unscaled(grad, scale):
     return divide_gradient(grad, scale)
 
 
-def _row_ops(backend_name):
+def _row_ops():
     """The backend's `unique_rows` / `gather_rows` / `scatter_rows`."""
-    if backend_name == "tensorflow":
-        from keras_mixed_dim.backend.tensorflow import sparse_rows
-    elif backend_name == "jax":
-        from keras_mixed_dim.backend.jax import sparse_rows
-    elif backend_name == "torch":
-        from keras_mixed_dim.backend.torch import sparse_rows
-    else:
-        raise ValueError(f"No sparse row updates on the {backend_name!r} backend.")
-    return sparse_rows
-
-
-def _torch_row_gradient(grad, armed):
-    """A PyTorch table gradient as a `RowGradient`: a sparse `.grad` by its
-    rows; a dense one, in a step whose lookups gave sparse gradients, as
-    the table's dense part (a deliberate whole read: no warning)."""
-    from keras_mixed_dim.backend.torch import sparse_rows
-
-    rows = sparse_rows.row_gradient(grad)
-    if rows is not None:
-        return RowGradient(*rows)
-    return RowGradient(dense=grad) if armed else grad
+    if backend.ROW_OPS is None:
+        raise ValueError(f"No sparse row updates on the {backend.NAME!r} backend.")
+    return backend.ROW_OPS
 
 
 def sparse_row_value_and_grad(model):
@@ -781,14 +733,12 @@ def sparse_row_value_and_grad(model):
     Returns:
         A function of `compute_loss_and_updates`' arguments.
     """
-    if backend.backend() != "jax":
+    if backend.row_value_and_grad is None:
         raise ValueError(
             "sparse_row_value_and_grad is for JAX train steps; on "
-            f"{backend.backend()} the lookups give sparse gradients in Keras's "
+            f"{backend.NAME} the lookups give sparse gradients in Keras's "
             "own step already.")
-    from keras_mixed_dim.backend.jax.sparse_rows import value_and_grad
-
-    return value_and_grad(model)
+    return backend.row_value_and_grad(model)
 
 
 def sparse_row_train_step(model, keras_step, *args):
@@ -818,12 +768,10 @@ def sparse_row_train_step(model, keras_step, *args):
             return sparse_row_train_step(self, super().train_step, *args)
     ```
     """
-    if backend.backend() != "jax" or not getattr(
+    if backend.row_train_step is None or not getattr(
             model.optimizer, "accepts_row_gradients", False):
         return keras_step(*args)
-    from keras_mixed_dim.backend.jax.sparse_rows import train_step
-
-    return train_step(model, *args)
+    return backend.row_train_step(model, *args)
 
 
 def enable_sparse_row_steps(model):

@@ -15,7 +15,11 @@ from keras_mixed_dim.backend import portable
 CHOICES = ("dense_gradient", "residual_gradient", "take_columns", "split_columns",
            "is_ragged_or_sparse", "padded_bags", "saturating_scatter_add",
            "divide_gradient", "model_variable_scope", "SUPPORTS_RAGGED_IDS",
-           "EMBEDDING_READS_WHOLE_TABLE")
+           "take_rows", "ROW_OPS",
+           "SCALE_LOSS_ARMS_ROW_STEP", "DENSE_TABLE_GRADIENT_ADVICE",
+           "attach_row_optimizer", "has_distribution_strategy", "table_gradient",
+           "sparse_gradient_rows", "update_tables", "row_value_and_grad",
+           "row_train_step")
 
 
 def test_each_choice_is_the_backend_folder_version_else_portable():

@@ -70,7 +70,6 @@ def test_a_missing_gradient_is_zeros():
 
 def test_what_only_tensorflow_has_is_absent_here():
     assert portable.SUPPORTS_RAGGED_IDS is False
-    assert portable.EMBEDDING_READS_WHOLE_TABLE is False
     assert portable.is_ragged_or_sparse(ops.ones((2, 2))) is False
     with pytest.raises(ValueError, match="Layer 'tags' got ragged"):
         portable.padded_bags(ops.ones((2, 2), "int32"), None, 3, layer_name="tags")

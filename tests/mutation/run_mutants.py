@@ -654,6 +654,17 @@ MUTANTS += [
            ["tests/layers/test_slots.py"]),
 ]
 
+# Backend choices for sparse rows (issue 25 item 4, issue 22): the chosen
+# PyTorch lookup, and keras.layers.Embedding read through it.
+MUTANTS += [
+    Mutant("torch-take-rows-always-dense", "keras_mixed_dim/backend/torch/ops.py",
+           "take_rows", swap("gathered is None", "True"),
+           ["tests/models/test_row_reads.py"], backend="torch"),
+    Mutant("row-reads-negative-ids-unwrapped", "keras_mixed_dim/models/row_reads.py",
+           "_row_call", swap("ops.add(inputs, self.input_dim)", "inputs"),
+           ["tests/models/test_row_reads.py"], backend="torch"),
+]
+
 
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""

@@ -8,19 +8,18 @@ import tensorflow as tf
 
 from keras_mixed_dim.backend.portable import _residual_op
 from keras_mixed_dim.backend.tensorflow import counting
+from keras_mixed_dim.backend.tensorflow import sparse_rows
 from keras_mixed_dim.backend.tensorflow.bags import padded_bags
 from keras_mixed_dim.backend.tensorflow.gradients import dense_gradient
 from keras_mixed_dim.backend.tensorflow.gradients import read_variables
 
-__all__ = ["EMBEDDING_READS_WHOLE_TABLE", "SUPPORTS_RAGGED_IDS", "dense_gradient", "divide_gradient",
-           "is_ragged_or_sparse", "model_variable_scope", "padded_bags",
-           "residual_gradient", "saturating_scatter_add", "take_columns"]
+__all__ = ["DENSE_TABLE_GRADIENT_ADVICE", "ROW_OPS",
+           "SUPPORTS_RAGGED_IDS", "dense_gradient", "divide_gradient",
+           "has_distribution_strategy", "is_ragged_or_sparse", "model_variable_scope",
+           "padded_bags", "residual_gradient", "saturating_scatter_add",
+           "sparse_gradient_rows", "take_columns", "take_rows", "update_tables"]
 
 SUPPORTS_RAGGED_IDS = True
-
-# `ops.take` on a variable is a `ReadVariableOp` of the whole table, copied
-# each step once an optimizer has scattered into it (copy-on-read mode).
-EMBEDDING_READS_WHOLE_TABLE = True
 
 
 def residual_gradient(forward, backward, *operands):
@@ -55,8 +54,6 @@ def is_ragged_or_sparse(x):
 
 def divide_gradient(grad, scale):
     # an IndexedSlices has no `/`: its values are divided
-    from keras_mixed_dim.backend.tensorflow import sparse_rows
-
     if sparse_rows.is_sparse(grad):
         return sparse_rows.divided(grad, scale)
     return grad / scale
@@ -69,3 +66,22 @@ def model_variable_scope(model):
     if strategy is None:
         return contextlib.nullcontext()
     return strategy.scope()
+
+
+# -- sparse row updates: `IndexedSlices` gradients, kept sparse -------------
+
+ROW_OPS = sparse_rows
+take_rows = sparse_rows.take_rows
+has_distribution_strategy = sparse_rows.has_strategy
+update_tables = sparse_rows.update_tables
+
+# A table's dense gradient on TensorFlow comes from a deliberate whole read
+# (the lookups give `IndexedSlices`): no warning.
+DENSE_TABLE_GRADIENT_ADVICE = None
+
+
+def sparse_gradient_rows(gradient):
+    """`(indices, values)` of an `IndexedSlices` gradient, else None."""
+    if sparse_rows.is_sparse(gradient):
+        return gradient.indices, gradient.values
+    return None

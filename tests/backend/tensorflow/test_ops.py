@@ -56,7 +56,7 @@ def test_residual_gradient_reaches_a_variable_operand(tf_ops):
 def test_ragged_sparse_and_indexed_slices(tf_ops):
     import tensorflow as tf
 
-    assert tf_ops.SUPPORTS_RAGGED_IDS and tf_ops.EMBEDDING_READS_WHOLE_TABLE
+    assert tf_ops.SUPPORTS_RAGGED_IDS
     assert tf_ops.is_ragged_or_sparse(tf.ragged.constant([[1], [2, 3]]))
     assert tf_ops.is_ragged_or_sparse(tf.sparse.from_dense([[0, 1]]))
     assert not tf_ops.is_ragged_or_sparse(tf.constant([[0, 1]]))
@@ -92,5 +92,6 @@ def test_the_backend_package_chose_these(tf_ops):
     import keras_mixed_dim.backend as backend
 
     for name in ("take_columns", "split_columns", "residual_gradient",
-                 "divide_gradient", "model_variable_scope", "EMBEDDING_READS_WHOLE_TABLE"):
+                 "divide_gradient", "model_variable_scope", "take_rows",
+                 "update_tables", "ROW_OPS"):
         assert getattr(backend, name) is getattr(tf_ops, name), name

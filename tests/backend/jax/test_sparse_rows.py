@@ -1,0 +1,85 @@
+"""JAX's row step pieces against numpy and `jax.grad`: distinct rows with
+summed gradients (static size, out-of-range padding), gathers and scatters
+that drop the padding, and `value_and_grad`'s row gradients equal to the
+dense gradient's rows."""
+
+import keras
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax",
+                                reason="a JAX-only module")
+
+
+@pytest.fixture
+def rows_module():
+    from keras_mixed_dim.backend.jax import sparse_rows
+
+    return sparse_rows
+
+
+def test_unique_rows_sums_duplicates_and_pads_with_num_rows(rows_module):
+    indices = np.array([4, 1, 4, 4, 0], "int32")
+    values = np.arange(10, dtype="float32").reshape(5, 2)
+    rows, summed = rows_module.unique_rows(indices, values, 6)
+    rows, summed = np.asarray(rows), np.asarray(summed)
+    assert rows.shape == (5,) and summed.shape == (5, 2)  # static: one slot per index
+    np.testing.assert_array_equal(rows, [0, 1, 4, 6, 6])
+    expected = {r: values[indices == r].sum(0) for r in (0, 1, 4)}
+    for slot, row in enumerate(rows[:3]):
+        np.testing.assert_array_equal(summed[slot], expected[row])
+    np.testing.assert_array_equal(summed[3:], 0)
+
+
+def test_gather_and_scatter_rows_drop_the_padding(rows_module):
+    table = keras.Variable(np.arange(12, dtype="float32").reshape(4, 3))
+    rows = np.array([2, 0, 4], "int32")  # 4: padding (out of range)
+    gathered = np.asarray(rows_module.gather_rows(table, rows))
+    np.testing.assert_array_equal(gathered, [[6, 7, 8], [0, 1, 2], [0, 0, 0]])
+    rows_module.scatter_rows(table, rows, -np.ones((3, 3), "float32"))
+    expected = np.arange(12, dtype="float32").reshape(4, 3)
+    expected[[2, 0]] = -1
+    np.testing.assert_array_equal(np.asarray(table.value), expected)
+
+
+def test_take_rows_is_none_outside_a_row_step(rows_module):
+    table = keras.Variable(np.zeros((3, 2), "float32"))
+    assert rows_module.take_rows(table, np.array([1], "int32")) is None
+
+
+def test_value_and_grad_gives_the_dense_gradients_rows():
+    import jax
+
+    from keras_mixed_dim.backend.jax.sparse_rows import value_and_grad
+    from keras_mixed_dim.backend.row_gradients import RowGradient
+    from keras_mixed_dim.layers.hashing_embedding import HashingEmbedding
+    from keras_mixed_dim.optimizers.sparse_rows import SparseRowOptimizer
+
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((3,), dtype="int32")
+    out = keras.layers.Dense(1)(keras.layers.Flatten()(HashingEmbedding(8, 2, num_buckets=5)(ids)))
+    model = keras.Model(ids, out)
+    model.compile(SparseRowOptimizer(keras.optimizers.SGD(0.1), "sgd"), "mse")
+    model.optimizer.build(model.trainable_variables)
+    x = np.array([[1, 5, 1], [3, 1, 0]], "int32")
+    y = np.array([[1.0], [-1.0]], "float32")
+    state = ([v.value for v in model.trainable_variables],
+             [v.value for v in model.non_trainable_variables],
+             [v.value for v in model.metrics_variables])
+    optimizer_variables = [v.value for v in model.optimizer.variables]
+    (loss, _), grads = value_and_grad(model)(
+        *state, x, y, optimizer_variables=optimizer_variables)
+    (dense_loss, _), dense = jax.value_and_grad(
+        model.compute_loss_and_updates, has_aux=True)(
+            *state, x, y, None, optimizer_variables=optimizer_variables)
+    np.testing.assert_allclose(loss, dense_loss, rtol=1e-6)
+    table = model.optimizer.table_variables[0]
+    position = [id(v) for v in model.trainable_variables].index(id(table))
+    rows = grads[position]
+    assert isinstance(rows, RowGradient) and rows.dense is None
+    from_rows = np.zeros(table.shape, "float32")
+    np.add.at(from_rows, np.asarray(rows.indices), np.asarray(rows.values))
+    np.testing.assert_allclose(from_rows, np.asarray(dense[position]), rtol=1e-5, atol=1e-7)
+    for i, grad in enumerate(grads):
+        if i != position:
+            np.testing.assert_allclose(np.asarray(grad), np.asarray(dense[i]), rtol=1e-6)
