@@ -401,6 +401,14 @@ def compress_model(model, counts, budget=_UNSET, method="mixed", layer_names=Non
 def _budget_rule(budget, budget_bytes, budget_fraction):
     """`layer -> bytes (or None)` from `compress_model`'s budget arguments."""
     if budget is not _UNSET:
+        # checked before the warning, whose text compares `budget` with 1
+        if budget is not None and (
+                isinstance(budget, (bool, np.bool_))
+                or not isinstance(budget, (int, float, np.integer, np.floating))
+                or not np.isfinite(float(budget)) or budget <= 0):
+            raise ValueError(
+                f"`budget` must be a fraction in (0, 1) of the original bytes or a "
+                f"number of bytes >= 1. Received: budget={budget!r}")
         warn_budget_deprecated(
             "compress_model", "per layer, a fraction < 1 of its float32 bytes or a "
             f"number of bytes >= 1 (None: no budget); {budget!r} is "
@@ -415,10 +423,6 @@ def _budget_rule(budget, budget_bytes, budget_fraction):
                 f"budget={budget!r}")
         if budget is None:
             return lambda layer: None
-        if isinstance(budget, bool) or not np.isfinite(float(budget)) or budget <= 0:
-            raise ValueError(
-                f"`budget` must be a fraction in (0, 1) of the original bytes or a "
-                f"number of bytes >= 1. Received: {budget!r}")
         if budget < 1:
             budget_fraction = budget
         else:
