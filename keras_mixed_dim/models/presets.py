@@ -109,6 +109,7 @@ def get_preset(name, scale=1):
     return DLRMConfig(name=name, scale=scale, **spec)
 
 
-def parse_fraction(text):
-    """`"1/16"`, `"0.0625"` or a float -> a fraction in (0, 1]; errors name it."""
-    return check_budget_fraction(text)
+def parse_fraction(text, name="budget_fraction"):
+    """`"1/16"`, `"0.0625"` or a float -> a fraction in (0, 1]; errors name
+    it as `name` (the argument or flag that carried it)."""
+    return check_budget_fraction(text, name)
