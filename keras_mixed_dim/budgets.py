@@ -108,6 +108,18 @@ def check_budget_fraction(value, name="budget_fraction"):
     return float(value)
 
 
+def check_legacy_budget(value, name="budget"):
+    """The deprecated fraction-or-bytes `budget` of the converters (a
+    fraction < 1 of the original bytes, or bytes >= 1) as a positive finite
+    float; errors name it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)) or not (
+            math.isfinite(float(value)) and value > 0):
+        raise ValueError(f"`{name}` must be a fraction in (0, 1) of the original "
+                         f"bytes or a number of bytes >= 1. Received: {name}={value!r}")
+    return float(value)
+
+
 def resolve_budget(budget_bytes=None, budget_fraction=None, uniform_bytes=None):
     """The budget in bytes from at most one of `budget_bytes` and
     `budget_fraction` (a fraction of `uniform_bytes`); None when neither.
