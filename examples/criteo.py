@@ -172,7 +172,7 @@ def _budget(text):
 
     if "/" in text or float(text) <= 1:
         try:
-            return ("fraction", parse_fraction(text))
+            return ("fraction", parse_fraction(text, "--budget"))
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
     return float(text)

@@ -108,6 +108,18 @@ def check_budget_fraction(value, name="budget_fraction"):
     return float(value)
 
 
+def check_legacy_budget(value, name="budget"):
+    """The deprecated fraction-or-bytes `budget` of the converters (a
+    fraction < 1 of the original bytes, or bytes >= 1) as a positive finite
+    float; errors name it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)) or not (
+            math.isfinite(float(value)) and value > 0):
+        raise ValueError(f"`{name}` must be a fraction in (0, 1) of the original "
+                         f"bytes or a number of bytes >= 1. Received: {name}={value!r}")
+    return float(value)
+
+
 def resolve_budget(budget_bytes=None, budget_fraction=None, uniform_bytes=None):
     """The budget in bytes from at most one of `budget_bytes` and
     `budget_fraction` (a fraction of `uniform_bytes`); None when neither.
@@ -174,11 +186,11 @@ def embedding_bytes(model_or_layers):
     total, pools = 0, {}
     for layer in layers:
         memory = getattr(layer, "memory_size", None)
-        if memory is not None and not hasattr(layer, "input_dim"):
+        if _is_pool(layer):
             # a `SharedMemory` pool itself: keyed as its readers key it
             pools[id(layer)] = memory * FLOAT_BYTES
         elif memory is not None and getattr(layer, "shared_memory", False):
-            pool = getattr(layer, "_memory_layer", None)
+            pool = _pool_of(layer)
             pools[id(pool) if pool is not None else layer.name] = memory * FLOAT_BYTES
             total += layer.auxiliary_bytes
         elif _has_bytes(layer):
@@ -189,6 +201,26 @@ def embedding_bytes(model_or_layers):
             total += sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize
                          for w in layer.weights)
     return int(total + sum(pools.values()))
+
+
+def _is_pool(layer):
+    return getattr(layer, "memory_size", None) is not None and not hasattr(
+        layer, "input_dim")
+
+
+def _pool_of(reader):
+    """The `SharedMemory` a reader reads: the one it was given, or, in a
+    loaded model (where the pool reaches the reader as its `memory`
+    argument, not as an attribute), the one whose output it is called on."""
+    pool = getattr(reader, "_memory_layer", None)
+    if pool is not None:
+        return pool
+    for node in getattr(reader, "_inbound_nodes", None) or []:
+        for tensor in node.arguments.keras_tensors:
+            source = tensor._keras_history.operation
+            if _is_pool(source):
+                return source
+    return None
 
 
 def _has_bytes(layer):

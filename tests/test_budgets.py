@@ -63,3 +63,21 @@ def test_embedding_bytes_of_a_model_counts_every_array_and_a_pool_once():
     assert keras_mixed_dim.embedding_bytes(model) == expected
     assert keras_mixed_dim.embedding_bytes(robe + [md, qr, uniform]) == expected
     assert keras_mixed_dim.embedding_bytes(md) == md.bytes == stored(md)
+
+
+def test_embedding_bytes_of_a_loaded_model_counts_a_shared_pool_once(tmp_path):
+    # a loaded reader gets its pool as a call argument, not as an attribute:
+    # the pool was counted once per reader and once more for itself
+    memory = SharedMemory(500)
+    robe = [HashedMemoryEmbedding(1000, 8, memory=memory, seed=s, name=f"robe{s}")
+            for s in range(2)]
+    ids = keras.Input((2,), dtype="int32")
+    model = keras.Model(ids, keras.layers.Concatenate()(
+        [layer(ids[:, i:i + 1]) for i, layer in enumerate(robe)]))
+    model.save(tmp_path / "robe.keras")
+    loaded = keras.models.load_model(tmp_path / "robe.keras")
+    expected = 4 * 500 + sum(layer.auxiliary_bytes for layer in robe)
+    assert keras_mixed_dim.embedding_bytes(model) == expected
+    assert keras_mixed_dim.embedding_bytes(loaded) == expected
+    readers = [layer for layer in loaded.layers if isinstance(layer, HashedMemoryEmbedding)]
+    assert keras_mixed_dim.embedding_bytes(readers) == expected

@@ -8,6 +8,7 @@ import numpy as np
 from keras_mixed_dim.budgets import FLOAT_BYTES
 from keras_mixed_dim.budgets import check_budget_bytes
 from keras_mixed_dim.budgets import check_budget_fraction
+from keras_mixed_dim.budgets import check_legacy_budget
 from keras_mixed_dim.budgets import uniform_bytes
 from keras_mixed_dim.budgets import warn_budget_deprecated
 
@@ -401,6 +402,9 @@ def compress_model(model, counts, budget=_UNSET, method="mixed", layer_names=Non
 def _budget_rule(budget, budget_bytes, budget_fraction):
     """`layer -> bytes (or None)` from `compress_model`'s budget arguments."""
     if budget is not _UNSET:
+        # checked before the warning, whose text compares `budget` with 1
+        if budget is not None:
+            check_legacy_budget(budget)
         warn_budget_deprecated(
             "compress_model", "per layer, a fraction < 1 of its float32 bytes or a "
             f"number of bytes >= 1 (None: no budget); {budget!r} is "
@@ -415,10 +419,6 @@ def _budget_rule(budget, budget_bytes, budget_fraction):
                 f"budget={budget!r}")
         if budget is None:
             return lambda layer: None
-        if isinstance(budget, bool) or not np.isfinite(float(budget)) or budget <= 0:
-            raise ValueError(
-                f"`budget` must be a fraction in (0, 1) of the original bytes or a "
-                f"number of bytes >= 1. Received: {budget!r}")
         if budget < 1:
             budget_fraction = budget
         else:

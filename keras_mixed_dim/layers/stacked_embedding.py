@@ -167,7 +167,7 @@ class StackedEmbedding(layers.Layer):
             count (float32 counts), as in `MixedDimEmbedding`.
         planning_args: Optional per-feature planning settings for
             re-planning, each None or a dict with `num_blocks`, `alpha`,
-            `budget`, `round_dims` (default: the plan's block count,
+            `budget_bytes`, `round_dims` (default: the plan's block count,
             `alpha=0.3`, no budget, no rounding, as `MixedDimEmbedding`'s
             defaults).
         feature_names: Optional name per feature, used in `FrequencyRecount`'s

@@ -10,6 +10,8 @@ config = get_preset("mlperf-dcnv2", scale=1000)   # cardinalities / 1000
 import dataclasses
 import math
 
+from keras_mixed_dim.budgets import check_budget_fraction
+
 # MLPerf Training v2+ recommendation (DLRM-DCNv2, Criteo 1TB multi-hot):
 # rows per table and ids per sample, in feature order (TorchRec's
 # torchrec_dlrm reference, `--num_embeddings_per_feature` and
@@ -107,18 +109,7 @@ def get_preset(name, scale=1):
     return DLRMConfig(name=name, scale=scale, **spec)
 
 
-def parse_fraction(text):
-    """`"1/16"`, `"0.0625"` or a float -> a fraction in (0, 1]; errors name it."""
-    try:
-        if isinstance(text, str) and "/" in text:
-            num, den = text.split("/")
-            value = float(num) / float(den)
-        else:
-            value = float(text)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"A budget must be a fraction such as 1/16 or 0.0625. "
-                         f"Received: {text!r}") from None
-    if not (math.isfinite(value) and 0 < value <= 1):
-        raise ValueError(f"A budget must be a fraction in (0, 1] of the uniform "
-                         f"tables' bytes. Received: {text!r}")
-    return value
+def parse_fraction(text, name="budget_fraction"):
+    """`"1/16"`, `"0.0625"` or a float -> a fraction in (0, 1]; errors name
+    it as `name` (the argument or flag that carried it)."""
+    return check_budget_fraction(text, name)

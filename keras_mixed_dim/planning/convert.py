@@ -22,6 +22,7 @@ import numpy as np
 
 from keras_mixed_dim.budgets import check_budget_bytes
 from keras_mixed_dim.budgets import check_budget_fraction
+from keras_mixed_dim.budgets import check_legacy_budget
 from keras_mixed_dim.budgets import uniform_bytes
 from keras_mixed_dim.budgets import warn_budget_deprecated
 from keras_mixed_dim.planning import Block
@@ -127,11 +128,7 @@ def budget_to_params(budget, input_dim, output_dim, remapped, name="budget"):
     """
     if budget is None:
         return None
-    if isinstance(budget, bool) or not np.isfinite(float(budget)) or budget <= 0:
-        raise ValueError(
-            f"`budget` must be a fraction in (0, 1) of the original bytes or a "
-            f"number of bytes >= 1. Received: {budget!r}"
-        )
+    budget = check_legacy_budget(budget)
     original = input_dim * output_dim * FLOAT_BYTES
     total = budget * original if budget < 1 else float(budget)
     return _params_of(total, name, budget, input_dim, remapped)

@@ -230,3 +230,13 @@ def test_a_stacked_dlrm_of_bags_keeps_its_bags_when_compressed():
     assert stacked.plans[0].remapped  # really converted
     np.testing.assert_allclose(exact.predict(x, verbose=0), model.predict(x, verbose=0),
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("budget", ["abc", [0.5], float("nan"), -1, True])
+def test_deprecated_budget_bad_value_is_named(budget):
+    # the deprecation warning's text compared `budget` with 1 before it was
+    # checked: a string or list raised a TypeError naming nothing
+    inp = keras.Input((1,), dtype="int32")
+    model = keras.Model(inp, keras.layers.Embedding(100, 8, name="emb")(inp))
+    with pytest.raises(ValueError, match=r"Received: budget=" + repr(budget)[:3].replace("[", r"\[")):
+        compress_model(model, {"emb": np.ones(100)}, budget=budget)

@@ -35,6 +35,7 @@ def test_bad_presets_and_scales_are_named(name, scale, match):
 
 def test_budget_fractions():
     assert parse_fraction("1/16") == 1 / 16 and parse_fraction(0.5) == 0.5
-    for bad in ("1/0", "2", "a/16", "0"):
+    # a bool is no fraction (`float(True)` is 1.0, which passed as the whole table)
+    for bad in ("1/0", "2", "a/16", "0", True):
         with pytest.raises(ValueError, match=repr(bad)):
             parse_fraction(bad)

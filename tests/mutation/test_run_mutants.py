@@ -5,6 +5,7 @@ changes that node only."""
 import ast
 import dataclasses
 import pathlib
+import re
 
 import pytest
 
@@ -111,3 +112,12 @@ def test_a_test_selection_that_runs_nothing_is_stale_not_killed():
         "tests/mutation/test_run_mutants.py", "-k", "no_test_has_this_name"])
     outcome, _, why = run_mutants.run(mutant)
     assert outcome == "stale" and "exited 5" in why
+
+
+def test_the_docs_count_every_mutant():
+    # the pages said 93 while the runner held 98
+    pages = {"docs/guarantees.md": r"There are (\d+)\s+mutants",
+             "docs/testing.md": r"\((\d+) mutants;"}
+    for page, pattern in pages.items():
+        counts = re.findall(pattern, (ROOT / page).read_text())
+        assert counts and {int(c) for c in counts} == {len(MUTANTS)}, (page, counts)

@@ -162,3 +162,11 @@ def test_keep_id_order_cuts_contiguous_blocks_without_a_remap():
     u, s, vt = np.linalg.svd(y, full_matrices=False)
     best = (u[:, : first.dim] * s[: first.dim]) @ vt[: first.dim]
     np.testing.assert_allclose(outputs[: first.stop], best, atol=2e-5)
+
+
+@pytest.mark.parametrize("budget", [[3], "0.5", True, float("nan"), 0])
+def test_a_bad_deprecated_budget_is_named(budget):
+    # a list or string reached `float()` and raised a TypeError naming nothing
+    with pytest.raises(ValueError, match=r"Received: budget="), \
+            pytest.warns(DeprecationWarning):
+        convert_weights(trained_table(rows=50), shuffled_counts(rows=50), budget=budget)
