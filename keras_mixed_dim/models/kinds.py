@@ -93,6 +93,8 @@ class EmbeddingKind:
 
 
 _KINDS = {}
+# Names of the package's kinds (set once they are registered, below).
+_BUILT_IN = ()
 # Old names: (name, where) -> the kind it meant there. A name that meant
 # two kinds in two places keeps each meaning, with a warning, for 0.3.x.
 _DEPRECATED = {
@@ -125,6 +127,13 @@ def register_kind(kind):
                          f"{kind.name!r}")
     if any(kind.name == old for old, _ in _DEPRECATED):
         raise ValueError(f"{kind.name!r} is a deprecated kind name; pick another.")
+    existing = _KINDS.get(kind.name)
+    # a built-in name keeps its layers (one name, one meaning); only its
+    # converter may be replaced (`compress.register_method`)
+    if existing is not None and kind.name in _BUILT_IN and (
+            kind.build, kind.build_features) != (existing.build, existing.build_features):
+        raise ValueError(f"{kind.name!r} is a kind of the package; register your "
+                         "kind under another name.")
     _KINDS[kind.name] = kind
     return kind
 
@@ -652,7 +661,7 @@ def _mixed_from_embedding(layer, counts, budget_bytes, options):
     return new_layer, report.bytes_after, report
 
 
-_BUILT_IN = (
+_BUILT_IN_KINDS = (
     EmbeddingKind(
         "uniform", "keras.layers.Embedding: the full float32 table (the "
         "reference); with a combiner, the same table as a one-block "
@@ -690,9 +699,9 @@ _BUILT_IN = (
         ("memory", "seed", "signatures", "signature_size", "hashes_per_element"),
         needs_budget=True, shared_memory=True),
 )
-for _kind in _BUILT_IN:
+for _kind in _BUILT_IN_KINDS:
     register_kind(_kind)
-_BUILT_IN = tuple(kind.name for kind in _BUILT_IN)
+_BUILT_IN = tuple(kind.name for kind in _BUILT_IN_KINDS)
 
 # The built-in kinds' names (the examples' `--embedding` choices).
 EMBEDDING_KINDS = _BUILT_IN

@@ -1,6 +1,7 @@
 """The registry of embedding kinds: one name per kind, used by
 make_embedding, the DLRM builder and compress_model."""
 
+import dataclasses
 import warnings
 
 import keras
@@ -12,6 +13,7 @@ from keras_mixed_dim.budgets import BudgetTooSmall
 from keras_mixed_dim.compress import COMPRESSION_METHODS
 from keras_mixed_dim.compress import compress_model
 from keras_mixed_dim.models import dlrm as dlrm_module
+from keras_mixed_dim.models import kinds
 from keras_mixed_dim.models.dlrm import dlrm
 from keras_mixed_dim.models.dlrm import embedding_layers
 from keras_mixed_dim.models.embeddings import make_embedding
@@ -147,3 +149,13 @@ def test_compress_model_budgets_old_and_new():
         compress_model(model, counts, budget_bytes=24000, budget_fraction=0.5)
     with pytest.raises(ValueError, match="budget_fraction=0.05 gives layer 'items'"):
         compress_model(model, counts, budget_fraction=0.05)
+
+
+def test_a_built_in_kind_cannot_be_replaced_by_other_layers():
+    qr = kinds.get_kind("qr")
+    with pytest.raises(ValueError, match="'qr' is a kind of the package"):
+        kinds.register_kind(dataclasses.replace(qr, build=lambda *a, **k: None))
+    assert kinds.get_kind("qr") is qr
+    # its converter may change (compress.register_method does that)
+    kinds.register_kind(dataclasses.replace(qr, convert=None))
+    kinds.register_kind(qr)

@@ -94,11 +94,15 @@ class _Tapped:
         self.tables, self.tap = tables, tap
 
     def __enter__(self):
+        busy = [table.path for table in self.tables
+                if getattr(table, TAP_ATTRIBUTE, None) is not None]
+        # checked before any tap is set: `__exit__` does not run when
+        # `__enter__` raises, so a tap set here would outlive the error
+        if busy:
+            raise RuntimeError(
+                f"The table {busy[0]!r} is already being traced by another "
+                "row step (a row step inside a row step's forward pass).")
         for table in self.tables:
-            if getattr(table, TAP_ATTRIBUTE, None) is not None:
-                raise RuntimeError(
-                    f"The table {table.path!r} is already being traced by another "
-                    "row step (a row step inside a row step's forward pass).")
             setattr(table, TAP_ATTRIBUTE, self.tap)
 
     def __exit__(self, *unused):

@@ -83,3 +83,12 @@ def test_value_and_grad_gives_the_dense_gradients_rows():
     for i, grad in enumerate(grads):
         if i != position:
             np.testing.assert_allclose(np.asarray(grad), np.asarray(dense[i]), rtol=1e-6)
+
+
+def test_a_refused_nested_row_step_leaves_no_tap_behind(rows_module):
+    first, second = keras.Variable(np.zeros((3, 2))), keras.Variable(np.zeros((3, 2)))
+    setattr(second, rows_module.TAP_ATTRIBUTE, object())  # traced by another step
+    with pytest.raises(RuntimeError, match="already being traced"):
+        with rows_module._Tapped([first, second], object()):
+            pass
+    assert getattr(first, rows_module.TAP_ATTRIBUTE, None) is None
