@@ -13,14 +13,7 @@ TESTS = pathlib.Path(__file__).resolve().parent
 # is tested through other files (noted) or not directly. The list may only
 # shrink: the test below fails once a listed module gets its file, so the
 # entry is removed with it.
-NOT_YET_MIRRORED = {
-    # the layers' and optimizers' tests, on each backend
-    "backend/jax/row_writes.py",
-    "backend/tensorflow/row_writes.py",
-    "backend/torch/row_writes.py",
-    # tests/layers/test_dynamic_embedding.py and tests/dynamic/
-    "dynamic/sketch.py",
-}
+NOT_YET_MIRRORED = set()
 
 
 def has_logic(path):
