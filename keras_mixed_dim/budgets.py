@@ -152,6 +152,17 @@ def warn_budget_deprecated(where, meaning, instead, stacklevel=3):
         DeprecationWarning, stacklevel=stacklevel)
 
 
+def refuse_budget_with_new(budget, budget_bytes, budget_fraction):
+    """Refuses the deprecated `budget` given together with `budget_bytes` or
+    `budget_fraction` (which of them would win is not obvious), naming all
+    three values."""
+    if budget is not None and (budget_bytes is not None or budget_fraction is not None):
+        raise ValueError(
+            "Pass one of `budget_bytes`, `budget_fraction` and the deprecated "
+            f"`budget`. Received: budget_bytes={budget_bytes!r}, "
+            f"budget_fraction={budget_fraction!r}, budget={budget!r}")
+
+
 def embedding_bytes(model_or_layers):
     """Bytes held by the embedding layers of a model, a shared memory once.
 

@@ -138,3 +138,24 @@ def fake_saved_model(path):
     """A stand-in export: what `write_version` needs from a write function."""
     path.mkdir()
     (path / "saved_model.pb").write_text("x")
+
+
+def trained_table(rows=600, dim=16, seed=0):
+    """A float32 table whose columns shrink geometrically (a trained
+    table's spectrum, roughly)."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(rows, dim)) * np.geomspace(1, 0.05, dim)).astype("float32")
+
+
+def shuffled_counts(rows=600, seed=0):
+    """Zipf-like counts in a random id order."""
+    rng = np.random.default_rng(seed)
+    return rng.permutation(1000.0 / np.arange(1, rows + 1) ** 1.1)
+
+
+def embedding_with(weights, **kwargs):
+    """A built `keras.layers.Embedding` holding `weights`."""
+    layer = keras.layers.Embedding(*weights.shape, **kwargs)
+    layer.build()
+    layer.embeddings.assign(weights)
+    return layer

@@ -124,14 +124,6 @@ class Changes:
         move_to: Where each went (same order).
         evicted_keys: Keys that lost their slot this step.
 
-    Args:
-        reset_slots: Slots given to newly admitted keys (rows and optimizer
-            slots start fresh), in the order they were assigned.
-        reset_keys: Those keys.
-        move_from: Slots whose key moved tier (rebalancing).
-        move_to: Where each went (same order).
-        evicted_keys: Keys that lost their slot this step.
-
     Example:
 
     >>> id_map = DynamicIdMap([4, 8], min_count=1)

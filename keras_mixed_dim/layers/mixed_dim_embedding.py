@@ -17,6 +17,7 @@ from keras_mixed_dim.budgets import REMAP_BYTES
 from keras_mixed_dim.budgets import resolve_budget
 from keras_mixed_dim.budgets import uniform_bytes
 from keras_mixed_dim.budgets import warn_budget_deprecated
+from keras_mixed_dim.budgets import refuse_budget_with_new
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.backend.row_gradients import flag_table
 from keras_mixed_dim.layers.ids import valid_int_ids
@@ -184,11 +185,7 @@ class MixedDimEmbedding(IdLookupLayer):
                 "MixedDimEmbedding", f"{budget!r} parameters (tables plus projections, "
                 "not the id -> rank table or the counts)",
                 "budget_bytes (every array the layer holds) or budget_fraction")
-            if budget_bytes is not None or budget_fraction is not None:
-                raise ValueError(
-                    "Pass one of `budget_bytes`, `budget_fraction` and the deprecated "
-                    f"`budget`. Received: budget_bytes={budget_bytes!r}, "
-                    f"budget_fraction={budget_fraction!r}, budget={budget!r}")
+            refuse_budget_with_new(budget, budget_bytes, budget_fraction)
         if plan is None:
             with warnings.catch_warnings():
                 # the layer warned about `budget` already

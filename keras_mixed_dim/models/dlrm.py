@@ -13,6 +13,7 @@ from keras_mixed_dim.budgets import budget_of
 from keras_mixed_dim.budgets import embedding_bytes
 from keras_mixed_dim.budgets import uniform_bytes
 from keras_mixed_dim.budgets import warn_budget_deprecated
+from keras_mixed_dim.budgets import refuse_budget_with_new
 from keras_mixed_dim.checks import check_positive_int
 from keras_mixed_dim.layers import MixedDimEmbedding
 from keras_mixed_dim.layers.dot_interaction import DotInteraction
@@ -122,11 +123,7 @@ def embedding_layers(cardinalities, dim, kind=None, alpha=0.3, budget=None, coun
         warn_budget_deprecated("embedding_layers", "md_solver's parameter budget "
                                "(table parameters; projections not counted)",
                                "budget_bytes or budget_fraction (every array counted)")
-        if spend is not None:
-            raise ValueError(
-                "Pass one of `budget_bytes`, `budget_fraction` and the deprecated "
-                f"`budget`. Received: budget_bytes={budget_bytes!r}, "
-                f"budget_fraction={budget_fraction!r}, budget={budget!r}")
+        refuse_budget_with_new(budget, budget_bytes, budget_fraction)
         options["budget_params"] = budget
     # with bags every feature's layer combines (a bag of one id is that id's
     # vector, times its weight), so `dlrm(bag_weights=True)` works unstacked

@@ -6,6 +6,7 @@ from keras_mixed_dim.budgets import budget_of
 from keras_mixed_dim.budgets import embedding_bytes
 from keras_mixed_dim.budgets import uniform_bytes
 from keras_mixed_dim.budgets import warn_budget_deprecated
+from keras_mixed_dim.budgets import refuse_budget_with_new
 from keras_mixed_dim.models.kinds import EMBEDDING_KINDS
 from keras_mixed_dim.models.kinds import LMA_SIGNATURE_SHARE
 from keras_mixed_dim.models.kinds import MD_QR_MIN_ROWS
@@ -127,11 +128,7 @@ def make_embedding(
         warn_budget_deprecated("make_embedding", "a number of parameters of kind "
                                "'mixed' (tables plus projections)",
                                "budget_bytes or budget_fraction")
-        if spend is not None:
-            raise ValueError(
-                "Pass one of `budget_bytes`, `budget_fraction` and the deprecated "
-                f"`budget`. Received: budget_bytes={budget_bytes!r}, "
-                f"budget_fraction={budget_fraction!r}, budget={budget!r}")
+        refuse_budget_with_new(budget, budget_bytes, budget_fraction)
         options["budget_params"] = budget
     unused = [k for k in ("memory", "signatures") if options[k] is not None
               and k not in spec.options]

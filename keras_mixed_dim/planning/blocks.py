@@ -13,6 +13,7 @@ from keras_mixed_dim.budgets import budget_of
 from keras_mixed_dim.budgets import check_budget_bytes
 from keras_mixed_dim.budgets import uniform_bytes
 from keras_mixed_dim.budgets import warn_budget_deprecated
+from keras_mixed_dim.budgets import refuse_budget_with_new
 from keras_mixed_dim.planning.plan import Block
 from keras_mixed_dim.planning.plan import BlockPlan
 from keras_mixed_dim.planning.solver import check_alpha
@@ -373,11 +374,7 @@ def plan_blocks(
     if budget is not None:
         warn_budget_deprecated("plan_blocks", "a number of parameters (tables "
                                "plus projections)", "budget_bytes")
-        if budget_bytes is not None or budget_fraction is not None:
-            raise ValueError(
-                "Pass one of `budget_bytes`, `budget_fraction` and the deprecated "
-                f"`budget`. Received: budget_bytes={budget_bytes!r}, "
-                f"budget_fraction={budget_fraction!r}, budget={budget!r}")
+        refuse_budget_with_new(budget, budget_bytes, budget_fraction)
         check_number("budget", budget, positive=True)
     spend = budget_of(budget_bytes, budget_fraction, uniform_bytes(input_dim, output_dim))
     if counts is None:

@@ -25,6 +25,7 @@ from keras_mixed_dim.budgets import check_budget_fraction
 from keras_mixed_dim.budgets import check_legacy_budget
 from keras_mixed_dim.budgets import uniform_bytes
 from keras_mixed_dim.budgets import warn_budget_deprecated
+from keras_mixed_dim.budgets import refuse_budget_with_new
 from keras_mixed_dim.planning import Block
 from keras_mixed_dim.planning import BlockPlan
 from keras_mixed_dim.planning import block_dims
@@ -155,11 +156,7 @@ def _conversion_budget(where, budget, budget_bytes, budget_fraction):
         warn_budget_deprecated(
             where, "a fraction < 1 of the original float32 bytes or a number of "
             "bytes >= 1", "budget_fraction or budget_bytes", stacklevel=4)
-        if budget_bytes is not None or budget_fraction is not None:
-            raise ValueError(
-                "Pass one of `budget_bytes`, `budget_fraction` and the deprecated "
-                f"`budget`. Received: budget_bytes={budget_bytes!r}, "
-                f"budget_fraction={budget_fraction!r}, budget={budget!r}")
+        refuse_budget_with_new(budget, budget_bytes, budget_fraction)
         return ("budget", budget, "legacy")
     if budget_bytes is not None and budget_fraction is not None:
         raise ValueError(

@@ -10,23 +10,9 @@ from keras import ops
 
 from keras_mixed_dim.compress import mixed_dim_from_embedding
 from keras_mixed_dim.planning.convert import convert_weights
-
-
-def trained_table(rows=600, dim=16, seed=0):
-    rng = np.random.default_rng(seed)
-    return (rng.normal(size=(rows, dim)) * np.geomspace(1, 0.05, dim)).astype("float32")
-
-
-def shuffled_counts(rows=600, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.permutation(1000.0 / np.arange(1, rows + 1) ** 1.1)
-
-
-def embedding_with(weights, **kwargs):
-    layer = keras.layers.Embedding(*weights.shape, **kwargs)
-    layer.build()
-    layer.embeddings.assign(weights)
-    return layer
+from tests.helpers import embedding_with
+from tests.helpers import shuffled_counts
+from tests.helpers import trained_table
 
 
 def test_blocks_hold_the_best_low_rank_approximation_of_their_rows():
