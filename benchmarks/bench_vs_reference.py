@@ -114,23 +114,14 @@ class ReferenceWorker:
     """facebookresearch/dlrm's model and training statements, on our rows."""
 
     def __init__(self, directory, mode, data):
-        import types
-
         import numpy as np
         import torch
 
         sys.path[:0] = [os.path.join(HERE, "_reference_stubs"), directory]
 
-        class _NoSummaryWriter:
-            def __init__(self, *args, **kwargs):
-                pass
+        from run_reference import install_stubs  # _reference_stubs, above
 
-            def __getattr__(self, name):
-                return lambda *args, **kwargs: None
-
-        tensorboard = types.ModuleType("torch.utils.tensorboard")
-        tensorboard.SummaryWriter = _NoSummaryWriter
-        sys.modules["torch.utils.tensorboard"] = tensorboard
+        install_stubs()
         import dlrm_s_pytorch as reference  # noqa: E402 (its checkout, above)
 
         reference.ext_dist.my_size, reference.ext_dist.my_rank = 1, 0
