@@ -137,10 +137,17 @@ class Feature:
         if self.dynamic:
             options = dict(dynamic_options or {})
             md_dims = options.pop("tier_dims", None)
+            if options.get("live_ids") == "warmup":
+                # as much as the static vocabulary is given: the warm-up's
+                # distinct ids
+                options["live_ids"] = max(1, int(np.unique(warmup_keys).size))
+            if options.get("live_ids") is None:
+                options.pop("live_ids", None)
             tier_dims = md_dims if method == "dynamic_md" else (dim,)
             self.layer = DynamicEmbedding(dim, budget, min_count=2, eviction="lfu",
                                           tier_dims=tier_dims, decay=0.999,
                                           rebalance_every=50, seed=seed, **options)
+            self.live_ids = options.get("live_ids")
             self.bytes = self.layer.bytes
             self.shape = (3,)
         elif method == "static":
@@ -317,6 +324,10 @@ def _result(method, budget, seed, mse, speed, features, feed):
         result["fallback"] = features["item"].layer.plan.fallback
         result["fallback_tables"] = list(features["item"].layer.plan.fallback_tables)
         result["fallback_dim"] = features["item"].layer.plan.fallback_dim
+        plan = features["item"].layer.plan
+        result["fallback_share"] = round(plan.fallback_buckets * plan.fallback_dim * FLOAT
+                                         * (1 + ADAM_SLOTS) / budget, 4)
+        result["live_ids"] = {f: getattr(features[f], "live_ids", None) for f in FEATURES}
         result["max_measured_bytes"] = max(f.max_measured for f in features.values())
         result["admitted"] = {f: features[f].layer.id_map.size for f in FEATURES}
         result["tier_rows"] = list(features["item"].layer.plan.tier_rows)
@@ -374,6 +385,10 @@ def main():
                         help="the dynamic layers' fallback (default: the layer's)")
     parser.add_argument("--fallback-share", type=float, default=None,
                         help="the dynamic layers' fallback share of the budget")
+    parser.add_argument("--live-ids", default=None,
+                        help="the dynamic layers' live_ids (an integer, or 'warmup': "
+                             "the distinct ids of the first 10%% of the stream, what "
+                             "the static vocabulary is built from)")
     parser.add_argument("--fallback-dim", type=int, default=None,
                         help="the dynamic layers' fallback width")
     parser.add_argument("--jit-compile", action="store_true",
@@ -402,7 +417,9 @@ def main():
                     options = {"fallback": args.fallback,
                                "fallback_share": args.fallback_share,
                                "fallback_dim": args.fallback_dim,
-                               "tier_dims": args.tier_dims}
+                               "tier_dims": args.tier_dims,
+                               "live_ids": args.live_ids if args.live_ids in (None, "warmup")
+                               else int(args.live_ids)}
                     result = run(stream, targets, method, budget, args.dim, args.batch,
                                  seed, feed=args.feed, dynamic_options=options)
                     result["stream"] = stream_name

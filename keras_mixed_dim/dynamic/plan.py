@@ -9,6 +9,7 @@ fallback hash's constants.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -36,6 +37,33 @@ def default_fallback_share(fallback, capacity_bytes):
         return share
     below = min(1.0, np.log(SMALL_BUDGET / capacity_bytes) / np.log(4.0))
     return share + (TINY_QR_SHARE - share) * float(below)
+# With `live_ids`, the QR fallback is sized so that the live ids the tiers
+# cannot hold get about four buckets each: hashed uniformly, an id then
+# shares its bucket with another with probability 1 - exp(-1/4), about one
+# in five. It never takes less than the default share (tuned on streams
+# whose live ids the tiers mostly hold) nor more than `MAX_LIVE_SHARE`,
+# which leaves the tiers a quarter of their default rows for the ids
+# counted most (the streaming benchmark, docs/results/streaming.md).
+BUCKETS_PER_LIVE_ID = 4
+MAX_LIVE_SHARE = 0.8
+
+
+def live_ids_share(default_plan, live_ids):
+    """The QR fallback's share of the budget for `live_ids` distinct live
+    ids, given the plan at the default share: enough rows `F` that the
+    quotient x remainder buckets `(F / 2)**2` reach `BUCKETS_PER_LIVE_ID`
+    per live id beyond the tiers' slots, between the default share and
+    `MAX_LIVE_SHARE`."""
+    plan = default_plan
+    beyond = max(0, int(live_ids) - sum(plan.tier_rows))
+    side = math.ceil(math.sqrt(BUCKETS_PER_LIVE_ID * beyond))
+    per_float = FLOAT_BYTES * (1 + plan.optimizer_slots)
+    # half a row more, so that plan_capacity's floor to whole rows gives 2 * side
+    wanted = (2 * side + 0.5) * plan.fallback_dim * per_float / plan.capacity_bytes
+    default = default_fallback_share(plan.fallback, plan.capacity_bytes)
+    return min(MAX_LIVE_SHARE, max(default, wanted))
+
+
 DEFAULT_SKETCH_SHARE = 0.05
 FALLBACKS = ("hashing", "qr")
 # the fallback's hash range is an int32 bucket (`keras_mixed_dim.layers.hashes`)
@@ -121,7 +149,7 @@ class DynamicPlan:
 def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
                   fallback_buckets=None, fallback_dim=None, sketch_width=None,
                   sketch_depth=2, optimizer_slots=2, fallback="qr",
-                  fallback_share=None):
+                  fallback_share=None, live_ids=None):
     """Splits `capacity_bytes` into tiers, fallback and sketch.
 
     By default tier `t` has width `output_dim / 4**t`, the sketch takes 5% of
@@ -138,6 +166,10 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
     `tier_dims` it may only repeat their number. `fallback_share` (in
     (0, 1)) sets the fallback's share instead of 10% when `fallback_buckets`
     is not given; `fallback="qr"` needs at least 2 fallback rows.
+    `live_ids` (the distinct ids expected live at once, e.g. a day's)
+    sizes the QR fallback instead (`live_ids_share`): a stream with far
+    more live ids than the tiers can hold gets a larger fallback, up to
+    80% of the budget.
 
     Args:
         output_dim: Width of every output vector.
@@ -155,6 +187,10 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
             `fallback_buckets` is not given (default
             `default_fallback_share(capacity_bytes)` for `"qr"`, 0.1 for
             `"hashing"`).
+        live_ids: Distinct ids expected live at once (an integer >= 1), to
+            size the QR fallback from (`live_ids_share`); only with
+            `fallback="qr"`, without `fallback_buckets` or
+            `fallback_share`.
 
     Returns:
         A `DynamicPlan`.
@@ -200,6 +236,38 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
                 fallback_share, (int, float)) or not 0.0 < fallback_share < 1.0:
             raise ValueError(f"`fallback_share` must be in (0, 1). "
                              f"Received: fallback_share={fallback_share!r}")
+    if live_ids is not None:
+        live_ids = check_positive_int("live_ids", live_ids)
+        given = {"fallback_buckets": fallback_buckets, "fallback_share": fallback_share}
+        given = {k: v for k, v in given.items() if v is not None}
+        if given or fallback != "qr":
+            conflict = ", ".join(f"{k}={v!r}" for k, v in given.items()) or \
+                f"fallback={fallback!r}"
+            raise ValueError(
+                f"`live_ids` sizes the QR fallback (fallback='qr', without "
+                f"fallback_buckets or fallback_share); it cannot be honoured "
+                f"with {conflict}. Received: live_ids={live_ids}")
+        options = dict(output_dim=output_dim, capacity_bytes=capacity,
+                       tier_dims=tier_dims, fallback_dim=fallback_dim,
+                       sketch_width=sketch_width, sketch_depth=sketch_depth,
+                       optimizer_slots=optimizer_slots)
+        best = plan_capacity(**options)
+        low, high = default_fallback_share("qr", capacity), live_ids_share(best, live_ids)
+        if high <= low:
+            return best
+        try:
+            return plan_capacity(**options, fallback_share=high)
+        except ValueError:
+            pass
+        # that share leaves a tier no row: the largest that does not, by
+        # bisection from the default share (which fits)
+        for _ in range(20):
+            middle = (low + high) / 2
+            try:
+                best, low = plan_capacity(**options, fallback_share=middle), middle
+            except ValueError:
+                high = middle
+        return best
     fallback_dim = check_positive_int("fallback_dim", fallback_dim, allow_none=True) or (
         max(tier_dims[-1], output_dim // 4) if fallback == "qr" else tier_dims[-1])
     per_float = FLOAT_BYTES * (1 + optimizer_slots)

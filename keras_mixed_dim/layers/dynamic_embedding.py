@@ -90,6 +90,12 @@ class DynamicEmbedding(layers.Layer):
             `fallback_buckets` is not given (default with `"qr"`: 0.5 from
             64 KiB up, rising to 0.6 at 16 KiB and below; 0.1 with
             `"hashing"`).
+        live_ids: Distinct ids expected live at once (e.g. a day's), with
+            `"qr"`: sizes the fallback instead of `fallback_share`, so that
+            the live ids beyond the tiers' rows get about four fallback
+            buckets each (from the default share up to 80% of the budget;
+            `keras_mixed_dim.dynamic.plan.live_ids_share`). Its effect is
+            saved in the config as `fallback_buckets`.
         sketch_width: Counters per sketch row (default: 5% of the budget).
         sketch_depth: Sketch rows.
         optimizer_slots: Optimizer copies of each weight counted in the
@@ -139,14 +145,14 @@ class DynamicEmbedding(layers.Layer):
                  sketch_width=None, sketch_depth=2, optimizer_slots=2,
                  combiner=None, bag_size=None, embeddings_initializer="uniform",
                  seed=0, max_writes=64, fallback="qr", fallback_share=None,
-                 **kwargs):
+                 live_ids=None, **kwargs):
         super().__init__(**kwargs)
         self.combiner = check_combiner(combiner)
         self.bag_size = check_bag_size(bag_size)
         self.plan = plan_capacity(output_dim, capacity_bytes, num_tiers, tier_dims,
                                   fallback_buckets, fallback_dim, sketch_width,
                                   sketch_depth, optimizer_slots, fallback,
-                                  fallback_share)
+                                  fallback_share, live_ids)
         self.id_map = DynamicIdMap(self.plan.tier_rows, min_count, eviction, ttl, decay,
                                    rebalance_every, self.plan.sketch_width,
                                    self.plan.sketch_depth, seed)

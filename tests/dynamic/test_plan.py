@@ -1,9 +1,12 @@
 """How `plan_capacity` splits a budget between the tiers, the fallback and
 the sketch (numpy only)."""
 
+import numpy as np
 import pytest
 
+from keras_mixed_dim.dynamic.plan import BUCKETS_PER_LIVE_ID
 from keras_mixed_dim.dynamic.plan import FLOAT_BYTES
+from keras_mixed_dim.dynamic.plan import MAX_LIVE_SHARE
 from keras_mixed_dim.dynamic.plan import default_fallback_share
 from keras_mixed_dim.dynamic.plan import plan_capacity
 
@@ -52,3 +55,71 @@ def test_bad_fallback_settings_name_the_value():
         plan_capacity(16, 65536, fallback_buckets=10, fallback_share=0.2)
     with pytest.raises(ValueError, match="fallback_buckets=1"):
         plan_capacity(16, 65536, fallback_buckets=1)
+
+
+def qr_range(rows):
+    return (rows // 2) * (rows - rows // 2)
+
+
+def distinct_ids_of_a_stream(ids_in_play, seed=0):
+    """Distinct ids among 100,000 Zipf draws over `ids_in_play` raw ids."""
+    rng = np.random.default_rng(seed)
+    pool = rng.integers(-(2**63), 2**63 - 1, size=ids_in_play, dtype=np.int64)
+    weights = 1.0 / np.arange(1, ids_in_play + 1) ** 0.8
+    return int(np.unique(rng.choice(pool, 100_000, p=weights / weights.sum())).size)
+
+
+def test_live_ids_grow_the_qr_fallback_only_when_the_tiers_cannot_hold_them():
+    default = plan_capacity(16, 65536)
+    held = sum(default.tier_rows)
+    few = distinct_ids_of_a_stream(200)
+    many = distinct_ids_of_a_stream(1_000_000)
+    assert few <= held < many
+    # a stream whose live ids the tiers hold keeps the default plan
+    assert plan_capacity(16, 65536, live_ids=few) == default
+    assert plan_capacity(16, 65536, live_ids=held) == default
+
+    previous = default
+    for live in sorted((held + 30_000, held + 40_000, many, 10**9)):
+        plan = plan_capacity(16, 65536, live_ids=live)
+        assert plan.bytes <= 65536 and min(plan.tier_rows) >= 1
+        # more live ids: a larger fallback, paid for by the tiers
+        assert plan.fallback_buckets >= previous.fallback_buckets
+        assert all(a <= b for a, b in zip(plan.tier_rows, previous.tier_rows))
+        fallback, _ = fallback_bytes(plan)
+        assert fallback <= MAX_LIVE_SHARE * 65536
+        wanted = BUCKETS_PER_LIVE_ID * (live - held)
+        if plan.fallback_buckets > default.fallback_buckets and (
+                fallback + 2 * plan.fallback_dim * FLOAT_BYTES * 3 <= MAX_LIVE_SHARE * 65536):
+            # grown, below the cap: enough buckets, and two rows fewer would not be
+            assert plan.fallback_range >= wanted
+            assert qr_range(plan.fallback_buckets - 2) < wanted
+        previous = plan
+    assert plan.fallback_buckets > default.fallback_buckets
+    assert plan_capacity(16, 65536, live_ids=many) != default
+
+
+@pytest.mark.parametrize("capacity", [7168, 16384, 262144])
+def test_live_ids_never_leave_a_tier_without_rows_or_exceed_the_budget(capacity):
+    default = plan_capacity(16, capacity)
+    plan = plan_capacity(16, capacity, live_ids=10**9)
+    assert plan.bytes <= capacity and min(plan.tier_rows) >= 1
+    assert plan.fallback_buckets >= default.fallback_buckets
+    # the fallback took all it could: a few more rows leave a tier none
+    per_row = plan.fallback_dim * FLOAT_BYTES * 3
+    fallback, _ = fallback_bytes(plan)
+    if fallback + 2 * per_row <= MAX_LIVE_SHARE * capacity:
+        with pytest.raises(ValueError, match="below one row per tier"):
+            plan_capacity(16, capacity, fallback_buckets=plan.fallback_buckets + 8)
+
+
+def test_bad_live_ids_name_the_value():
+    for bad in (0, -3, 2.5, True, "many"):
+        with pytest.raises(ValueError, match="live_ids"):
+            plan_capacity(16, 65536, live_ids=bad)
+    with pytest.raises(ValueError, match="fallback='hashing'.*live_ids=5000"):
+        plan_capacity(16, 65536, fallback="hashing", live_ids=5000)
+    with pytest.raises(ValueError, match="fallback_share=0.3.*live_ids=5000"):
+        plan_capacity(16, 65536, fallback_share=0.3, live_ids=5000)
+    with pytest.raises(ValueError, match="fallback_buckets=40.*live_ids=5000"):
+        plan_capacity(16, 65536, fallback_buckets=40, live_ids=5000)

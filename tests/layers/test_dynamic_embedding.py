@@ -332,3 +332,14 @@ def test_in_step_writes_change_only_the_rows_they_name():
     expected_tags = tags.copy()
     expected_tags[[admit, move]] = [5, 6]
     np.testing.assert_array_equal(ops.convert_to_numpy(layer.slot_tags), expected_tags)
+
+
+def test_live_ids_size_the_fallback_and_the_config_keeps_the_shapes():
+    layer = DynamicEmbedding(16, 65536, live_ids=1_000_000)
+    default = DynamicEmbedding(16, 65536).plan
+    assert layer.plan.fallback_buckets > default.fallback_buckets
+    assert sum(layer.plan.tier_rows) < sum(default.tier_rows)
+    # the config records the resulting fallback_buckets, which rebuild it
+    assert DynamicEmbedding.from_config(layer.get_config()).plan == layer.plan
+    with pytest.raises(ValueError, match="live_ids=0"):
+        DynamicEmbedding(16, 65536, live_ids=0)
