@@ -37,14 +37,17 @@ def default_fallback_share(fallback, capacity_bytes):
         return share
     below = min(1.0, np.log(SMALL_BUDGET / capacity_bytes) / np.log(4.0))
     return share + (TINY_QR_SHARE - share) * float(below)
-# With `live_ids`, the QR fallback is sized so that the live ids the tiers
-# cannot hold get about four buckets each: hashed uniformly, an id then
-# shares its bucket with another with probability 1 - exp(-1/4), about one
-# in five. It never takes less than the default share (tuned on streams
-# whose live ids the tiers mostly hold) nor more than `MAX_LIVE_SHARE`,
-# which leaves the tiers a quarter of their default rows for the ids
-# counted most (the streaming benchmark, docs/results/streaming.md).
-BUCKETS_PER_LIVE_ID = 4
+# With `live_ids`, the QR fallback is sized for the live ids the tiers
+# cannot hold: about 32 quotient x remainder buckets each. Not for
+# collisions alone (four buckets an id would leave one id in five sharing
+# its bucket): a bucket's vector is the product of a quotient and a
+# remainder row that many other ids share too, and the streaming benchmark
+# kept gaining from more rows well past that point (ml-100k at 16 KiB:
+# 1.178 at 10 buckets per live id, 1.163 at 17; docs/results/streaming.md).
+# The share never falls below the default (tuned on streams whose live ids
+# the tiers mostly hold) nor rises above `MAX_LIVE_SHARE`, which leaves the
+# tiers about a quarter of their default rows for the ids counted most.
+BUCKETS_PER_LIVE_ID = 32
 MAX_LIVE_SHARE = 0.8
 
 
@@ -52,8 +55,8 @@ def live_ids_share(default_plan, live_ids):
     """The QR fallback's share of the budget for `live_ids` distinct live
     ids, given the plan at the default share: enough rows `F` that the
     quotient x remainder buckets `(F / 2)**2` reach `BUCKETS_PER_LIVE_ID`
-    per live id beyond the tiers' slots, between the default share and
-    `MAX_LIVE_SHARE`."""
+    (32) per live id beyond the tiers' slots, between the default share and
+    `MAX_LIVE_SHARE` (0.8)."""
     plan = default_plan
     beyond = max(0, int(live_ids) - sum(plan.tier_rows))
     side = math.ceil(math.sqrt(BUCKETS_PER_LIVE_ID * beyond))

@@ -92,7 +92,7 @@ class DynamicEmbedding(layers.Layer):
             `"hashing"`).
         live_ids: Distinct ids expected live at once (e.g. a day's), with
             `"qr"`: sizes the fallback instead of `fallback_share`, so that
-            the live ids beyond the tiers' rows get about four fallback
+            the live ids beyond the tiers' rows get about 32 fallback
             buckets each (from the default share up to 80% of the budget;
             `keras_mixed_dim.dynamic.plan.live_ids_share`). Its effect is
             saved in the config as `fallback_buckets`.

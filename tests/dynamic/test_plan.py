@@ -80,7 +80,9 @@ def test_live_ids_grow_the_qr_fallback_only_when_the_tiers_cannot_hold_them():
     assert plan_capacity(16, 65536, live_ids=held) == default
 
     previous = default
-    for live in sorted((held + 30_000, held + 40_000, many, 10**9)):
+    # between the default and the cap: 1.5 and 2 times the default's buckets
+    between = [held + int(f * default.fallback_range / BUCKETS_PER_LIVE_ID) for f in (1.5, 2)]
+    for live in sorted((*between, many, 10**9)):
         plan = plan_capacity(16, 65536, live_ids=live)
         assert plan.bytes <= 65536 and min(plan.tier_rows) >= 1
         # more live ids: a larger fallback, paid for by the tiers
