@@ -480,6 +480,13 @@ MUTANTS += [
            swap("self.float_params * FLOAT_BYTES * (1 + self.optimizer_slots)",
                 "self.float_params * FLOAT_BYTES"),
            DYNAMIC_TESTS),
+    Mutant("dynamic-live-ids-ignored", "keras_mixed_dim/dynamic/plan.py", "live_ids_share",
+           swap("max(default, wanted)", "default"), ["tests/dynamic/test_plan.py"]),
+    Mutant("dynamic-live-ids-no-bisection", "keras_mixed_dim/dynamic/plan.py",
+           "plan_capacity", swap(
+               "best, low = plan_capacity(**options, fallback_share=middle), middle",
+               "high = middle"),
+           ["tests/dynamic/test_plan.py"]),
     Mutant("dynamic-map-not-restored", DYNAMIC_LAYER, "DynamicEmbedding.load_own_variables",
            drop("self.id_map.set_state(state)"), DYNAMIC_TESTS),
     Mutant("dynamic-serving-pieces", "keras_mixed_dim/dynamic/serving.py",
