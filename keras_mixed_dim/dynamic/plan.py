@@ -37,13 +37,16 @@ def default_fallback_share(fallback, capacity_bytes):
         return share
     below = min(1.0, np.log(SMALL_BUDGET / capacity_bytes) / np.log(4.0))
     return share + (TINY_QR_SHARE - share) * float(below)
+
+
 # With `live_ids`, the QR fallback is sized for the live ids the tiers
 # cannot hold: about 32 quotient x remainder buckets each. Not for
 # collisions alone (four buckets an id would leave one id in five sharing
 # its bucket): a bucket's vector is the product of a quotient and a
 # remainder row that many other ids share too, and the streaming benchmark
 # kept gaining from more rows well past that point (ml-100k at 16 KiB:
-# 1.178 at 10 buckets per live id, 1.163 at 17; docs/results/streaming.md).
+# 1.178 at about 10 buckets per live item, 1.160 at 17; three seeds,
+# docs/results/streaming.md).
 # The share never falls below the default (tuned on streams whose live ids
 # the tiers mostly hold) nor rises above `MAX_LIVE_SHARE`, which leaves the
 # tiers about a quarter of their default rows for the ids counted most.
