@@ -16,7 +16,8 @@ Two parts:
   target "MD at least 1.2x uniform". The three models live in one process
   and time their steps in turns, round after round (order reversed every
   other round), so every ratio is taken seconds apart.
-* `breakdown` (JAX only): `model.fit` per step against the jitted train step
+* `breakdown` (JAX only; with `--trace` also each part of the model's share
+  of the compiled step's op time, from the profiler): `model.fit` per step against the jitted train step
   alone (the difference is host work: slicing and moving batches,
   dispatch, callbacks), the forward pass, the row step's gradients, the
   optimizer's update and the metrics, each jitted on its own, for the
@@ -34,6 +35,8 @@ and an MD model at once.
 """
 
 import argparse
+import collections
+import glob
 import os
 import re
 import statistics
@@ -41,6 +44,10 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if "--trace" in sys.argv:
+    # XLA's CPU ops report to the profiler only when asked before JAX starts
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_cpu_enable_xprof_traceme=true").strip()
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(os.path.dirname(HERE), "examples"), os.path.dirname(HERE)]
@@ -166,19 +173,60 @@ def _milliseconds(fn, iters):
     return (time.perf_counter() - start) / iters * 1e3
 
 
-def breakdown(cardinalities, layout, rounds, iters):
+def _op_time_by_part(run, hlo, iters):
+    """Runs `run` `iters` times under the profiler and prints the compiled
+    step's op time per part of the model (the ops' `op_name`: a layer, its
+    backward `transpose(jvp(...))`, the optimizer)."""
+    import tempfile
+
+    import jax
+    from jax._src.profiler import ProfileData
+
+    names = dict(re.findall(r'%([\w.\-]+) = [^\n]*?metadata=\{op_name="([^"]+)"', hlo))
+    jax.block_until_ready(run())
+    with tempfile.TemporaryDirectory() as folder:
+        jax.profiler.start_trace(folder)
+        for _ in range(iters):
+            out = run()
+        jax.block_until_ready(out)
+        jax.profiler.stop_trace()
+        path = glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True)[0]
+        data = ProfileData.from_file(path)
+        parts = collections.Counter()
+        for plane in data.planes:
+            for line in plane.lines:
+                if "XLAEigen" not in line.name:  # XLA's CPU op threads
+                    continue
+                for event in line.events:
+                    if event.name.startswith("end:") or "Thunk" in event.name:
+                        continue
+                    op_name = names.get(event.name)
+                    if op_name is None:
+                        part = re.sub(r"\.\d+$", "", event.name)
+                    else:
+                        # e.g. jit(train_step)/transpose(jvp(interaction))/dot_general
+                        part = "/".join(p for p in op_name.split("/")[1:-1]
+                                        if not p.startswith("jit(")) or op_name
+                    parts[part] += event.duration_ns
+    total = sum(parts.values())
+    print(f"  op time {total / iters / 1e6:.1f} ms per step, by part:")
+    for part, ns in parts.most_common(16):
+        print(f"  {ns / iters / 1e6:8.2f} ms {100 * ns / total:5.1f}%  {part}")
+
+
+def breakdown(cardinalities, layout, rounds, iters, trace=False):
     """Prints where the JAX step's time goes, per kind."""
     dense, categorical, labels = SyntheticCriteo(
         BATCH * (iters + 1), cardinalities, seed=0).arrays()
     for kind in ("uniform", "md"):
         keras.utils.set_random_seed(0)
         _breakdown_kind(kind, layout, cardinalities, dense, categorical, labels, rounds,
-                        iters)
+                        iters, trace)
         keras.backend.clear_session()
 
 
 def _breakdown_kind(kind, layout, cardinalities, dense, categorical, labels, rounds,
-                    iters):
+                    iters, trace):
     import jax
     import jax.numpy as jnp
 
@@ -265,6 +313,8 @@ def _breakdown_kind(kind, layout, cardinalities, dense, categorical, labels, rou
           f"and updated in place {memory.alias_size_in_bytes / 2**20:.0f} MiB, "
           f"scratch {memory.temp_size_in_bytes / 2**20:.0f} MiB; ops: "
           + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
+    if trace:
+        _op_time_by_part(step, hlo, iters)
     for variables, values in zip(groups, current["state"]):
         for variable, value in zip(variables, values):
             variable.assign(value)
@@ -280,6 +330,8 @@ def main():
                         help="default: share, and breakdown on JAX")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=8, help="timed steps a turn")
+    parser.add_argument("--trace", action="store_true",
+                        help="breakdown: also the op time per part of the model")
     args = parser.parse_args()
     parts = args.parts or (["share", "breakdown"] if backend.NAME == "jax" else ["share"])
     if "breakdown" in parts and backend.NAME != "jax":
@@ -289,7 +341,7 @@ def main():
           f"{LR}; {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
           f", load average {os.getloadavg()[0]:.1f}", flush=True)
     if "breakdown" in parts:
-        breakdown(cardinalities, args.layout, args.rounds, args.steps)
+        breakdown(cardinalities, args.layout, args.rounds, args.steps, args.trace)
     if "share" in parts:
         share(cardinalities, args.layout, args.rounds, args.steps)
 
