@@ -446,6 +446,11 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         if isinstance(grad, RowGradient):
             if grad.dense is None:
                 row_ops = _row_ops()
+                if self._plain_sgd() and hasattr(row_ops, "scatter_sub_rows"):
+                    # as for TensorFlow's IndexedSlices below: no unique
+                    # (a sort of every id, the JAX step's costliest op)
+                    return _Rows(ops.cast(grad.values, dtype), grad.indices, row_ops,
+                                 summed=False)
                 rows, summed = row_ops.unique_rows(
                     grad.indices, ops.cast(grad.values, dtype), variable.shape[0])
                 return _Rows(summed, rows, row_ops)

@@ -673,6 +673,22 @@ MUTANTS += [
 ]
 
 
+# Plain SGD's row step on JAX without unique_rows (issue 22, section 4)
+MUTANTS += [
+    Mutant("jax-sgd-scatter-overwrites", JAX_ROWS, "scatter_sub_rows",
+           swap("variable.value.at[jnp.reshape(indices, (-1,))].add("
+                "-values.astype(variable.value.dtype), mode='drop')",
+                "variable.value.at[jnp.reshape(indices, (-1,))].set("
+                "-values.astype(variable.value.dtype), mode='drop')"),
+           ["tests/backend/jax/test_sparse_rows.py"],
+           backend="jax"),
+    Mutant("rows-sgd-shortcut-for-every-optimizer", SPARSE_ROWS,
+           "SparseRowOptimizer._prepare",
+           if_test("self._plain_sgd() and hasattr(row_ops, 'scatter_sub_rows')",
+                   "hasattr(row_ops, 'scatter_sub_rows')"),
+           ROW_STEP_TESTS, backend="jax"),
+]
+
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""
     try:

@@ -243,3 +243,10 @@ def scatter_rows(variable, rows, values):
     """Writes `values` to `rows` (padding rows dropped)."""
     variable.assign(variable.value.at[rows].set(
         values.astype(variable.value.dtype), mode="drop"))
+
+
+def scatter_sub_rows(variable, indices, values):
+    """Subtracts `values` from rows `indices`; duplicates accumulate (plain
+    SGD needs no `unique_rows`)."""
+    variable.assign(variable.value.at[jnp.reshape(indices, (-1,))].add(
+        -values.astype(variable.value.dtype), mode="drop"))

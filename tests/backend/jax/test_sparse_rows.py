@@ -3,6 +3,8 @@ summed gradients (static size, out-of-range padding), gathers and scatters
 that drop the padding, and `value_and_grad`'s row gradients equal to the
 dense gradient's rows."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -92,3 +94,54 @@ def test_a_refused_nested_row_step_leaves_no_tap_behind(rows_module):
         with rows_module._Tapped([first, second], object()):
             pass
     assert getattr(first, rows_module.TAP_ATTRIBUTE, None) is None
+
+
+def test_scatter_sub_rows_adds_up_duplicates(rows_module):
+    start = np.arange(12, dtype="float32").reshape(4, 3)
+    table = keras.Variable(start)
+    indices = np.array([2, 0, 2, 2], "int32")
+    values = np.arange(12, dtype="float32").reshape(4, 3) / 4
+    rows_module.scatter_sub_rows(table, indices, values)
+    expected = start.copy()
+    np.subtract.at(expected, indices, values)
+    np.testing.assert_allclose(np.asarray(table.value), expected, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(table.value)[[1, 3]], start[[1, 3]])
+
+
+def _compiled_row_step(table_optimizer):
+    """The jitted, donated train step of a tiny `IdSafeModel` whose table
+    gets `table_optimizer`, as `fit` compiles it; and the table's bytes."""
+    import jax
+
+    from keras_mixed_dim.layers.hashing_embedding import HashingEmbedding
+    from keras_mixed_dim.models.id_safe import IdSafeModel
+    from keras_mixed_dim.optimizers.sparse_rows import SparseRowOptimizer
+
+    ids = keras.Input((2,), dtype="int32")
+    embedding = HashingEmbedding(1000, 4, num_buckets=500)
+    model = IdSafeModel(ids, keras.layers.Dense(1)(keras.layers.Flatten()(embedding(ids))))
+    model.compile(SparseRowOptimizer(keras.optimizers.SGD(0.1), table_optimizer,
+                                     learning_rate=0.1), "mse")
+    x = np.array([[1, 5], [5, 7], [1, 1]], "int32")
+    y = np.ones((3, 1), "float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no dense-gradient fallback
+        model.fit(x, y, verbose=0)
+    state = tuple([v.value for v in variables] for variables in (
+        model.trainable_variables, model.non_trainable_variables,
+        model.optimizer.variables, model.metrics_variables))
+    compiled = jax.jit(model.train_step, donate_argnums=0).lower(state, (x, y)).compile()
+    table_bytes = sum(int(np.prod(v.shape)) * 4 for v in model.optimizer.table_variables)
+    return compiled, table_bytes
+
+
+def test_a_plain_sgd_row_step_sorts_nothing_and_updates_tables_in_place():
+    """Plain SGD scatters the rows' gradients without `unique_rows` (its
+    sort was the CPU step's costliest op), and the table's buffer is
+    donated: the step writes it in place rather than copying the table."""
+    compiled, table_bytes = _compiled_row_step("sgd")
+    assert "sort(" not in compiled.as_text()
+    assert compiled.memory_analysis().alias_size_in_bytes >= table_bytes
+    # row-wise Adagrad needs each row's summed gradient: there, a sort
+    compiled, _ = _compiled_row_step("adagrad")
+    assert "sort(" in compiled.as_text()
