@@ -52,9 +52,9 @@ class DynamicEmbedding(layers.Layer):
     to the narrowest, warm-started by least squares through the new tier's
     projection. A row given to a new id starts from that id's fallback
     vector (mapped into the tier the same way) with zeroed optimizer slots.
-    Every table and projection is a part of one flat float32 variable,
-    `embeddings` (`part(name)` reads one), so that the optimizer updates one
-    variable per layer.
+    Tables and projections are parts of one float32 variable per row width
+    (`buffers`; `part(name)` reads one), so that the optimizer updates a few
+    variables per layer, not one per table.
 
     `capacity_bytes` bounds everything the layer holds: tables, projections,
     fallback, optimizer slots (`optimizer_slots` copies of each weight: 2
@@ -188,13 +188,13 @@ class DynamicEmbedding(layers.Layer):
                 f"{tuple(input_shape)}.")
         plan, d = self.plan, self.plan.output_dim
         fallback_dim = plan.fallback_dim
-        # Every table and projection is a part of one flat float32 variable:
-        # the optimizer updates one variable per layer instead of eight
-        # (Adam is elementwise, and its cost per variable, some 25 small
-        # ops, was what the extra variables cost), and one gather reads
-        # every tier's rows and the fallback's. The parts keep the order of
-        # the separate variables of earlier versions, which
-        # `load_own_variables` maps old files by.
+        # Tables and projections are parts of one float32 variable per row
+        # width (a projection's rows are `output_dim` wide): the optimizer
+        # updates three variables per layer instead of eight (Adam is
+        # elementwise, and its cost per variable, some 25 small ops, was
+        # what the extra variables cost) while lookups still gather whole
+        # rows. The parts keep the order of the separate variables of
+        # earlier versions, which `load_own_variables` maps old files by.
         parts = []
         for t, (rows, width) in enumerate(zip(plan.tier_rows, plan.tier_dims)):
             parts.append((f"tier_{t}_embeddings", (rows, width), self.embeddings_initializer))
@@ -217,68 +217,60 @@ class DynamicEmbedding(layers.Layer):
             parts.append(("fallback_projection", (fallback_dim, d),
                           initializers.get("glorot_uniform")))
         self.layout = _Layout([(name, shape) for name, shape, _ in parts])
-        self.embeddings = self.add_weight(
-            shape=(self.layout.size,), initializer=_PartsInitializer(parts),
-            name="embeddings")
+        # each part drawn by its own initializer, in the order of the
+        # separate variables of earlier versions (the same draws)
+        initial = [ops.convert_to_numpy(initializer(shape, dtype="float32"))
+                   for _, shape, initializer in parts]
+        self.buffers = []
+        for b, width in enumerate(self.layout.widths):
+            value = np.concatenate([v for (name, _, _), v in zip(parts, initial)
+                                    if self.layout.buffer[name] == b])
+            self.buffers.append(self.add_weight(
+                shape=value.shape, initializer=_Constant(value),
+                name=f"embeddings_{width}"))
         self.slot_tags = self.add_weight(
             shape=(self.id_map.num_slots,), initializer="zeros", dtype="int32",
             trainable=False, name="slot_tags")
-        self._index_constants()
+        self._projection_constants()
         self.built = True
 
-    def _index_constants(self):
-        """numpy constants that turn slots and buckets into indices of the
-        flat variable (one gather reads what a tier's row or a bucket's
-        fallback row is, whichever tier)."""
-        layout, plan, offsets = self.layout, self.plan, self.id_map.offsets
-        tier, shift = [], []
-        for t, width in enumerate(plan.tier_dims):
-            # column j of tier t: start + (slot - offset) * width + j
-            start = layout.start[f"tier_{t}_embeddings"]
-            tier += [t] * width
-            shift += [start - int(offsets[t]) * width + j for j in range(width)]
-        widths = np.repeat(np.asarray(plan.tier_dims, np.int32), plan.tier_dims)
-        self._column_tier = np.asarray(tier, np.int32)
-        self._column_width = widths
-        self._column_shift = np.asarray(shift, np.int32)
-        fallback_dim = plan.fallback_dim
-        names = (("fallback_quotient", "fallback_remainder") if plan.fallback == "qr"
-                 else ("fallback_embeddings",))
-        self._fallback_shift = [layout.start[n] + np.arange(fallback_dim, dtype=np.int32)
-                                for n in names]
-        # the projections stacked as `call` multiplies them: tier t's (or the
-        # identity, for a tier of full width), then the fallback's
-        d, rows, identity = plan.output_dim, [], []
+    def _projection_constants(self):
+        """numpy constants of `_stacked_projections`: the rows of every
+        tier's projection, then the fallback's, in the `output_dim`-wide
+        buffer (where a part of full width has none, the identity)."""
+        layout, plan, d = self.layout, self.plan, self.plan.output_dim
+        rows, identity = [], []
         for name, width in [(f"tier_{t}_projection", w) for t, w in enumerate(plan.tier_dims)] \
-                + [("fallback_projection", fallback_dim)]:
+                + [("fallback_projection", plan.fallback_dim)]:
             if name in layout.start:
-                rows.append(layout.indices(name))
-                identity.append(np.zeros((width, d), bool))
+                rows.append(layout.rows(name))
+                identity.append(np.zeros((width, 1), bool))
             else:
-                rows.append(np.zeros((width, d), np.int32))
-                identity.append(np.ones((width, d), bool))
-        self._projection_index = np.concatenate(rows).astype(np.int32)
+                rows.append(np.zeros(width, np.int32))
+                identity.append(np.ones((width, 1), bool))
+        self._projection_rows = np.concatenate(rows).astype(np.int32)
         self._projection_identity = np.concatenate(identity)
         self._identity_rows = np.concatenate([np.eye(w, d, dtype="float32")
-                                              for w in (*plan.tier_dims, fallback_dim)])
+                                              for w in (*plan.tier_dims, plan.fallback_dim)])
 
     # ------------------------------------------------------------ views
 
     def part(self, name):
-        """One part of the flat `embeddings` variable as a tensor of its
-        shape (a tier's table `"tier_{t}_embeddings"`, its projection
+        """One part of the layer's variables as a tensor of its shape (a
+        tier's table `"tier_{t}_embeddings"`, its projection
         `"tier_{t}_projection"`, `"fallback_quotient"`, `"fallback_remainder"`,
         `"fallback_embeddings"`, `"fallback_projection"`), or None for a
         part the layer does not have (a tier of full width has no
         projection)."""
         if name not in self.layout.start:
             return None
-        return take_rows(self.embeddings, self.layout.indices(name))
+        return take_rows(self.buffers[self.layout.buffer[name]], self.layout.rows(name))
 
-    def part_views(self, flat):
-        """`{name: numpy array}` of every part of a flat array shaped like
-        `embeddings` (its value, or an optimizer slot of it), as views."""
-        return self.layout.views(np.asarray(flat))
+    def part_views(self, arrays):
+        """`{name: numpy array}` of every part, as views of `arrays`: one
+        array per variable of `buffers` (their values, or an optimizer
+        slot of each)."""
+        return self.layout.views([np.asarray(a) for a in arrays])
 
     @property
     def tables(self):
@@ -348,47 +340,48 @@ class DynamicEmbedding(layers.Layer):
     def _vectors(self, safe, admitted, buckets):
         """Output vectors: slot `safe`'s row through its tier's projection
         where `admitted`, else the fallback's vector of `buckets` (zeros
-        for a bucket out of range); and where the bucket was valid.
-
-        One gather reads, for each id, a row's worth of columns of every
-        tier (only its own tier's kept) and its fallback rows; one product
-        with the stacked projections maps them all to `output_dim`."""
+        for a bucket out of range); and where the bucket was valid. One
+        product of every tier's (masked) rows and the fallback's with the
+        stacked projections, not a product and a select per tier."""
+        layout, offsets, plan = self.layout, self.id_map.offsets, self.plan
         tier = ops.digitize(safe, self._tier_bounds) if self.num_tiers > 1 else None
-        admitted = ops.expand_dims(admitted, -1)
-        member = admitted if tier is None else ops.logical_and(admitted, ops.equal(
-            ops.expand_dims(tier, -1), self._column_tier))
-        index = ops.expand_dims(safe, -1) * self._column_width + self._column_shift
-        index = [ops.where(member, index, ops.zeros_like(index))]
-        plan = self.plan
+        pieces = []
+        for t in range(self.num_tiers):
+            name = f"tier_{t}_embeddings"
+            start = layout.start[name]
+            member = admitted if tier is None else ops.logical_and(admitted,
+                                                                   ops.equal(tier, t))
+            rows = ops.where(member, safe + (start - int(offsets[t])), start)
+            values = take_rows(self.buffers[layout.buffer[name]], rows)
+            pieces.append(ops.where(ops.expand_dims(member, -1), values,
+                                    ops.zeros_like(values)))
         valid = ops.logical_and(ops.greater_equal(buckets, 0),
                                 ops.less(buckets, plan.fallback_range))
         bucket = ops.where(valid, buckets, ops.zeros_like(buckets))
         if plan.fallback == "qr":
             remainder = plan.fallback_tables[1]
-            rows = (ops.floor_divide(bucket, remainder), ops.mod(bucket, remainder))
+            rows = (self._part_rows("fallback_quotient", ops.floor_divide(bucket, remainder))
+                    * self._part_rows("fallback_remainder", ops.mod(bucket, remainder)))
         else:
-            rows = (bucket,)
-        for row, shift in zip(rows, self._fallback_shift):
-            index.append(ops.expand_dims(row, -1) * plan.fallback_dim + shift)
-        values = take_rows(self.embeddings, ops.concatenate(index, axis=-1))
-        columns = self._column_tier.size
-        own = ops.where(member, values[..., :columns], ops.zeros_like(values[..., :columns]))
-        fallback = values[..., columns:columns + plan.fallback_dim]
-        if plan.fallback == "qr":
-            fallback = fallback * values[..., columns + plan.fallback_dim:]
-        use_fallback = ops.logical_and(ops.expand_dims(valid, -1), ops.logical_not(admitted))
-        fallback = ops.where(use_fallback, fallback, ops.zeros_like(fallback))
-        outputs = ops.matmul(ops.concatenate([own, fallback], axis=-1),
-                             self._stacked_projections())
+            rows = self._part_rows("fallback_embeddings", bucket)
+        use_fallback = ops.logical_and(valid, ops.logical_not(admitted))
+        pieces.append(ops.where(ops.expand_dims(use_fallback, -1), rows, ops.zeros_like(rows)))
+        outputs = ops.matmul(ops.concatenate(pieces, axis=-1), self._stacked_projections())
         return outputs, valid
+
+    def _part_rows(self, name, rows):
+        """Rows `rows` (a tensor, in range) of part `name`."""
+        return take_rows(self.buffers[self.layout.buffer[name]],
+                         rows + self.layout.start[name])
 
     def _stacked_projections(self):
         """`(sum of widths, output_dim)`: every tier's projection and the
         fallback's, the identity for a part of full width."""
         if self._projection_identity.all():
             return ops.convert_to_tensor(self._identity_rows)
+        wide = self.buffers[self.layout.widths.index(self.output_dim)]
         return ops.where(self._projection_identity, self._identity_rows,
-                         take_rows(self.embeddings, self._projection_index))
+                         take_rows(wide, self._projection_rows))
 
     def _apply_writes(self, writes):
         """Row writes carried by the batch, in place, before any read.
@@ -411,7 +404,8 @@ class DynamicEmbedding(layers.Layer):
                                  ops.less(sources, self.id_map.num_slots))
         vectors, _ = self._vectors(ops.where(stored, sources, ops.zeros_like(sources)),
                                    stored, writes[:, 2])
-        indices, keep, values, tier_tags = [], [], [], []
+        writes_by_buffer = {}   # buffer -> [(rows, keep, values)]
+        tier_tags = []
         for t in range(num_tiers):
             entries = slice(t * width, (t + 1) * width)
             dest, tag = writes[entries, 0], writes[entries, 3]
@@ -421,31 +415,28 @@ class DynamicEmbedding(layers.Layer):
                                     ops.less(local, int(plan.tier_rows[t])))
             local = ops.where(valid, local, ops.zeros_like(local))
             tier_tags.append((valid, local + int(offsets[t]), tag))
-            columns = int(plan.tier_dims[t])
             mapped = vectors[entries]
-            projection = f"tier_{t}_projection"
-            if projection in self.layout.start:
+            if f"tier_{t}_projection" in self.layout.start:
                 mapped = ops.matmul(mapped, self._tier_pinv(t, valid))
-            start = self.layout.start[f"tier_{t}_embeddings"]
-            index = ops.expand_dims(local, -1) * columns + (
-                start + np.arange(columns, dtype=np.int32))
-            indices.append(ops.reshape(index, (-1,)))
-            keep.append(ops.reshape(ops.broadcast_to(ops.expand_dims(
-                ops.logical_not(valid), -1), (width, columns)), (-1,)))
-            values.append(ops.reshape(mapped, (-1,)))
-        # one gather and one scatter per variable (the flat table and each
-        # of its optimizer slots) for every tier's entries
-        index, keep, values = (ops.concatenate(x, axis=0) for x in (indices, keep, values))
+            name = f"tier_{t}_embeddings"
+            writes_by_buffer.setdefault(self.layout.buffer[name], []).append(
+                (local + self.layout.start[name], ops.expand_dims(ops.logical_not(valid), -1),
+                 mapped))
+        # one gather and one scatter per variable (and per optimizer slot of
+        # it) for the entries of every tier it holds
         optimizer = self._write_optimizer_ref.value
-        current = take_rows(self.embeddings, index)
-        zero_where = []
-        for slot in self._slots(optimizer, self.embeddings) if optimizer is not None \
-                and optimizer.built else []:
-            kept = take_rows(slot, index)
-            zero_where.append((slot, ops.where(keep, kept, ops.zeros_like(kept))))
-        _write_rows(self.embeddings, index, ops.where(keep, current, values))
-        for slot, kept in zero_where:
-            _write_rows(slot, index, kept)
+        for b, pieces in writes_by_buffer.items():
+            rows, keep, values = (ops.concatenate(x, axis=0) for x in zip(*pieces))
+            buffer = self.buffers[b]
+            current = take_rows(buffer, rows)
+            zero_where = []
+            for slot in self._slots(optimizer, buffer) if optimizer is not None \
+                    and optimizer.built else []:
+                kept = take_rows(slot, rows)
+                zero_where.append((slot, ops.where(keep, kept, ops.zeros_like(kept))))
+            _write_rows(buffer, rows, ops.where(keep, current, values))
+            for slot, kept in zero_where:
+                _write_rows(slot, rows, kept)
         valid = ops.concatenate([v for v, _, _ in tier_tags], axis=0)
         slots = ops.concatenate([s for _, s, _ in tier_tags], axis=0)
         tags = ops.where(valid, ops.concatenate([g for _, _, g in tier_tags], axis=0),
@@ -710,10 +701,12 @@ class DynamicEmbedding(layers.Layer):
             _, last = np.unique(rows[::-1], return_index=True)
             keep = rows.size - 1 - last
             rows, values = rows[keep], values[keep]
-            index = self._part_index(f"tier_{t}_embeddings", rows).ravel()
-            _assign_rows(self.embeddings, index, values.astype("float32").ravel())
-            for slot in self._slots(optimizer, self.embeddings):
-                _assign_rows(slot, index, np.zeros(index.size, slot.dtype))
+            name = f"tier_{t}_embeddings"
+            buffer = self.buffers[self.layout.buffer[name]]
+            rows = rows + self.layout.start[name]
+            _assign_rows(buffer, rows, values.astype("float32"))
+            for slot in self._slots(optimizer, buffer):
+                _assign_rows(slot, rows, np.zeros((rows.size, *slot.shape[1:]), slot.dtype))
         self.slot_tags.assign(self.id_map.tags)
 
     def _outputs_of_slots(self, slots, reset_slots, reset_keys, pinvs):
@@ -749,25 +742,16 @@ class DynamicEmbedding(layers.Layer):
         projection = self._read_part("fallback_projection")
         return rows if projection is None else rows @ projection
 
-    def _part_index(self, name, rows):
-        """Indices in the flat variable of rows `rows` of part `name`
-        (numpy, `rows.shape + (width,)`)."""
-        start, shape = self.layout.start[name], self.layout.shape[name]
-        return (start + np.asarray(rows, np.int64)[..., None] * shape[1]
-                + np.arange(shape[1]))
-
     def _read_part(self, name, rows=None):
         """float64 numpy copy of part `name` (its rows `rows`, or all of
-        it), reading only those entries of the flat variable; None for a
-        part the layer does not have."""
+        it), reading only those rows; None for a part the layer does not
+        have."""
         if name not in self.layout.start:
             return None
-        shape = self.layout.shape[name]
-        if rows is None:
-            rows = np.arange(shape[0])
-        index = self._part_index(name, rows)
-        values = _read_rows(self.embeddings, index.ravel()) if index.size else np.zeros(0)
-        return values.reshape(index.shape).astype(np.float64)
+        rows = self.layout.rows(name) if rows is None else (
+            np.asarray(rows, np.int64) + self.layout.start[name])
+        buffer = self.buffers[self.layout.buffer[name]]
+        return _read_rows(buffer, rows).astype(np.float64)
 
     # ------------------------------------------------------------ bytes
 
@@ -832,30 +816,33 @@ class DynamicEmbedding(layers.Layer):
                 else value
 
     def load_own_variables(self, store):
-        names = self.layout.names
-        if f"{len(names)}" in store:
+        layout, count = self.layout, len(self.buffers)
+        if f"{count + 1}" in store:
             # saved when every table and projection was its own variable (in
-            # the order of the layout's parts), the tags after them
-            pieces = []
-            for i, name in enumerate(names):
+            # the order of the layout's parts), the tags after them; a layout
+            # has fewer variables than parts, so the key count tells them apart
+            values = [np.zeros(tuple(v.shape), "float32") for v in self.buffers]
+            views = layout.views(values)
+            for i, name in enumerate(layout.names):
                 value = np.asarray(store[f"{i}"])
-                if value.shape != self.layout.shape[name]:
+                if value.shape != layout.shape[name]:
                     raise ValueError(
                         f"Layer {self.name!r}: saved variable {i} ({name}) has shape "
                         f"{value.shape}; this layer's {name} has shape "
-                        f"{self.layout.shape[name]} (another capacity or tiers?).")
-                pieces.append(value.astype("float32").ravel())
-            self.embeddings.assign(np.concatenate(pieces))
-            tags = np.asarray(store[f"{len(names)}"])
+                        f"{layout.shape[name]} (another capacity or tiers?).")
+                views[name][...] = value
+            tags = np.asarray(store[f"{len(layout.names)}"])
         else:
-            flat = np.asarray(store["0"])
-            if flat.shape != tuple(self.embeddings.shape):
-                raise ValueError(
-                    f"Layer {self.name!r}: saved embeddings have shape {flat.shape}; "
-                    f"this layer's have shape {tuple(self.embeddings.shape)} (another "
-                    f"capacity or tiers?).")
-            self.embeddings.assign(flat)
-            tags = np.asarray(store["1"])
+            values = [np.asarray(store[f"{i}"]) for i in range(count)]
+            for variable, value in zip(self.buffers, values):
+                if value.shape != tuple(variable.shape):
+                    raise ValueError(
+                        f"Layer {self.name!r}: saved {variable.name} has shape "
+                        f"{value.shape}; this layer's has shape {tuple(variable.shape)} "
+                        f"(another capacity or tiers?).")
+            tags = np.asarray(store[f"{count}"])
+        for variable, value in zip(self.buffers, values):
+            variable.assign(value)
         self.slot_tags.assign(tags)
         state = {}
         for name in (*DynamicIdMap.STATE, "sketch", "scalars"):
@@ -909,44 +896,45 @@ def _nbytes(variable):
 
 class _Layout:
     """Where each part (a tier's table or projection, a fallback table or
-    its projection) lives in the flat `embeddings` variable.
+    its projection) lives: a part of shape `(rows, width)` is a range of
+    rows of the variable of its width (`buffers[buffer[name]]`).
 
     Args:
-        parts: `(name, shape)` pairs in order; each part is stored row-major.
+        parts: `(name, shape)` pairs, in order.
     """
 
     def __init__(self, parts):
         self.names = [name for name, _ in parts]
-        self.start, self.shape = {}, {}
-        position = 0
+        self.widths, self.buffer, self.start, self.shape = [], {}, {}, {}
+        used = []
         for name, shape in parts:
-            self.start[name], self.shape[name] = position, tuple(int(n) for n in shape)
-            position += int(np.prod(shape))
-        self.size = position
+            rows, width = (int(n) for n in shape)
+            if width not in self.widths:
+                self.widths.append(width)
+                used.append(0)
+            b = self.widths.index(width)
+            self.buffer[name], self.start[name], self.shape[name] = b, used[b], (rows, width)
+            used[b] += rows
 
-    def indices(self, name):
-        """int32 indices of part `name` in the flat variable, in its shape."""
-        shape = self.shape[name]
-        return (self.start[name] + np.arange(int(np.prod(shape)), dtype=np.int32)).reshape(
-            shape)
+    def rows(self, name):
+        """int32 rows of part `name` in its variable."""
+        return self.start[name] + np.arange(self.shape[name][0], dtype=np.int32)
 
-    def views(self, flat):
-        """`{name: view of flat}` in each part's shape."""
-        return {name: flat[self.start[name]:self.start[name] + int(np.prod(shape))].reshape(
-            shape) for name, shape in self.shape.items()}
+    def views(self, arrays):
+        """`{name: view}` of each part in `arrays` (one per variable)."""
+        return {name: arrays[self.buffer[name]][
+            self.start[name]:self.start[name] + self.shape[name][0]]
+            for name in self.names}
 
 
-class _PartsInitializer:
-    """Initial value of the flat variable: each part drawn by its own
-    initializer in its own shape, in the layout's order (the draws of the
-    separate variables of earlier versions)."""
+class _Constant:
+    """An initializer that gives a fixed numpy value."""
 
-    def __init__(self, parts):
-        self.parts = parts
+    def __init__(self, value):
+        self.value = value
 
     def __call__(self, shape, dtype=None):
-        return ops.concatenate([ops.reshape(initializer(part_shape, dtype=dtype), (-1,))
-                                for _, part_shape, initializer in self.parts], axis=0)
+        return ops.cast(ops.reshape(ops.convert_to_tensor(self.value), shape), dtype or "float32")
 
 
 class _Holder:

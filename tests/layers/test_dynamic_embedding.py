@@ -95,9 +95,12 @@ def test_outputs_match_a_numpy_reference_and_stale_tags_read_the_fallback(fallba
 
 
 def slots_of(model, layer, t):
-    """Tier `t`'s part of each optimizer slot of the layer's flat variable."""
-    return [layer.part_views(ops.convert_to_numpy(s))[f"tier_{t}_embeddings"]
-            for s in slot_variables(model.optimizer, layer.embeddings)]
+    """Tier `t`'s rows of each optimizer slot of the variable that holds them."""
+    name = f"tier_{t}_embeddings"
+    start, (rows, _) = layer.layout.start[name], layer.layout.shape[name]
+    buffer = layer.buffers[layer.layout.buffer[name]]
+    return [ops.convert_to_numpy(s)[start:start + rows]
+            for s in slot_variables(model.optimizer, buffer)]
 
 
 def fill_slots(model, seed=0):
@@ -106,7 +109,7 @@ def fill_slots(model, seed=0):
     model.optimizer.build(model.trainable_variables)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
-        for variable in [layer.embeddings] if hasattr(layer, "embeddings") else []:
+        for variable in getattr(layer, "buffers", []):
             for slot in slot_variables(model.optimizer, variable):
                 slot.assign(rng.uniform(0.1, 1.0, slot.shape).astype("float32"))
 
@@ -353,9 +356,11 @@ def test_a_file_with_one_variable_per_table_loads_into_the_flat_variable(tmp_pat
         file.visititems(lambda name, item: groups.append(item)
                         if isinstance(item, h5py.Group) and "id_map_keys" in item else None)
         (store,) = groups
-        flat, tags = store["0"][...], store["1"][...]
-        del store["0"], store["1"]
-        parts = layer.part_views(flat)
+        count = len(layer.buffers)
+        buffers, tags = [store[str(i)][...] for i in range(count)], store[str(count)][...]
+        for i in range(count + 1):
+            del store[str(i)]
+        parts = layer.part_views(buffers)
         for i, value in enumerate(parts.values()):
             store[str(i)] = value
         store[str(len(parts))] = tags
@@ -367,5 +372,7 @@ def test_a_file_with_one_variable_per_table_loads_into_the_flat_variable(tmp_pat
     other.predict(loaded.lookup_ids(keys), verbose=0)   # builds it, other weights
     other.load_weights(path)
     np.testing.assert_array_equal(other.predict(loaded.lookup_ids(keys), verbose=0), expected)
-    assert [tuple(v.shape) for v in loaded.trainable_variables] == [(loaded.layout.size,)]
+    # one variable per width: 4 (tier 0, the projections), 2 (tier 1, QR's tables)
+    assert [tuple(v.shape) for v in loaded.trainable_variables] == [(2 + 2 + 2, 4),
+                                                                   (3 + 2 + 2, 2)]
     np.testing.assert_array_equal(loaded.id_map.keys, layer.id_map.keys)
