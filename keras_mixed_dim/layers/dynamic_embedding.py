@@ -53,7 +53,7 @@ class DynamicEmbedding(layers.Layer):
     projection. A row given to a new id starts from that id's fallback
     vector (mapped into the tier the same way) with zeroed optimizer slots.
     Tables and projections are parts of one float32 variable per row width
-    (`buffers`; `part(name)` reads one), so that the optimizer updates a few
+    (`width_tables`; `part(name)` reads one), so that the optimizer updates a few
     variables per layer, not one per table.
 
     `capacity_bytes` bounds everything the layer holds: tables, projections,
@@ -221,11 +221,11 @@ class DynamicEmbedding(layers.Layer):
         # separate variables of earlier versions (the same draws)
         initial = [ops.convert_to_numpy(initializer(shape, dtype="float32"))
                    for _, shape, initializer in parts]
-        self.buffers = []
+        self.width_tables = []
         for b, width in enumerate(self.layout.widths):
             value = np.concatenate([v for (name, _, _), v in zip(parts, initial)
                                     if self.layout.buffer[name] == b])
-            self.buffers.append(self.add_weight(
+            self.width_tables.append(self.add_weight(
                 shape=value.shape, initializer=_Constant(value),
                 name=f"embeddings_{width}"))
         self.slot_tags = self.add_weight(
@@ -264,11 +264,11 @@ class DynamicEmbedding(layers.Layer):
         projection)."""
         if name not in self.layout.start:
             return None
-        return take_rows(self.buffers[self.layout.buffer[name]], self.layout.rows(name))
+        return take_rows(self.width_tables[self.layout.buffer[name]], self.layout.rows(name))
 
     def part_views(self, arrays):
         """`{name: numpy array}` of every part, as views of `arrays`: one
-        array per variable of `buffers` (their values, or an optimizer
+        array per variable of `width_tables` (their values, or an optimizer
         slot of each)."""
         return self.layout.views([np.asarray(a) for a in arrays])
 
@@ -352,7 +352,7 @@ class DynamicEmbedding(layers.Layer):
             member = admitted if tier is None else ops.logical_and(admitted,
                                                                    ops.equal(tier, t))
             rows = ops.where(member, safe + (start - int(offsets[t])), start)
-            values = take_rows(self.buffers[layout.buffer[name]], rows)
+            values = take_rows(self.width_tables[layout.buffer[name]], rows)
             pieces.append(ops.where(ops.expand_dims(member, -1), values,
                                     ops.zeros_like(values)))
         valid = ops.logical_and(ops.greater_equal(buckets, 0),
@@ -371,7 +371,7 @@ class DynamicEmbedding(layers.Layer):
 
     def _part_rows(self, name, rows):
         """Rows `rows` (a tensor, in range) of part `name`."""
-        return take_rows(self.buffers[self.layout.buffer[name]],
+        return take_rows(self.width_tables[self.layout.buffer[name]],
                          rows + self.layout.start[name])
 
     def _stacked_projections(self):
@@ -379,7 +379,7 @@ class DynamicEmbedding(layers.Layer):
         fallback's, the identity for a part of full width."""
         if self._projection_identity.all():
             return ops.convert_to_tensor(self._identity_rows)
-        wide = self.buffers[self.layout.widths.index(self.output_dim)]
+        wide = self.width_tables[self.layout.widths.index(self.output_dim)]
         return ops.where(self._projection_identity, self._identity_rows,
                          take_rows(wide, self._projection_rows))
 
@@ -427,7 +427,7 @@ class DynamicEmbedding(layers.Layer):
         optimizer = self._write_optimizer_ref.value
         for b, pieces in writes_by_buffer.items():
             rows, keep, values = (ops.concatenate(x, axis=0) for x in zip(*pieces))
-            buffer = self.buffers[b]
+            buffer = self.width_tables[b]
             current = take_rows(buffer, rows)
             zero_where = []
             for slot in self._slots(optimizer, buffer) if optimizer is not None \
@@ -702,7 +702,7 @@ class DynamicEmbedding(layers.Layer):
             keep = rows.size - 1 - last
             rows, values = rows[keep], values[keep]
             name = f"tier_{t}_embeddings"
-            buffer = self.buffers[self.layout.buffer[name]]
+            buffer = self.width_tables[self.layout.buffer[name]]
             rows = rows + self.layout.start[name]
             _assign_rows(buffer, rows, values.astype("float32"))
             for slot in self._slots(optimizer, buffer):
@@ -750,7 +750,7 @@ class DynamicEmbedding(layers.Layer):
             return None
         rows = self.layout.rows(name) if rows is None else (
             np.asarray(rows, np.int64) + self.layout.start[name])
-        buffer = self.buffers[self.layout.buffer[name]]
+        buffer = self.width_tables[self.layout.buffer[name]]
         return _read_rows(buffer, rows).astype(np.float64)
 
     # ------------------------------------------------------------ bytes
@@ -816,12 +816,12 @@ class DynamicEmbedding(layers.Layer):
                 else value
 
     def load_own_variables(self, store):
-        layout, count = self.layout, len(self.buffers)
+        layout, count = self.layout, len(self.width_tables)
         if f"{count + 1}" in store:
             # saved when every table and projection was its own variable (in
             # the order of the layout's parts), the tags after them; a layout
             # has fewer variables than parts, so the key count tells them apart
-            values = [np.zeros(tuple(v.shape), "float32") for v in self.buffers]
+            values = [np.zeros(tuple(v.shape), "float32") for v in self.width_tables]
             views = layout.views(values)
             for i, name in enumerate(layout.names):
                 value = np.asarray(store[f"{i}"])
@@ -834,14 +834,14 @@ class DynamicEmbedding(layers.Layer):
             tags = np.asarray(store[f"{len(layout.names)}"])
         else:
             values = [np.asarray(store[f"{i}"]) for i in range(count)]
-            for variable, value in zip(self.buffers, values):
+            for variable, value in zip(self.width_tables, values):
                 if value.shape != tuple(variable.shape):
                     raise ValueError(
                         f"Layer {self.name!r}: saved {variable.name} has shape "
                         f"{value.shape}; this layer's has shape {tuple(variable.shape)} "
                         f"(another capacity or tiers?).")
             tags = np.asarray(store[f"{count}"])
-        for variable, value in zip(self.buffers, values):
+        for variable, value in zip(self.width_tables, values):
             variable.assign(value)
         self.slot_tags.assign(tags)
         state = {}
@@ -897,7 +897,7 @@ def _nbytes(variable):
 class _Layout:
     """Where each part (a tier's table or projection, a fallback table or
     its projection) lives: a part of shape `(rows, width)` is a range of
-    rows of the variable of its width (`buffers[buffer[name]]`).
+    rows of the variable of its width (`width_tables[buffer[name]]`).
 
     Args:
         parts: `(name, shape)` pairs, in order.

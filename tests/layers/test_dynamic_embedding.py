@@ -98,7 +98,7 @@ def slots_of(model, layer, t):
     """Tier `t`'s rows of each optimizer slot of the variable that holds them."""
     name = f"tier_{t}_embeddings"
     start, (rows, _) = layer.layout.start[name], layer.layout.shape[name]
-    buffer = layer.buffers[layer.layout.buffer[name]]
+    buffer = layer.width_tables[layer.layout.buffer[name]]
     return [ops.convert_to_numpy(s)[start:start + rows]
             for s in slot_variables(model.optimizer, buffer)]
 
@@ -109,7 +109,7 @@ def fill_slots(model, seed=0):
     model.optimizer.build(model.trainable_variables)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
-        for variable in getattr(layer, "buffers", []):
+        for variable in getattr(layer, "width_tables", []):
             for slot in slot_variables(model.optimizer, variable):
                 slot.assign(rng.uniform(0.1, 1.0, slot.shape).astype("float32"))
 
@@ -356,7 +356,7 @@ def test_a_file_with_one_variable_per_table_loads_into_the_flat_variable(tmp_pat
         file.visititems(lambda name, item: groups.append(item)
                         if isinstance(item, h5py.Group) and "id_map_keys" in item else None)
         (store,) = groups
-        count = len(layer.buffers)
+        count = len(layer.width_tables)
         buffers, tags = [store[str(i)][...] for i in range(count)], store[str(count)][...]
         for i in range(count + 1):
             del store[str(i)]
