@@ -45,7 +45,9 @@ def main():
     parser.add_argument("--budget", type=int, default=65536)
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
-    bench.JIT_COMPILE = bool(args.jit_compile)
+    # "auto": XLA on JAX (False would run its train step eagerly), none on TF
+    # on CPU, as the benchmark
+    bench.JIT_COMPILE = True if args.jit_compile else "auto"
     if args.optimizer == "sgd":
         # build_model compiles with Adam(0.005); the same rate without slots
         keras.optimizers.Adam = keras.optimizers.SGD
