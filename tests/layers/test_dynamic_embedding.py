@@ -339,7 +339,7 @@ def test_in_step_writes_change_only_the_rows_they_name():
     np.testing.assert_array_equal(ops.convert_to_numpy(layer.slot_tags), expected_tags)
 
 
-def test_a_file_with_one_variable_per_table_loads_into_the_flat_variable(tmp_path):
+def test_a_file_with_one_variable_per_table_loads_into_the_per_width_variables(tmp_path):
     # versions before the flat variable saved each tier table, projection and
     # fallback table as its own variable (in the layout's order), the tags last
     h5py = pytest.importorskip("h5py")
