@@ -10,11 +10,14 @@ burst of load on the shared machine hits every model alike):
   dyn-noblock  the same layers without the `writes` input (no write block)
   static       the static-vocabulary model
 
-and prints CPU milliseconds per batch of 256 (two features), and how many
-batches carry a write per feature and tier. `--optimizer sgd` swaps Adam for
-plain SGD (no slots) to show the optimizer's share per variable.
+and prints CPU milliseconds per batch (256 by default, `--batch`; two
+features), the ratio of the whole dynamic batch (host map and step) to the
+static one, and how many batches carry a write per feature and tier.
+`--optimizer sgd` swaps Adam for plain SGD (no slots) to show the
+optimizer's share per variable. Runs on the Keras backend of the process
+(`KERAS_BACKEND=jax JAX_PLATFORMS=cpu`, `KERAS_BACKEND=torch`).
 
-    python benchmarks/profile_dynamic_step.py [--optimizer sgd] [--jit-compile]
+    python benchmarks/profile_dynamic_step.py [--optimizer sgd] [--jit-compile] [--batch 1024]
 """
 
 import argparse
@@ -40,13 +43,16 @@ def main():
     parser.add_argument("--jit-compile", action="store_true")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--budget", type=int, default=65536)
+    parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
-    bench.JIT_COMPILE = bool(args.jit_compile)
+    # "auto": XLA on JAX (False would run its train step eagerly), none on TF
+    # on CPU, as the benchmark
+    bench.JIT_COMPILE = True if args.jit_compile else "auto"
     if args.optimizer == "sgd":
         # build_model compiles with Adam(0.005); the same rate without slots
         keras.optimizers.Adam = keras.optimizers.SGD
     stream, targets = bench.movielens_stream()
-    n, batch = targets.size, 256
+    n, batch = targets.size, args.batch
     warm = int(n * 0.1)
 
     def features(method):
@@ -92,9 +98,15 @@ def main():
             m.fit((b for b in data), epochs=1, verbose=0)
             if round_:   # the first round compiles
                 best[name] = min(best[name], 1000 * (time.process_time() - start) / len(data))
+    print(f"{keras.backend.backend()}, batch {batch}, {len(mapped)} batches, load average "
+          f"{os.getloadavg()[0]:.1f}")
     print(f"host map {host_map:.3f} ms/batch (CPU)")
     for name, ms in best.items():
         print(f"{name:12s} {ms:.3f} ms/batch (CPU, fit over mapped batches)")
+    whole = host_map + best["dyn"]
+    print(f"dynamic (map + step) {whole:.3f} ms/batch against static {best['static']:.3f}: "
+          f"{best['static'] / whole:.2f}x its examples/s (step alone "
+          f"{best['static'] / best['dyn']:.2f}x)")
 
 
 if __name__ == "__main__":

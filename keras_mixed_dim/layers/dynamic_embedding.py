@@ -52,6 +52,9 @@ class DynamicEmbedding(layers.Layer):
     to the narrowest, warm-started by least squares through the new tier's
     projection. A row given to a new id starts from that id's fallback
     vector (mapped into the tier the same way) with zeroed optimizer slots.
+    Tables and projections are parts of one float32 variable per row width
+    (`width_tables`; `part(name)` reads one), so that the optimizer updates a few
+    variables per layer, not one per table.
 
     `capacity_bytes` bounds everything the layer holds: tables, projections,
     fallback, optimizer slots (`optimizer_slots` copies of each weight: 2
@@ -190,39 +193,116 @@ class DynamicEmbedding(layers.Layer):
                 f"`lookup_ids` return (last axis {PACKED}); received shape "
                 f"{tuple(input_shape)}.")
         plan, d = self.plan, self.plan.output_dim
-        self.tables, self.projections = [], []
+        fallback_dim = plan.fallback_dim
+        # Tables and projections are parts of one float32 variable per row
+        # width (a projection's rows are `output_dim` wide): the optimizer
+        # updates three variables per layer instead of eight (Adam is
+        # elementwise, and its cost per variable, some 25 small ops, was
+        # what the extra variables cost) while lookups still gather whole
+        # rows. The parts keep the order of the separate variables of
+        # earlier versions, which `load_own_variables` maps old files by.
+        parts = []
         for t, (rows, width) in enumerate(zip(plan.tier_rows, plan.tier_dims)):
-            self.tables.append(self.add_weight(
-                shape=(rows, width), initializer=self.embeddings_initializer,
-                name=f"tier_{t}_embeddings"))
-            self.projections.append(None if width == d else self.add_weight(
-                shape=(width, d), initializer="glorot_uniform",
-                name=f"tier_{t}_projection"))
+            parts.append((f"tier_{t}_embeddings", (rows, width), self.embeddings_initializer))
+            if width != d:
+                parts.append((f"tier_{t}_projection", (width, d),
+                              initializers.get("glorot_uniform")))
         if plan.fallback == "qr":
             # each factor at QREmbedding's scale, so that their product
             # starts at the scale of an embedding
             limit = math.sqrt(EMBEDDING_STD) * math.sqrt(3.0)
             quotient, remainder = plan.fallback_tables
-            self.fallback = self.add_weight(
-                shape=(quotient, plan.fallback_dim),
-                initializer=initializers.RandomUniform(-limit, limit),
-                name="fallback_quotient")
-            self.fallback_remainder = self.add_weight(
-                shape=(remainder, plan.fallback_dim),
-                initializer=initializers.RandomUniform(-limit, limit),
-                name="fallback_remainder")
+            parts.append(("fallback_quotient", (quotient, fallback_dim),
+                          initializers.RandomUniform(-limit, limit)))
+            parts.append(("fallback_remainder", (remainder, fallback_dim),
+                          initializers.RandomUniform(-limit, limit)))
         else:
-            self.fallback = self.add_weight(
-                shape=(plan.fallback_buckets, plan.fallback_dim),
-                initializer=self.embeddings_initializer, name="fallback_embeddings")
-            self.fallback_remainder = None
-        self.fallback_projection = None if plan.fallback_dim == d else self.add_weight(
-            shape=(plan.fallback_dim, d), initializer="glorot_uniform",
-            name="fallback_projection")
+            parts.append(("fallback_embeddings", (plan.fallback_buckets, fallback_dim),
+                          self.embeddings_initializer))
+        if fallback_dim != d:
+            parts.append(("fallback_projection", (fallback_dim, d),
+                          initializers.get("glorot_uniform")))
+        self.layout = _Layout([(name, shape) for name, shape, _ in parts])
+        # each part drawn by its own initializer, in the order of the
+        # separate variables of earlier versions (the same draws)
+        initial = [ops.convert_to_numpy(initializer(shape, dtype="float32"))
+                   for _, shape, initializer in parts]
+        self.width_tables = []
+        for b, width in enumerate(self.layout.widths):
+            value = np.concatenate([v for (name, _, _), v in zip(parts, initial)
+                                    if self.layout.buffer[name] == b])
+            self.width_tables.append(self.add_weight(
+                shape=value.shape, initializer=_Constant(value),
+                name=f"embeddings_{width}"))
         self.slot_tags = self.add_weight(
             shape=(self.id_map.num_slots,), initializer="zeros", dtype="int32",
             trainable=False, name="slot_tags")
+        self._projection_constants()
         self.built = True
+
+    def _projection_constants(self):
+        """numpy constants of `_stacked_projections`: the rows of every
+        tier's projection, then the fallback's, in the `output_dim`-wide
+        buffer (where a part of full width has none, the identity)."""
+        layout, plan, d = self.layout, self.plan, self.plan.output_dim
+        rows, identity = [], []
+        for name, width in [(f"tier_{t}_projection", w) for t, w in enumerate(plan.tier_dims)] \
+                + [("fallback_projection", plan.fallback_dim)]:
+            if name in layout.start:
+                rows.append(layout.rows(name))
+                identity.append(np.zeros((width, 1), bool))
+            else:
+                rows.append(np.zeros(width, np.int32))
+                identity.append(np.ones((width, 1), bool))
+        self._projection_rows = np.concatenate(rows).astype(np.int32)
+        self._projection_identity = np.concatenate(identity)
+        self._identity_rows = np.concatenate([np.eye(w, d, dtype="float32")
+                                              for w in (*plan.tier_dims, plan.fallback_dim)])
+
+    # ------------------------------------------------------------ views
+
+    def part(self, name):
+        """One part of the layer's variables as a tensor of its shape (a
+        tier's table `"tier_{t}_embeddings"`, its projection
+        `"tier_{t}_projection"`, `"fallback_quotient"`, `"fallback_remainder"`,
+        `"fallback_embeddings"`, `"fallback_projection"`), or None for a
+        part the layer does not have (a tier of full width has no
+        projection)."""
+        if name not in self.layout.start:
+            return None
+        return take_rows(self.width_tables[self.layout.buffer[name]], self.layout.rows(name))
+
+    def part_views(self, arrays):
+        """`{name: numpy array}` of every part, as views of `arrays`: one
+        array per variable of `width_tables` (their values, or an optimizer
+        slot of each)."""
+        return self.layout.views([np.asarray(a) for a in arrays])
+
+    @property
+    def tables(self):
+        """Each tier's table (read-only tensors, widest tier first)."""
+        return [self.part(f"tier_{t}_embeddings") for t in range(self.num_tiers)]
+
+    @property
+    def projections(self):
+        """Each tier's projection to `output_dim` (None for a full-width tier)."""
+        return [self.part(f"tier_{t}_projection") for t in range(self.num_tiers)]
+
+    @property
+    def fallback(self):
+        """The fallback's table (the quotient table with `"qr"`)."""
+        return self.part("fallback_quotient" if self.plan.fallback == "qr"
+                         else "fallback_embeddings")
+
+    @property
+    def fallback_remainder(self):
+        """The QR fallback's remainder table (None with `"hashing"`)."""
+        return self.part("fallback_remainder")
+
+    @property
+    def fallback_projection(self):
+        """The fallback's projection (None when `fallback_dim == output_dim`)."""
+        return self.part("fallback_projection")
 
     # ------------------------------------------------------------ graph
 
@@ -252,23 +332,7 @@ class DynamicEmbedding(layers.Layer):
         stored = ops.take(self.slot_tags, safe, axis=0)
         admitted = ops.logical_and(
             in_range, ops.logical_and(ops.equal(stored, tag), ops.greater(tag, 0)))
-        # one product of every tier's (masked) rows and the fallback's with
-        # the stacked projections, not a product and a select per tier
-        tier = ops.digitize(safe, self._tier_bounds) if self.num_tiers > 1 else None
-        pieces = []
-        for t, table in enumerate(self.tables):
-            member = admitted if tier is None else ops.logical_and(admitted,
-                                                                   ops.equal(tier, t))
-            local = ops.where(member, safe - int(self.id_map.offsets[t]), ops.zeros_like(safe))
-            rows = take_rows(table, local)
-            pieces.append(ops.where(ops.expand_dims(member, -1), rows, ops.zeros_like(rows)))
-        fallback, valid = self._fallback_rows(inputs[..., 2])
-        pieces.append(ops.where(ops.expand_dims(ops.logical_not(admitted), -1), fallback,
-                                ops.zeros_like(fallback)))
-        stacked = ops.concatenate(
-            [ops.convert_to_tensor(self._identity) if p is None else p
-             for p in (*self.projections, self.fallback_projection)], axis=0)
-        outputs = ops.matmul(ops.concatenate(pieces, axis=-1), stacked)
+        outputs, valid = self._vectors(safe, admitted, inputs[..., 2])
         if self.combiner is not None:
             ids_shape = tuple(inputs.shape[:-1])
             check_bag_rank(ids_shape, self.combiner, self.name)
@@ -278,6 +342,52 @@ class DynamicEmbedding(layers.Layer):
         elif weights is not None:
             check_weights(weights, tuple(inputs.shape[:-1]), None, self.name)
         return ops.cast(outputs, self.compute_dtype)
+
+    def _vectors(self, safe, admitted, buckets):
+        """Output vectors: slot `safe`'s row through its tier's projection
+        where `admitted`, else the fallback's vector of `buckets` (zeros
+        for a bucket out of range); and where the bucket was valid. One
+        product of every tier's (masked) rows and the fallback's with the
+        stacked projections, not a product and a select per tier."""
+        layout, offsets, plan = self.layout, self.id_map.offsets, self.plan
+        tier = ops.digitize(safe, self._tier_bounds) if self.num_tiers > 1 else None
+        pieces = []
+        for t in range(self.num_tiers):
+            name = f"tier_{t}_embeddings"
+            start = layout.start[name]
+            member = admitted if tier is None else ops.logical_and(admitted,
+                                                                   ops.equal(tier, t))
+            rows = ops.where(member, safe + (start - int(offsets[t])), start)
+            values = take_rows(self.width_tables[layout.buffer[name]], rows)
+            pieces.append(ops.where(ops.expand_dims(member, -1), values,
+                                    ops.zeros_like(values)))
+        valid = ops.logical_and(ops.greater_equal(buckets, 0),
+                                ops.less(buckets, plan.fallback_range))
+        bucket = ops.where(valid, buckets, ops.zeros_like(buckets))
+        if plan.fallback == "qr":
+            remainder = plan.fallback_tables[1]
+            rows = (self._part_rows("fallback_quotient", ops.floor_divide(bucket, remainder))
+                    * self._part_rows("fallback_remainder", ops.mod(bucket, remainder)))
+        else:
+            rows = self._part_rows("fallback_embeddings", bucket)
+        use_fallback = ops.logical_and(valid, ops.logical_not(admitted))
+        pieces.append(ops.where(ops.expand_dims(use_fallback, -1), rows, ops.zeros_like(rows)))
+        outputs = ops.matmul(ops.concatenate(pieces, axis=-1), self._stacked_projections())
+        return outputs, valid
+
+    def _part_rows(self, name, rows):
+        """Rows `rows` (a tensor, in range) of part `name`."""
+        return take_rows(self.width_tables[self.layout.buffer[name]],
+                         rows + self.layout.start[name])
+
+    def _stacked_projections(self):
+        """`(sum of widths, output_dim)`: every tier's projection and the
+        fallback's, the identity for a part of full width."""
+        if self._projection_identity.all():
+            return ops.convert_to_tensor(self._identity_rows)
+        wide = self.width_tables[self.layout.widths.index(self.output_dim)]
+        return ops.where(self._projection_identity, self._identity_rows,
+                         take_rows(wide, self._projection_rows))
 
     def _apply_writes(self, writes):
         """Row writes carried by the batch, in place, before any read.
@@ -294,16 +404,13 @@ class DynamicEmbedding(layers.Layer):
         num_tiers, width = self.num_tiers, self.max_writes
         writes = ops.reshape(ops.cast(writes, "int32"), (num_tiers * width, 4))
         offsets, plan = self.id_map.offsets, self.plan
-        # every entry's source vector in one pass (a read per table, not
-        # one per table and destination tier), before any row is written
-        vectors = self._stored_or_fallback(writes[:, 1], writes[:, 2])
-        optimizer = self._write_optimizer_ref.value
-        # Where the writes are made in place here (not JAX's functional
-        # step), a tier with no entry in this batch skips its block: most
-        # batches write only the narrowest tier (new ids), and the blocks of
-        # the others (a pseudo-inverse, a read and a write of the table and
-        # of each optimizer slot) were most of the step's extra ops.
-        conditional = row_writes().WRITES_IN_LAYER
+        # every entry's source vector in one pass, before any row is written
+        sources = writes[:, 1]
+        stored = ops.logical_and(ops.greater_equal(sources, 0),
+                                 ops.less(sources, self.id_map.num_slots))
+        vectors, _ = self._vectors(ops.where(stored, sources, ops.zeros_like(sources)),
+                                   stored, writes[:, 2])
+        writes_by_buffer = {}   # buffer -> [(rows, keep, values)]
         tier_tags = []
         for t in range(num_tiers):
             entries = slice(t * width, (t + 1) * width)
@@ -314,12 +421,28 @@ class DynamicEmbedding(layers.Layer):
                                     ops.less(local, int(plan.tier_rows[t])))
             local = ops.where(valid, local, ops.zeros_like(local))
             tier_tags.append((valid, local + int(offsets[t]), tag))
-            block = functools.partial(self._write_tier, t, valid, local,
-                                      vectors[entries], optimizer)
-            if conditional:
-                ops.cond(ops.any(valid), block, _nothing)
-            else:
-                block()
+            mapped = vectors[entries]
+            if f"tier_{t}_projection" in self.layout.start:
+                mapped = ops.matmul(mapped, self._tier_pinv(t, valid))
+            name = f"tier_{t}_embeddings"
+            writes_by_buffer.setdefault(self.layout.buffer[name], []).append(
+                (local + self.layout.start[name], ops.expand_dims(ops.logical_not(valid), -1),
+                 mapped))
+        # one gather and one scatter per variable (and per optimizer slot of
+        # it) for the entries of every tier it holds
+        optimizer = self._write_optimizer_ref.value
+        for b, pieces in writes_by_buffer.items():
+            rows, keep, values = (ops.concatenate(x, axis=0) for x in zip(*pieces))
+            buffer = self.width_tables[b]
+            current = take_rows(buffer, rows)
+            zero_where = []
+            for slot in self._slots(optimizer, buffer) if optimizer is not None \
+                    and optimizer.built else []:
+                kept = take_rows(slot, rows)
+                zero_where.append((slot, ops.where(keep, kept, ops.zeros_like(kept))))
+            _write_rows(buffer, rows, ops.where(keep, current, values))
+            for slot, kept in zero_where:
+                _write_rows(slot, rows, kept)
         valid = ops.concatenate([v for v, _, _ in tier_tags], axis=0)
         slots = ops.concatenate([s for _, s, _ in tier_tags], axis=0)
         tags = ops.where(valid, ops.concatenate([g for _, _, g in tier_tags], axis=0),
@@ -328,73 +451,23 @@ class DynamicEmbedding(layers.Layer):
         # has no duplicate index with unequal values
         _write_rows(self.slot_tags, slots, tags)
 
-    def _write_tier(self, t, valid, local, vectors, optimizer):
-        """Tier `t`'s part of `_apply_writes`: rows `local` where `valid`
-        become `vectors` mapped into the tier, their optimizer slots zero.
-        Reads only this tier's table and slots (every source was read
-        before), so the tiers' blocks may run in any order."""
-        table = self.tables[t]
-        mapped = vectors
-        if self.projections[t] is not None:
-            mapped = ops.matmul(mapped, _pinv(self.projections[t]))
-        current = take_rows(table, local)
-        values = ops.where(ops.expand_dims(valid, -1), mapped, current)
-        zero_where = []
-        for slot in self._slots(optimizer, table) if optimizer is not None \
-                and optimizer.built else []:
-            kept = take_rows(slot, local)
-            zero_where.append((slot, ops.where(ops.expand_dims(valid, -1),
-                                               ops.zeros_like(kept), kept)))
-        _write_rows(table, local, values)
-        for slot, kept in zero_where:
-            _write_rows(slot, local, kept)
-        return _nothing()
-
-    def _stored_or_fallback(self, slots, buckets):
-        """Current output of each slot in `slots` (its tier row through the
-        tier's projection), or of its fallback bucket where the slot is
-        outside every tier (-1)."""
-        offsets, plan = self.id_map.offsets, self.plan
-        vectors, _ = self._fallback_vectors(buckets)
-        for u, (table, projection) in enumerate(zip(self.tables, self.projections)):
-            src = slots - int(offsets[u])
-            member = ops.logical_and(ops.greater_equal(src, 0),
-                                     ops.less(src, int(plan.tier_rows[u])))
-            # a batch's writes are nearly all admissions (read from the
-            # fallback); a tier is read only on a batch that moves one of
-            # its rows
-            vectors = ops.cond(ops.any(member), functools.partial(
-                _stored_rows, table, projection, src, member, vectors),
-                functools.partial(_same, vectors))
-        return vectors
+    def _tier_pinv(self, t, valid):
+        """Pseudo-inverse of tier `t`'s projection, computed (an SVD) only
+        on a batch that writes to the tier: most batches write only the
+        narrowest tier (new ids). A width-1 tier's is `p / (p . p)`."""
+        projection = self.part(f"tier_{t}_projection")
+        if int(self.plan.tier_dims[t]) == 1:
+            norm = ops.sum(projection * projection)
+            scale = ops.where(ops.greater(norm, 0.0), 1.0 / ops.where(
+                ops.greater(norm, 0.0), norm, ops.ones_like(norm)), ops.zeros_like(norm))
+            return ops.transpose(projection * scale)
+        shape = (self.output_dim, int(self.plan.tier_dims[t]))
+        return ops.cond(ops.any(valid), functools.partial(_pinv, projection),
+                        functools.partial(ops.zeros, shape, "float32"))
 
     @property
     def _tier_bounds(self):
         return [int(b) for b in self.id_map.offsets[1:-1]]
-
-    @property
-    def _identity(self):
-        return np.eye(self.output_dim, dtype="float32")
-
-    def _fallback_rows(self, buckets):
-        """Fallback rows (unprojected) of `buckets`, zeros for a bucket out
-        of range (a malformed input), and where the bucket was valid."""
-        valid = ops.logical_and(ops.greater_equal(buckets, 0),
-                                ops.less(buckets, self.plan.fallback_range))
-        safe = ops.where(valid, buckets, ops.zeros_like(buckets))
-        if self.fallback_remainder is None:
-            rows = take_rows(self.fallback, safe)
-        else:
-            remainder = self.plan.fallback_tables[1]
-            rows = take_rows(self.fallback, ops.floor_divide(safe, remainder)) * take_rows(
-                self.fallback_remainder, ops.mod(safe, remainder))
-        return ops.where(ops.expand_dims(valid, -1), rows, ops.zeros_like(rows)), valid
-
-    def _fallback_vectors(self, buckets):
-        rows, valid = self._fallback_rows(buckets)
-        if self.fallback_projection is not None:
-            rows = ops.matmul(rows, self.fallback_projection)
-        return ops.where(ops.expand_dims(valid, -1), rows, ops.zeros_like(rows)), valid
 
     def fallback_buckets(self, keys):
         """Fallback bucket of raw int64 `keys` (numpy; the serving graph
@@ -603,9 +676,9 @@ class DynamicEmbedding(layers.Layer):
         tier_of, offsets = self.id_map.tier_of, self.id_map.offsets
         involved = set(tier_of[changes.reset_slots].tolist()) | set(
             tier_of[changes.move_to].tolist())
-        pinvs = [None if p is None or t not in involved else np.linalg.pinv(
-            ops.convert_to_numpy(p).astype(np.float64))
-            for t, p in enumerate(self.projections)]
+        pinvs = [None if t not in involved or self._read_part(f"tier_{t}_projection") is None
+                 else np.linalg.pinv(self._read_part(f"tier_{t}_projection"))
+                 for t in range(self.num_tiers)]
         writes = {t: ([], []) for t in range(self.num_tiers)}
         if changes.move_from.size:
             # old outputs of every mover, read before any row is written
@@ -634,11 +707,12 @@ class DynamicEmbedding(layers.Layer):
             _, last = np.unique(rows[::-1], return_index=True)
             keep = rows.size - 1 - last
             rows, values = rows[keep], values[keep]
-            table = self.tables[t]
-            _assign_rows(table, rows, values.astype("float32"))
-            for slot in self._slots(optimizer, table):
-                _assign_rows(slot, rows, np.zeros((rows.size, *slot.shape[1:]),
-                                                  slot.dtype))
+            name = f"tier_{t}_embeddings"
+            buffer = self.width_tables[self.layout.buffer[name]]
+            rows = rows + self.layout.start[name]
+            _assign_rows(buffer, rows, values.astype("float32"))
+            for slot in self._slots(optimizer, buffer):
+                _assign_rows(slot, rows, np.zeros((rows.size, *slot.shape[1:]), slot.dtype))
         self.slot_tags.assign(self.id_map.tags)
 
     def _outputs_of_slots(self, slots, reset_slots, reset_keys, pinvs):
@@ -650,10 +724,9 @@ class DynamicEmbedding(layers.Layer):
             mask = tier_of[slots] == t
             if not mask.any():
                 continue
-            rows = _read_rows(self.tables[t], slots[mask] - offsets[t]).astype(np.float64)
-            projection = self.projections[t]
-            result[mask] = rows if projection is None else rows @ ops.convert_to_numpy(
-                projection).astype(np.float64)
+            rows = self._read_part(f"tier_{t}_embeddings", slots[mask] - offsets[t])
+            projection = self._read_part(f"tier_{t}_projection")
+            result[mask] = rows if projection is None else rows @ projection
         if reset_slots.size:
             fresh = np.isin(slots, reset_slots)
             if fresh.any():
@@ -666,15 +739,25 @@ class DynamicEmbedding(layers.Layer):
         """float64 fallback vectors of raw int64 `keys` (host copy of the
         graph's fallback path)."""
         buckets = self.fallback_buckets(keys)
-        if self.fallback_remainder is None:
-            rows = _read_rows(self.fallback, buckets).astype(np.float64)
+        if self.plan.fallback == "hashing":
+            rows = self._read_part("fallback_embeddings", buckets)
         else:
             remainder = self.plan.fallback_tables[1]
-            rows = (_read_rows(self.fallback, buckets // remainder).astype(np.float64)
-                    * _read_rows(self.fallback_remainder, buckets % remainder))
-        if self.fallback_projection is not None:
-            rows = rows @ ops.convert_to_numpy(self.fallback_projection).astype(np.float64)
-        return rows
+            rows = (self._read_part("fallback_quotient", buckets // remainder)
+                    * self._read_part("fallback_remainder", buckets % remainder))
+        projection = self._read_part("fallback_projection")
+        return rows if projection is None else rows @ projection
+
+    def _read_part(self, name, rows=None):
+        """float64 numpy copy of part `name` (its rows `rows`, or all of
+        it), reading only those rows; None for a part the layer does not
+        have."""
+        if name not in self.layout.start:
+            return None
+        rows = self.layout.rows(name) if rows is None else (
+            np.asarray(rows, np.int64) + self.layout.start[name])
+        buffer = self.width_tables[self.layout.buffer[name]]
+        return _read_rows(buffer, rows).astype(np.float64)
 
     # ------------------------------------------------------------ bytes
 
@@ -739,9 +822,34 @@ class DynamicEmbedding(layers.Layer):
                 else value
 
     def load_own_variables(self, store):
-        variables = self._trainable_variables + self._non_trainable_variables
-        for i, variable in enumerate(variables):
-            variable.assign(np.asarray(store[f"{i}"]))
+        layout, count = self.layout, len(self.width_tables)
+        if f"{count + 1}" in store:
+            # saved when every table and projection was its own variable (in
+            # the order of the layout's parts), the tags after them; a layout
+            # has fewer variables than parts, so the key count tells them apart
+            values = [np.zeros(tuple(v.shape), "float32") for v in self.width_tables]
+            views = layout.views(values)
+            for i, name in enumerate(layout.names):
+                value = np.asarray(store[f"{i}"])
+                if value.shape != layout.shape[name]:
+                    raise ValueError(
+                        f"Layer {self.name!r}: saved variable {i} ({name}) has shape "
+                        f"{value.shape}; this layer's {name} has shape "
+                        f"{layout.shape[name]} (another capacity or tiers?).")
+                views[name][...] = value
+            tags = np.asarray(store[f"{len(layout.names)}"])
+        else:
+            values = [np.asarray(store[f"{i}"]) for i in range(count)]
+            for variable, value in zip(self.width_tables, values):
+                if value.shape != tuple(variable.shape):
+                    raise ValueError(
+                        f"Layer {self.name!r}: saved {variable.name} has shape "
+                        f"{value.shape}; this layer's has shape {tuple(variable.shape)} "
+                        f"(another capacity or tiers?).")
+            tags = np.asarray(store[f"{count}"])
+        for variable, value in zip(self.width_tables, values):
+            variable.assign(value)
+        self.slot_tags.assign(tags)
         state = {}
         for name in (*DynamicIdMap.STATE, "sketch", "scalars"):
             if name == "dirty" and f"id_map_{name}" not in store:
@@ -792,6 +900,49 @@ def _nbytes(variable):
     return int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize
 
 
+class _Layout:
+    """Where each part (a tier's table or projection, a fallback table or
+    its projection) lives: a part of shape `(rows, width)` is a range of
+    rows of the variable of its width (`width_tables[buffer[name]]`).
+
+    Args:
+        parts: `(name, shape)` pairs, in order.
+    """
+
+    def __init__(self, parts):
+        self.names = [name for name, _ in parts]
+        self.widths, self.buffer, self.start, self.shape = [], {}, {}, {}
+        used = []
+        for name, shape in parts:
+            rows, width = (int(n) for n in shape)
+            if width not in self.widths:
+                self.widths.append(width)
+                used.append(0)
+            b = self.widths.index(width)
+            self.buffer[name], self.start[name], self.shape[name] = b, used[b], (rows, width)
+            used[b] += rows
+
+    def rows(self, name):
+        """int32 rows of part `name` in its variable."""
+        return self.start[name] + np.arange(self.shape[name][0], dtype=np.int32)
+
+    def views(self, arrays):
+        """`{name: view}` of each part in `arrays` (one per variable)."""
+        return {name: arrays[self.buffer[name]][
+            self.start[name]:self.start[name] + self.shape[name][0]]
+            for name in self.names}
+
+
+class _Constant:
+    """An initializer that gives a fixed numpy value."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self, shape, dtype=None):
+        return ops.cast(ops.reshape(ops.convert_to_tensor(self.value), shape), dtype or "float32")
+
+
 class _Holder:
     def __init__(self, value):
         self.value = value
@@ -803,24 +954,6 @@ class _SlotCache:
         self.key = key
         self.slots = slots
         self.measured = None
-
-
-def _stored_rows(table, projection, src, member, vectors):
-    """`vectors`, with the outputs of `table`'s rows `src` where `member`."""
-    rows = take_rows(table, ops.where(member, src, ops.zeros_like(src)))
-    if projection is not None:
-        rows = ops.matmul(rows, projection)
-    return ops.where(ops.expand_dims(member, -1), rows, vectors)
-
-
-def _same(value):
-    return value
-
-
-def _nothing():
-    """What a skipped block of `ops.cond` returns (both branches return
-    the same structure)."""
-    return ops.zeros((), "int32")
 
 
 def _pinv(projection):

@@ -94,8 +94,13 @@ def test_outputs_match_a_numpy_reference_and_stale_tags_read_the_fallback(fallba
     assert not np.allclose(got[0], ops.convert_to_numpy(layer(everything))[0])
 
 
-def slots_of(model, variable):
-    return [ops.convert_to_numpy(s) for s in slot_variables(model.optimizer, variable)]
+def slots_of(model, layer, t):
+    """Tier `t`'s rows of each optimizer slot of the variable that holds them."""
+    name = f"tier_{t}_embeddings"
+    start, (rows, _) = layer.layout.start[name], layer.layout.shape[name]
+    buffer = layer.width_tables[layer.layout.buffer[name]]
+    return [ops.convert_to_numpy(s)[start:start + rows]
+            for s in slot_variables(model.optimizer, buffer)]
 
 
 def fill_slots(model, seed=0):
@@ -104,7 +109,7 @@ def fill_slots(model, seed=0):
     model.optimizer.build(model.trainable_variables)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
-        for variable in getattr(layer, "tables", []):
+        for variable in getattr(layer, "width_tables", []):
             for slot in slot_variables(model.optimizer, variable):
                 slot.assign(rng.uniform(0.1, 1.0, slot.shape).astype("float32"))
 
@@ -115,7 +120,7 @@ def test_eviction_gives_a_fresh_row_with_fresh_slots_never_the_evicted_ids():
     layer.update([10, 10, 10, 20], optimizer=model.optimizer)
     fill_slots(model)
     old_rows = ops.convert_to_numpy(layer.tables[0])
-    old_slots = slots_of(model, layer.tables[0])
+    old_slots = slots_of(model, layer, 0)
     assert len(old_slots) == 2 and all(np.abs(s).sum() > 0 for s in old_slots)
     victim = int(layer.id_map.find([20])[0])
     stale = layer.lookup_ids([20])
@@ -130,7 +135,7 @@ def test_eviction_gives_a_fresh_row_with_fresh_slots_never_the_evicted_ids():
     assert not np.allclose(rows[victim], old_rows[victim])
     keep = 1 - victim
     np.testing.assert_array_equal(rows[keep], old_rows[keep])
-    for before, after in zip(old_slots, slots_of(model, layer.tables[0])):
+    for before, after in zip(old_slots, slots_of(model, layer, 0)):
         assert not after[victim].any()
         np.testing.assert_array_equal(after[keep], before[keep])
     # a batch mapped before the eviction reads 20's fallback, not the new row
@@ -149,14 +154,14 @@ def test_promotion_and_demotion_move_rows_by_least_squares_and_reset_their_slots
     assert tier[slot[1]] == 1 and tier[slot[2]] == 1
     keys = np.array([1, 2], np.int64)
     before = ops.convert_to_numpy(layer(layer.lookup_ids(keys))).astype(np.float64)
-    old_slots = [slots_of(model, t) for t in layer.tables]
+    old_slots = [slots_of(model, layer, t) for t in range(layer.num_tiers)]
     layer.update([3], optimizer=model.optimizer)   # step 2: rebalance, 1 -> tier 0
     moved = {k: int(layer.id_map.find([k])[0]) for k in (1, 2)}
     assert tier[moved[1]] == 0 and moved[2] == slot[2]
     after = ops.convert_to_numpy(layer(layer.lookup_ids(keys))).astype(np.float64)
     # into a full-width tier the output is kept exactly; the stayer is untouched
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
-    new_slots = [slots_of(model, t) for t in layer.tables]
+    new_slots = [slots_of(model, layer, t) for t in range(layer.num_tiers)]
     for s in new_slots[0]:
         assert not s[moved[1]].any()
     for b, a in zip(old_slots[1], new_slots[1]):
@@ -171,7 +176,7 @@ def test_promotion_and_demotion_move_rows_by_least_squares_and_reset_their_slots
     expected = table0[moved[1]] @ np.linalg.pinv(projections[1]) @ projections[1]
     got = ops.convert_to_numpy(layer(layer.lookup_ids([1])))[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
-    for s in slots_of(model, layer.tables[1]):
+    for s in slots_of(model, layer, 1):
         assert not s[demoted - 1].any()
 
 
@@ -299,7 +304,7 @@ def test_in_step_writes_change_only_the_rows_they_name():
     fill_slots(model)
     offsets = layer.id_map.offsets
     tables, projections = np_weights(layer)
-    slots = [slots_of(model, t) for t in layer.tables]
+    slots = [slots_of(model, layer, t) for t in range(layer.num_tiers)]
     tags = ops.convert_to_numpy(layer.slot_tags)
 
     # nothing named: nothing changes
@@ -325,9 +330,9 @@ def test_in_step_writes_change_only_the_rows_they_name():
     untouched = [r for r in range(after[1].shape[0]) if r not in (0, 2)]
     np.testing.assert_array_equal(after[1][untouched], tables[1][untouched].astype("float32"))
     for t, rows in ((0, slice(None)), (1, untouched)):
-        for before, now in zip(slots[t], slots_of(model, layer.tables[t])):
+        for before, now in zip(slots[t], slots_of(model, layer, t)):
             np.testing.assert_array_equal(now[rows], before[rows])
-    for now in slots_of(model, layer.tables[1]):
+    for now in slots_of(model, layer, 1):
         assert not now[[0, 2]].any()
     expected_tags = tags.copy()
     expected_tags[[admit, move]] = [5, 6]
@@ -343,3 +348,42 @@ def test_live_ids_size_the_fallback_and_the_config_keeps_the_shapes():
     assert DynamicEmbedding.from_config(layer.get_config()).plan == layer.plan
     with pytest.raises(ValueError, match="live_ids=0"):
         DynamicEmbedding(16, 65536, live_ids=0)
+
+
+def test_a_file_with_one_variable_per_table_loads_into_the_per_width_variables(tmp_path):
+    # versions before the flat variable saved each tier table, projection and
+    # fallback table as its own variable (in the layout's order), the tags last
+    h5py = pytest.importorskip("h5py")
+    keras.utils.set_random_seed(2)
+    layer = make([2, 3], (4, 2), min_count=1)
+    model = model_of(layer)
+    keys = np.array([5, 6, 7, 2**40, 99], np.int64)
+    layer.update(keys[:4], optimizer=model.optimizer)
+    expected = model.predict(layer.lookup_ids(keys), verbose=0)
+    path = tmp_path / "separate.weights.h5"
+    model.save_weights(path)
+    with h5py.File(path, "r+") as file:
+        groups = []
+        file.visititems(lambda name, item: groups.append(item)
+                        if isinstance(item, h5py.Group) and "id_map_keys" in item else None)
+        (store,) = groups
+        count = len(layer.width_tables)
+        buffers, tags = [store[str(i)][...] for i in range(count)], store[str(count)][...]
+        for i in range(count + 1):
+            del store[str(i)]
+        parts = layer.part_views(buffers)
+        for i, value in enumerate(parts.values()):
+            store[str(i)] = value
+        store[str(len(parts))] = tags
+    # tiers 0 and 1, tier 1's projection, QR's two tables and their projection
+    assert len(parts) == 6
+    keras.utils.set_random_seed(3)
+    loaded = make([2, 3], (4, 2), min_count=1)
+    other = model_of(loaded)
+    other.predict(loaded.lookup_ids(keys), verbose=0)   # builds it, other weights
+    other.load_weights(path)
+    np.testing.assert_array_equal(other.predict(loaded.lookup_ids(keys), verbose=0), expected)
+    # one variable per width: 4 (tier 0, the projections), 2 (tier 1, QR's tables)
+    assert [tuple(v.shape) for v in loaded.trainable_variables] == [(2 + 2 + 2, 4),
+                                                                   (3 + 2 + 2, 2)]
+    np.testing.assert_array_equal(loaded.id_map.keys, layer.id_map.keys)

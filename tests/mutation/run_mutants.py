@@ -473,7 +473,7 @@ MUTANTS += [
     Mutant("dynamic-ttl-off-by-one", DYNAMIC_MAP, "DynamicIdMap.update_unique",
            swap("self.last < now - self.ttl", "self.last <= now - self.ttl"), DYNAMIC_TESTS),
     Mutant("dynamic-reused-row-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._apply",
-           swap("self._slots(optimizer, table)", "self._slots(optimizer, table)[:0]"),
+           swap("self._slots(optimizer, buffer)", "self._slots(optimizer, buffer)[:0]"),
            DYNAMIC_TESTS),
     Mutant("dynamic-plan-forgets-slots", "keras_mixed_dim/dynamic/plan.py",
            "DynamicPlan.bytes",
@@ -544,10 +544,10 @@ MUTANTS += [
 # DynamicEmbedding's row writes inside the train step (dynamic_batches)
 DYNAMIC_STREAM_TESTS = ["tests/dynamic/test_stream.py"]
 MUTANTS += [
-    Mutant("dynamic-step-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._write_tier",
-           swap("_write_rows(slot, local, kept)", "pass"), DYNAMIC_STREAM_TESTS),
-    Mutant("dynamic-step-tags-without-rows", DYNAMIC_LAYER, "DynamicEmbedding._write_tier",
-           swap("_write_rows(table, local, values)", "pass"), DYNAMIC_STREAM_TESTS),
+    Mutant("dynamic-step-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._apply_writes",
+           swap("_write_rows(slot, rows, kept)", "pass"), DYNAMIC_STREAM_TESTS),
+    Mutant("dynamic-step-tags-without-rows", DYNAMIC_LAYER, "DynamicEmbedding._apply_writes",
+           swap("_write_rows(buffer, rows, ops.where(keep, current, values))", "pass"), DYNAMIC_STREAM_TESTS),
     Mutant("dynamic-step-stale-source", DYNAMIC_LAYER, "DynamicEmbedding.prepare",
            swap("-1 if int(source) in stale else int(source)", "int(source)"),
            DYNAMIC_STREAM_TESTS),
@@ -561,8 +561,8 @@ MUTANTS += [
 
 # DynamicEmbedding's QR fallback, ragged bags, StackedEmbedding's int32 total
 MUTANTS += [
-    Mutant("dynamic-qr-fallback-swaps-factors", DYNAMIC_LAYER, "DynamicEmbedding._fallback_rows",
-           swap("ops.floor_divide(safe, remainder)", "ops.mod(safe, remainder)"), DYNAMIC_TESTS),
+    Mutant("dynamic-qr-fallback-swaps-factors", DYNAMIC_LAYER, "DynamicEmbedding._vectors",
+           swap("ops.floor_divide(bucket, remainder)", "ops.mod(bucket, remainder)"), DYNAMIC_TESTS),
     Mutant("dynamic-ragged-without-bag-size", DYNAMIC_LAYER, "DynamicEmbedding._keys_and_mask",
            if_test("self.bag_size is None", "False"), DYNAMIC_TESTS),
     Mutant("stacked-total-vocabulary-unchecked", "keras_mixed_dim/layers/stacked_embedding.py",
