@@ -1,5 +1,7 @@
 """`StackedEmbedding`: every feature's tables in a few shared variables."""
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import initializers
@@ -303,6 +305,8 @@ class StackedEmbedding(layers.Layer):
         # per-feature id -> rank tables to start from (set by `from_layers`
         # from unbuilt layers planned with counts), applied at build
         self._initial_ranks = None
+        # a `FusedLookup` while `fused_for_serving` is active
+        self._fused = None
 
     def _set_plans(self, plans):
         self.plans = tuple(plans)
@@ -545,6 +549,11 @@ class StackedEmbedding(layers.Layer):
         return x
 
     def call(self, inputs, weights=None, training=None):
+        if training and self._fused is not None:
+            raise ValueError(
+                f"Layer {self.name!r} is fused for serving (`fused_for_serving`): "
+                "its fused copy of the tables is not trained. Train outside that "
+                "context.")
         if _is_per_feature(inputs):
             inputs, weights = self._joined_features(inputs, weights)
         self._check_num_features(inputs.shape)
@@ -590,6 +599,15 @@ class StackedEmbedding(layers.Layer):
     def lookup_ranks(self, ranks, weights=None):
         """Vectors of per-feature ranks `(..., sum(bag_sizes))` (-1 gives
         zeros), each feature's bag combined: `(..., F, output_dim)` float32."""
+        if self._fused is not None and not self.has_bags:
+            vectors = self._fused(ranks)
+            if weights is not None:
+                # one id per feature: its factor scales the projected vector
+                # as it would the row (a projection is linear)
+                coefficients = bag_coefficients(ops.greater_equal(ranks, 0), weights,
+                                                self.combiner, bags=self._bags)
+                vectors = ops.multiply(vectors, ops.expand_dims(coefficients, -1))
+            return vectors
         coefficients = None
         if self.has_bags or weights is not None:
             coefficients = bag_coefficients(ops.greater_equal(ranks, 0), weights,
@@ -676,6 +694,53 @@ class StackedEmbedding(layers.Layer):
         vectors = take_columns(ops.concatenate(parts, axis=0), np.argsort(order), axis=0)
         vectors = ops.moveaxis(vectors, 0, -2)
         return ops.where(ops.expand_dims(valid, -1), vectors, 0.0)
+
+    @property
+    def fusable(self):
+        """Whether `fused_for_serving` applies: a built layer of one id per
+        feature whose tables this class stores as float32, and which has more
+        than one gather or a projection to fuse (a single uniform stack is one
+        gather already)."""
+        return (self.built and not self.has_bags
+                and type(self).read_rows is StackedEmbedding.read_rows
+                and type(self).add_table is StackedEmbedding.add_table
+                and (len(self.groups) > 1 or self.projections[0] is not None))
+
+    @contextlib.contextmanager
+    def fused_for_serving(self):
+        """Inference calls in this context look up through a `FusedLookup`.
+
+        Made for exports (`keras_mixed_dim.export.export_for_serving` enters
+        it): a traced inference call then runs one gather and one batched
+        matmul for every feature instead of one gather per width group and
+        one matmul per projected group; the trace captures the fused
+        variables instead of the stacked ones. The fused copy is taken from
+        the weights on entry (the host holds the tables twice meanwhile), so
+        the layer must not train inside the context: a training call raises.
+
+        Returns:
+            A context manager yielding the `FusedLookup` (for its `bytes`).
+
+        Example:
+
+        >>> layer = StackedEmbedding([plan_a, plan_b], output_dim=8)  # doctest: +SKIP
+        >>> with layer.fused_for_serving() as fused:           # doctest: +SKIP
+        ...     vectors = layer(ids)       # the same vectors as outside
+        """
+        if not self.fusable:
+            raise ValueError(
+                f"Layer {self.name!r} cannot be fused for serving: it must be a "
+                "built StackedEmbedding (float32 tables, not a subclass storing "
+                "them otherwise) of one id per feature with more than one width "
+                f"group or a projection (built={self.built}, bag_sizes="
+                f"{list(self.bag_sizes)}, groups={len(self.groups) if self.built else '?'}).")
+        if self._fused is not None:
+            raise ValueError(f"Layer {self.name!r} is already fused for serving.")
+        self._fused = FusedLookup(self)
+        try:
+            yield self._fused
+        finally:
+            self._fused = None
 
     def read_rows(self, group_index, rows):
         """float32 rows `rows` of group `group_index`'s stacked table (the one
@@ -899,6 +964,92 @@ class StackedEmbedding(layers.Layer):
             "combiner": self.combiner,
         })
         return config
+
+
+class FusedLookup:
+    """A `StackedEmbedding`'s lookup as one gather and one batched matmul.
+
+    The serving form of the layer (see `StackedEmbedding.fused_for_serving`):
+    every stacked table is copied, row after row, into one flat float32
+    variable with one zero after the last table, and each feature's block
+    projections into one `(slots, output_dim)` matrix, the blocks' widths
+    one after another and zero rows up to `slots`, the widest feature's sum
+    of block widths (an identity for a block without projection). A rank
+    reads its block's row as `slots` scalars of the flat table, the other
+    blocks' slots and an invalid rank (-1) read the zero, so a request runs
+    one gather of `(..., F, slots)` scalars and one batched matmul, whatever
+    the number of width groups, and invalid ids need no mask afterwards.
+
+    Bytes: the flat table holds what the stacked tables hold (plus 4 for
+    the zero); the projections grow from the projected blocks' `w x d`
+    each to `F x slots x d` (zero padding and identities), reported by
+    `added_bytes`.
+
+    Args:
+        layer: A built `StackedEmbedding` whose `fusable` is True; its
+            weights are copied when this is made.
+    """
+
+    def __init__(self, layer):
+        plans, output_dim = layer.plans, layer.output_dim
+        self.slots = max(sum(block.dim for block in plan.blocks) for plan in plans)
+        self.single_block = all(plan.num_blocks == 1 for plan in plans)
+        sizes = [int(np.prod(table.shape)) for table in layer.tables]
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype("int64")
+        zero = int(starts[-1])
+        flat = np.empty(zero + 1, dtype="float32")
+        for table, start, size in zip(layer.tables, starts, sizes):
+            flat[start:start + size] = np.reshape(ops.convert_to_numpy(table), -1)
+        flat[zero] = 0.0
+        shape = (layer.num_features, self.slots)
+        # a rank r of slot s reads flat[r * scale[s] + base[s]] when
+        # start[s] <= r < stop[s]; padding slots never match (start = stop)
+        scale = np.zeros(shape, dtype="int64")
+        base = np.full(shape, zero, dtype="int64")
+        start, stop = np.zeros(shape, dtype="int64"), np.zeros(shape, dtype="int64")
+        projections = np.zeros((*shape, output_dim), dtype="float32")
+        arrays = [None if p is None else ops.convert_to_numpy(p) for p in layer.projections]
+        for f, plan in enumerate(plans):
+            slot = 0
+            for block, (g, k, offset) in zip(plan.blocks, layer.feature_members(f)):
+                width = layer.groups[g].width
+                columns = slice(slot, slot + width)
+                scale[f, columns] = width
+                base[f, columns] = (starts[g] + (offset - block.start) * width
+                                    + np.arange(width))
+                start[f, columns], stop[f, columns] = block.start, block.stop
+                projections[f, columns] = (np.eye(width, output_dim, dtype="float32")
+                                           if arrays[g] is None else arrays[g][k])
+                slot += width
+        # int32 indices while every position and every product fits
+        largest = zero + int(layer.input_dims.max()) * int(scale.max())
+        self.index_dtype = "int32" if largest < np.iinfo(np.int32).max else "int64"
+        self.table = keras.Variable(flat, trainable=False, name="fused_table")
+        self.projections = keras.Variable(projections, trainable=False,
+                                          name="fused_projections")
+        self.scale = scale.astype(self.index_dtype)
+        self.base = base.astype(self.index_dtype)
+        self.start, self.stop = start.astype(self.index_dtype), stop.astype(self.index_dtype)
+        self.zero = zero
+        stacked = 4 * (sum(sizes) + sum(int(np.prod(p.shape)) for p in arrays if p is not None))
+        self.bytes = 4 * (flat.size + projections.size)
+        self.added_bytes = self.bytes - stacked
+
+    def __call__(self, ranks):
+        """`(..., F, output_dim)` float32 vectors of ranks `(..., F)` (-1: zeros)."""
+        ranks = ops.expand_dims(ops.cast(ranks, self.index_dtype), -1)
+        positions = ops.add(ops.multiply(ranks, ops.convert_to_tensor(self.scale)),
+                            ops.convert_to_tensor(self.base))
+        if self.single_block:
+            # each feature's one block spans its ranks: only -1 misses
+            member = ops.greater_equal(ranks, 0)
+        else:
+            member = ops.logical_and(
+                ops.greater_equal(ranks, ops.convert_to_tensor(self.start)),
+                ops.less(ranks, ops.convert_to_tensor(self.stop)))
+        positions = ops.where(member, positions, self.zero)
+        values = take_rows(self.table, positions)
+        return ops.einsum("...fs,fsd->...fd", values, self.projections)
 
 
 def _is_per_feature(inputs):

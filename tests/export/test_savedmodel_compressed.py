@@ -14,6 +14,7 @@ import pathlib
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo
 from keras_mixed_dim.export import export_for_serving
@@ -25,8 +26,9 @@ from keras_mixed_dim.models.dlrm import embedding_layers
 # is expensive and would be built again on every worker that ran a test.
 pytestmark = pytest.mark.xdist_group("compressed_export")
 
-# "stacked": the mixed-dimension ("table_blocks") tables in one StackedEmbedding
-KINDS = ("qr", "md_qr", "hashing", "robe", "lma", "stacked")
+# "stacked": the mixed-dimension ("table_blocks") tables in one StackedEmbedding;
+# "stacked_table": per-table MD (one block per feature, dlrm's benchmark case)
+KINDS = ("qr", "md_qr", "hashing", "robe", "lma", "stacked", "stacked_table")
 CARDINALITIES = [3000, 200, 40]
 
 
@@ -58,8 +60,10 @@ def served(tmp_path_factory, run_python):
     uniform_bytes = sum(CARDINALITIES) * 8 * 4
     exports, arguments = {}, []
     for kind in KINDS:
-        if kind == "stacked":
-            embeddings = embedding_layers(CARDINALITIES, 8, "table_blocks", block_min_rows=100)
+        if kind.startswith("stacked"):
+            embeddings = embedding_layers(
+                CARDINALITIES, 8, "table" if kind == "stacked_table" else "table_blocks",
+                block_min_rows=100)
             model = dlrm(embeddings, 8, bottom=(16,), top=(16,), stacked=True)
             assert isinstance(model.get_layer("embeddings"), StackedEmbedding)
         else:
@@ -71,10 +75,19 @@ def served(tmp_path_factory, run_python):
                   batch_size=128, verbose=0)
         report = export_for_serving(model, folder / "serving", f"dlrm_{kind}",
                                     output_names="probability")
-        if kind == "stacked":
-            # the stacked tables count as embedding bytes in the report
-            assert report.embedding_bytes == sum(
-                int(np.prod(w.shape)) * 4 for w in model.get_layer("embeddings").weights)
+        if kind.startswith("stacked"):
+            # served through the fused lookup: its copy of the tables and its
+            # padded projections are what the report counts and the export saves
+            layer = model.get_layer("embeddings")
+            with layer.fused_for_serving() as fused:
+                added = fused.added_bytes
+            assert added > 0 and report.fused_added_bytes == added
+            assert report.embedding_bytes == added + sum(
+                int(np.prod(w.shape)) * 4 for w in layer.weights)
+            saved = {name for name, _ in tf.train.list_variables(
+                str(report.path / "variables" / "variables"))}
+            assert any("fused_table" in name for name in saved), saved
+            assert not any("stacked_w" in name for name in saved), saved
         expected = model.predict(requests, verbose=0).reshape(-1)
         inputs_path, outputs_path = folder / f"{kind}_in.npz", folder / f"{kind}_out.npz"
         np.savez(inputs_path, **requests)
