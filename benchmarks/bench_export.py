@@ -120,8 +120,8 @@ def model_ops(model, features, num_dense=13, fuse=True):
             tf.TensorSpec((None, features), tf.int32)).graph)
 
 
-def op_costs(export_dir, inputs, requests=200):
-    """Microseconds per batch-1 request of each op type of the export's
+def op_costs(export_dir, inputs, requests=200, batch=1):
+    """Microseconds per batch-`batch` request of each op type of the export's
     serving graph, from TensorFlow's step stats (TF1 session, full trace),
     most expensive first."""
     import tensorflow as tf
@@ -132,7 +132,7 @@ def op_costs(export_dir, inputs, requests=200):
         meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(export_dir))
         signature = meta.signature_def["serving_default"]
         fetches = [t.name for t in signature.outputs.values()]
-        feed = {signature.inputs[k].name: v[:1] for k, v in inputs.items()}
+        feed = {signature.inputs[k].name: v[:batch] for k, v in inputs.items()}
         for _ in range(20):
             session.run(fetches, feed)
         options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)

@@ -970,20 +970,27 @@ class FusedLookup:
     """A `StackedEmbedding`'s lookup as one gather and one batched matmul.
 
     The serving form of the layer (see `StackedEmbedding.fused_for_serving`):
-    every stacked table is copied, row after row, into one flat float32
-    variable with one zero after the last table, and each feature's block
+    every block of every feature is copied into one flat float32 variable,
+    row after row, behind one zero row of its own, and each feature's block
     projections into one `(slots, output_dim)` matrix, the blocks' widths
     one after another and zero rows up to `slots`, the widest feature's sum
-    of block widths (an identity for a block without projection). A rank
-    reads its block's row as `slots` scalars of the flat table, the other
-    blocks' slots and an invalid rank (-1) read the zero, so a request runs
-    one gather of `(..., F, slots)` scalars and one batched matmul, whatever
-    the number of width groups, and invalid ids need no mask afterwards.
+    of block widths (an identity for a block without projection). A request
+    then runs one gather of `(..., F, slots)` scalars and one batched matmul
+    whatever the number of width groups, and invalid ids need no mask: rank
+    -1 reads the zero row in front of its feature's rows.
 
-    Bytes: the flat table holds what the stacked tables hold (plus 4 for
-    the zero); the projections grow from the projected blocks' `w x d`
-    each to `F x slots x d` (zero padding and identities), reported by
-    `added_bytes`.
+    When every feature has one block (per-table MD, `dlrm`'s `"table"`), a
+    slot past its feature's width reads its row's last scalar again, which
+    the projection's zero rows cancel, so the positions cost one multiply on
+    `(..., F)` and one add; with several blocks, a slot outside the rank's
+    block reads a zero (a compare and a select per slot). A row holding an
+    inf therefore serves NaN where the grouped lookup may serve inf; other
+    ids never read it.
+
+    Bytes: the flat table holds the stacked tables plus one zero row per
+    block; the projections grow from the projected blocks' `w x d` each to
+    `F x slots x d` (zero padding and identities); `added_bytes` is the
+    difference, reported by `export_for_serving`.
 
     Args:
         layer: A built `StackedEmbedding` whose `fusable` is True; its
@@ -994,62 +1001,81 @@ class FusedLookup:
         plans, output_dim = layer.plans, layer.output_dim
         self.slots = max(sum(block.dim for block in plan.blocks) for plan in plans)
         self.single_block = all(plan.num_blocks == 1 for plan in plans)
-        sizes = [int(np.prod(table.shape)) for table in layer.tables]
-        starts = np.concatenate([[0], np.cumsum(sizes)]).astype("int64")
-        zero = int(starts[-1])
-        flat = np.empty(zero + 1, dtype="float32")
-        for table, start, size in zip(layer.tables, starts, sizes):
-            flat[start:start + size] = np.reshape(ops.convert_to_numpy(table), -1)
-        flat[zero] = 0.0
+        tables = [ops.convert_to_numpy(table) for table in layer.tables]
+        arrays = [None if p is None else ops.convert_to_numpy(p) for p in layer.projections]
+        members = [layer.feature_members(f) for f in range(layer.num_features)]
+        # each block's zero row and rows, block after block
+        sizes = [(block.rows + 1) * block.dim for plan in plans for block in plan.blocks]
+        flat = np.zeros(sum(sizes), dtype="float32")
         shape = (layer.num_features, self.slots)
-        # a rank r of slot s reads flat[r * scale[s] + base[s]] when
-        # start[s] <= r < stop[s]; padding slots never match (start = stop)
+        # with several blocks, rank r of slot s reads flat[r * scale[s] +
+        # base[s]] when start[s] <= r < stop[s], else flat[0] (a zero row);
+        # padding slots never match (start = stop)
         scale = np.zeros(shape, dtype="int64")
-        base = np.full(shape, zero, dtype="int64")
+        base = np.zeros(shape, dtype="int64")
         start, stop = np.zeros(shape, dtype="int64"), np.zeros(shape, dtype="int64")
         projections = np.zeros((*shape, output_dim), dtype="float32")
-        arrays = [None if p is None else ops.convert_to_numpy(p) for p in layer.projections]
+        position = 0
         for f, plan in enumerate(plans):
             slot = 0
-            for block, (g, k, offset) in zip(plan.blocks, layer.feature_members(f)):
-                width = layer.groups[g].width
+            for block, (g, k, offset) in zip(plan.blocks, members[f]):
+                width = block.dim
+                rows = tables[g][offset:offset + block.rows]
+                flat[position + width:position + width * (block.rows + 1)] = rows.reshape(-1)
                 columns = slice(slot, slot + width)
                 scale[f, columns] = width
-                base[f, columns] = (starts[g] + (offset - block.start) * width
-                                    + np.arange(width))
+                # rank r's row follows the zero row: (1 + r - start) rows in
+                base[f, columns] = position + (1 - block.start) * width + np.arange(width)
                 start[f, columns], stop[f, columns] = block.start, block.stop
                 projections[f, columns] = (np.eye(width, output_dim, dtype="float32")
                                            if arrays[g] is None else arrays[g][k])
+                position += width * (block.rows + 1)
                 slot += width
+            if self.single_block:
+                # past the width: the row's last scalar (its projection rows are 0)
+                base[f, slot:] = base[f, slot - 1]
+        self.widths = scale[:, 0].copy()
         # int32 indices while every position and every product fits
-        largest = zero + int(layer.input_dims.max()) * int(scale.max())
+        largest = flat.size + int(layer.input_dims.max()) * int(scale.max())
         self.index_dtype = "int32" if largest < np.iinfo(np.int32).max else "int64"
         self.table = keras.Variable(flat, trainable=False, name="fused_table")
         self.projections = keras.Variable(projections, trainable=False,
                                           name="fused_projections")
-        self.scale = scale.astype(self.index_dtype)
-        self.base = base.astype(self.index_dtype)
+        self.scale, self.base = scale.astype(self.index_dtype), base.astype(self.index_dtype)
         self.start, self.stop = start.astype(self.index_dtype), stop.astype(self.index_dtype)
-        self.zero = zero
-        stacked = 4 * (sum(sizes) + sum(int(np.prod(p.shape)) for p in arrays if p is not None))
+        self.widths = self.widths.astype(self.index_dtype)
+        stacked = 4 * (sum(t.size for t in tables) + sum(p.size for p in arrays if p is not None))
         self.bytes = 4 * (flat.size + projections.size)
         self.added_bytes = self.bytes - stacked
 
     def __call__(self, ranks):
-        """`(..., F, output_dim)` float32 vectors of ranks `(..., F)` (-1: zeros)."""
-        ranks = ops.expand_dims(ops.cast(ranks, self.index_dtype), -1)
-        positions = ops.add(ops.multiply(ranks, ops.convert_to_tensor(self.scale)),
-                            ops.convert_to_tensor(self.base))
+        """`(..., F, output_dim)` float32 vectors of ranks `(..., F)` in
+        `[-1, input_dim_f)` (-1: zeros)."""
+        num_features = self.widths.shape[0]
+        flat_batch = len(ranks.shape) == 2
+        shape = None if flat_batch else ops.shape(ranks)
+        if not flat_batch:
+            ranks = ops.reshape(ranks, (-1, num_features))
+        # features first, so that the matmul batches over them without a
+        # transpose of the gathered (F, N, slots) values (at batch 512 that
+        # transpose and an einsum cost more than the rest of the lookup)
+        ranks = ops.transpose(ops.cast(ranks, self.index_dtype))
+        ranks = ops.expand_dims(ranks, -1)
+        base = ops.convert_to_tensor(self.base[:, None, :])
         if self.single_block:
-            # each feature's one block spans its ranks: only -1 misses
-            member = ops.greater_equal(ranks, 0)
+            positions = ops.add(ops.multiply(
+                ranks, ops.convert_to_tensor(self.widths[:, None, None])), base)
         else:
             member = ops.logical_and(
-                ops.greater_equal(ranks, ops.convert_to_tensor(self.start)),
-                ops.less(ranks, ops.convert_to_tensor(self.stop)))
-        positions = ops.where(member, positions, self.zero)
-        values = take_rows(self.table, positions)
-        return ops.einsum("...fs,fsd->...fd", values, self.projections)
+                ops.greater_equal(ranks, ops.convert_to_tensor(self.start[:, None, :])),
+                ops.less(ranks, ops.convert_to_tensor(self.stop[:, None, :])))
+            positions = ops.where(member, ops.add(ops.multiply(
+                ranks, ops.convert_to_tensor(self.scale[:, None, :])), base), 0)
+        values = ops.matmul(take_rows(self.table, positions), self.projections)
+        vectors = ops.transpose(values, (1, 0, 2))
+        if not flat_batch:
+            vectors = ops.reshape(vectors, (*shape[:-1], num_features, values.shape[-1]))
+        return vectors
 
 
 def _is_per_feature(inputs):

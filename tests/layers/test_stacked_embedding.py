@@ -300,11 +300,15 @@ def test_fused_lookup_equals_the_grouped_one_and_numpy():
         np.testing.assert_allclose(got, grouped, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(got, _numpy_lookup(layer, x), rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(got[:2], 0.0)  # invalid ids: exact zeros
+        with layer.fused_for_serving():  # ids with two leading axes
+            got = ops.convert_to_numpy(layer(x[:8].reshape(2, 4, -1)))
+        np.testing.assert_allclose(got, grouped[:8].reshape(2, 4, *grouped.shape[1:]),
+                                   rtol=1e-6, atol=1e-7)
         assert layer._fused is None  # the context restores the layer's lookup
-    # bytes: the tables, one zero, and a (slots, d) projection per feature
+    # bytes: the tables, a zero row per block, a (slots, d) projection per feature
     with per_table.fused_for_serving() as fused:
         assert fused.slots == DIM
-        assert fused.bytes == 4 * ((50 * 8 + 300 * 4 + 100 * 2 + 70 * 4 + 1) + 4 * 8 * DIM)
+        assert fused.bytes == 4 * ((51 * 8 + 301 * 4 + 101 * 2 + 71 * 4) + 4 * 8 * DIM)
         assert fused.added_bytes == fused.bytes - 4 * (
             50 * 8 + 300 * 4 + 100 * 2 + 70 * 4 + (4 + 2 + 4) * DIM)
 
