@@ -35,8 +35,8 @@ class ExportReport:
         saved_model_bytes: Size of `saved_model.pb` (limit: 2 GiB).
         assets_bytes: Size of `assets/` (the vocabulary files).
         fused_added_bytes: Bytes the fused stacked lookups add to
-            `embedding_bytes` (zero-padded and identity projections, one
-            zero per layer; see `StackedEmbedding.fused_for_serving`), 0
+            `embedding_bytes` (zero-padded and identity projections, a zero
+            row per block; see `StackedEmbedding.fused_for_serving`), 0
             when none was fused.
 
     Example:
