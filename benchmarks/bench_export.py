@@ -16,7 +16,8 @@ through its fused lookup unless `--grouped-only`).
 
 `--with-grouped` adds the stacked MD model exported with its grouped lookup
 (`fuse_stacked=False`, one gather per width group) to the same interleaved
-run; `--op-costs` also prints, per stacked export, the time of each op type
+run, `--with-block-diagonal` the one exported with
+`fuse_stacked="block_diagonal"`; `--op-costs` also prints, per stacked export, the time of each op type
 in a batch-1 request (TensorFlow's step stats over 200 traced requests,
 Python runtime, so only the shares are meant to be read).
 
@@ -85,16 +86,17 @@ def _op_types(graph):
 
 
 @contextlib.contextmanager
-def fused(model, enabled=True):
+def fused(model, fuse=True):
     """The model's fusable stacked layers fused for serving, as
-    `export_for_serving(fuse_stacked=True)` traces them."""
+    `export_for_serving(fuse_stacked=fuse)` traces them."""
     from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 
+    projection = "block_diagonal" if fuse == "block_diagonal" else "batched"
     with contextlib.ExitStack() as stack:
-        if enabled:
+        if fuse:
             for layer in model._flatten_layers(include_self=False):
                 if isinstance(layer, StackedEmbedding) and layer.fusable:
-                    stack.enter_context(layer.fused_for_serving())
+                    stack.enter_context(layer.fused_for_serving(projection))
         yield
 
 
@@ -265,6 +267,9 @@ def main():
     parser.add_argument("--with-grouped", action="store_true",
                         help="also time the stacked MD model exported with its "
                         "grouped lookup (fuse_stacked=False)")
+    parser.add_argument("--with-block-diagonal", action="store_true",
+                        help="also time the stacked MD model exported with "
+                        "fuse_stacked='block_diagonal'")
     parser.add_argument("--op-costs", action="store_true",
                         help="print each stacked export's op types' time in a "
                         "batch-1 request (TF step stats)")
@@ -303,6 +308,8 @@ def main():
             variants = [(name, True)]
             if layout == "stacked" and mode == "table" and args.with_grouped:
                 variants.append(("table/grouped", False))
+            if layout == "stacked" and mode == "table" and args.with_block_diagonal:
+                variants.append(("table/blockdiag", "block_diagonal"))
             for variant, fuse in variants:
                 report = export_for_serving(model, work / "serving",
                                             f"dlrm_{variant.replace('/', '_')}",
@@ -359,6 +366,11 @@ def main():
               f"batch 1 {ratio('table/stacked', 'table/grouped', 1):.2f}x, batch 512 "
               f"{ratio('table/stacked', 'table/grouped', 512):.2f}x; the fused export "
               f"adds {rows['table/stacked'][0].fused_added_bytes:,} bytes")
+    if "table/blockdiag" in rows:
+        print(f"stacked MD fused, block-diagonal projection / uniform: batch 1 "
+              f"{ratio('table/blockdiag', 'uniform/stacked', 1):.2f}x, batch 512 "
+              f"{ratio('table/blockdiag', 'uniform/stacked', 512):.2f}x; it adds "
+              f"{rows['table/blockdiag'][0].fused_added_bytes:,} bytes")
     if "table/stacked" in rows and "uniform" in rows:
         print(f"MD stacked / uniform per feature p50 latency: batch 1 "
               f"{ratio('table/stacked', 'uniform', 1):.2f}x, "

@@ -71,17 +71,21 @@ def _weight_bytes(model):
 
 
 @contextlib.contextmanager
-def _fused_stacked(model, enabled):
+def _fused_stacked(model, fuse):
     """Every fusable `StackedEmbedding` of `model` fused for serving while
     the export traces; yields the `FusedLookup`s."""
     from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 
+    if fuse not in (True, False, "block_diagonal"):
+        raise ValueError("`fuse_stacked` must be True, False or 'block_diagonal'. "
+                         f"Received: {fuse!r}")
+    projection = "block_diagonal" if fuse == "block_diagonal" else "batched"
     with contextlib.ExitStack() as stack:
         fused = []
-        if enabled:
+        if fuse:
             for layer in model._flatten_layers(include_self=False):
                 if isinstance(layer, StackedEmbedding) and layer.fusable:
-                    fused.append(stack.enter_context(layer.fused_for_serving()))
+                    fused.append(stack.enter_context(layer.fused_for_serving(projection)))
         yield fused
 
 
@@ -229,7 +233,9 @@ def export_for_serving(model, base, name, preprocess=None, input_signature=None,
             then saves the fused copy instead of the stacked tables, a few
             KiB larger (`ExportReport.fused_added_bytes`), and holds the
             tables twice in host memory while it runs; False exports the
-            layer's own lookup.
+            layer's own lookup. `"block_diagonal"` fuses with one plain
+            matmul (`FusedLookup`'s `projection="block_diagonal"`: cheaper at
+            batch 1, more bytes and arithmetic; refused above its byte cap).
 
     Returns:
         An `ExportReport`.
@@ -294,7 +300,7 @@ def export_for_serving(model, base, name, preprocess=None, input_signature=None,
 
             write_warmup_requests(path, warmup, model_name=name)
 
-    with _fused_stacked(model, fuse_stacked) as fused:
+    with _fused_stacked(model, fuse_stacked) as fused:  # checks fuse_stacked first
         path, version = write_version(base, name, write, version)
         added = sum(lookup.added_bytes for lookup in fused)
     embedding, other = _weight_bytes(model)

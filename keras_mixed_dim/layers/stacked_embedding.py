@@ -707,7 +707,7 @@ class StackedEmbedding(layers.Layer):
                 and (len(self.groups) > 1 or self.projections[0] is not None))
 
     @contextlib.contextmanager
-    def fused_for_serving(self):
+    def fused_for_serving(self, projection="batched"):
         """Inference calls in this context look up through a `FusedLookup`.
 
         Made for exports (`keras_mixed_dim.export.export_for_serving` enters
@@ -717,6 +717,13 @@ class StackedEmbedding(layers.Layer):
         variables instead of the stacked ones. The fused copy is taken from
         the weights on entry (the host holds the tables twice meanwhile), so
         the layer must not train inside the context: a training call raises.
+
+        Args:
+            projection: `"batched"` (one batched matmul of `(F, slots,
+                output_dim)` projections) or `"block_diagonal"` (one plain
+                matmul with every projection in one block-diagonal matrix:
+                fewer fixed costs per request, more bytes and arithmetic;
+                see `FusedLookup`).
 
         Returns:
             A context manager yielding the `FusedLookup` (for its `bytes`).
@@ -736,7 +743,7 @@ class StackedEmbedding(layers.Layer):
                 f"{list(self.bag_sizes)}, groups={len(self.groups) if self.built else '?'}).")
         if self._fused is not None:
             raise ValueError(f"Layer {self.name!r} is already fused for serving.")
-        self._fused = FusedLookup(self)
+        self._fused = FusedLookup(self, projection)
         try:
             yield self._fused
         finally:
@@ -992,12 +999,30 @@ class FusedLookup:
     `F x slots x d` (zero padding and identities); `added_bytes` is the
     difference, reported by `export_for_serving`.
 
+    With `projection="block_diagonal"`, the features' slots are their
+    blocks' widths end to end (`T` in all, no padding) and every projection
+    sits in one `(T, F * output_dim)` block-diagonal matrix: a request then
+    runs one plain matmul, whose fixed cost at batch 1 is below a batched
+    one's, but `F` times the arithmetic of the batched projections, and
+    `4 * T * F * output_dim` bytes, so it is refused above
+    `BLOCK_DIAGONAL_MAX_SHARE` of the tables' bytes or 1 MiB, whichever is
+    larger.
+
     Args:
         layer: A built `StackedEmbedding` whose `fusable` is True; its
             weights are copied when this is made.
+        projection: `"batched"` or `"block_diagonal"`.
     """
 
-    def __init__(self, layer):
+    #: Largest block-diagonal projection, as a share of the stacked tables' bytes.
+    BLOCK_DIAGONAL_MAX_SHARE = 0.125
+
+    def __init__(self, layer, projection="batched"):
+        if projection not in ("batched", "block_diagonal"):
+            raise ValueError(
+                "`projection` must be 'batched' or 'block_diagonal'. Received: "
+                f"{projection!r}")
+        self.projection = projection
         plans, output_dim = layer.plans, layer.output_dim
         self.slots = max(sum(block.dim for block in plan.blocks) for plan in plans)
         self.single_block = all(plan.num_blocks == 1 for plan in plans)
@@ -1039,12 +1064,34 @@ class FusedLookup:
         largest = flat.size + int(layer.input_dims.max()) * int(scale.max())
         self.index_dtype = "int32" if largest < np.iinfo(np.int32).max else "int64"
         self.table = keras.Variable(flat, trainable=False, name="fused_table")
-        self.projections = keras.Variable(projections, trainable=False,
-                                          name="fused_projections")
         self.scale, self.base = scale.astype(self.index_dtype), base.astype(self.index_dtype)
         self.start, self.stop = start.astype(self.index_dtype), stop.astype(self.index_dtype)
         self.widths = self.widths.astype(self.index_dtype)
         stacked = 4 * (sum(t.size for t in tables) + sum(p.size for p in arrays if p is not None))
+        if projection == "block_diagonal":
+            # the real slots only, feature after feature
+            used = [sum(block.dim for block in plan.blocks) for plan in plans]
+            slot_of = np.concatenate([f * self.slots + np.arange(n)
+                                      for f, n in enumerate(used)])
+            diagonal = np.zeros((slot_of.size, len(plans) * output_dim), dtype="float32")
+            rows = np.repeat(np.arange(len(plans)), used)
+            for f in range(len(plans)):
+                diagonal[rows == f, f * output_dim:(f + 1) * output_dim] = (
+                    projections[f, :used[f]])
+            limit = max(self.BLOCK_DIAGONAL_MAX_SHARE * 4 * sum(t.size for t in tables),
+                        2**20)
+            if 4 * diagonal.size > limit:
+                raise ValueError(
+                    f"Layer {layer.name!r}: a block-diagonal projection of "
+                    f"{diagonal.shape} takes {4 * diagonal.size:,} bytes, above "
+                    f"{self.BLOCK_DIAGONAL_MAX_SHARE} of its tables' bytes and 1 MiB "
+                    f"({int(limit):,}); use projection='batched'.")
+            self.slot_feature = rows.astype("int32")
+            for name in ("scale", "base", "start", "stop"):
+                setattr(self, name, getattr(self, name).reshape(-1)[slot_of])
+            projections = diagonal
+        self.projections = keras.Variable(projections, trainable=False,
+                                          name="fused_projections")
         self.bytes = 4 * (flat.size + projections.size)
         self.added_bytes = self.bytes - stacked
 
@@ -1052,6 +1099,8 @@ class FusedLookup:
         """`(..., F, output_dim)` float32 vectors of ranks `(..., F)` in
         `[-1, input_dim_f)` (-1: zeros)."""
         num_features = self.widths.shape[0]
+        if self.projection == "block_diagonal":
+            return self._block_diagonal(ranks, num_features)
         flat_batch = len(ranks.shape) == 2
         shape = None if flat_batch else ops.shape(ranks)
         if not flat_batch:
@@ -1076,6 +1125,24 @@ class FusedLookup:
         if not flat_batch:
             vectors = ops.reshape(vectors, (*shape[:-1], num_features, values.shape[-1]))
         return vectors
+
+    def _block_diagonal(self, ranks, num_features):
+        output_dim = self.projections.shape[-1] // num_features
+        shape = (-1,) if len(ranks.shape) == 2 else ops.shape(ranks)[:-1]
+        # each slot's feature's rank: (N, T)
+        ranks = take_columns(ops.cast(ops.reshape(ranks, (-1, num_features)),
+                                      self.index_dtype), self.slot_feature)
+        base = ops.convert_to_tensor(self.base)
+        if self.single_block:
+            positions = ops.add(ops.multiply(ranks, ops.convert_to_tensor(self.scale)), base)
+        else:
+            member = ops.logical_and(
+                ops.greater_equal(ranks, ops.convert_to_tensor(self.start)),
+                ops.less(ranks, ops.convert_to_tensor(self.stop)))
+            positions = ops.where(member, ops.add(ops.multiply(
+                ranks, ops.convert_to_tensor(self.scale)), base), 0)
+        vectors = ops.matmul(take_rows(self.table, positions), self.projections)
+        return ops.reshape(vectors, (*shape, num_features, output_dim))
 
 
 def _is_per_feature(inputs):

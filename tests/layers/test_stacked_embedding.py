@@ -1,6 +1,8 @@
 """StackedEmbedding equals the per-feature layers it replaces, on the active
 backend (TensorFlow by default; run with KERAS_BACKEND=jax / torch too)."""
 
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -291,19 +293,20 @@ def test_fused_lookup_equals_the_grouped_one_and_numpy():
                                   BlockPlan(100, DIM, [Block(0, 100, 2)]),
                                   BlockPlan(70, DIM, [Block(0, 70, 4)])], DIM)
     table_ids = _ids(rng, [keras.layers.Embedding(n, 1) for n in (50, 300, 100, 70)], 16)
-    for layer, x in ((stacked, ids), (per_table, table_ids)):
+    for (layer, x), projection in itertools.product(
+            ((stacked, ids), (per_table, table_ids)), ("batched", "block_diagonal")):
         layer.build()
         grouped = ops.convert_to_numpy(layer(x))
-        with layer.fused_for_serving() as fused:
+        with layer.fused_for_serving(projection) as fused:
             got = ops.convert_to_numpy(layer(x))
         assert fused.single_block == (layer is per_table)
-        np.testing.assert_allclose(got, grouped, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(got, grouped, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got, _numpy_lookup(layer, x), rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(got[:2], 0.0)  # invalid ids: exact zeros
-        with layer.fused_for_serving():  # ids with two leading axes
+        with layer.fused_for_serving(projection):  # ids with two leading axes
             got = ops.convert_to_numpy(layer(x[:8].reshape(2, 4, -1)))
         np.testing.assert_allclose(got, grouped[:8].reshape(2, 4, *grouped.shape[1:]),
-                                   rtol=1e-6, atol=1e-7)
+                                   rtol=1e-5, atol=1e-6)
         assert layer._fused is None  # the context restores the layer's lookup
     # bytes: the tables, a zero row per block, a (slots, d) projection per feature
     with per_table.fused_for_serving() as fused:
@@ -311,6 +314,10 @@ def test_fused_lookup_equals_the_grouped_one_and_numpy():
         assert fused.bytes == 4 * ((51 * 8 + 301 * 4 + 101 * 2 + 71 * 4) + 4 * 8 * DIM)
         assert fused.added_bytes == fused.bytes - 4 * (
             50 * 8 + 300 * 4 + 100 * 2 + 70 * 4 + (4 + 2 + 4) * DIM)
+    # block-diagonal: the features' widths end to end, times F * d columns
+    with per_table.fused_for_serving("block_diagonal") as fused:
+        assert tuple(fused.projections.shape) == (8 + 4 + 2 + 4, 4 * DIM)
+        assert fused.bytes == 4 * ((51 * 8 + 301 * 4 + 101 * 2 + 71 * 4) + 18 * 4 * DIM)
 
 
 def test_fused_lookup_weights_scale_each_feature():
@@ -336,6 +343,16 @@ def test_fused_for_serving_refuses_training_and_unfusable_layers():
         with pytest.raises(ValueError, match="already fused"):
             with layer.fused_for_serving():
                 pass
+    with pytest.raises(ValueError, match="'batched' or 'block_diagonal'.*'dense'"):
+        with layer.fused_for_serving("dense"):
+            pass
+    # a block-diagonal projection above an eighth of the tables and 1 MiB
+    # (128 x 4096 floats, 2 MiB, on 64 tables of 3 rows): refused
+    tiny = StackedEmbedding([BlockPlan(3, 64, [Block(0, 3, 2)])] * 64, 64)
+    tiny.build()
+    with pytest.raises(ValueError, match="block-diagonal projection.*bytes"):
+        with tiny.fused_for_serving("block_diagonal"):
+            pass
     for unfusable in (StackedEmbedding([30, 60], 4),  # one uniform stack: one gather
                       StackedEmbedding([30, BlockPlan(60, 4, [Block(0, 60, 2)])], 4,
                                        bag_sizes=[2, 1])):
