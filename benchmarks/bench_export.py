@@ -16,8 +16,8 @@ through its fused lookup unless `--grouped-only`).
 
 `--with-grouped` adds the stacked MD model exported with its grouped lookup
 (`fuse_stacked=False`, one gather per width group) to the same interleaved
-run, `--with-block-diagonal` the one exported with
-`fuse_stacked="block_diagonal"`; `--op-costs` also prints, per stacked export, the time of each op type
+run, `--with-batched` the one exported with `fuse_stacked="batched"` (the
+default takes the block-diagonal projection where it fits its cap); `--op-costs` also prints, per stacked export, the time of each op type
 in a batch-1 request (TensorFlow's step stats over 200 traced requests,
 Python runtime, so only the shares are meant to be read).
 
@@ -91,7 +91,7 @@ def fused(model, fuse=True):
     `export_for_serving(fuse_stacked=fuse)` traces them."""
     from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 
-    projection = "block_diagonal" if fuse == "block_diagonal" else "batched"
+    projection = "auto" if fuse is True else fuse
     with contextlib.ExitStack() as stack:
         if fuse:
             for layer in model._flatten_layers(include_self=False):
@@ -267,9 +267,9 @@ def main():
     parser.add_argument("--with-grouped", action="store_true",
                         help="also time the stacked MD model exported with its "
                         "grouped lookup (fuse_stacked=False)")
-    parser.add_argument("--with-block-diagonal", action="store_true",
+    parser.add_argument("--with-batched", action="store_true",
                         help="also time the stacked MD model exported with "
-                        "fuse_stacked='block_diagonal'")
+                        "fuse_stacked='batched'")
     parser.add_argument("--op-costs", action="store_true",
                         help="print each stacked export's op types' time in a "
                         "batch-1 request (TF step stats)")
@@ -308,8 +308,8 @@ def main():
             variants = [(name, True)]
             if layout == "stacked" and mode == "table" and args.with_grouped:
                 variants.append(("table/grouped", False))
-            if layout == "stacked" and mode == "table" and args.with_block_diagonal:
-                variants.append(("table/blockdiag", "block_diagonal"))
+            if layout == "stacked" and mode == "table" and args.with_batched:
+                variants.append(("table/batched", "batched"))
             for variant, fuse in variants:
                 report = export_for_serving(model, work / "serving",
                                             f"dlrm_{variant.replace('/', '_')}",
@@ -366,11 +366,11 @@ def main():
               f"batch 1 {ratio('table/stacked', 'table/grouped', 1):.2f}x, batch 512 "
               f"{ratio('table/stacked', 'table/grouped', 512):.2f}x; the fused export "
               f"adds {rows['table/stacked'][0].fused_added_bytes:,} bytes")
-    if "table/blockdiag" in rows:
-        print(f"stacked MD fused, block-diagonal projection / uniform: batch 1 "
-              f"{ratio('table/blockdiag', 'uniform/stacked', 1):.2f}x, batch 512 "
-              f"{ratio('table/blockdiag', 'uniform/stacked', 512):.2f}x; it adds "
-              f"{rows['table/blockdiag'][0].fused_added_bytes:,} bytes")
+    if "table/batched" in rows:
+        print(f"stacked MD fused, batched projection / uniform: batch 1 "
+              f"{ratio('table/batched', 'uniform/stacked', 1):.2f}x, batch 512 "
+              f"{ratio('table/batched', 'uniform/stacked', 512):.2f}x; it adds "
+              f"{rows['table/batched'][0].fused_added_bytes:,} bytes")
     if "table/stacked" in rows and "uniform" in rows:
         print(f"MD stacked / uniform per feature p50 latency: batch 1 "
               f"{ratio('table/stacked', 'uniform', 1):.2f}x, "

@@ -76,10 +76,10 @@ def _fused_stacked(model, fuse):
     the export traces; yields the `FusedLookup`s."""
     from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 
-    if fuse not in (True, False, "block_diagonal"):
-        raise ValueError("`fuse_stacked` must be True, False or 'block_diagonal'. "
-                         f"Received: {fuse!r}")
-    projection = "block_diagonal" if fuse == "block_diagonal" else "batched"
+    if fuse not in (True, False, "batched", "block_diagonal"):
+        raise ValueError("`fuse_stacked` must be True, False, 'batched' or "
+                         f"'block_diagonal'. Received: {fuse!r}")
+    projection = "auto" if fuse is True else fuse
     with contextlib.ExitStack() as stack:
         fused = []
         if fuse:
@@ -228,14 +228,17 @@ def export_for_serving(model, base, name, preprocess=None, input_signature=None,
             fails the export rather than the server.
         fuse_stacked: Whether each `StackedEmbedding` with several width
             groups or projections serves through its `FusedLookup` (one
-            gather and one batched matmul per request instead of one per
-            group; the same vectors within float32 rounding). The export
-            then saves the fused copy instead of the stacked tables, a few
-            KiB larger (`ExportReport.fused_added_bytes`), and holds the
-            tables twice in host memory while it runs; False exports the
-            layer's own lookup. `"block_diagonal"` fuses with one plain
-            matmul (`FusedLookup`'s `projection="block_diagonal"`: cheaper at
-            batch 1, more bytes and arithmetic; refused above its byte cap).
+            gather and one matmul per request instead of a gather per width
+            group and a matmul per projected group; the same vectors within
+            float32 rounding). The export then saves the fused copy instead
+            of the stacked tables, with its projections as one
+            block-diagonal matrix where that stays under its cap (an eighth
+            of the tables' bytes, or 1 MiB), else as a batched stack (True,
+            the default); `"block_diagonal"` or `"batched"` asks for one
+            (`"block_diagonal"` is refused above the cap). What the fused
+            projections add is `ExportReport.fused_added_bytes`; the export
+            holds the tables twice in host memory while it runs. False
+            exports the layer's own lookup.
 
     Returns:
         An `ExportReport`.

@@ -707,7 +707,7 @@ class StackedEmbedding(layers.Layer):
                 and (len(self.groups) > 1 or self.projections[0] is not None))
 
     @contextlib.contextmanager
-    def fused_for_serving(self, projection="batched"):
+    def fused_for_serving(self, projection="auto"):
         """Inference calls in this context look up through a `FusedLookup`.
 
         Made for exports (`keras_mixed_dim.export.export_for_serving` enters
@@ -720,10 +720,11 @@ class StackedEmbedding(layers.Layer):
 
         Args:
             projection: `"batched"` (one batched matmul of `(F, slots,
-                output_dim)` projections) or `"block_diagonal"` (one plain
+                output_dim)` projections), `"block_diagonal"` (one plain
                 matmul with every projection in one block-diagonal matrix:
-                fewer fixed costs per request, more bytes and arithmetic;
-                see `FusedLookup`).
+                a lower fixed cost per request, more bytes and arithmetic,
+                refused above a byte cap) or `"auto"` (block-diagonal within
+                the cap, else batched); see `FusedLookup`.
 
         Returns:
             A context manager yielding the `FusedLookup` (for its `bytes`).
@@ -1003,27 +1004,40 @@ class FusedLookup:
     blocks' widths end to end (`T` in all, no padding) and every projection
     sits in one `(T, F * output_dim)` block-diagonal matrix: a request then
     runs one plain matmul, whose fixed cost at batch 1 is below a batched
-    one's, but `F` times the arithmetic of the batched projections, and
-    `4 * T * F * output_dim` bytes, so it is refused above
-    `BLOCK_DIAGONAL_MAX_SHARE` of the tables' bytes or 1 MiB, whichever is
-    larger.
+    one's (oneDNN's batched matmul), but with `F` times the arithmetic of
+    the batched projections and `4 * T * F * output_dim` bytes, so it is
+    refused above `BLOCK_DIAGONAL_MAX_SHARE` of the tables' bytes or 1 MiB,
+    whichever is larger. `"auto"` (the default) takes the block-diagonal
+    projection within that cap and the batched one above it.
 
     Args:
         layer: A built `StackedEmbedding` whose `fusable` is True; its
             weights are copied when this is made.
-        projection: `"batched"` or `"block_diagonal"`.
+        projection: `"auto"`, `"batched"` or `"block_diagonal"`.
     """
 
     #: Largest block-diagonal projection, as a share of the stacked tables' bytes.
     BLOCK_DIAGONAL_MAX_SHARE = 0.125
 
-    def __init__(self, layer, projection="batched"):
-        if projection not in ("batched", "block_diagonal"):
+    def __init__(self, layer, projection="auto"):
+        if projection not in ("auto", "batched", "block_diagonal"):
             raise ValueError(
-                "`projection` must be 'batched' or 'block_diagonal'. Received: "
-                f"{projection!r}")
-        self.projection = projection
+                "`projection` must be 'auto', 'batched' or 'block_diagonal'. "
+                f"Received: {projection!r}")
         plans, output_dim = layer.plans, layer.output_dim
+        used = [sum(block.dim for block in plan.blocks) for plan in plans]
+        diagonal_bytes = 4 * sum(used) * len(plans) * output_dim
+        limit = max(self.BLOCK_DIAGONAL_MAX_SHARE * 4 * sum(
+            int(np.prod(t.shape)) for t in layer.tables), 2**20)
+        if projection == "block_diagonal" and diagonal_bytes > limit:
+            raise ValueError(
+                f"Layer {layer.name!r}: a block-diagonal projection of "
+                f"({sum(used)}, {len(plans) * output_dim}) takes {diagonal_bytes:,} "
+                f"bytes, above {self.BLOCK_DIAGONAL_MAX_SHARE} of its tables' bytes "
+                f"and 1 MiB ({int(limit):,}); use projection='batched'.")
+        if projection == "auto":
+            projection = "block_diagonal" if diagonal_bytes <= limit else "batched"
+        self.projection = projection
         self.slots = max(sum(block.dim for block in plan.blocks) for plan in plans)
         self.single_block = all(plan.num_blocks == 1 for plan in plans)
         tables = [ops.convert_to_numpy(table) for table in layer.tables]
@@ -1070,7 +1084,6 @@ class FusedLookup:
         stacked = 4 * (sum(t.size for t in tables) + sum(p.size for p in arrays if p is not None))
         if projection == "block_diagonal":
             # the real slots only, feature after feature
-            used = [sum(block.dim for block in plan.blocks) for plan in plans]
             slot_of = np.concatenate([f * self.slots + np.arange(n)
                                       for f, n in enumerate(used)])
             diagonal = np.zeros((slot_of.size, len(plans) * output_dim), dtype="float32")
@@ -1078,14 +1091,6 @@ class FusedLookup:
             for f in range(len(plans)):
                 diagonal[rows == f, f * output_dim:(f + 1) * output_dim] = (
                     projections[f, :used[f]])
-            limit = max(self.BLOCK_DIAGONAL_MAX_SHARE * 4 * sum(t.size for t in tables),
-                        2**20)
-            if 4 * diagonal.size > limit:
-                raise ValueError(
-                    f"Layer {layer.name!r}: a block-diagonal projection of "
-                    f"{diagonal.shape} takes {4 * diagonal.size:,} bytes, above "
-                    f"{self.BLOCK_DIAGONAL_MAX_SHARE} of its tables' bytes and 1 MiB "
-                    f"({int(limit):,}); use projection='batched'.")
             self.slot_feature = rows.astype("int32")
             for name in ("scale", "base", "start", "stop"):
                 setattr(self, name, getattr(self, name).reshape(-1)[slot_of])

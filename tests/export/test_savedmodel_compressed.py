@@ -27,8 +27,11 @@ from keras_mixed_dim.models.dlrm import embedding_layers
 pytestmark = pytest.mark.xdist_group("compressed_export")
 
 # "stacked": the mixed-dimension ("table_blocks") tables in one StackedEmbedding;
-# "stacked_table": per-table MD (one block per feature, dlrm's benchmark case)
-KINDS = ("qr", "md_qr", "hashing", "robe", "lma", "stacked", "stacked_table")
+# "stacked_table": per-table MD (one block per feature, dlrm's benchmark case),
+# "stacked_table_batched" the same exported with the batched projection (the
+# default takes the block-diagonal one where it fits its cap)
+KINDS = ("qr", "md_qr", "hashing", "robe", "lma", "stacked", "stacked_table",
+         "stacked_table_batched")
 CARDINALITIES = [3000, 200, 40]
 
 
@@ -62,7 +65,7 @@ def served(tmp_path_factory, run_python):
     for kind in KINDS:
         if kind.startswith("stacked"):
             embeddings = embedding_layers(
-                CARDINALITIES, 8, "table" if kind == "stacked_table" else "table_blocks",
+                CARDINALITIES, 8, "table_blocks" if kind == "stacked" else "table",
                 block_min_rows=100)
             model = dlrm(embeddings, 8, bottom=(16,), top=(16,), stacked=True)
             assert isinstance(model.get_layer("embeddings"), StackedEmbedding)
@@ -73,13 +76,15 @@ def served(tmp_path_factory, run_python):
         model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
         model.fit({"dense": dense, "categorical": categorical}, labels, epochs=1,
                   batch_size=128, verbose=0)
-        report = export_for_serving(model, folder / "serving", f"dlrm_{kind}",
-                                    output_names="probability")
+        report = export_for_serving(
+            model, folder / "serving", f"dlrm_{kind}", output_names="probability",
+            fuse_stacked="batched" if kind == "stacked_table_batched" else True)
         if kind.startswith("stacked"):
             # served through the fused lookup: its copy of the tables and its
             # padded projections are what the report counts and the export saves
             layer = model.get_layer("embeddings")
-            with layer.fused_for_serving() as fused:
+            with layer.fused_for_serving("batched" if kind.endswith("_batched")
+                                         else "auto") as fused:
                 added = fused.added_bytes
                 fused_shapes = [tuple(fused.table.shape), tuple(fused.projections.shape)]
             assert added > 0 and report.fused_added_bytes == added

@@ -309,7 +309,7 @@ def test_fused_lookup_equals_the_grouped_one_and_numpy():
                                    rtol=1e-5, atol=1e-6)
         assert layer._fused is None  # the context restores the layer's lookup
     # bytes: the tables, a zero row per block, a (slots, d) projection per feature
-    with per_table.fused_for_serving() as fused:
+    with per_table.fused_for_serving("batched") as fused:
         assert fused.slots == DIM
         assert fused.bytes == 4 * ((51 * 8 + 301 * 4 + 101 * 2 + 71 * 4) + 4 * 8 * DIM)
         assert fused.added_bytes == fused.bytes - 4 * (
@@ -353,6 +353,11 @@ def test_fused_for_serving_refuses_training_and_unfusable_layers():
     with pytest.raises(ValueError, match="block-diagonal projection.*bytes"):
         with tiny.fused_for_serving("block_diagonal"):
             pass
+    # "auto": block-diagonal within the cap, batched above it
+    with tiny.fused_for_serving() as fused:
+        assert fused.projection == "batched"
+    with layer.fused_for_serving() as fused:
+        assert fused.projection == "block_diagonal"
     for unfusable in (StackedEmbedding([30, 60], 4),  # one uniform stack: one gather
                       StackedEmbedding([30, BlockPlan(60, 4, [Block(0, 60, 2)])], 4,
                                        bag_sizes=[2, 1])):
