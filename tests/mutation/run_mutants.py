@@ -675,6 +675,9 @@ MUTANTS += [
     Mutant("fused-block-upper-bound-dropped", STACKED, "FusedLookup.__call__",
            swap("ops.less(ranks, ops.convert_to_tensor(self.stop[:, None, :]))",
                 "ops.greater_equal(ranks, 0)"), FUSED_TESTS),
+    Mutant("fused-diagonal-block-bound-dropped", STACKED, "FusedLookup._block_diagonal",
+           swap("ops.less(ranks, ops.convert_to_tensor(self.stop))",
+                "ops.greater_equal(ranks, 0)"), FUSED_TESTS),
 ]
 
 def run(mutant, keep_going=False):
