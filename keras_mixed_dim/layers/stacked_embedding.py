@@ -1133,10 +1133,12 @@ class FusedLookup:
 
     def _block_diagonal(self, ranks, num_features):
         output_dim = self.projections.shape[-1] // num_features
-        shape = (-1,) if len(ranks.shape) == 2 else ops.shape(ranks)[:-1]
+        shape = (-1,)
+        if len(ranks.shape) != 2:
+            shape = ops.shape(ranks)[:-1]
+            ranks = ops.reshape(ranks, (-1, num_features))
         # each slot's feature's rank: (N, T)
-        ranks = take_columns(ops.cast(ops.reshape(ranks, (-1, num_features)),
-                                      self.index_dtype), self.slot_feature)
+        ranks = take_columns(ops.cast(ranks, self.index_dtype), self.slot_feature)
         base = ops.convert_to_tensor(self.base)
         if self.single_block:
             positions = ops.add(ops.multiply(ranks, ops.convert_to_tensor(self.scale)), base)
