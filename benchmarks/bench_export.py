@@ -8,9 +8,18 @@ requests in a separate process that loads the SavedModels through the
 TensorFlow C API (no TensorFlow Python package): p50 / p99 latency for
 batch 1 and batch 512. Prints the export sizes split into embedding tables,
 other variables and vocabulary tables, `variables/` on disk, and the range
-of ops per embedding layer's inference graph.
+of ops per embedding layer's inference graph, and the op types of each
+stacked model's inference graph (as the export traces it: a stacked MD layer
+through its fused lookup unless `--grouped-only`).
 
     python benchmarks/bench_export.py --scale 0.05
+
+`--with-grouped` adds the stacked MD model exported with its grouped lookup
+(`fuse_stacked=False`, one gather per width group) to the same interleaved
+run, `--with-batched` the one exported with `fuse_stacked="batched"` (the
+default takes the block-diagonal projection where it fits its cap); `--op-costs` also prints, per stacked export, the time of each op type
+in a batch-1 request (TensorFlow's step stats over 200 traced requests,
+Python runtime, so only the shares are meant to be read).
 
 With `--kaggle-vocabulary`, instead: vocabularies at the full Kaggle
 cardinalities (33.8M distinct synthetic hex values, written to vocabulary
@@ -23,6 +32,8 @@ graph), `assets/` and `variables/`; optionally one request through the C API.
 """
 
 import argparse
+import collections
+import contextlib
 import json
 import os
 import pathlib
@@ -59,11 +70,34 @@ def vocabulary_for(cardinalities):
     return CriteoVocabulary(tuple(tokens), counts, tuple(0 for _ in tokens), 1)
 
 
+SKIPPED_OPS = {"Placeholder", "Const", "NoOp", "Identity", "ReadVariableOp"}
+
+
 def _scheduled_ops(graph):
     """Ops in a traced inference graph without constants, placeholders and
     variable reads: the per-request work it schedules."""
-    skipped = {"Placeholder", "Const", "NoOp", "Identity", "ReadVariableOp"}
-    return sum(op.type not in skipped for op in graph.get_operations())
+    return sum(op.type not in SKIPPED_OPS for op in graph.get_operations())
+
+
+def _op_types(graph):
+    """`Counter` of the scheduled ops' types."""
+    return collections.Counter(op.type for op in graph.get_operations()
+                               if op.type not in SKIPPED_OPS)
+
+
+@contextlib.contextmanager
+def fused(model, fuse=True):
+    """The model's fusable stacked layers fused for serving, as
+    `export_for_serving(fuse_stacked=fuse)` traces them."""
+    from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
+
+    projection = "auto" if fuse is True else fuse
+    with contextlib.ExitStack() as stack:
+        if fuse:
+            for layer in model._flatten_layers(include_self=False):
+                if isinstance(layer, StackedEmbedding) and layer.fusable:
+                    stack.enter_context(layer.fused_for_serving(projection))
+        yield
 
 
 def inference_ops(layer):
@@ -74,16 +108,52 @@ def inference_ops(layer):
     return _scheduled_ops(call.get_concrete_function(tf.TensorSpec((None,), tf.int32)).graph)
 
 
-def model_ops(model, features, num_dense=13):
-    """Scheduled ops of the whole model on id inputs (without the string
-    lookups, the same for every model)."""
+def model_ops(model, features, num_dense=13, fuse=True):
+    """Op types of the whole model's inference graph on id inputs, as the
+    export traces it (without the string lookups, the same for every
+    model): a `Counter`."""
     import tensorflow as tf
 
     call = tf.function(lambda dense, ids: model({"dense": dense, "categorical": ids},
                                                 training=False))
-    return _scheduled_ops(call.get_concrete_function(
-        tf.TensorSpec((None, num_dense), tf.float32),
-        tf.TensorSpec((None, features), tf.int32)).graph)
+    with fused(model, fuse):
+        return _op_types(call.get_concrete_function(
+            tf.TensorSpec((None, num_dense), tf.float32),
+            tf.TensorSpec((None, features), tf.int32)).graph)
+
+
+def op_costs(export_dir, inputs, requests=200, batch=1):
+    """Microseconds per batch-`batch` request of each op type of the export's
+    serving graph, from TensorFlow's step stats (TF1 session, full trace),
+    most expensive first."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    totals = collections.Counter()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(export_dir))
+        signature = meta.signature_def["serving_default"]
+        fetches = [t.name for t in signature.outputs.values()]
+        feed = {signature.inputs[k].name: v[:batch] for k, v in inputs.items()}
+        for _ in range(20):
+            session.run(fetches, feed)
+        options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+        types = {op.name: op.type for op in graph.get_operations()}
+        for _ in range(requests):
+            metadata = tf.compat.v1.RunMetadata()
+            session.run(fetches, feed, options=options, run_metadata=metadata)
+            for device in metadata.step_stats.dev_stats:
+                for node in device.node_stats:
+                    name = node.node_name.split(":")[0]
+                    kind = types.get(name) or node.timeline_label.split(" = ")[-1].split("(")[0]
+                    totals[kind] += node.all_end_rel_micros
+    return [(kind, micros / requests) for kind, micros in totals.most_common()]
+
+
+def format_ops(counts):
+    """`Type xN` pairs, most frequent first."""
+    return ", ".join(f"{kind} x{n}" for kind, n in sorted(
+        counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def peak_rss_mib():
@@ -194,6 +264,15 @@ def main():
                         "(dlrm's default)")
     parser.add_argument("--kaggle-vocabulary", action="store_true",
                         help="export with vocabularies at the full Kaggle cardinalities")
+    parser.add_argument("--with-grouped", action="store_true",
+                        help="also time the stacked MD model exported with its "
+                        "grouped lookup (fuse_stacked=False)")
+    parser.add_argument("--with-batched", action="store_true",
+                        help="also time the stacked MD model exported with "
+                        "fuse_stacked='batched'")
+    parser.add_argument("--op-costs", action="store_true",
+                        help="print each stacked export's op types' time in a "
+                        "batch-1 request (TF step stats)")
     parser.add_argument("--check-request", action="store_true",
                         help="with --kaggle-vocabulary: also load the export through "
                         "the C API and serve one request (reads the tables again)")
@@ -220,19 +299,27 @@ def main():
     print(f"{'model':>16} {'emb MiB':>8} {'other MiB':>9} {'vocab MiB':>9} "
           f"{'variables/ MiB':>14} {'b1 p50 ms':>9} {'b1 p99':>7} {'b512 p50':>9} "
           f"{'b512 p99':>9} {'ops/model':>9} {'ops/table':>10}")
-    rows, exported = {}, {}
+    rows, exported, op_types = {}, {}, {}
     for layout in args.layouts:
         for mode in ("uniform", "table"):
             embeddings = embedding_layers(cardinalities, args.dim, mode, alpha=args.alpha)
             model = dlrm(embeddings, args.dim, stacked=layout == "stacked")
             name = mode if layout == "per_feature" else f"{mode}/stacked"
-            report = export_for_serving(model, work / "serving",
-                                        f"dlrm_{mode}_{layout}",
-                                        preprocess=CriteoPreprocessing(vocabulary),
-                                        output_names="probability")
-            per_table = ([inference_ops(layer) for layer in embeddings]
-                         if layout == "per_feature" else None)
-            exported[name] = (report, model_ops(model, len(cardinalities)), per_table)
+            variants = [(name, True)]
+            if layout == "stacked" and mode == "table" and args.with_grouped:
+                variants.append(("table/grouped", False))
+            if layout == "stacked" and mode == "table" and args.with_batched:
+                variants.append(("table/batched", "batched"))
+            for variant, fuse in variants:
+                report = export_for_serving(model, work / "serving",
+                                            f"dlrm_{variant.replace('/', '_')}",
+                                            preprocess=CriteoPreprocessing(vocabulary),
+                                            output_names="probability",
+                                            fuse_stacked=fuse)
+                per_table = ([inference_ops(layer) for layer in embeddings]
+                             if layout == "per_feature" else None)
+                op_types[variant] = model_ops(model, len(cardinalities), fuse=fuse)
+                exported[variant] = (report, op_types[variant].total(), per_table)
     # every export loaded at once, taking turns round by round (a shared
     # machine's load then falls on all of them alike)
     timing = subprocess.run(
@@ -242,6 +329,7 @@ def main():
         capture_output=True, text=True, check=True)
     latencies = json.loads(timing.stdout.strip().splitlines()[-1])
     mib = 1 / 2**20
+    print(f"load average while timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for name, (report, ops, per_table) in exported.items():
         latency = latencies[str(report.path)]
         rows[name] = (report, latency)
@@ -271,10 +359,35 @@ def main():
               f"batch 512 {ratio(f'table{suffix}', f'uniform{suffix}', 512):.2f}x; "
               f"ops {exported[f'table{suffix}'][1]} against "
               f"{exported[f'uniform{suffix}'][1]}")
+    if "table/grouped" in rows:
+        print(f"stacked MD grouped (fuse_stacked=False) / uniform: batch 1 "
+              f"{ratio('table/grouped', 'uniform/stacked', 1):.2f}x, batch 512 "
+              f"{ratio('table/grouped', 'uniform/stacked', 512):.2f}x; fused / grouped: "
+              f"batch 1 {ratio('table/stacked', 'table/grouped', 1):.2f}x, batch 512 "
+              f"{ratio('table/stacked', 'table/grouped', 512):.2f}x; the fused export "
+              f"adds {rows['table/stacked'][0].fused_added_bytes:,} bytes")
+    if "table/batched" in rows:
+        print(f"stacked MD fused, batched projection / uniform: batch 1 "
+              f"{ratio('table/batched', 'uniform/stacked', 1):.2f}x, batch 512 "
+              f"{ratio('table/batched', 'uniform/stacked', 512):.2f}x; it adds "
+              f"{rows['table/batched'][0].fused_added_bytes:,} bytes")
     if "table/stacked" in rows and "uniform" in rows:
         print(f"MD stacked / uniform per feature p50 latency: batch 1 "
               f"{ratio('table/stacked', 'uniform', 1):.2f}x, "
               f"batch 512 {ratio('table/stacked', 'uniform', 512):.2f}x")
+    print("op types of each stacked model's inference graph on ids (as exported):")
+    for name, counts in op_types.items():
+        if "/" in name:
+            print(f"  {name:>16} ({counts.total()}): {format_ops(counts)}")
+    if args.op_costs:
+        print("batch-1 request, microseconds per op type (TF step stats, Python "
+              "session: shares only):")
+        inputs = dict(np.load(inputs_path))
+        for name, (report, _, _) in exported.items():
+            if "/" in name:
+                costs = op_costs(report.path, inputs)
+                print(f"  {name:>16} total {sum(c for _, c in costs):7.1f}: " + ", ".join(
+                    f"{kind} {micros:.1f}" for kind, micros in costs[:14]))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ traced), and returns named outputs. Preprocessing that is a `tf.Module`
 vocabulary files as SavedModel assets.
 """
 
+import contextlib
 import dataclasses
 import pathlib
 
@@ -33,6 +34,10 @@ class ExportReport:
         variables_dir_bytes: Measured size of `variables/` on disk.
         saved_model_bytes: Size of `saved_model.pb` (limit: 2 GiB).
         assets_bytes: Size of `assets/` (the vocabulary files).
+        fused_added_bytes: Bytes the fused stacked lookups add to
+            `embedding_bytes` (zero-padded and identity projections, a zero
+            row per block; see `StackedEmbedding.fused_for_serving`), 0
+            when none was fused.
 
     Example:
 
@@ -48,6 +53,7 @@ class ExportReport:
     variables_dir_bytes: int
     saved_model_bytes: int = 0
     assets_bytes: int = 0
+    fused_added_bytes: int = 0
 
 
 def _weight_bytes(model):
@@ -62,6 +68,25 @@ def _weight_bytes(model):
             embedding += sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize
                              for w in layer.weights)
     return embedding, other - embedding
+
+
+@contextlib.contextmanager
+def _fused_stacked(model, fuse):
+    """Every fusable `StackedEmbedding` of `model` fused for serving while
+    the export traces; yields the `FusedLookup`s."""
+    from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
+
+    if fuse not in (True, False, "batched", "block_diagonal"):
+        raise ValueError("`fuse_stacked` must be True, False, 'batched' or "
+                         f"'block_diagonal'. Received: {fuse!r}")
+    projection = "auto" if fuse is True else fuse
+    with contextlib.ExitStack() as stack:
+        fused = []
+        if fuse:
+            for layer in model._flatten_layers(include_self=False):
+                if isinstance(layer, StackedEmbedding) and layer.fusable:
+                    fused.append(stack.enter_context(layer.fused_for_serving(projection)))
+        yield fused
 
 
 def _directory_bytes(path):
@@ -163,7 +188,8 @@ def _to_serving(value):
 
 
 def export_for_serving(model, base, name, preprocess=None, input_signature=None,
-                       output_names=None, version=None, warmup=None):
+                       output_names=None, version=None, warmup=None,
+                       fuse_stacked=True):
     """Exports any Keras model as a TF Serving version `BASE/NAME/VERSION`.
 
     The `serving_default` signature takes `input_signature`'s inputs, runs
@@ -200,6 +226,19 @@ def export_for_serving(model, base, name, preprocess=None, input_signature=None,
             `assets.extra/tf_serving_warmup_requests` (TF Serving replays it
             on load); it is run through the model first, so a bad request
             fails the export rather than the server.
+        fuse_stacked: Whether each `StackedEmbedding` with several width
+            groups or projections serves through its `FusedLookup` (one
+            gather and one matmul per request instead of a gather per width
+            group and a matmul per projected group; the same vectors within
+            float32 rounding). The export then saves the fused copy instead
+            of the stacked tables, with its projections as one
+            block-diagonal matrix where that stays under its cap (an eighth
+            of the tables' bytes, or 1 MiB), else as a batched stack (True,
+            the default); `"block_diagonal"` or `"batched"` asks for one
+            (`"block_diagonal"` is refused above the cap). What the fused
+            projections add is `ExportReport.fused_added_bytes`; the export
+            holds the tables twice in host memory while it runs. False
+            exports the layer's own lookup.
 
     Returns:
         An `ExportReport`.
@@ -264,12 +303,15 @@ def export_for_serving(model, base, name, preprocess=None, input_signature=None,
 
             write_warmup_requests(path, warmup, model_name=name)
 
-    path, version = write_version(base, name, write, version)
+    with _fused_stacked(model, fuse_stacked) as fused:  # checks fuse_stacked first
+        path, version = write_version(base, name, write, version)
+        added = sum(lookup.added_bytes for lookup in fused)
     embedding, other = _weight_bytes(model)
     return ExportReport(
-        path, version, embedding, other,
+        path, version, embedding + added, other,
         int(getattr(preprocess, "vocabulary_bytes", 0) or 0),
         _directory_bytes(path / "variables"),
         (path / "saved_model.pb").stat().st_size,
-        _directory_bytes(path / "assets"))
+        _directory_bytes(path / "assets"),
+        added)
 

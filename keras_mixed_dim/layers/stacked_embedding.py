@@ -1,5 +1,7 @@
 """`StackedEmbedding`: every feature's tables in a few shared variables."""
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import initializers
@@ -303,6 +305,8 @@ class StackedEmbedding(layers.Layer):
         # per-feature id -> rank tables to start from (set by `from_layers`
         # from unbuilt layers planned with counts), applied at build
         self._initial_ranks = None
+        # a `FusedLookup` while `fused_for_serving` is active
+        self._fused = None
 
     def _set_plans(self, plans):
         self.plans = tuple(plans)
@@ -545,6 +549,11 @@ class StackedEmbedding(layers.Layer):
         return x
 
     def call(self, inputs, weights=None, training=None):
+        if training and self._fused is not None:
+            raise ValueError(
+                f"Layer {self.name!r} is fused for serving (`fused_for_serving`): "
+                "its fused copy of the tables is not trained. Train outside that "
+                "context.")
         if _is_per_feature(inputs):
             inputs, weights = self._joined_features(inputs, weights)
         self._check_num_features(inputs.shape)
@@ -590,6 +599,15 @@ class StackedEmbedding(layers.Layer):
     def lookup_ranks(self, ranks, weights=None):
         """Vectors of per-feature ranks `(..., sum(bag_sizes))` (-1 gives
         zeros), each feature's bag combined: `(..., F, output_dim)` float32."""
+        if self._fused is not None and not self.has_bags:
+            vectors = self._fused(ranks)
+            if weights is not None:
+                # one id per feature: its factor scales the projected vector
+                # as it would the row (a projection is linear)
+                coefficients = bag_coefficients(ops.greater_equal(ranks, 0), weights,
+                                                self.combiner, bags=self._bags)
+                vectors = ops.multiply(vectors, ops.expand_dims(coefficients, -1))
+            return vectors
         coefficients = None
         if self.has_bags or weights is not None:
             coefficients = bag_coefficients(ops.greater_equal(ranks, 0), weights,
@@ -676,6 +694,61 @@ class StackedEmbedding(layers.Layer):
         vectors = take_columns(ops.concatenate(parts, axis=0), np.argsort(order), axis=0)
         vectors = ops.moveaxis(vectors, 0, -2)
         return ops.where(ops.expand_dims(valid, -1), vectors, 0.0)
+
+    @property
+    def fusable(self):
+        """Whether `fused_for_serving` applies: a built layer of one id per
+        feature whose tables this class stores as float32, and which has more
+        than one gather or a projection to fuse (a single uniform stack is one
+        gather already)."""
+        return (self.built and not self.has_bags
+                and type(self).read_rows is StackedEmbedding.read_rows
+                and type(self).add_table is StackedEmbedding.add_table
+                and (len(self.groups) > 1 or self.projections[0] is not None))
+
+    @contextlib.contextmanager
+    def fused_for_serving(self, projection="auto"):
+        """Inference calls in this context look up through a `FusedLookup`.
+
+        Made for exports (`keras_mixed_dim.export.export_for_serving` enters
+        it): a traced inference call then runs one gather and one batched
+        matmul for every feature instead of one gather per width group and
+        one matmul per projected group; the trace captures the fused
+        variables instead of the stacked ones. The fused copy is taken from
+        the weights on entry (the host holds the tables twice meanwhile), so
+        the layer must not train inside the context: a training call raises.
+
+        Args:
+            projection: `"batched"` (one batched matmul of `(F, slots,
+                output_dim)` projections), `"block_diagonal"` (one plain
+                matmul with every projection in one block-diagonal matrix:
+                a lower fixed cost per request, more bytes and arithmetic,
+                refused above a byte cap) or `"auto"` (block-diagonal within
+                the cap, else batched); see `FusedLookup`.
+
+        Returns:
+            A context manager yielding the `FusedLookup` (for its `bytes`).
+
+        Example:
+
+        >>> layer = StackedEmbedding([plan_a, plan_b], output_dim=8)  # doctest: +SKIP
+        >>> with layer.fused_for_serving() as fused:           # doctest: +SKIP
+        ...     vectors = layer(ids)       # the same vectors as outside
+        """
+        if not self.fusable:
+            raise ValueError(
+                f"Layer {self.name!r} cannot be fused for serving: it must be a "
+                "built StackedEmbedding (float32 tables, not a subclass storing "
+                "them otherwise) of one id per feature with more than one width "
+                f"group or a projection (built={self.built}, bag_sizes="
+                f"{list(self.bag_sizes)}, groups={len(self.groups) if self.built else '?'}).")
+        if self._fused is not None:
+            raise ValueError(f"Layer {self.name!r} is already fused for serving.")
+        self._fused = FusedLookup(self, projection)
+        try:
+            yield self._fused
+        finally:
+            self._fused = None
 
     def read_rows(self, group_index, rows):
         """float32 rows `rows` of group `group_index`'s stacked table (the one
@@ -899,6 +972,184 @@ class StackedEmbedding(layers.Layer):
             "combiner": self.combiner,
         })
         return config
+
+
+class FusedLookup:
+    """A `StackedEmbedding`'s lookup as one gather and one batched matmul.
+
+    The serving form of the layer (see `StackedEmbedding.fused_for_serving`):
+    every block of every feature is copied into one flat float32 variable,
+    row after row, behind one zero row of its own, and each feature's block
+    projections into one `(slots, output_dim)` matrix, the blocks' widths
+    one after another and zero rows up to `slots`, the widest feature's sum
+    of block widths (an identity for a block without projection). A request
+    then runs one gather of `(..., F, slots)` scalars and one batched matmul
+    whatever the number of width groups, and invalid ids need no mask: rank
+    -1 reads the zero row in front of its feature's rows.
+
+    When every feature has one block (per-table MD, `dlrm`'s `"table"`), a
+    slot past its feature's width reads its row's last scalar again, which
+    the projection's zero rows cancel, so the positions cost one multiply on
+    `(..., F)` and one add; with several blocks, a slot outside the rank's
+    block reads a zero (a compare and a select per slot). A row holding an
+    inf therefore serves NaN where the grouped lookup may serve inf; other
+    ids never read it.
+
+    Bytes: the flat table holds the stacked tables plus one zero row per
+    block; the projections grow from the projected blocks' `w x d` each to
+    `F x slots x d` (zero padding and identities); `added_bytes` is the
+    difference, reported by `export_for_serving`.
+
+    With `projection="block_diagonal"`, the features' slots are their
+    blocks' widths end to end (`T` in all, no padding) and every projection
+    sits in one `(T, F * output_dim)` block-diagonal matrix: a request then
+    runs one plain matmul, whose fixed cost at batch 1 is below a batched
+    one's (oneDNN's batched matmul), but with `F` times the arithmetic of
+    the batched projections and `4 * T * F * output_dim` bytes, so it is
+    refused above `BLOCK_DIAGONAL_MAX_SHARE` of the tables' bytes or 1 MiB,
+    whichever is larger. `"auto"` (the default) takes the block-diagonal
+    projection within that cap and the batched one above it.
+
+    Args:
+        layer: A built `StackedEmbedding` whose `fusable` is True; its
+            weights are copied when this is made.
+        projection: `"auto"`, `"batched"` or `"block_diagonal"`.
+    """
+
+    #: Largest block-diagonal projection, as a share of the stacked tables' bytes.
+    BLOCK_DIAGONAL_MAX_SHARE = 0.125
+
+    def __init__(self, layer, projection="auto"):
+        if projection not in ("auto", "batched", "block_diagonal"):
+            raise ValueError(
+                "`projection` must be 'auto', 'batched' or 'block_diagonal'. "
+                f"Received: {projection!r}")
+        plans, output_dim = layer.plans, layer.output_dim
+        used = [sum(block.dim for block in plan.blocks) for plan in plans]
+        diagonal_bytes = 4 * sum(used) * len(plans) * output_dim
+        limit = max(self.BLOCK_DIAGONAL_MAX_SHARE * 4 * sum(
+            int(np.prod(t.shape)) for t in layer.tables), 2**20)
+        if projection == "block_diagonal" and diagonal_bytes > limit:
+            raise ValueError(
+                f"Layer {layer.name!r}: a block-diagonal projection of "
+                f"({sum(used)}, {len(plans) * output_dim}) takes {diagonal_bytes:,} "
+                f"bytes, above {self.BLOCK_DIAGONAL_MAX_SHARE} of its tables' bytes "
+                f"and 1 MiB ({int(limit):,}); use projection='batched'.")
+        if projection == "auto":
+            projection = "block_diagonal" if diagonal_bytes <= limit else "batched"
+        self.projection = projection
+        self.slots = max(sum(block.dim for block in plan.blocks) for plan in plans)
+        self.single_block = all(plan.num_blocks == 1 for plan in plans)
+        tables = [ops.convert_to_numpy(table) for table in layer.tables]
+        arrays = [None if p is None else ops.convert_to_numpy(p) for p in layer.projections]
+        members = [layer.feature_members(f) for f in range(layer.num_features)]
+        # each block's zero row and rows, block after block
+        sizes = [(block.rows + 1) * block.dim for plan in plans for block in plan.blocks]
+        flat = np.zeros(sum(sizes), dtype="float32")
+        shape = (layer.num_features, self.slots)
+        # with several blocks, rank r of slot s reads flat[r * scale[s] +
+        # base[s]] when start[s] <= r < stop[s], else flat[0] (a zero row);
+        # padding slots never match (start = stop)
+        scale = np.zeros(shape, dtype="int64")
+        base = np.zeros(shape, dtype="int64")
+        start, stop = np.zeros(shape, dtype="int64"), np.zeros(shape, dtype="int64")
+        projections = np.zeros((*shape, output_dim), dtype="float32")
+        position = 0
+        for f, plan in enumerate(plans):
+            slot = 0
+            for block, (g, k, offset) in zip(plan.blocks, members[f]):
+                width = block.dim
+                rows = tables[g][offset:offset + block.rows]
+                flat[position + width:position + width * (block.rows + 1)] = rows.reshape(-1)
+                columns = slice(slot, slot + width)
+                scale[f, columns] = width
+                # rank r's row follows the zero row: (1 + r - start) rows in
+                base[f, columns] = position + (1 - block.start) * width + np.arange(width)
+                start[f, columns], stop[f, columns] = block.start, block.stop
+                projections[f, columns] = (np.eye(width, output_dim, dtype="float32")
+                                           if arrays[g] is None else arrays[g][k])
+                position += width * (block.rows + 1)
+                slot += width
+            if self.single_block:
+                # past the width: the row's last scalar (its projection rows are 0)
+                base[f, slot:] = base[f, slot - 1]
+        self.widths = scale[:, 0].copy()
+        # int32 indices while every position and every product fits
+        largest = flat.size + int(layer.input_dims.max()) * int(scale.max())
+        self.index_dtype = "int32" if largest < np.iinfo(np.int32).max else "int64"
+        self.table = keras.Variable(flat, trainable=False, name="fused_table")
+        self.scale, self.base = scale.astype(self.index_dtype), base.astype(self.index_dtype)
+        self.start, self.stop = start.astype(self.index_dtype), stop.astype(self.index_dtype)
+        self.widths = self.widths.astype(self.index_dtype)
+        stacked = 4 * (sum(t.size for t in tables) + sum(p.size for p in arrays if p is not None))
+        if projection == "block_diagonal":
+            # the real slots only, feature after feature
+            slot_of = np.concatenate([f * self.slots + np.arange(n)
+                                      for f, n in enumerate(used)])
+            diagonal = np.zeros((slot_of.size, len(plans) * output_dim), dtype="float32")
+            rows = np.repeat(np.arange(len(plans)), used)
+            for f in range(len(plans)):
+                diagonal[rows == f, f * output_dim:(f + 1) * output_dim] = (
+                    projections[f, :used[f]])
+            self.slot_feature = rows.astype("int32")
+            for name in ("scale", "base", "start", "stop"):
+                setattr(self, name, getattr(self, name).reshape(-1)[slot_of])
+            projections = diagonal
+        self.projections = keras.Variable(projections, trainable=False,
+                                          name="fused_projections")
+        self.bytes = 4 * (flat.size + projections.size)
+        self.added_bytes = self.bytes - stacked
+
+    def __call__(self, ranks):
+        """`(..., F, output_dim)` float32 vectors of ranks `(..., F)` in
+        `[-1, input_dim_f)` (-1: zeros)."""
+        num_features = self.widths.shape[0]
+        if self.projection == "block_diagonal":
+            return self._block_diagonal(ranks, num_features)
+        flat_batch = len(ranks.shape) == 2
+        shape = None if flat_batch else ops.shape(ranks)
+        if not flat_batch:
+            ranks = ops.reshape(ranks, (-1, num_features))
+        # features first, so that the matmul batches over them without a
+        # transpose of the gathered (F, N, slots) values (at batch 512 that
+        # transpose and an einsum cost more than the rest of the lookup)
+        ranks = ops.transpose(ops.cast(ranks, self.index_dtype))
+        ranks = ops.expand_dims(ranks, -1)
+        base = ops.convert_to_tensor(self.base[:, None, :])
+        if self.single_block:
+            positions = ops.add(ops.multiply(
+                ranks, ops.convert_to_tensor(self.widths[:, None, None])), base)
+        else:
+            member = ops.logical_and(
+                ops.greater_equal(ranks, ops.convert_to_tensor(self.start[:, None, :])),
+                ops.less(ranks, ops.convert_to_tensor(self.stop[:, None, :])))
+            positions = ops.where(member, ops.add(ops.multiply(
+                ranks, ops.convert_to_tensor(self.scale[:, None, :])), base), 0)
+        values = ops.matmul(take_rows(self.table, positions), self.projections)
+        vectors = ops.transpose(values, (1, 0, 2))
+        if not flat_batch:
+            vectors = ops.reshape(vectors, (*shape[:-1], num_features, values.shape[-1]))
+        return vectors
+
+    def _block_diagonal(self, ranks, num_features):
+        output_dim = self.projections.shape[-1] // num_features
+        shape = (-1,)
+        if len(ranks.shape) != 2:
+            shape = ops.shape(ranks)[:-1]
+            ranks = ops.reshape(ranks, (-1, num_features))
+        # each slot's feature's rank: (N, T)
+        ranks = take_columns(ops.cast(ranks, self.index_dtype), self.slot_feature)
+        base = ops.convert_to_tensor(self.base)
+        if self.single_block:
+            positions = ops.add(ops.multiply(ranks, ops.convert_to_tensor(self.scale)), base)
+        else:
+            member = ops.logical_and(
+                ops.greater_equal(ranks, ops.convert_to_tensor(self.start)),
+                ops.less(ranks, ops.convert_to_tensor(self.stop)))
+            positions = ops.where(member, ops.add(ops.multiply(
+                ranks, ops.convert_to_tensor(self.scale)), base), 0)
+        vectors = ops.matmul(take_rows(self.table, positions), self.projections)
+        return ops.reshape(vectors, (*shape, num_features, output_dim))
 
 
 def _is_per_feature(inputs):

@@ -14,6 +14,7 @@ import pathlib
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo
 from keras_mixed_dim.export import export_for_serving
@@ -25,8 +26,12 @@ from keras_mixed_dim.models.dlrm import embedding_layers
 # is expensive and would be built again on every worker that ran a test.
 pytestmark = pytest.mark.xdist_group("compressed_export")
 
-# "stacked": the mixed-dimension ("table_blocks") tables in one StackedEmbedding
-KINDS = ("qr", "md_qr", "hashing", "robe", "lma", "stacked")
+# "stacked": the mixed-dimension ("table_blocks") tables in one StackedEmbedding;
+# "stacked_table": per-table MD (one block per feature, dlrm's benchmark case),
+# "stacked_table_batched" the same exported with the batched projection (the
+# default takes the block-diagonal one where it fits its cap)
+KINDS = ("qr", "md_qr", "hashing", "robe", "lma", "stacked", "stacked_table",
+         "stacked_table_batched")
 CARDINALITIES = [3000, 200, 40]
 
 
@@ -58,8 +63,10 @@ def served(tmp_path_factory, run_python):
     uniform_bytes = sum(CARDINALITIES) * 8 * 4
     exports, arguments = {}, []
     for kind in KINDS:
-        if kind == "stacked":
-            embeddings = embedding_layers(CARDINALITIES, 8, "table_blocks", block_min_rows=100)
+        if kind.startswith("stacked"):
+            embeddings = embedding_layers(
+                CARDINALITIES, 8, "table_blocks" if kind == "stacked" else "table",
+                block_min_rows=100)
             model = dlrm(embeddings, 8, bottom=(16,), top=(16,), stacked=True)
             assert isinstance(model.get_layer("embeddings"), StackedEmbedding)
         else:
@@ -69,12 +76,25 @@ def served(tmp_path_factory, run_python):
         model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
         model.fit({"dense": dense, "categorical": categorical}, labels, epochs=1,
                   batch_size=128, verbose=0)
-        report = export_for_serving(model, folder / "serving", f"dlrm_{kind}",
-                                    output_names="probability")
-        if kind == "stacked":
-            # the stacked tables count as embedding bytes in the report
-            assert report.embedding_bytes == sum(
-                int(np.prod(w.shape)) * 4 for w in model.get_layer("embeddings").weights)
+        report = export_for_serving(
+            model, folder / "serving", f"dlrm_{kind}", output_names="probability",
+            fuse_stacked="batched" if kind == "stacked_table_batched" else True)
+        if kind.startswith("stacked"):
+            # served through the fused lookup: its copy of the tables and its
+            # padded projections are what the report counts and the export saves
+            layer = model.get_layer("embeddings")
+            with layer.fused_for_serving("batched" if kind.endswith("_batched")
+                                         else "auto") as fused:
+                added = fused.added_bytes
+                fused_shapes = [tuple(fused.table.shape), tuple(fused.projections.shape)]
+            assert added > 0 and report.fused_added_bytes == added
+            assert report.embedding_bytes == added + sum(
+                int(np.prod(w.shape)) * 4 for w in layer.weights)
+            # (the export names variables by position: known by their shapes)
+            saved = [tuple(shape) for _, shape in tf.train.list_variables(
+                str(report.path / "variables" / "variables"))]
+            assert all(shape in saved for shape in fused_shapes), saved
+            assert not any(tuple(t.shape) in saved for t in layer.tables), saved
         expected = model.predict(requests, verbose=0).reshape(-1)
         inputs_path, outputs_path = folder / f"{kind}_in.npz", folder / f"{kind}_out.npz"
         np.savez(inputs_path, **requests)

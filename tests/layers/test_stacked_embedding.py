@@ -1,6 +1,8 @@
 """StackedEmbedding equals the per-feature layers it replaces, on the active
 backend (TensorFlow by default; run with KERAS_BACKEND=jax / torch too)."""
 
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -257,3 +259,110 @@ def test_vocabularies_adding_up_past_int32_are_refused_naming_the_total():
     with pytest.raises(ValueError, match="add up to 2147483648 ids"):
         StackedEmbedding([2**30, 2**30], 4)
     StackedEmbedding([2**30, 2**30 - 1], 4)   # the largest total that fits
+
+
+# --- fused for serving: one gather and one batched matmul -----------------
+
+def _numpy_lookup(stacked, ids):
+    """Each feature's vectors from its block tables and projections in numpy
+    (`feature_weights`), through the remap, with the id rule."""
+    out = np.zeros((*ids.shape, stacked.output_dim), dtype="float32")
+    for f, plan in enumerate(stacked.plans):
+        tables, projections = stacked.feature_weights(f)
+        ranks = stacked.feature_ranks(f)
+        for b, i in enumerate(ids[:, f]):
+            if not 0 <= i < plan.input_dim:
+                continue
+            rank = ranks[i]
+            for block, table, projection in zip(plan.blocks, tables, projections):
+                if block.start <= rank < block.stop:
+                    row = table[rank - block.start]
+                    out[b, f] = row if projection is None else row @ projection
+    return out
+
+
+def test_fused_lookup_equals_the_grouped_one_and_numpy():
+    rng = np.random.default_rng(5)
+    layers = _per_feature_layers()
+    ids = _ids(rng, layers, batch=16)
+    _built(layers, ids)
+    layers[-1].remap.assign(rng.permutation(layers[-1].input_dim).astype("int32"))
+    stacked = StackedEmbedding.from_layers(layers)
+    # per-table MD: one block per feature, widths 8 (no projection), 4 and 2
+    per_table = StackedEmbedding([50, BlockPlan(300, DIM, [Block(0, 300, 4)]),
+                                  BlockPlan(100, DIM, [Block(0, 100, 2)]),
+                                  BlockPlan(70, DIM, [Block(0, 70, 4)])], DIM)
+    table_ids = _ids(rng, [keras.layers.Embedding(n, 1) for n in (50, 300, 100, 70)], 16)
+    for (layer, x), projection in itertools.product(
+            ((stacked, ids), (per_table, table_ids)), ("batched", "block_diagonal")):
+        layer.build()
+        grouped = ops.convert_to_numpy(layer(x))
+        with layer.fused_for_serving(projection) as fused:
+            got = ops.convert_to_numpy(layer(x))
+        assert fused.single_block == (layer is per_table)
+        np.testing.assert_allclose(got, grouped, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got, _numpy_lookup(layer, x), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(got[:2], 0.0)  # invalid ids: exact zeros
+        with layer.fused_for_serving(projection):  # ids with two leading axes
+            got = ops.convert_to_numpy(layer(x[:8].reshape(2, 4, -1)))
+        np.testing.assert_allclose(got, grouped[:8].reshape(2, 4, *grouped.shape[1:]),
+                                   rtol=1e-5, atol=1e-6)
+        assert layer._fused is None  # the context restores the layer's lookup
+    # bytes: the tables, a zero row per block, a (slots, d) projection per feature
+    with per_table.fused_for_serving("batched") as fused:
+        assert fused.slots == DIM
+        assert fused.bytes == 4 * ((51 * 8 + 301 * 4 + 101 * 2 + 71 * 4) + 4 * 8 * DIM)
+        assert fused.added_bytes == fused.bytes - 4 * (
+            50 * 8 + 300 * 4 + 100 * 2 + 70 * 4 + (4 + 2 + 4) * DIM)
+    # block-diagonal: the features' widths end to end, times F * d columns
+    with per_table.fused_for_serving("block_diagonal") as fused:
+        assert tuple(fused.projections.shape) == (8 + 4 + 2 + 4, 4 * DIM)
+        assert fused.bytes == 4 * ((51 * 8 + 301 * 4 + 101 * 2 + 71 * 4) + 18 * 4 * DIM)
+
+
+def test_fused_lookup_weights_scale_each_feature():
+    layer = StackedEmbedding([30, BlockPlan(60, 4, [Block(0, 10, 4), Block(10, 60, 2)])],
+                             4, combiner="mean")
+    ids = np.array([[1, 59], [29, -1], [30, 10]], dtype="int32")
+    weights = np.array([[2.0, 0.5], [1.0, 3.0], [4.0, -1.0]], dtype="float32")
+    expected = ops.convert_to_numpy(layer(ids, weights=weights))
+    with layer.fused_for_serving():
+        got = ops.convert_to_numpy(layer(ids, weights=weights))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_fused_for_serving_refuses_training_and_unfusable_layers():
+    layer = StackedEmbedding([30, BlockPlan(60, 4, [Block(0, 60, 2)])], 4)
+    with pytest.raises(ValueError, match="built"):
+        with layer.fused_for_serving():
+            pass
+    layer.build()
+    with layer.fused_for_serving():
+        with pytest.raises(ValueError, match="not trained"):
+            layer(np.array([[1, 2]]), training=True)
+        with pytest.raises(ValueError, match="already fused"):
+            with layer.fused_for_serving():
+                pass
+    with pytest.raises(ValueError, match="'batched' or 'block_diagonal'.*'dense'"):
+        with layer.fused_for_serving("dense"):
+            pass
+    # a block-diagonal projection above an eighth of the tables and 1 MiB
+    # (128 x 4096 floats, 2 MiB, on 64 tables of 3 rows): refused
+    tiny = StackedEmbedding([BlockPlan(3, 64, [Block(0, 3, 2)])] * 64, 64)
+    tiny.build()
+    with pytest.raises(ValueError, match="block-diagonal projection.*bytes"):
+        with tiny.fused_for_serving("block_diagonal"):
+            pass
+    # "auto": block-diagonal within the cap, batched above it
+    with tiny.fused_for_serving() as fused:
+        assert fused.projection == "batched"
+    with layer.fused_for_serving() as fused:
+        assert fused.projection == "block_diagonal"
+    for unfusable in (StackedEmbedding([30, 60], 4),  # one uniform stack: one gather
+                      StackedEmbedding([30, BlockPlan(60, 4, [Block(0, 60, 2)])], 4,
+                                       bag_sizes=[2, 1])):
+        unfusable.build()
+        assert not unfusable.fusable
+        with pytest.raises(ValueError, match="cannot be fused"):
+            with unfusable.fused_for_serving():
+                pass

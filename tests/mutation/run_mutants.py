@@ -689,6 +689,22 @@ MUTANTS += [
            ROW_STEP_TESTS, backend="jax"),
 ]
 
+
+# The fused serving lookup of StackedEmbedding (issue 22 section 4).
+FUSED_TESTS = ["tests/layers/test_stacked_embedding.py::"
+               "test_fused_lookup_equals_the_grouped_one_and_numpy"]
+MUTANTS += [
+    Mutant("fused-rank-reads-the-zero-row", STACKED, "FusedLookup.__init__",
+           swap("(1 - block.start) * width", "(0 - block.start) * width"), FUSED_TESTS),
+    Mutant("fused-block-upper-bound-dropped", STACKED, "FusedLookup.__call__",
+           swap("ops.less(ranks, ops.convert_to_tensor(self.stop[:, None, :]))",
+                "ops.greater_equal(ranks, 0)"), FUSED_TESTS),
+    Mutant("fused-diagonal-block-bound-dropped", STACKED, "FusedLookup._block_diagonal",
+           swap("ops.less(ranks, ops.convert_to_tensor(self.stop))",
+                "ops.greater_equal(ranks, 0)"), FUSED_TESTS),
+]
+
+
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""
     try:
