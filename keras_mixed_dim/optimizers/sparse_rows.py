@@ -151,8 +151,11 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
     ```
 
     Two learning rates: the tables' (`table_learning_rate`) and the dense
-    variables' (`dense_optimizer`'s own). `optimizer.table_learning_rate`
-    reads the one the tables use.
+    variables' (`dense_optimizer`'s own). `optimizer.learning_rate` (and
+    `optimizer.table_learning_rate`) reads the one the tables use; setting
+    it, as Keras's `LearningRateScheduler` and `ReduceLROnPlateau` do,
+    changes the tables' rate only, and is refused when the tables follow
+    `dense_optimizer`'s rate (set `dense_optimizer.learning_rate` then).
 
     Args:
         dense_optimizer: A Keras optimizer (instance, name or config) for the
@@ -360,9 +363,30 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         variable), or `dense_optimizer`'s when it was None."""
         return self._table_learning_rate()
 
+    @property
+    def learning_rate(self):
+        """The tables' learning rate now (`table_learning_rate`); the dense
+        variables' is `dense_optimizer.learning_rate`."""
+        return self._table_learning_rate()
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        # what Keras's LearningRateScheduler and ReduceLROnPlateau do: with
+        # tables that follow dense_optimizer's rate it would change nothing
+        if not self._own_learning_rate:
+            raise ValueError(
+                "`SparseRowOptimizer.learning_rate` is the tables' learning rate, "
+                "and this optimizer has none of its own (table_learning_rate=None: "
+                "the tables follow `dense_optimizer`'s), so setting it would change "
+                "nothing. Set `optimizer.dense_optimizer.learning_rate` (dense "
+                "variables and tables), or build the optimizer with "
+                "`table_learning_rate=` to set the tables' rate here. Received: "
+                f"learning_rate={learning_rate!r}")
+        keras.optimizers.Optimizer.learning_rate.fset(self, learning_rate)
+
     def _table_learning_rate(self):
         if self._own_learning_rate:
-            return self.learning_rate
+            return self._get_current_learning_rate()
         return self.dense_optimizer.learning_rate
 
     # -- updates -------------------------------------------------------------

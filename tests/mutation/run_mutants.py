@@ -673,6 +673,10 @@ MUTANTS += [
                 "optimizer.armed_backward is not None"),
            ["tests/backend/torch/test_sparse_rows.py",
             "tests/optimizers/test_sparse_rows.py"], backend="torch"),
+    # (the class: `learning_rate` names both the getter and the setter)
+    Mutant("rows-learning-rate-set-ignored", SPARSE_ROWS, "SparseRowOptimizer",
+           if_test("not self._own_learning_rate", "False"),
+           ["tests/optimizers/test_sparse_rows.py"]),
 ]
 
 
