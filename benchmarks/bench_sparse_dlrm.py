@@ -67,7 +67,7 @@ def make_optimizer(name):
     if name.startswith("keras_"):
         return dense
     return SparseRowOptimizer(dense, table_optimizer=kind,
-                              learning_rate=LEARNING_RATES[kind])
+                              table_learning_rate=LEARNING_RATES[kind])
 
 
 def run_one(spec, batch, steps, predict_batches):

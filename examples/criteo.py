@@ -209,7 +209,7 @@ def make_optimizer(name, lr, sparse_tables=True, table_lr=None, model=None,
         return model, optimizer
     return model, SparseRowOptimizer(
         optimizer, table_optimizer=table_optimizer or TABLE_OPTIMIZERS[name],
-        learning_rate=table_lr)
+        table_learning_rate=table_lr)
 
 
 def load_data(args):

@@ -51,7 +51,7 @@ def make_optimizer(name, lr, sparse_tables=True, table_lr=None):
                  "sgd": keras.optimizers.SGD}[name](lr)
     if not sparse_tables:
         return optimizer
-    return SparseRowOptimizer(optimizer, table_optimizer=name, learning_rate=table_lr)
+    return SparseRowOptimizer(optimizer, table_optimizer=name, table_learning_rate=table_lr)
 
 
 def parse_args(argv=None):
@@ -285,7 +285,7 @@ def run(args):
         if sparse_tables:
             optimizer = SparseRowOptimizer(
                 optimizer, table_optimizer=args.table_optimizer or args.optimizer,
-                learning_rate=args.table_lr)
+                table_learning_rate=args.table_lr)
         model.compile(optimizer=optimizer, loss="mse")
     # tf.data batches shuffle themselves; plain arrays are shuffled by fit.
     fit_kwargs = {"shuffle": False}

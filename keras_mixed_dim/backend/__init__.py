@@ -43,7 +43,7 @@ SUPPORTS_RAGGED_IDS = _choose("SUPPORTS_RAGGED_IDS")
 # `portable.py` for what each one does.
 take_rows = _choose("take_rows")
 ROW_OPS = _choose("ROW_OPS")
-SCALE_LOSS_ARMS_ROW_STEP = _choose("SCALE_LOSS_ARMS_ROW_STEP")
+arm_row_step = _choose("arm_row_step")
 DENSE_TABLE_GRADIENT_ADVICE = _choose("DENSE_TABLE_GRADIENT_ADVICE")
 attach_row_optimizer = _choose("attach_row_optimizer")
 has_distribution_strategy = _choose("has_distribution_strategy")

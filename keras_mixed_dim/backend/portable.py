@@ -155,16 +155,19 @@ def take_rows(table, rows):
 # `sparse_rows.py`; a backend without one gets no sparse row updates.
 ROW_OPS = None
 
-# Whether `SparseRowOptimizer.scale_loss` arms the row step: on PyTorch the
-# backward pass of the loss it scaled gives its tables sparse gradients.
-SCALE_LOSS_ARMS_ROW_STEP = False
-
 # Advice appended to `SparseRowOptimizer`'s warning when a table gets a
 # dense gradient; None where a dense gradient of a table is a deliberate
 # whole read that needs no warning (TensorFlow: its lookups give
 # `IndexedSlices`).
 DENSE_TABLE_GRADIENT_ADVICE = (
     "Read tables through keras_mixed_dim.backend.take_rows.")
+
+
+def arm_row_step(optimizer, loss):
+    """The scaled `loss` that `SparseRowOptimizer.scale_loss` returns: on
+    PyTorch its backward pass (that pass only) gives the optimizer's tables
+    sparse gradients; elsewhere `loss` unchanged."""
+    return loss
 
 
 def attach_row_optimizer(optimizer, tables):

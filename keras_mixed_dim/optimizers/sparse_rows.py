@@ -110,7 +110,7 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
     entry, `global_clipnorm` all gradients together, row gradients
     included; `loss_scale_factor` unscales every gradient. `weight_decay` is
     lazy for tables, as TF1's lazy AdamW: a touched row is decayed by
-    `weight_decay * learning_rate` (the tables' rate) before its step, an
+    `weight_decay * table_learning_rate` before its step, an
     untouched row is not decayed (Keras decays every row every step); dense
     variables are decayed with `dense_optimizer`'s rate. `use_ema` and
     `gradient_accumulation_steps` are refused, here and on
@@ -144,19 +144,28 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
 
     ```python
     model.compile(
-        optimizer=SparseRowOptimizer(keras.optimizers.Adam(1e-3),
+        optimizer=SparseRowOptimizer(keras.optimizers.Adam(1e-3),  # MLPs: 1e-3
                                      table_optimizer="adagrad",
-                                     learning_rate=0.05),
+                                     table_learning_rate=0.05),  # tables: 0.05
         loss="binary_crossentropy")
     ```
+
+    Two learning rates: the tables' (`table_learning_rate`) and the dense
+    variables' (`dense_optimizer`'s own). `optimizer.learning_rate` (and
+    `optimizer.table_learning_rate`) reads the one the tables use; setting
+    it, as Keras's `LearningRateScheduler` and `ReduceLROnPlateau` do,
+    changes the tables' rate only, and is refused when the tables follow
+    `dense_optimizer`'s rate (set `dense_optimizer.learning_rate` then).
 
     Args:
         dense_optimizer: A Keras optimizer (instance, name or config) for the
             variables that are not tables. Defaults to `"adam"`.
         table_optimizer: `"sgd"`, `"adagrad"` (row-wise), `"adam"` (lazy)
             or `"ftrl"`.
-        learning_rate: The tables' learning rate (a float or a
-            `LearningRateSchedule`); `None` uses `dense_optimizer`'s.
+        table_learning_rate: The learning rate of the tables' row updates
+            only (a float or a `LearningRateSchedule`); `None` (default)
+            uses `dense_optimizer`'s. The dense variables always use
+            `dense_optimizer`'s own rate: set that one on `dense_optimizer`.
         beta_1, beta_2: Adam's moment decays (refused with another
             `table_optimizer` unless left at their defaults).
         epsilon: Added inside the square root (Adagrad) or to the root
@@ -172,14 +181,17 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
             to `is_embedding_table`. Not serialized; pass it again when
             loading a model compiled with a custom one.
         name: Optimizer name.
-        **kwargs: The options of `keras.optimizers.Optimizer` (see above).
+        **kwargs: The options of `keras.optimizers.Optimizer` (see above),
+            and `learning_rate`, the deprecated name of
+            `table_learning_rate` (it never set the dense variables' rate;
+            it warns, and will be removed in 0.4.0).
     """
 
     def __init__(
         self,
         dense_optimizer="adam",
         table_optimizer="adagrad",
-        learning_rate=None,
+        table_learning_rate=None,
         beta_1=0.9,
         beta_2=0.999,
         epsilon=1e-7,
@@ -194,6 +206,10 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         beta=_FTRL_DEFAULTS["beta"],
         **kwargs,
     ):
+        if "learning_rate" in kwargs:
+            table_learning_rate = _renamed_learning_rate(
+                kwargs.pop("learning_rate"), table_learning_rate)
+        learning_rate = table_learning_rate
         if table_optimizer not in TABLE_OPTIMIZERS:
             raise ValueError(
                 f"`table_optimizer` must be one of {TABLE_OPTIMIZERS}. "
@@ -215,7 +231,8 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
             raise ValueError(f"`is_table` must be callable. Received: {is_table!r}")
         if isinstance(learning_rate, (int, float)) and learning_rate < 0:
             raise ValueError(
-                f"`learning_rate` must be >= 0. Received: learning_rate={learning_rate!r}")
+                "`table_learning_rate` (the tables' learning rate) must be >= 0. "
+                f"Received: table_learning_rate={learning_rate!r}")
         ftrl = {"learning_rate_power": learning_rate_power,
                 "l1_regularization_strength": l1_regularization_strength,
                 "l2_regularization_strength": l2_regularization_strength,
@@ -242,9 +259,10 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
             setattr(self, key, float(value))
         self.is_table = is_table or is_embedding_table
         self._warned_dense = False
-        # PyTorch: whether the coming backward pass gives this optimizer's
-        # tables sparse gradients (set by `scale_loss`, cleared by `apply`).
-        self.row_step_armed = False
+        # PyTorch: the autograd graph task of the last backward pass of a
+        # loss that `scale_loss` returned (only that pass's lookups give the
+        # tables sparse gradients); set in that pass, cleared by `apply`.
+        self.armed_backward = None
 
     # The JAX row step hands this optimizer `RowGradient`s.
     accepts_row_gradients = True
@@ -291,12 +309,14 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         super().build(var_list)
 
     def scale_loss(self, loss):
-        """Keras's `scale_loss`; on PyTorch it also arms the row step: the
-        backward pass of the loss it returns gives this optimizer's tables
-        sparse gradients, which the next `apply` consumes."""
-        if backend.SCALE_LOSS_ARMS_ROW_STEP and self.built:
-            self.row_step_armed = True
-        return super().scale_loss(loss)
+        """Keras's `scale_loss`; on PyTorch the loss it returns also arms the
+        row step: the backward pass of that loss (that pass only) gives this
+        optimizer's tables sparse gradients, which the next `apply`
+        consumes. A loss that is never backpropagated arms nothing."""
+        loss = super().scale_loss(loss)
+        if self.built:
+            loss = backend.arm_row_step(self, loss)
+        return loss
 
     @property
     def variables(self):
@@ -336,9 +356,37 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         # w = (clip(z, -l1, l1) - z) / quadratic, solved for z
         return lambda rows: -(quadratic * rows + np.sign(rows) * l1)
 
+    @property
+    def table_learning_rate(self):
+        """The learning rate the tables' row updates use now:
+        `table_learning_rate` as given (stored in Keras's `learning_rate`
+        variable), or `dense_optimizer`'s when it was None."""
+        return self._table_learning_rate()
+
+    @property
+    def learning_rate(self):
+        """The tables' learning rate now (`table_learning_rate`); the dense
+        variables' is `dense_optimizer.learning_rate`."""
+        return self._table_learning_rate()
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        # what Keras's LearningRateScheduler and ReduceLROnPlateau do: with
+        # tables that follow dense_optimizer's rate it would change nothing
+        if not self._own_learning_rate:
+            raise ValueError(
+                "`SparseRowOptimizer.learning_rate` is the tables' learning rate, "
+                "and this optimizer has none of its own (table_learning_rate=None: "
+                "the tables follow `dense_optimizer`'s), so setting it would change "
+                "nothing. Set `optimizer.dense_optimizer.learning_rate` (dense "
+                "variables and tables), or build the optimizer with "
+                "`table_learning_rate=` to set the tables' rate here. Received: "
+                f"learning_rate={learning_rate!r}")
+        keras.optimizers.Optimizer.learning_rate.fset(self, learning_rate)
+
     def _table_learning_rate(self):
         if self._own_learning_rate:
-            return self.learning_rate
+            return self._get_current_learning_rate()
         return self.dense_optimizer.learning_rate
 
     # -- updates -------------------------------------------------------------
@@ -366,7 +414,8 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
                 "tf.distribute strategy; set it on `dense_optimizer` (dense "
                 "variables only) or train without the strategy.")
         scale = self.loss_scale_factor
-        armed, self.row_step_armed = self.row_step_armed, False
+        armed = self.armed_backward is not None
+        self.armed_backward = None
         dense_grads, dense_vars, table_pairs = [], [], []
         for grad, variable in zip(grads, trainable_variables):
             if self._var_key(variable) in self._groups.slots:
@@ -571,7 +620,7 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         config.update({
             "dense_optimizer": saving.serialize_keras_object(self.dense_optimizer),
             "table_optimizer": self.table_optimizer,
-            "learning_rate": learning_rate if self._own_learning_rate else None,
+            "table_learning_rate": learning_rate if self._own_learning_rate else None,
             "beta_1": self.beta_1,
             "beta_2": self.beta_2,
             "epsilon": self.epsilon,
@@ -585,9 +634,15 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         config = dict(config)
         config["dense_optimizer"] = saving.deserialize_keras_object(
             config["dense_optimizer"], custom_objects=custom_objects)
-        if isinstance(config.get("learning_rate"), dict):
-            config["learning_rate"] = saving.deserialize_keras_object(
-                config["learning_rate"], custom_objects=custom_objects)
+        if "learning_rate" in config:
+            # a config saved before `table_learning_rate` (not the user's
+            # call: no warning)
+            config["table_learning_rate"] = _renamed_learning_rate(
+                config.pop("learning_rate"), config.get("table_learning_rate"),
+                warn=False)
+        if isinstance(config.get("table_learning_rate"), dict):
+            config["table_learning_rate"] = saving.deserialize_keras_object(
+                config["table_learning_rate"], custom_objects=custom_objects)
         return cls(**config)
 
 
@@ -686,6 +741,23 @@ def _check_optimizer_options(optimizer, dense_optimizer):
             "`dense_optimizer` has `loss_scale_factor` set; set it on the "
             "SparseRowOptimizer instead (it scales the loss and unscales "
             "every gradient, tables and dense variables alike).")
+
+
+def _renamed_learning_rate(learning_rate, table_learning_rate, warn=True):
+    """`table_learning_rate` from the deprecated `learning_rate` keyword."""
+    if table_learning_rate is not None:
+        raise ValueError(
+            "Pass `table_learning_rate` only: `learning_rate` is its deprecated "
+            "name (the tables' rate; the dense variables use `dense_optimizer`'s). "
+            f"Received: learning_rate={learning_rate!r}, "
+            f"table_learning_rate={table_learning_rate!r}")
+    if warn:
+        warnings.warn(
+            "`SparseRowOptimizer(learning_rate=...)` is deprecated and will be "
+            "removed in 0.4.0: it is the tables' learning rate only (the dense "
+            "variables use `dense_optimizer`'s own). Pass `table_learning_rate`.",
+            DeprecationWarning, stacklevel=3)
+    return learning_rate
 
 
 def _slot_name(variable, slot):

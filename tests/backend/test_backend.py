@@ -16,7 +16,7 @@ CHOICES = ("dense_gradient", "residual_gradient", "take_columns", "split_columns
            "is_ragged_or_sparse", "padded_bags", "saturating_scatter_add",
            "divide_gradient", "model_variable_scope", "SUPPORTS_RAGGED_IDS",
            "take_rows", "ROW_OPS",
-           "SCALE_LOSS_ARMS_ROW_STEP", "DENSE_TABLE_GRADIENT_ADVICE",
+           "arm_row_step", "DENSE_TABLE_GRADIENT_ADVICE",
            "attach_row_optimizer", "has_distribution_strategy", "table_gradient",
            "sparse_gradient_rows", "update_tables", "row_value_and_grad",
            "row_train_step")

@@ -93,7 +93,7 @@ def test_replan_gives_ftrl_slots_that_keep_the_weights():
     keras.utils.set_random_seed(0)
     model, layer = counting_model(input_dim=300, dim=8, bag=1)
     model.compile(SparseRowOptimizer(keras.optimizers.Adam(0.01), "ftrl",
-                                     learning_rate=0.1, l1_regularization_strength=0.001),
+                                     table_learning_rate=0.1, l1_regularization_strength=0.001),
                   "mse")
     ids = shuffled_zipf_ids(300, 400)
     old_plan = layer.plan

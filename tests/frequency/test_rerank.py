@@ -88,7 +88,7 @@ def test_rerank_moves_per_row_and_ftrl_slots_with_their_ids(table_optimizer, los
     """Row-wise Adagrad's `(rows,)` accumulator (and FTRL's slots) follow
     each id that stays in its block; moved ids restart from the initial
     accumulator."""
-    options = {"table_optimizer": table_optimizer, "learning_rate": 0.1}
+    options = {"table_optimizer": table_optimizer, "table_learning_rate": 0.1}
     if table_optimizer == "ftrl":
         options.update(l1_regularization_strength=0.001, l2_regularization_strength=0.01,
                        beta=0.1)
@@ -131,7 +131,7 @@ def test_rerank_moves_per_row_and_ftrl_slots_with_their_ids(table_optimizer, los
 
 def test_rerank_carries_id_0s_row_accumulator():
     """Issue 21's repro: one block, 12 ids, reversed counts."""
-    model, layer = sparse_model(1, {"table_optimizer": "adagrad", "learning_rate": 0.1})
+    model, layer = sparse_model(1, {"table_optimizer": "adagrad", "table_learning_rate": 0.1})
     ids = np.array([[0, 1], [0, 2], [3, 0], [5, 7]] * 3, "int32")
     model.fit(ids, np.ones((12, 1)), batch_size=4, shuffle=False, verbose=0)
     (accumulator,) = [v for v in model.optimizer.variables
@@ -152,7 +152,7 @@ def test_one_block_model_predicts_the_same_with_and_without_reranking():
     predictions = []
     for callbacks in ([], [FrequencyRecount(every_n_steps=4)]):
         model, layer = sparse_model(1, {"table_optimizer": "adagrad",
-                                         "learning_rate": 0.1})
+                                         "table_learning_rate": 0.1})
         model.fit(ids, y, batch_size=8, shuffle=False, verbose=0, callbacks=callbacks)
         predictions.append(ops.convert_to_numpy(model.predict(ids, verbose=0)))
     assert not np.array_equal(ops.convert_to_numpy(layer.remap), np.arange(12))

@@ -171,7 +171,7 @@ def test_rerank_moves_the_optimizer_slots_within_each_feature(optimizer):
         from keras_mixed_dim.optimizers import SparseRowOptimizer
 
         for model in (per_feature, stacked):
-            model.compile(SparseRowOptimizer("sgd", "adagrad", learning_rate=0.1), "mse")
+            model.compile(SparseRowOptimizer("sgd", "adagrad", table_learning_rate=0.1), "mse")
     ids = zipf_ids(160, seed=3)
     y = np.cos(ids.sum(axis=1, keepdims=True)).astype("float32")
     for model in (per_feature, stacked):

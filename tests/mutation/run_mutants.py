@@ -426,7 +426,7 @@ MUTANTS = [
     Mutant("torch-duplicates-not-summed", TORCH_ROWS, "unique_rows",
            swap("summed.index_add_", "summed.index_copy_"), ROW_STEP_TESTS, backend="torch"),
     Mutant("torch-row-step-never-armed", SPARSE_ROWS, "SparseRowOptimizer.scale_loss",
-           swap("self.row_step_armed = True", "self.row_step_armed = False"),
+           drop("loss = backend.arm_row_step(self, loss)"),
            ROW_STEP_TESTS, backend="torch"),
     Mutant("tables-not-flagged", "keras_mixed_dim/backend/row_gradients.py", "flag_table",
            drop("setattr(variable, SPARSE_ROWS_ATTRIBUTE, True)"), ROW_STEP_TESTS),
@@ -584,7 +584,7 @@ MUTANTS += [
     Mutant("rows-qr-not-tables", "keras_mixed_dim/layers/qr_embedding.py", "QREmbedding.build",
            drop("flag_table(self.quotient_embeddings)"), ROWS_TESTS),
     Mutant("rows-schedule-not-rebuilt", SPARSE_ROWS, "SparseRowOptimizer.from_config",
-           swap("isinstance(config.get('learning_rate'), dict)", "False"), ROWS_TESTS),
+           swap("isinstance(config.get('table_learning_rate'), dict)", "False"), ROWS_TESTS),
     Mutant("rows-clipnorm-ignored", SPARSE_ROWS, "SparseRowOptimizer._update_table",
            if_test("self.clipnorm", "False"), ROWS_TESTS),
     Mutant("rows-weight-decay-dropped", SPARSE_ROWS, "SparseRowOptimizer._row_update",
@@ -670,6 +670,20 @@ MUTANTS += [
     Mutant("row-reads-negative-ids-unwrapped", "keras_mixed_dim/models/row_reads.py",
            "_row_call", swap("ops.add(inputs, self.input_dim)", "inputs"),
            ["tests/models/test_row_reads.py"], backend="torch"),
+]
+
+# Issue 22 review: PyTorch's arming holds for the backward pass of the
+# scaled loss only.
+MUTANTS += [
+    Mutant("torch-arming-outlives-its-backward", TORCH_ROWS, "_RowLookup.backward",
+           swap("optimizer.armed_backward == _graph_task()",
+                "optimizer.armed_backward is not None"),
+           ["tests/backend/torch/test_sparse_rows.py",
+            "tests/optimizers/test_sparse_rows.py"], backend="torch"),
+    # (the class: `learning_rate` names both the getter and the setter)
+    Mutant("rows-learning-rate-set-ignored", SPARSE_ROWS, "SparseRowOptimizer",
+           if_test("not self._own_learning_rate", "False"),
+           ["tests/optimizers/test_sparse_rows.py"]),
 ]
 
 

@@ -174,7 +174,7 @@ def _assert_same(a, b, rtol=1e-5, atol=1e-6):
 
 def _make(kind):
     return SparseRowOptimizer(keras.optimizers.Adam(0.01), table_optimizer=kind,
-                              learning_rate=0.1)
+                              table_learning_rate=0.1)
 
 
 def _assert_rows_sparse(model, before):
@@ -261,7 +261,7 @@ def test_two_lookups_of_one_table_add_up():
     ours, keras_model = _pair(_shared_table_model, ROW_MODEL, keras.Model)
     before = ops.convert_to_numpy(ours.get_layer("shared").embeddings).copy()
     assert _fit(ours, SparseRowOptimizer(keras.optimizers.SGD(0.1), "sgd",
-                                         learning_rate=0.1), x, y) == []
+                                         table_learning_rate=0.1), x, y) == []
     _fit(keras_model, keras.optimizers.SGD(0.1), x, y)
     _assert_same(ours.weights, keras_model.weights)
     table = ops.convert_to_numpy(ours.get_layer("shared").embeddings)
@@ -331,7 +331,7 @@ def test_touched_rows_and_slots_equal_keras_optimizer(kind, keras_optimizer, slo
     batches = _probe_batches(3)
     ours, theirs = _pair(_probe_model, ROW_MODEL, keras.Model)
     before = ops.convert_to_numpy(ours.get_layer("table").embeddings).copy()
-    optimizer = SparseRowOptimizer("sgd", kind, learning_rate=0.05)
+    optimizer = SparseRowOptimizer("sgd", kind, table_learning_rate=0.05)
     assert _probe_train(ours, optimizer, batches) == []
     _probe_train(theirs, keras_optimizer(0.05), batches)
     a, b = (ops.convert_to_numpy(m.get_layer("table").embeddings) for m in (ours, theirs))
@@ -354,7 +354,7 @@ def test_touched_rows_follow_row_wise_adagrad():
     model = _probe_model(ROW_MODEL)
     table = ops.convert_to_numpy(model.get_layer("table").embeddings).astype("float64")
     kernel = ops.convert_to_numpy(model.get_layer("head").kernel)[:, 0].astype("float64")
-    optimizer = SparseRowOptimizer("sgd", "adagrad", learning_rate=0.05)
+    optimizer = SparseRowOptimizer("sgd", "adagrad", table_learning_rate=0.05)
     assert _probe_train(model, optimizer, batches) == []
     w, acc = table.copy(), np.full(len(table), 0.1)
     for ids in batches:
@@ -388,7 +388,7 @@ def test_the_backend_modules_hold_no_state():
     _fit(model, _make("adagrad"), x, y, epochs=1)
     for table in model.optimizer.table_variables:
         assert getattr(table, "_sparse_row_tap", None) is None
-    assert model.optimizer.row_step_armed is False
+    assert model.optimizer.armed_backward is None
 
 
 def _step_cost(rows, cls):
@@ -399,7 +399,7 @@ def _step_cost(rows, cls):
     ids = keras.Input((2,), dtype="int32")
     layer = HashingEmbedding(rows, DIM, num_buckets=rows, name="h")
     model = cls(ids, keras.layers.Dense(1)(keras.layers.Flatten()(layer(ids))))
-    model.compile(SparseRowOptimizer("sgd", "adam", learning_rate=0.1), "mse")
+    model.compile(SparseRowOptimizer("sgd", "adam", table_learning_rate=0.1), "mse")
     x = np.arange(2 * BATCH).reshape(BATCH, 2).astype("int32")
     y = np.zeros((BATCH, 1), "float32")
     model.optimizer.build(model.trainable_variables)
@@ -458,7 +458,7 @@ def test_a_step_costs_the_same_whatever_the_table_size():
         assert _step_cost(2_000, IdSafeModel) == _step_cost(20_000, IdSafeModel)
         assert _step_cost(20_000, keras.Model) > 5 * _step_cost(2_000, keras.Model)
     else:
-        optimizer = SparseRowOptimizer("sgd", "adam", learning_rate=0.1)
+        optimizer = SparseRowOptimizer("sgd", "adam", table_learning_rate=0.1)
         assert _table_sized_copies(ROWS, optimizer) == set()
         assert _table_sized_copies(ROWS, keras.optimizers.Adam(0.1))
 
@@ -501,7 +501,7 @@ def test_a_loss_scale_optimizer_around_it_equals_keras():
     ours, keras_model = _pair(_stacked_model, ROW_MODEL, keras.Model)
     lso = keras.optimizers.LossScaleOptimizer
     _fit(ours, lso(SparseRowOptimizer(keras.optimizers.SGD(0.1), "sgd",
-                                      learning_rate=0.1)), x, y)
+                                      table_learning_rate=0.1)), x, y)
     _fit(keras_model, lso(keras.optimizers.SGD(0.1)), x, y)
     _assert_same(ours.weights, keras_model.weights)
 
@@ -591,7 +591,7 @@ def test_package_models_take_the_row_step():
     for name, model in (("row", row_model), ("keras", keras_model)):
         model.compile(optimizer=SparseRowOptimizer(keras.optimizers.Adam(0.01),
                                                    table_optimizer="adagrad",
-                                                   learning_rate=0.1),
+                                                   table_learning_rate=0.1),
                       loss="binary_crossentropy")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -640,7 +640,7 @@ def test_a_loss_scale_factor_gives_the_unscaled_row_step():
     x, y = _data(2, 3)
     scaled, plain = _pair(_md_model, ROW_MODEL, ROW_MODEL)
     make = lambda **kw: SparseRowOptimizer(  # noqa: E731
-        keras.optimizers.Adam(0.01), table_optimizer="adagrad", learning_rate=0.1, **kw)
+        keras.optimizers.Adam(0.01), table_optimizer="adagrad", table_learning_rate=0.1, **kw)
     assert _fit(scaled, make(loss_scale_factor=128.0), x, y) == []
     _fit(plain, make(), x, y)
     _assert_same(scaled.weights, plain.weights)

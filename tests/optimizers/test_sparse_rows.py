@@ -2,6 +2,8 @@
 and slots never change. Runs on the active Keras backend (TensorFlow by
 default; `KERAS_BACKEND=jax JAX_PLATFORMS=cpu` or `KERAS_BACKEND=torch`)."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -89,7 +91,7 @@ def test_touched_rows_follow_rule_untouched_rows_and_slots_bit_exact(kind):
     model = _model()
     kernel = _frozen_head(model)
     before = ops.convert_to_numpy(model.get_layer("table").embeddings).copy()
-    optimizer = SparseRowOptimizer("sgd", table_optimizer=kind, learning_rate=0.3)
+    optimizer = SparseRowOptimizer("sgd", table_optimizer=kind, table_learning_rate=0.3)
     _train(model, optimizer, batches)
     after = ops.convert_to_numpy(model.get_layer("table").embeddings)
     expected, acc, m, v = _reference(before, kernel, batches, kind, 0.3)
@@ -134,7 +136,7 @@ def test_equals_keras_optimizer_where_documented(kind, keras_optimizer, dim, all
     sparse_model, dense_model = _model(rows, dim), _model(rows, dim)
     _frozen_head(sparse_model), _frozen_head(dense_model)
     _train(sparse_model, SparseRowOptimizer("sgd", table_optimizer=kind,
-                                            learning_rate=0.3), batches)
+                                            table_learning_rate=0.3), batches)
     _train(dense_model, keras_optimizer(), batches)
     np.testing.assert_allclose(
         ops.convert_to_numpy(sparse_model.get_layer("table").embeddings),
@@ -172,7 +174,7 @@ def test_mixed_dim_blocks_in_fit():
     rng = np.random.default_rng(0)
     x = rng.integers(50, 3000, size=(256, 1)).astype("int32")
     y = rng.random((256, 1)).astype("float32")
-    optimizer = SparseRowOptimizer("adam", table_optimizer="adam", learning_rate=0.01)
+    optimizer = SparseRowOptimizer("adam", table_optimizer="adam", table_learning_rate=0.01)
     model.compile(optimizer=optimizer, loss="mse")
     model.fit(x, y, batch_size=64, epochs=1, verbose=0)
     assert {v.name for v in optimizer.table_variables} == {
@@ -207,15 +209,53 @@ def test_selection_rule_and_opt_out():
 
 def test_config_round_trip():
     optimizer = SparseRowOptimizer(keras.optimizers.Adam(0.002), table_optimizer="adam",
-                                   learning_rate=0.05, beta_1=0.8, epsilon=1e-6)
+                                   table_learning_rate=0.05, beta_1=0.8, epsilon=1e-6)
     restored = SparseRowOptimizer.from_config(optimizer.get_config())
     assert restored.table_optimizer == "adam"
     assert restored.beta_1 == 0.8 and restored.epsilon == 1e-6
     assert isinstance(restored.dense_optimizer, keras.optimizers.Adam)
     np.testing.assert_allclose(float(restored.dense_optimizer.learning_rate), 0.002)
-    np.testing.assert_allclose(float(restored.learning_rate), 0.05)
+    np.testing.assert_allclose(float(restored.table_learning_rate), 0.05)
     default = SparseRowOptimizer.from_config(SparseRowOptimizer("sgd").get_config())
-    assert default.get_config()["learning_rate"] is None
+    assert default.get_config()["table_learning_rate"] is None
+    assert "learning_rate" not in default.get_config()
+
+
+def test_learning_rate_is_the_deprecated_name_of_table_learning_rate():
+    """`learning_rate=` still sets the tables' rate (with a warning saying
+    so), a config saved with it loads silently, and the dense variables
+    keep `dense_optimizer`'s rate either way."""
+    with pytest.warns(DeprecationWarning, match="tables' learning rate only"):
+        old = SparseRowOptimizer(keras.optimizers.SGD(0.2), "sgd", learning_rate=0.05)
+    np.testing.assert_allclose(float(old.table_learning_rate), 0.05)
+    np.testing.assert_allclose(float(old.dense_optimizer.learning_rate), 0.2)
+    follows = SparseRowOptimizer(keras.optimizers.SGD(0.2), "sgd")
+    np.testing.assert_allclose(float(follows.table_learning_rate), 0.2)
+    with pytest.raises(ValueError, match="table_learning_rate` only.*learning_rate=0.1"):
+        SparseRowOptimizer("sgd", learning_rate=0.1, table_learning_rate=0.1)
+    saved = SparseRowOptimizer("sgd", table_learning_rate=0.05).get_config()
+    saved["learning_rate"] = saved.pop("table_learning_rate")  # as before the rename
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = SparseRowOptimizer.from_config(saved)
+    np.testing.assert_allclose(float(loaded.table_learning_rate), 0.05)
+    # Keras's callbacks set `optimizer.learning_rate`: the tables' rate, refused
+    # where the tables follow dense_optimizer's (it would change nothing)
+    np.testing.assert_allclose(float(follows.learning_rate), 0.2)
+    with pytest.raises(ValueError, match="dense_optimizer.learning_rate.*"
+                                         "Received: learning_rate=0.7"):
+        follows.learning_rate = 0.7
+    loaded.learning_rate = 0.07
+    np.testing.assert_allclose(float(loaded.table_learning_rate), 0.07)
+    np.testing.assert_allclose(float(loaded.dense_optimizer.learning_rate), 0.01)
+    # the same steps, either name
+    batches = _batches(2)
+    models = [_model(), _model()]
+    _train(models[0], old, batches)
+    _train(models[1], SparseRowOptimizer(keras.optimizers.SGD(0.2), "sgd",
+                                         table_learning_rate=0.05), batches)
+    for a, b in zip(_weights(models[0]), _weights(models[1])):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_saved_model_with_optimizer_round_trip(tmp_path):
@@ -239,7 +279,7 @@ def test_saved_model_with_optimizer_round_trip(tmp_path):
     ({"beta_2": -0.1}, "beta_2"),
     ({"epsilon": 0.0}, "epsilon"),
     ({"initial_accumulator_value": -1.0}, "initial_accumulator_value"),
-    ({"learning_rate": -0.1}, "learning_rate"),
+    ({"table_learning_rate": -0.1}, "table_learning_rate.*tables' learning rate"),
     ({"is_table": "embeddings"}, "is_table"),
 ])
 def test_bad_arguments(kwargs, match):
@@ -262,7 +302,7 @@ def test_gathered_but_masked_rows_keep_their_moments():
     table = keras.layers.Embedding(ROWS, DIM, name="table")
     values = keras.layers.Multiply()([table(ids), keep])
     model = keras.Model([ids, keep], keras.layers.Dense(1)(keras.layers.Flatten()(values)))
-    optimizer = SparseRowOptimizer("sgd", table_optimizer="adam", learning_rate=0.1)
+    optimizer = SparseRowOptimizer("sgd", table_optimizer="adam", table_learning_rate=0.1)
     model.compile(optimizer=optimizer, loss="mse")
     x = np.full((BATCH, 1), 3, "int32")
     y = np.ones((BATCH, 1), "float32")
@@ -306,7 +346,7 @@ def test_weighted_bags_with_repeated_ids_equal_the_dense_optimizer(combiner="sqr
     y = rng.normal(size=(BATCH, 1)).astype("float32")
     results = []
     optimizers = (SparseRowOptimizer(keras.optimizers.SGD(0.5), table_optimizer="sgd",
-                                     learning_rate=0.5),
+                                     table_learning_rate=0.5),
                   keras.optimizers.SGD(0.5))
     initial = ops.convert_to_numpy(model().get_layer("stacked").tables[0])
     for optimizer in optimizers:
@@ -351,7 +391,7 @@ def test_a_loss_scale_factor_gives_the_unscaled_step(kind):
     variables never unscaled on JAX."""
     batches = _batches(2)
     make = lambda **kw: SparseRowOptimizer(  # noqa: E731
-        keras.optimizers.SGD(0.1), table_optimizer=kind, learning_rate=0.1, **kw)
+        keras.optimizers.SGD(0.1), table_optimizer=kind, table_learning_rate=0.1, **kw)
     _, scaled, plain = _twins(make(loss_scale_factor=128.0), make(), batches)
     for a, b in zip(scaled, plain):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -374,7 +414,7 @@ def test_a_row_whose_gradient_is_partly_zero_is_touched(kind):
     head.kernel.assign(kernel)
     _frozen_head(model)
     before = ops.convert_to_numpy(model.get_layer("table").embeddings).copy()
-    _train(model, SparseRowOptimizer("sgd", table_optimizer=kind, learning_rate=0.3),
+    _train(model, SparseRowOptimizer("sgd", table_optimizer=kind, table_learning_rate=0.3),
            batches)
     expected = _reference(before, kernel[:, 0], batches, kind, 0.3)[0]
     np.testing.assert_allclose(ops.convert_to_numpy(model.get_layer("table").embeddings),
@@ -423,7 +463,7 @@ def test_qr_tables_get_the_row_update():
     models = [build(), build()]
     models[1].set_weights(models[0].get_weights())
     _train(models[0], SparseRowOptimizer(keras.optimizers.SGD(0.0), "sgd",
-                                         learning_rate=0.5), batches)
+                                         table_learning_rate=0.5), batches)
     _train(models[1], keras.optimizers.SGD(0.5), batches)
     layer = models[0].get_layer("qr")
     assert {v.name for v in models[0].optimizer.table_variables} == {
@@ -437,7 +477,7 @@ def test_qr_tables_get_the_row_update():
 
 def test_a_schedule_learning_rate_survives_the_config_and_a_saved_model(tmp_path):
     schedule = keras.optimizers.schedules.ExponentialDecay(0.5, 4, 0.5)
-    optimizer = SparseRowOptimizer(keras.optimizers.SGD(0.1), "sgd", learning_rate=schedule)
+    optimizer = SparseRowOptimizer(keras.optimizers.SGD(0.1), "sgd", table_learning_rate=schedule)
     restored = SparseRowOptimizer.from_config(optimizer.get_config())
     assert isinstance(restored._learning_rate,
                       keras.optimizers.schedules.ExponentialDecay)
@@ -471,7 +511,7 @@ def test_clipping_equals_keras_on_rows_and_dense_variables(option):
     """Issue 22: one step moved a row by 6.6 where Keras moves it 0.0002."""
     batches = _distinct_batches(2)
     before, ours, theirs = _twins(
-        SparseRowOptimizer(keras.optimizers.SGD(0.1), "sgd", learning_rate=0.1, **option),
+        SparseRowOptimizer(keras.optimizers.SGD(0.1), "sgd", table_learning_rate=0.1, **option),
         keras.optimizers.SGD(0.1, **option), batches)
     for a, b, old in zip(ours, theirs, before):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -486,7 +526,7 @@ def test_clipnorm_is_per_table_on_the_summed_rows():
     kernel = _frozen_head(model)
     before = ops.convert_to_numpy(model.get_layer("table").embeddings).copy()
     ids = np.array([[2]] * 10 + [[5]] * 6, "int32")
-    _train(model, SparseRowOptimizer("sgd", "adagrad", learning_rate=0.1, clipnorm=0.05),
+    _train(model, SparseRowOptimizer("sgd", "adagrad", table_learning_rate=0.1, clipnorm=0.05),
            [ids])
     g = _row_grads(ids, kernel, ROWS)
     g *= 0.05 / max(np.linalg.norm(g), 0.05)
@@ -506,7 +546,7 @@ def test_weight_decay_is_lazy_on_touched_rows(kind, keras_optimizer):
                for s in range(3)]  # rows 0..15 every step, 16..39 never
     # FTRL's head would be Keras's SGD against Keras's FTRL: frozen
     before, ours, theirs = _twins(
-        SparseRowOptimizer(keras.optimizers.SGD(0.1), kind, learning_rate=0.1,
+        SparseRowOptimizer(keras.optimizers.SGD(0.1), kind, table_learning_rate=0.1,
                            weight_decay=0.3),
         keras_optimizer(0.1, weight_decay=0.3), batches, frozen_head=kind == "ftrl")
     np.testing.assert_allclose(ours[0][rows], theirs[0][rows], rtol=1e-5, atol=1e-6)
@@ -517,7 +557,7 @@ def test_weight_decay_is_lazy_on_touched_rows(kind, keras_optimizer):
 
 def test_weight_decay_respects_exclusions():
     model = _model()
-    optimizer = SparseRowOptimizer("sgd", "sgd", learning_rate=0.1, weight_decay=0.5)
+    optimizer = SparseRowOptimizer("sgd", "sgd", table_learning_rate=0.1, weight_decay=0.5)
     optimizer.exclude_from_weight_decay(var_names=["embeddings"])
     before = ops.convert_to_numpy(model.get_layer("table").embeddings).copy()
     ids = np.full((BATCH, 1), 4, "int32")
@@ -558,7 +598,7 @@ def test_loss_scale_optimizer_equals_keras():
     batches = _distinct_batches(2)
     lso = keras.optimizers.LossScaleOptimizer
     before, ours, theirs = _twins(
-        lso(SparseRowOptimizer(keras.optimizers.SGD(0.1), "sgd", learning_rate=0.1)),
+        lso(SparseRowOptimizer(keras.optimizers.SGD(0.1), "sgd", table_learning_rate=0.1)),
         lso(keras.optimizers.SGD(0.1)), batches)
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
@@ -586,7 +626,7 @@ def test_ftrl_equals_keras_ftrl_on_touched_rows(options):
     for model in models:
         _frozen_head(model)
     before = ops.convert_to_numpy(models[0].get_layer("table").embeddings).copy()
-    ours = SparseRowOptimizer("sgd", "ftrl", learning_rate=0.5, **options)
+    ours = SparseRowOptimizer("sgd", "ftrl", table_learning_rate=0.5, **options)
     theirs = keras.optimizers.Ftrl(0.5, **options)
     _train(models[0], ours, batches)
     _train(models[1], theirs, batches)
@@ -606,7 +646,7 @@ def test_ftrl_equals_keras_ftrl_on_touched_rows(options):
 
 
 def test_ftrl_config_round_trip_and_old_configs_load():
-    optimizer = SparseRowOptimizer("adam", "ftrl", learning_rate=0.2, **FTRL_OPTIONS)
+    optimizer = SparseRowOptimizer("adam", "ftrl", table_learning_rate=0.2, **FTRL_OPTIONS)
     restored = SparseRowOptimizer.from_config(optimizer.get_config())
     for key, value in FTRL_OPTIONS.items():
         assert getattr(restored, key) == pytest.approx(value)
@@ -647,3 +687,35 @@ def test_options_on_an_opted_out_table_equal_keras(option):
     assert first.optimizer.table_variables == []
     for a, b in zip(_weights(first), _weights(second)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="PyTorch: scale_loss arms the lookups' sparse gradients")
+def test_scale_loss_arms_only_the_backward_pass_of_its_loss():
+    """A loss scaled for logging and never backpropagated, or a scaled
+    backward pass that an error kept from its `apply`, must not leave a
+    later, unrelated backward pass with sparse table gradients."""
+    from keras_mixed_dim.models import read_embedding_rows
+
+    model = _model()
+    read_embedding_rows(model)
+    optimizer = SparseRowOptimizer(keras.optimizers.SGD(0.1), "sgd", table_learning_rate=0.1)
+    optimizer.build(model.trainable_variables)
+    table = model.get_layer("table").embeddings
+    ids = ops.convert_to_tensor(_batches(1)[0])
+
+    def table_grad(scaled):
+        table.value.grad = None
+        loss = ops.mean(model(ids))
+        if scaled:
+            loss = optimizer.scale_loss(loss)
+        loss.backward()
+        return table.value.grad
+
+    optimizer.scale_loss(ops.mean(model(ids)))  # for logging only
+    assert not table_grad(scaled=False).is_sparse
+    sparse = table_grad(scaled=True)  # ... and no `apply` follows
+    assert sparse.is_sparse
+    dense = table_grad(scaled=False)
+    assert not dense.is_sparse
+    np.testing.assert_allclose(sparse.to_dense().numpy(), dense.numpy(), rtol=1e-6)

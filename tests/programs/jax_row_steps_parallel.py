@@ -30,7 +30,7 @@ def train(kind):
         jax_distribution(kind, embeddings)
     model = dlrm(embeddings[0], 4, bottom=(8,), top=(8,), num_dense=2, stacked=True)
     model.compile(SparseRowOptimizer(keras.optimizers.Adam(0.01), table_optimizer="adam",
-                                     learning_rate=0.1), "binary_crossentropy")
+                                     table_learning_rate=0.1), "binary_crossentropy")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(x, y, batch_size=128, epochs=2, shuffle=False, verbose=0)

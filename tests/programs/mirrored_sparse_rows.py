@@ -50,7 +50,7 @@ def build(kind):
         keras.layers.Concatenate()([user, item]))
     model = keras.Model(inputs, keras.layers.Dense(1, name="out")(hidden))
     optimizer = SparseRowOptimizer(keras.optimizers.SGD(0.05, name="dense"), table_optimizer=kind,
-                                   learning_rate=0.1)
+                                   table_learning_rate=0.1)
     model.compile(optimizer, "mse")
     optimizer.build(model.trainable_variables)
     return model

@@ -36,7 +36,7 @@ with strategy_scope("multiworker" if multiworker else None):
     optimizer = keras.optimizers.SGD(5.0)
     if kind:
         optimizer = SparseRowOptimizer(optimizer, table_optimizer=kind,
-                                       learning_rate=TABLE_LR[kind])
+                                       table_learning_rate=TABLE_LR[kind])
     model.compile(optimizer, "mse", metrics=["mae"])
 data = tf.data.Dataset.from_tensor_slices(
     ({"user": users, "item": items}, target)).batch(128)

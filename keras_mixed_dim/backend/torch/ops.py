@@ -9,13 +9,13 @@ from keras_mixed_dim.backend.row_gradients import RowGradient
 from keras_mixed_dim.backend.torch import sparse_rows
 from keras_mixed_dim.backend.torch.residual_gradient import residual_gradient
 
-__all__ = ["DENSE_TABLE_GRADIENT_ADVICE", "ROW_OPS", "SCALE_LOSS_ARMS_ROW_STEP",
+__all__ = ["DENSE_TABLE_GRADIENT_ADVICE", "ROW_OPS", "arm_row_step",
            "attach_row_optimizer", "residual_gradient", "table_gradient", "take_rows"]
 
 # -- sparse row updates: the lookups' backward gives sparse `.grad`s --------
 
 ROW_OPS = sparse_rows
-SCALE_LOSS_ARMS_ROW_STEP = True
+arm_row_step = sparse_rows.arm_row_step
 
 DENSE_TABLE_GRADIENT_ADVICE = (
     "In your own train_step, scale the loss with "

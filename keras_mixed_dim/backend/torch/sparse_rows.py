@@ -12,16 +12,25 @@ small head blocks), `zero_grad()` clears it, and Keras's own
 `TorchTrainer.train_step` (or a user's) hands it to the optimizer, which
 updates those rows only.
 
-Only a loss that the table's `SparseRowOptimizer` scaled
-(`optimizer.scale_loss(loss)`, which Keras's train step calls before
-`backward()`) gets sparse gradients; any other backward pass gets Keras's
-dense gradient. That keeps every other consumer of `.grad` working: a
-`LossScaleOptimizer` around the optimizer (it scales the loss itself and
-checks gradients with ops that sparse tensors lack), `model.fit` with
-another optimizer after a recompile, a gradient computed for inspection.
-The state is the optimizer's (`row_step_armed`) and the table's (a weak
-reference to its optimizer); this module holds none.
+Only the backward pass of a loss that the table's `SparseRowOptimizer`
+scaled (`optimizer.scale_loss(loss)`, which Keras's train step calls
+before `backward()`) gets sparse gradients; any other backward pass gets
+Keras's dense gradient. That keeps every other consumer of `.grad`
+working: a `LossScaleOptimizer` around the optimizer (it scales the loss
+itself and checks gradients with ops that sparse tensors lack), `model.fit`
+with another optimizer after a recompile, a gradient computed for
+inspection. The arming is scoped to that one backward pass, not to "the
+next backward": `scale_loss` wraps the loss in `_ArmRowStep`, whose
+backward (the first node of the loss's pass) records the pass's autograd
+graph task on the optimizer, and a lookup's backward gives a sparse
+gradient only inside that same task. A scaled loss never backpropagated
+(computed for logging), or an error between `backward()` and the
+optimizer's `apply`, then cannot leave a later, unrelated backward pass
+with sparse `.grad`s. The state is the optimizer's (`armed_backward`) and
+the table's (a weak reference to its optimizer); this module holds none.
 """
+
+import weakref
 
 import torch
 
@@ -30,9 +39,45 @@ import torch
 OWNER_ATTRIBUTE = "_sparse_row_optimizer"
 
 
+def _graph_task():
+    """The running backward pass's autograd graph task (unique per pass,
+    never reused), or -1 outside a backward pass. (The private accessor
+    that torch's own `register_multi_grad_hook` and non-reentrant
+    checkpointing use to tell backward passes apart.)"""
+    return torch._C._current_graph_task_id()
+
+
+class _ArmRowStep(torch.autograd.Function):
+    """The identity on a scaled loss; its backward, the first node of any
+    backward pass through the loss, arms that pass (and only it) for the
+    owner's lookups."""
+
+    @staticmethod
+    def forward(ctx, loss, owner):
+        ctx.owner = owner
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, upstream):
+        optimizer = ctx.owner()
+        if optimizer is not None:
+            optimizer.armed_backward = _graph_task()
+        return upstream, None
+
+
+def arm_row_step(optimizer, loss):
+    """`loss` whose backward pass gives `optimizer`'s tables sparse
+    gradients (through `_ArmRowStep`); `loss` itself where autograd does
+    not record it."""
+    if not (isinstance(loss, torch.Tensor) and loss.requires_grad
+            and torch.is_grad_enabled()):
+        return loss
+    return _ArmRowStep.apply(loss, weakref.ref(optimizer))
+
+
 class _RowLookup(torch.autograd.Function):
-    """`table[rows]` whose gradient for `table` is a sparse COO tensor when
-    its optimizer armed the step, else a dense one."""
+    """`table[rows]` whose gradient for `table` is a sparse COO tensor in a
+    backward pass that its optimizer armed, else a dense one."""
 
     @staticmethod
     def forward(ctx, table, rows, owner):
@@ -49,7 +94,7 @@ class _RowLookup(torch.autograd.Function):
         values = upstream.reshape((-1,) + shape[1:])
         indices = rows.reshape(1, -1).long()
         optimizer = ctx.owner()
-        if optimizer is not None and optimizer.row_step_armed:
+        if optimizer is not None and optimizer.armed_backward == _graph_task():
             # (the rows are in range: the layers clamp them before the gather)
             return torch.sparse_coo_tensor(indices, values, shape,
                                            check_invariants=False), None, None

@@ -95,7 +95,7 @@ def test_one_device_strategy_matches_no_strategy():
             keras.utils.set_random_seed(0)
             model = _model()
             model.compile(SparseRowOptimizer("sgd", table_optimizer="adam",
-                                             learning_rate=0.1), "mse")
+                                             table_learning_rate=0.1), "mse")
         model.fit(x, y, batch_size=8, verbose=0)
         weights.append([keras.ops.convert_to_numpy(w) for w in model.weights])
     for one, other in zip(*weights):

@@ -1,6 +1,7 @@
 """PyTorch's row lookup against autograd's own: the `_RowLookup` backward
-gives a sparse `.grad` whose rows add up to the dense gradient, a dense one
-unless the optimizer armed the step; and the row ops against numpy."""
+gives a sparse `.grad` whose rows add up to the dense gradient in the
+backward pass of a loss its optimizer armed, a dense one in any other pass;
+and the row ops against numpy."""
 
 import weakref
 
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.skipif(keras.backend.backend() != "torch",
 
 
 class _Owner:
-    row_step_armed = True
+    armed_backward = None
 
 
 @pytest.fixture
@@ -29,14 +30,17 @@ def lookup_grad(rows_module, armed):
     keras.utils.set_random_seed(0)
     table = keras.Variable(np.random.default_rng(0).normal(size=(6, 3)).astype("float32"))
     owner = _Owner()
-    owner.row_step_armed = armed
     setattr(table, rows_module.OWNER_ATTRIBUTE, weakref.ref(owner))
     rows = torch.tensor([[4, 1], [4, 0]])
     upstream = torch.arange(12, dtype=torch.float32).reshape(2, 2, 3)
     out = rows_module.take_rows(table, rows)
     np.testing.assert_array_equal(out.detach().numpy(),
                                   table.value.detach().numpy()[rows.numpy()])
-    (out * upstream).sum().backward()
+    loss = (out * upstream).sum()
+    if armed:
+        loss = rows_module.arm_row_step(owner, loss)
+        assert loss.item() == (out * upstream).sum().item()
+    loss.backward()
     # autograd's dense reference: the same lookup by plain indexing
     reference = table.value.detach().clone().requires_grad_(True)
     (reference[rows] * upstream).sum().backward()
@@ -56,6 +60,38 @@ def test_an_unarmed_lookup_gives_the_dense_grad(rows_module):
     assert not grad.is_sparse
     np.testing.assert_array_equal(grad.numpy(), reference.numpy())
     assert rows_module.row_gradient(grad) is None
+
+
+def test_the_arming_holds_for_its_own_backward_pass_only(rows_module):
+    """A loss armed but never backpropagated arms nothing; an armed pass
+    that no optimizer step follows leaves the next pass dense."""
+    import torch
+
+    table = keras.Variable(np.ones((5, 2), "float32"))
+    owner = _Owner()
+    setattr(table, rows_module.OWNER_ATTRIBUTE, weakref.ref(owner))
+    rows = torch.tensor([3, 1, 3])
+
+    def grad(armed):
+        table.value.grad = None
+        loss = rows_module.take_rows(table, rows).sum()
+        if armed:
+            loss = rows_module.arm_row_step(owner, loss)
+        loss.backward()
+        return table.value.grad
+
+    rows_module.arm_row_step(owner, rows_module.take_rows(table, rows).sum())
+    assert not grad(armed=False).is_sparse
+    sparse = grad(armed=True)
+    assert sparse.is_sparse
+    dense = grad(armed=False)
+    assert not dense.is_sparse
+    np.testing.assert_array_equal(sparse.to_dense().numpy(), dense.numpy())
+    np.testing.assert_array_equal(dense.numpy()[:, 0], [0, 1, 0, 2, 0])
+    # nothing to arm without autograd
+    with torch.no_grad():
+        loss = torch.ones(())
+        assert rows_module.arm_row_step(owner, loss) is loss
 
 
 def test_take_rows_needs_an_owner_and_autograd(rows_module):
