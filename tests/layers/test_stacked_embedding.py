@@ -257,3 +257,64 @@ def test_vocabularies_adding_up_past_int32_are_refused_naming_the_total():
     with pytest.raises(ValueError, match="add up to 2147483648 ids"):
         StackedEmbedding([2**30, 2**30], 4)
     StackedEmbedding([2**30, 2**30 - 1], 4)   # the largest total that fits
+
+
+def _whole_table_layers():
+    """Per-table MD features whose width groups take every branch of a
+    training lookup: small tables projected whole (a group of two, and one
+    without projection), a width group mixing small and large tables, a
+    width-1 group of two large tables and a lone large one."""
+    specs = [(30, DIM), (9000, 2), (25, 4), (17000, 1), (40, 2), (3000, 6),
+             (60, 4), (20000, 1), (9500, 2)]
+    return [MixedDimEmbedding(rows, DIM, plan=BlockPlan(rows, DIM, [Block(0, rows, w)]),
+                              name=f"f{f}") for f, (rows, w) in enumerate(specs)]
+
+
+def test_training_lookup_of_whole_tables_equals_the_per_feature_layers():
+    layers = _whole_table_layers()
+    ids = _ids(np.random.default_rng(5), layers, batch=32)
+    _built(layers, ids)
+    stacked = StackedEmbedding.from_layers(layers)
+    # the training path, with head and gathered groups both present
+    assert stacked._trains_by_groups()
+    assert [g.name for g in stacked.groups] == [
+        "stacked_w8", "stacked_w6p", "stacked_w4p", "stacked_w2p", "stacked_w1p"]
+    expected = np.stack([_reference(layer, ids[:, f])
+                         for f, layer in enumerate(layers)], axis=1)
+    got = ops.convert_to_numpy(stacked(ids, training=True))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[:2], 0.0)
+    np.testing.assert_allclose(got, ops.convert_to_numpy(stacked(ids)), rtol=1e-5,
+                               atol=1e-6)
+
+    # one SGD step on the same loss moves every table and projection as it
+    # moves the per-feature layers' (the gradients go through the head
+    # table, the zero row, the member projections and the reordering)
+    target = np.random.default_rng(6).normal(size=(32, len(layers) * DIM))
+
+    def trained(outputs_of, weights_of):
+        inputs = keras.Input((len(layers),), dtype="int32")
+        model = keras.Model(inputs, keras.layers.Flatten()(outputs_of(inputs)))
+        model.compile(keras.optimizers.SGD(0.5), loss="mse")
+        model.train_on_batch(ids, target.astype("float32"))
+        return weights_of()
+
+    after_stacked = trained(stacked, lambda: [stacked.feature_weights(f)
+                                              for f in range(len(layers))])
+
+    def per_feature(inputs):
+        return ops.stack([layer(inputs[:, f]) for f, layer in enumerate(layers)], axis=1)
+
+    after_layers = trained(per_feature, lambda: [
+        ([ops.convert_to_numpy(t) for t in layer.block_embeddings],
+         [None if p is None else ops.convert_to_numpy(p) for p in layer.block_projections])
+        for layer in layers])
+    for f, ((tables, projections), (want_tables, want_projections)) in enumerate(
+            zip(after_stacked, after_layers)):
+        np.testing.assert_allclose(tables[0], want_tables[0], rtol=1e-5, atol=1e-6,
+                                   err_msg=f"feature {f} table")
+        if want_projections[0] is None:
+            assert projections[0] is None
+        else:
+            np.testing.assert_allclose(projections[0], want_projections[0], rtol=1e-5,
+                                       atol=1e-6, err_msg=f"feature {f} projection")
