@@ -7,6 +7,7 @@ import pytest
 from keras import ops
 
 from keras_mixed_dim.layers import MixedDimEmbedding
+from keras_mixed_dim.layers import stacked_embedding
 from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 from keras_mixed_dim.layers.stacked_embedding import uniform_plan
 from keras_mixed_dim.planning import Block
@@ -270,7 +271,7 @@ def _whole_table_layers():
                               name=f"f{f}") for f, (rows, w) in enumerate(specs)]
 
 
-def test_training_lookup_of_whole_tables_equals_the_per_feature_layers():
+def test_training_lookup_of_whole_tables_equals_the_per_feature_layers(monkeypatch):
     layers = _whole_table_layers()
     ids = _ids(np.random.default_rng(5), layers, batch=32)
     _built(layers, ids)
@@ -286,6 +287,11 @@ def test_training_lookup_of_whole_tables_equals_the_per_feature_layers():
     np.testing.assert_array_equal(got[:2], 0.0)
     np.testing.assert_allclose(got, ops.convert_to_numpy(stacked(ids)), rtol=1e-5,
                                atol=1e-6)
+    # groups too wide for a block-diagonal projection: one matmul per member
+    monkeypatch.setattr(stacked_embedding, "_BLOCK_DIAGONAL_MAX_ENTRIES", 0)
+    np.testing.assert_allclose(ops.convert_to_numpy(stacked(ids, training=True)),
+                               expected, rtol=1e-5, atol=1e-6)
+    monkeypatch.undo()
 
     # one SGD step on the same loss moves every table and projection as it
     # moves the per-feature layers' (the gradients go through the head
