@@ -258,10 +258,10 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
             looked_up = stacked_layer(categorical)
         else:
             looked_up = stacked_layer(categorical, weights=weights)
-        # One Unstack (its gradient one Pack), not a slice per feature: on
-        # TensorFlow each slice's gradient is a StridedSliceGrad that writes a
-        # whole (batch, F, d) tensor, then all of them are summed.
-        vectors = [x] + ops.unstack(looked_up, num=num_features, axis=1)
+        # The (batch, F, d) block goes to the interaction whole: unstacked
+        # into vectors (which the interaction would stack again) it cost a
+        # stacked MD step on TensorFlow two more copies of it each way.
+        vectors = [x, looked_up]
     else:
         vectors = [x] + _per_feature_lookups(
             embeddings, categorical, weights, bag_sizes,
@@ -274,8 +274,12 @@ def dlrm(embeddings, dim, bottom=(512, 256, 64), top=(512, 256), num_dense=13,
 
 
 def _interact(vectors, interaction, cross_layers, cross_rank):
-    """The top MLP's input from `[bottom output, feature vectors...]`."""
+    """The top MLP's input from `[bottom output, feature vectors...]`, the
+    feature vectors one `(batch, d)` tensor each or one `(batch, F, d)`
+    block (a stacked layer's)."""
     if interaction == "dcnv2":
+        vectors = [v if len(v.shape) == 2 else ops.reshape(v, (-1, v.shape[1] * v.shape[2]))
+                   for v in vectors]
         x0 = layers.Concatenate(name="interaction")(vectors)
         return cross_network(x0, cross_layers, cross_rank, name="cross")
     interactions = DotInteraction(name="interaction")(vectors)

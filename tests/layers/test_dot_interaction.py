@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 
 def test_dot_interaction_gives_upper_triangle_dot_products():
@@ -16,3 +17,20 @@ def test_dot_interaction_gives_upper_triangle_dot_products():
     )
     assert out.shape == (5, 6)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_blocks_of_vectors_give_the_pairs_of_their_vectors_in_order():
+    from keras_mixed_dim.layers.dot_interaction import DotInteraction
+
+    rng = np.random.default_rng(1)
+    vectors = [rng.normal(size=(5, 4)).astype("float32") for _ in range(6)]
+    block = np.stack(vectors[1:4], axis=1)  # (5, 3, 4): vectors 1, 2, 3
+    expected = np.stack(
+        [np.sum(vectors[i] * vectors[j], axis=1) for i in range(6) for j in range(i + 1, 6)],
+        axis=1)
+    out = keras.ops.convert_to_numpy(
+        DotInteraction()([vectors[0], block, vectors[4], vectors[5][:, None, :]]))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    assert DotInteraction().compute_output_shape([(5, 4), (5, 3, 4), (5, 4)]) == (5, 10)
+    with pytest.raises(ValueError, match=r"\(batch, k, d\).*\(5, 2, 3, 4\)"):
+        DotInteraction()([vectors[0], np.zeros((5, 2, 3, 4), "float32")])

@@ -9,6 +9,7 @@ import pytest
 from keras import ops
 
 from keras_mixed_dim.layers import MixedDimEmbedding
+from keras_mixed_dim.layers import stacked_embedding
 from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 from keras_mixed_dim.layers.stacked_embedding import uniform_plan
 from keras_mixed_dim.planning import Block
@@ -366,3 +367,66 @@ def test_fused_for_serving_refuses_training_and_unfusable_layers():
         with pytest.raises(ValueError, match="cannot be fused"):
             with unfusable.fused_for_serving():
                 pass
+
+def _whole_table_layers():
+    """Per-table MD features whose width groups take every branch of a
+    training lookup: small tables projected whole (a group of two, and one
+    without projection), a width group mixing small and large tables, a
+    width-1 group of two large tables and a lone large one."""
+    specs = [(30, DIM), (9000, 2), (25, 4), (17000, 1), (40, 2), (3000, 6),
+             (60, 4), (20000, 1), (9500, 2)]
+    return [MixedDimEmbedding(rows, DIM, plan=BlockPlan(rows, DIM, [Block(0, rows, w)]),
+                              name=f"f{f}") for f, (rows, w) in enumerate(specs)]
+
+
+def test_training_lookup_of_whole_tables_equals_the_per_feature_layers(monkeypatch):
+    layers = _whole_table_layers()
+    ids = _ids(np.random.default_rng(5), layers, batch=32)
+    _built(layers, ids)
+    stacked = StackedEmbedding.from_layers(layers)
+    # the training path, with head and gathered groups both present
+    assert stacked._trains_by_groups()
+    assert [g.name for g in stacked.groups] == [
+        "stacked_w8", "stacked_w6p", "stacked_w4p", "stacked_w2p", "stacked_w1p"]
+    expected = np.stack([_reference(layer, ids[:, f])
+                         for f, layer in enumerate(layers)], axis=1)
+    got = ops.convert_to_numpy(stacked(ids, training=True))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[:2], 0.0)
+    # groups too wide for a block-diagonal projection: one matmul per member
+    monkeypatch.setattr(stacked_embedding, "_BLOCK_DIAGONAL_MAX_ENTRIES", 0)
+    np.testing.assert_allclose(ops.convert_to_numpy(stacked(ids, training=True)),
+                               expected, rtol=1e-5, atol=1e-6)
+    monkeypatch.undo()
+
+    # one SGD step on the same loss moves every table and projection as it
+    # moves the per-feature layers' (the gradients go through the head
+    # table, the zero row, the member projections and the reordering)
+    target = np.random.default_rng(6).normal(size=(32, len(layers) * DIM))
+
+    def trained(outputs_of, weights_of):
+        inputs = keras.Input((len(layers),), dtype="int32")
+        model = keras.Model(inputs, keras.layers.Flatten()(outputs_of(inputs)))
+        model.compile(keras.optimizers.SGD(0.5), loss="mse")
+        model.train_on_batch(ids, target.astype("float32"))
+        return weights_of()
+
+    after_stacked = trained(stacked, lambda: [stacked.feature_weights(f)
+                                              for f in range(len(layers))])
+
+    def per_feature(inputs):
+        return ops.stack([layer(inputs[:, f]) for f, layer in enumerate(layers)], axis=1)
+
+    after_layers = trained(per_feature, lambda: [
+        ([ops.convert_to_numpy(t) for t in layer.block_embeddings],
+         [None if p is None else ops.convert_to_numpy(p) for p in layer.block_projections])
+        for layer in layers])
+    for f, ((tables, projections), (want_tables, want_projections)) in enumerate(
+            zip(after_stacked, after_layers)):
+        np.testing.assert_allclose(tables[0], want_tables[0], rtol=1e-5, atol=1e-6,
+                                   err_msg=f"feature {f} table")
+        if want_projections[0] is None:
+            assert projections[0] is None
+        else:
+            np.testing.assert_allclose(projections[0], want_projections[0], rtol=1e-5,
+                                       atol=1e-6, err_msg=f"feature {f} projection")

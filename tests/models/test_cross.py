@@ -78,5 +78,18 @@ def test_dlrm_dcnv2_crosses_every_feature_and_refuses_unknown_interactions():
     out = model.predict({"dense": np.ones((2, 3), "float32"),
                          "categorical": np.array([[1, 2], [3, 4]], "int32")}, verbose=0)
     assert out.shape == (2, 1) and np.all((out > 0) & (out < 1))
+    # the stacked layer's (batch, F, d) block crosses as the per-feature vectors do
+    per_feature = dlrm(tables, 4, bottom=(8,), top=(8,), num_dense=3, stacked=False,
+                       interaction="dcnv2", cross_layers=2, cross_rank=2)
+    stacked = model.get_layer("embeddings")
+    for f, table in enumerate(tables):
+        table.embeddings.assign(stacked.feature_weights(f)[0][0])
+    for layer in per_feature.layers:
+        if layer.weights and not layer.name.startswith("embedding"):
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    np.testing.assert_allclose(per_feature.predict({"dense": np.ones((2, 3), "float32"),
+                                                    "categorical": np.array([[1, 2], [3, 4]],
+                                                                            "int32")},
+                                                   verbose=0), out, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="'dcn'"):
         dlrm(tables, 4, interaction="dcn")

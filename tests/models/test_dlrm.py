@@ -237,3 +237,40 @@ def test_dlrm_with_ragged_bags_equals_the_padded_model_and_trains():
     with pytest.raises(ValueError, match="ragged_bags"):
         dlrm(embedding_layers([30, 20], 4, "uniform"), 4, stacked=False,
              ragged_bags=True)
+
+
+def test_stacked_per_table_md_dlrm_trains_as_the_per_feature_one():
+    # small tables (projected whole in a stacked training step) and large
+    # ones (gathered, then projected), interleaved
+    cardinalities = [20000, 12, 30000, 300, 5]
+    dense, categorical, labels = SyntheticCriteo(64, cardinalities, seed=1).arrays()
+    categorical[0, 1] = -1
+    inputs = {"dense": dense, "categorical": categorical}
+    models = {}
+    for stacked in (True, False):
+        keras.utils.set_random_seed(0)
+        models[stacked] = dlrm(embedding_layers(cardinalities, 8, "table"), 8,
+                               bottom=(16,), top=(16,), stacked=stacked)
+    layer = models[True].get_layer("embeddings")
+    assert {g.width for g in layer.groups} == {8, 6, 2, 1}
+    for f in range(len(cardinalities)):
+        tables, projections = layer.feature_weights(f)
+        mine = models[False].get_layer(f"embedding_{f}")
+        mine.block_embeddings[0].assign(tables[0])
+        if projections[0] is not None:
+            mine.block_projections[0].assign(projections[0])
+    for other in models[False].layers:
+        if other.weights and not other.name.startswith("embedding"):
+            other.set_weights(models[True].get_layer(other.name).get_weights())
+    for model in models.values():
+        model.compile(keras.optimizers.SGD(0.5), "binary_crossentropy")
+        model.train_on_batch(inputs, labels)
+    np.testing.assert_allclose(models[True].predict(inputs, verbose=0),
+                               models[False].predict(inputs, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    for f in (0, 1):  # a large table and a small one moved alike
+        np.testing.assert_allclose(
+            layer.feature_weights(f)[0][0],
+            keras.ops.convert_to_numpy(
+                models[False].get_layer(f"embedding_{f}").block_embeddings[0]),
+            rtol=1e-5, atol=1e-6)
