@@ -152,10 +152,11 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
 
     Two learning rates: the tables' (`table_learning_rate`) and the dense
     variables' (`dense_optimizer`'s own). `optimizer.learning_rate` (and
-    `optimizer.table_learning_rate`) reads the one the tables use; setting
-    it, as Keras's `LearningRateScheduler` and `ReduceLROnPlateau` do,
-    changes the tables' rate only, and is refused when the tables follow
-    `dense_optimizer`'s rate (set `dense_optimizer.learning_rate` then).
+    `optimizer.table_learning_rate`) reads the one the tables use. Setting
+    it, as Keras's `LearningRateScheduler` and `ReduceLROnPlateau` do, sets
+    `dense_optimizer.learning_rate` where the tables follow it (the default:
+    the whole model's rate, as the callback means), and the tables' own rate
+    only where `table_learning_rate` was given.
 
     Args:
         dense_optimizer: A Keras optimizer (instance, name or config) for the
@@ -371,17 +372,13 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
 
     @learning_rate.setter
     def learning_rate(self, learning_rate):
-        # what Keras's LearningRateScheduler and ReduceLROnPlateau do: with
-        # tables that follow dense_optimizer's rate it would change nothing
+        # Keras's LearningRateScheduler and ReduceLROnPlateau set it meaning
+        # the model's rate: with tables that follow dense_optimizer's rate,
+        # that rate is the one to change (setting this optimizer's own,
+        # unused, would change nothing)
         if not self._own_learning_rate:
-            raise ValueError(
-                "`SparseRowOptimizer.learning_rate` is the tables' learning rate, "
-                "and this optimizer has none of its own (table_learning_rate=None: "
-                "the tables follow `dense_optimizer`'s), so setting it would change "
-                "nothing. Set `optimizer.dense_optimizer.learning_rate` (dense "
-                "variables and tables), or build the optimizer with "
-                "`table_learning_rate=` to set the tables' rate here. Received: "
-                f"learning_rate={learning_rate!r}")
+            self.dense_optimizer.learning_rate = learning_rate
+            return
         keras.optimizers.Optimizer.learning_rate.fset(self, learning_rate)
 
     def _table_learning_rate(self):

@@ -239,12 +239,12 @@ def test_learning_rate_is_the_deprecated_name_of_table_learning_rate():
         warnings.simplefilter("error")
         loaded = SparseRowOptimizer.from_config(saved)
     np.testing.assert_allclose(float(loaded.table_learning_rate), 0.05)
-    # Keras's callbacks set `optimizer.learning_rate`: the tables' rate, refused
-    # where the tables follow dense_optimizer's (it would change nothing)
+    # Keras's callbacks set `optimizer.learning_rate`: the dense optimizer's
+    # where the tables follow it (both then change), else the tables' own
     np.testing.assert_allclose(float(follows.learning_rate), 0.2)
-    with pytest.raises(ValueError, match="dense_optimizer.learning_rate.*"
-                                         "Received: learning_rate=0.7"):
-        follows.learning_rate = 0.7
+    follows.learning_rate = 0.7
+    np.testing.assert_allclose(float(follows.dense_optimizer.learning_rate), 0.7)
+    np.testing.assert_allclose(float(follows.table_learning_rate), 0.7)
     loaded.learning_rate = 0.07
     np.testing.assert_allclose(float(loaded.table_learning_rate), 0.07)
     np.testing.assert_allclose(float(loaded.dense_optimizer.learning_rate), 0.01)
