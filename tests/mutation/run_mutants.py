@@ -719,6 +719,27 @@ MUTANTS += [
 ]
 
 
+# The stacked training lookup of whole tables (issue 22, section 4)
+TRAIN_WHOLE_TESTS = ["tests/layers/test_stacked_embedding.py::"
+                     "test_training_lookup_of_whole_tables_equals_the_per_feature_layers"]
+MUTANTS += [
+    Mutant("stacked-train-permutation-not-inverted", STACKED,
+           "StackedEmbedding._train_whole_tables",
+           swap("np.argsort(order)", "order"), TRAIN_WHOLE_TESTS),
+    Mutant("stacked-train-invalid-reads-head-row-0", STACKED,
+           "StackedEmbedding._train_whole_tables",
+           swap("ops.where(ops.greater_equal(head_ranks, 0), ops.add(head_ranks, "
+                "ops.convert_to_tensor(starts)), zero_row)",
+                "ops.where(ops.greater_equal(head_ranks, 0), ops.add(head_ranks, "
+                "ops.convert_to_tensor(starts)), 0)"),
+           TRAIN_WHOLE_TESTS),
+    Mutant("stacked-train-invalid-rows-not-zeroed", STACKED,
+           "StackedEmbedding._train_whole_tables",
+           swap("ops.where(ops.expand_dims(valid, -1), self.read_rows(g, rows), 0.0)",
+                "self.read_rows(g, rows)"), TRAIN_WHOLE_TESTS),
+]
+
+
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""
     try:
@@ -788,3 +809,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+
