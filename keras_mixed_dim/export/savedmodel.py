@@ -76,7 +76,8 @@ def _fused_stacked(model, fuse):
     the export traces; yields the `FusedLookup`s."""
     from keras_mixed_dim.layers.stacked_embedding import StackedEmbedding
 
-    if fuse not in (True, False, "batched", "block_diagonal"):
+    # identity for the booleans: 1 == True and 0 == False would pass `in`
+    if not (fuse is True or fuse is False or fuse in ("batched", "block_diagonal")):
         raise ValueError("`fuse_stacked` must be True, False, 'batched' or "
                          f"'block_diagonal'. Received: {fuse!r}")
     projection = "auto" if fuse is True else fuse

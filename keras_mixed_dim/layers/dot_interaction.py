@@ -57,9 +57,11 @@ def _count(input_shape):
     """Feature vectors in the inputs: one per `(batch, d)`, `k` per `(batch, k, d)`."""
     count = 0
     for shape in input_shape:
-        if len(shape) not in (2, 3):
+        if len(shape) not in (2, 3) or (len(shape) == 3 and shape[1] is None):
+            # (the number of pairs is static: a block's length must be known)
             raise ValueError(
                 "DotInteraction takes feature vectors `(batch, d)` and blocks of "
-                f"them `(batch, k, d)`. Received an input of shape {tuple(shape)}.")
+                f"them `(batch, k, d)` with a known `k`. Received an input of shape "
+                f"{tuple(shape)}.")
         count += 1 if len(shape) == 2 else int(shape[1])
     return count

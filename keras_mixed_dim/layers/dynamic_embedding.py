@@ -267,8 +267,18 @@ class DynamicEmbedding(layers.Layer):
         `"tier_{t}_projection"`, `"fallback_quotient"`, `"fallback_remainder"`,
         `"fallback_embeddings"`, `"fallback_projection"`), or None for a
         part the layer does not have (a tier of full width has no
-        projection)."""
+        projection). Any other name (a tier past the last, a misspelt one)
+        raises a ValueError naming it."""
         if name not in self.layout.start:
+            tiers = [f"tier_{t}_{kind}" for t in range(self.num_tiers)
+                     for kind in ("embeddings", "projection")]
+            if name not in (*tiers, "fallback_quotient", "fallback_remainder",
+                            "fallback_embeddings", "fallback_projection"):
+                # a misspelt name or a tier past the last would otherwise
+                # read as a part the layer does not have
+                raise ValueError(
+                    f"Layer {self.name!r} has no part {name!r}; its parts are "
+                    f"{list(self.layout.names)}.")
             return None
         return take_rows(self.width_tables[self.layout.buffer[name]], self.layout.rows(name))
 

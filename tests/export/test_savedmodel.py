@@ -192,3 +192,14 @@ def test_vocabulary_table_matches_the_documented_mapping(dtype, keys, tmp_path):
         expected = [tokens.index(k) if k in tokens else len(tokens) + b
                     for k, b in zip(keys, buckets)]
         np.testing.assert_array_equal(table(values).numpy(), expected)
+
+
+@pytest.mark.parametrize("fuse", [1, 0, 1.0, "auto"])
+def test_fuse_stacked_takes_only_its_documented_values(fuse, tmp_path):
+    # 1 == True and 0 == False: a tuple membership test let them through
+    # (1 then failed later, or not at all, as an unknown `projection`)
+    inputs = keras.Input((2,), dtype="int32")
+    model = keras.Model(inputs, keras.layers.Embedding(10, 4)(inputs))
+    with pytest.raises(ValueError, match=f"fuse_stacked.*Received: {fuse!r}"):
+        export_for_serving(model, tmp_path, "m", fuse_stacked=fuse)
+    assert not any(tmp_path.iterdir())

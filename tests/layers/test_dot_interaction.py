@@ -34,3 +34,12 @@ def test_blocks_of_vectors_give_the_pairs_of_their_vectors_in_order():
     assert DotInteraction().compute_output_shape([(5, 4), (5, 3, 4), (5, 4)]) == (5, 10)
     with pytest.raises(ValueError, match=r"\(batch, k, d\).*\(5, 2, 3, 4\)"):
         DotInteraction()([vectors[0], np.zeros((5, 2, 3, 4), "float32")])
+
+
+def test_a_block_of_unknown_length_is_refused_naming_its_shape():
+    from keras_mixed_dim.layers.dot_interaction import DotInteraction
+
+    # the pairs' count is static: a block `(batch, None, d)` has no known
+    # number of feature vectors
+    with pytest.raises(ValueError, match=r"\(None, None, 8\)"):
+        DotInteraction()([keras.Input((8,)), keras.Input((None, 8))])

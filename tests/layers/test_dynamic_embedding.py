@@ -387,3 +387,16 @@ def test_a_file_with_one_variable_per_table_loads_into_the_per_width_variables(t
     assert [tuple(v.shape) for v in loaded.trainable_variables] == [(2 + 2 + 2, 4),
                                                                    (3 + 2 + 2, 2)]
     np.testing.assert_array_equal(loaded.id_map.keys, layer.id_map.keys)
+
+
+def test_part_refuses_a_name_that_is_no_part_and_names_it():
+    layer = DynamicEmbedding(8, 64 * 1024, name="d")
+    layer.build()
+    # a full-width tier has no projection, a QR fallback no hashed table: None
+    assert layer.part("tier_0_projection") is None
+    assert layer.part("fallback_embeddings") is None
+    assert tuple(layer.part("tier_1_embeddings").shape) == layer.layout.shape["tier_1_embeddings"]
+    # a misspelt name, or a tier the layer does not have, is an error (not None)
+    for name in ("tier_0_embedding", f"tier_{layer.num_tiers}_embeddings", "fallback"):
+        with pytest.raises(ValueError, match=repr(name)):
+            layer.part(name)
