@@ -46,7 +46,10 @@ def test_dlrm_trains_in_each_embedding_mode(mode):
 @pytest.mark.parametrize("mode", ["uniform", "table", "table_blocks"])
 def test_every_id_of_every_table_has_its_own_vector(mode):
     # a training test only sees the loss fall; here every id must read a
-    # non-zero row (a skipped block gives zeros for most ids)
+    # non-zero row (a skipped block gives zeros for most ids). Seeded: a
+    # width-1 row drawn as exactly 0.0 (about 1 in 2**23 per entry) once
+    # failed this unseeded under xdist
+    keras.utils.set_random_seed(0)
     cardinalities = [20_000, 500, 30]
     counts = [np.random.default_rng(f).integers(1, 100, size=c)
               for f, c in enumerate(cardinalities)]
