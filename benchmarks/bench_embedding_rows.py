@@ -29,13 +29,15 @@ apart, so it holds on a busy machine where absolute examples/s do not.
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import interleaved  # noqa: E402  (benchmarks/interleaved.py)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -44,7 +46,7 @@ ROOT = os.path.dirname(HERE)
 BATCH, LR, DIM = 2048, 0.1, 16
 BOTTOM, TOP = (512, 256, 64), (512, 256)
 DATA_STEPS = 16
-BACKENDS = {"tf": "tensorflow", "jax": "jax", "torch": "torch"}
+BACKENDS = ("tf", "jax", "torch")
 
 
 def cardinalities(scale):
@@ -121,80 +123,15 @@ def worker(spec, data_path):
 
     with np.load(data_path) as data:
         trainer = Trainer(spec.split("/")[1], {k: data[k] for k in data.files})
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print("READY " + json.dumps({"peak_rss_gib": rss}), flush=True)
-    for line in sys.stdin:
-        command = line.split()
-        if not command or command[0] == "quit":
-            break
-        steps, seconds = trainer.run(int(command[1]))
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        print("RESULT " + json.dumps({"steps": steps, "seconds": seconds,
-                                      "peak_rss_gib": rss}), flush=True)
-
-
-def _environment(backend):
-    env = dict(os.environ, KERAS_BACKEND=BACKENDS[backend], PYTHONPATH=os.pathsep.join(
-        [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    if backend == "jax":
-        env["JAX_PLATFORMS"] = "cpu"
-    if backend == "torch":
-        # PyTorch's OpenMP threads spin on their barriers; on a shared
-        # machine that costs it what the other process runs
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return env
-
-
-class Worker:
-    def __init__(self, spec, data_path, log):
-        self.spec = spec
-        self.process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", spec, "--data",
-             data_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-            text=True, env=_environment(spec.split("/")[0]))
-        self.info = self._read("READY ")
-
-    def _read(self, prefix):
-        for line in self.process.stdout:
-            if line.startswith(prefix):
-                return json.loads(line[len(prefix):])
-        raise RuntimeError(f"worker {self.spec} ended (exit {self.process.wait()}); "
-                           "see --log")
-
-    def time(self, steps):
-        self.process.stdin.write(f"run {steps}\n")
-        self.process.stdin.flush()
-        result = self._read("RESULT ")
-        self.info["peak_rss_gib"] = result["peak_rss_gib"]
-        return BATCH * result["steps"] / result["seconds"]
-
-    def close(self):
-        if self.process.poll() is None:
-            self.process.stdin.write("quit\n")
-            self.process.stdin.close()
-            self.process.wait()
+    interleaved.serve(trainer)
 
 
 def run_pair(backend, args, data_path, log):
-    specs = [f"{backend}/rows", f"{backend}/dense"]
-    workers = []
-    try:
-        for spec in specs:
-            started = time.perf_counter()
-            workers.append(Worker(spec, data_path, log))
-            print(f"#   {spec}: ready in {time.perf_counter() - started:.0f} s", flush=True)
-        rounds = []
-        for r in range(args.rounds):
-            order = workers if r % 2 == 0 else workers[::-1]
-            rates = {w.spec: w.time(args.steps) for w in order}
-            rounds.append(rates)
-            print(f"#   round {r}: " + ", ".join(f"{s} {v:,.0f}" for s, v in rates.items()),
-                  flush=True)
-        return rounds, {w.spec: w.info for w in workers}
-    finally:
-        for w in workers:
-            w.close()
-
+    return interleaved.take_turns(
+        [f"{backend}/rows", f"{backend}/dense"],
+        lambda spec: [sys.executable, os.path.abspath(__file__), "--worker", spec,
+                      "--data", data_path],
+        BATCH, args.rounds, args.steps, log)
 
 def report(results):
     print(f"\n{'backend':>8} {'rows ex/s':>10} {'dense ex/s':>11} {'rows / dense':>13} "
@@ -237,7 +174,7 @@ def main():
         data_path = os.path.join(folder, "rows.npz")
         subprocess.run([sys.executable, os.path.abspath(__file__), "--make-data",
                         data_path, "--scale", str(args.scale)], check=True,
-                       env=_environment("jax"), stderr=log)
+                       env=interleaved.environment("jax"), stderr=log)
         import numpy as np
 
         with np.load(data_path) as data:

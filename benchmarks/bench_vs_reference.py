@@ -34,12 +34,14 @@ Each ratio prints beside its target from issue 22 with met / missed.
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import interleaved  # noqa: E402  (benchmarks/interleaved.py)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -217,88 +219,20 @@ def worker(spec, reference, data_path):
         _, mode, layout = spec.split("/")
         state = KerasWorker(mode, layout, data)
         extra = {"layout": state.layout}
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print("READY " + json.dumps({"peak_rss_gib": rss, **extra}), flush=True)
-    for line in sys.stdin:
-        command = line.split()
-        if not command or command[0] == "quit":
-            break
-        steps, seconds = state.run(int(command[1]))
-        print("RESULT " + json.dumps({"steps": steps, "seconds": seconds}), flush=True)
-
-
-def _environment(backend):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    if backend == "jax":
-        env.update(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    elif backend == "tf":
-        env.update(KERAS_BACKEND="tensorflow")
-    else:
-        # PyTorch's OpenMP threads spin on their barriers: on a shared machine
-        # a thread spinning while another process holds its core cost the
-        # reference 2x to 4x here. Waiting passively gives it what an idle
-        # machine would.
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return env
-
-
-class Worker:
-    def __init__(self, spec, reference, data_path, log):
-        env = _environment(spec.split("/")[0])
-        command = [sys.executable, os.path.abspath(__file__), "--worker", spec,
-                   "--data", data_path]
-        if reference:
-            command += ["--reference", reference]
-        self.spec = spec
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=log, text=True,
-                                        env=env)
-        self.info = self._read("READY ")
-
-    def _read(self, prefix):
-        for line in self.process.stdout:
-            if line.startswith(prefix):
-                return json.loads(line[len(prefix):])
-        raise RuntimeError(f"worker {self.spec} ended (exit {self.process.wait()}); "
-                           "see the log")
-
-    def time(self, steps):
-        self.process.stdin.write(f"run {steps}\n")
-        self.process.stdin.flush()
-        result = self._read("RESULT ")
-        return BATCH * result["steps"] / result["seconds"]
-
-    def close(self):
-        if self.process.poll() is None:
-            self.process.stdin.write("quit\n")
-            self.process.stdin.close()
-            self.process.wait()
+    interleaved.serve(state, **extra)
 
 
 def run_group(name, specs, args, data_path, log):
     print(f"# group {name}: starting {', '.join(specs)}", flush=True)
-    workers = []
-    try:
-        for spec in specs:
-            started = time.perf_counter()
-            workers.append(Worker(spec, args.reference, data_path, log))
-            info = workers[-1].info
-            print(f"#   {spec}: ready in {time.perf_counter() - started:.0f} s, peak RSS "
-                  f"{info['peak_rss_gib']:.2f} GiB"
-                  + (f", layout {info['layout']}" if "layout" in info else ""), flush=True)
-        rounds = []
-        for r in range(args.rounds):
-            order = workers if r % 2 == 0 else workers[::-1]
-            rates = {w.spec: w.time(args.steps) for w in order}
-            rounds.append(rates)
-            print(f"#   round {r}: " + ", ".join(f"{s} {v:,.0f}" for s, v in rates.items()),
-                  flush=True)
-        return rounds, {w.spec: w.info for w in workers}
-    finally:
-        for w in workers:
-            w.close()
 
+    def command(spec):
+        return ([sys.executable, os.path.abspath(__file__), "--worker", spec,
+                 "--data", data_path]
+                + (["--reference", args.reference] if args.reference else []))
+
+    return interleaved.take_turns(
+        specs, command, BATCH, args.rounds, args.steps, log,
+        describe=lambda info: f", layout {info['layout']}" if "layout" in info else "")
 
 def report(results):
     """Prints each configuration's examples/s and every target's ratio.
@@ -374,7 +308,7 @@ def main():
         data_path = os.path.join(folder, "rows.npz")
         # in a process of its own: this one stays free of TensorFlow
         subprocess.run([sys.executable, os.path.abspath(__file__), "--make-data",
-                        data_path], check=True, env=_environment("tf"), stderr=log)
+                        data_path], check=True, env=interleaved.environment("tf"), stderr=log)
         for name, specs in groups.items():
             results[name] = run_group(name, specs, args, data_path, log)
     report(results)
