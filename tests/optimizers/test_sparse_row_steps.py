@@ -606,6 +606,9 @@ def test_mixed_bfloat16_keeps_the_row_step_and_float32_tables():
     """Under mixed_bfloat16 the row gradients reach the optimizer, tables
     stay float32, and the weights equal the dense-gradient update under the
     same policy and, within bfloat16's rounding, the float32 run's."""
+    # seeded: bfloat16's rounding of some unseeded starting weights once put
+    # one element of the step just past the 5% tolerance
+    keras.utils.set_random_seed(0)
     x, y = _data(2, 2)
     first = _stacked_model()
     initial = first.get_weights()
