@@ -20,7 +20,9 @@ Streams:
              Zipf popularity and a planted model y = b_u + b_v + <u, v> / sqrt(8)
              + noise (each term of unit variance, fixed per raw id by its
              hash); ids are random 64-bit integers. Default size is scaled down for a
-             shared 2-core machine; `--full` asks for ~100M distinct ids.
+             shared 2-core machine; `--full` is the issue's size: about 100M
+             distinct ids in all (50 days of 2M examples, 1M live ids per
+             feature, 99% replaced each day: ~50M per feature), batch 4096.
 
 Every step the dynamic layers' measured bytes (their variables, the
 optimizer's real slots, the host map and sketch) are checked against
@@ -28,7 +30,8 @@ optimizer's real slots, the host map and sketch) are checked against
 
     python benchmarks/bench_streaming.py --streams movielens synthetic \
         --budgets 16384 65536 --seeds 0 1 2
-    python benchmarks/bench_streaming.py --streams synthetic --full   # ~100M ids
+    python benchmarks/bench_streaming.py --streams synthetic --full \
+        --budgets 65536 1048576 --seeds 0 1 2 --live-ids warmup   # ~100M ids
     python benchmarks/bench_streaming.py --summarize results.jsonl    # tables
 """
 
@@ -367,15 +370,16 @@ def main():
     parser.add_argument("--budgets", nargs="+", type=int, default=[16384, 65536])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--dim", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=None,
+                        help="examples per batch (default 256; 4096 with --full)")
     parser.add_argument("--days", type=int, default=20)
     parser.add_argument("--per-day", type=int, default=10_000)
     parser.add_argument("--active", type=int, default=20_000)
     parser.add_argument("--churn", type=float, default=0.1)
     parser.add_argument("--full", action="store_true",
-                        help="the issue's size: ~100M distinct ids per feature "
-                             "(100 days, 1M live ids, 99% churn a day; hours, "
-                             "tens of GiB)")
+                        help="the issue's size: about 100M distinct ids in all "
+                             "(50 days of 2M examples, 1M live ids per feature, 99%% "
+                             "replaced each day), batch 4096; about 2 GiB of stream")
     parser.add_argument("--feed", choices=["fit", "loop"], default="fit",
                         help="fit: one model.fit over the stream (dynamic_batches, "
                              "row writes in the train step); loop: predict_on_batch, "
@@ -401,7 +405,10 @@ def main():
         global JIT_COMPILE
         JIT_COMPILE = True
     if args.full:
-        args.days, args.per_day, args.active, args.churn = 100, 2_000_000, 1_000_000, 0.99
+        args.days, args.per_day, args.active, args.churn = 50, 2_000_000, 1_000_000, 0.99
+    if args.batch is None:
+        # a production stream's batch: at 256 the 100M examples take hours here
+        args.batch = 4096 if args.full else 256
     for stream_name in args.streams:
         for seed in args.seeds:
             if stream_name == "movielens":
