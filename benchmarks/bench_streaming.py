@@ -58,6 +58,11 @@ SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 METHODS = ("dynamic_md", "dynamic_uniform", "static", "hashing", "qr")
 FEATURES = ("user", "item")
 ADAM_SLOTS = 2
+# the counts' decay per step of 256 examples: a half-life of about 177k
+# examples; the layer's `decay` is per step, so other batch sizes get the
+# same half-life in examples (at 4096, 0.999 a step would keep a departed
+# id's count for 16 times as many examples)
+DECAY_PER_256 = 0.999
 FLOAT = 4
 VOCAB_ENTRY_BYTES = 16  # int64 key + int64 index of a static table
 
@@ -147,8 +152,10 @@ class Feature:
             if options.get("live_ids") is None:
                 options.pop("live_ids", None)
             tier_dims = md_dims if method == "dynamic_md" else (dim,)
+            decay = options.pop("decay", None) or DECAY_PER_256 ** (options.pop("batch", 256)
+                                                                  / 256)
             self.layer = DynamicEmbedding(dim, budget, min_count=2, eviction="lfu",
-                                          tier_dims=tier_dims, decay=0.999,
+                                          tier_dims=tier_dims, decay=decay,
                                           rebalance_every=50, seed=seed, **options)
             self.live_ids = options.get("live_ids")
             self.bytes = self.layer.bytes
@@ -334,6 +341,7 @@ def _result(method, budget, seed, mse, speed, features, feed):
         result["max_measured_bytes"] = max(f.max_measured for f in features.values())
         result["admitted"] = {f: features[f].layer.id_map.size for f in FEATURES}
         result["tier_rows"] = list(features["item"].layer.plan.tier_rows)
+        result["decay"] = features["item"].layer.id_map.decay
     return result
 
 
@@ -398,6 +406,10 @@ def main():
     parser.add_argument("--jit-compile", action="store_true",
                         help="compile every model's train step with XLA (Keras's "
                              "default on a CPU-only TensorFlow is not to)")
+    parser.add_argument("--decay", type=float, default=None,
+                        help="the dynamic layers' count decay per step (default "
+                             "0.999 ** (batch / 256): the same half-life in examples "
+                             "at every batch size)")
     parser.add_argument("--tier-dims", type=int, nargs="+", default=None,
                         help="dynamic_md's tier widths (default: the layer's)")
     args = parser.parse_args()
@@ -425,6 +437,7 @@ def main():
                                "fallback_share": args.fallback_share,
                                "fallback_dim": args.fallback_dim,
                                "tier_dims": args.tier_dims,
+                               "decay": args.decay, "batch": args.batch,
                                "live_ids": args.live_ids if args.live_ids in (None, "warmup")
                                else int(args.live_ids)}
                     result = run(stream, targets, method, budget, args.dim, args.batch,
