@@ -53,10 +53,12 @@ class DynamicEmbedding(layers.Layer):
     most counted ids (decayed counts) move to the widest tier and the least
     to the narrowest, warm-started by least squares through the new tier's
     projection. A row given to a new id starts from that id's fallback
-    vector (mapped into the tier the same way) with zeroed optimizer slots.
+    vector (mapped into the tier the same way) with fresh optimizer slots
+    (the values a new slot starts from: zeros for Adam's moments).
     Tables and projections are parts of one float32 variable per row width
     (`width_tables`; `part(name)` reads one), so that the optimizer updates a few
-    variables per layer, not one per table.
+    variables per layer, not one per table; they are flagged as tables, so
+    that `SparseRowOptimizer` updates only the rows a batch read.
 
     `capacity_bytes` bounds everything the layer holds: tables, projections,
     fallback, optimizer slots (`optimizer_slots` copies of each weight: 2
@@ -409,8 +411,8 @@ class DynamicEmbedding(layers.Layer):
         Each entry is `(slot, source slot, fallback bucket, tag)`: the slot's
         row becomes the source slot's current output (a tier move) or the
         bucket's fallback output (an admission, or a deferred move), mapped
-        into the slot's tier by least squares; its optimizer slots become
-        zero and its tag is set. Every value is read before anything is
+        into the slot's tier by least squares; its optimizer slots start
+        fresh and its tag is set. Every value is read before anything is
         written. Padding entries (slot -1) rewrite row 0 of the tier with its
         own values; `prepare` pads a tier that has writes with copies of its
         first entry, so duplicate indices always carry equal values.
