@@ -570,6 +570,19 @@ MUTANTS += [
            if_test("total > np.iinfo(np.int32).max", "False"), ["tests/layers/test_stacked_embedding.py"]),
 ]
 
+# DynamicEmbedding under SparseRowOptimizer: flagged tables, fresh slots of written rows
+MUTANTS += [
+    Mutant("dynamic-tables-not-flagged", DYNAMIC_LAYER, "DynamicEmbedding.build",
+           swap("flag_table(self.add_weight(shape=value.shape, initializer=_Constant(value), "
+                "name=f'embeddings_{width}'))",
+                "self.add_weight(shape=value.shape, initializer=_Constant(value), "
+                "name=f'embeddings_{width}')"), DYNAMIC_TESTS),
+    Mutant("dynamic-written-slots-zeroed", DYNAMIC_LAYER, "_fresh_slot_rows",
+           swap("slot_initial_value(optimizer, slot)", "0.0"), DYNAMIC_TESTS),
+    Mutant("dynamic-row-wise-slot-mask-broadcast", DYNAMIC_LAYER, "DynamicEmbedding._apply_writes",
+           swap("keep if len(kept.shape) == 2 else keep[:, 0]", "keep"), DYNAMIC_TESTS),
+]
+
 
 # -- optimizer state, loss scaling, Keras's options, FTRL (issues 21 and 22) --
 LOW_RANK = "keras_mixed_dim/optimizers/low_rank_gradients.py"
