@@ -13,12 +13,14 @@ from keras import saving
 
 from keras_mixed_dim.backend import row_writes
 from keras_mixed_dim.backend import take_rows
+from keras_mixed_dim.backend.row_gradients import flag_table
 from keras_mixed_dim.dynamic.id_map import PACKED
 from keras_mixed_dim.dynamic.id_map import DynamicIdMap
 from keras_mixed_dim.dynamic.id_map import key_pieces
 from keras_mixed_dim.dynamic.id_map import pack
 from keras_mixed_dim.dynamic.id_map import raw_keys
 from keras_mixed_dim.dynamic.plan import plan_capacity
+from keras_mixed_dim.layers.slots import slot_initial_value
 from keras_mixed_dim.layers.slots import slot_variables
 from keras_mixed_dim.layers import hashes
 from keras_mixed_dim.layers.ids import check_bag_rank
@@ -51,10 +53,12 @@ class DynamicEmbedding(layers.Layer):
     most counted ids (decayed counts) move to the widest tier and the least
     to the narrowest, warm-started by least squares through the new tier's
     projection. A row given to a new id starts from that id's fallback
-    vector (mapped into the tier the same way) with zeroed optimizer slots.
+    vector (mapped into the tier the same way) with fresh optimizer slots
+    (the values a new slot starts from: zeros for Adam's moments).
     Tables and projections are parts of one float32 variable per row width
     (`width_tables`; `part(name)` reads one), so that the optimizer updates a few
-    variables per layer, not one per table.
+    variables per layer, not one per table; they are flagged as tables, so
+    that `SparseRowOptimizer` updates only the rows a batch read.
 
     `capacity_bytes` bounds everything the layer holds: tables, projections,
     fallback, optimizer slots (`optimizer_slots` copies of each weight: 2
@@ -231,9 +235,11 @@ class DynamicEmbedding(layers.Layer):
         for b, width in enumerate(self.layout.widths):
             value = np.concatenate([v for (name, _, _), v in zip(parts, initial)
                                     if self.layout.buffer[name] == b])
-            self.width_tables.append(self.add_weight(
+            # flagged: a SparseRowOptimizer updates only the rows a batch
+            # read (the projections' rows are read by every batch)
+            self.width_tables.append(flag_table(self.add_weight(
                 shape=value.shape, initializer=_Constant(value),
-                name=f"embeddings_{width}"))
+                name=f"embeddings_{width}")))
         self.slot_tags = self.add_weight(
             shape=(self.id_map.num_slots,), initializer="zeros", dtype="int32",
             trainable=False, name="slot_tags")
@@ -405,8 +411,8 @@ class DynamicEmbedding(layers.Layer):
         Each entry is `(slot, source slot, fallback bucket, tag)`: the slot's
         row becomes the source slot's current output (a tier move) or the
         bucket's fallback output (an admission, or a deferred move), mapped
-        into the slot's tier by least squares; its optimizer slots become
-        zero and its tag is set. Every value is read before anything is
+        into the slot's tier by least squares; its optimizer slots start
+        fresh and its tag is set. Every value is read before anything is
         written. Padding entries (slot -1) rewrite row 0 of the tier with its
         own values; `prepare` pads a tier that has writes with copies of its
         first entry, so duplicate indices always carry equal values.
@@ -446,11 +452,14 @@ class DynamicEmbedding(layers.Layer):
             buffer = self.width_tables[b]
             current = take_rows(buffer, rows)
             zero_where = []
+            written = ops.where(keep, current, values)
             for slot in self._slots(optimizer, buffer) if optimizer is not None \
                     and optimizer.built else []:
                 kept = take_rows(slot, rows)
-                zero_where.append((slot, ops.where(keep, kept, ops.zeros_like(kept))))
-            _write_rows(buffer, rows, ops.where(keep, current, values))
+                mask = keep if len(kept.shape) == 2 else keep[:, 0]  # row-wise slots
+                zero_where.append((slot, ops.where(
+                    mask, kept, _fresh_slot_rows(optimizer, slot, written))))
+            _write_rows(buffer, rows, written)
             for slot, kept in zero_where:
                 _write_rows(slot, rows, kept)
         valid = ops.concatenate([v for v, _, _ in tier_tags], axis=0)
@@ -720,9 +729,10 @@ class DynamicEmbedding(layers.Layer):
             name = f"tier_{t}_embeddings"
             buffer = self.width_tables[self.layout.buffer[name]]
             rows = rows + self.layout.start[name]
-            _assign_rows(buffer, rows, values.astype("float32"))
+            values = values.astype("float32")
+            _assign_rows(buffer, rows, values)
             for slot in self._slots(optimizer, buffer):
-                _assign_rows(slot, rows, np.zeros((rows.size, *slot.shape[1:]), slot.dtype))
+                _assign_rows(slot, rows, _fresh_slot_rows(optimizer, slot, values))
         self.slot_tags.assign(self.id_map.tags)
 
     def _outputs_of_slots(self, slots, reset_slots, reset_keys, pinvs):
@@ -964,6 +974,24 @@ class _SlotCache:
         self.key = key
         self.slots = slots
         self.measured = None
+
+
+def _fresh_slot_rows(optimizer, slot, rows):
+    """What `slot` holds at rows handed to a new id, whose weights are now
+    `rows` (numpy on the host path, tensors in the step): the value a new
+    slot starts from (`slot_initial_value`: zeros for Adam's moments,
+    `initial_accumulator_value` for an accumulator, for FTRL's `linear` the
+    value from which FTRL's next step recomputes `rows`). Zeros would not
+    do for FTRL: an entry with a zero accumulator and a zero gradient is
+    0 / 0 at its next step."""
+    fill = slot_initial_value(optimizer, slot)
+    if callable(fill):
+        return ops.cast(fill(rows), slot.dtype) if not isinstance(rows, np.ndarray) \
+            else np.asarray(fill(rows), slot.dtype)
+    shape = (rows.shape[0], *slot.shape[1:])
+    if isinstance(rows, np.ndarray):
+        return np.full(shape, fill, slot.dtype)
+    return ops.full(shape, fill, slot.dtype)
 
 
 def _pinv(projection):

@@ -8,6 +8,8 @@ import pytest
 from keras import ops
 
 from keras_mixed_dim import DynamicEmbedding
+from keras_mixed_dim import IdSafeModel
+from keras_mixed_dim import SparseRowOptimizer
 from keras_mixed_dim.dynamic.id_map import key_pieces
 from keras_mixed_dim.dynamic.plan import DynamicPlan
 from keras_mixed_dim.dynamic.plan import FLOAT_BYTES
@@ -400,3 +402,132 @@ def test_part_refuses_a_name_that_is_no_part_and_names_it():
     for name in ("tier_0_embedding", f"tier_{layer.num_tiers}_embeddings", "fallback"):
         with pytest.raises(ValueError, match=repr(name)):
             layer.part(name)
+
+
+# -- under SparseRowOptimizer --------------------------------------------------
+
+def id_safe_model_of(layer, optimizer):
+    """The model with the row step on JAX (IdSafeModel's)."""
+    inputs = keras.Input((3,), dtype="int32")
+    model = IdSafeModel(inputs, keras.layers.Dense(1)(layer(inputs)))
+    model.compile(optimizer, "mse")
+    return model
+
+
+def table_values(layer):
+    return [ops.convert_to_numpy(v).copy() for v in layer.width_tables]
+
+
+def test_sparse_rows_match_keras_on_touched_rows_and_leave_the_rest_bit_for_bit():
+    # four copies of one layer: SparseRowOptimizer's SGD and lazy Adam, and
+    # Keras's own; Keras's SGD step tells which rows the gradient touches
+    layers_ = [make([24, 40], (4, 2), min_count=2) for _ in range(4)]
+    models = [id_safe_model_of(layers_[0], SparseRowOptimizer(
+                  keras.optimizers.SGD(0.05), table_optimizer="sgd", table_learning_rate=0.05)),
+              id_safe_model_of(layers_[1], keras.optimizers.SGD(0.05)),
+              id_safe_model_of(layers_[2], SparseRowOptimizer(
+                  keras.optimizers.Adam(0.05), table_optimizer="adam",
+                  table_learning_rate=0.05)),
+              id_safe_model_of(layers_[3], keras.optimizers.Adam(0.05))]
+    for model in models[1:]:
+        model.set_weights(models[0].get_weights())
+    for layer in layers_:
+        layer.update([5, 5, 6, 6, 7])   # 5 and 6 admitted, 7 reads the fallback
+    packed = layers_[0].lookup_ids([5, 6, 7, 6])
+    y = np.linspace(-1, 1, 4).reshape(4, 1).astype("float32")
+    for model in models[2:]:
+        fill_slots(model)   # the same nonzero slots for both Adams
+    before = table_values(layers_[0])
+    slots_before = [[ops.convert_to_numpy(s).copy() for s in slot_variables(
+        models[2].optimizer, v)] for v in layers_[2].width_tables]
+    for model in models:
+        for _ in range(2):   # the same rows each step: lazy Adam is Adam there
+            model.train_on_batch(packed, y)
+    for layer, model in zip(layers_[::2], models[::2]):
+        assert all(any(v is t for t in model.optimizer.table_variables)
+                   for v in layer.width_tables)
+    touched = [(a != b).any(axis=1) for a, b in zip(table_values(layers_[1]), before)]
+    wide = layers_[0].layout.buffer["tier_1_projection"]
+    assert touched[wide][layers_[0].layout.rows("tier_1_projection")].all()
+    for sparse, dense in ((0, 1), (2, 3)):
+        got, want = table_values(layers_[sparse]), table_values(layers_[dense])
+        for b, variable in enumerate(layers_[sparse].width_tables):
+            rows, rest = touched[b], ~touched[b]
+            assert rest.sum() > 20   # most of the capacity
+            # (Adam's bias correction `1 - beta_2 ** t` loses digits in
+            # float32: the tolerance of the package's other Adam comparisons)
+            np.testing.assert_allclose(got[b][rows], want[b][rows], rtol=1e-4, atol=1e-5)
+            np.testing.assert_array_equal(got[b][rest], before[b][rest])
+            if sparse == 0:   # SGD: untouched rows have no gradient, so Keras's too
+                np.testing.assert_array_equal(want[b][rest], before[b][rest])
+                continue
+            # Keras's dense Adam moves the untouched rows on their momentum
+            assert not np.allclose(want[b][rest], before[b][rest])
+            for slot, old in zip(slot_variables(models[2].optimizer, variable),
+                                 slots_before[b]):
+                np.testing.assert_array_equal(ops.convert_to_numpy(slot)[rest], old[rest])
+
+
+def ftrl_weights(linear, accumulator, lr, l1, l2=0.0, beta=0.0, power=-0.5):
+    """Keras's FTRL weights from its slots (`keras.optimizers.Ftrl`'s step
+    with a zero gradient), in numpy."""
+    quadratic = accumulator ** -power / lr + 2 * (l2 + beta / (2 * lr))
+    return (np.clip(linear, -l1, l1) - linear) / quadratic
+
+
+@pytest.mark.parametrize("kind", ["adam", "adagrad", "ftrl"])
+def test_a_reused_row_starts_with_fresh_sparse_row_slots_on_both_write_paths(kind):
+    options = {"l1_regularization_strength": 0.01} if kind == "ftrl" else {}
+    layer = make([2], (4,), eviction="lfu")
+    model = id_safe_model_of(layer, SparseRowOptimizer(
+        keras.optimizers.Adam(0.05), table_optimizer=kind, table_learning_rate=0.1, **options))
+    optimizer = model.optimizer
+    layer.attach_optimizer(optimizer)
+    buffer = layer.width_tables[layer.layout.buffer["tier_0_embeddings"]]
+    start = layer.layout.start["tier_0_embeddings"]
+    y = np.ones((2, 1), "float32")
+
+    def slots():
+        return [ops.convert_to_numpy(s).copy() for s in slot_variables(optimizer, buffer)]
+
+    def check_fresh(key, stayer, trained):
+        row = start + int(layer.id_map.find([key])[0])
+        other = start + int(layer.id_map.find([stayer])[0])
+        now = slots()
+        for old, new in zip(trained, now):
+            np.testing.assert_array_equal(new[other], old[other])
+        weights = ops.convert_to_numpy(buffer)[row]
+        if kind == "adam":
+            assert len(now) == 2 and not any(s[row].any() for s in now)
+        elif kind == "adagrad":   # row-wise: one accumulator a row
+            assert len(now) == 1 and now[0].shape == (buffer.shape[0],)
+            assert now[0][row] == np.float32(0.1)
+        else:   # FTRL's next step recomputes the row's weights from its slots
+            accumulator, linear = now
+            np.testing.assert_array_equal(accumulator[row], np.float32(0.1))
+            np.testing.assert_allclose(ftrl_weights(linear[row].astype(np.float64), 0.1,
+                                                    0.1, 0.01), weights, rtol=1e-5)
+
+    def train(keys):
+        packed = layer.lookup_ids(keys)
+        model.train_on_batch(packed, y)
+        row = start + int(layer.id_map.find([keys[0]])[0])
+        trained = slots()
+        assert all(not np.array_equal(s[row], fresh[row]) for s, fresh in zip(trained, empty))
+        return trained
+
+    layer.update([10, 10, 10, 20], optimizer=optimizer)       # admits 10 and 20
+    optimizer.build(model.trainable_variables)
+    empty = slots()
+    trained = train([20, 10])
+    # the host path: 30, counted more than 20, takes its row
+    victim = int(layer.id_map.find([20])[0])
+    layer.update([30, 30], optimizer=optimizer)
+    assert int(layer.id_map.find([30])[0]) == victim
+    check_fresh(30, 10, trained)
+    # the step's path: 40 takes 30's row by a write riding on its batch
+    trained = train([30, 10])
+    _, writes = layer.prepare([40, 40, 40])
+    assert (writes[..., 0] == victim).any()
+    layer._apply_writes(writes)
+    check_fresh(40, 10, trained)

@@ -547,7 +547,7 @@ MUTANTS += [
     Mutant("dynamic-step-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._apply_writes",
            swap("_write_rows(slot, rows, kept)", "pass"), DYNAMIC_STREAM_TESTS),
     Mutant("dynamic-step-tags-without-rows", DYNAMIC_LAYER, "DynamicEmbedding._apply_writes",
-           swap("_write_rows(buffer, rows, ops.where(keep, current, values))", "pass"), DYNAMIC_STREAM_TESTS),
+           swap("_write_rows(buffer, rows, written)", "pass"), DYNAMIC_STREAM_TESTS),
     Mutant("dynamic-step-stale-source", DYNAMIC_LAYER, "DynamicEmbedding.prepare",
            swap("-1 if int(source) in stale else int(source)", "int(source)"),
            DYNAMIC_STREAM_TESTS),
@@ -568,6 +568,19 @@ MUTANTS += [
     Mutant("stacked-total-vocabulary-unchecked", "keras_mixed_dim/layers/stacked_embedding.py",
            "StackedEmbedding._set_plans",
            if_test("total > np.iinfo(np.int32).max", "False"), ["tests/layers/test_stacked_embedding.py"]),
+]
+
+# DynamicEmbedding under SparseRowOptimizer: flagged tables, fresh slots of written rows
+MUTANTS += [
+    Mutant("dynamic-tables-not-flagged", DYNAMIC_LAYER, "DynamicEmbedding.build",
+           swap("flag_table(self.add_weight(shape=value.shape, initializer=_Constant(value), "
+                "name=f'embeddings_{width}'))",
+                "self.add_weight(shape=value.shape, initializer=_Constant(value), "
+                "name=f'embeddings_{width}')"), DYNAMIC_TESTS),
+    Mutant("dynamic-written-slots-zeroed", DYNAMIC_LAYER, "_fresh_slot_rows",
+           swap("slot_initial_value(optimizer, slot)", "0.0"), DYNAMIC_TESTS),
+    Mutant("dynamic-row-wise-slot-mask-broadcast", DYNAMIC_LAYER, "DynamicEmbedding._apply_writes",
+           swap("keep if len(kept.shape) == 2 else keep[:, 0]", "keep"), DYNAMIC_TESTS),
 ]
 
 
