@@ -411,6 +411,16 @@ class DynamicEmbedding(layers.Layer):
         own values; `prepare` pads a tier that has writes with copies of its
         first entry, so duplicate indices always carry equal values.
         """
+        backend = row_writes()
+        entries = backend.concrete_writes(writes) if backend.CONCRETE_WRITES else None
+        if entries is not None:
+            self._host_writes(entries, backend)
+            return
+        self._graph_writes(writes)
+
+    def _graph_writes(self, writes):
+        """`_apply_writes` with tensor ops of static shapes (the traced steps
+        of TensorFlow and JAX)."""
         num_tiers, width = self.num_tiers, self.max_writes
         writes = ops.reshape(ops.cast(writes, "int32"), (num_tiers * width, 4))
         offsets, plan = self.id_map.offsets, self.plan
@@ -461,11 +471,16 @@ class DynamicEmbedding(layers.Layer):
         # has no duplicate index with unequal values
         _write_rows(self.slot_tags, slots, tags)
 
-    def _tier_pinv(self, t, valid):
-        """Pseudo-inverse of tier `t`'s projection, computed (an SVD) only
-        on a batch that writes to the tier: most batches write only the
-        narrowest tier (new ids). A width-1 tier's is `p / (p . p)`."""
+    def _tier_pinv(self, t, valid=None):
+        """Pseudo-inverse of tier `t`'s projection. In a traced step (`valid`:
+        which of the tier's entries write) the SVD runs only on a batch that
+        writes to the tier: most batches write only the narrowest tier (new
+        ids); there a width-1 tier's is `p / (p . p)`. The host path asks only
+        for written tiers (`valid=None`) and takes the backend's `pinv`, one
+        call."""
         projection = self.part(f"tier_{t}_projection")
+        if valid is None:
+            return row_writes().pinv(projection)
         if int(self.plan.tier_dims[t]) == 1:
             norm = ops.sum(projection * projection)
             scale = ops.where(ops.greater(norm, 0.0), 1.0 / ops.where(
@@ -474,6 +489,51 @@ class DynamicEmbedding(layers.Layer):
         shape = (self.output_dim, int(self.plan.tier_dims[t]))
         return ops.cond(ops.any(valid), functools.partial(_pinv, projection),
                         functools.partial(ops.zeros, shape, "float32"))
+
+    def _host_writes(self, entries, backend):
+        """`_apply_writes` where the step runs eagerly and the writes are
+        concrete (PyTorch): the entries that write are picked on the host,
+        so a batch that writes nothing runs no tensor op, a slot named again
+        (`prepare`'s padding repeats an entry with the same values) is
+        computed once, and only written tiers get a pseudo-inverse."""
+        offsets, layout, tier_rows = self.id_map.offsets, self.layout, self.plan.tier_rows
+        entries = np.asarray(entries, np.int64).reshape(self.num_tiers, self.max_writes, 4)
+        dest = entries[..., 0]
+        starts = np.asarray(offsets[:-1], np.int64)[:, None]
+        # an entry outside its own tier (padding, or a malformed input)
+        # writes nothing
+        valid = (dest >= starts) & (dest < starts + np.asarray(tier_rows, np.int64)[:, None])
+        if not valid.any():
+            return
+        # sorted by slot, hence tier by tier
+        slots, first = np.unique(dest[valid], return_index=True)
+        chosen = entries[valid][first]
+        sources = chosen[:, 1]
+        stored = (sources >= 0) & (sources < self.id_map.num_slots)
+        bounds = np.searchsorted(slots, offsets)
+        optimizer = self._write_optimizer_ref.value
+        with backend.write_scope():
+            # every source's vector, before any row is written
+            vectors, _ = self._vectors(
+                ops.convert_to_tensor(np.where(stored, sources, 0).astype(np.int32)),
+                ops.convert_to_tensor(stored),
+                ops.convert_to_tensor(chosen[:, 2].astype(np.int32)))
+            for t in range(self.num_tiers):
+                if bounds[t] == bounds[t + 1]:
+                    continue
+                mapped = vectors[bounds[t]:bounds[t + 1]]
+                if f"tier_{t}_projection" in layout.start:
+                    mapped = ops.matmul(mapped, self._tier_pinv(t))
+                name = f"tier_{t}_embeddings"
+                buffer = self.width_tables[layout.buffer[name]]
+                rows = ops.convert_to_tensor(
+                    slots[bounds[t]:bounds[t + 1]] - int(offsets[t]) + layout.start[name])
+                _write_rows(buffer, rows, mapped)
+                for slot in self._slots(optimizer, buffer) if optimizer is not None \
+                        and optimizer.built else []:
+                    backend.zero_rows(slot, rows)
+            _write_rows(self.slot_tags, ops.convert_to_tensor(slots),
+                        ops.convert_to_tensor(chosen[:, 3].astype(np.int32)))
 
     @property
     def _tier_bounds(self):
