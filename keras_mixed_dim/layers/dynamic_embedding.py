@@ -420,53 +420,58 @@ class DynamicEmbedding(layers.Layer):
 
     def _graph_writes(self, writes):
         """`_apply_writes` with tensor ops of static shapes (the traced steps
-        of TensorFlow and JAX)."""
+        of TensorFlow and JAX). Each entry's tier bounds and row offset are
+        numpy constants, so the checks run once over all entries, not once
+        per tier: the op count, not the few rows, is what a step pays."""
         num_tiers, width = self.num_tiers, self.max_writes
         writes = ops.reshape(ops.cast(writes, "int32"), (num_tiers * width, 4))
-        offsets, plan = self.id_map.offsets, self.plan
+        layout, offsets = self.layout, self.id_map.offsets
+        tier = np.repeat(np.arange(num_tiers), width)
+        first = offsets[tier].astype(np.int32)
         # every entry's source vector in one pass, before any row is written
         sources = writes[:, 1]
         stored = ops.logical_and(ops.greater_equal(sources, 0),
                                  ops.less(sources, self.id_map.num_slots))
-        vectors, _ = self._vectors(ops.where(stored, sources, ops.zeros_like(sources)),
-                                   stored, writes[:, 2])
-        writes_by_buffer = {}   # buffer -> [(rows, keep, values)]
-        tier_tags = []
-        for t in range(num_tiers):
-            entries = slice(t * width, (t + 1) * width)
-            dest, tag = writes[entries, 0], writes[entries, 3]
-            local = dest - int(offsets[t])
-            # an entry outside this tier (padding, or a malformed input) writes nothing
-            valid = ops.logical_and(ops.greater_equal(local, 0),
-                                    ops.less(local, int(plan.tier_rows[t])))
-            local = ops.where(valid, local, ops.zeros_like(local))
-            tier_tags.append((valid, local + int(offsets[t]), tag))
-            mapped = vectors[entries]
-            if f"tier_{t}_projection" in self.layout.start:
-                mapped = ops.matmul(mapped, self._tier_pinv(t, valid))
-            name = f"tier_{t}_embeddings"
-            writes_by_buffer.setdefault(self.layout.buffer[name], []).append(
-                (local + self.layout.start[name], ops.expand_dims(ops.logical_not(valid), -1),
-                 mapped))
+        vectors, _ = self._vectors(ops.where(stored, sources, 0), stored, writes[:, 2])
+        dest = writes[:, 0]
+        # an entry outside its tier (padding, or a malformed input) writes
+        # nothing: it rewrites the tier's first row with that row's values
+        valid = ops.logical_and(ops.greater_equal(dest, first),
+                                ops.less(dest, offsets[tier + 1].astype(np.int32)))
+        slots = ops.where(valid, dest, first)
+        starts = np.array([layout.start[f"tier_{t}_embeddings"] for t in range(num_tiers)])
+        rows = slots + (starts[tier] - first).astype(np.int32)
+        keep = ops.expand_dims(ops.logical_not(valid), -1)
         # one gather and one scatter per variable (and per optimizer slot of
         # it) for the entries of every tier it holds
         optimizer = self._write_optimizer_ref.value
-        for b, pieces in writes_by_buffer.items():
-            rows, keep, values = (ops.concatenate(x, axis=0) for x in zip(*pieces))
+        for b in sorted({layout.buffer[f"tier_{t}_embeddings"] for t in range(num_tiers)}):
+            tiers = [t for t in range(num_tiers) if layout.buffer[f"tier_{t}_embeddings"] == b]
+            values = []
+            for t in tiers:
+                mapped = vectors[t * width:(t + 1) * width]
+                if f"tier_{t}_projection" in layout.start:
+                    mapped = ops.matmul(mapped, self._tier_pinv(
+                        t, valid[t * width:(t + 1) * width]))
+                values.append(mapped)
+            values = values[0] if len(values) == 1 else ops.concatenate(values, axis=0)
+            if tiers == list(range(tiers[0], tiers[-1] + 1)):
+                entries = slice(tiers[0] * width, (tiers[-1] + 1) * width)
+                buffer_rows, buffer_keep = rows[entries], keep[entries]
+            else:
+                entries = np.concatenate([np.arange(t * width, (t + 1) * width) for t in tiers])
+                buffer_rows, buffer_keep = (ops.take(x, entries, axis=0) for x in (rows, keep))
             buffer = self.width_tables[b]
-            current = take_rows(buffer, rows)
+            current = take_rows(buffer, buffer_rows)
             zero_where = []
             for slot in self._slots(optimizer, buffer) if optimizer is not None \
                     and optimizer.built else []:
-                kept = take_rows(slot, rows)
-                zero_where.append((slot, ops.where(keep, kept, ops.zeros_like(kept))))
-            _write_rows(buffer, rows, ops.where(keep, current, values))
+                zero_where.append((slot, ops.where(buffer_keep, take_rows(slot, buffer_rows),
+                                                   0.0)))
+            _write_rows(buffer, buffer_rows, ops.where(buffer_keep, current, values))
             for slot, kept in zero_where:
-                _write_rows(slot, rows, kept)
-        valid = ops.concatenate([v for v, _, _ in tier_tags], axis=0)
-        slots = ops.concatenate([s for _, s, _ in tier_tags], axis=0)
-        tags = ops.where(valid, ops.concatenate([g for _, _, g in tier_tags], axis=0),
-                         ops.take(self.slot_tags, slots, axis=0))
+                _write_rows(slot, buffer_rows, kept)
+        tags = ops.where(valid, writes[:, 3], ops.take(self.slot_tags, slots, axis=0))
         # tiers' padding rows are distinct slots, so one scatter of the tags
         # has no duplicate index with unequal values
         _write_rows(self.slot_tags, slots, tags)
