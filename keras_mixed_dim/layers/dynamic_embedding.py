@@ -440,7 +440,7 @@ class DynamicEmbedding(layers.Layer):
                                 ops.less(dest, offsets[tier + 1].astype(np.int32)))
         slots = ops.where(valid, dest, first)
         starts = np.array([layout.start[f"tier_{t}_embeddings"] for t in range(num_tiers)])
-        rows = slots + (starts[tier] - first).astype(np.int32)
+        rows = ops.add(slots, (starts[tier] - first).astype(np.int32))
         keep = ops.expand_dims(ops.logical_not(valid), -1)
         # one gather and one scatter per variable (and per optimizer slot of
         # it) for the entries of every tier it holds
@@ -483,9 +483,14 @@ class DynamicEmbedding(layers.Layer):
         ids); there a width-1 tier's is `p / (p . p)`. The host path asks only
         for written tiers (`valid=None`) and takes the backend's `pinv`, one
         call."""
-        projection = self.part(f"tier_{t}_projection")
+        name = f"tier_{t}_projection"
         if valid is None:
-            return row_writes().pinv(projection)
+            # a slice of its variable (the part is a range of its rows): one
+            # view, where `part`'s gather is an eager op or four
+            start, (rows, _) = self.layout.start[name], self.layout.shape[name]
+            return row_writes().pinv(
+                self.width_tables[self.layout.buffer[name]][start:start + rows])
+        projection = self.part(name)
         if int(self.plan.tier_dims[t]) == 1:
             norm = ops.sum(projection * projection)
             scale = ops.where(ops.greater(norm, 0.0), 1.0 / ops.where(
