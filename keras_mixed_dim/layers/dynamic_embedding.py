@@ -410,6 +410,11 @@ class DynamicEmbedding(layers.Layer):
         written. Padding entries (slot -1) rewrite row 0 of the tier with its
         own values; `prepare` pads a tier that has writes with copies of its
         first entry, so duplicate indices always carry equal values.
+
+        Where the step runs eagerly (PyTorch: the backend's
+        `CONCRETE_WRITES`) the entries that write are picked on the host
+        (`_host_writes`); traced steps run `_graph_writes`. Both leave the
+        same rows, slots and tags.
         """
         backend = row_writes()
         entries = backend.concrete_writes(writes) if backend.CONCRETE_WRITES else None
