@@ -416,65 +416,95 @@ class DynamicEmbedding(layers.Layer):
         written. Padding entries (slot -1) rewrite row 0 of the tier with its
         own values; `prepare` pads a tier that has writes with copies of its
         first entry, so duplicate indices always carry equal values.
+
+        Where the step runs eagerly (PyTorch: the backend's
+        `CONCRETE_WRITES`) the entries that write are picked on the host
+        (`_host_writes`); traced steps run `_graph_writes`. Both leave the
+        same rows, slots and tags.
         """
+        backend = row_writes()
+        entries = backend.concrete_writes(writes) if backend.CONCRETE_WRITES else None
+        if entries is not None:
+            self._host_writes(entries, backend)
+            return
+        self._graph_writes(writes)
+
+    def _graph_writes(self, writes):
+        """`_apply_writes` with tensor ops of static shapes (the traced steps
+        of TensorFlow and JAX). Each entry's tier bounds and row offset are
+        numpy constants, so the checks run once over all entries, not once
+        per tier: the op count, not the few rows, is what a step pays."""
         num_tiers, width = self.num_tiers, self.max_writes
         writes = ops.reshape(ops.cast(writes, "int32"), (num_tiers * width, 4))
-        offsets, plan = self.id_map.offsets, self.plan
+        layout, offsets = self.layout, self.id_map.offsets
+        tier = np.repeat(np.arange(num_tiers), width)
+        first = offsets[tier].astype(np.int32)
         # every entry's source vector in one pass, before any row is written
         sources = writes[:, 1]
         stored = ops.logical_and(ops.greater_equal(sources, 0),
                                  ops.less(sources, self.id_map.num_slots))
-        vectors, _ = self._vectors(ops.where(stored, sources, ops.zeros_like(sources)),
-                                   stored, writes[:, 2])
-        writes_by_buffer = {}   # buffer -> [(rows, keep, values)]
-        tier_tags = []
-        for t in range(num_tiers):
-            entries = slice(t * width, (t + 1) * width)
-            dest, tag = writes[entries, 0], writes[entries, 3]
-            local = dest - int(offsets[t])
-            # an entry outside this tier (padding, or a malformed input) writes nothing
-            valid = ops.logical_and(ops.greater_equal(local, 0),
-                                    ops.less(local, int(plan.tier_rows[t])))
-            local = ops.where(valid, local, ops.zeros_like(local))
-            tier_tags.append((valid, local + int(offsets[t]), tag))
-            mapped = vectors[entries]
-            if f"tier_{t}_projection" in self.layout.start:
-                mapped = ops.matmul(mapped, self._tier_pinv(t, valid))
-            name = f"tier_{t}_embeddings"
-            writes_by_buffer.setdefault(self.layout.buffer[name], []).append(
-                (local + self.layout.start[name], ops.expand_dims(ops.logical_not(valid), -1),
-                 mapped))
+        vectors, _ = self._vectors(ops.where(stored, sources, 0), stored, writes[:, 2])
+        dest = writes[:, 0]
+        # an entry outside its tier (padding, or a malformed input) writes
+        # nothing: it rewrites the tier's first row with that row's values
+        valid = ops.logical_and(ops.greater_equal(dest, first),
+                                ops.less(dest, offsets[tier + 1].astype(np.int32)))
+        slots = ops.where(valid, dest, first)
+        starts = np.array([layout.start[f"tier_{t}_embeddings"] for t in range(num_tiers)])
+        rows = ops.add(slots, (starts[tier] - first).astype(np.int32))
+        keep = ops.expand_dims(ops.logical_not(valid), -1)
         # one gather and one scatter per variable (and per optimizer slot of
         # it) for the entries of every tier it holds
         optimizer = self._write_optimizer_ref.value
-        for b, pieces in writes_by_buffer.items():
-            rows, keep, values = (ops.concatenate(x, axis=0) for x in zip(*pieces))
+        for b in sorted({layout.buffer[f"tier_{t}_embeddings"] for t in range(num_tiers)}):
+            tiers = [t for t in range(num_tiers) if layout.buffer[f"tier_{t}_embeddings"] == b]
+            values = []
+            for t in tiers:
+                mapped = vectors[t * width:(t + 1) * width]
+                if f"tier_{t}_projection" in layout.start:
+                    mapped = ops.matmul(mapped, self._tier_pinv(
+                        t, valid[t * width:(t + 1) * width]))
+                values.append(mapped)
+            values = values[0] if len(values) == 1 else ops.concatenate(values, axis=0)
+            if tiers == list(range(tiers[0], tiers[-1] + 1)):
+                entries = slice(tiers[0] * width, (tiers[-1] + 1) * width)
+                buffer_rows, buffer_keep = rows[entries], keep[entries]
+            else:
+                entries = np.concatenate([np.arange(t * width, (t + 1) * width) for t in tiers])
+                buffer_rows, buffer_keep = (ops.take(x, entries, axis=0) for x in (rows, keep))
             buffer = self.width_tables[b]
-            current = take_rows(buffer, rows)
+            current = take_rows(buffer, buffer_rows)
             zero_where = []
-            written = ops.where(keep, current, values)
+            written = ops.where(buffer_keep, current, values)
             for slot in self._slots(optimizer, buffer) if optimizer is not None \
                     and optimizer.built else []:
-                kept = take_rows(slot, rows)
-                mask = keep if len(kept.shape) == 2 else keep[:, 0]  # row-wise slots
+                kept = take_rows(slot, buffer_rows)
+                mask = buffer_keep if len(kept.shape) == 2 else buffer_keep[:, 0]  # row-wise
                 zero_where.append((slot, ops.where(
                     mask, kept, _fresh_slot_rows(optimizer, slot, written))))
-            _write_rows(buffer, rows, written)
+            _write_rows(buffer, buffer_rows, written)
             for slot, kept in zero_where:
-                _write_rows(slot, rows, kept)
-        valid = ops.concatenate([v for v, _, _ in tier_tags], axis=0)
-        slots = ops.concatenate([s for _, s, _ in tier_tags], axis=0)
-        tags = ops.where(valid, ops.concatenate([g for _, _, g in tier_tags], axis=0),
-                         ops.take(self.slot_tags, slots, axis=0))
+                _write_rows(slot, buffer_rows, kept)
+        tags = ops.where(valid, writes[:, 3], ops.take(self.slot_tags, slots, axis=0))
         # tiers' padding rows are distinct slots, so one scatter of the tags
         # has no duplicate index with unequal values
         _write_rows(self.slot_tags, slots, tags)
 
-    def _tier_pinv(self, t, valid):
-        """Pseudo-inverse of tier `t`'s projection, computed (an SVD) only
-        on a batch that writes to the tier: most batches write only the
-        narrowest tier (new ids). A width-1 tier's is `p / (p . p)`."""
-        projection = self.part(f"tier_{t}_projection")
+    def _tier_pinv(self, t, valid=None):
+        """Pseudo-inverse of tier `t`'s projection. In a traced step (`valid`:
+        which of the tier's entries write) the SVD runs only on a batch that
+        writes to the tier: most batches write only the narrowest tier (new
+        ids); there a width-1 tier's is `p / (p . p)`. The host path asks only
+        for written tiers (`valid=None`) and takes the backend's `pinv`, one
+        call."""
+        name = f"tier_{t}_projection"
+        if valid is None:
+            # a slice of its variable (the part is a range of its rows): one
+            # view, where `part`'s gather is an eager op or four
+            start, (rows, _) = self.layout.start[name], self.layout.shape[name]
+            return row_writes().pinv(
+                self.width_tables[self.layout.buffer[name]][start:start + rows])
+        projection = self.part(name)
         if int(self.plan.tier_dims[t]) == 1:
             norm = ops.sum(projection * projection)
             scale = ops.where(ops.greater(norm, 0.0), 1.0 / ops.where(
@@ -483,6 +513,55 @@ class DynamicEmbedding(layers.Layer):
         shape = (self.output_dim, int(self.plan.tier_dims[t]))
         return ops.cond(ops.any(valid), functools.partial(_pinv, projection),
                         functools.partial(ops.zeros, shape, "float32"))
+
+    def _host_writes(self, entries, backend):
+        """`_apply_writes` where the step runs eagerly and the writes are
+        concrete (PyTorch): the entries that write are picked on the host,
+        so a batch that writes nothing runs no tensor op, a slot named again
+        (`prepare`'s padding repeats an entry with the same values) is
+        computed once, and only written tiers get a pseudo-inverse."""
+        offsets, layout, tier_rows = self.id_map.offsets, self.layout, self.plan.tier_rows
+        entries = np.asarray(entries, np.int64).reshape(self.num_tiers, self.max_writes, 4)
+        dest = entries[..., 0]
+        starts = np.asarray(offsets[:-1], np.int64)[:, None]
+        # an entry outside its own tier (padding, or a malformed input)
+        # writes nothing
+        valid = (dest >= starts) & (dest < starts + np.asarray(tier_rows, np.int64)[:, None])
+        if not valid.any():
+            return
+        # sorted by slot, hence tier by tier
+        slots, first = np.unique(dest[valid], return_index=True)
+        chosen = entries[valid][first]
+        sources = chosen[:, 1]
+        stored = (sources >= 0) & (sources < self.id_map.num_slots)
+        bounds = np.searchsorted(slots, offsets)
+        optimizer = self._write_optimizer_ref.value
+        with backend.write_scope():
+            # every source's vector, before any row is written
+            vectors, _ = self._vectors(
+                ops.convert_to_tensor(np.where(stored, sources, 0).astype(np.int32)),
+                ops.convert_to_tensor(stored),
+                ops.convert_to_tensor(chosen[:, 2].astype(np.int32)))
+            for t in range(self.num_tiers):
+                if bounds[t] == bounds[t + 1]:
+                    continue
+                mapped = vectors[bounds[t]:bounds[t + 1]]
+                if f"tier_{t}_projection" in layout.start:
+                    mapped = ops.matmul(mapped, self._tier_pinv(t))
+                name = f"tier_{t}_embeddings"
+                buffer = self.width_tables[layout.buffer[name]]
+                rows = ops.convert_to_tensor(
+                    slots[bounds[t]:bounds[t + 1]] - int(offsets[t]) + layout.start[name])
+                _write_rows(buffer, rows, mapped)
+                for slot in self._slots(optimizer, buffer) if optimizer is not None \
+                        and optimizer.built else []:
+                    fresh = slot_initial_value(optimizer, slot)
+                    if not callable(fresh) and fresh == 0:
+                        backend.zero_rows(slot, rows)
+                    else:
+                        _write_rows(slot, rows, _fresh_slot_rows(optimizer, slot, mapped))
+            _write_rows(self.slot_tags, ops.convert_to_tensor(slots),
+                        ops.convert_to_tensor(chosen[:, 3].astype(np.int32)))
 
     @property
     def _tier_bounds(self):

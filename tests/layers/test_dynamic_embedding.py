@@ -531,3 +531,55 @@ def test_a_reused_row_starts_with_fresh_sparse_row_slots_on_both_write_paths(kin
     assert (writes[..., 0] == victim).any()
     layer._apply_writes(writes)
     check_fresh(40, 10, trained)
+
+def random_writes(layer, rng, per_tier):
+    """`prepare`-shaped writes: `per_tier[t]` entries of distinct slots of
+    tier t (admissions from a bucket, some out of range, and moves from any
+    tier or from no stored slot), padded with copies of the first; a tier
+    without entries is padding (-1) with malformed entries (slots of other
+    tiers, past the last slot)."""
+    offsets, num_slots = layer.id_map.offsets, layer.id_map.num_slots
+    writes = layer.no_writes()
+    for t, count in enumerate(per_tier):
+        if not count:
+            junk = rng.choice([int(offsets[(t + 1) % layer.num_tiers]), num_slots, num_slots + 7])
+            writes[0, t, 1:3] = [junk, 0, 1, 9]
+            continue
+        dest = offsets[t] + rng.choice(int(layer.plan.tier_rows[t]), count, replace=False)
+        source = np.where(rng.random(count) < 0.5, rng.integers(0, num_slots, count),
+                          rng.choice([-1, num_slots, num_slots + 3], count))
+        bucket = rng.integers(-1, layer.plan.fallback_range + 2, count)
+        writes[0, t, :count] = np.stack([dest, source, bucket, rng.integers(1, 99, count)], -1)
+        writes[0, t, count:] = writes[0, t, 0]
+    return writes
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="the host path of the writes runs where the step is eager")
+def test_the_host_write_path_equals_the_graph_path():
+    # the host path picks the written entries, computes each slot once and
+    # maps only written tiers; the graph path (TensorFlow, JAX) writes every
+    # entry with static shapes: both must leave the same rows, slots and tags
+    layer = make([4, 5, 4], (4, 2, 1), max_writes=4)
+    model = model_of(layer)
+    layer.attach_optimizer(model.optimizer)
+    fill_slots(model)
+    rng = np.random.default_rng(0)
+    state = [*layer.width_tables, layer.slot_tags, *model.optimizer.variables]
+
+    def run(path, writes):
+        before = [ops.convert_to_numpy(v).copy() for v in state]
+        path(writes)
+        after = [ops.convert_to_numpy(v).copy() for v in state]
+        for v, value in zip(state, before):
+            v.assign(value)
+        return before, after
+
+    for per_tier in ([0, 0, 0], [2, 0, 0], [0, 3, 4], [4, 1, 2], [1, 4, 0]):
+        writes = random_writes(layer, rng, per_tier)
+        before, graph = run(layer._graph_writes, writes)
+        _, host = run(layer._apply_writes, writes)
+        for a, b in zip(host, graph):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        changed = [not np.array_equal(a, b) for a, b in zip(host, before)]
+        assert any(changed) == any(per_tier)

@@ -544,10 +544,17 @@ MUTANTS += [
 # DynamicEmbedding's row writes inside the train step (dynamic_batches)
 DYNAMIC_STREAM_TESTS = ["tests/dynamic/test_stream.py"]
 MUTANTS += [
-    Mutant("dynamic-step-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._apply_writes",
-           swap("_write_rows(slot, rows, kept)", "pass"), DYNAMIC_STREAM_TESTS),
-    Mutant("dynamic-step-tags-without-rows", DYNAMIC_LAYER, "DynamicEmbedding._apply_writes",
-           swap("_write_rows(buffer, rows, written)", "pass"), DYNAMIC_STREAM_TESTS),
+    Mutant("dynamic-step-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._graph_writes",
+           swap("_write_rows(slot, buffer_rows, kept)", "pass"), DYNAMIC_STREAM_TESTS),
+    Mutant("dynamic-step-tags-without-rows", DYNAMIC_LAYER, "DynamicEmbedding._graph_writes",
+           swap("_write_rows(buffer, buffer_rows, written)", "pass"), DYNAMIC_STREAM_TESTS),
+    # the same two on PyTorch's host path of the writes
+    Mutant("dynamic-host-step-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._host_writes",
+           swap("backend.zero_rows(slot, rows)", "pass"), DYNAMIC_STREAM_TESTS,
+           backend="torch"),
+    Mutant("dynamic-host-step-tags-without-rows", DYNAMIC_LAYER,
+           "DynamicEmbedding._host_writes", swap("_write_rows(buffer, rows, mapped)", "pass"),
+           DYNAMIC_STREAM_TESTS, backend="torch"),
     Mutant("dynamic-step-stale-source", DYNAMIC_LAYER, "DynamicEmbedding.prepare",
            swap("-1 if int(source) in stale else int(source)", "int(source)"),
            DYNAMIC_STREAM_TESTS),
@@ -579,8 +586,10 @@ MUTANTS += [
                 "name=f'embeddings_{width}')"), DYNAMIC_TESTS),
     Mutant("dynamic-written-slots-zeroed", DYNAMIC_LAYER, "_fresh_slot_rows",
            swap("slot_initial_value(optimizer, slot)", "0.0"), DYNAMIC_TESTS),
-    Mutant("dynamic-row-wise-slot-mask-broadcast", DYNAMIC_LAYER, "DynamicEmbedding._apply_writes",
-           swap("keep if len(kept.shape) == 2 else keep[:, 0]", "keep"), DYNAMIC_TESTS),
+    Mutant("dynamic-row-wise-slot-mask-broadcast", DYNAMIC_LAYER,
+           "DynamicEmbedding._graph_writes",
+           swap("buffer_keep if len(kept.shape) == 2 else buffer_keep[:, 0]", "buffer_keep"),
+           DYNAMIC_TESTS),
 ]
 
 
