@@ -97,13 +97,20 @@ def raw_keys(ids):
 
 def key_pieces(keys):
     """int32 `keys.shape + (3,)`: bits 0-21, 22-42 and 43-63 of each key."""
+    return np.stack(key_columns(keys), axis=-1).astype(np.int32)
+
+
+def key_columns(keys):
+    """`key_pieces` as three uint32 arrays of the keys' shape (unstacked)."""
     bits = np.asarray(keys, np.int64).view(np.uint64)
-    pieces, shift = [], 0
+    columns, shift = [], 0
     for width in PIECE_BITS:
-        pieces.append(((bits >> np.uint64(shift)) & np.uint64((1 << width) - 1))
-                      .astype(np.int32))
+        piece = bits >> np.uint64(shift) if shift else bits
+        if shift + width < 64:
+            piece = piece & np.uint64((1 << width) - 1)
+        columns.append(piece.astype(np.uint32))
         shift += width
-    return np.stack(pieces, axis=-1)
+    return columns
 
 
 def pack(slots, tags, buckets):
@@ -181,6 +188,11 @@ class DynamicIdMap:
     >>> slots >= 0
     array([ True, False])
     """
+
+    # slots from which admissions merge into the sorted index instead of
+    # re-sorting it (both give the same index; the merge's few more numpy
+    # calls cost more than a sort of a small map)
+    MERGE_INDEX_FROM = 4096
 
     def __init__(self, tier_rows, min_count=2, eviction="lfu", ttl=None, decay=1.0,
                  rebalance_every=100, sketch_width=1024, sketch_depth=2, seed=0):
@@ -371,7 +383,7 @@ class DynamicIdMap:
         # as it is; admissions and evictions merge into it (a rebuild sorts
         # every admitted key), tier moves (every `rebalance_every` steps)
         # rebuild it
-        if move_from.size:
+        if move_from.size or (changed and self.num_slots < self.MERGE_INDEX_FROM):
             self._rebuild_index()
         elif changed:
             self._update_index(evicted, reset_keys, reset_slots)
@@ -380,18 +392,12 @@ class DynamicIdMap:
     def _free_slots(self, count):
         """Up to `count` free slots, narrowest tier first, ascending within
         a tier (tiers are ascending ranges of slots, so no sort)."""
-        found, parts = 0, []
-        for t in reversed(range(len(self.tier_rows))):
-            lo, hi = int(self.offsets[t]), int(self.offsets[t + 1])
-            free = np.flatnonzero(~self.used[lo:hi])
-            if free.size:
-                parts.append(free + lo)
-                found += free.size
-                if found >= count:
-                    break
-        if not parts:
-            return _empty()
-        return (parts[0] if len(parts) == 1 else np.concatenate(parts))[:count]
+        free = np.flatnonzero(~self.used)
+        if not free.size:   # a full map: the usual case once warm
+            return free
+        bounds = np.searchsorted(free, self.offsets)
+        return np.concatenate([free[bounds[t]:bounds[t + 1]]
+                               for t in reversed(range(len(self.tier_rows)))])[:count]
 
     def _update_index(self, removed, added, added_slots):
         """The sorted index after `removed` keys left it and `added` keys

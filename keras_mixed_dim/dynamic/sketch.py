@@ -59,11 +59,10 @@ class CountMinSketch:
         `mix64(keys, seed * 131 + r) % width + r * width`, all rows hashed
         by one pass of array operations (the per-row seeds enter only as
         the added constant)."""
-        x = np.ascontiguousarray(np.asarray(keys).astype(np.int64)).view(np.uint64)
-        offsets = np.array([_GOLDEN_INT * (((self.seed * 131 + r) & 0xFFFFFFFF) + 1)
-                            & 0xFFFFFFFFFFFFFFFF for r in range(self.depth)], np.uint64)
+        x = np.asarray(keys).astype(np.int64).view(np.uint64)
+        constants = self._row_constants()
         with np.errstate(over="ignore"):
-            x = x[None, :] + offsets[:, None]
+            x = x[None, :] + constants[0]
             shifted = np.empty_like(x)
             for shift, multiplier in ((30, _M1), (27, _M2)):
                 np.right_shift(x, np.uint64(shift), out=shifted)
@@ -73,8 +72,20 @@ class CountMinSketch:
             np.bitwise_xor(x, shifted, out=x)
         np.remainder(x, np.uint64(self.width), out=x)
         columns = x.astype(np.int64)
-        columns += (np.arange(self.depth, dtype=np.int64) * self.width)[:, None]
+        columns += constants[1]
         return columns
+
+    def _row_constants(self):
+        """`(depth, 1)` uint64 seed constants of the rows' hashes and int64
+        offsets of the rows in `counters.ravel()`, made once."""
+        key = (self.seed, self.depth, self.width)
+        cached = getattr(self, "_constants", None)
+        if cached is None or cached[0] != key:
+            seeds = np.array([_GOLDEN_INT * (((self.seed * 131 + r) & 0xFFFFFFFF) + 1)
+                              & 0xFFFFFFFFFFFFFFFF for r in range(self.depth)], np.uint64)
+            rows = np.arange(self.depth, dtype=np.int64) * self.width
+            cached = self._constants = (key, seeds[:, None], rows[:, None])
+        return cached[1:]
 
     def add(self, keys, counts):
         """Adds `counts` to unique `keys` and returns their new estimates."""
@@ -82,8 +93,9 @@ class CountMinSketch:
         counters = self.counters.reshape(-1)   # a view: added to in place
         # rows end to end in one call: each counter still gets its additions
         # in key order, so the float32 sums are those of a row at a time
-        np.add.at(counters, columns.ravel(),
-                  np.broadcast_to(np.asarray(counts, np.float32), columns.shape).ravel())
+        values = np.empty(columns.shape, np.float32)
+        values[...] = counts
+        np.add.at(counters, columns.reshape(-1), values.reshape(-1))
         return counters[columns].min(axis=0)
 
     def estimate(self, keys):
