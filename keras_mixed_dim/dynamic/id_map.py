@@ -344,7 +344,9 @@ class DynamicIdMap:
         else:
             candidates = fresh
         if candidates.size:
-            order = np.lexsort((candidates, -estimates))
+            # candidates are sorted (as `unique`): a stable sort by estimate
+            # breaks ties by key, as `np.lexsort((candidates, -estimates))`
+            order = np.argsort(-estimates, kind="stable")
             candidates, estimates = candidates[order], estimates[order]
             # narrow tiers first: a new key earns a wide row by rebalancing
             taken = self._free_slots(candidates.size)
