@@ -169,12 +169,17 @@ def buckets_of_columns(columns, params, num_buckets, salt=0):
     """
     if len(columns) != params.arity:
         raise ValueError(f"Expected {params.arity} columns; got {len(columns)}.")
+    rounds = getattr(params, "_uint32_rounds", None)
+    if rounds is None:
+        # numpy scalars made once: iterating the arrays makes new ones per call
+        rounds = params._uint32_rounds = (
+            [list(row) for row in params.tuple_multipliers], list(params.final_multipliers))
     s = np.asarray(columns[0]).astype(np.uint32)  # a copy: hashed in place
     shifted = np.empty_like(s)
     for t in range(params.arity):
         if t:
             np.bitwise_xor(s, np.asarray(columns[t]).astype(np.uint32, copy=False), out=s)
-        for m in params.tuple_multipliers[t]:
+        for m in rounds[0][t]:
             np.multiply(s, m, out=s)
             np.right_shift(s, 16, out=shifted)
             np.bitwise_xor(s, shifted, out=s)
@@ -182,7 +187,7 @@ def buckets_of_columns(columns, params, num_buckets, salt=0):
     if salt.ndim or int(salt):
         s = s ^ salt
         shifted = np.empty_like(s)
-    for m in params.final_multipliers:
+    for m in rounds[1]:
         np.multiply(s, m, out=s)
         np.right_shift(s, 16, out=shifted)
         np.bitwise_xor(s, shifted, out=s)
