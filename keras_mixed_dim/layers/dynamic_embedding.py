@@ -582,28 +582,33 @@ class DynamicEmbedding(layers.Layer):
         slots = id_map.find(unique)
         changes = id_map.update_found(unique, counts, slots, timestamps)
         writes = np.full((1, self.num_tiers, self.max_writes, 4), -1, np.int32)
-        planned, dest_keys = [], []
+        dest = None
         if pending is not None or not changes.empty:
-            entries, sources = self._write_entries(pending, changes)
-            tiers = id_map.tier_of[entries]
-            for t in range(self.num_tiers):
-                mine = np.flatnonzero(tiers == t)
-                now, later = mine[: self.max_writes], mine[self.max_writes:]
-                if later.size:
-                    id_map.dirty[entries[later]] = True
-                if now.size:
-                    planned.append((t, entries[now], sources[now]))
-                    dest_keys.append(id_map.keys[entries[now]])
+            dest, sources = self._write_entries(pending, changes)
+            if dest.size:
+                # grouped by tier, each tier's in plan order; its first
+                # `max_writes` ride on this batch, the rest are deferred
+                tiers = id_map.tier_of[dest]
+                order = np.argsort(tiers, kind="stable")
+                dest, sources, tiers = dest[order], sources[order], tiers[order]
+                rank = np.arange(dest.size) - np.searchsorted(tiers, tiers)
+                now = rank < self.max_writes
+                if not now.all():
+                    id_map.dirty[dest[~now]] = True
+                    dest, sources, tiers, rank = dest[now], sources[now], tiers[now], rank[now]
+            else:
+                dest = None
         # one hash of the batch's distinct keys and the written slots' keys
-        buckets = self.fallback_buckets(np.concatenate([unique, *dest_keys])
-                                        if dest_keys else unique)
-        start = unique.size
-        for t, dest, source in planned:
-            rows = np.stack([dest, source, buckets[start:start + dest.size],
-                             id_map.tags[dest]], axis=-1).astype(np.int32)
-            start += dest.size
-            writes[0, t] = rows[0]
-            writes[0, t, : rows.shape[0]] = rows
+        buckets = self.fallback_buckets(unique if dest is None else np.concatenate(
+            [unique, id_map.keys[dest]]))
+        if dest is not None:
+            rows = np.stack([dest, sources, buckets[unique.size:], id_map.tags[dest]],
+                            axis=-1).astype(np.int32)
+            # a tier's unused entries repeat its first write: duplicate
+            # indices in the step always carry equal values
+            first = rank == 0
+            writes[0, tiers[first]] = rows[first][:, None, :]
+            writes[0, tiers, rank] = rows
         if not self.built:
             self.build((*keys.shape, PACKED))
         # the batch's slots after the update: an admission gives a batch key
