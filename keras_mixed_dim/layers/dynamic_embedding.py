@@ -16,8 +16,7 @@ from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.backend.row_gradients import flag_table
 from keras_mixed_dim.dynamic.id_map import PACKED
 from keras_mixed_dim.dynamic.id_map import DynamicIdMap
-from keras_mixed_dim.dynamic.id_map import key_pieces
-from keras_mixed_dim.dynamic.id_map import pack
+from keras_mixed_dim.dynamic.id_map import key_columns
 from keras_mixed_dim.dynamic.id_map import raw_keys
 from keras_mixed_dim.dynamic.plan import plan_capacity
 from keras_mixed_dim.layers.slots import slot_initial_value
@@ -570,15 +569,26 @@ class DynamicEmbedding(layers.Layer):
     def fallback_buckets(self, keys):
         """Fallback bucket of raw int64 `keys` (numpy; the serving graph
         computes the same with `hashes.buckets` on the key's pieces)."""
-        return hashes.buckets_numpy(key_pieces(np.asarray(keys, np.int64)), self._hash,
-                                    self.plan.fallback_range)
+        return hashes.buckets_of_columns(key_columns(keys), self._hash,
+                                         self.plan.fallback_range)
 
     def _pack(self, keys, mask):
-        unique, inverse = np.unique(keys, return_inverse=True)
+        unique, inverse, _ = _unique(keys if mask is None else keys[mask])
         slots, tags = self.id_map.lookup(unique)
-        packed = pack(slots, tags, self.fallback_buckets(unique))[inverse.reshape(keys.shape)]
-        if mask is not None:
-            packed[~mask] = (-1, 0, -1)  # padding: no row, no bucket
+        return self._packed(keys, mask, inverse,
+                            _distinct(slots, tags, self.fallback_buckets(unique)))
+
+    @staticmethod
+    def _packed(keys, mask, inverse, distinct):
+        """Each key's row of `distinct` (`inverse` indexes the unmasked
+        keys); padding packs as `(-1, 0, -1)`: no row, no tag, no bucket."""
+        # `take` along an axis: several times faster than `distinct[inverse]`
+        rows = distinct.take(inverse, axis=0)
+        if mask is None:
+            return rows.reshape(*keys.shape, PACKED)
+        packed = np.full((*keys.shape, PACKED), -1, np.int32)
+        packed[..., 1] = 0
+        packed[mask] = rows
         return packed
 
     def _keys_and_mask(self, ids, mask):
@@ -654,59 +664,79 @@ class DynamicEmbedding(layers.Layer):
         if timestamps is not None and mask is not None and np.shape(timestamps) == keys.shape:
             timestamps = np.asarray(timestamps)[mask]
         id_map = self.id_map
-        dirty_before = id_map.dirty.copy() if id_map.dirty.any() else None
-        unique, inverse, counts = np.unique(keys if mask is None else keys[mask],
-                                            return_inverse=True, return_counts=True)
-        changes = id_map.update_unique(unique, counts, timestamps)
+        # slots whose write is still pending (most batches: none)
+        pending = np.flatnonzero(id_map.dirty) if id_map.dirty.any() else None
+        unique, inverse, counts = _unique(keys if mask is None else keys[mask])
+        slots = id_map.find(unique)
+        changes = id_map.update_found(unique, counts, slots, timestamps)
         writes = np.full((1, self.num_tiers, self.max_writes, 4), -1, np.int32)
-        planned, dest_keys = [], []
-        if dirty_before is not None or not changes.empty:
-            # a freed slot's pending write is dropped: its tag never reaches the
-            # layer, so no batch reads the unwritten row as the new key's
-            id_map.dirty &= id_map.used
-            entries = {}  # slot -> source slot (-1: the slot's key's fallback)
-            for slot in np.flatnonzero(id_map.dirty):
-                entries[int(slot)] = -1
-            for slot in changes.reset_slots:
-                entries.pop(int(slot), None)
-                entries[int(slot)] = -1
-            stale = set(changes.reset_slots.tolist())
-            if dirty_before is not None:
-                stale |= set(np.flatnonzero(dirty_before).tolist())
-            for source, slot in zip(changes.move_from, changes.move_to):
-                entries.pop(int(slot), None)
-                # a source whose own write is pending holds another key's row
-                entries[int(slot)] = -1 if int(source) in stale else int(source)
-            id_map.dirty[:] = False
-            slots = np.fromiter(entries.keys(), np.int64, len(entries))
-            sources = np.fromiter(entries.values(), np.int64, len(entries))
-            tiers = id_map.tier_of[slots] if slots.size else slots
-            for t in range(self.num_tiers):
-                mine = np.flatnonzero(tiers == t)
-                now, later = mine[: self.max_writes], mine[self.max_writes:]
-                id_map.dirty[slots[later]] = True
-                if now.size:
-                    planned.append((t, slots[now], sources[now]))
-                    dest_keys.append(id_map.keys[slots[now]])
+        dest = None
+        if pending is not None or not changes.empty:
+            dest, sources = self._write_entries(pending, changes)
+            if dest.size:
+                # grouped by tier, each tier's in plan order; its first
+                # `max_writes` ride on this batch, the rest are deferred
+                tiers = id_map.tier_of[dest]
+                order = np.argsort(tiers, kind="stable")
+                dest, sources, tiers = dest[order], sources[order], tiers[order]
+                rank = np.arange(dest.size) - np.searchsorted(tiers, tiers)
+                now = rank < self.max_writes
+                if not now.all():
+                    id_map.dirty[dest[~now]] = True
+                    dest, sources, tiers, rank = dest[now], sources[now], tiers[now], rank[now]
+            else:
+                dest = None
         # one hash of the batch's distinct keys and the written slots' keys
-        buckets = self.fallback_buckets(np.concatenate([unique, *dest_keys]))
-        start = unique.size
-        for t, dest, source in planned:
-            rows = np.stack([dest, source, buckets[start:start + dest.size],
-                             id_map.tags[dest]], axis=-1).astype(np.int32)
-            start += dest.size
-            writes[0, t] = rows[0]
-            writes[0, t, : rows.shape[0]] = rows
+        buckets = self.fallback_buckets(unique if dest is None else np.concatenate(
+            [unique, id_map.keys[dest]]))
+        if dest is not None:
+            rows = np.stack([dest, sources, buckets[unique.size:], id_map.tags[dest]],
+                            axis=-1).astype(np.int32)
+            # a tier's unused entries repeat its first write: duplicate
+            # indices in the step always carry equal values
+            first = rank == 0
+            writes[0, tiers[first]] = rows[first][:, None, :]
+            writes[0, tiers, rank] = rows
         if not self.built:
             self.build((*keys.shape, PACKED))
-        slots, tags = id_map.lookup(unique)
-        packed = np.full((*keys.shape, PACKED), -1, np.int32) if mask is not None else None
-        distinct = pack(slots, tags, buckets[: unique.size])
-        if mask is None:
-            return distinct[inverse.reshape(keys.shape)], writes
-        packed[..., 1] = 0  # padding: no row, no tag, no bucket
-        packed[mask] = distinct[inverse.ravel()]
-        return packed, writes
+        # the batch's slots after the update: an admission gives a batch key
+        # its slot, and only a tier move (every `rebalance_every` steps)
+        # moves the others; evictions never take a key of the batch
+        if changes.move_from.size:
+            slots = id_map.find(unique)
+        elif changes.reset_slots.size:
+            slots = slots.copy()
+            slots[np.searchsorted(unique, changes.reset_keys)] = changes.reset_slots
+        tags = np.where(slots >= 0, id_map.tags[np.maximum(slots, 0)], 0)
+        distinct = _distinct(slots, tags, buckets[: unique.size])
+        return self._packed(keys, mask, inverse, distinct), writes
+
+    def _write_entries(self, pending, changes):
+        """`(slots, sources)` of the row writes after an update, in the order
+        they are taken (first `max_writes` per tier now, the rest deferred):
+        the pending slots still held (ascending), the admitted ones, then
+        the tier moves; a slot listed twice keeps its last place and source.
+        A source -1 means the slot's key's fallback."""
+        id_map = self.id_map
+        held = _empty_slots() if pending is None else pending[id_map.used[pending]]
+        reset, moved = changes.reset_slots, changes.move_to
+        if moved.size:
+            # a source whose own write is pending holds another key's row
+            stale = np.concatenate([reset] if pending is None else [reset, pending])
+            sources = np.where(_isin(changes.move_from, stale), -1, changes.move_from)
+            held = held[~_isin(held, moved)]
+            reset = reset[~_isin(reset, moved)]
+        else:
+            sources = _empty_slots()
+        if held.size and reset.size:
+            held = held[~_isin(held, reset)]
+        if pending is not None:
+            # every pending write is planned again (a freed slot's is
+            # dropped: its tag never reaches the layer)
+            id_map.dirty[pending] = False
+        slots = np.concatenate([held, reset, moved])
+        return slots, np.concatenate([np.full(held.size + reset.size, -1, np.int64),
+                                      sources])
 
     def no_writes(self):
         """The `writes` of a batch that writes nothing (prediction)."""
@@ -993,6 +1023,46 @@ class DynamicEmbedding(layers.Layer):
         # the QR default would give their weights other shapes
         config.setdefault("fallback", "hashing")
         return cls(**config)
+
+
+def _unique(keys):
+    """`np.unique(keys, return_inverse=True, return_counts=True)` of the
+    flattened keys (sorted distinct keys, each key's index among them, and
+    their counts) with fewer passes than numpy's general version."""
+    flat = keys.ravel()
+    if not flat.size:
+        return flat.copy(), np.zeros(0, np.intp), np.zeros(0, np.intp)
+    order = np.argsort(flat)
+    ordered = flat[order]
+    first = np.empty(flat.size, bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    counts = np.empty(starts.size, np.intp)
+    counts[:-1] = starts[1:] - starts[:-1]
+    counts[-1] = flat.size - starts[-1]
+    inverse = np.empty(flat.size, np.intp)
+    inverse[order] = np.cumsum(first) - 1
+    return ordered[first], inverse, counts
+
+
+def _distinct(slots, tags, buckets):
+    """int32 `(n, 3)`: the packed ids of n distinct keys."""
+    packed = np.empty((np.size(slots), PACKED), np.int32)
+    packed[:, 0], packed[:, 1], packed[:, 2] = slots, tags, buckets
+    return packed
+
+
+def _isin(values, within):
+    """`np.isin` for the few slots of one batch's writes: one broadcast
+    comparison where it is small (np.isin's setup costs more)."""
+    if values.size * within.size <= 65536:
+        return (values[:, None] == within[None, :]).any(axis=1)
+    return np.isin(values, within)
+
+
+def _empty_slots():
+    return np.zeros(0, np.int64)
 
 
 def _nbytes(variable):

@@ -583,3 +583,94 @@ def test_the_host_write_path_equals_the_graph_path():
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         changed = [not np.array_equal(a, b) for a, b in zip(host, before)]
         assert any(changed) == any(per_tier)
+
+def reference_prepare(layer, id_map, dirty, keys, mask, timestamps):
+    """`prepare` as first written (np.unique, a dict of writes in a Python
+    loop over slots, the uint64 hash), on a separate `DynamicIdMap` and
+    deferred-write set `dirty`: what the vectorized `prepare` must equal."""
+    if timestamps is not None and mask is not None:
+        timestamps = np.asarray(timestamps)[mask]
+    dirty_before = set(dirty)
+    unique, inverse, counts = np.unique(keys if mask is None else keys[mask],
+                                        return_inverse=True, return_counts=True)
+    changes = id_map.update_unique(unique, counts, timestamps)
+    writes = np.full((1, layer.num_tiers, layer.max_writes, 4), -1, np.int32)
+
+    def buckets(k):
+        return hashes.hash_tuple_numpy(key_pieces(k), layer._hash) % np.uint64(
+            layer.plan.fallback_range)
+
+    if dirty_before or not changes.empty:
+        entries = {s: -1 for s in sorted(dirty_before) if id_map.used[s]}
+        for slot in changes.reset_slots.tolist():
+            entries.pop(slot, None)
+            entries[slot] = -1
+        stale = set(changes.reset_slots.tolist()) | dirty_before
+        for source, slot in zip(changes.move_from.tolist(), changes.move_to.tolist()):
+            entries.pop(slot, None)
+            entries[slot] = -1 if source in stale else source
+        dirty.clear()
+        per_tier = {}
+        for slot, source in entries.items():
+            per_tier.setdefault(int(id_map.tier_of[slot]), []).append((slot, source))
+        for t, pairs in per_tier.items():
+            dirty.update(slot for slot, _ in pairs[layer.max_writes:])
+            pairs = pairs[: layer.max_writes]
+            slots = np.array([s for s, _ in pairs])
+            rows = np.stack([slots, [s for _, s in pairs], buckets(id_map.keys[slots]),
+                             id_map.tags[slots]], axis=-1)
+            writes[0, t] = rows[0]
+            writes[0, t, : len(pairs)] = rows
+    slots, tags = id_map.lookup(unique)
+    distinct = np.stack([slots, tags, buckets(unique)], axis=-1)
+    packed = np.full((*keys.shape, 3), -1, np.int64)
+    packed[..., 1] = 0
+    if mask is None:
+        packed = distinct[inverse.reshape(keys.shape)]
+    else:
+        packed[mask] = distinct[inverse.ravel()]
+    return packed, writes
+
+
+@pytest.mark.parametrize("eviction", ["lfu", "lru", "ttl"])
+def test_prepare_equals_a_loop_reference_with_deferred_writes_moves_and_padding(eviction):
+    """Random batches (repeats that change nothing, padding, timestamps,
+    many new ids so that writes are deferred, tier moves), packed ids,
+    writes and every array of the map against `reference_prepare`; the
+    merged sorted index (forced on this small map) against a re-sort."""
+    rng = np.random.default_rng(7)
+    layer = make([3, 6, 12], (4, 2, 1), eviction=eviction,
+                 ttl=4 if eviction == "ttl" else None, rebalance_every=3, max_writes=2,
+                 min_count=2)
+    layer.id_map.MERGE_INDEX_FROM = 0
+    reference_map = DynamicEmbedding(4, layer.capacity_bytes, tier_dims=(4, 2, 1),
+                                     sketch_width=16, min_count=2, eviction=eviction,
+                                     ttl=4 if eviction == "ttl" else None,
+                                     rebalance_every=3, fallback_buckets=4).id_map
+    dirty, batch, seen = set(), None, {"deferred": 0, "moved": 0, "no writes": 0}
+    for step in range(60):
+        if step % 5 != 4:   # every fifth batch repeats the last one
+            shape = (int(rng.integers(1, 30)),) if step % 3 else (int(rng.integers(1, 8)), 3)
+            batch = ((rng.zipf(1.3, shape) * 7919) % 60 - 20) * (2**40 + 1)
+        mask = rng.random(batch.shape) < 0.8 if step % 4 == 1 else None
+        times = rng.integers(0, 30, batch.shape) if step % 6 == 2 else None
+        packed, writes = layer.prepare(batch, timestamps=times, mask=mask)
+        expected_packed, expected_writes = reference_prepare(
+            layer, reference_map, dirty, batch, mask, times)
+        np.testing.assert_array_equal(packed, expected_packed)
+        np.testing.assert_array_equal(writes, expected_writes)
+        np.testing.assert_array_equal(np.flatnonzero(layer.id_map.dirty), sorted(dirty))
+        seen["deferred"] += bool(dirty)
+        seen["moved"] += bool((writes[..., 1] >= 0).any())
+        seen["no writes"] += bool((writes == -1).all())
+        state, expected = layer.id_map.get_state(), reference_map.get_state()
+        for name in expected:
+            if name != "dirty":
+                np.testing.assert_array_equal(state[name], expected[name], err_msg=name)
+        used = np.flatnonzero(layer.id_map.used)
+        order = np.argsort(layer.id_map.keys[used])
+        size = layer.id_map.index_size
+        np.testing.assert_array_equal(layer.id_map.index_keys[:size],
+                                      layer.id_map.keys[used][order])
+        np.testing.assert_array_equal(layer.id_map.index_slots[:size], used[order])
+    assert min(seen.values()) > 0, seen
