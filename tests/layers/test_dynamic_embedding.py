@@ -442,7 +442,7 @@ def test_gradients_reach_only_the_rows_each_id_reads():
             expected["fallback_remainder"][r] += upstream * quotient[q]
             expected["fallback_projection"] += (quotient[q] * rest[r])[:, None]
     assert admitted == 2
-    grads = gradients_of_sum(layer, batch)
+    grads = gradients_of_sum(layer, batch, jit=True)
     got = layer.part_views([grads[v.path.split("/")[-1]] for v in layer.width_tables])
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
