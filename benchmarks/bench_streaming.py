@@ -20,7 +20,9 @@ Streams:
              Zipf popularity and a planted model y = b_u + b_v + <u, v> / sqrt(8)
              + noise (each term of unit variance, fixed per raw id by its
              hash); ids are random 64-bit integers. Default size is scaled down for a
-             shared 2-core machine; `--full` asks for ~100M distinct ids.
+             shared 2-core machine; `--full` is the issue's size: about 100M
+             distinct ids in all (50 days of 2M examples, 1M live ids per
+             feature, 99% replaced each day: ~50M per feature), batch 4096.
 
 Every step the dynamic layers' measured bytes (their variables, the
 optimizer's real slots, the host map and sketch) are checked against
@@ -28,7 +30,8 @@ optimizer's real slots, the host map and sketch) are checked against
 
     python benchmarks/bench_streaming.py --streams movielens synthetic \
         --budgets 16384 65536 --seeds 0 1 2
-    python benchmarks/bench_streaming.py --streams synthetic --full   # ~100M ids
+    python benchmarks/bench_streaming.py --streams synthetic --full \
+        --budgets 65536 1048576 --seeds 0 1 2 --live-ids warmup   # ~100M ids
     python benchmarks/bench_streaming.py --summarize results.jsonl    # tables
 """
 
@@ -55,6 +58,11 @@ SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 METHODS = ("dynamic_md", "dynamic_uniform", "static", "hashing", "qr")
 FEATURES = ("user", "item")
 ADAM_SLOTS = 2
+# the counts' decay per step of 256 examples: a half-life of about 177k
+# examples; the layer's `decay` is per step, so other batch sizes get the
+# same half-life in examples (at 4096, 0.999 a step would keep a departed
+# id's count for 16 times as many examples)
+DECAY_PER_256 = 0.999
 FLOAT = 4
 VOCAB_ENTRY_BYTES = 16  # int64 key + int64 index of a static table
 
@@ -144,8 +152,10 @@ class Feature:
             if options.get("live_ids") is None:
                 options.pop("live_ids", None)
             tier_dims = md_dims if method == "dynamic_md" else (dim,)
+            decay = options.pop("decay", None) or DECAY_PER_256 ** (options.pop("batch", 256)
+                                                                  / 256)
             self.layer = DynamicEmbedding(dim, budget, min_count=2, eviction="lfu",
-                                          tier_dims=tier_dims, decay=0.999,
+                                          tier_dims=tier_dims, decay=decay,
                                           rebalance_every=50, seed=seed, **options)
             self.live_ids = options.get("live_ids")
             self.bytes = self.layer.bytes
@@ -331,6 +341,7 @@ def _result(method, budget, seed, mse, speed, features, feed):
         result["max_measured_bytes"] = max(f.max_measured for f in features.values())
         result["admitted"] = {f: features[f].layer.id_map.size for f in FEATURES}
         result["tier_rows"] = list(features["item"].layer.plan.tier_rows)
+        result["decay"] = features["item"].layer.id_map.decay
     return result
 
 
@@ -367,15 +378,16 @@ def main():
     parser.add_argument("--budgets", nargs="+", type=int, default=[16384, 65536])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--dim", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=None,
+                        help="examples per batch (default 256; 4096 with --full)")
     parser.add_argument("--days", type=int, default=20)
     parser.add_argument("--per-day", type=int, default=10_000)
     parser.add_argument("--active", type=int, default=20_000)
     parser.add_argument("--churn", type=float, default=0.1)
     parser.add_argument("--full", action="store_true",
-                        help="the issue's size: ~100M distinct ids per feature "
-                             "(100 days, 1M live ids, 99% churn a day; hours, "
-                             "tens of GiB)")
+                        help="the issue's size: about 100M distinct ids in all "
+                             "(50 days of 2M examples, 1M live ids per feature, 99%% "
+                             "replaced each day), batch 4096; about 2 GiB of stream")
     parser.add_argument("--feed", choices=["fit", "loop"], default="fit",
                         help="fit: one model.fit over the stream (dynamic_batches, "
                              "row writes in the train step); loop: predict_on_batch, "
@@ -394,6 +406,10 @@ def main():
     parser.add_argument("--jit-compile", action="store_true",
                         help="compile every model's train step with XLA (Keras's "
                              "default on a CPU-only TensorFlow is not to)")
+    parser.add_argument("--decay", type=float, default=None,
+                        help="the dynamic layers' count decay per step (default "
+                             "0.999 ** (batch / 256): the same half-life in examples "
+                             "at every batch size)")
     parser.add_argument("--tier-dims", type=int, nargs="+", default=None,
                         help="dynamic_md's tier widths (default: the layer's)")
     args = parser.parse_args()
@@ -401,7 +417,10 @@ def main():
         global JIT_COMPILE
         JIT_COMPILE = True
     if args.full:
-        args.days, args.per_day, args.active, args.churn = 100, 2_000_000, 1_000_000, 0.99
+        args.days, args.per_day, args.active, args.churn = 50, 2_000_000, 1_000_000, 0.99
+    if args.batch is None:
+        # a production stream's batch: at 256 the 100M examples take hours here
+        args.batch = 4096 if args.full else 256
     for stream_name in args.streams:
         for seed in args.seeds:
             if stream_name == "movielens":
@@ -418,6 +437,7 @@ def main():
                                "fallback_share": args.fallback_share,
                                "fallback_dim": args.fallback_dim,
                                "tier_dims": args.tier_dims,
+                               "decay": args.decay, "batch": args.batch,
                                "live_ids": args.live_ids if args.live_ids in (None, "warmup")
                                else int(args.live_ids)}
                     result = run(stream, targets, method, budget, args.dim, args.batch,

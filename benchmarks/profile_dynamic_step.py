@@ -1,10 +1,14 @@
 """Where the examples/s of `DynamicEmbedding` go against the static
 vocabulary (ml-100k, 64 KB per feature, the models of `bench_streaming.py`).
 
-Maps the whole stream once on the host (timed: the host map), then replays
-the mapped batches through `fit` of three models, in turns (each round runs
-every model once; the best of the rounds after the first is kept, so that a
-burst of load on the shared machine hits every model alike):
+Maps the whole stream once on the host (timed: the host map), looks it up
+once in the static vocabularies (timed: the static lookup, the
+`searchsorted` into the vocabulary and the OOV hash that
+`bench_streaming.py`'s static model runs in its input generator), then
+replays the mapped batches through `fit` of three models, in turns (each
+round runs every model once; the best of the rounds after the first is
+kept, so that a burst of load on the shared machine hits every model
+alike):
 
   dyn          the `dynamic_md` model with its row writes in the step
   dyn-noblock  the same layers without the `writes` input (no write block)
@@ -12,12 +16,27 @@ burst of load on the shared machine hits every model alike):
 
 and prints CPU milliseconds per batch (256 by default, `--batch`; two
 features), the ratio of the whole dynamic batch (host map and step) to the
-static one, and how many batches carry a write per feature and tier.
+static step (the line kept from earlier versions, so figures stay
+comparable) and to the whole static batch (static lookup and step), and how
+many batches carry a write per feature and tier.
+
+Then the pipeline as a user runs it, wall clock: `model.fit` over
+`dynamic_batches(source, layers, model)` (its prefetch thread maps ahead
+while the step runs; on TensorFlow `fit` reads the generator from its own
+thread instead) against `model.fit` of the static model over a generator
+that does its lookup, and the same dynamic pipeline with `prefetch=0` (the
+map in the consumer's thread: what the prefetch thread saves), in
+interleaved rounds (`--pipeline-rounds`; the first compiles and is
+dropped); examples/s, best and median of rounds. Fresh layers and models:
+the map carries on from round to round (later rounds see a warm map, as
+later epochs do).
+
 `--optimizer sgd` swaps Adam for plain SGD (no slots) to show the
 optimizer's share per variable. Runs on the Keras backend of the process
 (`KERAS_BACKEND=jax JAX_PLATFORMS=cpu`, `KERAS_BACKEND=torch`).
 
     python benchmarks/profile_dynamic_step.py [--optimizer sgd] [--jit-compile] [--batch 1024]
+        [--pipeline-rounds 4]
 """
 
 import argparse
@@ -44,6 +63,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--budget", type=int, default=65536)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--pipeline-rounds", type=int, default=4,
+                        help="rounds of the wall-clock pipeline (0: skip it)")
     args = parser.parse_args()
     # "auto": XLA on JAX (False would run its train step eagerly), none on TF
     # on CPU, as the benchmark
@@ -82,14 +103,16 @@ def main():
         print(f"{f}: share of batches writing to tier t {written.mean(axis=0).round(3)}, "
               f"moving a row out of tier t {np.round(moved, 3)}")
     static = features("static")
+    start = time.process_time()
+    static_mapped = [({f: static[f].lookup(x[f]) for f in bench.FEATURES}, y)
+                     for x, y in source()]
+    static_map = 1000 * (time.process_time() - start) / len(static_mapped)
     runs = {
         "dyn": (model, mapped),
         "dyn-noblock": (bench.build_model(dynamic, 16, writes=False),
                         [({k: v for k, v in x.items() if not k.endswith("_writes")}, y)
                          for x, y in mapped]),
-        "static": (bench.build_model(static, 16),
-                   [({f: static[f].lookup(x[f]) for f in bench.FEATURES}, y)
-                    for x, y in source()]),
+        "static": (bench.build_model(static, 16), static_mapped),
     }
     best = dict.fromkeys(runs, float("inf"))
     for round_ in range(args.rounds):
@@ -101,12 +124,56 @@ def main():
     print(f"{keras.backend.backend()}, batch {batch}, {len(mapped)} batches, load average "
           f"{os.getloadavg()[0]:.1f}")
     print(f"host map {host_map:.3f} ms/batch (CPU)")
+    print(f"static lookup {static_map:.3f} ms/batch (CPU, searchsorted + OOV hash)")
     for name, ms in best.items():
         print(f"{name:12s} {ms:.3f} ms/batch (CPU, fit over mapped batches)")
     whole = host_map + best["dyn"]
     print(f"dynamic (map + step) {whole:.3f} ms/batch against static {best['static']:.3f}: "
           f"{best['static'] / whole:.2f}x its examples/s (step alone "
           f"{best['static'] / best['dyn']:.2f}x)")
+    static_whole = static_map + best["static"]
+    print(f"dynamic (map + step) {whole:.3f} ms/batch against static (lookup + step) "
+          f"{static_whole:.3f}: {static_whole / whole:.2f}x its examples/s; step alone "
+          f"{best['static'] / best['dyn']:.2f}x")
+    if args.pipeline_rounds > 0:
+        pipeline(args, features, source, n // batch * batch)
+
+
+def pipeline(args, features, source, examples):
+    """Wall-clock examples/s of `fit` as a user runs it, in turns."""
+    dynamic, static = features("dynamic_md"), features("static")
+    dyn_model = bench.build_model(dynamic, 16, writes=True)
+    static_model = bench.build_model(static, 16)
+    layers = {f: dynamic[f].layer for f in bench.FEATURES}
+
+    def static_batches():
+        for x, y in source():
+            yield {f: static[f].lookup(x[f]) for f in bench.FEATURES}, y
+
+    turns = {
+        "dynamic_batches": lambda: dyn_model.fit(
+            dynamic_batches(source(), layers, dyn_model), epochs=1, verbose=0),
+        "dynamic_batches prefetch=0": lambda: dyn_model.fit(
+            dynamic_batches(source(), layers, dyn_model, prefetch=0), epochs=1, verbose=0),
+        "static": lambda: static_model.fit(static_batches(), epochs=1, verbose=0),
+    }
+    rates = {name: [] for name in turns}
+    for round_ in range(args.pipeline_rounds):
+        # alternate the order, so that neither side always runs after the other
+        for name in (list(turns) if round_ % 2 == 0 else list(turns)[::-1]):
+            start = time.perf_counter()
+            turns[name]()
+            if round_:   # the first round compiles
+                rates[name].append(examples / (time.perf_counter() - start))
+    if not rates["static"]:
+        return
+    print(f"pipeline, wall clock ({args.pipeline_rounds - 1} rounds after the first; "
+          f"load average {os.getloadavg()[0]:.1f}): model.fit over the generator")
+    for name, values in rates.items():
+        print(f"  {name:28s} best {max(values):9.0f} ex/s, median {np.median(values):9.0f}")
+    print(f"  dynamic_batches / static: best {max(rates['dynamic_batches']) / max(rates['static']):.2f}x, "
+          f"median {np.median(rates['dynamic_batches']) / np.median(rates['static']):.2f}x; "
+          f"prefetch thread gains {np.median(rates['dynamic_batches']) / np.median(rates['dynamic_batches prefetch=0']):.2f}x")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,8 @@ def backend_module(name):
 def row_writes():
     """The backend's row writes for tables changed between or inside steps:
     `assign_rows` (numpy, between steps), `write_rows` (tensors, inside a
-    step), `read_rows` (to numpy) and `WRITES_IN_LAYER` (whether a write the
-    layer makes inside a step persists, False on JAX)."""
+    step), `read_rows` (to numpy), `WRITES_IN_LAYER` (whether a write the
+    layer makes inside a step persists, False on JAX) and `CONCRETE_WRITES`
+    (whether the layer sees a step's writes as concrete values, True on
+    PyTorch's eager step: see `concrete_writes` there)."""
     return backend_module("row_writes")

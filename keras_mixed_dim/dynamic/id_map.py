@@ -97,13 +97,20 @@ def raw_keys(ids):
 
 def key_pieces(keys):
     """int32 `keys.shape + (3,)`: bits 0-21, 22-42 and 43-63 of each key."""
+    return np.stack(key_columns(keys), axis=-1).astype(np.int32)
+
+
+def key_columns(keys):
+    """`key_pieces` as three uint32 arrays of the keys' shape (unstacked)."""
     bits = np.asarray(keys, np.int64).view(np.uint64)
-    pieces, shift = [], 0
+    columns, shift = [], 0
     for width in PIECE_BITS:
-        pieces.append(((bits >> np.uint64(shift)) & np.uint64((1 << width) - 1))
-                      .astype(np.int32))
+        piece = bits >> np.uint64(shift) if shift else bits
+        if shift + width < 64:
+            piece = piece & np.uint64((1 << width) - 1)
+        columns.append(piece.astype(np.uint32))
         shift += width
-    return np.stack(pieces, axis=-1)
+    return columns
 
 
 def pack(slots, tags, buckets):
@@ -147,6 +154,18 @@ def _empty(dtype=np.int64):
     return np.zeros((0,), dtype)
 
 
+def _first_sorted(pool, count, primary, secondary):
+    """The first `count` of `pool` ordered by `(primary, secondary, pool)`
+    (`np.lexsort`'s order), sorting only the candidates: every entry whose
+    `primary` is at most the `count`-th smallest."""
+    count = min(count, pool.size)
+    if 8 * count < pool.size:
+        threshold = np.partition(primary, count - 1)[count - 1]
+        near = primary <= threshold
+        pool, primary, secondary = pool[near], primary[near], secondary[near]
+    return pool[np.lexsort((pool, secondary, primary))][:count]
+
+
 class DynamicIdMap:
     """Raw int64 key -> slot, with admission, eviction and tiers.
 
@@ -169,6 +188,11 @@ class DynamicIdMap:
     >>> slots >= 0
     array([ True, False])
     """
+
+    # slots from which admissions merge into the sorted index instead of
+    # re-sorting it (both give the same index; the merge's few more numpy
+    # calls cost more than a sort of a small map)
+    MERGE_INDEX_FROM = 4096
 
     def __init__(self, tier_rows, min_count=2, eviction="lfu", ttl=None, decay=1.0,
                  rebalance_every=100, sketch_width=1024, sketch_depth=2, seed=0):
@@ -282,6 +306,11 @@ class DynamicIdMap:
         """`update` of a batch given as its sorted distinct keys and how
         many times each occurs (what `np.unique(keys, return_counts=True)`
         gives), for a caller that needs them too."""
+        return self.update_found(unique, counts, self.find(unique), timestamps)
+
+    def update_found(self, unique, counts, slots, timestamps=None):
+        """`update_unique` given `slots = find(unique)` too (left as it is),
+        for a caller that looks the batch up anyway."""
         self.step += 1
         if timestamps is None:
             self.now = self.step
@@ -291,15 +320,15 @@ class DynamicIdMap:
         if self.decay != 1.0:
             self.counts *= np.float32(self.decay)
             self.sketch.decay(self.decay)
-        slots = self.find(unique)
         known = slots >= 0
-        touched = np.zeros(self.num_slots, bool)
         seen = slots[known]
         self.counts[seen] += counts[known].astype(np.float32)
         self.last[seen] = now
-        touched[seen] = True
+        touched = None  # made when needed: a pass over every slot
         evicted = [_empty()]
         if self.eviction == "ttl":
+            touched = np.zeros(self.num_slots, bool)
+            touched[seen] = True
             expired = self.used & (self.last < now - self.ttl) & ~touched
             evicted.append(self.keys[expired])
             self.used[expired] = False
@@ -307,29 +336,35 @@ class DynamicIdMap:
         else:
             changed = False
         reset_slots, reset_keys = _empty(), _empty()
-        fresh = unique[~known]
+        fresh = unique[~known] if seen.size else unique
         if fresh.size:
             estimates = self.sketch.add(fresh, counts[~known])
             admit = estimates >= self.min_count
             candidates, estimates = fresh[admit], estimates[admit]
-            order = np.lexsort((candidates, -estimates))
+        else:
+            candidates = fresh
+        if candidates.size:
+            # candidates are sorted (as `unique`): a stable sort by estimate
+            # breaks ties by key, as `np.lexsort((candidates, -estimates))`
+            order = np.argsort(-estimates, kind="stable")
             candidates, estimates = candidates[order], estimates[order]
-            free = np.flatnonzero(~self.used)
             # narrow tiers first: a new key earns a wide row by rebalancing
-            free = free[np.lexsort((free, -self.tier_of[free]))]
-            taken = free[: candidates.size]
+            taken = self._free_slots(candidates.size)
             rest = candidates.size - taken.size
             if rest and self.eviction != "ttl":
+                if touched is None:
+                    touched = np.zeros(self.num_slots, bool)
+                    touched[seen] = True
                 pool = np.flatnonzero(self.used & ~touched)
                 if self.eviction == "lfu":
-                    victims = pool[np.lexsort((pool, self.last[pool], self.counts[pool]))]
-                    m = min(rest, victims.size)
+                    victims = _first_sorted(pool, rest, self.counts[pool], self.last[pool])
+                    m = victims.size
                     # estimates fall and victims' counts rise: a prefix wins
                     wins = estimates[taken.size : taken.size + m] > self.counts[victims[:m]]
                     m = int(np.cumprod(wins).sum())
                 else:
-                    victims = pool[np.lexsort((pool, self.counts[pool], self.last[pool]))]
-                    m = min(rest, victims.size)
+                    victims = _first_sorted(pool, rest, self.last[pool], self.counts[pool])
+                    m = victims.size
                 victims = victims[:m]
                 evicted.append(self.keys[victims].copy())
                 taken = np.concatenate([taken, victims])
@@ -341,17 +376,54 @@ class DynamicIdMap:
             self.tags[taken] = self._new_tags(n)
             reset_slots, reset_keys = taken.astype(np.int64), candidates[:n].copy()
             changed = changed or n > 0
+        evicted = np.concatenate(evicted) if len(evicted) > 1 else evicted[0]
         move_from, move_to = _empty(), _empty()
         if (len(self.tier_rows) > 1 and self.rebalance_every > 0
                 and self.step % self.rebalance_every == 0):
             move_from, move_to = self.rebalance()
-            changed = changed or move_from.size > 0
-        # most batches of a warm map change no slot: the sorted index (a
-        # sort of every admitted key) stays as it is
-        if changed:
+        # most batches of a warm map change no slot: the sorted index stays
+        # as it is; admissions and evictions merge into it (a rebuild sorts
+        # every admitted key), tier moves (every `rebalance_every` steps)
+        # rebuild it
+        if move_from.size or (changed and self.num_slots < self.MERGE_INDEX_FROM):
             self._rebuild_index()
-        return Changes(reset_slots, reset_keys, move_from, move_to,
-                       np.concatenate(evicted))
+        elif changed:
+            self._update_index(evicted, reset_keys, reset_slots)
+        return Changes(reset_slots, reset_keys, move_from, move_to, evicted)
+
+    def _free_slots(self, count):
+        """Up to `count` free slots, narrowest tier first, ascending within
+        a tier (tiers are ascending ranges of slots, so no sort)."""
+        free = np.flatnonzero(~self.used)
+        if not free.size:   # a full map: the usual case once warm
+            return free
+        bounds = np.searchsorted(free, self.offsets)
+        return np.concatenate([free[bounds[t]:bounds[t + 1]]
+                               for t in reversed(range(len(self.tier_rows)))])[:count]
+
+    def _update_index(self, removed, added, added_slots):
+        """The sorted index after `removed` keys left it and `added` keys
+        (with their slots) joined: what `_rebuild_index` gives, by a merge."""
+        size = self.index_size
+        keys, slots = self.index_keys[:size], self.index_slots[:size]
+        if removed.size:
+            keep = np.ones(size, bool)
+            keep[np.searchsorted(keys, removed)] = False
+            keys, slots = keys[keep], slots[keep]
+        if added.size > 1:
+            order = np.argsort(added)
+            added, added_slots = added[order], added_slots[order]
+        new_size = keys.size + added.size
+        merged_keys = np.empty(new_size, np.int64)
+        merged_slots = np.empty(new_size, np.int32)
+        at = np.searchsorted(keys, added) + np.arange(added.size)
+        old = np.ones(new_size, bool)
+        old[at] = False
+        merged_keys[at], merged_slots[at] = added, added_slots
+        merged_keys[old], merged_slots[old] = keys, slots
+        self.index_keys[:new_size] = merged_keys
+        self.index_slots[:new_size] = merged_slots
+        self.index_size = new_size
 
     def rebalance(self):
         """Moves admitted keys to the tiers their decayed counts rank them

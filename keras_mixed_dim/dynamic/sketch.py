@@ -15,6 +15,9 @@ from keras_mixed_dim.checks import check_positive_int
 
 COUNTER_BYTES = 4
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_GOLDEN_INT = 0x9E3779B97F4A7C15
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
 
 
 def mix64(keys, seed):
@@ -51,22 +54,54 @@ class CountMinSketch:
         self.seed = int(seed)
         self.counters = np.zeros((self.depth, self.width), np.float32)
 
-    def _columns(self, keys):
-        return np.stack([(mix64(keys, self.seed * 131 + r) % np.uint64(self.width))
-                         .astype(np.int64) for r in range(self.depth)])
+    def _flat_columns(self, keys):
+        """`(depth, n)` indices into `counters.ravel()`: row `r` holds
+        `mix64(keys, seed * 131 + r) % width + r * width`, all rows hashed
+        by one pass of array operations (the per-row seeds enter only as
+        the added constant)."""
+        x = np.asarray(keys).astype(np.int64).view(np.uint64)
+        constants = self._row_constants()
+        with np.errstate(over="ignore"):
+            x = x[None, :] + constants[0]
+            shifted = np.empty_like(x)
+            for shift, multiplier in ((30, _M1), (27, _M2)):
+                np.right_shift(x, np.uint64(shift), out=shifted)
+                np.bitwise_xor(x, shifted, out=x)
+                np.multiply(x, multiplier, out=x)
+            np.right_shift(x, np.uint64(31), out=shifted)
+            np.bitwise_xor(x, shifted, out=x)
+        np.remainder(x, np.uint64(self.width), out=x)
+        columns = x.astype(np.int64)
+        columns += constants[1]
+        return columns
+
+    def _row_constants(self):
+        """`(depth, 1)` uint64 seed constants of the rows' hashes and int64
+        offsets of the rows in `counters.ravel()`, made once."""
+        key = (self.seed, self.depth, self.width)
+        cached = getattr(self, "_constants", None)
+        if cached is None or cached[0] != key:
+            seeds = np.array([_GOLDEN_INT * (((self.seed * 131 + r) & 0xFFFFFFFF) + 1)
+                              & 0xFFFFFFFFFFFFFFFF for r in range(self.depth)], np.uint64)
+            rows = np.arange(self.depth, dtype=np.int64) * self.width
+            cached = self._constants = (key, seeds[:, None], rows[:, None])
+        return cached[1:]
 
     def add(self, keys, counts):
         """Adds `counts` to unique `keys` and returns their new estimates."""
-        columns = self._columns(keys)
-        for r in range(self.depth):
-            np.add.at(self.counters[r], columns[r], np.asarray(counts, np.float32))
-        return self.counters[np.arange(self.depth)[:, None], columns].min(axis=0)
+        columns = self._flat_columns(keys)
+        counters = self.counters.reshape(-1)   # a view: added to in place
+        # rows end to end in one call: each counter still gets its additions
+        # in key order, so the float32 sums are those of a row at a time
+        values = np.empty(columns.shape, np.float32)
+        values[...] = counts
+        np.add.at(counters, columns.reshape(-1), values.reshape(-1))
+        return counters[columns].min(axis=0)
 
     def estimate(self, keys):
         """Estimated (decayed) counts of int64 `keys`, without adding to
         them: the least of each key's counters, float32."""
-        columns = self._columns(keys)
-        return self.counters[np.arange(self.depth)[:, None], columns].min(axis=0)
+        return self.counters.reshape(-1)[self._flat_columns(keys)].min(axis=0)
 
     def decay(self, factor):
         """Multiplies every counter by `factor` (in (0, 1])."""

@@ -13,12 +13,13 @@ from keras import saving
 
 from keras_mixed_dim.backend import row_writes
 from keras_mixed_dim.backend import take_rows
+from keras_mixed_dim.backend.row_gradients import flag_table
 from keras_mixed_dim.dynamic.id_map import PACKED
 from keras_mixed_dim.dynamic.id_map import DynamicIdMap
-from keras_mixed_dim.dynamic.id_map import key_pieces
-from keras_mixed_dim.dynamic.id_map import pack
+from keras_mixed_dim.dynamic.id_map import key_columns
 from keras_mixed_dim.dynamic.id_map import raw_keys
 from keras_mixed_dim.dynamic.plan import plan_capacity
+from keras_mixed_dim.layers.slots import slot_initial_value
 from keras_mixed_dim.layers.slots import slot_variables
 from keras_mixed_dim.layers import hashes
 from keras_mixed_dim.layers.ids import check_bag_rank
@@ -51,10 +52,12 @@ class DynamicEmbedding(layers.Layer):
     most counted ids (decayed counts) move to the widest tier and the least
     to the narrowest, warm-started by least squares through the new tier's
     projection. A row given to a new id starts from that id's fallback
-    vector (mapped into the tier the same way) with zeroed optimizer slots.
+    vector (mapped into the tier the same way) with fresh optimizer slots
+    (the values a new slot starts from: zeros for Adam's moments).
     Tables and projections are parts of one float32 variable per row width
     (`width_tables`; `part(name)` reads one), so that the optimizer updates a few
-    variables per layer, not one per table.
+    variables per layer, not one per table; they are flagged as tables, so
+    that `SparseRowOptimizer` updates only the rows a batch read.
 
     `capacity_bytes` bounds everything the layer holds: tables, projections,
     fallback, optimizer slots (`optimizer_slots` copies of each weight: 2
@@ -231,9 +234,11 @@ class DynamicEmbedding(layers.Layer):
         for b, width in enumerate(self.layout.widths):
             value = np.concatenate([v for (name, _, _), v in zip(parts, initial)
                                     if self.layout.buffer[name] == b])
-            self.width_tables.append(self.add_weight(
+            # flagged: a SparseRowOptimizer updates only the rows a batch
+            # read (the projections' rows are read by every batch)
+            self.width_tables.append(flag_table(self.add_weight(
                 shape=value.shape, initializer=_Constant(value),
-                name=f"embeddings_{width}"))
+                name=f"embeddings_{width}")))
         self.slot_tags = self.add_weight(
             shape=(self.id_map.num_slots,), initializer="zeros", dtype="int32",
             trainable=False, name="slot_tags")
@@ -443,67 +448,100 @@ class DynamicEmbedding(layers.Layer):
         Each entry is `(slot, source slot, fallback bucket, tag)`: the slot's
         row becomes the source slot's current output (a tier move) or the
         bucket's fallback output (an admission, or a deferred move), mapped
-        into the slot's tier by least squares; its optimizer slots become
-        zero and its tag is set. Every value is read before anything is
+        into the slot's tier by least squares; its optimizer slots start
+        fresh and its tag is set. Every value is read before anything is
         written. Padding entries (slot -1) rewrite row 0 of the tier with its
         own values; `prepare` pads a tier that has writes with copies of its
         first entry, so duplicate indices always carry equal values.
+
+        Where the step runs eagerly (PyTorch: the backend's
+        `CONCRETE_WRITES`) the entries that write are picked on the host
+        (`_host_writes`); traced steps run `_graph_writes`. Both leave the
+        same rows, slots and tags.
         """
+        backend = row_writes()
+        entries = backend.concrete_writes(writes) if backend.CONCRETE_WRITES else None
+        if entries is not None:
+            self._host_writes(entries, backend)
+            return
+        self._graph_writes(writes)
+
+    def _graph_writes(self, writes):
+        """`_apply_writes` with tensor ops of static shapes (the traced steps
+        of TensorFlow and JAX). Each entry's tier bounds and row offset are
+        numpy constants, so the checks run once over all entries, not once
+        per tier: the op count, not the few rows, is what a step pays."""
         num_tiers, width = self.num_tiers, self.max_writes
         writes = ops.reshape(ops.cast(writes, "int32"), (num_tiers * width, 4))
-        offsets, plan = self.id_map.offsets, self.plan
+        layout, offsets = self.layout, self.id_map.offsets
+        tier = np.repeat(np.arange(num_tiers), width)
+        first = offsets[tier].astype(np.int32)
         # every entry's source vector in one pass, before any row is written
         sources = writes[:, 1]
         stored = ops.logical_and(ops.greater_equal(sources, 0),
                                  ops.less(sources, self.id_map.num_slots))
-        vectors, _ = self._vectors(ops.where(stored, sources, ops.zeros_like(sources)),
-                                   stored, writes[:, 2])
-        writes_by_buffer = {}   # buffer -> [(rows, keep, values)]
-        tier_tags = []
-        for t in range(num_tiers):
-            entries = slice(t * width, (t + 1) * width)
-            dest, tag = writes[entries, 0], writes[entries, 3]
-            local = dest - int(offsets[t])
-            # an entry outside this tier (padding, or a malformed input) writes nothing
-            valid = ops.logical_and(ops.greater_equal(local, 0),
-                                    ops.less(local, int(plan.tier_rows[t])))
-            local = ops.where(valid, local, ops.zeros_like(local))
-            tier_tags.append((valid, local + int(offsets[t]), tag))
-            mapped = vectors[entries]
-            if f"tier_{t}_projection" in self.layout.start:
-                mapped = ops.matmul(mapped, self._tier_pinv(t, valid))
-            name = f"tier_{t}_embeddings"
-            writes_by_buffer.setdefault(self.layout.buffer[name], []).append(
-                (local + self.layout.start[name], ops.expand_dims(ops.logical_not(valid), -1),
-                 mapped))
+        vectors, _ = self._vectors(ops.where(stored, sources, 0), stored, writes[:, 2])
+        dest = writes[:, 0]
+        # an entry outside its tier (padding, or a malformed input) writes
+        # nothing: it rewrites the tier's first row with that row's values
+        valid = ops.logical_and(ops.greater_equal(dest, first),
+                                ops.less(dest, offsets[tier + 1].astype(np.int32)))
+        slots = ops.where(valid, dest, first)
+        starts = np.array([layout.start[f"tier_{t}_embeddings"] for t in range(num_tiers)])
+        rows = ops.add(slots, (starts[tier] - first).astype(np.int32))
+        keep = ops.expand_dims(ops.logical_not(valid), -1)
         # one gather and one scatter per variable (and per optimizer slot of
         # it) for the entries of every tier it holds
         optimizer = self._write_optimizer_ref.value
-        for b, pieces in writes_by_buffer.items():
-            rows, keep, values = (ops.concatenate(x, axis=0) for x in zip(*pieces))
+        for b in sorted({layout.buffer[f"tier_{t}_embeddings"] for t in range(num_tiers)}):
+            tiers = [t for t in range(num_tiers) if layout.buffer[f"tier_{t}_embeddings"] == b]
+            values = []
+            for t in tiers:
+                mapped = vectors[t * width:(t + 1) * width]
+                if f"tier_{t}_projection" in layout.start:
+                    mapped = ops.matmul(mapped, self._tier_pinv(
+                        t, valid[t * width:(t + 1) * width]))
+                values.append(mapped)
+            values = values[0] if len(values) == 1 else ops.concatenate(values, axis=0)
+            if tiers == list(range(tiers[0], tiers[-1] + 1)):
+                entries = slice(tiers[0] * width, (tiers[-1] + 1) * width)
+                buffer_rows, buffer_keep = rows[entries], keep[entries]
+            else:
+                entries = np.concatenate([np.arange(t * width, (t + 1) * width) for t in tiers])
+                buffer_rows, buffer_keep = (ops.take(x, entries, axis=0) for x in (rows, keep))
             buffer = self.width_tables[b]
-            current = take_rows(buffer, rows)
+            current = take_rows(buffer, buffer_rows)
             zero_where = []
+            written = ops.where(buffer_keep, current, values)
             for slot in self._slots(optimizer, buffer) if optimizer is not None \
                     and optimizer.built else []:
-                kept = take_rows(slot, rows)
-                zero_where.append((slot, ops.where(keep, kept, ops.zeros_like(kept))))
-            _write_rows(buffer, rows, ops.where(keep, current, values))
+                kept = take_rows(slot, buffer_rows)
+                mask = buffer_keep if len(kept.shape) == 2 else buffer_keep[:, 0]  # row-wise
+                zero_where.append((slot, ops.where(
+                    mask, kept, _fresh_slot_rows(optimizer, slot, written))))
+            _write_rows(buffer, buffer_rows, written)
             for slot, kept in zero_where:
-                _write_rows(slot, rows, kept)
-        valid = ops.concatenate([v for v, _, _ in tier_tags], axis=0)
-        slots = ops.concatenate([s for _, s, _ in tier_tags], axis=0)
-        tags = ops.where(valid, ops.concatenate([g for _, _, g in tier_tags], axis=0),
-                         ops.take(self.slot_tags, slots, axis=0))
+                _write_rows(slot, buffer_rows, kept)
+        tags = ops.where(valid, writes[:, 3], ops.take(self.slot_tags, slots, axis=0))
         # tiers' padding rows are distinct slots, so one scatter of the tags
         # has no duplicate index with unequal values
         _write_rows(self.slot_tags, slots, tags)
 
-    def _tier_pinv(self, t, valid):
-        """Pseudo-inverse of tier `t`'s projection, computed (an SVD) only
-        on a batch that writes to the tier: most batches write only the
-        narrowest tier (new ids). A width-1 tier's is `p / (p . p)`."""
-        projection = self.part(f"tier_{t}_projection")
+    def _tier_pinv(self, t, valid=None):
+        """Pseudo-inverse of tier `t`'s projection. In a traced step (`valid`:
+        which of the tier's entries write) the SVD runs only on a batch that
+        writes to the tier: most batches write only the narrowest tier (new
+        ids); there a width-1 tier's is `p / (p . p)`. The host path asks only
+        for written tiers (`valid=None`) and takes the backend's `pinv`, one
+        call."""
+        name = f"tier_{t}_projection"
+        if valid is None:
+            # a slice of its variable (the part is a range of its rows): one
+            # view, where `part`'s gather is an eager op or four
+            start, (rows, _) = self.layout.start[name], self.layout.shape[name]
+            return row_writes().pinv(
+                self.width_tables[self.layout.buffer[name]][start:start + rows])
+        projection = self.part(name)
         if int(self.plan.tier_dims[t]) == 1:
             norm = ops.sum(projection * projection)
             scale = ops.where(ops.greater(norm, 0.0), 1.0 / ops.where(
@@ -513,6 +551,55 @@ class DynamicEmbedding(layers.Layer):
         return ops.cond(ops.any(valid), functools.partial(_pinv, projection),
                         functools.partial(ops.zeros, shape, "float32"))
 
+    def _host_writes(self, entries, backend):
+        """`_apply_writes` where the step runs eagerly and the writes are
+        concrete (PyTorch): the entries that write are picked on the host,
+        so a batch that writes nothing runs no tensor op, a slot named again
+        (`prepare`'s padding repeats an entry with the same values) is
+        computed once, and only written tiers get a pseudo-inverse."""
+        offsets, layout, tier_rows = self.id_map.offsets, self.layout, self.plan.tier_rows
+        entries = np.asarray(entries, np.int64).reshape(self.num_tiers, self.max_writes, 4)
+        dest = entries[..., 0]
+        starts = np.asarray(offsets[:-1], np.int64)[:, None]
+        # an entry outside its own tier (padding, or a malformed input)
+        # writes nothing
+        valid = (dest >= starts) & (dest < starts + np.asarray(tier_rows, np.int64)[:, None])
+        if not valid.any():
+            return
+        # sorted by slot, hence tier by tier
+        slots, first = np.unique(dest[valid], return_index=True)
+        chosen = entries[valid][first]
+        sources = chosen[:, 1]
+        stored = (sources >= 0) & (sources < self.id_map.num_slots)
+        bounds = np.searchsorted(slots, offsets)
+        optimizer = self._write_optimizer_ref.value
+        with backend.write_scope():
+            # every source's vector, before any row is written
+            vectors, _ = self._vectors(
+                ops.convert_to_tensor(np.where(stored, sources, 0).astype(np.int32)),
+                ops.convert_to_tensor(stored),
+                ops.convert_to_tensor(chosen[:, 2].astype(np.int32)))
+            for t in range(self.num_tiers):
+                if bounds[t] == bounds[t + 1]:
+                    continue
+                mapped = vectors[bounds[t]:bounds[t + 1]]
+                if f"tier_{t}_projection" in layout.start:
+                    mapped = ops.matmul(mapped, self._tier_pinv(t))
+                name = f"tier_{t}_embeddings"
+                buffer = self.width_tables[layout.buffer[name]]
+                rows = ops.convert_to_tensor(
+                    slots[bounds[t]:bounds[t + 1]] - int(offsets[t]) + layout.start[name])
+                _write_rows(buffer, rows, mapped)
+                for slot in self._slots(optimizer, buffer) if optimizer is not None \
+                        and optimizer.built else []:
+                    fresh = slot_initial_value(optimizer, slot)
+                    if not callable(fresh) and fresh == 0:
+                        backend.zero_rows(slot, rows)
+                    else:
+                        _write_rows(slot, rows, _fresh_slot_rows(optimizer, slot, mapped))
+            _write_rows(self.slot_tags, ops.convert_to_tensor(slots),
+                        ops.convert_to_tensor(chosen[:, 3].astype(np.int32)))
+
     @property
     def _tier_bounds(self):
         return [int(b) for b in self.id_map.offsets[1:-1]]
@@ -520,15 +607,26 @@ class DynamicEmbedding(layers.Layer):
     def fallback_buckets(self, keys):
         """Fallback bucket of raw int64 `keys` (numpy; the serving graph
         computes the same with `hashes.buckets` on the key's pieces)."""
-        return hashes.buckets_numpy(key_pieces(np.asarray(keys, np.int64)), self._hash,
-                                    self.plan.fallback_range)
+        return hashes.buckets_of_columns(key_columns(keys), self._hash,
+                                         self.plan.fallback_range)
 
     def _pack(self, keys, mask):
-        unique, inverse = np.unique(keys, return_inverse=True)
+        unique, inverse, _ = _unique(keys if mask is None else keys[mask])
         slots, tags = self.id_map.lookup(unique)
-        packed = pack(slots, tags, self.fallback_buckets(unique))[inverse.reshape(keys.shape)]
-        if mask is not None:
-            packed[~mask] = (-1, 0, -1)  # padding: no row, no bucket
+        return self._packed(keys, mask, inverse,
+                            _distinct(slots, tags, self.fallback_buckets(unique)))
+
+    @staticmethod
+    def _packed(keys, mask, inverse, distinct):
+        """Each key's row of `distinct` (`inverse` indexes the unmasked
+        keys); padding packs as `(-1, 0, -1)`: no row, no tag, no bucket."""
+        # `take` along an axis: several times faster than `distinct[inverse]`
+        rows = distinct.take(inverse, axis=0)
+        if mask is None:
+            return rows.reshape(*keys.shape, PACKED)
+        packed = np.full((*keys.shape, PACKED), -1, np.int32)
+        packed[..., 1] = 0
+        packed[mask] = rows
         return packed
 
     def _keys_and_mask(self, ids, mask):
@@ -604,59 +702,79 @@ class DynamicEmbedding(layers.Layer):
         if timestamps is not None and mask is not None and np.shape(timestamps) == keys.shape:
             timestamps = np.asarray(timestamps)[mask]
         id_map = self.id_map
-        dirty_before = id_map.dirty.copy() if id_map.dirty.any() else None
-        unique, inverse, counts = np.unique(keys if mask is None else keys[mask],
-                                            return_inverse=True, return_counts=True)
-        changes = id_map.update_unique(unique, counts, timestamps)
+        # slots whose write is still pending (most batches: none)
+        pending = np.flatnonzero(id_map.dirty) if id_map.dirty.any() else None
+        unique, inverse, counts = _unique(keys if mask is None else keys[mask])
+        slots = id_map.find(unique)
+        changes = id_map.update_found(unique, counts, slots, timestamps)
         writes = np.full((1, self.num_tiers, self.max_writes, 4), -1, np.int32)
-        planned, dest_keys = [], []
-        if dirty_before is not None or not changes.empty:
-            # a freed slot's pending write is dropped: its tag never reaches the
-            # layer, so no batch reads the unwritten row as the new key's
-            id_map.dirty &= id_map.used
-            entries = {}  # slot -> source slot (-1: the slot's key's fallback)
-            for slot in np.flatnonzero(id_map.dirty):
-                entries[int(slot)] = -1
-            for slot in changes.reset_slots:
-                entries.pop(int(slot), None)
-                entries[int(slot)] = -1
-            stale = set(changes.reset_slots.tolist())
-            if dirty_before is not None:
-                stale |= set(np.flatnonzero(dirty_before).tolist())
-            for source, slot in zip(changes.move_from, changes.move_to):
-                entries.pop(int(slot), None)
-                # a source whose own write is pending holds another key's row
-                entries[int(slot)] = -1 if int(source) in stale else int(source)
-            id_map.dirty[:] = False
-            slots = np.fromiter(entries.keys(), np.int64, len(entries))
-            sources = np.fromiter(entries.values(), np.int64, len(entries))
-            tiers = id_map.tier_of[slots] if slots.size else slots
-            for t in range(self.num_tiers):
-                mine = np.flatnonzero(tiers == t)
-                now, later = mine[: self.max_writes], mine[self.max_writes:]
-                id_map.dirty[slots[later]] = True
-                if now.size:
-                    planned.append((t, slots[now], sources[now]))
-                    dest_keys.append(id_map.keys[slots[now]])
+        dest = None
+        if pending is not None or not changes.empty:
+            dest, sources = self._write_entries(pending, changes)
+            if dest.size:
+                # grouped by tier, each tier's in plan order; its first
+                # `max_writes` ride on this batch, the rest are deferred
+                tiers = id_map.tier_of[dest]
+                order = np.argsort(tiers, kind="stable")
+                dest, sources, tiers = dest[order], sources[order], tiers[order]
+                rank = np.arange(dest.size) - np.searchsorted(tiers, tiers)
+                now = rank < self.max_writes
+                if not now.all():
+                    id_map.dirty[dest[~now]] = True
+                    dest, sources, tiers, rank = dest[now], sources[now], tiers[now], rank[now]
+            else:
+                dest = None
         # one hash of the batch's distinct keys and the written slots' keys
-        buckets = self.fallback_buckets(np.concatenate([unique, *dest_keys]))
-        start = unique.size
-        for t, dest, source in planned:
-            rows = np.stack([dest, source, buckets[start:start + dest.size],
-                             id_map.tags[dest]], axis=-1).astype(np.int32)
-            start += dest.size
-            writes[0, t] = rows[0]
-            writes[0, t, : rows.shape[0]] = rows
+        buckets = self.fallback_buckets(unique if dest is None else np.concatenate(
+            [unique, id_map.keys[dest]]))
+        if dest is not None:
+            rows = np.stack([dest, sources, buckets[unique.size:], id_map.tags[dest]],
+                            axis=-1).astype(np.int32)
+            # a tier's unused entries repeat its first write: duplicate
+            # indices in the step always carry equal values
+            first = rank == 0
+            writes[0, tiers[first]] = rows[first][:, None, :]
+            writes[0, tiers, rank] = rows
         if not self.built:
             self.build((*keys.shape, PACKED))
-        slots, tags = id_map.lookup(unique)
-        packed = np.full((*keys.shape, PACKED), -1, np.int32) if mask is not None else None
-        distinct = pack(slots, tags, buckets[: unique.size])
-        if mask is None:
-            return distinct[inverse.reshape(keys.shape)], writes
-        packed[..., 1] = 0  # padding: no row, no tag, no bucket
-        packed[mask] = distinct[inverse.ravel()]
-        return packed, writes
+        # the batch's slots after the update: an admission gives a batch key
+        # its slot, and only a tier move (every `rebalance_every` steps)
+        # moves the others; evictions never take a key of the batch
+        if changes.move_from.size:
+            slots = id_map.find(unique)
+        elif changes.reset_slots.size:
+            slots = slots.copy()
+            slots[np.searchsorted(unique, changes.reset_keys)] = changes.reset_slots
+        tags = np.where(slots >= 0, id_map.tags[np.maximum(slots, 0)], 0)
+        distinct = _distinct(slots, tags, buckets[: unique.size])
+        return self._packed(keys, mask, inverse, distinct), writes
+
+    def _write_entries(self, pending, changes):
+        """`(slots, sources)` of the row writes after an update, in the order
+        they are taken (first `max_writes` per tier now, the rest deferred):
+        the pending slots still held (ascending), the admitted ones, then
+        the tier moves; a slot listed twice keeps its last place and source.
+        A source -1 means the slot's key's fallback."""
+        id_map = self.id_map
+        held = _empty_slots() if pending is None else pending[id_map.used[pending]]
+        reset, moved = changes.reset_slots, changes.move_to
+        if moved.size:
+            # a source whose own write is pending holds another key's row
+            stale = np.concatenate([reset] if pending is None else [reset, pending])
+            sources = np.where(_isin(changes.move_from, stale), -1, changes.move_from)
+            held = held[~_isin(held, moved)]
+            reset = reset[~_isin(reset, moved)]
+        else:
+            sources = _empty_slots()
+        if held.size and reset.size:
+            held = held[~_isin(held, reset)]
+        if pending is not None:
+            # every pending write is planned again (a freed slot's is
+            # dropped: its tag never reaches the layer)
+            id_map.dirty[pending] = False
+        slots = np.concatenate([held, reset, moved])
+        return slots, np.concatenate([np.full(held.size + reset.size, -1, np.int64),
+                                      sources])
 
     def no_writes(self):
         """The `writes` of a batch that writes nothing (prediction)."""
@@ -758,9 +876,10 @@ class DynamicEmbedding(layers.Layer):
             name = f"tier_{t}_embeddings"
             buffer = self.width_tables[self.layout.buffer[name]]
             rows = rows + self.layout.start[name]
-            _assign_rows(buffer, rows, values.astype("float32"))
+            values = values.astype("float32")
+            _assign_rows(buffer, rows, values)
             for slot in self._slots(optimizer, buffer):
-                _assign_rows(slot, rows, np.zeros((rows.size, *slot.shape[1:]), slot.dtype))
+                _assign_rows(slot, rows, _fresh_slot_rows(optimizer, slot, values))
         self.slot_tags.assign(self.id_map.tags)
 
     def _outputs_of_slots(self, slots, reset_slots, reset_keys, pinvs):
@@ -944,6 +1063,46 @@ class DynamicEmbedding(layers.Layer):
         return cls(**config)
 
 
+def _unique(keys):
+    """`np.unique(keys, return_inverse=True, return_counts=True)` of the
+    flattened keys (sorted distinct keys, each key's index among them, and
+    their counts) with fewer passes than numpy's general version."""
+    flat = keys.ravel()
+    if not flat.size:
+        return flat.copy(), np.zeros(0, np.intp), np.zeros(0, np.intp)
+    order = np.argsort(flat)
+    ordered = flat[order]
+    first = np.empty(flat.size, bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    counts = np.empty(starts.size, np.intp)
+    counts[:-1] = starts[1:] - starts[:-1]
+    counts[-1] = flat.size - starts[-1]
+    inverse = np.empty(flat.size, np.intp)
+    inverse[order] = np.cumsum(first) - 1
+    return ordered[first], inverse, counts
+
+
+def _distinct(slots, tags, buckets):
+    """int32 `(n, 3)`: the packed ids of n distinct keys."""
+    packed = np.empty((np.size(slots), PACKED), np.int32)
+    packed[:, 0], packed[:, 1], packed[:, 2] = slots, tags, buckets
+    return packed
+
+
+def _isin(values, within):
+    """`np.isin` for the few slots of one batch's writes: one broadcast
+    comparison where it is small (np.isin's setup costs more)."""
+    if values.size * within.size <= 65536:
+        return (values[:, None] == within[None, :]).any(axis=1)
+    return np.isin(values, within)
+
+
+def _empty_slots():
+    return np.zeros(0, np.int64)
+
+
 def _nbytes(variable):
     return int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize
 
@@ -1002,6 +1161,24 @@ class _SlotCache:
         self.key = key
         self.slots = slots
         self.measured = None
+
+
+def _fresh_slot_rows(optimizer, slot, rows):
+    """What `slot` holds at rows handed to a new id, whose weights are now
+    `rows` (numpy on the host path, tensors in the step): the value a new
+    slot starts from (`slot_initial_value`: zeros for Adam's moments,
+    `initial_accumulator_value` for an accumulator, for FTRL's `linear` the
+    value from which FTRL's next step recomputes `rows`). Zeros would not
+    do for FTRL: an entry with a zero accumulator and a zero gradient is
+    0 / 0 at its next step."""
+    fill = slot_initial_value(optimizer, slot)
+    if callable(fill):
+        return ops.cast(fill(rows), slot.dtype) if not isinstance(rows, np.ndarray) \
+            else np.asarray(fill(rows), slot.dtype)
+    shape = (rows.shape[0], *slot.shape[1:])
+    if isinstance(rows, np.ndarray):
+        return np.full(shape, fill, slot.dtype)
+    return ops.full(shape, fill, slot.dtype)
 
 
 def _pinv(projection):

@@ -147,9 +147,51 @@ def hash_tuple_numpy(values, params, salt=0):
 
 
 def buckets_numpy(values, params, num_buckets, salt=0):
-    """Reference bucket in `[0, num_buckets)` (int64)."""
-    return (hash_tuple_numpy(values, params, salt) % np.uint64(num_buckets)).astype(
-        np.int64)
+    """Bucket in `[0, num_buckets)` (int64) of `hash_tuple_numpy`, computed
+    column by column in uint32 (what the host maps of `DynamicEmbedding`
+    call on every batch)."""
+    values = np.asarray(values)
+    if values.shape[-1] != params.arity:
+        raise ValueError(
+            f"Expected a last axis of {params.arity} values; got {values.shape}.")
+    columns = [values[..., t] for t in range(params.arity)]
+    return buckets_of_columns(columns, params, num_buckets, salt)
+
+
+def buckets_of_columns(columns, params, num_buckets, salt=0):
+    """`buckets_numpy` of the tuples `(columns[0][i], columns[1][i], ...)`
+    (integer arrays of one shape), without stacking them.
+
+    uint32 arithmetic wraps modulo 2**32, so each round is one multiply, one
+    shift and one xor in place, where the uint64 reference also masks; only
+    the low 32 bits of a value reach the hash in both (the first operation
+    after each xor is a product modulo 2**32).
+    """
+    if len(columns) != params.arity:
+        raise ValueError(f"Expected {params.arity} columns; got {len(columns)}.")
+    rounds = getattr(params, "_uint32_rounds", None)
+    if rounds is None:
+        # numpy scalars made once: iterating the arrays makes new ones per call
+        rounds = params._uint32_rounds = (
+            [list(row) for row in params.tuple_multipliers], list(params.final_multipliers))
+    s = np.asarray(columns[0]).astype(np.uint32)  # a copy: hashed in place
+    shifted = np.empty_like(s)
+    for t in range(params.arity):
+        if t:
+            np.bitwise_xor(s, np.asarray(columns[t]).astype(np.uint32, copy=False), out=s)
+        for m in rounds[0][t]:
+            np.multiply(s, m, out=s)
+            np.right_shift(s, 16, out=shifted)
+            np.bitwise_xor(s, shifted, out=s)
+    salt = np.asarray(salt).astype(np.uint32)
+    if salt.ndim or int(salt):
+        s = s ^ salt
+        shifted = np.empty_like(s)
+    for m in rounds[1]:
+        np.multiply(s, m, out=s)
+        np.right_shift(s, 16, out=shifted)
+        np.bitwise_xor(s, shifted, out=s)
+    return (s % np.uint32(num_buckets)).astype(np.int64)
 
 
 def signs_numpy(values, params, salt=0):

@@ -338,10 +338,12 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
         re-ranking moved to another block, or every row after a re-plan).
 
         Returns a number, or for FTRL's `linear` slot a function of those
-        rows' weights (numpy) giving the `linear` values from which FTRL's
-        next step recomputes exactly those weights (with the accumulator at
-        `initial_accumulator_value`): FTRL derives its weights from its
-        slots, so zeros would drop the rows' warm start.
+        rows' weights (numpy, or tensors inside a train step, as
+        `DynamicEmbedding`'s in-step row writes give them) giving the
+        `linear` values from which FTRL's next step recomputes exactly
+        those weights (with the accumulator at `initial_accumulator_value`):
+        FTRL derives its weights from its slots, so zeros would drop the
+        rows' warm start.
         """
         name = slot.name
         if name.endswith("accumulator"):
@@ -350,12 +352,22 @@ class SparseRowOptimizer(keras.optimizers.Optimizer):
             return 0.0
         import numpy as np
 
-        lr = float(ops.convert_to_numpy(self._table_learning_rate()))
-        quadratic = (self.initial_accumulator_value ** -self.learning_rate_power / lr
-                     + 2 * self.l2_regularization_strength + self.beta / lr)
         l1 = self.l1_regularization_strength
-        # w = (clip(z, -l1, l1) - z) / quadratic, solved for z
-        return lambda rows: -(quadratic * rows + np.sign(rows) * l1)
+        accumulator = self.initial_accumulator_value ** -self.learning_rate_power
+        l2 = 2 * self.l2_regularization_strength
+
+        def linear(rows):
+            # w = (clip(z, -l1, l1) - z) / quadratic, solved for z
+            if isinstance(rows, np.ndarray):
+                lr = float(ops.convert_to_numpy(self._table_learning_rate()))
+                quadratic = accumulator / lr + l2 + self.beta / lr
+                return -(quadratic * rows + np.sign(rows) * l1)
+            # in a traced step: the rate as the step reads it
+            lr = ops.cast(self._table_learning_rate(), rows.dtype)
+            quadratic = accumulator / lr + l2 + self.beta / lr
+            return -(quadratic * rows + ops.sign(rows) * l1)
+
+        return linear
 
     @property
     def table_learning_rate(self):

@@ -166,3 +166,58 @@ def test_bytes_count_every_per_slot_array():
     np.testing.assert_array_equal(id_map.tier_of[np.arange(n)],
                                   np.repeat([0, 1, 2], [3, 4, 5]))
     assert id_map.tier_of[3] == 1
+
+
+@pytest.mark.parametrize("eviction", ["lfu", "lru", "ttl"])
+def test_merged_index_and_partial_victim_sort_equal_full_sorts(eviction):
+    """Admissions merged into the sorted index equal a re-sort of every
+    admitted key, and each step's victims and free slots are those of a
+    full lexsort, over random admissions, evictions and rebalances."""
+    from keras_mixed_dim.dynamic import id_map as id_map_module
+
+    rng = np.random.default_rng(3)
+    id_map = DynamicIdMap([20, 40, 200], min_count=1, eviction=eviction,
+                          ttl=3 if eviction == "ttl" else None, rebalance_every=7,
+                          sketch_width=64, decay=0.9)
+    id_map.MERGE_INDEX_FROM = 0
+    partial = 0
+    for step in range(80):
+        keys = (rng.zipf(1.2, int(rng.integers(1, 60))) * 7919) % 900 - 300
+        before = id_map.get_state()
+        in_batch = id_map.find(np.unique(keys))
+        changes = id_map.update(keys)
+        # free before admission: free before the step, and ttl's expired slots
+        free = np.flatnonzero(~before["used"] | (before["used"] & np.isin(
+            before["keys"], changes.evicted_keys) if eviction == "ttl" else False))
+        free_order = free[np.lexsort((free, -id_map.tier_of[free]))]
+        used = np.flatnonzero(id_map.used)
+        order = np.argsort(id_map.keys[used])
+        np.testing.assert_array_equal(id_map.index_keys[: id_map.index_size],
+                                      id_map.keys[used][order])
+        np.testing.assert_array_equal(id_map.index_slots[: id_map.index_size], used[order])
+        if not changes.move_from.size:
+            # free slots go first, narrowest tier first, then victims by
+            # (count, last seen, slot) for lfu, (last seen, count, slot) for lru
+            taken = changes.reset_slots
+            n_free = min(free_order.size, taken.size)
+            np.testing.assert_array_equal(taken[:n_free], free_order[:n_free])
+            victims = taken[n_free:]
+            if victims.size:
+                pool = np.flatnonzero(before["used"] & ~np.isin(
+                    np.arange(id_map.num_slots), in_batch))
+                counts = before["counts"] * np.float32(0.9)
+                first, second = ((counts, before["last"]) if eviction == "lfu"
+                                 else (before["last"], counts))
+                full = pool[np.lexsort((pool, second[pool], first[pool]))]
+                np.testing.assert_array_equal(victims, full[: victims.size])
+                partial += 8 * victims.size < pool.size
+    # the partial sort (a partition, then a sort of the smallest) was used
+    assert eviction == "ttl" or partial > 0
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        pool = np.sort(rng.choice(1000, int(rng.integers(1, 300)), replace=False))
+        first, second = rng.integers(0, 4, (2, pool.size))
+        count = int(rng.integers(1, 40))
+        np.testing.assert_array_equal(
+            id_map_module._first_sorted(pool, count, first, second),
+            pool[np.lexsort((pool, second, first))][:count])

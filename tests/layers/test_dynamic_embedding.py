@@ -8,6 +8,8 @@ import pytest
 from keras import ops
 
 from keras_mixed_dim import DynamicEmbedding
+from keras_mixed_dim import IdSafeModel
+from keras_mixed_dim import SparseRowOptimizer
 from keras_mixed_dim.dynamic.id_map import key_pieces
 from keras_mixed_dim.dynamic.plan import DynamicPlan
 from keras_mixed_dim.dynamic.plan import FLOAT_BYTES
@@ -401,6 +403,277 @@ def test_part_refuses_a_name_that_is_no_part_and_names_it():
         with pytest.raises(ValueError, match=repr(name)):
             layer.part(name)
 
+
+# -- under SparseRowOptimizer --------------------------------------------------
+
+def id_safe_model_of(layer, optimizer):
+    """The model with the row step on JAX (IdSafeModel's)."""
+    inputs = keras.Input((3,), dtype="int32")
+    model = IdSafeModel(inputs, keras.layers.Dense(1)(layer(inputs)))
+    model.compile(optimizer, "mse")
+    return model
+
+
+def table_values(layer):
+    return [ops.convert_to_numpy(v).copy() for v in layer.width_tables]
+
+
+def test_sparse_rows_match_keras_on_touched_rows_and_leave_the_rest_bit_for_bit():
+    # four copies of one layer: SparseRowOptimizer's SGD and lazy Adam, and
+    # Keras's own; Keras's SGD step tells which rows the gradient touches
+    layers_ = [make([24, 40], (4, 2), min_count=2) for _ in range(4)]
+    models = [id_safe_model_of(layers_[0], SparseRowOptimizer(
+                  keras.optimizers.SGD(0.05), table_optimizer="sgd", table_learning_rate=0.05)),
+              id_safe_model_of(layers_[1], keras.optimizers.SGD(0.05)),
+              id_safe_model_of(layers_[2], SparseRowOptimizer(
+                  keras.optimizers.Adam(0.05), table_optimizer="adam",
+                  table_learning_rate=0.05)),
+              id_safe_model_of(layers_[3], keras.optimizers.Adam(0.05))]
+    for model in models[1:]:
+        model.set_weights(models[0].get_weights())
+    for layer in layers_:
+        layer.update([5, 5, 6, 6, 7])   # 5 and 6 admitted, 7 reads the fallback
+    packed = layers_[0].lookup_ids([5, 6, 7, 6])
+    y = np.linspace(-1, 1, 4).reshape(4, 1).astype("float32")
+    for model in models[2:]:
+        fill_slots(model)   # the same nonzero slots for both Adams
+    before = table_values(layers_[0])
+    slots_before = [[ops.convert_to_numpy(s).copy() for s in slot_variables(
+        models[2].optimizer, v)] for v in layers_[2].width_tables]
+    for model in models:
+        for _ in range(2):   # the same rows each step: lazy Adam is Adam there
+            model.train_on_batch(packed, y)
+    for layer, model in zip(layers_[::2], models[::2]):
+        assert all(any(v is t for t in model.optimizer.table_variables)
+                   for v in layer.width_tables)
+    touched = [(a != b).any(axis=1) for a, b in zip(table_values(layers_[1]), before)]
+    wide = layers_[0].layout.buffer["tier_1_projection"]
+    assert touched[wide][layers_[0].layout.rows("tier_1_projection")].all()
+    for sparse, dense in ((0, 1), (2, 3)):
+        got, want = table_values(layers_[sparse]), table_values(layers_[dense])
+        for b, variable in enumerate(layers_[sparse].width_tables):
+            rows, rest = touched[b], ~touched[b]
+            assert rest.sum() > 20   # most of the capacity
+            # (Adam's bias correction `1 - beta_2 ** t` loses digits in
+            # float32: the tolerance of the package's other Adam comparisons)
+            np.testing.assert_allclose(got[b][rows], want[b][rows], rtol=1e-4, atol=1e-5)
+            np.testing.assert_array_equal(got[b][rest], before[b][rest])
+            if sparse == 0:   # SGD: untouched rows have no gradient, so Keras's too
+                np.testing.assert_array_equal(want[b][rest], before[b][rest])
+                continue
+            # Keras's dense Adam moves the untouched rows on their momentum
+            assert not np.allclose(want[b][rest], before[b][rest])
+            for slot, old in zip(slot_variables(models[2].optimizer, variable),
+                                 slots_before[b]):
+                np.testing.assert_array_equal(ops.convert_to_numpy(slot)[rest], old[rest])
+
+
+def ftrl_weights(linear, accumulator, lr, l1, l2=0.0, beta=0.0, power=-0.5):
+    """Keras's FTRL weights from its slots (`keras.optimizers.Ftrl`'s step
+    with a zero gradient), in numpy."""
+    quadratic = accumulator ** -power / lr + 2 * (l2 + beta / (2 * lr))
+    return (np.clip(linear, -l1, l1) - linear) / quadratic
+
+
+@pytest.mark.parametrize("kind", ["adam", "adagrad", "ftrl"])
+def test_a_reused_row_starts_with_fresh_sparse_row_slots_on_both_write_paths(kind):
+    options = {"l1_regularization_strength": 0.01} if kind == "ftrl" else {}
+    layer = make([2], (4,), eviction="lfu")
+    model = id_safe_model_of(layer, SparseRowOptimizer(
+        keras.optimizers.Adam(0.05), table_optimizer=kind, table_learning_rate=0.1, **options))
+    optimizer = model.optimizer
+    layer.attach_optimizer(optimizer)
+    buffer = layer.width_tables[layer.layout.buffer["tier_0_embeddings"]]
+    start = layer.layout.start["tier_0_embeddings"]
+    y = np.ones((2, 1), "float32")
+
+    def slots():
+        return [ops.convert_to_numpy(s).copy() for s in slot_variables(optimizer, buffer)]
+
+    def check_fresh(key, stayer, trained):
+        row = start + int(layer.id_map.find([key])[0])
+        other = start + int(layer.id_map.find([stayer])[0])
+        now = slots()
+        for old, new in zip(trained, now):
+            np.testing.assert_array_equal(new[other], old[other])
+        weights = ops.convert_to_numpy(buffer)[row]
+        if kind == "adam":
+            assert len(now) == 2 and not any(s[row].any() for s in now)
+        elif kind == "adagrad":   # row-wise: one accumulator a row
+            assert len(now) == 1 and now[0].shape == (buffer.shape[0],)
+            assert now[0][row] == np.float32(0.1)
+        else:   # FTRL's next step recomputes the row's weights from its slots
+            accumulator, linear = now
+            np.testing.assert_array_equal(accumulator[row], np.float32(0.1))
+            np.testing.assert_allclose(ftrl_weights(linear[row].astype(np.float64), 0.1,
+                                                    0.1, 0.01), weights, rtol=1e-5)
+
+    def train(keys):
+        packed = layer.lookup_ids(keys)
+        model.train_on_batch(packed, y)
+        row = start + int(layer.id_map.find([keys[0]])[0])
+        trained = slots()
+        assert all(not np.array_equal(s[row], fresh[row]) for s, fresh in zip(trained, empty))
+        return trained
+
+    layer.update([10, 10, 10, 20], optimizer=optimizer)       # admits 10 and 20
+    optimizer.build(model.trainable_variables)
+    empty = slots()
+    trained = train([20, 10])
+    # the host path: 30, counted more than 20, takes its row
+    victim = int(layer.id_map.find([20])[0])
+    layer.update([30, 30], optimizer=optimizer)
+    assert int(layer.id_map.find([30])[0]) == victim
+    check_fresh(30, 10, trained)
+    # the step's path: 40 takes 30's row by a write riding on its batch
+    trained = train([30, 10])
+    _, writes = layer.prepare([40, 40, 40])
+    assert (writes[..., 0] == victim).any()
+    layer._apply_writes(writes)
+    check_fresh(40, 10, trained)
+
+def random_writes(layer, rng, per_tier):
+    """`prepare`-shaped writes: `per_tier[t]` entries of distinct slots of
+    tier t (admissions from a bucket, some out of range, and moves from any
+    tier or from no stored slot), padded with copies of the first; a tier
+    without entries is padding (-1) with malformed entries (slots of other
+    tiers, past the last slot)."""
+    offsets, num_slots = layer.id_map.offsets, layer.id_map.num_slots
+    writes = layer.no_writes()
+    for t, count in enumerate(per_tier):
+        if not count:
+            junk = rng.choice([int(offsets[(t + 1) % layer.num_tiers]), num_slots, num_slots + 7])
+            writes[0, t, 1:3] = [junk, 0, 1, 9]
+            continue
+        dest = offsets[t] + rng.choice(int(layer.plan.tier_rows[t]), count, replace=False)
+        source = np.where(rng.random(count) < 0.5, rng.integers(0, num_slots, count),
+                          rng.choice([-1, num_slots, num_slots + 3], count))
+        bucket = rng.integers(-1, layer.plan.fallback_range + 2, count)
+        writes[0, t, :count] = np.stack([dest, source, bucket, rng.integers(1, 99, count)], -1)
+        writes[0, t, count:] = writes[0, t, 0]
+    return writes
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="the host path of the writes runs where the step is eager")
+def test_the_host_write_path_equals_the_graph_path():
+    # the host path picks the written entries, computes each slot once and
+    # maps only written tiers; the graph path (TensorFlow, JAX) writes every
+    # entry with static shapes: both must leave the same rows, slots and tags
+    layer = make([4, 5, 4], (4, 2, 1), max_writes=4)
+    model = model_of(layer)
+    layer.attach_optimizer(model.optimizer)
+    fill_slots(model)
+    rng = np.random.default_rng(0)
+    state = [*layer.width_tables, layer.slot_tags, *model.optimizer.variables]
+
+    def run(path, writes):
+        before = [ops.convert_to_numpy(v).copy() for v in state]
+        path(writes)
+        after = [ops.convert_to_numpy(v).copy() for v in state]
+        for v, value in zip(state, before):
+            v.assign(value)
+        return before, after
+
+    for per_tier in ([0, 0, 0], [2, 0, 0], [0, 3, 4], [4, 1, 2], [1, 4, 0]):
+        writes = random_writes(layer, rng, per_tier)
+        before, graph = run(layer._graph_writes, writes)
+        _, host = run(layer._apply_writes, writes)
+        for a, b in zip(host, graph):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        changed = [not np.array_equal(a, b) for a, b in zip(host, before)]
+        assert any(changed) == any(per_tier)
+
+def reference_prepare(layer, id_map, dirty, keys, mask, timestamps):
+    """`prepare` as first written (np.unique, a dict of writes in a Python
+    loop over slots, the uint64 hash), on a separate `DynamicIdMap` and
+    deferred-write set `dirty`: what the vectorized `prepare` must equal."""
+    if timestamps is not None and mask is not None:
+        timestamps = np.asarray(timestamps)[mask]
+    dirty_before = set(dirty)
+    unique, inverse, counts = np.unique(keys if mask is None else keys[mask],
+                                        return_inverse=True, return_counts=True)
+    changes = id_map.update_unique(unique, counts, timestamps)
+    writes = np.full((1, layer.num_tiers, layer.max_writes, 4), -1, np.int32)
+
+    def buckets(k):
+        return hashes.hash_tuple_numpy(key_pieces(k), layer._hash) % np.uint64(
+            layer.plan.fallback_range)
+
+    if dirty_before or not changes.empty:
+        entries = {s: -1 for s in sorted(dirty_before) if id_map.used[s]}
+        for slot in changes.reset_slots.tolist():
+            entries.pop(slot, None)
+            entries[slot] = -1
+        stale = set(changes.reset_slots.tolist()) | dirty_before
+        for source, slot in zip(changes.move_from.tolist(), changes.move_to.tolist()):
+            entries.pop(slot, None)
+            entries[slot] = -1 if source in stale else source
+        dirty.clear()
+        per_tier = {}
+        for slot, source in entries.items():
+            per_tier.setdefault(int(id_map.tier_of[slot]), []).append((slot, source))
+        for t, pairs in per_tier.items():
+            dirty.update(slot for slot, _ in pairs[layer.max_writes:])
+            pairs = pairs[: layer.max_writes]
+            slots = np.array([s for s, _ in pairs])
+            rows = np.stack([slots, [s for _, s in pairs], buckets(id_map.keys[slots]),
+                             id_map.tags[slots]], axis=-1)
+            writes[0, t] = rows[0]
+            writes[0, t, : len(pairs)] = rows
+    slots, tags = id_map.lookup(unique)
+    distinct = np.stack([slots, tags, buckets(unique)], axis=-1)
+    packed = np.full((*keys.shape, 3), -1, np.int64)
+    packed[..., 1] = 0
+    if mask is None:
+        packed = distinct[inverse.reshape(keys.shape)]
+    else:
+        packed[mask] = distinct[inverse.ravel()]
+    return packed, writes
+
+
+@pytest.mark.parametrize("eviction", ["lfu", "lru", "ttl"])
+def test_prepare_equals_a_loop_reference_with_deferred_writes_moves_and_padding(eviction):
+    """Random batches (repeats that change nothing, padding, timestamps,
+    many new ids so that writes are deferred, tier moves), packed ids,
+    writes and every array of the map against `reference_prepare`; the
+    merged sorted index (forced on this small map) against a re-sort."""
+    rng = np.random.default_rng(7)
+    layer = make([3, 6, 12], (4, 2, 1), eviction=eviction,
+                 ttl=4 if eviction == "ttl" else None, rebalance_every=3, max_writes=2,
+                 min_count=2)
+    layer.id_map.MERGE_INDEX_FROM = 0
+    reference_map = DynamicEmbedding(4, layer.capacity_bytes, tier_dims=(4, 2, 1),
+                                     sketch_width=16, min_count=2, eviction=eviction,
+                                     ttl=4 if eviction == "ttl" else None,
+                                     rebalance_every=3, fallback_buckets=4).id_map
+    dirty, batch, seen = set(), None, {"deferred": 0, "moved": 0, "no writes": 0}
+    for step in range(60):
+        if step % 5 != 4:   # every fifth batch repeats the last one
+            shape = (int(rng.integers(1, 30)),) if step % 3 else (int(rng.integers(1, 8)), 3)
+            batch = ((rng.zipf(1.3, shape) * 7919) % 60 - 20) * (2**40 + 1)
+        mask = rng.random(batch.shape) < 0.8 if step % 4 == 1 else None
+        times = rng.integers(0, 30, batch.shape) if step % 6 == 2 else None
+        packed, writes = layer.prepare(batch, timestamps=times, mask=mask)
+        expected_packed, expected_writes = reference_prepare(
+            layer, reference_map, dirty, batch, mask, times)
+        np.testing.assert_array_equal(packed, expected_packed)
+        np.testing.assert_array_equal(writes, expected_writes)
+        np.testing.assert_array_equal(np.flatnonzero(layer.id_map.dirty), sorted(dirty))
+        seen["deferred"] += bool(dirty)
+        seen["moved"] += bool((writes[..., 1] >= 0).any())
+        seen["no writes"] += bool((writes == -1).all())
+        state, expected = layer.id_map.get_state(), reference_map.get_state()
+        for name in expected:
+            if name != "dirty":
+                np.testing.assert_array_equal(state[name], expected[name], err_msg=name)
+        used = np.flatnonzero(layer.id_map.used)
+        order = np.argsort(layer.id_map.keys[used])
+        size = layer.id_map.index_size
+        np.testing.assert_array_equal(layer.id_map.index_keys[:size],
+                                      layer.id_map.keys[used][order])
+        np.testing.assert_array_equal(layer.id_map.index_slots[:size], used[order])
+    assert min(seen.values()) > 0, seen
 
 def test_gradients_reach_only_the_rows_each_id_reads():
     # each id's rows of every tier and of the fallback are gathered in one

@@ -103,3 +103,21 @@ def test_bad_bucket_counts_are_rejected():
             hashes.check_num_buckets(bad)
     with pytest.raises(ValueError, match="arity"):
         hashes.HashParams(0, arity=0)
+
+
+@pytest.mark.parametrize("arity", [1, 3])
+def test_uint32_buckets_equal_the_uint64_reference_with_salts(arity):
+    """`buckets_numpy` (uint32, in place, column by column) against the
+    uint64 `hash_tuple_numpy`, edge values, scalar and per-row salts."""
+    params = hashes.HashParams(seed=9, arity=arity)
+    values = np.stack([np.roll(edge_values(500, seed=arity), t) for t in range(arity)],
+                      axis=-1)
+    salts = hashes.random_salts(4, values.shape[0])
+    for salt in (0, 0xDEADBEEF, salts):
+        for num_buckets in (1, 1000, 2**30):
+            expected = (hashes.hash_tuple_numpy(values, params, salt)
+                        % np.uint64(num_buckets)).astype(np.int64)
+            np.testing.assert_array_equal(
+                hashes.buckets_numpy(values, params, num_buckets, salt), expected)
+            np.testing.assert_array_equal(hashes.buckets_of_columns(
+                [values[:, t] for t in range(arity)], params, num_buckets, salt), expected)

@@ -466,11 +466,11 @@ MUTANTS += [
            swap("ops.logical_and(ops.equal(stored, tag), ops.greater(tag, 0))",
                 "ops.greater(tag, 0)"),
            DYNAMIC_TESTS),
-    Mutant("dynamic-evicts-batch-keys", DYNAMIC_MAP, "DynamicIdMap.update_unique",
+    Mutant("dynamic-evicts-batch-keys", DYNAMIC_MAP, "DynamicIdMap.update_found",
            swap("self.used & ~touched", "self.used"), DYNAMIC_TESTS),
-    Mutant("dynamic-lfu-evicts-hotter", DYNAMIC_MAP, "DynamicIdMap.update_unique",
+    Mutant("dynamic-lfu-evicts-hotter", DYNAMIC_MAP, "DynamicIdMap.update_found",
            swap("np.cumprod(wins).sum()", "m"), DYNAMIC_TESTS),
-    Mutant("dynamic-ttl-off-by-one", DYNAMIC_MAP, "DynamicIdMap.update_unique",
+    Mutant("dynamic-ttl-off-by-one", DYNAMIC_MAP, "DynamicIdMap.update_found",
            swap("self.last < now - self.ttl", "self.last <= now - self.ttl"), DYNAMIC_TESTS),
     Mutant("dynamic-reused-row-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._apply",
            swap("self._slots(optimizer, buffer)", "self._slots(optimizer, buffer)[:0]"),
@@ -544,15 +544,23 @@ MUTANTS += [
 # DynamicEmbedding's row writes inside the train step (dynamic_batches)
 DYNAMIC_STREAM_TESTS = ["tests/dynamic/test_stream.py"]
 MUTANTS += [
-    Mutant("dynamic-step-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._apply_writes",
-           swap("_write_rows(slot, rows, kept)", "pass"), DYNAMIC_STREAM_TESTS),
-    Mutant("dynamic-step-tags-without-rows", DYNAMIC_LAYER, "DynamicEmbedding._apply_writes",
-           swap("_write_rows(buffer, rows, ops.where(keep, current, values))", "pass"), DYNAMIC_STREAM_TESTS),
-    Mutant("dynamic-step-stale-source", DYNAMIC_LAYER, "DynamicEmbedding.prepare",
-           swap("-1 if int(source) in stale else int(source)", "int(source)"),
+    Mutant("dynamic-step-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._graph_writes",
+           swap("_write_rows(slot, buffer_rows, kept)", "pass"), DYNAMIC_STREAM_TESTS),
+    Mutant("dynamic-step-tags-without-rows", DYNAMIC_LAYER, "DynamicEmbedding._graph_writes",
+           swap("_write_rows(buffer, buffer_rows, written)", "pass"), DYNAMIC_STREAM_TESTS),
+    # the same two on PyTorch's host path of the writes
+    Mutant("dynamic-host-step-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._host_writes",
+           swap("backend.zero_rows(slot, rows)", "pass"), DYNAMIC_STREAM_TESTS,
+           backend="torch"),
+    Mutant("dynamic-host-step-tags-without-rows", DYNAMIC_LAYER,
+           "DynamicEmbedding._host_writes", swap("_write_rows(buffer, rows, mapped)", "pass"),
+           DYNAMIC_STREAM_TESTS, backend="torch"),
+    Mutant("dynamic-step-stale-source", DYNAMIC_LAYER, "DynamicEmbedding._write_entries",
+           swap("np.where(_isin(changes.move_from, stale), -1, changes.move_from)",
+                "changes.move_from"),
            DYNAMIC_STREAM_TESTS),
     Mutant("dynamic-step-padding-clobbers", DYNAMIC_LAYER, "DynamicEmbedding.prepare",
-           drop("writes[0, t] = rows[0]"), DYNAMIC_STREAM_TESTS),
+           drop("writes[0, tiers[first]] = rows[first][:, None, :]"), DYNAMIC_STREAM_TESTS),
     Mutant("dynamic-deferred-not-restored", DYNAMIC_LAYER,
            "DynamicEmbedding.load_own_variables",
            swap("name == 'dirty' and f'id_map_{name}' not in store", "name == 'dirty'"),
@@ -568,6 +576,21 @@ MUTANTS += [
     Mutant("stacked-total-vocabulary-unchecked", "keras_mixed_dim/layers/stacked_embedding.py",
            "StackedEmbedding._set_plans",
            if_test("total > np.iinfo(np.int32).max", "False"), ["tests/layers/test_stacked_embedding.py"]),
+]
+
+# DynamicEmbedding under SparseRowOptimizer: flagged tables, fresh slots of written rows
+MUTANTS += [
+    Mutant("dynamic-tables-not-flagged", DYNAMIC_LAYER, "DynamicEmbedding.build",
+           swap("flag_table(self.add_weight(shape=value.shape, initializer=_Constant(value), "
+                "name=f'embeddings_{width}'))",
+                "self.add_weight(shape=value.shape, initializer=_Constant(value), "
+                "name=f'embeddings_{width}')"), DYNAMIC_TESTS),
+    Mutant("dynamic-written-slots-zeroed", DYNAMIC_LAYER, "_fresh_slot_rows",
+           swap("slot_initial_value(optimizer, slot)", "0.0"), DYNAMIC_TESTS),
+    Mutant("dynamic-row-wise-slot-mask-broadcast", DYNAMIC_LAYER,
+           "DynamicEmbedding._graph_writes",
+           swap("buffer_keep if len(kept.shape) == 2 else buffer_keep[:, 0]", "buffer_keep"),
+           DYNAMIC_TESTS),
 ]
 
 

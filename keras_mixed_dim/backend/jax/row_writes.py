@@ -37,6 +37,10 @@ MAP_AHEAD = True
 WRITES_IN_LAYER = False
 
 
+# The writes reach the layer as symbolic tensors inside a traced step.
+CONCRETE_WRITES = False
+
+
 def install_write_step(model, layers):
     """Wraps `model.train_step` (JAX) so that it applies the batch's row
     writes to the state before the original step runs: writes made inside

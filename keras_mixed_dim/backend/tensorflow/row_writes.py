@@ -40,5 +40,9 @@ WRITES_IN_LAYER = True
 MAP_AHEAD = False
 
 
+# The writes reach the layer as symbolic tensors inside a traced step.
+CONCRETE_WRITES = False
+
+
 def install_write_step(model, layers):
     """Nothing to install: the layer's writes inside the step are in place."""

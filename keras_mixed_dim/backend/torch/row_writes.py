@@ -24,6 +24,13 @@ def write_rows(variable, rows, values):
         tensor.index_copy_(0, rows.to(torch.int64), values.to(tensor.dtype))
 
 
+def zero_rows(variable, rows):
+    """`variable[rows] = 0` in place, outside autograd."""
+    tensor = variable.value
+    with torch.no_grad():
+        tensor.index_fill_(0, torch.as_tensor(rows, device=tensor.device), 0)
+
+
 def read_rows(variable, rows):
     """Rows of a variable as numpy, gathering only those rows."""
     from keras import ops
@@ -37,6 +44,39 @@ def read_rows(variable, rows):
 
 # A step's row writes happen where the layer makes them, in place.
 WRITES_IN_LAYER = True
+
+# The step runs eagerly: the layer sees the batch's writes as a concrete
+# tensor, so it picks the entries that write on the host (`concrete_writes`)
+# and a batch that writes nothing costs no tensor op.
+CONCRETE_WRITES = True
+
+
+def concrete_writes(writes):
+    """The batch's writes as numpy, or None where the layer keeps its graph
+    path: a symbolic call (shape inference, whose placeholder writes are
+    not the batch's) and a stateless scope."""
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+    from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+
+    if in_symbolic_scope() or in_stateless_scope():
+        return None
+    if isinstance(writes, torch.Tensor):
+        if writes.device.type == "meta":
+            return None
+        return writes.detach().cpu().numpy()
+    return np.asarray(writes)
+
+
+def write_scope():
+    """Where the host path computes the written values: outside autograd
+    (nothing differentiates through a write)."""
+    return torch.no_grad()
+
+
+def pinv(matrix):
+    """Pseudo-inverse of a float32 matrix (singular values up to 1e-6 of
+    the largest kept, as the graph's `_pinv`), in one call."""
+    return torch.linalg.pinv(matrix, rtol=1e-6)
 
 # `dynamic_batches` maps batches ahead in a thread (the trainer does not).
 MAP_AHEAD = True
