@@ -65,8 +65,10 @@ def qr_plan(**kwargs):
                        alpha=0.3, qr_min_rows=100, **kwargs)
 
 
-def gradients_of_sum(layer, ids):
-    """Dense gradients of sum(layer(ids)) by weight name, on this backend."""
+def gradients_of_sum(layer, ids, jit=False):
+    """Dense gradients of sum(layer(ids)) by weight name, on this backend
+    (`jit`: on JAX one compiled gradient, seconds faster than op by op for
+    a layer of many ops)."""
     names = [v.path.split("/")[-1] for v in layer.trainable_variables]
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -84,7 +86,8 @@ def gradients_of_sum(layer, ids):
             out, _ = layer.stateless_call(values, others, ids)
             return out.sum()
 
-        return {n: np.asarray(g) for n, g in zip(names, jax.grad(loss)(trainable))}
+        grad = jax.jit(jax.grad(loss)) if jit else jax.grad(loss)
+        return {n: np.asarray(g) for n, g in zip(names, grad(trainable))}
     if keras.backend.backend() == "torch":
         layer(ids).sum().backward()
         return {n: v.value.grad.cpu().numpy()

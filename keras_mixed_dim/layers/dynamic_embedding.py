@@ -246,23 +246,20 @@ class DynamicEmbedding(layers.Layer):
         self.built = True
 
     def _projection_constants(self):
-        """numpy constants of `_stacked_projections`: the rows of every
-        tier's projection, then the fallback's, in the `output_dim`-wide
-        buffer (where a part of full width has none, the identity)."""
-        layout, plan, d = self.layout, self.plan, self.plan.output_dim
-        rows, identity = [], []
-        for name, width in [(f"tier_{t}_projection", w) for t, w in enumerate(plan.tier_dims)] \
-                + [("fallback_projection", plan.fallback_dim)]:
-            if name in layout.start:
-                rows.append(layout.rows(name))
-                identity.append(np.zeros((width, 1), bool))
-            else:
-                rows.append(np.zeros(width, np.int32))
-                identity.append(np.ones((width, 1), bool))
-        self._projection_rows = np.concatenate(rows).astype(np.int32)
-        self._projection_identity = np.concatenate(identity)
-        self._identity_rows = np.concatenate([np.eye(w, d, dtype="float32")
-                                              for w in (*plan.tier_dims, plan.fallback_dim)])
+        """Constants of `_vectors`: the pieces an id can read (tier `t`,
+        then the fallback) that have a projection (`_projected_pieces`), the
+        rows of their projections in the `output_dim`-wide variable, in
+        order, and the mask that keeps, for each piece an id can read (and
+        none, `num_tiers + 1`), the projected columns of that piece only."""
+        layout, plan = self.layout, self.plan
+        names = [f"tier_{t}_projection" for t in range(self.num_tiers)] + ["fallback_projection"]
+        projected = [g for g, name in enumerate(names) if name in layout.start]
+        self._projected_pieces = projected
+        self._projection_rows = np.concatenate(
+            [layout.rows(names[g]) for g in projected] or [np.zeros(0, np.int32)])
+        widths = [*plan.tier_dims, plan.fallback_dim]
+        columns = np.repeat(projected, [widths[g] for g in projected])
+        self._piece_mask = (np.arange(len(names) + 1)[:, None] == columns).astype("float32")
 
     # ------------------------------------------------------------ views
 
@@ -340,14 +337,14 @@ class DynamicEmbedding(layers.Layer):
                              f"`lookup_ids` (last axis {PACKED}); received shape "
                              f"{tuple(inputs.shape)}.")
         inputs = ops.cast(inputs, "int32")
-        slot, tag = inputs[..., 0], inputs[..., 1]
-        num_slots = self.id_map.num_slots
-        in_range = ops.logical_and(ops.greater_equal(slot, 0), ops.less(slot, num_slots))
-        safe = ops.where(in_range, slot, ops.zeros_like(slot))
-        stored = ops.take(self.slot_tags, safe, axis=0)
+        slot, tag, buckets = ops.unstack(inputs, PACKED, axis=-1)
+        # a slot out of range is not its clipped self and reads no row
+        safe = ops.clip(slot, 0, self.id_map.num_slots - 1)
+        stored = take_rows(self.slot_tags, safe)
         admitted = ops.logical_and(
-            in_range, ops.logical_and(ops.equal(stored, tag), ops.greater(tag, 0)))
-        outputs, valid = self._vectors(safe, admitted, inputs[..., 2])
+            ops.equal(safe, slot),
+            ops.logical_and(ops.equal(stored, tag), ops.greater(tag, 0)))
+        outputs, valid = self._vectors(safe, admitted, buckets)
         if self.combiner is not None:
             ids_shape = tuple(inputs.shape[:-1])
             check_bag_rank(ids_shape, self.combiner, self.name)
@@ -359,50 +356,91 @@ class DynamicEmbedding(layers.Layer):
         return ops.cast(outputs, self.compute_dtype)
 
     def _vectors(self, safe, admitted, buckets):
-        """Output vectors: slot `safe`'s row through its tier's projection
-        where `admitted`, else the fallback's vector of `buckets` (zeros
-        for a bucket out of range); and where the bucket was valid. One
-        product of every tier's (masked) rows and the fallback's with the
-        stacked projections, not a product and a select per tier."""
-        layout, offsets, plan = self.layout, self.id_map.offsets, self.plan
-        tier = ops.digitize(safe, self._tier_bounds) if self.num_tiers > 1 else None
-        pieces = []
-        for t in range(self.num_tiers):
-            name = f"tier_{t}_embeddings"
-            start = layout.start[name]
-            member = admitted if tier is None else ops.logical_and(admitted,
-                                                                   ops.equal(tier, t))
-            rows = ops.where(member, safe + (start - int(offsets[t])), start)
-            values = take_rows(self.width_tables[layout.buffer[name]], rows)
-            pieces.append(ops.where(ops.expand_dims(member, -1), values,
-                                    ops.zeros_like(values)))
-        valid = ops.logical_and(ops.greater_equal(buckets, 0),
-                                ops.less(buckets, plan.fallback_range))
-        bucket = ops.where(valid, buckets, ops.zeros_like(buckets))
+        """Output vectors: slot `safe`'s row (`safe` in range) through its
+        tier's projection where `admitted`, else the fallback's vector of
+        `buckets` (zeros for a bucket out of range); and where the bucket
+        was valid.
+
+        An id reads one piece: its tier's row or the fallback's. The rows of
+        every piece are gathered for every id (static shapes), but pieces in
+        one variable that no id reads together share a lane (a tier's row or
+        the QR quotient's), and each variable's lanes are one gather: what a
+        step costs on every backend grows with the rows gathered (their
+        gradients' scatter or segment sum), little with the ops. A full-width
+        piece is selected as it is; the other pieces, masked (one gather of
+        a constant mask), go through one product with their stacked
+        projections."""
+        layout, plan, num_tiers = self.layout, self.plan, self.num_tiers
+        # a bucket out of range (padding: -1) is not its clipped self
+        bucket = ops.clip(buckets, 0, plan.fallback_range - 1)
+        valid = ops.equal(bucket, buckets)
+        # the piece each id reads: its tier's, the fallback's (`num_tiers`)
+        # or none (`num_tiers + 1`)
+        unused = ops.where(valid, num_tiers, num_tiers + 1)
+        tier = ops.digitize(safe, self._tier_bounds) if num_tiers > 1 else 0
+        piece = ops.where(admitted, tier, unused)
         if plan.fallback == "qr":
             remainder = plan.fallback_tables[1]
-            rows = (self._part_rows("fallback_quotient", ops.floor_divide(bucket, remainder))
-                    * self._part_rows("fallback_remainder", ops.mod(bucket, remainder)))
+            fallback = {"fallback_quotient": ops.floor_divide(bucket, remainder),
+                        "fallback_remainder": ops.mod(bucket, remainder)}
         else:
-            rows = self._part_rows("fallback_embeddings", bucket)
-        use_fallback = ops.logical_and(valid, ops.logical_not(admitted))
-        pieces.append(ops.where(ops.expand_dims(use_fallback, -1), rows, ops.zeros_like(rows)))
-        outputs = ops.matmul(ops.concatenate(pieces, axis=-1), self._stacked_projections())
+            fallback = {"fallback_embeddings": bucket}
+        fallback = {name: rows + layout.start[name] if layout.start[name] else rows
+                    for name, rows in fallback.items()}
+        lanes = {}   # variable -> [rows of each lane]
+        for name, rows in fallback.items():
+            lanes.setdefault(layout.buffer[name], []).append(rows)
+        for t in range(num_tiers):
+            name = f"tier_{t}_embeddings"
+            lane = lanes.setdefault(layout.buffer[name], [])
+            if not lane:
+                lane.append(self._tier_rows(safe, t))
+            else:
+                # the first lane of the variable is the fallback's first
+                # part's or another tier's: always in range where not this tier's
+                shift = layout.start[name] - int(self.id_map.offsets[t])
+                lane[0] = ops.where(ops.equal(piece, t), safe + shift if shift else safe,
+                                    lane[0])
+        values = {}
+        for b, rows in lanes.items():
+            table = self.width_tables[b]
+            values[b] = [take_rows(table, rows[0])] if len(rows) == 1 else ops.unstack(
+                take_rows(table, ops.stack(rows)), len(rows), axis=0)
+        pieces = [values[layout.buffer[f"tier_{t}_embeddings"]][0] for t in range(num_tiers)]
+        first = values[layout.buffer[next(iter(fallback))]]
+        pieces.append(first[0] * first[1] if plan.fallback == "qr" else first[0])
+        full = [g for g in range(len(pieces)) if g not in self._projected_pieces]
+        if self._projection_rows.size:
+            outputs = ops.matmul(
+                ops.concatenate([pieces[g] for g in self._projected_pieces], axis=-1)
+                * take_rows(self._piece_mask, piece), self._stacked_projections())
+        else:
+            outputs = ops.zeros_like(pieces[full[-1]])
+        for g in full:
+            outputs = ops.where(ops.expand_dims(ops.equal(piece, g), -1), pieces[g], outputs)
         return outputs, valid
 
-    def _part_rows(self, name, rows):
-        """Rows `rows` (a tensor, in range) of part `name`."""
-        return take_rows(self.width_tables[self.layout.buffer[name]],
-                         rows + self.layout.start[name])
+    def _tier_rows(self, safe, t):
+        """Rows of slots `safe` in the variable of tier `t`'s table: a slot
+        of the tier's its row; any other slot some row of the variable
+        (what it reads there is masked), clipped only where it could leave
+        the variable."""
+        name = f"tier_{t}_embeddings"
+        shift = self.layout.start[name] - int(self.id_map.offsets[t])
+        last = int(self.width_tables[self.layout.buffer[name]].shape[0]) - 1
+        rows = safe + shift if shift else safe
+        below, above = shift < 0, self.id_map.num_slots - 1 + shift > last
+        if below and above:
+            return ops.clip(rows, 0, last)
+        if below:
+            return ops.maximum(rows, 0)
+        return ops.minimum(rows, last) if above else rows
 
     def _stacked_projections(self):
-        """`(sum of widths, output_dim)`: every tier's projection and the
-        fallback's, the identity for a part of full width."""
-        if self._projection_identity.all():
-            return ops.convert_to_tensor(self._identity_rows)
-        wide = self.width_tables[self.layout.widths.index(self.output_dim)]
-        return ops.where(self._projection_identity, self._identity_rows,
-                         take_rows(wide, self._projection_rows))
+        """`(sum of widths, output_dim)`: the projections of the projected
+        pieces (`_projected_pieces`), stacked in order."""
+        return take_rows(self.width_tables[self.layout.widths.index(self.output_dim)],
+                         self._projection_rows)
 
     def _apply_writes(self, writes):
         """Row writes carried by the batch, in place, before any read.

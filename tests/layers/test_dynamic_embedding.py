@@ -674,3 +674,48 @@ def test_prepare_equals_a_loop_reference_with_deferred_writes_moves_and_padding(
                                       layer.id_map.keys[used][order])
         np.testing.assert_array_equal(layer.id_map.index_slots[:size], used[order])
     assert min(seen.values()) > 0, seen
+
+def test_gradients_reach_only_the_rows_each_id_reads():
+    # each id's rows of every tier and of the fallback are gathered in one
+    # lane per variable and masked: the gradient must be exactly what the
+    # id's own piece gives (numpy), zero for invalid ids and stale tags
+    from tests.helpers import gradients_of_sum
+
+    keras.utils.set_random_seed(4)
+    layer = make([2, 3], (4, 2), fallback="qr")
+    keys = np.array([2**40 + 3, -3, 2**31, 77, 5, 6], np.int64)
+    packed = layer.update(keys[:4])
+    batch = np.concatenate([packed, layer.lookup_ids(keys[4:])])
+    batch[1, 1] += 1            # a stale tag: reads the fallback
+    batch[2, 0] = 10**6         # a slot out of range: reads the fallback
+    batch[4] = (-1, 0, -1)      # padding: reads nothing
+    batch[5, 2] = 10**6         # a bucket out of range, not admitted: nothing
+    tables, projections = np_weights(layer)
+    views = layer.part_views([ops.convert_to_numpy(v) for v in layer.width_tables])
+    expected = layer.part_views([np.zeros(v.shape) for v in layer.width_tables])
+    tags, offsets = ops.convert_to_numpy(layer.slot_tags), layer.id_map.offsets
+    remainder = layer.plan.fallback_tables[1]
+    quotient, rest = views["fallback_quotient"], views["fallback_remainder"]
+    fallback_projection = views["fallback_projection"]
+    admitted = 0
+    for slot, tag, bucket in batch:
+        if 0 <= slot < offsets[-1] and tag > 0 and tags[slot] == tag:
+            t = int(np.searchsorted(offsets[1:], slot, side="right"))
+            row = slot - offsets[t]
+            if projections[t] is None:
+                expected[f"tier_{t}_embeddings"][row] += 1.0
+            else:
+                expected[f"tier_{t}_embeddings"][row] += projections[t].sum(1)
+                expected[f"tier_{t}_projection"] += tables[t][row][:, None]
+            admitted += 1
+        elif 0 <= bucket < layer.plan.fallback_range:
+            q, r = bucket // remainder, bucket % remainder
+            upstream = fallback_projection.sum(1)
+            expected["fallback_quotient"][q] += upstream * rest[r]
+            expected["fallback_remainder"][r] += upstream * quotient[q]
+            expected["fallback_projection"] += (quotient[q] * rest[r])[:, None]
+    assert admitted == 2
+    grads = gradients_of_sum(layer, batch, jit=True)
+    got = layer.part_views([grads[v.path.split("/")[-1]] for v in layer.width_tables])
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
