@@ -79,7 +79,10 @@ class DynamicEmbedding(layers.Layer):
             repeat their number.
         tier_dims: Explicit tier widths, widest first (`(output_dim,)` is
             one uniform tier, a TFRA-like dynamic table).
-        decay: Factor applied to all counts each step.
+        decay: Factor applied to all counts each step (each batch mapped):
+            a half-life of `log(0.5) / log(decay)` batches, so a larger
+            batch wants `decay ** (new_batch / old_batch)` to keep it in
+            examples.
         rebalance_every: Steps between tier rebalances (0: never).
         fallback_buckets: Rows of the fallback (default: `fallback_share`
             of the budget).

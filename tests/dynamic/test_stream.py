@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_mixed_dim import DynamicEmbedding
 from keras_mixed_dim.dynamic import dynamic_batches
+from keras_mixed_dim.dynamic import stream as stream_module
 from tests.layers.test_dynamic_embedding import capacity_for
 
 
@@ -44,7 +45,8 @@ def probe(model, layer, keys):
     return model.predict_on_batch(x)
 
 
-def test_fit_over_a_stream_equals_update_between_steps():
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_fit_over_a_stream_equals_update_between_steps(prefetch):
     kwargs = dict(min_count=2, rebalance_every=2, decay=0.9, eviction="lfu")
     batches = stream(6)
     keras.utils.set_random_seed(3)
@@ -54,7 +56,7 @@ def test_fit_over_a_stream_equals_update_between_steps():
     reference = model_of(slow, keras.optimizers.Adam(0.05), writes=False)
     reference.set_weights(model.get_weights())
 
-    model.fit(dynamic_batches(batches, {"ids": fast}, model), verbose=0)
+    model.fit(dynamic_batches(batches, {"ids": fast}, model, prefetch=prefetch), verbose=0)
     for x, y in batches:
         reference.train_on_batch(
             {"ids": slow.update(x["ids"], optimizer=reference.optimizer)}, y)
@@ -164,3 +166,15 @@ def test_fit_over_a_stream_under_sparse_row_optimizer_equals_update_between_step
 def test_bad_max_writes_names_the_value():
     with pytest.raises(ValueError, match="max_writes=0"):
         make([3], (4,), max_writes=0)
+
+
+def test_the_mapping_thread_keeps_the_order_and_raises_the_streams_error():
+    def source():
+        yield from range(5)
+        raise KeyError("bad batch")
+
+    got = []
+    with pytest.raises(KeyError, match="bad batch"):
+        for item in stream_module._ahead(source(), 2):
+            got.append(item)
+    assert got == [0, 1, 2, 3, 4]
