@@ -414,9 +414,13 @@ class DynamicEmbedding(layers.Layer):
         pieces.append(first[0] * first[1] if plan.fallback == "qr" else first[0])
         full = [g for g in range(len(pieces)) if g not in self._projected_pieces]
         if self._projection_rows.size:
-            outputs = ops.matmul(
-                ops.concatenate([pieces[g] for g in self._projected_pieces], axis=-1)
-                * take_rows(self._piece_mask, piece), self._stacked_projections())
+            stacked = ops.concatenate([pieces[g] for g in self._projected_pieces], axis=-1)
+            # a select, not a product with the mask: 0 * inf is NaN, and the
+            # rows an id does not read (clipped or shared lanes) are other
+            # ids' rows, so one diverged row would reach every id's output
+            keep = ops.greater(take_rows(self._piece_mask, piece), 0.0)
+            outputs = ops.matmul(ops.where(keep, stacked, ops.zeros_like(stacked)),
+                                 self._stacked_projections())
         else:
             outputs = ops.zeros_like(pieces[full[-1]])
         for g in full:

@@ -719,3 +719,25 @@ def test_gradients_reach_only_the_rows_each_id_reads():
     got = layer.part_views([grads[v.path.split("/")[-1]] for v in layer.width_tables])
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_a_diverged_row_reaches_only_its_own_ids_output():
+    # every id gathers a row of every piece (static shapes); the pieces it
+    # does not read are other ids' rows and must not leak into its output,
+    # even as NaN or inf (0 * inf is NaN)
+    layer = DynamicEmbedding(8, 60_000, min_count=1, seed=1, tier_dims=(8, 4, 2))
+    layer.update(np.arange(300))
+    packed = layer.lookup_ids(np.arange(2000))
+    before = np.isnan(ops.convert_to_numpy(layer(packed))).any(-1)
+    assert not before.any()
+    name = "tier_1_embeddings"
+    table = layer.width_tables[layer.layout.buffer[name]]
+    values = ops.convert_to_numpy(table).copy()
+    row = layer.layout.start[name]   # the tier's first slot
+    values[row] = np.inf
+    table.assign(values)
+    slot = int(layer.id_map.offsets[1])
+    owners = packed[..., 0] == slot
+    assert owners.sum() == 1
+    after = ~np.isfinite(ops.convert_to_numpy(layer(packed))).all(-1)
+    np.testing.assert_array_equal(after, owners)
