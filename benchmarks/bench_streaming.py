@@ -152,8 +152,9 @@ class Feature:
             if options.get("live_ids") is None:
                 options.pop("live_ids", None)
             tier_dims = md_dims if method == "dynamic_md" else (dim,)
-            decay = options.pop("decay", None) or DECAY_PER_256 ** (options.pop("batch", 256)
-                                                                  / 256)
+            # both popped: neither is a layer argument
+            decay, batch = options.pop("decay", None), options.pop("batch", 256)
+            decay = decay or DECAY_PER_256 ** (batch / 256)
             self.layer = DynamicEmbedding(dim, budget, min_count=2, eviction="lfu",
                                           tier_dims=tier_dims, decay=decay,
                                           rebalance_every=50, seed=seed, **options)

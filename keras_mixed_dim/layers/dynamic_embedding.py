@@ -599,11 +599,7 @@ class DynamicEmbedding(layers.Layer):
                 _write_rows(buffer, rows, mapped)
                 for slot in self._slots(optimizer, buffer) if optimizer is not None \
                         and optimizer.built else []:
-                    fresh = slot_initial_value(optimizer, slot)
-                    if not callable(fresh) and fresh == 0:
-                        backend.zero_rows(slot, rows)
-                    else:
-                        _write_rows(slot, rows, _fresh_slot_rows(optimizer, slot, mapped))
+                    _write_rows(slot, rows, _fresh_slot_rows(optimizer, slot, mapped))
             _write_rows(self.slot_tags, ops.convert_to_tensor(slots),
                         ops.convert_to_tensor(chosen[:, 3].astype(np.int32)))
 

@@ -550,7 +550,7 @@ MUTANTS += [
            swap("_write_rows(buffer, buffer_rows, written)", "pass"), DYNAMIC_STREAM_TESTS),
     # the same two on PyTorch's host path of the writes
     Mutant("dynamic-host-step-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._host_writes",
-           swap("backend.zero_rows(slot, rows)", "pass"), DYNAMIC_STREAM_TESTS,
+           swap("_write_rows(slot, rows, _fresh_slot_rows(optimizer, slot, mapped))", "pass"), DYNAMIC_STREAM_TESTS,
            backend="torch"),
     Mutant("dynamic-host-step-tags-without-rows", DYNAMIC_LAYER,
            "DynamicEmbedding._host_writes", swap("_write_rows(buffer, rows, mapped)", "pass"),

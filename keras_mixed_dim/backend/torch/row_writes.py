@@ -24,13 +24,6 @@ def write_rows(variable, rows, values):
         tensor.index_copy_(0, rows.to(torch.int64), values.to(tensor.dtype))
 
 
-def zero_rows(variable, rows):
-    """`variable[rows] = 0` in place, outside autograd."""
-    tensor = variable.value
-    with torch.no_grad():
-        tensor.index_fill_(0, torch.as_tensor(rows, device=tensor.device), 0)
-
-
 def read_rows(variable, rows):
     """Rows of a variable as numpy, gathering only those rows."""
     from keras import ops
