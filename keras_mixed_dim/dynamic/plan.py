@@ -70,6 +70,65 @@ def live_ids_share(default_plan, live_ids):
     return min(MAX_LIVE_SHARE, max(default, wanted))
 
 
+# With `live_ids`, a fallback expected to serve most of the lookups is as
+# wide as the widest tier (and needs no projection). On the ~100M-id stream
+# at 64 KiB (89 tier rows for 1.4M live ids, a share of 0.34) width 16 gave
+# 2.005 and 1.996 over 50 days against width 4's 2.025 and 2.016, while at
+# a share of 0.41 (the same stream over 4 days) width 4 won, 1.971 against
+# 2.000 (docs/results/streaming.md, "A fallback as wide as the widest
+# tier"); the threshold is the middle of the two.
+WIDE_FALLBACK_BELOW = 0.375
+_EULER_GAMMA = 0.5772156649015329
+
+
+def _harmonic(n):
+    """H(n) = 1 + 1/2 + ... + 1/n: summed up to 1,000, beyond by its
+    asymptotic series (then within 1e-13)."""
+    if n <= 1000:
+        return math.fsum(1.0 / k for k in range(1, int(n) + 1))
+    return math.log(n) + _EULER_GAMMA + 1 / (2 * n) - 1 / (12 * n * n)
+
+
+def tier_lookup_share(tier_slots, live_ids):
+    """The share of lookups the tiers are expected to serve when they hold
+    the `tier_slots` most popular of `live_ids` ids whose popularity falls
+    as 1 / rank (Zipf, exponent 1): `H(slots) / H(live_ids)`, harmonic
+    numbers; 1 when the tiers hold them all.
+
+    Example:
+
+    >>> round(tier_lookup_share(89, 1_400_000), 2)
+    0.34
+    """
+    if tier_slots >= live_ids:
+        return 1.0
+    if tier_slots < 1:
+        return 0.0
+    return _harmonic(tier_slots) / _harmonic(live_ids)
+
+
+def _live_ids_plan(options, live_ids):
+    """`plan_capacity(**options)` with the QR fallback's share from
+    `live_ids_share`, cut back where that share leaves a tier no row."""
+    best = plan_capacity(**options)
+    low, high = default_fallback_share("qr", best.capacity_bytes), live_ids_share(best, live_ids)
+    if high <= low:
+        return best
+    try:
+        return plan_capacity(**options, fallback_share=high)
+    except ValueError:
+        pass
+    # that share leaves a tier no row: the largest that does not, by
+    # bisection from the default share (which fits)
+    for _ in range(20):
+        middle = (low + high) / 2
+        try:
+            best, low = plan_capacity(**options, fallback_share=middle), middle
+        except ValueError:
+            high = middle
+    return best
+
+
 DEFAULT_SKETCH_SHARE = 0.05
 FALLBACKS = ("hashing", "qr")
 # the fallback's hash range is an int32 bucket (`keras_mixed_dim.layers.hashes`)
@@ -257,23 +316,11 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
                        tier_dims=tier_dims, fallback_dim=fallback_dim,
                        sketch_width=sketch_width, sketch_depth=sketch_depth,
                        optimizer_slots=optimizer_slots)
-        best = plan_capacity(**options)
-        low, high = default_fallback_share("qr", capacity), live_ids_share(best, live_ids)
-        if high <= low:
-            return best
-        try:
-            return plan_capacity(**options, fallback_share=high)
-        except ValueError:
-            pass
-        # that share leaves a tier no row: the largest that does not, by
-        # bisection from the default share (which fits)
-        for _ in range(20):
-            middle = (low + high) / 2
-            try:
-                best, low = plan_capacity(**options, fallback_share=middle), middle
-            except ValueError:
-                high = middle
-        return best
+        plan = _live_ids_plan(options, live_ids)
+        if fallback_dim is None and plan.fallback_dim != tier_dims[0] and \
+                tier_lookup_share(sum(plan.tier_rows), live_ids) < WIDE_FALLBACK_BELOW:
+            plan = _live_ids_plan({**options, "fallback_dim": tier_dims[0]}, live_ids)
+        return plan
     fallback_dim = check_positive_int("fallback_dim", fallback_dim, allow_none=True) or (
         max(tier_dims[-1], output_dim // 4) if fallback == "qr" else tier_dims[-1])
     per_float = FLOAT_BYTES * (1 + optimizer_slots)

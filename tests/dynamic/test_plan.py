@@ -7,8 +7,10 @@ import pytest
 from keras_mixed_dim.dynamic.plan import BUCKETS_PER_LIVE_ID
 from keras_mixed_dim.dynamic.plan import FLOAT_BYTES
 from keras_mixed_dim.dynamic.plan import MAX_LIVE_SHARE
+from keras_mixed_dim.dynamic.plan import WIDE_FALLBACK_BELOW
 from keras_mixed_dim.dynamic.plan import default_fallback_share
 from keras_mixed_dim.dynamic.plan import plan_capacity
+from keras_mixed_dim.dynamic.plan import tier_lookup_share
 
 
 def fallback_bytes(plan):
@@ -83,7 +85,8 @@ def test_live_ids_grow_the_qr_fallback_only_when_the_tiers_cannot_hold_them():
     # between the default and the cap: 1.5 and 2 times the default's buckets
     between = [held + int(f * default.fallback_range / BUCKETS_PER_LIVE_ID) for f in (1.5, 2)]
     for live in sorted((*between, many, 10**9)):
-        plan = plan_capacity(16, 65536, live_ids=live)
+        # at the default width (a wide fallback: the next test)
+        plan = plan_capacity(16, 65536, live_ids=live, fallback_dim=4)
         assert plan.bytes <= 65536 and min(plan.tier_rows) >= 1
         # more live ids: a larger fallback, paid for by the tiers
         assert plan.fallback_buckets >= previous.fallback_buckets
@@ -106,13 +109,14 @@ def test_live_ids_never_leave_a_tier_without_rows_or_exceed_the_budget(capacity)
     default = plan_capacity(16, capacity)
     plan = plan_capacity(16, capacity, live_ids=10**9)
     assert plan.bytes <= capacity and min(plan.tier_rows) >= 1
-    assert plan.fallback_buckets >= default.fallback_buckets
+    assert fallback_bytes(plan)[0] >= fallback_bytes(default)[0]
     # the fallback took all it could: a few more rows leave a tier none
     per_row = plan.fallback_dim * FLOAT_BYTES * 3
     fallback, _ = fallback_bytes(plan)
     if fallback + 2 * per_row <= MAX_LIVE_SHARE * capacity:
         with pytest.raises(ValueError, match="below one row per tier"):
-            plan_capacity(16, capacity, fallback_buckets=plan.fallback_buckets + 8)
+            plan_capacity(16, capacity, fallback_buckets=plan.fallback_buckets + 8,
+                          fallback_dim=plan.fallback_dim)
 
 
 def test_bad_live_ids_name_the_value():
@@ -125,3 +129,30 @@ def test_bad_live_ids_name_the_value():
         plan_capacity(16, 65536, fallback_share=0.3, live_ids=5000)
     with pytest.raises(ValueError, match="fallback_buckets=40.*live_ids=5000"):
         plan_capacity(16, 65536, fallback_buckets=40, live_ids=5000)
+
+
+def test_tier_lookup_share_is_the_zipf_share_of_the_most_popular():
+    for slots, live in [(1, 2), (3, 10), (89, 5000), (700, 200_000)]:
+        popularity = 1.0 / np.arange(1, live + 1)
+        exact = popularity[:slots].sum() / popularity.sum()
+        assert tier_lookup_share(slots, live) == pytest.approx(exact, rel=2e-3)
+    assert tier_lookup_share(10, 10) == tier_lookup_share(50, 10) == 1.0
+    assert tier_lookup_share(89, 1_400_000) < WIDE_FALLBACK_BELOW < tier_lookup_share(89, 150_000)
+
+
+@pytest.mark.parametrize("capacity, live", [
+    (65536, 1_400_000), (65536, 150_000), (65536, 5000), (16384, 1123), (16384, 113),
+    (1 << 20, 1_400_000)])
+def test_a_fallback_expected_to_serve_most_lookups_is_as_wide_as_the_widest_tier(
+        capacity, live):
+    narrow = plan_capacity(16, capacity, live_ids=live, fallback_dim=4)
+    wide = plan_capacity(16, capacity, live_ids=live, fallback_dim=16)
+    plan = plan_capacity(16, capacity, live_ids=live)
+    serve_most = tier_lookup_share(sum(narrow.tier_rows), live) < WIDE_FALLBACK_BELOW
+    assert plan == (wide if serve_most else narrow)
+    assert plan.bytes <= capacity
+    # an explicit width is honoured, never replaced
+    assert plan_capacity(16, capacity, live_ids=live, fallback_dim=8).fallback_dim == 8
+    # without `live_ids` the width stays the default
+    assert plan_capacity(16, capacity).fallback_dim == 4
+

@@ -342,12 +342,15 @@ def test_in_step_writes_change_only_the_rows_they_name():
 
 
 def test_live_ids_size_the_fallback_and_the_config_keeps_the_shapes():
-    layer = DynamicEmbedding(16, 65536, live_ids=1_000_000)
-    default = DynamicEmbedding(16, 65536).plan
-    assert layer.plan.fallback_buckets > default.fallback_buckets
-    assert sum(layer.plan.tier_rows) < sum(default.tier_rows)
-    # the config records the resulting fallback_buckets, which rebuild it
-    assert DynamicEmbedding.from_config(layer.get_config()).plan == layer.plan
+    for live in (100_000, 1_000_000):   # a fallback at the default width, a wide one
+        layer = DynamicEmbedding(16, 65536, live_ids=live)
+        default = DynamicEmbedding(16, 65536).plan
+        assert layer.plan.fallback_buckets * layer.plan.fallback_dim > \
+            default.fallback_buckets * default.fallback_dim
+        assert sum(layer.plan.tier_rows) < sum(default.tier_rows)
+        # the config records the resulting fallback_buckets and width,
+        # which rebuild it
+        assert DynamicEmbedding.from_config(layer.get_config()).plan == layer.plan
     with pytest.raises(ValueError, match="live_ids=0"):
         DynamicEmbedding(16, 65536, live_ids=0)
 
@@ -741,3 +744,11 @@ def test_a_diverged_row_reaches_only_its_own_ids_output():
     assert owners.sum() == 1
     after = ~np.isfinite(ops.convert_to_numpy(layer(packed))).all(-1)
     np.testing.assert_array_equal(after, owners)
+
+
+def test_a_full_width_fallback_has_no_projection():
+    layer = DynamicEmbedding(16, 65536, live_ids=1_400_000)
+    layer.build()
+    assert layer.plan.fallback_dim == 16
+    assert layer.fallback_projection is None
+    assert layer.get_config()["fallback_dim"] == 16
