@@ -70,41 +70,31 @@ def live_ids_share(default_plan, live_ids):
     return min(MAX_LIVE_SHARE, max(default, wanted))
 
 
-# With `live_ids`, a fallback expected to serve most of the lookups is as
-# wide as the widest tier (and needs no projection). On the ~100M-id stream
-# at 64 KiB (89 tier rows for 1.4M live ids, a share of 0.34) width 16 gave
-# 2.005 and 1.996 over 50 days against width 4's 2.025 and 2.016, while at
-# a share of 0.41 (the same stream over 4 days) width 4 won, 1.971 against
-# 2.000 (docs/results/streaming.md, "A fallback as wide as the widest
-# tier"); the threshold is the middle of the two.
-WIDE_FALLBACK_BELOW = 0.375
-_EULER_GAMMA = 0.5772156649015329
+# With `live_ids`, a narrow QR fallback that cannot give the live ids beyond
+# the tiers even one bucket each (at the share `live_ids_share` allows) is
+# made as wide as the widest tier instead (with no projection): its point,
+# telling ids apart, is lost to collisions either way, and then rank is
+# what a shared vector can still offer. On the ~100M-id stream at 64 KiB
+# (0.21 buckets per live id at width 4) width 16 gave 2.005 and 1.996 over
+# 50 days against 2.025 and 2.016, while with 2 or more buckets per live id
+# (the same stream over 2 or 4 days, the small synthetic stream at 16 KiB)
+# width 4 won by 0.03 to 0.05 (docs/results/streaming.md, "A fallback as
+# wide as the widest tier").
+WIDE_FALLBACK_BELOW = 1.0
 
 
-def _harmonic(n):
-    """H(n) = 1 + 1/2 + ... + 1/n: summed up to 1,000, beyond by its
-    asymptotic series (then within 1e-13)."""
-    if n <= 1000:
-        return math.fsum(1.0 / k for k in range(1, int(n) + 1))
-    return math.log(n) + _EULER_GAMMA + 1 / (2 * n) - 1 / (12 * n * n)
-
-
-def tier_lookup_share(tier_slots, live_ids):
-    """The share of lookups the tiers are expected to serve when they hold
-    the `tier_slots` most popular of `live_ids` ids whose popularity falls
-    as 1 / rank (Zipf, exponent 1): `H(slots) / H(live_ids)`, harmonic
-    numbers; 1 when the tiers hold them all.
+def fallback_buckets_per_live_id(plan, live_ids):
+    """Buckets of `plan`'s fallback per live id the tiers cannot hold
+    (infinite when they hold all `live_ids`).
 
     Example:
 
-    >>> round(tier_lookup_share(89, 1_400_000), 2)
-    0.34
+    >>> plan = plan_capacity(16, 65536, live_ids=150_000)
+    >>> round(fallback_buckets_per_live_id(plan, 150_000), 2)
+    1.99
     """
-    if tier_slots >= live_ids:
-        return 1.0
-    if tier_slots < 1:
-        return 0.0
-    return _harmonic(tier_slots) / _harmonic(live_ids)
+    beyond = int(live_ids) - sum(plan.tier_rows)
+    return plan.fallback_range / beyond if beyond > 0 else math.inf
 
 
 def _live_ids_plan(options, live_ids):
@@ -318,7 +308,7 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
                        optimizer_slots=optimizer_slots)
         plan = _live_ids_plan(options, live_ids)
         if fallback_dim is None and plan.fallback_dim != tier_dims[0] and \
-                tier_lookup_share(sum(plan.tier_rows), live_ids) < WIDE_FALLBACK_BELOW:
+                fallback_buckets_per_live_id(plan, live_ids) < WIDE_FALLBACK_BELOW:
             plan = _live_ids_plan({**options, "fallback_dim": tier_dims[0]}, live_ids)
         return plan
     fallback_dim = check_positive_int("fallback_dim", fallback_dim, allow_none=True) or (

@@ -1,6 +1,8 @@
 """How `plan_capacity` splits a budget between the tiers, the fallback and
 the sketch (numpy only)."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -9,8 +11,8 @@ from keras_mixed_dim.dynamic.plan import FLOAT_BYTES
 from keras_mixed_dim.dynamic.plan import MAX_LIVE_SHARE
 from keras_mixed_dim.dynamic.plan import WIDE_FALLBACK_BELOW
 from keras_mixed_dim.dynamic.plan import default_fallback_share
+from keras_mixed_dim.dynamic.plan import fallback_buckets_per_live_id
 from keras_mixed_dim.dynamic.plan import plan_capacity
-from keras_mixed_dim.dynamic.plan import tier_lookup_share
 
 
 def fallback_bytes(plan):
@@ -131,25 +133,26 @@ def test_bad_live_ids_name_the_value():
         plan_capacity(16, 65536, fallback_buckets=40, live_ids=5000)
 
 
-def test_tier_lookup_share_is_the_zipf_share_of_the_most_popular():
-    for slots, live in [(1, 2), (3, 10), (89, 5000), (700, 200_000)]:
-        popularity = 1.0 / np.arange(1, live + 1)
-        exact = popularity[:slots].sum() / popularity.sum()
-        assert tier_lookup_share(slots, live) == pytest.approx(exact, rel=2e-3)
-    assert tier_lookup_share(10, 10) == tier_lookup_share(50, 10) == 1.0
-    assert tier_lookup_share(89, 1_400_000) < WIDE_FALLBACK_BELOW < tier_lookup_share(89, 150_000)
+def test_buckets_per_live_id_count_the_ids_beyond_the_tiers():
+    plan = plan_capacity(16, 65536, fallback_dim=4)
+    held = sum(plan.tier_rows)
+    assert plan.fallback_range == (plan.fallback_buckets // 2) ** 2
+    assert fallback_buckets_per_live_id(plan, held + 1000) == plan.fallback_range / 1000
+    assert fallback_buckets_per_live_id(plan, held) == math.inf
 
 
 @pytest.mark.parametrize("capacity, live", [
-    (65536, 1_400_000), (65536, 150_000), (65536, 5000), (16384, 1123), (16384, 113),
-    (1 << 20, 1_400_000)])
-def test_a_fallback_expected_to_serve_most_lookups_is_as_wide_as_the_widest_tier(
+    (65536, 1_400_000), (65536, 500_000), (65536, 150_000), (65536, 5000),
+    (16384, 100_000), (16384, 1123), (1 << 20, 1_400_000)])
+def test_a_fallback_too_small_to_tell_live_ids_apart_is_as_wide_as_the_widest_tier(
         capacity, live):
     narrow = plan_capacity(16, capacity, live_ids=live, fallback_dim=4)
     wide = plan_capacity(16, capacity, live_ids=live, fallback_dim=16)
     plan = plan_capacity(16, capacity, live_ids=live)
-    serve_most = tier_lookup_share(sum(narrow.tier_rows), live) < WIDE_FALLBACK_BELOW
-    assert plan == (wide if serve_most else narrow)
+    # narrow unless it would give the live ids beyond the tiers under a bucket each
+    beyond = live - sum(narrow.tier_rows)
+    too_few = narrow.fallback_range < WIDE_FALLBACK_BELOW * beyond
+    assert plan == (wide if too_few else narrow)
     assert plan.bytes <= capacity
     # an explicit width is honoured, never replaced
     assert plan_capacity(16, capacity, live_ids=live, fallback_dim=8).fallback_dim == 8
