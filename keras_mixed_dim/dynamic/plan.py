@@ -224,7 +224,9 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
     `live_ids` (the distinct ids expected live at once, e.g. a day's)
     sizes the QR fallback instead (`live_ids_share`): a stream with far
     more live ids than the tiers can hold gets a larger fallback, up to
-    80% of the budget.
+    80% of the budget, and where that still gives them under one bucket
+    each (`fallback_buckets_per_live_id`), without `fallback_dim`, a
+    fallback as wide as the widest tier.
 
     Args:
         output_dim: Width of every output vector.
