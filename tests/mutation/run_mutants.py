@@ -483,9 +483,18 @@ MUTANTS += [
     Mutant("dynamic-live-ids-ignored", "keras_mixed_dim/dynamic/plan.py", "live_ids_share",
            swap("max(default, wanted)", "default"), ["tests/dynamic/test_plan.py"]),
     Mutant("dynamic-live-ids-no-bisection", "keras_mixed_dim/dynamic/plan.py",
-           "plan_capacity", swap(
+           "_live_ids_plan", swap(
                "best, low = plan_capacity(**options, fallback_share=middle), middle",
                "high = middle"),
+           ["tests/dynamic/test_plan.py"]),
+    Mutant("dynamic-wide-fallback-threshold", "keras_mixed_dim/dynamic/plan.py",
+           "plan_capacity", swap(
+               "fallback_buckets_per_live_id(plan, live_ids) < WIDE_FALLBACK_BELOW",
+               "fallback_buckets_per_live_id(plan, live_ids) < 0.1"),
+           ["tests/dynamic/test_plan.py"]),
+    Mutant("dynamic-buckets-per-live-id-counts-all", "keras_mixed_dim/dynamic/plan.py",
+           "fallback_buckets_per_live_id",
+           swap("int(live_ids) - sum(plan.tier_rows)", "int(live_ids)"),
            ["tests/dynamic/test_plan.py"]),
     Mutant("dynamic-map-not-restored", DYNAMIC_LAYER, "DynamicEmbedding.load_own_variables",
            drop("self.id_map.set_state(state)"), DYNAMIC_TESTS),
