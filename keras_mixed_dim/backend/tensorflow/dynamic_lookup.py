@@ -13,7 +13,6 @@ the gradient as they take a gather's. The values and gradients equal the
 portable path's (tests/backend/tensorflow/test_dynamic_lookup.py).
 """
 
-import numpy as np
 import tensorflow as tf
 
 
@@ -77,7 +76,7 @@ def vectors(layer, safe, admitted, buckets):
             feeds[(b, 0)].insert(0, t)
     order = sorted(lanes)
     index = {b: lanes[b][0] if len(lanes[b]) == 1 else tf.stack(lanes[b]) for b in order}
-    tables = [layer.width_tables[b].value for b in order]
+    tables = [_resource(layer.width_tables[b]) for b in order]
     projected = layer._projected_pieces
     full = [g for g in range(num_tiers + 1) if g not in projected]
     widths = [*plan.tier_dims, plan.fallback_dim]
@@ -104,7 +103,7 @@ def vectors(layer, safe, admitted, buckets):
         second = lane_value(fallback_lane, 1) if plan.fallback == "qr" else None
         pieces[num_tiers] = first * second if second is not None else first
         if projected:
-            projections = tf.gather(layer.width_tables[d_buffer].value, projection_rows)
+            projections = tf.gather(_resource(layer.width_tables[d_buffer]), projection_rows)
             stacked = tf.concat([pieces[g] for g in projected], axis=-1)
             # a select, not a product with the mask (0 * inf is NaN: one
             # diverged row would reach every id's output)
@@ -158,9 +157,8 @@ def vectors(layer, safe, admitted, buckets):
                 parts = row_grads[b]
                 rows = parts[0][0] if len(parts) == 1 else tf.concat([r for r, _ in parts], 0)
                 values = parts[0][1] if len(parts) == 1 else tf.concat([v for _, v in parts], 0)
-                variable = layer.width_tables[b].value
                 slices[b] = tf.IndexedSlices(values, rows, tf.constant(
-                    variable.shape.as_list(), tf.int64))
+                    tuple(layer.width_tables[b].shape), tf.int64))
             return [], [slices.get(_buffer_of(layer, v)) for v in variables]
 
         return outputs, grad
@@ -173,12 +171,23 @@ def vectors(layer, safe, admitted, buckets):
     return outputs, valid
 
 
+def _resource(variable):
+    """The `tf.Variable` of a Keras variable, float32 whatever autocast scope
+    the call runs in (called on its own under a mixed policy, a layer is in
+    one, and Keras would hand out a cast copy of the whole table), so that
+    the gathers read only their rows and the tape sees the variable."""
+    value = variable.value
+    if not isinstance(value, tf.Variable):
+        value = variable._value
+    return value
+
+
 def _buffer_of(layer, variable):
     """Which of `layer.width_tables` `variable` (as the tape saw it: the
     variable, or a replica's copy under tf.distribute) is; None for any
     other."""
     for b, table in enumerate(layer.width_tables):
-        value = table.value
+        value = _resource(table)
         if variable is value or variable.ref() == value.ref():
             return b
         copies = getattr(value, "values", None)
