@@ -475,7 +475,8 @@ class DynamicEmbedding(layers.Layer):
         if entries is not None:
             self._host_writes(entries, backend)
             return
-        self._graph_writes(writes)
+        # a backend may wrap the block (TensorFlow: skipped where nothing writes)
+        getattr(backend, "graph_writes", DynamicEmbedding._graph_writes)(self, writes)
 
     def _graph_writes(self, writes):
         """`_apply_writes` with tensor ops of static shapes (the traced steps

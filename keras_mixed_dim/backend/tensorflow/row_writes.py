@@ -33,6 +33,23 @@ def read_rows(variable, rows):
         rows.astype(np.int32))))
 
 
+def graph_writes(layer, writes):
+    """`layer._graph_writes(writes)` in a `tf.cond` on whether any entry
+    names a slot: without XLA a traced step pays for every op it runs, and
+    the block is some hundred ops per layer (more with each optimizer slot)
+    that a batch without writes (padding only: slot -1) need not run.
+    Malformed entries (a slot outside its tier) still run it, and write
+    nothing there."""
+    writes = tf.convert_to_tensor(writes)
+
+    def write():
+        layer._graph_writes(writes)
+        return tf.constant(True)
+
+    tf.cond(tf.reduce_any(tf.greater_equal(writes[..., 0], 0)), write,
+            lambda: tf.constant(False))
+
+
 # A step's row writes happen where the layer makes them, in place.
 WRITES_IN_LAYER = True
 
