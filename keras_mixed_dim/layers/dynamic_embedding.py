@@ -505,8 +505,8 @@ class DynamicEmbedding(layers.Layer):
         # one gather and one scatter per variable (and per optimizer slot of
         # it) for the entries of every tier it holds
         optimizer = self._write_optimizer_ref.value
-        for b in sorted({layout.buffer[f"tier_{t}_embeddings"] for t in range(num_tiers)}):
-            tiers = [t for t in range(num_tiers) if layout.buffer[f"tier_{t}_embeddings"] == b]
+
+        def write_buffer(b, tiers):
             values = []
             for t in tiers:
                 mapped = vectors[t * width:(t + 1) * width]
@@ -534,6 +534,18 @@ class DynamicEmbedding(layers.Layer):
             _write_rows(buffer, buffer_rows, written)
             for slot, kept in zero_where:
                 _write_rows(slot, buffer_rows, kept)
+
+        # a backend may skip the ops of a variable that no entry writes to
+        # (TensorFlow: a cond; most batches write only the narrowest tier)
+        run_if = getattr(row_writes(), "run_if", None)
+        writing = ops.any(ops.reshape(valid, (num_tiers, width)), axis=1) if run_if else None
+        for b in sorted({layout.buffer[f"tier_{t}_embeddings"] for t in range(num_tiers)}):
+            tiers = [t for t in range(num_tiers) if layout.buffer[f"tier_{t}_embeddings"] == b]
+            if run_if is None:
+                write_buffer(b, tiers)
+            else:
+                run_if(writing[tiers[0]] if len(tiers) == 1 else ops.any(ops.take(writing, tiers)),
+                       functools.partial(write_buffer, b, tiers))
         tags = ops.where(valid, writes[:, 3], ops.take(self.slot_tags, slots, axis=0))
         # tiers' padding rows are distinct slots, so one scatter of the tags
         # has no duplicate index with unequal values

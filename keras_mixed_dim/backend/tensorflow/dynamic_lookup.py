@@ -75,35 +75,44 @@ def vectors(layer, safe, admitted, buckets):
             lane[0] = tf.where(tf.equal(piece, t), safe + shift if shift else safe, lane[0])
             feeds[(b, 0)].insert(0, t)
     order = sorted(lanes)
-    index = {b: lanes[b][0] if len(lanes[b]) == 1 else tf.stack(lanes[b]) for b in order}
-    tables = [_resource(layer.width_tables[b]) for b in order]
     projected = layer._projected_pieces
     full = [g for g in range(num_tiers + 1) if g not in projected]
     widths = [*plan.tier_dims, plan.fallback_dim]
-    d = layer.output_dim
-    d_buffer = layout.widths.index(d) if projected else None
-    projection_rows = tf.constant(layer._projection_rows, tf.int32)
+    d_buffer = layout.widths.index(layer.output_dim) if projected else None
     keep = tf.gather(tf.constant(layer._piece_mask > 0), piece) if projected else None
     selects = {g: tf.expand_dims(tf.equal(piece, g), -1) for g in full}
     fallback_lane = layout.buffer[next(iter(fallback))]
+    # one gather per variable, the projections' rows with the lanes of
+    # theirs: TensorFlow's gradient of a gather on the variable is the
+    # `IndexedSlices` of the rows read (no dense read of a table, which
+    # after a gather would copy it whole)
+    gathered, projections = [], None
+    for b in order:
+        index = lanes[b][0] if len(lanes[b]) == 1 else tf.reshape(tf.stack(lanes[b]), [-1])
+        if b == d_buffer:
+            index = tf.concat([index, layer._projection_rows.astype("int32")], 0)
+        rows = tf.gather(_resource(layer.width_tables[b]), index)
+        if b == d_buffer:
+            rows, projections = tf.split(rows, [-1, layer._projection_rows.size])
+        gathered.append(rows)
+    if projected and d_buffer not in order:
+        projections = tf.gather(_resource(layer.width_tables[d_buffer]),
+                                layer._projection_rows.astype("int32"))
 
     @tf.custom_gradient
-    def lookup():
-        gathered = {b: tf.gather(v, index[b]) for b, v in zip(order, tables)}
-
-        def lane_value(b, k):
-            return gathered[b] if len(lanes[b]) == 1 else gathered[b][k]
-
-        pieces = {}
-        for (b, k), gs in feeds.items():
-            for g in gs:
-                if not isinstance(g, str):
-                    pieces[g] = lane_value(b, k)
-        first = lane_value(fallback_lane, 0)
-        second = lane_value(fallback_lane, 1) if plan.fallback == "qr" else None
+    def lookup(*inputs):
+        """Outputs from the gathered rows (and projections): the gradients
+        below are TensorFlow's of the same ops, fused."""
+        values = inputs[:len(order)]
+        split = {b: [v] if len(lanes[b]) == 1 else tf.split(v, len(lanes[b]))
+                 for b, v in zip(order, values)}
+        pieces = {g: split[b][k] for (b, k), gs in feeds.items() for g in gs
+                  if not isinstance(g, str)}
+        first = split[fallback_lane][0]
+        second = split[fallback_lane][1] if plan.fallback == "qr" else None
         pieces[num_tiers] = first * second if second is not None else first
         if projected:
-            projections = tf.gather(_resource(layer.width_tables[d_buffer]), projection_rows)
+            projections = inputs[-1]
             stacked = tf.concat([pieces[g] for g in projected], axis=-1)
             # a select, not a product with the mask (0 * inf is NaN: one
             # diverged row would reach every id's output)
@@ -114,56 +123,38 @@ def vectors(layer, safe, admitted, buckets):
         for g in full:
             outputs = tf.where(selects[g], pieces[g], outputs)
 
-        def grad(upstream, variables):
-            upstream = tf.convert_to_tensor(upstream)
-            piece_grads, row_grads = {}, {b: [] for b in order}
-            if projected:
-                row_grads.setdefault(d_buffer, [])
+        def grad(upstream):
+            piece_grads, grads = {}, []
+            for g in full:
+                piece_grads[g] = tf.where(selects[g], upstream, tf.zeros_like(upstream))
             if projected:
                 reaching = upstream
                 for g in full:
-                    # what a full piece's ids send down the projection path
-                    # is what the selects above send: zeros
+                    # the selects above send the projection path zeros
+                    # where a full piece is read
                     reaching = tf.where(selects[g], tf.zeros_like(reaching), reaching)
-                row_grads[d_buffer].append(
-                    (projection_rows, tf.matmul(masked, reaching, transpose_a=True)))
                 through = tf.matmul(reaching, projections, transpose_b=True)
                 through = tf.where(keep, through, tf.zeros_like(through))
-                for g, part in zip(projected, tf.split(
-                        through, [widths[g] for g in projected], axis=-1)):
-                    piece_grads[g] = part
-            for g in full:
-                piece_grads[g] = tf.where(selects[g], upstream, tf.zeros_like(upstream))
+                piece_grads.update(zip(projected, tf.split(
+                    through, [widths[g] for g in projected], axis=-1)))
             fallback_grad = piece_grads[num_tiers]
             for b in order:
                 lane_grads = []
                 for k in range(len(lanes[b])):
-                    total = None
-                    for g in feeds[(b, k)]:
-                        if g == "fallback":
-                            part = fallback_grad * second if second is not None else fallback_grad
-                        elif g == "fallback_second":
-                            part = fallback_grad * first
-                        else:
-                            part = piece_grads[g]
-                        total = part if total is None else total + part
-                    lane_grads.append(total)
-                rows = tf.reshape(index[b], [-1])
-                values = tf.reshape(lane_grads[0] if len(lane_grads) == 1 else tf.stack(lane_grads),
-                                    [-1, int(tables[order.index(b)].shape[-1])])
-                row_grads[b].insert(0, (rows, values))
-            slices = {}
-            for b in row_grads:
-                parts = row_grads[b]
-                rows = parts[0][0] if len(parts) == 1 else tf.concat([r for r, _ in parts], 0)
-                values = parts[0][1] if len(parts) == 1 else tf.concat([v for _, v in parts], 0)
-                slices[b] = tf.IndexedSlices(values, rows, tf.constant(
-                    tuple(layer.width_tables[b].shape), tf.int64))
-            return [], [slices.get(_buffer_of(layer, v)) for v in variables]
+                    parts = [fallback_grad * second if g == "fallback" and second is not None
+                             else fallback_grad if g == "fallback"
+                             else fallback_grad * first if g == "fallback_second"
+                             else piece_grads[g] for g in feeds[(b, k)]]
+                    lane_grads.append(parts[0] if len(parts) == 1 else tf.add_n(parts))
+                grads.append(lane_grads[0] if len(lane_grads) == 1
+                             else tf.concat(lane_grads, 0))
+            if projected:
+                grads.append(tf.matmul(masked, reaching, transpose_a=True))
+            return grads
 
         return outputs, grad
 
-    outputs = lookup()
+    outputs = lookup(*gathered, *([projections] if projected else []))
     if rank != 1:
         outputs = tf.reshape(outputs, tf.concat([ids_shape, [layer.output_dim]], 0)
                              if isinstance(ids_shape, tf.Tensor) else [*ids_shape, layer.output_dim])
@@ -180,17 +171,3 @@ def _resource(variable):
     if not isinstance(value, tf.Variable):
         value = variable._value
     return value
-
-
-def _buffer_of(layer, variable):
-    """Which of `layer.width_tables` `variable` (as the tape saw it: the
-    variable, or a replica's copy under tf.distribute) is; None for any
-    other."""
-    for b, table in enumerate(layer.width_tables):
-        value = _resource(table)
-        if variable is value or variable.ref() == value.ref():
-            return b
-        copies = getattr(value, "values", None)
-        if copies is not None and any(variable is c for c in copies):
-            return b
-    return None
