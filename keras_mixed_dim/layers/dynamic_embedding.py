@@ -11,7 +11,6 @@ from keras import layers
 from keras import ops
 from keras import saving
 
-from keras_mixed_dim.backend import dynamic_lookup
 from keras_mixed_dim.backend import row_writes
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.backend.row_gradients import flag_table
@@ -374,9 +373,6 @@ class DynamicEmbedding(layers.Layer):
         piece is selected as it is; the other pieces, masked (one gather of
         a constant mask), go through one product with their stacked
         projections."""
-        fused = dynamic_lookup()
-        if fused is not None:
-            return fused.vectors(self, safe, admitted, buckets)
         layout, plan, num_tiers = self.layout, self.plan, self.num_tiers
         # a bucket out of range (padding: -1) is not its clipped self
         bucket = ops.clip(buckets, 0, plan.fallback_range - 1)
@@ -475,8 +471,7 @@ class DynamicEmbedding(layers.Layer):
         if entries is not None:
             self._host_writes(entries, backend)
             return
-        # a backend may wrap the block (TensorFlow: skipped where nothing writes)
-        getattr(backend, "graph_writes", DynamicEmbedding._graph_writes)(self, writes)
+        self._graph_writes(writes)
 
     def _graph_writes(self, writes):
         """`_apply_writes` with tensor ops of static shapes (the traced steps
@@ -505,8 +500,8 @@ class DynamicEmbedding(layers.Layer):
         # one gather and one scatter per variable (and per optimizer slot of
         # it) for the entries of every tier it holds
         optimizer = self._write_optimizer_ref.value
-
-        def write_buffer(b, tiers):
+        for b in sorted({layout.buffer[f"tier_{t}_embeddings"] for t in range(num_tiers)}):
+            tiers = [t for t in range(num_tiers) if layout.buffer[f"tier_{t}_embeddings"] == b]
             values = []
             for t in tiers:
                 mapped = vectors[t * width:(t + 1) * width]
@@ -534,18 +529,6 @@ class DynamicEmbedding(layers.Layer):
             _write_rows(buffer, buffer_rows, written)
             for slot, kept in zero_where:
                 _write_rows(slot, buffer_rows, kept)
-
-        # a backend may skip the ops of a variable that no entry writes to
-        # (TensorFlow: a cond; most batches write only the narrowest tier)
-        run_if = getattr(row_writes(), "run_if", None)
-        writing = ops.any(ops.reshape(valid, (num_tiers, width)), axis=1) if run_if else None
-        for b in sorted({layout.buffer[f"tier_{t}_embeddings"] for t in range(num_tiers)}):
-            tiers = [t for t in range(num_tiers) if layout.buffer[f"tier_{t}_embeddings"] == b]
-            if run_if is None:
-                write_buffer(b, tiers)
-            else:
-                run_if(writing[tiers[0]] if len(tiers) == 1 else ops.any(ops.take(writing, tiers)),
-                       functools.partial(write_buffer, b, tiers))
         tags = ops.where(valid, writes[:, 3], ops.take(self.slot_tags, slots, axis=0))
         # tiers' padding rows are distinct slots, so one scatter of the tags
         # has no duplicate index with unequal values

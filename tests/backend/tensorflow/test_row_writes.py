@@ -45,31 +45,3 @@ def test_write_rows_inside_a_traced_step_writes_in_place():
     ops = {op.type for op in graph.get_operations()}
     assert "ResourceScatterNdUpdate" in ops and "AssignVariableOp" not in ops
     assert row_writes.WRITES_IN_LAYER and not row_writes.MAP_AHEAD
-
-
-def test_graph_writes_runs_the_block_only_for_a_batch_that_writes():
-    import tensorflow as tf
-
-    from keras_mixed_dim.backend.tensorflow import row_writes
-
-    class Layer:
-        """Counts the write blocks it runs, and records what they got."""
-
-        def __init__(self):
-            self.runs = tf.Variable(0)
-            self.seen = tf.Variable(tf.zeros((1, 2, 3, 4), tf.int32))
-
-        def _graph_writes(self, writes):
-            self.runs.assign_add(1)
-            self.seen.assign(writes)
-
-    layer = Layer()
-    step = tf.function(lambda writes: row_writes.graph_writes(layer, writes))
-    padding = -np.ones((1, 2, 3, 4), np.int32)
-    step(tf.constant(padding))
-    assert int(layer.runs.numpy()) == 0
-    writes = padding.copy()
-    writes[0, 1, 2] = [5, -1, 3, 7]   # one entry, the last of its tier
-    step(tf.constant(writes))
-    assert int(layer.runs.numpy()) == 1
-    np.testing.assert_array_equal(layer.seen.numpy(), writes)
