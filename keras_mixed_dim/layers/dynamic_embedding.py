@@ -531,7 +531,9 @@ class DynamicEmbedding(layers.Layer):
             _write_rows(buffer, buffer_rows, written)
             for slot, kept in zero_where:
                 _write_rows(slot, buffer_rows, kept)
-        tags = ops.where(valid, writes[:, 3], ops.take(self.slot_tags, slots, axis=0))
+        # a gather on the variable: a dense read would copy the whole tags
+        # variable each step (TensorFlow copies on read once it is gathered)
+        tags = ops.where(valid, writes[:, 3], take_rows(self.slot_tags, slots))
         # tiers' padding rows are distinct slots, so one scatter of the tags
         # has no duplicate index with unequal values
         _write_rows(self.slot_tags, slots, tags)

@@ -752,3 +752,28 @@ def test_a_full_width_fallback_has_no_projection():
     assert layer.plan.fallback_dim == 16
     assert layer.fallback_projection is None
     assert layer.get_config()["fallback_dim"] == 16
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="TensorFlow's copy of a variable on a dense read")
+def test_a_traced_step_with_writes_reads_no_variable_of_the_layer_whole():
+    # once a TensorFlow variable has been gathered from, each dense read of
+    # it copies it whole: a step under SparseRowOptimizer that read one
+    # (the tags, say) would cost in proportion to the capacity
+    import tensorflow as tf
+
+    layer = make([2, 3], (4, 2))
+    ids = keras.Input((3,), dtype="int32")
+    writes = layer.writes_input()
+    model = IdSafeModel([ids, writes], keras.layers.Dense(1)(layer(ids, writes=writes)))
+    model.compile(SparseRowOptimizer(keras.optimizers.Adam(0.05)), "mse")
+    layer.attach_optimizer(model.optimizer)
+    packed, step_writes = layer.prepare(np.arange(6))
+    model.train_on_batch([packed, step_writes], np.zeros((6, 1), "float32"))
+    graph = tf.function(model.train_step).get_concrete_function(
+        ([tf.constant(packed), tf.constant(step_writes)], tf.zeros((6, 1)))).graph
+    handles = {id(v.value.handle) for v in layer.weights}
+    inside = {id(inner) for outer, inner in graph.captures if id(outer) in handles}
+    dense = [op.name for op in graph.get_operations()
+             if op.type == "ReadVariableOp" and id(op.inputs[0]) in inside]
+    assert inside and not dense, dense

@@ -775,6 +775,17 @@ MUTANTS += [
 ]
 
 
+# TensorFlow's in-step writes (issue 24): no dense read of a gathered variable
+MUTANTS += [
+    Mutant("dynamic-tf-tags-read-whole", DYNAMIC_LAYER, "DynamicEmbedding._graph_writes",
+           swap("take_rows(self.slot_tags, slots)", "ops.take(self.slot_tags, slots, axis=0)"),
+           ["tests/layers/test_dynamic_embedding.py::"
+            "test_a_traced_step_with_writes_reads_no_variable_of_the_layer_whole"]),
+    Mutant("tf-write-rows-scatter-to-row-0", "keras_mixed_dim/backend/tensorflow/row_writes.py",
+           "write_rows", swap("rows", "rows * 0", nth=0),
+           ["tests/backend/tensorflow/test_row_writes.py"]),
+]
+
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""
     try:
