@@ -38,13 +38,12 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import interleaved  # noqa: E402  (benchmarks/interleaved.py)
+from timed_fit import BATCH, BOTTOM, DIM, LR, TOP, fit_timed  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BATCH, LR, DIM = 2048, 0.1, 16
-BOTTOM, TOP = (512, 256, 64), (512, 256)
 DATA_STEPS = 16
 BACKENDS = ("tf", "jax", "torch")
 
@@ -109,13 +108,7 @@ class Trainer:
             raise RuntimeError(fallback[0])
 
     def run(self, steps):
-        # one step more: the meter leaves out each fit's first
-        seconds, batches = self.meter.seconds, self.meter.timed_batches
-        rows = BATCH * (steps + 1)
-        self.model.fit({k: v[:rows] for k, v in self.x.items()}, self.y[:rows],
-                       batch_size=BATCH, epochs=1, verbose=0, shuffle=False,
-                       callbacks=[self.meter])
-        return self.meter.timed_batches - batches, self.meter.seconds - seconds
+        return fit_timed(self.model, self.x, self.y, self.meter, steps)
 
 
 def worker(spec, data_path):

@@ -62,9 +62,8 @@ from keras_mixed_dim.datasets.criteo.format import KAGGLE_CARDINALITIES  # noqa:
 from keras_mixed_dim.datasets.criteo.synthetic import SyntheticCriteo  # noqa: E402
 from keras_mixed_dim.layers.dot_interaction import DotInteraction  # noqa: E402
 from keras_mixed_dim.models.id_safe import IdSafeModel  # noqa: E402
+from timed_fit import BATCH, BOTTOM, DIM, LR, TOP, fit_timed  # noqa: E402
 
-BATCH, LR, DIM = 2048, 0.1, 16
-BOTTOM, TOP = (512, 256, 64), (512, 256)
 KINDS = {"uniform": "uniform", "md": "table"}
 
 
@@ -112,12 +111,8 @@ class Timed:
         self.run(2)  # tracing and compiling
 
     def run(self, steps):
-        seconds, batches = self.meter.seconds, self.meter.timed_batches
-        rows = BATCH * (steps + 1)
-        self.model.fit({k: v[:rows] for k, v in self.x.items()}, self.y[:rows],
-                       batch_size=BATCH, epochs=1, verbose=0, shuffle=False,
-                       callbacks=[self.meter])
-        return (self.meter.seconds - seconds) / (self.meter.timed_batches - batches) * 1e3
+        batches, seconds = fit_timed(self.model, self.x, self.y, self.meter, steps)
+        return seconds / batches * 1e3
 
 
 def share(cardinalities, layout, rounds, steps):

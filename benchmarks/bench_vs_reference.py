@@ -42,13 +42,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import interleaved  # noqa: E402  (benchmarks/interleaved.py)
+from timed_fit import BATCH, BOTTOM, DIM, LR, TOP, fit_timed  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BATCH, LR, DIM = 2048, 0.1, 16
-BOTTOM, TOP = (512, 256, 64), (512, 256)
 
 # Groups of workers alive at the same time (memory: a uniform model holds
 # 2 GiB of tables, and its worker peaks at 7 GiB on TensorFlow, 9 GiB on
@@ -199,14 +198,7 @@ class KerasWorker:
         self.run(3)
 
     def run(self, steps):
-        # one step more: the meter leaves out each fit's first (the data
-        # adapter's start)
-        seconds, batches = self.meter.seconds, self.meter.timed_batches
-        rows = BATCH * (steps + 1)
-        self.model.fit({k: v[:rows] for k, v in self.x.items()}, self.y[:rows],
-                       batch_size=BATCH, epochs=1, verbose=0, shuffle=False,
-                       callbacks=[self.meter])
-        return self.meter.timed_batches - batches, self.meter.seconds - seconds
+        return fit_timed(self.model, self.x, self.y, self.meter, steps)
 
 
 def worker(spec, reference, data_path):
