@@ -11,6 +11,7 @@ from keras import layers
 from keras import ops
 from keras import saving
 
+from keras_mixed_dim.backend import dynamic_lookup
 from keras_mixed_dim.backend import row_writes
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.backend.row_gradients import flag_table
@@ -373,6 +374,9 @@ class DynamicEmbedding(layers.Layer):
         piece is selected as it is; the other pieces, masked (one gather of
         a constant mask), go through one product with their stacked
         projections."""
+        fused = dynamic_lookup()
+        if fused is not None:
+            return fused.vectors(self, safe, admitted, buckets)
         layout, plan, num_tiers = self.layout, self.plan, self.num_tiers
         # a bucket out of range (padding: -1) is not its clipped self
         bucket = ops.clip(buckets, 0, plan.fallback_range - 1)
@@ -581,11 +585,11 @@ class DynamicEmbedding(layers.Layer):
         bounds = np.searchsorted(slots, offsets)
         optimizer = self._write_optimizer_ref.value
         with backend.write_scope():
-            # every source's vector, before any row is written
-            vectors, _ = self._vectors(
-                ops.convert_to_tensor(np.where(stored, sources, 0).astype(np.int32)),
-                ops.convert_to_tensor(stored),
-                ops.convert_to_tensor(chosen[:, 2].astype(np.int32)))
+            # every source's vector, before any row is written: each
+            # entry's own piece only (admissions the fallback's, tier moves
+            # their source row's), not the lookup's every piece per entry
+            vectors = backend.source_vectors(self, np.where(stored, sources, -1),
+                                             chosen[:, 2])
             for t in range(self.num_tiers):
                 if bounds[t] == bounds[t + 1]:
                     continue

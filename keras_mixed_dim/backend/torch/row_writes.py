@@ -68,8 +68,81 @@ def write_scope():
 
 def pinv(matrix):
     """Pseudo-inverse of a float32 matrix (singular values up to 1e-6 of
-    the largest kept, as the graph's `_pinv`), in one call."""
+    the largest kept, as the graph's `_pinv`), in one call; a single row
+    `p` in closed form, `p.T / (p . p)` (zeros for p = 0), as the graph's
+    `_tier_pinv` (an SVD costs several times more)."""
+    if matrix.shape[0] == 1:
+        norm = (matrix * matrix).sum()
+        return matrix.T * torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
     return torch.linalg.pinv(matrix, rtol=1e-6)
+
+
+def source_vectors(layer, sources, buckets):
+    """The source vectors of a step's row writes (`DynamicEmbedding._host_writes`),
+    computed as each entry needs, outside autograd: a slot's row through
+    its tier's projection where `sources` names a slot, else the fallback's
+    vector of `buckets` (QR: quotient row times remainder row, then the
+    fallback's projection; zeros for a bucket out of range). What the
+    layer's lookup gives these entries, without its gathers of every piece
+    for every entry.
+
+    Args:
+        layer: A built `DynamicEmbedding`.
+        sources: int numpy source slots, -1 where the entry reads the
+            fallback.
+        buckets: int numpy fallback buckets of the entries.
+
+    Returns:
+        float32 tensor `(len(sources), output_dim)`.
+    """
+    layout, plan, offsets = layer.layout, layer.plan, layer.id_map.offsets
+    tables = [variable.value for variable in layer.width_tables]
+    device, count = tables[0].device, len(sources)
+    parts = []   # (positions, vectors)
+    stored = sources >= 0
+    if stored.any():
+        tiers = np.searchsorted(offsets[1:], sources, side="right")
+        for t in np.unique(tiers[stored]).tolist():
+            at = np.flatnonzero(stored & (tiers == t))
+            rows = _index(sources[at] - int(offsets[t]) + layout.start[f"tier_{t}_embeddings"],
+                          device)
+            vectors = tables[layout.buffer[f"tier_{t}_embeddings"]].index_select(0, rows)
+            parts.append((at, _projected(layer, tables, f"tier_{t}_projection", vectors)))
+    fallback = ~stored & (buckets >= 0) & (buckets < plan.fallback_range)
+    if fallback.any():
+        at = np.flatnonzero(fallback)
+        bucket = buckets[at]
+        if plan.fallback == "qr":
+            remainder = plan.fallback_tables[1]
+            rows = np.concatenate([bucket // remainder + layout.start["fallback_quotient"],
+                                   bucket % remainder + layout.start["fallback_remainder"]])
+            table = tables[layout.buffer["fallback_quotient"]]
+            pair = table.index_select(0, _index(rows, device)).view(2, at.size, -1)
+            vectors = pair[0] * pair[1]
+        else:
+            vectors = tables[layout.buffer["fallback_embeddings"]].index_select(
+                0, _index(bucket + layout.start["fallback_embeddings"], device))
+        parts.append((at, _projected(layer, tables, "fallback_projection", vectors)))
+    if len(parts) == 1 and parts[0][0].size == count:
+        return parts[0][1]
+    result = torch.zeros((count, layer.output_dim), dtype=tables[0].dtype, device=device)
+    for at, vectors in parts:
+        result.index_copy_(0, _index(at, device), vectors)
+    return result
+
+
+def _index(rows, device):
+    return torch.as_tensor(np.asarray(rows, np.int64), device=device)
+
+
+def _projected(layer, tables, name, vectors):
+    """`vectors` through part `name` (a projection), or as they are where
+    the layer has no such part (a full-width piece)."""
+    layout = layer.layout
+    if name not in layout.start:
+        return vectors
+    start, (rows, _) = layout.start[name], layout.shape[name]
+    return vectors @ tables[layout.buffer[name]][start:start + rows]
 
 # `dynamic_batches` maps batches ahead in a thread (the trainer does not).
 MAP_AHEAD = True
