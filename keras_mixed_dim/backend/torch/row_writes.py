@@ -77,6 +77,49 @@ def pinv(matrix):
     return torch.linalg.pinv(matrix, rtol=1e-6)
 
 
+def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, fresh):
+    """`DynamicEmbedding._host_writes`'s writes, outside autograd, in place.
+
+    Args:
+        layer: A built `DynamicEmbedding`.
+        slots: int numpy slots written, ascending (hence tier by tier).
+        sources, buckets: Their source slots (-1: the fallback's vector)
+            and fallback buckets (`source_vectors`).
+        tags: Their new tags.
+        bounds: `slots[bounds[t]:bounds[t + 1]]` are tier `t`'s.
+        slots_of: A variable -> the optimizer's slot variables of it.
+        fresh: `(slot, rows) -> ` the slot's values at rows whose weights
+            are now `rows` (numpy in, numpy out).
+    """
+    layout, offsets = layer.layout, layer.id_map.offsets
+    with torch.no_grad():
+        # every source's vector, before any row is written
+        vectors = source_vectors(layer, sources, buckets)
+        device = vectors.device
+        for t in range(layer.num_tiers):
+            if bounds[t] == bounds[t + 1]:
+                continue
+            mapped = vectors[bounds[t]:bounds[t + 1]]
+            projection = _part(layer, f"tier_{t}_projection")
+            if projection is not None:
+                # least squares through the tier's projection
+                mapped = mapped @ pinv(projection)
+            name = f"tier_{t}_embeddings"
+            buffer = layer.width_tables[layout.buffer[name]]
+            rows = _index(slots[bounds[t]:bounds[t + 1]] - int(offsets[t]) + layout.start[name],
+                          device)
+            buffer.value.index_copy_(0, rows, mapped)
+            values = None
+            for slot in slots_of(buffer):
+                if values is None:
+                    # `fresh` of numpy rows: numpy ops, not a Keras op each
+                    values = mapped.cpu().numpy()
+                slot.value.index_copy_(0, rows, torch.as_tensor(
+                    fresh(slot, values), dtype=slot.value.dtype, device=device))
+        layer.slot_tags.value.index_copy_(0, _index(slots, device), torch.as_tensor(
+            tags, dtype=layer.slot_tags.value.dtype, device=device))
+
+
 def source_vectors(layer, sources, buckets):
     """The source vectors of a step's row writes (`DynamicEmbedding._host_writes`),
     computed as each entry needs, outside autograd: a slot's row through
@@ -107,7 +150,7 @@ def source_vectors(layer, sources, buckets):
             rows = _index(sources[at] - int(offsets[t]) + layout.start[f"tier_{t}_embeddings"],
                           device)
             vectors = tables[layout.buffer[f"tier_{t}_embeddings"]].index_select(0, rows)
-            parts.append((at, _projected(layer, tables, f"tier_{t}_projection", vectors)))
+            parts.append((at, _projected(layer, f"tier_{t}_projection", vectors)))
     fallback = ~stored & (buckets >= 0) & (buckets < plan.fallback_range)
     if fallback.any():
         at = np.flatnonzero(fallback)
@@ -122,7 +165,7 @@ def source_vectors(layer, sources, buckets):
         else:
             vectors = tables[layout.buffer["fallback_embeddings"]].index_select(
                 0, _index(bucket + layout.start["fallback_embeddings"], device))
-        parts.append((at, _projected(layer, tables, "fallback_projection", vectors)))
+        parts.append((at, _projected(layer, "fallback_projection", vectors)))
     if len(parts) == 1 and parts[0][0].size == count:
         return parts[0][1]
     result = torch.zeros((count, layer.output_dim), dtype=tables[0].dtype, device=device)
@@ -135,14 +178,21 @@ def _index(rows, device):
     return torch.as_tensor(np.asarray(rows, np.int64), device=device)
 
 
-def _projected(layer, tables, name, vectors):
-    """`vectors` through part `name` (a projection), or as they are where
-    the layer has no such part (a full-width piece)."""
+def _part(layer, name):
+    """Part `name` of the layer's variables as a view (its rows are a
+    range of its variable's), or None for a part the layer lacks."""
     layout = layer.layout
     if name not in layout.start:
-        return vectors
+        return None
     start, (rows, _) = layout.start[name], layout.shape[name]
-    return vectors @ tables[layout.buffer[name]][start:start + rows]
+    return layer.width_tables[layout.buffer[name]].value[start:start + rows]
+
+
+def _projected(layer, name, vectors):
+    """`vectors` through part `name` (a projection), or as they are where
+    the layer has no such part (a full-width piece)."""
+    projection = _part(layer, name)
+    return vectors if projection is None else vectors @ projection
 
 # `dynamic_batches` maps batches ahead in a thread (the trainer does not).
 MAP_AHEAD = True
