@@ -183,22 +183,26 @@ def test_an_armed_sparse_row_optimizer_gets_the_rows_as_sparse_gradients(portabl
 
 
 def test_a_diverged_tier_row_gives_the_shared_fallback_no_nan_gradient():
-    # an id reading its tier-1 row holds it in the quotient's lane: its
-    # remainder row's gradient (zero for that id) must not be 0 * inf
+    # the narrowest tier's rows share a lane with the QR quotient's: an id
+    # reading its row holds it there, and the remainder row of its bucket
+    # (read by other ids) must get no 0 * inf from it
     import torch
 
     layer = make((4, 2, 1))
     rng = np.random.default_rng(4)
     packed = batch_of(layer, rng)
-    name = "tier_1_embeddings"
+    assert layer.layout.buffer["tier_2_embeddings"] == layer.layout.buffer["fallback_quotient"]
+    slot = int(layer.id_map.offsets[2])
+    packed[5] = layer.lookup_ids(layer.id_map.keys[slot:slot + 1])[0]
+    assert packed[5, 0] == slot and packed[5, 1] > 0
+    name = "tier_2_embeddings"
     table = layer.width_tables[layer.layout.buffer[name]]
     values = ops.convert_to_numpy(table).copy()
-    slot = int(layer.id_map.offsets[1])
     values[layer.layout.start[name]] = np.inf
     table.assign(values)
-    assert (packed[:, 0] == slot).any()
     upstream = torch.as_tensor(rng.normal(size=(24, 4)).astype("float32"))
-    _, grads = outputs_and_gradients(layer, packed, upstream)
+    outputs, grads = outputs_and_gradients(layer, packed, upstream)
+    assert not np.isfinite(outputs[5]).any() and np.isfinite(np.delete(outputs, 5, 0)).all()
     views = layer.part_views(grads)
     for part in ("fallback_quotient", "fallback_remainder", "tier_0_embeddings",
                  "tier_1_embeddings", "tier_2_embeddings", "fallback_projection"):
