@@ -582,10 +582,10 @@ class DynamicEmbedding(layers.Layer):
         # the backend's own ops (a few per written tier): every source's
         # vector first, each entry's own piece (an admission's fallback
         # vector, a moved row's old output), then the rows, their optimizer
-        # slots (`_fresh_slot_rows`) and the tags
+        # slots (as `_fresh_slot_rows` sets them) and the tags
         backend.host_writes(self, slots, np.where(stored, sources, -1), chosen[:, 2],
                             chosen[:, 3], bounds, slots_of,
-                            functools.partial(_fresh_slot_rows, optimizer))
+                            functools.partial(slot_initial_value, optimizer))
 
     @property
     def _tier_bounds(self):

@@ -72,12 +72,12 @@ def pinv(matrix):
     `p` in closed form, `p.T / (p . p)` (zeros for p = 0), as the graph's
     `_tier_pinv` (an SVD costs several times more)."""
     if matrix.shape[0] == 1:
-        norm = (matrix * matrix).sum()
-        return matrix.T * torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
+        norm = float((matrix * matrix).sum())
+        return matrix.T * (1.0 / norm if norm > 0 else 0.0)
     return torch.linalg.pinv(matrix, rtol=1e-6)
 
 
-def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, fresh):
+def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial):
     """`DynamicEmbedding._host_writes`'s writes, outside autograd, in place.
 
     Args:
@@ -88,8 +88,9 @@ def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, fresh):
         tags: Their new tags.
         bounds: `slots[bounds[t]:bounds[t + 1]]` are tier `t`'s.
         slots_of: A variable -> the optimizer's slot variables of it.
-        fresh: `(slot, rows) -> ` the slot's values at rows whose weights
-            are now `rows` (numpy in, numpy out).
+        initial: A slot -> the value it starts from at a reused row (a
+            number, or a function of the row's new weights, numpy in and
+            out: `keras_mixed_dim.layers.slots.slot_initial_value`).
     """
     layout, offsets = layer.layout, layer.id_map.offsets
     with torch.no_grad():
@@ -109,13 +110,13 @@ def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, fresh):
             rows = _index(slots[bounds[t]:bounds[t + 1]] - int(offsets[t]) + layout.start[name],
                           device)
             buffer.value.index_copy_(0, rows, mapped)
-            values = None
             for slot in slots_of(buffer):
-                if values is None:
-                    # `fresh` of numpy rows: numpy ops, not a Keras op each
-                    values = mapped.cpu().numpy()
-                slot.value.index_copy_(0, rows, torch.as_tensor(
-                    fresh(slot, values), dtype=slot.value.dtype, device=device))
+                fill = initial(slot)
+                if callable(fill):
+                    fill = np.asarray(fill(mapped.cpu().numpy()), slot.dtype)
+                    slot.value.index_copy_(0, rows, torch.as_tensor(fill, device=device))
+                else:
+                    slot.value.index_fill_(0, rows, fill)
         layer.slot_tags.value.index_copy_(0, _index(slots, device), torch.as_tensor(
             tags, dtype=layer.slot_tags.value.dtype, device=device))
 
