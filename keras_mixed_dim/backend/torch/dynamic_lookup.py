@@ -45,7 +45,12 @@ def vectors(layer, safe, admitted, buckets):
     shape = tuple(safe.shape)
     flat = [torch.as_tensor(x, device=tables[0].device).reshape(-1)
             for x in (safe, admitted, buckets)]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tables):
+    if torch.compiler.is_compiling():
+        # `torch.compile` (`jit_compile=True`) traces the same ops, with
+        # `where` selects that autograd differentiates (no hand-written
+        # backward: its pass-specific sparse gradients cannot be traced)
+        outputs, valid, _ = lookup.forward(*flat, tables, select=_where)
+    elif torch.is_grad_enabled() and any(t.requires_grad for t in tables):
         owners = tuple(_owner(v) for v in layer.width_tables)
         outputs, valid = _Lookup.apply(lookup, owners, *flat, *tables)
     else:
@@ -153,9 +158,10 @@ class _Plan:
             }
         return found
 
-    def forward(self, safe, admitted, buckets, tables):
+    def forward(self, safe, admitted, buckets, tables, select=None):
         """`(outputs, valid, saved)` of flat ids; `saved` is what the
-        backward pass needs."""
+        backward pass needs. `select(values, keep)`: how the pieces an id
+        does not read are dropped (default `_select`)."""
         num_tiers, device = self.num_tiers, tables[0].device
         # float32 tables; float16 where Keras autocasts them (a layer
         # called alone under a mixed policy: `Layer.__call__` opens an
@@ -200,7 +206,7 @@ class _Plan:
         # at the cost of a product): a product with a 0/1 mask would let
         # one inf or NaN row reach every id (0 * inf is NaN)
         keep = constants["mask"].index_select(0, piece)
-        masked = _select(stacked, keep)
+        masked = (select or _select)(stacked, keep)
         split = self.projected_width
         outputs = None
         if self.projected:
@@ -294,6 +300,11 @@ class _Plan:
         if extra is not None:
             gradient[self.projection_rows] += extra
         return gradient
+
+
+def _where(values, keep):
+    """`_select` by `where`, which autograd differentiates."""
+    return torch.where(keep != 0, values, 0.0)
 
 
 # the integers as wide as a float of each width
