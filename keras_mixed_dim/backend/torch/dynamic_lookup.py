@@ -6,7 +6,7 @@ eager step each costs its dispatch (Keras's conversions included) whatever
 the batch, and each table's gather differentiates through
 `embedding_dense_backward`, the slowest op of the step. Here the same
 arithmetic is one `torch.autograd.Function`: its forward runs the gathers,
-the selects and the projections' product in a handful of raw torch ops, and
+the selects and the projections' product in about 27 raw torch ops, and
 its backward writes each variable's gradient directly, one `index_add_`
 per variable (or, for a table whose `SparseRowOptimizer` armed this
 backward pass, a sparse COO gradient of the rows read, as `take_rows`
@@ -37,7 +37,8 @@ def vectors(layer, safe, admitted, buckets):
         buckets: int fallback buckets (out of range: no row).
 
     Returns:
-        `(outputs, valid)`: float32 `safe.shape + (output_dim,)` and bool
+        `(outputs, valid)`: `safe.shape + (output_dim,)` in the tables'
+        dtype (float32; float16 where Keras autocasts them) and bool
         `safe.shape`, where the bucket was in range.
     """
     lookup = _lookup_of(layer)
