@@ -60,12 +60,6 @@ def concrete_writes(writes):
     return np.asarray(writes)
 
 
-def write_scope():
-    """Where the host path computes the written values: outside autograd
-    (nothing differentiates through a write)."""
-    return torch.no_grad()
-
-
 def pinv(matrix):
     """Pseudo-inverse of a float32 matrix (singular values up to 1e-6 of
     the largest kept, as the graph's `_pinv`), in one call; a single row
