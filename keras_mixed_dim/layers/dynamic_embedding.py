@@ -11,6 +11,7 @@ from keras import layers
 from keras import ops
 from keras import saving
 
+from keras_mixed_dim.backend import dynamic_lookup
 from keras_mixed_dim.backend import row_writes
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.backend.row_gradients import flag_table
@@ -375,6 +376,9 @@ class DynamicEmbedding(layers.Layer):
         piece is selected as it is; the other pieces, masked (one gather of
         a constant mask), go through one product with their stacked
         projections."""
+        fused = dynamic_lookup()
+        if fused is not None:
+            return fused.vectors(self, safe, admitted, buckets)
         layout, plan, num_tiers = self.layout, self.plan, self.num_tiers
         # a bucket out of range (padding: -1) is not its clipped self
         bucket = ops.clip(buckets, 0, plan.fallback_range - 1)
@@ -538,20 +542,13 @@ class DynamicEmbedding(layers.Layer):
         # has no duplicate index with unequal values
         _write_rows(self.slot_tags, slots, tags)
 
-    def _tier_pinv(self, t, valid=None):
+    def _tier_pinv(self, t, valid):
         """Pseudo-inverse of tier `t`'s projection. In a traced step (`valid`:
         which of the tier's entries write) the SVD runs only on a batch that
         writes to the tier: most batches write only the narrowest tier (new
-        ids); there a width-1 tier's is `p / (p . p)`. The host path asks only
-        for written tiers (`valid=None`) and takes the backend's `pinv`, one
-        call."""
+        ids); there a width-1 tier's is `p / (p . p)`. (The host path,
+        `_host_writes`, takes the backend's `pinv` of written tiers only.)"""
         name = f"tier_{t}_projection"
-        if valid is None:
-            # a slice of its variable (the part is a range of its rows): one
-            # view, where `part`'s gather is an eager op or four
-            start, (rows, _) = self.layout.start[name], self.layout.shape[name]
-            return row_writes().pinv(
-                self.width_tables[self.layout.buffer[name]][start:start + rows])
         projection = self.part(name)
         if int(self.plan.tier_dims[t]) == 1:
             norm = ops.sum(projection * projection)
@@ -568,7 +565,7 @@ class DynamicEmbedding(layers.Layer):
         so a batch that writes nothing runs no tensor op, a slot named again
         (`prepare`'s padding repeats an entry with the same values) is
         computed once, and only written tiers get a pseudo-inverse."""
-        offsets, layout, tier_rows = self.id_map.offsets, self.layout, self.plan.tier_rows
+        offsets, tier_rows = self.id_map.offsets, self.plan.tier_rows
         entries = np.asarray(entries, np.int64).reshape(self.num_tiers, self.max_writes, 4)
         dest = entries[..., 0]
         starts = np.asarray(offsets[:-1], np.int64)[:, None]
@@ -584,28 +581,15 @@ class DynamicEmbedding(layers.Layer):
         stored = (sources >= 0) & (sources < self.id_map.num_slots)
         bounds = np.searchsorted(slots, offsets)
         optimizer = self._write_optimizer_ref.value
-        with backend.write_scope():
-            # every source's vector, before any row is written
-            vectors, _ = self._vectors(
-                ops.convert_to_tensor(np.where(stored, sources, 0).astype(np.int32)),
-                ops.convert_to_tensor(stored),
-                ops.convert_to_tensor(chosen[:, 2].astype(np.int32)))
-            for t in range(self.num_tiers):
-                if bounds[t] == bounds[t + 1]:
-                    continue
-                mapped = vectors[bounds[t]:bounds[t + 1]]
-                if f"tier_{t}_projection" in layout.start:
-                    mapped = ops.matmul(mapped, self._tier_pinv(t))
-                name = f"tier_{t}_embeddings"
-                buffer = self.width_tables[layout.buffer[name]]
-                rows = ops.convert_to_tensor(
-                    slots[bounds[t]:bounds[t + 1]] - int(offsets[t]) + layout.start[name])
-                _write_rows(buffer, rows, mapped)
-                for slot in self._slots(optimizer, buffer) if optimizer is not None \
-                        and optimizer.built else []:
-                    _write_rows(slot, rows, _fresh_slot_rows(optimizer, slot, mapped))
-            _write_rows(self.slot_tags, ops.convert_to_tensor(slots),
-                        ops.convert_to_tensor(chosen[:, 3].astype(np.int32)))
+        slots_of = (lambda buffer: self._slots(optimizer, buffer)) \
+            if optimizer is not None and optimizer.built else (lambda buffer: [])
+        # the backend's own ops (a few per written tier): every source's
+        # vector first, each entry's own piece (an admission's fallback
+        # vector, a moved row's old output), then the rows, their optimizer
+        # slots (as `_fresh_slot_rows` sets them) and the tags
+        backend.host_writes(self, slots, np.where(stored, sources, -1), chosen[:, 2],
+                            chosen[:, 3], bounds, slots_of,
+                            functools.partial(slot_initial_value, optimizer))
 
     @property
     def _tier_bounds(self):

@@ -558,11 +558,12 @@ MUTANTS += [
     Mutant("dynamic-step-tags-without-rows", DYNAMIC_LAYER, "DynamicEmbedding._graph_writes",
            swap("_write_rows(buffer, buffer_rows, written)", "pass"), DYNAMIC_STREAM_TESTS),
     # the same two on PyTorch's host path of the writes
-    Mutant("dynamic-host-step-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._host_writes",
-           swap("_write_rows(slot, rows, _fresh_slot_rows(optimizer, slot, mapped))", "pass"), DYNAMIC_STREAM_TESTS,
+    Mutant("dynamic-host-step-keeps-slots", "keras_mixed_dim/backend/torch/row_writes.py",
+           "host_writes",
+           swap("slot.value.index_fill_(0, rows, fill)", "pass"), DYNAMIC_STREAM_TESTS,
            backend="torch"),
-    Mutant("dynamic-host-step-tags-without-rows", DYNAMIC_LAYER,
-           "DynamicEmbedding._host_writes", swap("_write_rows(buffer, rows, mapped)", "pass"),
+    Mutant("dynamic-host-step-tags-without-rows", "keras_mixed_dim/backend/torch/row_writes.py",
+           "host_writes", swap("buffer.value.index_copy_(0, rows, mapped)", "pass"),
            DYNAMIC_STREAM_TESTS, backend="torch"),
     Mutant("dynamic-step-stale-source", DYNAMIC_LAYER, "DynamicEmbedding._write_entries",
            swap("np.where(_isin(changes.move_from, stale), -1, changes.move_from)",
@@ -785,6 +786,30 @@ MUTANTS += [
            "write_rows", swap("rows", "rows * 0", nth=0),
            ["tests/backend/tensorflow/test_row_writes.py"]),
 ]
+
+# PyTorch's own DynamicEmbedding lookup and host writes (issue 24): the
+# hand-written backward, the bitwise select, the written rows' source vectors.
+TORCH_LOOKUP = "keras_mixed_dim/backend/torch/dynamic_lookup.py"
+TORCH_LOOKUP_TESTS = ["tests/backend/torch/test_dynamic_lookup.py"]
+MUTANTS += [
+    Mutant("torch-lookup-shared-lane-gradient-dropped", TORCH_LOOKUP, "_Plan.backward",
+           swap("lane + grads[t]", "lane"), TORCH_LOOKUP_TESTS, backend="torch"),
+    Mutant("torch-lookup-projection-gradient-dropped", TORCH_LOOKUP, "_Plan.backward",
+           swap("saved['masked'][:, :split].T @ upstream",
+                "0.0 * (saved['masked'][:, :split].T @ upstream)"),
+           TORCH_LOOKUP_TESTS, backend="torch"),
+    Mutant("torch-lookup-qr-factor-gradients-unselected", TORCH_LOOKUP, "_Plan.backward",
+           swap("_select(fallback * first[0], keep[:, lo:hi])", "fallback * first[0]"),
+           TORCH_LOOKUP_TESTS, backend="torch"),
+    Mutant("torch-lookup-mask-by-product", TORCH_LOOKUP, "_Plan.forward",
+           swap("(select or _select)(stacked, keep)", "stacked * (keep != 0)"),
+           ["tests/layers/test_dynamic_embedding.py"], backend="torch"),
+    Mutant("torch-write-source-slot-zero-reads-fallback",
+           "keras_mixed_dim/backend/torch/row_writes.py", "source_vectors",
+           swap("sources >= 0", "sources > 0"),
+           ["tests/backend/torch/test_row_writes.py"], backend="torch"),
+]
+
 
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""

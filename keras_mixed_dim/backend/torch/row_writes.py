@@ -60,16 +60,134 @@ def concrete_writes(writes):
     return np.asarray(writes)
 
 
-def write_scope():
-    """Where the host path computes the written values: outside autograd
-    (nothing differentiates through a write)."""
-    return torch.no_grad()
-
-
 def pinv(matrix):
     """Pseudo-inverse of a float32 matrix (singular values up to 1e-6 of
-    the largest kept, as the graph's `_pinv`), in one call."""
+    the largest kept, as the graph's `_pinv`), in one call; a single row
+    `p` in closed form, `p.T / (p . p)` (zeros for p = 0), as the graph's
+    `_tier_pinv` (an SVD costs several times more)."""
+    if matrix.shape[0] == 1:
+        norm = float((matrix * matrix).sum())
+        return matrix.T * (1.0 / norm if norm > 0 else 0.0)
     return torch.linalg.pinv(matrix, rtol=1e-6)
+
+
+def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial):
+    """`DynamicEmbedding._host_writes`'s writes, outside autograd, in place.
+
+    Args:
+        layer: A built `DynamicEmbedding`.
+        slots: int numpy slots written, ascending (hence tier by tier).
+        sources, buckets: Their source slots (-1: the fallback's vector)
+            and fallback buckets (`source_vectors`).
+        tags: Their new tags.
+        bounds: `slots[bounds[t]:bounds[t + 1]]` are tier `t`'s.
+        slots_of: A variable -> the optimizer's slot variables of it.
+        initial: A slot -> the value it starts from at a reused row (a
+            number, or a function of the row's new weights, numpy in and
+            out: `keras_mixed_dim.layers.slots.slot_initial_value`).
+    """
+    layout, offsets = layer.layout, layer.id_map.offsets
+    with torch.no_grad():
+        # every source's vector, before any row is written
+        vectors = source_vectors(layer, sources, buckets)
+        device = vectors.device
+        for t in range(layer.num_tiers):
+            if bounds[t] == bounds[t + 1]:
+                continue
+            mapped = vectors[bounds[t]:bounds[t + 1]]
+            projection = _part(layer, f"tier_{t}_projection")
+            if projection is not None:
+                # least squares through the tier's projection
+                mapped = mapped @ pinv(projection)
+            name = f"tier_{t}_embeddings"
+            buffer = layer.width_tables[layout.buffer[name]]
+            rows = _index(slots[bounds[t]:bounds[t + 1]] - int(offsets[t]) + layout.start[name],
+                          device)
+            buffer.value.index_copy_(0, rows, mapped)
+            for slot in slots_of(buffer):
+                fill = initial(slot)
+                if callable(fill):
+                    fill = np.asarray(fill(mapped.cpu().numpy()), slot.dtype)
+                    slot.value.index_copy_(0, rows, torch.as_tensor(fill, device=device))
+                else:
+                    slot.value.index_fill_(0, rows, fill)
+        layer.slot_tags.value.index_copy_(0, _index(slots, device), torch.as_tensor(
+            tags, dtype=layer.slot_tags.value.dtype, device=device))
+
+
+def source_vectors(layer, sources, buckets):
+    """The source vectors of a step's row writes (`DynamicEmbedding._host_writes`),
+    computed as each entry needs, outside autograd: a slot's row through
+    its tier's projection where `sources` names a slot, else the fallback's
+    vector of `buckets` (QR: quotient row times remainder row, then the
+    fallback's projection; zeros for a bucket out of range). What the
+    layer's lookup gives these entries, without its gathers of every piece
+    for every entry.
+
+    Args:
+        layer: A built `DynamicEmbedding`.
+        sources: int numpy source slots, -1 where the entry reads the
+            fallback.
+        buckets: int numpy fallback buckets of the entries.
+
+    Returns:
+        float32 tensor `(len(sources), output_dim)`.
+    """
+    layout, plan, offsets = layer.layout, layer.plan, layer.id_map.offsets
+    tables = [variable.value for variable in layer.width_tables]
+    device, count = tables[0].device, len(sources)
+    parts = []   # (positions, vectors)
+    stored = sources >= 0
+    if stored.any():
+        tiers = np.searchsorted(offsets[1:], sources, side="right")
+        for t in np.unique(tiers[stored]).tolist():
+            at = np.flatnonzero(stored & (tiers == t))
+            rows = _index(sources[at] - int(offsets[t]) + layout.start[f"tier_{t}_embeddings"],
+                          device)
+            vectors = tables[layout.buffer[f"tier_{t}_embeddings"]].index_select(0, rows)
+            parts.append((at, _projected(layer, f"tier_{t}_projection", vectors)))
+    fallback = ~stored & (buckets >= 0) & (buckets < plan.fallback_range)
+    if fallback.any():
+        at = np.flatnonzero(fallback)
+        bucket = buckets[at]
+        if plan.fallback == "qr":
+            remainder = plan.fallback_tables[1]
+            rows = np.concatenate([bucket // remainder + layout.start["fallback_quotient"],
+                                   bucket % remainder + layout.start["fallback_remainder"]])
+            table = tables[layout.buffer["fallback_quotient"]]
+            pair = table.index_select(0, _index(rows, device)).view(2, at.size, -1)
+            vectors = pair[0] * pair[1]
+        else:
+            vectors = tables[layout.buffer["fallback_embeddings"]].index_select(
+                0, _index(bucket + layout.start["fallback_embeddings"], device))
+        parts.append((at, _projected(layer, "fallback_projection", vectors)))
+    if len(parts) == 1 and parts[0][0].size == count:
+        return parts[0][1]
+    result = torch.zeros((count, layer.output_dim), dtype=tables[0].dtype, device=device)
+    for at, vectors in parts:
+        result.index_copy_(0, _index(at, device), vectors)
+    return result
+
+
+def _index(rows, device):
+    return torch.as_tensor(np.asarray(rows, np.int64), device=device)
+
+
+def _part(layer, name):
+    """Part `name` of the layer's variables as a view (its rows are a
+    range of its variable's), or None for a part the layer lacks."""
+    layout = layer.layout
+    if name not in layout.start:
+        return None
+    start, (rows, _) = layout.start[name], layout.shape[name]
+    return layer.width_tables[layout.buffer[name]].value[start:start + rows]
+
+
+def _projected(layer, name, vectors):
+    """`vectors` through part `name` (a projection), or as they are where
+    the layer has no such part (a full-width piece)."""
+    projection = _part(layer, name)
+    return vectors if projection is None else vectors @ projection
 
 # `dynamic_batches` maps batches ahead in a thread (the trainer does not).
 MAP_AHEAD = True

@@ -55,3 +55,59 @@ def test_concrete_writes():
     with SymbolicScope():
         assert row_writes.concrete_writes(writes) is None
     assert row_writes.concrete_writes(torch.ones(1, 1, 2, 4, device="meta")) is None
+
+
+def test_pinv_of_one_row_in_closed_form_and_of_a_matrix_as_numpy():
+    import torch
+
+    from keras_mixed_dim.backend.torch import row_writes
+
+    rng = np.random.default_rng(0)
+    for shape in ((1, 6), (3, 6)):
+        matrix = rng.normal(size=shape).astype("float32")
+        np.testing.assert_allclose(row_writes.pinv(torch.as_tensor(matrix)).numpy(),
+                                   np.linalg.pinv(matrix.astype(np.float64)),
+                                   rtol=1e-4, atol=1e-6)
+    # a zero projection maps every vector to the zero row, not NaN
+    np.testing.assert_array_equal(row_writes.pinv(torch.zeros((1, 6))).numpy(), 0.0)
+
+
+@pytest.mark.parametrize("fallback", ["qr", "hashing"])
+def test_source_vectors_are_each_entrys_own_piece(fallback):
+    # a written row starts from its source slot's output (a tier move) or
+    # its bucket's fallback output (an admission); numpy from the parts
+    import torch
+
+    from tests.layers.test_dynamic_embedding import make
+    from keras_mixed_dim.backend.torch import row_writes
+
+    keras.utils.set_random_seed(1)
+    layer = make([4, 6, 8], (4, 2, 1), fallback=fallback)
+    layer.build((None, 3))
+    parts = layer.part_views([keras.ops.convert_to_numpy(v).astype(np.float64)
+                              for v in layer.width_tables])
+    offsets, top = layer.id_map.offsets, layer.plan.fallback_range
+    sources = np.array([0, offsets[1] + 1, offsets[2] + 3, -1, -1, -1, -1, offsets[3] - 1])
+    buckets = np.array([2, 0, 1, 0, top - 1, -1, top, 3])
+    with torch.no_grad():   # as `host_writes` calls it
+        got = row_writes.source_vectors(layer, sources, buckets).numpy()
+        alone = row_writes.source_vectors(layer, sources[3:5], buckets[3:5]).numpy()
+    for i, (source, bucket) in enumerate(zip(sources, buckets)):
+        if source >= 0:
+            t = int(np.searchsorted(offsets[1:], source, side="right"))
+            want = parts[f"tier_{t}_embeddings"][source - offsets[t]]
+            if f"tier_{t}_projection" in parts:
+                want = want @ parts[f"tier_{t}_projection"]
+        elif 0 <= bucket < top:
+            if fallback == "qr":
+                r = layer.plan.fallback_tables[1]
+                want = parts["fallback_quotient"][bucket // r] * parts["fallback_remainder"][
+                    bucket % r]
+            else:
+                want = parts["fallback_embeddings"][bucket]
+            want = want @ parts["fallback_projection"]
+        else:
+            want = np.zeros(layer.output_dim)
+        np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6, err_msg=str(i))
+    # one kind alone: admissions only (most batches)
+    np.testing.assert_allclose(alone, got[3:5], rtol=1e-6)

@@ -1,0 +1,339 @@
+"""PyTorch's own `DynamicEmbedding` lookup (PyTorch-only module).
+
+The portable lookup (`DynamicEmbedding._vectors`) is some forty `keras.ops`
+calls per feature, and autograd adds as many nodes again; on PyTorch's
+eager step each costs its dispatch (Keras's conversions included) whatever
+the batch, and each table's gather differentiates through
+`embedding_dense_backward`, the slowest op of the step. Here the same
+arithmetic is one `torch.autograd.Function`: its forward runs the gathers,
+the selects and the projections' product in about 27 raw torch ops, and
+its backward writes each variable's gradient directly, one `index_add_`
+per variable (or, for a table whose `SparseRowOptimizer` armed this
+backward pass, a sparse COO gradient of the rows read, as `take_rows`
+gives: `keras_mixed_dim.backend.torch.sparse_rows`).
+
+What an id reads is the portable path's, lane for lane: an id reads one
+piece (its tier's row, or the fallback's), every piece's rows are gathered
+for every id (a tier's row and the QR quotient share a lane of their
+variable), and the pieces an id does not read are dropped by a select,
+never a product (0 * inf is NaN).
+"""
+
+import weakref
+
+import numpy as np
+import torch
+
+from keras_mixed_dim.backend.torch import sparse_rows
+
+
+def vectors(layer, safe, admitted, buckets):
+    """`DynamicEmbedding._vectors` (the same contract) in raw torch.
+
+    Args:
+        layer: A built `DynamicEmbedding`.
+        safe: int slots, clipped into range.
+        admitted: bool, where the id reads its slot's row.
+        buckets: int fallback buckets (out of range: no row).
+
+    Returns:
+        `(outputs, valid)`: `safe.shape + (output_dim,)` in the tables'
+        dtype (float32; float16 where Keras autocasts them) and bool
+        `safe.shape`, where the bucket was in range.
+    """
+    lookup = _lookup_of(layer)
+    tables = [variable.value for variable in layer.width_tables]
+    shape = tuple(safe.shape)
+    flat = [torch.as_tensor(x, device=tables[0].device).reshape(-1)
+            for x in (safe, admitted, buckets)]
+    if torch.compiler.is_compiling():
+        # `torch.compile` (`jit_compile=True`) traces the same ops, with
+        # `where` selects that autograd differentiates (no hand-written
+        # backward: its pass-specific sparse gradients cannot be traced)
+        outputs, valid, _ = lookup.forward(*flat, tables, select=_where)
+    elif torch.is_grad_enabled() and any(t.requires_grad for t in tables):
+        owners = tuple(_owner(v) for v in layer.width_tables)
+        outputs, valid = _Lookup.apply(lookup, owners, *flat, *tables)
+    else:
+        outputs, valid, _ = lookup.forward(*flat, tables)
+    return outputs.reshape(shape + (lookup.output_dim,)), valid.reshape(shape)
+
+
+def _owner(variable):
+    """The weak reference to the table's `SparseRowOptimizer`, or None."""
+    owner = getattr(variable, sparse_rows.OWNER_ATTRIBUTE, None)
+    return owner if owner is not None and owner() is not None else None
+
+
+# a built layer's layout never changes: its constants are made once
+_LOOKUPS = weakref.WeakKeyDictionary()
+
+
+def _lookup_of(layer):
+    lookup = _LOOKUPS.get(layer)
+    if lookup is None:
+        lookup = _LOOKUPS[layer] = _Plan(layer)
+    return lookup
+
+
+class _Plan:
+    """A layer's lookup: its layout as constants, and the forward and
+    backward arithmetic.
+
+    Each variable holds one or more lanes (one gather per variable, the
+    lanes stacked): a lane's rows are a fallback part's (`("fallback", i)`:
+    the quotient, the remainder, or the hashed table) or a tier's
+    (`("tier", t)`), and the first lane also carries the rows of the tiers
+    that share it (an id reads at most one of them). `_vectors` builds the
+    same lanes, in the same order."""
+
+    def __init__(self, layer):
+        layout, plan = layer.layout, layer.plan
+        offsets = layer.id_map.offsets
+        self.output_dim = int(plan.output_dim)
+        self.num_tiers = num_tiers = layer.num_tiers
+        self.range = int(plan.fallback_range)
+        self.bounds = np.asarray(offsets[1:-1], np.int64)
+        self.qr = plan.fallback == "qr"
+        names = ["fallback_quotient", "fallback_remainder"] if self.qr \
+            else ["fallback_embeddings"]
+        self.remainder = int(plan.fallback_tables[1]) if self.qr else None
+        self.fallback_starts = [int(layout.start[name]) for name in names]
+        self.fallback_buffer = layout.buffer[names[0]]
+        # buffer -> [[base, [tiers that share the lane]], ...]
+        self.lanes = {}
+        for i, name in enumerate(names):
+            self.lanes.setdefault(layout.buffer[name], []).append([("fallback", i), []])
+        self.tier_buffer, self.shift, self.clip = [], [], []
+        for t in range(num_tiers):
+            name = f"tier_{t}_embeddings"
+            b = layout.buffer[name]
+            shift = int(layout.start[name]) - int(offsets[t])
+            last = int(layer.width_tables[b].shape[0]) - 1
+            self.tier_buffer.append(b)
+            self.shift.append(shift)
+            # a slot of another tier reads some row of the variable (masked);
+            # clipped only where it could leave the variable (`_tier_rows`)
+            self.clip.append((0 if shift < 0 else None,
+                              last if layer.id_map.num_slots - 1 + shift > last else None))
+            lanes = self.lanes.setdefault(b, [])
+            if not lanes:
+                lanes.append([("tier", t), []])
+            else:
+                lanes[0][1].append(t)
+        self.projected = list(layer._projected_pieces)
+        self.full = [g for g in range(num_tiers + 1) if g not in self.projected]
+        # the pieces side by side, the projected ones first (the columns of
+        # the product with their stacked projections), then the full-width
+        # ones; `mask[p]` keeps the columns of piece `p` (none for `p =
+        # num_tiers + 1`) as int32 -1 (kept) or 0 (dropped)
+        widths = [*plan.tier_dims, plan.fallback_dim]
+        self.order = self.projected + self.full
+        self.columns, start = {}, 0
+        for g in self.order:
+            self.columns[g] = (start, start + int(widths[g]))
+            start += int(widths[g])
+        self.projected_width = sum(int(widths[g]) for g in self.projected)
+        mask = np.zeros((num_tiers + 2, start), np.int32)
+        for g, (lo, hi) in self.columns.items():
+            mask[g, lo:hi] = -1
+        self.mask = mask
+        self.projection_buffer = layout.widths.index(self.output_dim)
+        rows = np.asarray(layer._projection_rows, np.int64)
+        # the projections are consecutive rows of their variable (each
+        # follows its tier's table in the layout, and every part of width
+        # `output_dim` after the first tier's table is a projection): a
+        # slice, a view, where a gather would be an op forward and backward
+        self.projection_rows = slice(int(rows[0]), int(rows[-1]) + 1) if rows.size else None
+        assert rows.size == 0 or np.array_equal(rows, np.arange(rows[0], rows[-1] + 1)), rows
+        self._constants = {}
+
+    def constants(self, device, dtype):
+        """The plan's tensors on `device`, the mask as the integers of
+        `dtype`'s width (made once per device and dtype)."""
+        found = self._constants.get((device, dtype))
+        if found is None:
+            found = self._constants[(device, dtype)] = {
+                "bounds": torch.as_tensor(self.bounds, device=device),
+                "mask": torch.as_tensor(self.mask, device=device).to(_BITS[dtype.itemsize]),
+            }
+        return found
+
+    def forward(self, safe, admitted, buckets, tables, select=None):
+        """`(outputs, valid, saved)` of flat ids; `saved` is what the
+        backward pass needs. `select(values, keep)`: how the pieces an id
+        does not read are dropped (default `_select`)."""
+        num_tiers, device = self.num_tiers, tables[0].device
+        # float32 tables; float16 where Keras autocasts them (a layer
+        # called alone under a mixed policy: `Layer.__call__` opens an
+        # autocast scope whatever the layer's `autocast`)
+        constants = self.constants(device, tables[0].dtype)
+        # int64 rows: index_add_ (the backward pass) takes a path several
+        # times slower with int32 indices
+        safe, buckets = safe.long(), buckets.long()
+        # a bucket out of range (padding: -1) is not its clipped self
+        bucket = buckets.clamp(0, self.range - 1)
+        valid = bucket == buckets
+        # the piece each id reads: its tier's, the fallback's (`num_tiers`)
+        # or none (`num_tiers + 1`)
+        tier = torch.bucketize(safe, constants["bounds"], right=True) if num_tiers > 1 \
+            else torch.zeros_like(safe)
+        piece = torch.where(admitted, tier, torch.where(valid, num_tiers, num_tiers + 1))
+        if self.qr:
+            fallback = [torch.div(bucket, self.remainder, rounding_mode="floor"),
+                        torch.remainder(bucket, self.remainder)]
+        else:
+            fallback = [bucket]
+        fallback = [rows + start if start else rows
+                    for rows, start in zip(fallback, self.fallback_starts)]
+        rows, gathered = {}, {}
+        for b, lanes in self.lanes.items():
+            lane_rows = []
+            for (kind, i), shared in lanes:
+                lane = fallback[i] if kind == "fallback" else self._tier_rows(safe, i)
+                for t in shared:
+                    own = safe + self.shift[t] if self.shift[t] else safe
+                    lane = torch.where(piece == t, own, lane)
+                lane_rows.append(lane)
+            rows[b] = lane_rows[0] if len(lane_rows) == 1 else torch.cat(lane_rows)
+            gathered[b] = tables[b].index_select(0, rows[b]).view(
+                len(lane_rows), safe.shape[0], tables[b].shape[1])
+        pieces = [gathered[self.tier_buffer[t]][0] for t in range(num_tiers)]
+        first = gathered[self.fallback_buffer]
+        pieces.append(first[0] * first[1] if self.qr else first[0])
+        stacked = torch.cat([pieces[g] for g in self.order], dim=1)
+        # the pieces an id does not read are other ids' rows: dropped by
+        # clearing their bits (a select, bit for bit `where(keep, x, 0)`,
+        # at the cost of a product): a product with a 0/1 mask would let
+        # one inf or NaN row reach every id (0 * inf is NaN)
+        keep = constants["mask"].index_select(0, piece)
+        masked = (select or _select)(stacked, keep)
+        split = self.projected_width
+        outputs = None
+        if self.projected:
+            projections = tables[self.projection_buffer][self.projection_rows]
+        for g in self.full:
+            lo, hi = self.columns[g]
+            outputs = masked[:, lo:hi] if outputs is None else outputs + masked[:, lo:hi]
+        if self.projected:
+            outputs = masked[:, :split] @ projections if outputs is None else torch.addmm(
+                outputs, masked[:, :split], projections)
+        saved = {"rows": rows, "keep": keep, "masked": masked, "fallback": first,
+                 "shape": [(tuple(t.shape), t.dtype) for t in tables], "device": device,
+                 "projections": projections if self.projected else None}
+        return outputs.contiguous(), valid, saved
+
+    def _tier_rows(self, safe, t):
+        low, high = self.clip[t]
+        rows = safe + self.shift[t] if self.shift[t] else safe
+        return rows.clamp(low, high) if low is not None or high is not None else rows
+
+    def backward(self, upstream, saved, needs, owners):
+        """Each variable's gradient (None where `needs` is False): dense, or
+        sparse COO rows where the table's optimizer armed this pass."""
+        upstream = upstream.reshape(-1, self.output_dim)
+        keep, split = saved["keep"], self.projected_width
+        grads = {}   # piece -> gradient of its value (zero for the ids that do not read it)
+        projection_grad = None
+        if self.projected:
+            inner = _select(upstream @ saved["projections"].T, keep[:, :split])
+            for g in self.projected:
+                lo, hi = self.columns[g]
+                grads[g] = inner[:, lo:hi]
+            if needs[self.projection_buffer]:
+                projection_grad = saved["masked"][:, :split].T @ upstream
+        for g in self.full:
+            lo, hi = self.columns[g]
+            grads[g] = _select(upstream, keep[:, lo:hi])
+        fallback = grads[self.num_tiers]
+        if self.qr:
+            # each factor's gradient is the other factor's row times the
+            # fallback's: selected too, since an id that reads its tier's
+            # row holds that row in the quotient's lane (an inf there times
+            # a zero gradient would be NaN in the remainder's gradient, a
+            # row other ids read)
+            first, (lo, hi) = saved["fallback"], self.columns[self.num_tiers]
+            fallback = [_select(fallback * first[1], keep[:, lo:hi]),
+                        _select(fallback * first[0], keep[:, lo:hi])]
+        else:
+            fallback = [fallback]
+        results = []
+        for b, (shape, dtype) in enumerate(saved["shape"]):
+            if not needs[b]:
+                results.append(None)
+                continue
+            values = []
+            for (kind, i), shared in self.lanes.get(b, []):
+                lane = fallback[i] if kind == "fallback" else grads[i]
+                for t in shared:
+                    # each id's gradient is nonzero in one piece only: the
+                    # sum is the gradient of the piece it reads, exactly
+                    lane = lane + grads[t]
+                values.append(lane)
+            rows = saved["rows"].get(b)
+            values = values[0] if len(values) == 1 else torch.cat(values) if values else None
+            extra = projection_grad if b == self.projection_buffer else None
+            results.append(self._table_gradient(shape, dtype, rows, values, extra, owners[b],
+                                                saved["device"]))
+        return results
+
+    def _table_gradient(self, shape, dtype, rows, values, extra, owner, device):
+        optimizer = owner() if owner is not None else None
+        if extra is not None:
+            extra_rows = torch.arange(self.projection_rows.start, self.projection_rows.stop,
+                                      device=device)
+        if optimizer is not None and optimizer.armed_backward == sparse_rows._graph_task():
+            indices, parts = [], []
+            if rows is not None:
+                indices.append(rows)
+                parts.append(values)
+            if extra is not None:
+                indices.append(extra_rows)
+                parts.append(extra)
+            indices = indices[0] if len(indices) == 1 else torch.cat(indices)
+            parts = parts[0] if len(parts) == 1 else torch.cat(parts)
+            # (the rows are in range: clipped before the gather)
+            return torch.sparse_coo_tensor(indices.reshape(1, -1), parts, shape,
+                                           check_invariants=False)
+        gradient = torch.zeros(shape, dtype=dtype, device=device)
+        if rows is not None:
+            gradient.index_add_(0, rows, values)
+        if extra is not None:
+            gradient[self.projection_rows] += extra
+        return gradient
+
+
+def _where(values, keep):
+    """`_select` by `where`, which autograd differentiates."""
+    return torch.where(keep != 0, values, 0.0)
+
+
+# the integers as wide as a float of each width
+_BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _select(values, keep):
+    """`where(keep, values, 0)` of float `values` and a `keep` of -1 (kept)
+    or 0, integers of their width: the kept entries bit for bit (inf and
+    NaN included), +0.0 elsewhere; one bitwise op, several times faster
+    than `where` on the CPU."""
+    return torch.bitwise_and(values.view(keep.dtype), keep).view(values.dtype)
+
+
+class _Lookup(torch.autograd.Function):
+    """The lookup of `_Plan`, whose backward writes the tables' gradients."""
+
+    @staticmethod
+    def forward(ctx, plan, owners, safe, admitted, buckets, *tables):
+        outputs, valid, saved = plan.forward(safe, admitted, buckets, tables)
+        # intermediate tensors (rows, masks, gathered rows), not inputs:
+        # kept on the context, as torch allows for them
+        ctx.plan, ctx.owners, ctx.saved = plan, owners, saved
+        ctx.mark_non_differentiable(valid)
+        return outputs, valid
+
+    @staticmethod
+    def backward(ctx, upstream, _):
+        grads = ctx.plan.backward(upstream, ctx.saved, ctx.needs_input_grad[5:], ctx.owners)
+        ctx.saved = None
+        return (None, None, None, None, None, *grads)
