@@ -417,7 +417,15 @@ class DynamicEmbedding(layers.Layer):
                 take_rows(table, ops.stack(rows)), len(rows), axis=0)
         pieces = [values[layout.buffer[f"tier_{t}_embeddings"]][0] for t in range(num_tiers)]
         first = values[layout.buffer[next(iter(fallback))]]
-        pieces.append(first[0] * first[1] if plan.fallback == "qr" else first[0])
+        if plan.fallback == "qr":
+            # the quotient's lane holds a tier's row for the ids of that
+            # tier: selected away before the product, or a diverged tier row
+            # would give its bucket's remainder row (read by fallback ids) a
+            # 0 * inf gradient
+            reads = ops.expand_dims(ops.equal(piece, num_tiers), -1)
+            pieces.append(ops.where(reads, first[0], ops.zeros_like(first[0])) * first[1])
+        else:
+            pieces.append(first[0])
         full = [g for g in range(len(pieces)) if g not in self._projected_pieces]
         if self._projection_rows.size:
             stacked = ops.concatenate([pieces[g] for g in self._projected_pieces], axis=-1)

@@ -777,3 +777,27 @@ def test_a_traced_step_with_writes_reads_no_variable_of_the_layer_whole():
     dense = [op.name for op in graph.get_operations()
              if op.type == "ReadVariableOp" and id(op.inputs[0]) in inside]
     assert inside and not dense, dense
+
+
+def test_a_diverged_tier_row_gives_the_shared_qr_rows_no_nan_gradient():
+    # the narrowest tier shares its lane with the QR quotient: an id reading
+    # its tier holds that tier's row where the quotient would be, and the
+    # remainder row of its bucket (read by fallback ids) must get no 0 * inf
+    layer = DynamicEmbedding(4, 60_000, min_count=1, seed=1, tier_dims=(4, 2, 1))
+    layer.update(np.arange(300))
+    assert layer.layout.buffer["tier_2_embeddings"] == layer.layout.buffer["fallback_quotient"]
+    packed = layer.lookup_ids(np.arange(2000))
+    slot = int(layer.id_map.offsets[2])
+    assert (packed[..., 0] == slot).sum() == 1
+    name = "tier_2_embeddings"
+    table = layer.width_tables[layer.layout.buffer[name]]
+    values = ops.convert_to_numpy(table).copy()
+    values[layer.layout.start[name]] = np.inf
+    table.assign(values)
+    from tests.helpers import gradients_of_sum
+
+    grads = gradients_of_sum(layer, packed)
+    views = layer.part_views([grads[v.path.split("/")[-1]] for v in layer.width_tables])
+    for part in ("fallback_quotient", "fallback_remainder", "fallback_projection",
+                 "tier_0_embeddings", "tier_1_embeddings", "tier_2_embeddings"):
+        assert np.isfinite(views[part]).all(), part

@@ -810,6 +810,16 @@ MUTANTS += [
            ["tests/backend/torch/test_row_writes.py"], backend="torch"),
 ]
 
+# the portable lookup's QR product reads the quotient's lane only for
+# fallback ids (issue 24): a diverged tier row sharing that lane
+MUTANTS += [
+    Mutant("dynamic-qr-quotient-lane-unselected", DYNAMIC_LAYER, "DynamicEmbedding._vectors",
+           swap("ops.where(reads, first[0], ops.zeros_like(first[0])) * first[1]",
+                "first[0] * first[1]"),
+           ["tests/layers/test_dynamic_embedding.py::"
+            "test_a_diverged_tier_row_gives_the_shared_qr_rows_no_nan_gradient"]),
+]
+
 
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""
