@@ -282,10 +282,13 @@ class DynamicIdMap:
         return tags.astype(np.int32)
 
     def _rebuild_index(self):
-        slots = np.flatnonzero(self.used)
-        order = np.argsort(self.keys[slots], kind="stable")
+        slots = self.used.nonzero()[0]
+        keys = self.keys[slots]
+        # the admitted keys are distinct, so any sort gives the one order (a
+        # stable sort of int64 is a merge sort, several times slower)
+        order = keys.argsort()
         self.index_size = slots.size
-        self.index_keys[: slots.size] = self.keys[slots][order]
+        self.index_keys[: slots.size] = keys[order]
         self.index_slots[: slots.size] = slots[order]
 
     def update(self, keys, timestamps=None):
@@ -323,6 +326,8 @@ class DynamicIdMap:
         known = slots >= 0
         seen = slots[known]
         self.counts[seen] += counts[known].astype(np.float32)
+        if seen.size:
+            unknown = ~known
         self.last[seen] = now
         touched = None  # made when needed: a pass over every slot
         evicted = [_empty()]
@@ -336,9 +341,10 @@ class DynamicIdMap:
         else:
             changed = False
         reset_slots, reset_keys = _empty(), _empty()
-        fresh = unique[~known] if seen.size else unique
+        fresh, fresh_counts = (unique[unknown], counts[unknown]) if seen.size else (
+            unique, counts)
         if fresh.size:
-            estimates = self.sketch.add(fresh, counts[~known])
+            estimates = self.sketch.add(fresh, fresh_counts)
             admit = estimates >= self.min_count
             candidates, estimates = fresh[admit], estimates[admit]
         else:

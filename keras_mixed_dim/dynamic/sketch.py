@@ -59,7 +59,8 @@ class CountMinSketch:
         `mix64(keys, seed * 131 + r) % width + r * width`, all rows hashed
         by one pass of array operations (the per-row seeds enter only as
         the added constant)."""
-        x = np.asarray(keys).astype(np.int64).view(np.uint64)
+        # no copy: the first sum below makes the array hashed in place
+        x = np.asarray(keys, np.int64).view(np.uint64)
         constants = self._row_constants()
         with np.errstate(over="ignore"):
             x = x[None, :] + constants[0]
@@ -71,7 +72,7 @@ class CountMinSketch:
             np.right_shift(x, np.uint64(31), out=shifted)
             np.bitwise_xor(x, shifted, out=x)
         np.remainder(x, np.uint64(self.width), out=x)
-        columns = x.astype(np.int64)
+        columns = x.view(np.int64)   # below `width`: the same values
         columns += constants[1]
         return columns
 
