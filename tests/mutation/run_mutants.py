@@ -559,7 +559,7 @@ MUTANTS += [
            swap("np.where(_isin(changes.move_from, stale), -1, changes.move_from)",
                 "changes.move_from"),
            DYNAMIC_STREAM_TESTS),
-    Mutant("dynamic-step-padding-clobbers", DYNAMIC_LAYER, "DynamicEmbedding.prepare",
+    Mutant("dynamic-step-padding-clobbers", DYNAMIC_LAYER, "_Mapped.pack",
            drop("writes[0, tiers[first]] = rows[first][:, None, :]"), DYNAMIC_STREAM_TESTS),
     Mutant("dynamic-deferred-not-restored", DYNAMIC_LAYER,
            "DynamicEmbedding.load_own_variables",
@@ -765,6 +765,16 @@ MUTANTS += [
                 "self.read_rows(g, rows)"), TRAIN_WHOLE_TESTS),
 ]
 
+
+# The host map of `dynamic_batches` hashes every layer's keys in one pass
+# (issue 24, examples/s): layers join a pass only where they hash alike
+JOINT_MAP_TESTS = ["tests/dynamic/test_stream.py::"
+                   "test_the_stream_maps_every_layer_as_prepare_in_turn"]
+MUTANTS += [
+    Mutant("dynamic-joint-hash-ignores-range", DYNAMIC_LAYER, "joint_buckets",
+           swap("(layer._hash.seed, layer.plan.fallback_range)", "layer._hash.seed"),
+           JOINT_MAP_TESTS),
+]
 
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""
