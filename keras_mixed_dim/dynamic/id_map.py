@@ -250,9 +250,9 @@ class DynamicIdMap:
         index = self.index_keys[: self.index_size]
         if not index.size:
             return np.full(keys.shape, -1, np.int64)
-        pos = np.minimum(np.searchsorted(index, keys), index.size - 1)
+        pos = np.minimum(index.searchsorted(keys), index.size - 1)
         found = index[pos] == keys
-        return np.where(found, self.index_slots[: self.index_size][pos], -1).astype(np.int64)
+        return np.where(found, self.index_slots[pos], -1).astype(np.int64)
 
     def lookup(self, keys):
         """`(slots, tags)` of `keys` without counting them (-1 and 0 where
@@ -277,7 +277,9 @@ class DynamicIdMap:
     # -------------------------------------------------------------- updating
 
     def _new_tags(self, count):
-        tags = (self.next_tag + np.arange(count)) % TAG_MODULUS + 1
+        tags = np.arange(self.next_tag, self.next_tag + count, dtype=np.int64)
+        tags %= TAG_MODULUS
+        tags += 1
         self.next_tag = int((self.next_tag + count) % TAG_MODULUS)
         return tags.astype(np.int32)
 
@@ -361,7 +363,7 @@ class DynamicIdMap:
                 if touched is None:
                     touched = np.zeros(self.num_slots, bool)
                     touched[seen] = True
-                pool = np.flatnonzero(self.used & ~touched)
+                pool = (self.used & ~touched).nonzero()[0]
                 if self.eviction == "lfu":
                     victims = _first_sorted(pool, rest, self.counts[pool], self.last[pool])
                     m = victims.size
@@ -400,9 +402,9 @@ class DynamicIdMap:
     def _free_slots(self, count):
         """Up to `count` free slots, narrowest tier first, ascending within
         a tier (tiers are ascending ranges of slots, so no sort)."""
-        free = np.flatnonzero(~self.used)
-        if not free.size:   # a full map: the usual case once warm
-            return free
+        if self.used.all():   # a full map: the usual case once warm
+            return _empty()
+        free = (~self.used).nonzero()[0]
         bounds = np.searchsorted(free, self.offsets)
         return np.concatenate([free[bounds[t]:bounds[t + 1]]
                                for t in reversed(range(len(self.tier_rows)))])[:count]
