@@ -155,15 +155,16 @@ def _empty(dtype=np.int64):
 
 
 def _first_sorted(pool, count, primary, secondary):
-    """The first `count` of `pool` ordered by `(primary, secondary, pool)`
-    (`np.lexsort`'s order), sorting only the candidates: every entry whose
-    `primary` is at most the `count`-th smallest."""
+    """The first `count` of `pool` (ascending) ordered by `(primary,
+    secondary, pool)` (`np.lexsort`'s order), sorting only the candidates:
+    every entry whose `primary` is at most the `count`-th smallest."""
     count = min(count, pool.size)
     if 8 * count < pool.size:
         threshold = np.partition(primary, count - 1)[count - 1]
         near = primary <= threshold
         pool, primary, secondary = pool[near], primary[near], secondary[near]
-    return pool[np.lexsort((pool, secondary, primary))][:count]
+    # `pool` ascending (a `nonzero`): a stable sort keeps it as the last key
+    return pool[np.lexsort((secondary, primary))][:count]
 
 
 class DynamicIdMap:
@@ -369,7 +370,7 @@ class DynamicIdMap:
                     m = victims.size
                     # estimates fall and victims' counts rise: a prefix wins
                     wins = estimates[taken.size : taken.size + m] > self.counts[victims[:m]]
-                    m = int(np.cumprod(wins).sum())
+                    m = wins.size if wins.all() else int(wins.argmin())
                 else:
                     victims = _first_sorted(pool, rest, self.last[pool], self.counts[pool])
                     m = victims.size

@@ -765,8 +765,11 @@ class DynamicEmbedding(layers.Layer):
         the tier moves; a slot listed twice keeps its last place and source.
         A source -1 means the slot's key's fallback."""
         id_map = self.id_map
-        held = _empty_slots() if pending is None else pending[id_map.used[pending]]
         reset, moved = changes.reset_slots, changes.move_to
+        if pending is None and not moved.size:
+            # most batches: admissions only
+            return reset, np.full(reset.size, -1, np.int64)
+        held = _empty_slots() if pending is None else pending[id_map.used[pending]]
         if moved.size:
             # a source whose own write is pending holds another key's row
             stale = np.concatenate([reset] if pending is None else [reset, pending])
@@ -1146,9 +1149,9 @@ def joint_buckets(layers, keys):
             continue
         joined = layers[members[0]].fallback_buckets(
             np.concatenate([keys[i] for i in members]))
-        bounds = np.cumsum([keys[i].size for i in members])[:-1]
-        for i, part in zip(members, np.split(joined, bounds)):
-            result[i] = part
+        start = 0
+        for i in members:
+            result[i], start = joined[start:start + keys[i].size], start + keys[i].size
     return result
 
 

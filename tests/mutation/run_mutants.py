@@ -469,7 +469,7 @@ MUTANTS += [
     Mutant("dynamic-evicts-batch-keys", DYNAMIC_MAP, "DynamicIdMap.update_found",
            swap("self.used & ~touched", "self.used"), DYNAMIC_TESTS),
     Mutant("dynamic-lfu-evicts-hotter", DYNAMIC_MAP, "DynamicIdMap.update_found",
-           swap("np.cumprod(wins).sum()", "m"), DYNAMIC_TESTS),
+           swap("wins.size if wins.all() else int(wins.argmin())", "m"), DYNAMIC_TESTS),
     Mutant("dynamic-ttl-off-by-one", DYNAMIC_MAP, "DynamicIdMap.update_found",
            swap("self.last < now - self.ttl", "self.last <= now - self.ttl"), DYNAMIC_TESTS),
     Mutant("dynamic-reused-row-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._apply",
