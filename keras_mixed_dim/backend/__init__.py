@@ -91,3 +91,13 @@ def row_writes():
     (whether the layer sees a step's writes as concrete values, True on
     PyTorch's eager step: see `concrete_writes` there)."""
     return backend_module("row_writes")
+
+
+def dynamic_lookup():
+    """The backend's own `DynamicEmbedding` lookup (`<backend>/dynamic_lookup.py`,
+    `vectors(layer, safe, admitted, buckets)`), or None where the portable
+    `keras.ops` one is the faster."""
+    try:
+        return backend_module("dynamic_lookup")
+    except ModuleNotFoundError:
+        return None

@@ -11,6 +11,7 @@ from keras import layers
 from keras import ops
 from keras import saving
 
+from keras_mixed_dim.backend import dynamic_lookup
 from keras_mixed_dim.backend import row_writes
 from keras_mixed_dim.backend import take_rows
 from keras_mixed_dim.backend.row_gradients import flag_table
@@ -373,6 +374,9 @@ class DynamicEmbedding(layers.Layer):
         piece is selected as it is; the other pieces, masked (one gather of
         a constant mask), go through one product with their stacked
         projections."""
+        fused = dynamic_lookup()
+        if fused is not None:
+            return fused.vectors(self, safe, admitted, buckets)
         layout, plan, num_tiers = self.layout, self.plan, self.num_tiers
         # a bucket out of range (padding: -1) is not its clipped self
         bucket = ops.clip(buckets, 0, plan.fallback_range - 1)

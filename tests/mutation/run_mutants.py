@@ -774,6 +774,13 @@ MUTANTS += [
     Mutant("dynamic-joint-hash-ignores-range", DYNAMIC_LAYER, "joint_buckets",
            swap("(layer._hash.seed, layer.plan.fallback_range)", "layer._hash.seed"),
            JOINT_MAP_TESTS),
+    # JAX's own lookup: a slot on a tier bound read as the tier below's
+    Mutant("dynamic-jax-lookup-tier-bound", "keras_mixed_dim/backend/jax/dynamic_lookup.py",
+           "vectors", swap("(safe >= bound)", "(safe > bound)"),
+           ["tests/backend/jax/test_dynamic_lookup.py"], backend="jax"),
+    Mutant("dynamic-jax-lookup-unmasked", "keras_mixed_dim/backend/jax/dynamic_lookup.py",
+           "vectors", swap("jnp.where(keep, stacked, 0.0)", "stacked"),
+           ["tests/backend/jax/test_dynamic_lookup.py"], backend="jax"),
 ]
 
 def run(mutant, keep_going=False):
