@@ -3,6 +3,8 @@
 import queue
 import threading
 
+import numpy as np
+
 from keras_mixed_dim.backend import row_writes
 
 
@@ -88,9 +90,6 @@ def _ahead(generator, size):
 
 
 def _mapped(batches, layers, timestamps):
-    # here: the layer's module imports this package
-    from keras_mixed_dim.layers.dynamic_embedding import joint_buckets
-
     names, members = list(layers), list(layers.values())
     for batch in batches:
         x, rest = dict(batch[0]), tuple(batch[1:])
@@ -107,3 +106,25 @@ def _mapped(batches, layers, timestamps):
         for name, batch_map, batch_buckets in zip(names, mapped, buckets):
             x[name], x[name + "_writes"] = batch_map.pack(batch_buckets)
         yield (x, *rest)
+
+
+def joint_buckets(layers, keys):
+    """`[layer.fallback_buckets(k) for layer, k in zip(layers, keys)]`, the
+    layers that hash alike (same seed and fallback range: the usual case
+    of one model's features) in one pass over their keys: the hash is a
+    chain of some 40 elementwise numpy calls whatever the number of keys."""
+    groups = {}
+    for i, layer in enumerate(layers):
+        groups.setdefault((layer._hash.seed, layer.plan.fallback_range), []).append(i)
+    result = [None] * len(layers)
+    for members in groups.values():
+        if len(members) == 1:
+            i = members[0]
+            result[i] = layers[i].fallback_buckets(keys[i])
+            continue
+        joined = layers[members[0]].fallback_buckets(
+            np.concatenate([keys[i] for i in members]))
+        start = 0
+        for i in members:
+            result[i], start = joined[start:start + keys[i].size], start + keys[i].size
+    return result

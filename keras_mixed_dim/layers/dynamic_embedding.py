@@ -1137,28 +1137,6 @@ class _Mapped:
         return DynamicEmbedding._packed(self.keys, self.mask, self.inverse, distinct), writes
 
 
-def joint_buckets(layers, keys):
-    """`[layer.fallback_buckets(k) for layer, k in zip(layers, keys)]`, the
-    layers that hash alike (same seed and fallback range: the usual case
-    of one model's features) in one pass over their keys: the hash is a
-    chain of some 40 elementwise numpy calls whatever the number of keys."""
-    groups = {}
-    for i, layer in enumerate(layers):
-        groups.setdefault((layer._hash.seed, layer.plan.fallback_range), []).append(i)
-    result = [None] * len(layers)
-    for members in groups.values():
-        if len(members) == 1:
-            i = members[0]
-            result[i] = layers[i].fallback_buckets(keys[i])
-            continue
-        joined = layers[members[0]].fallback_buckets(
-            np.concatenate([keys[i] for i in members]))
-        start = 0
-        for i in members:
-            result[i], start = joined[start:start + keys[i].size], start + keys[i].size
-    return result
-
-
 def _isin(values, within):
     """`np.isin` for the few slots of one batch's writes: one broadcast
     comparison where it is small (np.isin's setup costs more)."""

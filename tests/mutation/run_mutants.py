@@ -771,7 +771,8 @@ MUTANTS += [
 JOINT_MAP_TESTS = ["tests/dynamic/test_stream.py::"
                    "test_the_stream_maps_every_layer_as_prepare_in_turn"]
 MUTANTS += [
-    Mutant("dynamic-joint-hash-ignores-range", DYNAMIC_LAYER, "joint_buckets",
+    Mutant("dynamic-joint-hash-ignores-range", "keras_mixed_dim/dynamic/stream.py",
+           "joint_buckets",
            swap("(layer._hash.seed, layer.plan.fallback_range)", "layer._hash.seed"),
            JOINT_MAP_TESTS),
     # JAX's own lookup: a slot on a tier bound read as the tier below's
