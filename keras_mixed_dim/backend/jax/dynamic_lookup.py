@@ -74,7 +74,10 @@ def vectors(layer, safe, admitted, buckets):
     if layer._projection_rows.size:
         stacked = jnp.concatenate([pieces[g] for g in layer._projected_pieces], axis=-1)
         # a select, not a product with the mask (0 * inf is NaN)
-        keep = jnp.asarray(layer._piece_mask > 0).at[piece].get(mode="promise_in_bounds")
+        # the piece of each stacked column, compared with the id's piece:
+        # the mask's rows without a gather
+        columns = np.argmax(layer._piece_mask, axis=0).astype(np.int32)
+        keep = piece[..., None] == columns
         projections = _take(layer.width_tables[layout.widths.index(layer.output_dim)],
                             jnp.asarray(layer._projection_rows, jnp.int32))
         outputs = jnp.where(keep, stacked, 0.0) @ projections
