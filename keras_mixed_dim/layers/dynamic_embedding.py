@@ -714,7 +714,7 @@ class DynamicEmbedding(layers.Layer):
         given the buckets of its `hashed` keys. Everything read from the id
         map is read here, so that `dynamic_batches` can map every layer of
         a batch (one layer may serve two features) and then hash all their
-        keys in one pass (`_joint_buckets`)."""
+        keys in one pass (`keras_mixed_dim.dynamic.stream.joint_buckets`)."""
         keys, mask = self._keys_and_mask(ids, mask)
         if timestamps is not None and mask is not None and np.shape(timestamps) == keys.shape:
             timestamps = np.asarray(timestamps)[mask]
