@@ -155,15 +155,16 @@ def _empty(dtype=np.int64):
 
 
 def _first_sorted(pool, count, primary, secondary):
-    """The first `count` of `pool` ordered by `(primary, secondary, pool)`
-    (`np.lexsort`'s order), sorting only the candidates: every entry whose
-    `primary` is at most the `count`-th smallest."""
+    """The first `count` of `pool` (ascending) ordered by `(primary,
+    secondary, pool)` (`np.lexsort`'s order), sorting only the candidates:
+    every entry whose `primary` is at most the `count`-th smallest."""
     count = min(count, pool.size)
     if 8 * count < pool.size:
         threshold = np.partition(primary, count - 1)[count - 1]
         near = primary <= threshold
         pool, primary, secondary = pool[near], primary[near], secondary[near]
-    return pool[np.lexsort((pool, secondary, primary))][:count]
+    # `pool` ascending (a `nonzero`): a stable sort keeps it as the last key
+    return pool[np.lexsort((secondary, primary))][:count]
 
 
 class DynamicIdMap:
@@ -250,9 +251,9 @@ class DynamicIdMap:
         index = self.index_keys[: self.index_size]
         if not index.size:
             return np.full(keys.shape, -1, np.int64)
-        pos = np.minimum(np.searchsorted(index, keys), index.size - 1)
+        pos = np.minimum(index.searchsorted(keys), index.size - 1)
         found = index[pos] == keys
-        return np.where(found, self.index_slots[: self.index_size][pos], -1).astype(np.int64)
+        return np.where(found, self.index_slots[pos], -1).astype(np.int64)
 
     def lookup(self, keys):
         """`(slots, tags)` of `keys` without counting them (-1 and 0 where
@@ -277,15 +278,20 @@ class DynamicIdMap:
     # -------------------------------------------------------------- updating
 
     def _new_tags(self, count):
-        tags = (self.next_tag + np.arange(count)) % TAG_MODULUS + 1
+        tags = np.arange(self.next_tag, self.next_tag + count, dtype=np.int64)
+        tags %= TAG_MODULUS
+        tags += 1
         self.next_tag = int((self.next_tag + count) % TAG_MODULUS)
         return tags.astype(np.int32)
 
     def _rebuild_index(self):
-        slots = np.flatnonzero(self.used)
-        order = np.argsort(self.keys[slots], kind="stable")
+        slots = self.used.nonzero()[0]
+        keys = self.keys[slots]
+        # the admitted keys are distinct, so any sort gives the one order (a
+        # stable sort of int64 is a merge sort, several times slower)
+        order = keys.argsort()
         self.index_size = slots.size
-        self.index_keys[: slots.size] = self.keys[slots][order]
+        self.index_keys[: slots.size] = keys[order]
         self.index_slots[: slots.size] = slots[order]
 
     def update(self, keys, timestamps=None):
@@ -323,6 +329,8 @@ class DynamicIdMap:
         known = slots >= 0
         seen = slots[known]
         self.counts[seen] += counts[known].astype(np.float32)
+        if seen.size:
+            unknown = ~known
         self.last[seen] = now
         touched = None  # made when needed: a pass over every slot
         evicted = [_empty()]
@@ -336,9 +344,10 @@ class DynamicIdMap:
         else:
             changed = False
         reset_slots, reset_keys = _empty(), _empty()
-        fresh = unique[~known] if seen.size else unique
+        fresh, fresh_counts = (unique[unknown], counts[unknown]) if seen.size else (
+            unique, counts)
         if fresh.size:
-            estimates = self.sketch.add(fresh, counts[~known])
+            estimates = self.sketch.add(fresh, fresh_counts)
             admit = estimates >= self.min_count
             candidates, estimates = fresh[admit], estimates[admit]
         else:
@@ -355,13 +364,13 @@ class DynamicIdMap:
                 if touched is None:
                     touched = np.zeros(self.num_slots, bool)
                     touched[seen] = True
-                pool = np.flatnonzero(self.used & ~touched)
+                pool = (self.used & ~touched).nonzero()[0]
                 if self.eviction == "lfu":
                     victims = _first_sorted(pool, rest, self.counts[pool], self.last[pool])
                     m = victims.size
                     # estimates fall and victims' counts rise: a prefix wins
                     wins = estimates[taken.size : taken.size + m] > self.counts[victims[:m]]
-                    m = int(np.cumprod(wins).sum())
+                    m = wins.size if wins.all() else int(wins.argmin())
                 else:
                     victims = _first_sorted(pool, rest, self.last[pool], self.counts[pool])
                     m = victims.size
@@ -394,9 +403,9 @@ class DynamicIdMap:
     def _free_slots(self, count):
         """Up to `count` free slots, narrowest tier first, ascending within
         a tier (tiers are ascending ranges of slots, so no sort)."""
-        free = np.flatnonzero(~self.used)
-        if not free.size:   # a full map: the usual case once warm
-            return free
+        if self.used.all():   # a full map: the usual case once warm
+            return _empty()
+        free = (~self.used).nonzero()[0]
         bounds = np.searchsorted(free, self.offsets)
         return np.concatenate([free[bounds[t]:bounds[t + 1]]
                                for t in reversed(range(len(self.tier_rows)))])[:count]

@@ -18,6 +18,9 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _GOLDEN_INT = 0x9E3779B97F4A7C15
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
+# `_flat_columns`' rounds as numpy scalars made once
+_ROUNDS = ((np.uint64(30), _M1), (np.uint64(27), _M2))
+_LAST_SHIFT = np.uint64(31)
 
 
 def mix64(keys, seed):
@@ -59,19 +62,20 @@ class CountMinSketch:
         `mix64(keys, seed * 131 + r) % width + r * width`, all rows hashed
         by one pass of array operations (the per-row seeds enter only as
         the added constant)."""
-        x = np.asarray(keys).astype(np.int64).view(np.uint64)
+        # no copy: the first sum below makes the array hashed in place; no
+        # `np.errstate` either: array arithmetic wraps without a warning
+        x = np.asarray(keys, np.int64).view(np.uint64)
         constants = self._row_constants()
-        with np.errstate(over="ignore"):
-            x = x[None, :] + constants[0]
-            shifted = np.empty_like(x)
-            for shift, multiplier in ((30, _M1), (27, _M2)):
-                np.right_shift(x, np.uint64(shift), out=shifted)
-                np.bitwise_xor(x, shifted, out=x)
-                np.multiply(x, multiplier, out=x)
-            np.right_shift(x, np.uint64(31), out=shifted)
+        x = x[None, :] + constants[0]
+        shifted = np.empty_like(x)
+        for shift, multiplier in _ROUNDS:
+            np.right_shift(x, shift, out=shifted)
             np.bitwise_xor(x, shifted, out=x)
+            np.multiply(x, multiplier, out=x)
+        np.right_shift(x, _LAST_SHIFT, out=shifted)
+        np.bitwise_xor(x, shifted, out=x)
         np.remainder(x, np.uint64(self.width), out=x)
-        columns = x.astype(np.int64)
+        columns = x.view(np.int64)   # below `width`: the same values
         columns += constants[1]
         return columns
 

@@ -697,43 +697,45 @@ class DynamicEmbedding(layers.Layer):
             `(packed, writes)`: int32 `ids.shape + (3,)` and int32
             `(1, num_tiers, max_writes, 4)`.
         """
+        mapped = self._map_batch(ids, timestamps, mask)
+        return mapped.pack(self.fallback_buckets(mapped.hashed))
+
+    def _map_batch(self, ids, timestamps=None, mask=None):
+        """`prepare` up to the fallback buckets: counts, admits, evicts and
+        plans the writes, and returns a `_Mapped` batch that `pack`s once
+        given the buckets of its `hashed` keys. Everything read from the id
+        map is read here, so that `dynamic_batches` can map every layer of
+        a batch (one layer may serve two features) and then hash all their
+        keys in one pass (`keras_mixed_dim.dynamic.stream.joint_buckets`)."""
         keys, mask = self._keys_and_mask(ids, mask)
         if timestamps is not None and mask is not None and np.shape(timestamps) == keys.shape:
             timestamps = np.asarray(timestamps)[mask]
         id_map = self.id_map
         # slots whose write is still pending (most batches: none)
-        pending = np.flatnonzero(id_map.dirty) if id_map.dirty.any() else None
+        pending = id_map.dirty.nonzero()[0] if id_map.dirty.any() else None
         unique, inverse, counts = _unique(keys if mask is None else keys[mask])
         slots = id_map.find(unique)
         changes = id_map.update_found(unique, counts, slots, timestamps)
-        writes = np.full((1, self.num_tiers, self.max_writes, 4), -1, np.int32)
-        dest = None
+        mapped = _Mapped(keys, mask, inverse, self._no_writes_shape)
+        hashed = unique
         if pending is not None or not changes.empty:
             dest, sources = self._write_entries(pending, changes)
             if dest.size:
                 # grouped by tier, each tier's in plan order; its first
                 # `max_writes` ride on this batch, the rest are deferred
                 tiers = id_map.tier_of[dest]
-                order = np.argsort(tiers, kind="stable")
-                dest, sources, tiers = dest[order], sources[order], tiers[order]
-                rank = np.arange(dest.size) - np.searchsorted(tiers, tiers)
+                if self.num_tiers > 1:
+                    order = np.argsort(tiers, kind="stable")
+                    dest, sources, tiers = dest[order], sources[order], tiers[order]
+                rank = np.arange(dest.size) - tiers.searchsorted(tiers)
                 now = rank < self.max_writes
                 if not now.all():
                     id_map.dirty[dest[~now]] = True
                     dest, sources, tiers, rank = dest[now], sources[now], tiers[now], rank[now]
-            else:
-                dest = None
-        # one hash of the batch's distinct keys and the written slots' keys
-        buckets = self.fallback_buckets(unique if dest is None else np.concatenate(
-            [unique, id_map.keys[dest]]))
-        if dest is not None:
-            rows = np.stack([dest, sources, buckets[unique.size:], id_map.tags[dest]],
-                            axis=-1).astype(np.int32)
-            # a tier's unused entries repeat its first write: duplicate
-            # indices in the step always carry equal values
-            first = rank == 0
-            writes[0, tiers[first]] = rows[first][:, None, :]
-            writes[0, tiers, rank] = rows
+                mapped.written = (dest, sources, id_map.tags[dest], tiers, rank)
+                # one hash of the batch's distinct keys and the written slots' keys
+                hashed = np.concatenate([unique, id_map.keys[dest]])
+        mapped.hashed = hashed
         if not self.built:
             self.build((*keys.shape, PACKED))
         # the batch's slots after the update: an admission gives a batch key
@@ -743,10 +745,14 @@ class DynamicEmbedding(layers.Layer):
             slots = id_map.find(unique)
         elif changes.reset_slots.size:
             slots = slots.copy()
-            slots[np.searchsorted(unique, changes.reset_keys)] = changes.reset_slots
-        tags = np.where(slots >= 0, id_map.tags[np.maximum(slots, 0)], 0)
-        distinct = _distinct(slots, tags, buckets[: unique.size])
-        return self._packed(keys, mask, inverse, distinct), writes
+            slots[unique.searchsorted(changes.reset_keys)] = changes.reset_slots
+        mapped.slots = slots
+        mapped.tags = np.where(slots >= 0, id_map.tags[np.maximum(slots, 0)], 0)
+        return mapped
+
+    @property
+    def _no_writes_shape(self):
+        return (1, self.num_tiers, self.max_writes, 4)
 
     def _write_entries(self, pending, changes):
         """`(slots, sources)` of the row writes after an update, in the order
@@ -755,8 +761,11 @@ class DynamicEmbedding(layers.Layer):
         the tier moves; a slot listed twice keeps its last place and source.
         A source -1 means the slot's key's fallback."""
         id_map = self.id_map
-        held = _empty_slots() if pending is None else pending[id_map.used[pending]]
         reset, moved = changes.reset_slots, changes.move_to
+        if pending is None and not moved.size:
+            # most batches: admissions only
+            return reset, np.full(reset.size, -1, np.int64)
+        held = _empty_slots() if pending is None else pending[id_map.used[pending]]
         if moved.size:
             # a source whose own write is pending holds another key's row
             stale = np.concatenate([reset] if pending is None else [reset, pending])
@@ -1069,18 +1078,20 @@ def _unique(keys):
     flat = keys.ravel()
     if not flat.size:
         return flat.copy(), np.zeros(0, np.intp), np.zeros(0, np.intp)
-    order = np.argsort(flat)
+    order = flat.argsort()
     ordered = flat[order]
     first = np.empty(flat.size, bool)
     first[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
+    starts = first.nonzero()[0]
     counts = np.empty(starts.size, np.intp)
-    counts[:-1] = starts[1:] - starts[:-1]
+    np.subtract(starts[1:], starts[:-1], out=counts[:-1])
     counts[-1] = flat.size - starts[-1]
     inverse = np.empty(flat.size, np.intp)
-    inverse[order] = np.cumsum(first) - 1
-    return ordered[first], inverse, counts
+    # each sorted position's group by `repeat`: a cumulative sum of the
+    # boolean `first` casts every element
+    inverse[order] = np.arange(starts.size).repeat(counts)
+    return ordered[starts], inverse, counts
 
 
 def _distinct(slots, tags, buckets):
@@ -1088,6 +1099,34 @@ def _distinct(slots, tags, buckets):
     packed = np.empty((np.size(slots), PACKED), np.int32)
     packed[:, 0], packed[:, 1], packed[:, 2] = slots, tags, buckets
     return packed
+
+
+class _Mapped:
+    """One layer's batch after `DynamicEmbedding._map_batch`: what `pack`
+    needs besides the fallback buckets of `hashed` (the batch's distinct
+    keys, then the written slots' keys)."""
+
+    __slots__ = ("keys", "mask", "inverse", "shape", "slots", "tags", "written", "hashed")
+
+    def __init__(self, keys, mask, inverse, shape):
+        self.keys, self.mask, self.inverse, self.shape = keys, mask, inverse, shape
+        self.written = None
+
+    def pack(self, buckets):
+        """`(packed, writes)` as `prepare` returns them."""
+        writes = np.full(self.shape, -1, np.int32)
+        n = self.slots.size
+        if self.written is not None:
+            dest, sources, tags, tiers, rank = self.written
+            rows = np.empty((dest.size, 4), np.int32)
+            rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3] = dest, sources, buckets[n:], tags
+            # a tier's unused entries repeat its first write: duplicate
+            # indices in the step always carry equal values
+            first = rank == 0
+            writes[0, tiers[first]] = rows[first][:, None, :]
+            writes[0, tiers, rank] = rows
+        distinct = _distinct(self.slots, self.tags, buckets[:n])
+        return DynamicEmbedding._packed(self.keys, self.mask, self.inverse, distinct), writes
 
 
 def _isin(values, within):

@@ -173,3 +173,33 @@ def test_the_mapping_thread_keeps_the_order_and_raises_the_streams_error():
         for item in stream_module._ahead(source(), 2):
             got.append(item)
     assert got == [0, 1, 2, 3, 4]
+
+
+def test_the_stream_maps_every_layer_as_prepare_in_turn():
+    # `dynamic_batches` maps all layers, then hashes their keys together by
+    # (seed, fallback range): each layer must get what its own `prepare`
+    # gives, whether it shares the hash (a with itself), has another range
+    # (b) or another seed (d), and a layer serving two features ("a", "a2")
+    # must map them in turn
+    def layers():
+        return {"a": make([3, 5], (4, 2), rebalance_every=2, max_writes=2),
+                "b": DynamicEmbedding(4, capacity_for([3, 5], (4, 2)), tier_dims=(4, 2),
+                                      fallback_buckets=6, sketch_width=16, min_count=1),
+                "d": make([3], (4,), seed=7)}
+
+    batches = stream(5, seed=5, size=10)
+    batches = [({"a": x["ids"], "a2": x["ids"][::-1] + 1, "b": x["ids"] + 2,
+                 "d": x["ids"] - 4}, y) for x, y in batches]
+    fast, slow = layers(), layers()
+    fast["a2"], slow["a2"] = fast["a"], slow["a"]
+    assert fast["a"].plan.fallback_range != fast["b"].plan.fallback_range
+    for (x, y), (got, got_y) in zip(batches, stream_module._mapped(batches, fast, None)):
+        assert got_y is y
+        for name, layer in slow.items():
+            packed, writes = layer.prepare(x[name])
+            np.testing.assert_array_equal(got[name], packed)
+            np.testing.assert_array_equal(got[name + "_writes"], writes)
+    assert (fast["a"].id_map.tags > 0).sum() > 3 and (fast["a"].id_map.keys != 0).any()
+    for name in fast:
+        for key, value in fast[name].id_map.get_state().items():
+            np.testing.assert_array_equal(value, slow[name].id_map.get_state()[key])

@@ -469,7 +469,7 @@ MUTANTS += [
     Mutant("dynamic-evicts-batch-keys", DYNAMIC_MAP, "DynamicIdMap.update_found",
            swap("self.used & ~touched", "self.used"), DYNAMIC_TESTS),
     Mutant("dynamic-lfu-evicts-hotter", DYNAMIC_MAP, "DynamicIdMap.update_found",
-           swap("np.cumprod(wins).sum()", "m"), DYNAMIC_TESTS),
+           swap("wins.size if wins.all() else int(wins.argmin())", "m"), DYNAMIC_TESTS),
     Mutant("dynamic-ttl-off-by-one", DYNAMIC_MAP, "DynamicIdMap.update_found",
            swap("self.last < now - self.ttl", "self.last <= now - self.ttl"), DYNAMIC_TESTS),
     Mutant("dynamic-reused-row-keeps-slots", DYNAMIC_LAYER, "DynamicEmbedding._apply",
@@ -569,7 +569,7 @@ MUTANTS += [
            swap("np.where(_isin(changes.move_from, stale), -1, changes.move_from)",
                 "changes.move_from"),
            DYNAMIC_STREAM_TESTS),
-    Mutant("dynamic-step-padding-clobbers", DYNAMIC_LAYER, "DynamicEmbedding.prepare",
+    Mutant("dynamic-step-padding-clobbers", DYNAMIC_LAYER, "_Mapped.pack",
            drop("writes[0, tiers[first]] = rows[first][:, None, :]"), DYNAMIC_STREAM_TESTS),
     Mutant("dynamic-deferred-not-restored", DYNAMIC_LAYER,
            "DynamicEmbedding.load_own_variables",
@@ -820,6 +820,23 @@ MUTANTS += [
             "test_a_diverged_tier_row_gives_the_shared_qr_rows_no_nan_gradient"]),
 ]
 
+# The host map of `dynamic_batches` hashes every layer's keys in one pass
+# (issue 24, examples/s): layers join a pass only where they hash alike
+JOINT_MAP_TESTS = ["tests/dynamic/test_stream.py::"
+                   "test_the_stream_maps_every_layer_as_prepare_in_turn"]
+MUTANTS += [
+    Mutant("dynamic-joint-hash-ignores-range", "keras_mixed_dim/dynamic/stream.py",
+           "joint_buckets",
+           swap("(layer._hash.seed, layer.plan.fallback_range)", "layer._hash.seed"),
+           JOINT_MAP_TESTS),
+    # JAX's own lookup: a slot on a tier bound read as the tier below's
+    Mutant("dynamic-jax-lookup-tier-bound", "keras_mixed_dim/backend/jax/dynamic_lookup.py",
+           "vectors", swap("(safe >= bound)", "(safe > bound)"),
+           ["tests/backend/jax/test_dynamic_lookup.py"], backend="jax"),
+    Mutant("dynamic-jax-lookup-unmasked", "keras_mixed_dim/backend/jax/dynamic_lookup.py",
+           "vectors", swap("jnp.where(keep, stacked, 0.0)", "stacked"),
+           ["tests/backend/jax/test_dynamic_lookup.py"], backend="jax"),
+]
 
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""
