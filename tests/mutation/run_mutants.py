@@ -818,6 +818,13 @@ MUTANTS += [
                 "first[0] * first[1]"),
            ["tests/layers/test_dynamic_embedding.py::"
             "test_a_diverged_tier_row_gives_the_shared_qr_rows_no_nan_gradient"]),
+    Mutant("dynamic-jax-qr-quotient-lane-unselected",
+           "keras_mixed_dim/backend/jax/dynamic_lookup.py", "vectors",
+           swap("jnp.where((piece == num_tiers)[..., None], first[0], 0.0) * first[1]",
+                "first[0] * first[1]"),
+           ["tests/layers/test_dynamic_embedding.py::"
+            "test_a_diverged_tier_row_gives_the_shared_qr_rows_no_nan_gradient"],
+           backend="jax"),
 ]
 
 # The host map of `dynamic_batches` hashes every layer's keys in one pass

@@ -69,7 +69,13 @@ def vectors(layer, safe, admitted, buckets):
             values[b] = [gathered[i] for i in range(len(rows))]
     pieces = [values[layout.buffer[f"tier_{t}_embeddings"]][0] for t in range(num_tiers)]
     first = values[layout.buffer[next(iter(fallback))]]
-    pieces.append(first[0] * first[1] if plan.fallback == "qr" else first[0])
+    if plan.fallback == "qr":
+        # the quotient's lane holds a tier's row for that tier's ids: selected
+        # away before the product (a diverged tier row would give the
+        # remainder row a 0 * inf gradient)
+        pieces.append(jnp.where((piece == num_tiers)[..., None], first[0], 0.0) * first[1])
+    else:
+        pieces.append(first[0])
     full = [g for g in range(len(pieces)) if g not in layer._projected_pieces]
     if layer._projection_rows.size:
         stacked = jnp.concatenate([pieces[g] for g in layer._projected_pieces], axis=-1)
