@@ -7,7 +7,6 @@ import math
 import keras
 import numpy as np
 from keras import initializers
-from keras import layers
 from keras import ops
 from keras import saving
 
@@ -29,6 +28,7 @@ from keras_mixed_dim.layers.lookup import check_bag_size
 from keras_mixed_dim.layers.lookup import check_combiner
 from keras_mixed_dim.layers.lookup import check_weights
 from keras_mixed_dim.layers.lookup import reduce_bag
+from keras_mixed_dim.layers.lookup import TableLayer
 from keras_mixed_dim.layers.qr_embedding import EMBEDDING_STD
 
 # The fallback hashes a key's three pieces; one seed shared by graph and host.
@@ -36,7 +36,7 @@ _FALLBACK_SEED_SALT = 0xD1A
 
 
 @saving.register_keras_serializable(package="keras_mixed_dim")
-class DynamicEmbedding(layers.Layer):
+class DynamicEmbedding(TableLayer):
     """Embeddings of raw ids that arrive while training, in fixed bytes.
 
     Raw ids (int64 of any value, or strings) are mapped to rows on the host
@@ -188,8 +188,6 @@ class DynamicEmbedding(layers.Layer):
         self._write_optimizer_ref = _Holder(None)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self._hash = hashes.HashParams(self.seed ^ _FALLBACK_SEED_SALT, arity=3)
-        # Tables stay float32 under mixed precision; only outputs are cast.
-        self.autocast = False
 
     # ------------------------------------------------------------ weights
 

@@ -7,7 +7,6 @@ import math
 import numpy as np
 from keras import constraints
 from keras import initializers
-from keras import layers
 from keras import ops
 from keras import regularizers
 from keras import saving
@@ -17,6 +16,7 @@ from keras_mixed_dim.checks import check_positive_int
 from keras_mixed_dim.layers import hashes
 from keras_mixed_dim.layers.lookup import IdLookupLayer
 from keras_mixed_dim.layers.lookup import prepare_bag_inputs
+from keras_mixed_dim.layers.lookup import TableLayer
 
 INT_BYTES = 4
 HASH_KINDS = ("robe", "lsh", "identity")
@@ -25,7 +25,7 @@ MINHASH_MASK = 0x7FFFFFFF
 
 
 @saving.register_keras_serializable(package="keras_mixed_dim")
-class SharedMemory(layers.Layer):
+class SharedMemory(TableLayer):
     """One trainable 1-D float32 array that several `HashedMemoryEmbedding`
     layers read (one pool for all features, as ROBE and LMA intend).
 
@@ -67,7 +67,6 @@ class SharedMemory(layers.Layer):
         self.memory_initializer = initializers.get(memory_initializer)
         self.memory_regularizer = regularizers.get(memory_regularizer)
         self.memory_constraint = constraints.get(memory_constraint)
-        self.autocast = False
 
     def build(self, input_shape=None):
         if self.built:

@@ -158,7 +158,23 @@ def add_lookup_counts(counts_variable, positions, valid, half_life=None):
     counts_variable.assign(counts + ops.minimum(delta, headroom))
 
 
-class IdLookupLayer(layers.Layer):
+class TableLayer(layers.Layer):
+    """Base of the package's layers that hold tables (not used on its own):
+    under a mixed precision policy their weights stay float32 and are read
+    as float32; only the outputs are cast to the compute dtype."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.autocast = False
+
+    def add_weight(self, *args, autocast=False, **kwargs):
+        # Keras opens an autocast scope around a layer whose compute and
+        # variable dtypes differ whatever `self.autocast` says, and inside it
+        # a variable is read in the compute dtype unless it opts out
+        return super().add_weight(*args, autocast=autocast, **kwargs)
+
+
+class IdLookupLayer(TableLayer):
     """Base of the embedding layers of one vocabulary (not used on its own).
 
     Args:
@@ -186,8 +202,6 @@ class IdLookupLayer(layers.Layer):
         self.bag_size = bag_size
         self.mask_zero = bool(mask_zero)
         self.supports_masking = self.mask_zero and combiner is None
-        # Tables stay float32 under mixed precision; only outputs are cast.
-        self.autocast = False
 
     def __call__(self, inputs, *args, **kwargs):
         inputs, kwargs = prepare_bag_inputs(self, inputs, kwargs)

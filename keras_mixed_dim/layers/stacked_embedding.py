@@ -5,7 +5,6 @@ import contextlib
 import keras
 import numpy as np
 from keras import initializers
-from keras import layers
 from keras import ops
 from keras import regularizers
 from keras import saving
@@ -29,6 +28,7 @@ from keras_mixed_dim.layers.lookup import add_lookup_counts
 from keras_mixed_dim.layers.lookup import bag_coefficients
 from keras_mixed_dim.layers.lookup import check_combiner
 from keras_mixed_dim.layers.lookup import rebuild_variables
+from keras_mixed_dim.layers.lookup import TableLayer
 from keras_mixed_dim.layers.mixed_dim_embedding import PROJECT_FIRST_MAX_ENTRIES
 from keras_mixed_dim.planning import Block
 from keras_mixed_dim.planning import BlockPlan
@@ -84,7 +84,7 @@ def _groups(plans):
 
 
 @saving.register_keras_serializable(package="keras_mixed_dim")
-class StackedEmbedding(layers.Layer):
+class StackedEmbedding(TableLayer):
     """All categorical features' embeddings in one layer, tables stacked.
 
     Each feature has a `BlockPlan` (one block of `output_dim` for a uniform
@@ -304,7 +304,6 @@ class StackedEmbedding(layers.Layer):
         self.projection_regularizer = regularizers.get(projection_regularizer)
         self.mask_zero = bool(mask_zero)
         self.supports_masking = self.mask_zero and not self.has_bags
-        self.autocast = False
         # per-feature id -> rank tables to start from (set by `from_layers`
         # from unbuilt layers planned with counts), applied at build
         self._initial_ranks = None

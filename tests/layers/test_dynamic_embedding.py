@@ -801,3 +801,19 @@ def test_a_diverged_tier_row_gives_the_shared_qr_rows_no_nan_gradient():
     for part in ("fallback_quotient", "fallback_remainder", "fallback_projection",
                  "tier_0_embeddings", "tier_1_embeddings", "tier_2_embeddings"):
         assert np.isfinite(views[part]).all(), part
+
+
+def test_mixed_precision_reads_the_tables_as_float32_and_casts_only_the_output():
+    # Keras opens an autocast scope around a layer whose dtypes are mixed
+    # (called on its own too); the tables must still be read as float32
+    layers_ = [DynamicEmbedding(8, 60_000, min_count=1, seed=1, tier_dims=(8, 4, 2),
+                                dtype=dtype) for dtype in ("mixed_float16", "float32")]
+    for layer in layers_:
+        layer.update(np.arange(300))
+    layers_[1].set_weights(layers_[0].get_weights())
+    packed = layers_[0].lookup_ids(np.arange(-5, 600))
+    mixed, full = (layer(packed) for layer in layers_)
+    assert keras.backend.standardize_dtype(mixed.dtype) == "float16"
+    assert all(v.dtype == "float32" for v in layers_[0].width_tables)
+    np.testing.assert_array_equal(ops.convert_to_numpy(mixed),
+                                  ops.convert_to_numpy(full).astype("float16"))

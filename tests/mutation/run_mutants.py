@@ -845,6 +845,14 @@ MUTANTS += [
            ["tests/backend/jax/test_dynamic_lookup.py"], backend="jax"),
 ]
 
+# tables read as float32 under a mixed policy, wherever Keras autocasts
+MUTANTS += [
+    Mutant("table-layer-autocast-reads", "keras_mixed_dim/layers/lookup.py",
+           "TableLayer.add_weight", swap("autocast", "True"),
+           ["tests/layers/test_qr_embedding.py", "tests/layers/test_dynamic_embedding.py"]),
+]
+
+
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""
     try:

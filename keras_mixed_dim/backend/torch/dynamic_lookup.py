@@ -38,7 +38,7 @@ def vectors(layer, safe, admitted, buckets):
 
     Returns:
         `(outputs, valid)`: `safe.shape + (output_dim,)` in the tables'
-        dtype (float32; float16 where Keras autocasts them) and bool
+        dtype (float32) and bool
         `safe.shape`, where the bucket was in range.
     """
     lookup = _lookup_of(layer)
@@ -164,9 +164,6 @@ class _Plan:
         backward pass needs. `select(values, keep)`: how the pieces an id
         does not read are dropped (default `_select`)."""
         num_tiers, device = self.num_tiers, tables[0].device
-        # float32 tables; float16 where Keras autocasts them (a layer
-        # called alone under a mixed policy: `Layer.__call__` opens an
-        # autocast scope whatever the layer's `autocast`)
         constants = self.constants(device, tables[0].dtype)
         # int64 rows: index_add_ (the backward pass) takes a path several
         # times slower with int32 indices
