@@ -10,7 +10,9 @@ absent. Code outside this package asks these functions and flags, never
 `keras.backend.backend()`.
 """
 
+import functools
 import importlib
+import importlib.util
 
 import keras
 
@@ -93,11 +95,13 @@ def row_writes():
     return backend_module("row_writes")
 
 
+@functools.cache
 def dynamic_lookup():
     """The backend's own `DynamicEmbedding` lookup (`<backend>/dynamic_lookup.py`,
     `vectors(layer, safe, admitted, buckets)`), or None where the portable
-    `keras.ops` one is the faster."""
-    try:
-        return backend_module("dynamic_lookup")
-    except ModuleNotFoundError:
+    `keras.ops` one is the faster (found once; an error inside the module
+    is raised, not taken for its absence)."""
+    name = f"keras_mixed_dim.backend.{NAME}.dynamic_lookup"
+    if NAME not in _FOLDERS or importlib.util.find_spec(name) is None:
         return None
+    return importlib.import_module(name)
