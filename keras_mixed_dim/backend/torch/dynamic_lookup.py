@@ -134,9 +134,18 @@ class _Plan:
             self.columns[g] = (start, start + int(widths[g]))
             start += int(widths[g])
         self.projected_width = sum(int(widths[g]) for g in self.projected)
-        mask = np.zeros((num_tiers + 2, start), np.int32)
+        self.stack_width = start
+        # with both kinds of piece, `output_dim` more columns keep the
+        # projected product for the ids that read no full-width piece: a
+        # full-width id's zero columns times a diverged projection are NaN,
+        # where the portable path's select gives its piece alone
+        self.guard = bool(self.full and self.projected)
+        mask = np.zeros((num_tiers + 2, start + (self.output_dim if self.guard else 0)),
+                        np.int32)
         for g, (lo, hi) in self.columns.items():
             mask[g, lo:hi] = -1
+        if self.guard:
+            mask[[g for g in range(num_tiers + 2) if g not in self.full], start:] = -1
         self.mask = mask
         self.projection_buffer = layout.widths.index(self.output_dim)
         rows = np.asarray(layer._projection_rows, np.int64)
@@ -195,16 +204,25 @@ class _Plan:
             rows[b] = lane_rows[0] if len(lane_rows) == 1 else torch.cat(lane_rows)
             gathered[b] = tables[b].index_select(0, rows[b]).view(
                 len(lane_rows), safe.shape[0], tables[b].shape[1])
+        select = select or _select
+        keep = constants["mask"].index_select(0, piece)
         pieces = [gathered[self.tier_buffer[t]][0] for t in range(num_tiers)]
         first = gathered[self.fallback_buffer]
-        pieces.append(first[0] * first[1] if self.qr else first[0])
+        if self.qr:
+            # the quotient's lane holds a tier's row for that tier's ids:
+            # selected before the product, so that where autograd
+            # differentiates it (the compile path) a diverged tier row gives
+            # the remainder row no 0 * inf gradient
+            lo, hi = self.columns[num_tiers]
+            pieces.append(select(first[0], keep[:, lo:hi]) * first[1])
+        else:
+            pieces.append(first[0])
         stacked = torch.cat([pieces[g] for g in self.order], dim=1)
         # the pieces an id does not read are other ids' rows: dropped by
         # clearing their bits (a select, bit for bit `where(keep, x, 0)`,
         # at the cost of a product): a product with a 0/1 mask would let
         # one inf or NaN row reach every id (0 * inf is NaN)
-        keep = constants["mask"].index_select(0, piece)
-        masked = (select or _select)(stacked, keep)
+        masked = select(stacked, keep[:, :self.stack_width] if self.guard else keep)
         split = self.projected_width
         outputs = None
         if self.projected:
@@ -212,7 +230,10 @@ class _Plan:
         for g in self.full:
             lo, hi = self.columns[g]
             outputs = masked[:, lo:hi] if outputs is None else outputs + masked[:, lo:hi]
-        if self.projected:
+        if self.guard:
+            outputs = outputs + select(masked[:, :split] @ projections,
+                                       keep[:, self.stack_width:])
+        elif self.projected:
             outputs = masked[:, :split] @ projections if outputs is None else torch.addmm(
                 outputs, masked[:, :split], projections)
         saved = {"rows": rows, "keep": keep, "masked": masked, "fallback": first,
@@ -238,7 +259,11 @@ class _Plan:
                 lo, hi = self.columns[g]
                 grads[g] = inner[:, lo:hi]
             if needs[self.projection_buffer]:
-                projection_grad = saved["masked"][:, :split].T @ upstream
+                # a full-width id's upstream does not reach the projections
+                # (its zero columns times a NaN upstream would)
+                reaching = _select(upstream, keep[:, self.stack_width:]) if self.guard \
+                    else upstream
+                projection_grad = saved["masked"][:, :split].T @ reaching
         for g in self.full:
             lo, hi = self.columns[g]
             grads[g] = _select(upstream, keep[:, lo:hi])

@@ -242,3 +242,62 @@ def test_under_torch_compile_the_traced_ops_give_the_same_outputs_and_gradients(
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     got = outputs_and_gradients(layer, packed, upstream)
     assert_same(got, want)
+
+
+def _poison(layer, part, value):
+    table = layer.width_tables[layer.layout.buffer[part]]
+    values = ops.convert_to_numpy(table).copy()
+    values[layer.layout.start[part]] = value
+    table.assign(values)
+
+
+def _full_width_ids(layer, packed):
+    slots, tags = packed[:, 0], packed[:, 1]
+    return np.flatnonzero((slots >= 0) & (slots < layer.id_map.offsets[1]) & (tags > 0))
+
+
+@pytest.mark.parametrize("compiling", [False, True])
+def test_a_diverged_projection_or_upstream_leaves_full_width_ids_as_the_portable_path(
+        portable, monkeypatch, compiling):
+    # a full-width id's projected columns are zeros: times an inf projection
+    # (forward) or a NaN upstream (backward) they would be NaN, where the
+    # portable path's select gives its piece alone and no projection gradient
+    import torch
+
+    layer = make((4, 2, 2))
+    rng = np.random.default_rng(7)
+    packed = batch_of(layer, rng)
+    full = _full_width_ids(layer, packed)
+    assert full.size
+    upstream = torch.as_tensor(rng.normal(size=(24, 4)).astype("float32"))
+    upstream[int(full[0])] = float("nan")
+    _poison(layer, "tier_1_projection", np.inf)
+    want = portable(lambda: outputs_and_gradients(layer, packed, upstream))
+    if compiling:
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    got = outputs_and_gradients(layer, packed, upstream)
+    assert np.isfinite(got[0][full]).all()
+    np.testing.assert_array_equal(np.isnan(got[0]), np.isnan(want[0]))
+    views, wanted = layer.part_views(got[1]), layer.part_views(want[1])
+    for part in ("tier_1_projection", "tier_2_projection", "fallback_projection"):
+        assert np.isfinite(views[part]).all(), part
+    for part in views:   # the NaN upstream reaches its own id's row alone
+        np.testing.assert_array_equal(np.isnan(views[part]), np.isnan(wanted[part]), part)
+
+
+def test_under_torch_compile_a_diverged_tier_row_gives_the_remainder_no_nan_gradient(
+        monkeypatch):
+    # the compile path differentiates its forward by autograd: the quotient's
+    # lane (here the only tier's rows) must be selected before the product
+    import torch
+
+    layer = make((2,))
+    packed = batch_of(layer, np.random.default_rng(0))
+    assert layer.layout.buffer["tier_0_embeddings"] == layer.layout.buffer["fallback_quotient"]
+    _poison(layer, "tier_0_embeddings", np.inf)
+    upstream = torch.as_tensor(
+        np.random.default_rng(8).normal(size=(24, layer.output_dim)).astype("float32"))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    views = layer.part_views(outputs_and_gradients(layer, packed, upstream)[1])
+    for part in ("fallback_quotient", "fallback_remainder"):
+        assert np.isfinite(views[part]).all(), part
