@@ -134,19 +134,18 @@ class _Plan:
             self.columns[g] = (start, start + int(widths[g]))
             start += int(widths[g])
         self.projected_width = sum(int(widths[g]) for g in self.projected)
-        self.stack_width = start
         # with both kinds of piece, `output_dim` more columns keep the
         # projected product for the ids that read no full-width piece: a
         # full-width id's zero columns times a diverged projection are NaN,
         # where the portable path's select gives its piece alone
         self.guard = bool(self.full and self.projected)
-        mask = np.zeros((num_tiers + 2, start + (self.output_dim if self.guard else 0)),
-                        np.int32)
+        mask = np.zeros((num_tiers + 2, start), np.int32)
         for g, (lo, hi) in self.columns.items():
             mask[g, lo:hi] = -1
-        if self.guard:
-            mask[[g for g in range(num_tiers + 2) if g not in self.full], start:] = -1
         self.mask = mask
+        # (a table of its own: two contiguous gathers beat slices of one)
+        self.guard_mask = np.zeros((num_tiers + 2, self.output_dim), np.int32)
+        self.guard_mask[[g for g in range(num_tiers + 2) if g not in self.full]] = -1
         self.projection_buffer = layout.widths.index(self.output_dim)
         rows = np.asarray(layer._projection_rows, np.int64)
         # the projections are consecutive rows of their variable (each
@@ -165,6 +164,8 @@ class _Plan:
             found = self._constants[(device, dtype)] = {
                 "bounds": torch.as_tensor(self.bounds, device=device),
                 "mask": torch.as_tensor(self.mask, device=device).to(_BITS[dtype.itemsize]),
+                "guard": torch.as_tensor(self.guard_mask, device=device).to(
+                    _BITS[dtype.itemsize]),
             }
         return found
 
@@ -206,6 +207,7 @@ class _Plan:
                 len(lane_rows), safe.shape[0], tables[b].shape[1])
         select = select or _select
         keep = constants["mask"].index_select(0, piece)
+        guard = constants["guard"].index_select(0, piece) if self.guard else None
         pieces = [gathered[self.tier_buffer[t]][0] for t in range(num_tiers)]
         first = gathered[self.fallback_buffer]
         if self.qr:
@@ -222,7 +224,7 @@ class _Plan:
         # clearing their bits (a select, bit for bit `where(keep, x, 0)`,
         # at the cost of a product): a product with a 0/1 mask would let
         # one inf or NaN row reach every id (0 * inf is NaN)
-        masked = select(stacked, keep[:, :self.stack_width] if self.guard else keep)
+        masked = select(stacked, keep)
         split = self.projected_width
         outputs = None
         if self.projected:
@@ -231,12 +233,11 @@ class _Plan:
             lo, hi = self.columns[g]
             outputs = masked[:, lo:hi] if outputs is None else outputs + masked[:, lo:hi]
         if self.guard:
-            outputs = outputs + select(masked[:, :split] @ projections,
-                                       keep[:, self.stack_width:])
+            outputs = outputs + select(masked[:, :split] @ projections, guard)
         elif self.projected:
             outputs = masked[:, :split] @ projections if outputs is None else torch.addmm(
                 outputs, masked[:, :split], projections)
-        saved = {"rows": rows, "keep": keep, "masked": masked, "fallback": first,
+        saved = {"rows": rows, "keep": keep, "guard": guard, "masked": masked, "fallback": first,
                  "shape": [(tuple(t.shape), t.dtype) for t in tables], "device": device,
                  "projections": projections if self.projected else None}
         return outputs.contiguous(), valid, saved
@@ -261,8 +262,7 @@ class _Plan:
             if needs[self.projection_buffer]:
                 # a full-width id's upstream does not reach the projections
                 # (its zero columns times a NaN upstream would)
-                reaching = _select(upstream, keep[:, self.stack_width:]) if self.guard \
-                    else upstream
+                reaching = _select(upstream, saved["guard"]) if self.guard else upstream
                 projection_grad = saved["masked"][:, :split].T @ reaching
         for g in self.full:
             lo, hi = self.columns[g]
