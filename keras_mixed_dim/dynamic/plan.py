@@ -73,9 +73,9 @@ def live_ids_share(default_plan, live_ids):
 # With `live_ids`, a narrow QR fallback that cannot give the live ids beyond
 # the tiers even one bucket each (at the share `live_ids_share` allows) is
 # made as wide as the widest tier instead (no projection when that tier is
-# `output_dim` wide, as by default): its point,
-# telling ids apart, is lost to collisions either way, and then rank is
-# what a shared vector can still offer. On the ~100M-id stream at 64 KiB
+# `output_dim` wide, as by default): its point, telling ids apart, is lost
+# to collisions either way, and then rank is what a shared vector can
+# still offer. On the ~100M-id stream at 64 KiB
 # (0.21 buckets per live id at width 4) width 16 gave 2.005 and 1.996 over
 # 50 days against 2.025 and 2.016 (at 128 KiB, 0.86: 1.915 and 1.904
 # against 1.921 and 1.932), while with 2 or more buckets per live id
