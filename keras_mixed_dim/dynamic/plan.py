@@ -77,8 +77,8 @@ def live_ids_share(default_plan, live_ids):
 # to collisions either way, and then rank is what a shared vector can
 # still offer. On the ~100M-id stream at 64 KiB
 # (0.21 buckets per live id at width 4) width 16 gave 2.005 and 1.996 over
-# 50 days against 2.025 and 2.016 (at 128 KiB, 0.86: 1.915 and 1.904
-# against 1.921 and 1.932), while with 2 or more buckets per live id
+# 50 days against 2.025 and 2.016 (at 128 KiB, 0.86: 1.905 against 1.922
+# over three seeds), while with 2 or more buckets per live id
 # (the same stream over 2 or 4 days, the small synthetic stream at 16 KiB)
 # width 4 won by 0.03 to 0.05 (docs/results/streaming.md, "A fallback as
 # wide as the widest tier").
