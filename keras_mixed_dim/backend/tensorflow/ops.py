@@ -85,3 +85,17 @@ def sparse_gradient_rows(gradient):
     if sparse_rows.is_sparse(gradient):
         return gradient.indices, gradient.values
     return None
+
+
+# -- `DynamicEmbedding`'s lookup -------------------------------------------
+
+# rows in range: the gather on the variable itself, as `take_rows`
+take_rows_in_range = take_rows
+
+
+def count_bounds_reached(x, bounds):
+    """One `Bucketize` op (`ops.digitize`): without XLA each op of the
+    step costs tens of microseconds, and the comparisons are two per bound."""
+    if not bounds:
+        return tf.zeros_like(x, dtype=tf.int32)
+    return tf.raw_ops.Bucketize(input=x, boundaries=[float(b) for b in bounds])
