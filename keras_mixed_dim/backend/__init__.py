@@ -59,6 +59,7 @@ row_train_step = _choose("row_train_step")
 take_rows_in_range = _choose("take_rows_in_range")
 nonnegative_divmod = _choose("nonnegative_divmod")
 count_bounds_reached = _choose("count_bounds_reached")
+equals_columns = _choose("equals_columns")
 
 
 def require(backend_name, what, error=ValueError, hint=""):

@@ -251,3 +251,14 @@ def count_bounds_reached(x, bounds):
     for bound in bounds:
         count = count + keras.ops.cast(keras.ops.greater_equal(x, bound), "int32")
     return count
+
+
+def equals_columns(values, columns, num_values):
+    """`values[..., None] == columns`, bool: for each of integer tensor
+    `values` (each in `[0, num_values)`), which entries of the constant
+    integer vector `columns` equal it.
+
+    By a comparison, which XLA fuses; TensorFlow gathers the rows of the
+    constant `(num_values, columns.size)` table instead (one op, and faster
+    than its broadcast comparison at small batches)."""
+    return keras.ops.equal(keras.ops.expand_dims(values, -1), columns)

@@ -12,6 +12,7 @@ from keras import saving
 
 from keras_mixed_dim.backend import count_bounds_reached
 from keras_mixed_dim.backend import dynamic_lookup
+from keras_mixed_dim.backend import equals_columns
 from keras_mixed_dim.backend import nonnegative_divmod
 from keras_mixed_dim.backend import row_writes
 from keras_mixed_dim.backend import take_rows
@@ -433,9 +434,8 @@ class DynamicEmbedding(TableLayer):
             # a select, not a product with the mask: 0 * inf is NaN, and the
             # rows an id does not read (clipped or shared lanes) are other
             # ids' rows, so one diverged row would reach every id's output
-            # (the piece of each stacked column against the id's: the
-            # mask's rows without a gather)
-            keep = ops.equal(ops.expand_dims(piece, -1), self._piece_columns)
+            # (each stacked column's piece against the id's)
+            keep = equals_columns(piece, self._piece_columns, num_tiers + 2)
             outputs = ops.matmul(ops.where(keep, stacked, ops.zeros_like(stacked)),
                                  self._stacked_projections())
         else:

@@ -114,3 +114,10 @@ def test_take_rows_in_range_gives_the_rows_and_sums_their_gradient():
     np.testing.assert_array_equal(
         gradient(lambda v: portable.take_rows_in_range(v, rows), values),
         np.repeat(counts[:, None], 3, axis=1))
+
+
+def test_equals_columns_is_numpy_equal_against_each_column():
+    values = np.array([[0, 3, 1], [2, 2, 4]], "int32")
+    columns = np.array([1, 1, 2, 3, 3, 3], "int32")
+    got = portable.equals_columns(ops.convert_to_tensor(values), columns, 5)
+    np.testing.assert_array_equal(ops.convert_to_numpy(got), values[..., None] == columns)

@@ -4,6 +4,7 @@
 import contextlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_mixed_dim.backend.portable import _residual_op
@@ -99,3 +100,9 @@ def count_bounds_reached(x, bounds):
     if not bounds:
         return tf.zeros_like(x, dtype=tf.int32)
     return tf.raw_ops.Bucketize(input=x, boundaries=[float(b) for b in bounds])
+
+
+def equals_columns(values, columns, num_values):
+    """The rows of the constant table `arange(num_values)[:, None] == columns`."""
+    table = np.arange(num_values)[:, None] == np.asarray(columns)
+    return tf.gather(table, values)
