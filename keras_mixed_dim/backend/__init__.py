@@ -55,6 +55,12 @@ update_tables = _choose("update_tables")
 row_value_and_grad = _choose("row_value_and_grad")
 row_train_step = _choose("row_train_step")
 
+# `DynamicEmbedding`'s lookup: operands known to be in range
+take_rows_in_range = _choose("take_rows_in_range")
+nonnegative_divmod = _choose("nonnegative_divmod")
+count_bounds_reached = _choose("count_bounds_reached")
+equals_columns = _choose("equals_columns")
+
 
 def require(backend_name, what, error=ValueError, hint=""):
     """Refuses `what` unless the process runs `backend_name`.

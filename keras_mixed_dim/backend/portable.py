@@ -206,3 +206,59 @@ def update_tables(pairs, update, learning_rate, step):
 # the backends whose Keras step gives sparse table gradients already.
 row_value_and_grad = None
 row_train_step = None
+
+
+# -- `DynamicEmbedding`'s lookup (`_vectors`): ops whose operands are known
+# to be in range, where a backend can skip the work of the general op -------
+
+def take_rows_in_range(table, rows):
+    """`take_rows(table, rows)` for `rows` known to be in
+    `[0, table.shape[0])` (clipped, or constants): JAX gathers them without
+    the bounds checks of `jnp.take`'s "fill" mode (on the gather and on its
+    gradient's scatter); elsewhere the backend's `take_rows`.
+
+    Args:
+        table: A 2-D Keras variable (or tensor).
+        rows: Integer tensor of row ids, every one in range.
+
+    Returns:
+        The rows, shape `rows.shape + table.shape[1:]`.
+
+    Example:
+
+    >>> table = keras.Variable(np.eye(3, dtype="float32"))
+    >>> take_rows_in_range(table, np.array([2, 0]))  # rows 2 and 0
+    """
+    return take_rows(table, rows)
+
+
+def nonnegative_divmod(x, divisor):
+    """`(x // divisor, x % divisor)` of a non-negative integer tensor `x`
+    and a positive Python int `divisor`: JAX's truncating `lax.div` and
+    `lax.rem` (equal there, without `floor_divide`'s and `mod`'s sign
+    corrections); elsewhere `floor_divide` and `mod`."""
+    return keras.ops.floor_divide(x, divisor), keras.ops.mod(x, divisor)
+
+
+def count_bounds_reached(x, bounds):
+    """For each of integer tensor `x`, how many of `bounds` (ascending
+    Python ints) are at or below it: `np.digitize(x, bounds)`, as int32.
+
+    By comparisons, which XLA fuses into one loop (`ops.digitize` is a
+    `searchsorted`); TensorFlow's step without XLA, where each op costs
+    tens of microseconds, runs its one `Bucketize` op instead."""
+    count = keras.ops.zeros_like(x, dtype="int32")
+    for bound in bounds:
+        count = count + keras.ops.cast(keras.ops.greater_equal(x, bound), "int32")
+    return count
+
+
+def equals_columns(values, columns, num_values):
+    """`values[..., None] == columns`, bool: for each of integer tensor
+    `values` (each in `[0, num_values)`), which entries of the constant
+    integer vector `columns` equal it.
+
+    By a comparison, which XLA fuses; TensorFlow gathers the rows of the
+    constant `(num_values, columns.size)` table instead (one op, and faster
+    than its broadcast comparison at small batches)."""
+    return keras.ops.equal(keras.ops.expand_dims(values, -1), columns)

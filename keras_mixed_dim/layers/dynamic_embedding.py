@@ -10,9 +10,13 @@ from keras import initializers
 from keras import ops
 from keras import saving
 
+from keras_mixed_dim.backend import count_bounds_reached
 from keras_mixed_dim.backend import dynamic_lookup
+from keras_mixed_dim.backend import equals_columns
+from keras_mixed_dim.backend import nonnegative_divmod
 from keras_mixed_dim.backend import row_writes
 from keras_mixed_dim.backend import take_rows
+from keras_mixed_dim.backend import take_rows_in_range
 from keras_mixed_dim.backend.row_gradients import flag_table
 from keras_mixed_dim.dynamic.id_map import PACKED
 from keras_mixed_dim.dynamic.id_map import DynamicIdMap
@@ -253,8 +257,8 @@ class DynamicEmbedding(TableLayer):
         """Constants of `_vectors`: the pieces an id can read (tier `t`,
         then the fallback) that have a projection (`_projected_pieces`), the
         rows of their projections in the `output_dim`-wide variable, in
-        order, and the mask that keeps, for each piece an id can read (and
-        none, `num_tiers + 1`), the projected columns of that piece only."""
+        order, and the piece of each of their stacked columns (an id keeps
+        the columns of its piece only)."""
         layout, plan = self.layout, self.plan
         names = [f"tier_{t}_projection" for t in range(self.num_tiers)] + ["fallback_projection"]
         projected = [g for g, name in enumerate(names) if name in layout.start]
@@ -262,8 +266,8 @@ class DynamicEmbedding(TableLayer):
         self._projection_rows = np.concatenate(
             [layout.rows(names[g]) for g in projected] or [np.zeros(0, np.int32)])
         widths = [*plan.tier_dims, plan.fallback_dim]
-        columns = np.repeat(projected, [widths[g] for g in projected])
-        self._piece_mask = (np.arange(len(names) + 1)[:, None] == columns).astype("float32")
+        self._piece_columns = np.repeat(
+            np.asarray(projected, np.int32), [widths[g] for g in projected])
 
     # ------------------------------------------------------------ views
 
@@ -344,7 +348,7 @@ class DynamicEmbedding(TableLayer):
         slot, tag, buckets = ops.unstack(inputs, PACKED, axis=-1)
         # a slot out of range is not its clipped self and reads no row
         safe = ops.clip(slot, 0, self.id_map.num_slots - 1)
-        stored = take_rows(self.slot_tags, safe)
+        stored = take_rows_in_range(self.slot_tags, safe)
         admitted = ops.logical_and(
             ops.equal(safe, slot),
             ops.logical_and(ops.equal(stored, tag), ops.greater(tag, 0)))
@@ -371,9 +375,10 @@ class DynamicEmbedding(TableLayer):
         the QR quotient's), and each variable's lanes are one gather: what a
         step costs on every backend grows with the rows gathered (their
         gradients' scatter or segment sum), little with the ops. A full-width
-        piece is selected as it is; the other pieces, masked (one gather of
-        a constant mask), go through one product with their stacked
-        projections."""
+        piece is selected as it is; the other pieces, masked (each column
+        kept where its piece is the id's), go through one product with
+        their stacked projections. Every row gathered is in range
+        (`take_rows_in_range`: JAX skips the bounds checks)."""
         fused = dynamic_lookup()
         if fused is not None:
             return fused.vectors(self, safe, admitted, buckets)
@@ -384,12 +389,11 @@ class DynamicEmbedding(TableLayer):
         # the piece each id reads: its tier's, the fallback's (`num_tiers`)
         # or none (`num_tiers + 1`)
         unused = ops.where(valid, num_tiers, num_tiers + 1)
-        tier = ops.digitize(safe, self._tier_bounds) if num_tiers > 1 else 0
+        tier = count_bounds_reached(safe, self._tier_bounds) if num_tiers > 1 else 0
         piece = ops.where(admitted, tier, unused)
         if plan.fallback == "qr":
-            remainder = plan.fallback_tables[1]
-            fallback = {"fallback_quotient": ops.floor_divide(bucket, remainder),
-                        "fallback_remainder": ops.mod(bucket, remainder)}
+            quotient, remainder = nonnegative_divmod(bucket, plan.fallback_tables[1])
+            fallback = {"fallback_quotient": quotient, "fallback_remainder": remainder}
         else:
             fallback = {"fallback_embeddings": bucket}
         fallback = {name: rows + layout.start[name] if layout.start[name] else rows
@@ -411,8 +415,8 @@ class DynamicEmbedding(TableLayer):
         values = {}
         for b, rows in lanes.items():
             table = self.width_tables[b]
-            values[b] = [take_rows(table, rows[0])] if len(rows) == 1 else ops.unstack(
-                take_rows(table, ops.stack(rows)), len(rows), axis=0)
+            gathered = take_rows_in_range(table, rows[0] if len(rows) == 1 else ops.stack(rows))
+            values[b] = [gathered] if len(rows) == 1 else ops.unstack(gathered, len(rows), axis=0)
         pieces = [values[layout.buffer[f"tier_{t}_embeddings"]][0] for t in range(num_tiers)]
         first = values[layout.buffer[next(iter(fallback))]]
         if plan.fallback == "qr":
@@ -430,7 +434,8 @@ class DynamicEmbedding(TableLayer):
             # a select, not a product with the mask: 0 * inf is NaN, and the
             # rows an id does not read (clipped or shared lanes) are other
             # ids' rows, so one diverged row would reach every id's output
-            keep = ops.greater(take_rows(self._piece_mask, piece), 0.0)
+            # (each stacked column's piece against the id's)
+            keep = equals_columns(piece, self._piece_columns, num_tiers + 2)
             outputs = ops.matmul(ops.where(keep, stacked, ops.zeros_like(stacked)),
                                  self._stacked_projections())
         else:
@@ -458,8 +463,9 @@ class DynamicEmbedding(TableLayer):
     def _stacked_projections(self):
         """`(sum of widths, output_dim)`: the projections of the projected
         pieces (`_projected_pieces`), stacked in order."""
-        return take_rows(self.width_tables[self.layout.widths.index(self.output_dim)],
-                         self._projection_rows)
+        return take_rows_in_range(
+            self.width_tables[self.layout.widths.index(self.output_dim)],
+            self._projection_rows)
 
     def _apply_writes(self, writes):
         """Row writes carried by the batch, in place, before any read.

@@ -19,7 +19,8 @@ def gradient(fn, x):
         with tf.GradientTape() as tape:
             tape.watch(x)
             total = tf.reduce_sum(fn(x))
-        return tape.gradient(total, x).numpy()
+        # a gather's gradient is `IndexedSlices`
+        return tf.convert_to_tensor(tape.gradient(total, x)).numpy()
     if backend == "jax":
         import jax
 
@@ -85,3 +86,38 @@ def test_divide_gradient_divides():
     np.testing.assert_allclose(
         ops.convert_to_numpy(portable.divide_gradient(ops.convert_to_tensor(grad), 4.0)),
         grad / 4.0)
+
+
+# -- `DynamicEmbedding`'s lookup: operands known to be in range ---------------
+
+def test_count_bounds_reached_is_numpy_digitize_on_and_beside_the_bounds():
+    x = np.array([[0, 4, 5, 6], [11, 12, 13, 40]], "int32")
+    for bounds in ([], [5], [5, 12]):
+        got = portable.count_bounds_reached(ops.convert_to_tensor(x), bounds)
+        assert ops.dtype(got) == "int32"
+        np.testing.assert_array_equal(ops.convert_to_numpy(got), np.digitize(x, bounds))
+
+
+def test_nonnegative_divmod_is_numpy_divmod():
+    x = np.arange(0, 50, dtype="int32").reshape(5, 10)
+    quotient, remainder = portable.nonnegative_divmod(ops.convert_to_tensor(x), 7)
+    np.testing.assert_array_equal(ops.convert_to_numpy(quotient), x // 7)
+    np.testing.assert_array_equal(ops.convert_to_numpy(remainder), x % 7)
+
+
+def test_take_rows_in_range_gives_the_rows_and_sums_their_gradient():
+    values = np.arange(12, dtype="float32").reshape(4, 3)
+    rows = np.array([[3, 0], [3, 1]], "int32")
+    got = portable.take_rows_in_range(ops.convert_to_tensor(values), rows)
+    np.testing.assert_array_equal(ops.convert_to_numpy(got), values[rows])
+    counts = np.bincount(rows.ravel(), minlength=4).astype("float32")
+    np.testing.assert_array_equal(
+        gradient(lambda v: portable.take_rows_in_range(v, rows), values),
+        np.repeat(counts[:, None], 3, axis=1))
+
+
+def test_equals_columns_is_numpy_equal_against_each_column():
+    values = np.array([[0, 3, 1], [2, 2, 4]], "int32")
+    columns = np.array([1, 1, 2, 3, 3, 3], "int32")
+    got = portable.equals_columns(ops.convert_to_tensor(values), columns, 5)
+    np.testing.assert_array_equal(ops.convert_to_numpy(got), values[..., None] == columns)

@@ -580,7 +580,9 @@ MUTANTS += [
 # DynamicEmbedding's QR fallback, ragged bags, StackedEmbedding's int32 total
 MUTANTS += [
     Mutant("dynamic-qr-fallback-swaps-factors", DYNAMIC_LAYER, "DynamicEmbedding._vectors",
-           swap("ops.floor_divide(bucket, remainder)", "ops.mod(bucket, remainder)"), DYNAMIC_TESTS),
+           swap("{'fallback_quotient': quotient, 'fallback_remainder': remainder}",
+                "{'fallback_quotient': remainder, 'fallback_remainder': quotient}"),
+           DYNAMIC_TESTS),
     Mutant("dynamic-ragged-without-bag-size", DYNAMIC_LAYER, "DynamicEmbedding._keys_and_mask",
            if_test("self.bag_size is None", "False"), DYNAMIC_TESTS),
     Mutant("stacked-total-vocabulary-unchecked", "keras_mixed_dim/layers/stacked_embedding.py",
@@ -828,13 +830,6 @@ MUTANTS += [
                 "first[0] * first[1]"),
            ["tests/layers/test_dynamic_embedding.py::"
             "test_a_diverged_tier_row_gives_the_shared_qr_rows_no_nan_gradient"]),
-    Mutant("dynamic-jax-qr-quotient-lane-unselected",
-           "keras_mixed_dim/backend/jax/dynamic_lookup.py", "vectors",
-           swap("jnp.where((piece == num_tiers)[..., None], first[0], 0.0) * first[1]",
-                "first[0] * first[1]"),
-           ["tests/layers/test_dynamic_embedding.py::"
-            "test_a_diverged_tier_row_gives_the_shared_qr_rows_no_nan_gradient"],
-           backend="jax"),
 ]
 
 # The host map of `dynamic_batches` hashes every layer's keys in one pass
@@ -846,13 +841,22 @@ MUTANTS += [
            "joint_buckets",
            swap("(layer._hash.seed, layer.plan.fallback_range)", "layer._hash.seed"),
            JOINT_MAP_TESTS),
-    # JAX's own lookup: a slot on a tier bound read as the tier below's
-    Mutant("dynamic-jax-lookup-tier-bound", "keras_mixed_dim/backend/jax/dynamic_lookup.py",
-           "vectors", swap("(safe >= bound)", "(safe > bound)"),
-           ["tests/backend/jax/test_dynamic_lookup.py"], backend="jax"),
-    Mutant("dynamic-jax-lookup-unmasked", "keras_mixed_dim/backend/jax/dynamic_lookup.py",
-           "vectors", swap("jnp.where(keep, stacked, 0.0)", "stacked"),
-           ["tests/backend/jax/test_dynamic_lookup.py"], backend="jax"),
+]
+
+# `DynamicEmbedding._vectors` on JAX (issue 24): the portable lookup with the
+# backend's ops for operands known to be in range
+MUTANTS += [
+    Mutant("lookup-tier-bound-read-below", "keras_mixed_dim/backend/portable.py",
+           "count_bounds_reached",
+           swap("keras.ops.greater_equal(x, bound)", "keras.ops.greater(x, bound)"),
+           ["tests/backend/test_portable.py", "tests/layers/test_dynamic_embedding.py"],
+           backend="jax"),
+    Mutant("jax-in-range-rows-untapped", "keras_mixed_dim/backend/jax/ops.py",
+           "take_rows_in_range", swap("sparse_rows.take_rows(table, rows)", "None"),
+           ["tests/backend/jax/test_ops.py"], backend="jax"),
+    Mutant("dynamic-lookup-unmasked", DYNAMIC_LAYER, "DynamicEmbedding._vectors",
+           swap("ops.where(keep, stacked, ops.zeros_like(stacked))", "stacked"),
+           DYNAMIC_TESTS, backend="jax"),
 ]
 
 # tables read as float32 under a mixed policy, wherever Keras autocasts

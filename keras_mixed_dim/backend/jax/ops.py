@@ -3,12 +3,15 @@
 gives dense gradients and custom gradients that keep only their residuals).
 """
 
+import jax.numpy as jnp
 import keras
+import numpy as np
+from jax import lax
 
 from keras_mixed_dim.backend.jax import sparse_rows
 
-__all__ = ["DENSE_TABLE_GRADIENT_ADVICE", "ROW_OPS", "row_train_step",
-           "row_value_and_grad", "take_rows"]
+__all__ = ["DENSE_TABLE_GRADIENT_ADVICE", "ROW_OPS", "nonnegative_divmod",
+           "row_train_step", "row_value_and_grad", "take_rows", "take_rows_in_range"]
 
 # -- sparse row updates: the row step differentiates the gathered rows ------
 
@@ -30,3 +33,23 @@ def take_rows(table, rows):
     if gathered is None:
         return keras.ops.take(table, rows, axis=0)
     return gathered
+
+
+# -- `DynamicEmbedding`'s lookup: operands known to be in range -------------
+
+def take_rows_in_range(table, rows):
+    """The row step's tapped lookup while it traces, else a gather that
+    promises XLA the rows are in range (no bounds checks on the gather or
+    on its gradient's scatter)."""
+    gathered = sparse_rows.take_rows(table, rows)
+    if gathered is not None:
+        return gathered
+    value = jnp.asarray(getattr(table, "value", table))
+    return value.at[jnp.asarray(rows)].get(mode="promise_in_bounds")
+
+
+def nonnegative_divmod(x, divisor):
+    """`lax.div` and `lax.rem`: truncation is flooring for `x >= 0`."""
+    x = jnp.asarray(x)
+    divisor = np.asarray(divisor, x.dtype)
+    return lax.div(x, divisor), lax.rem(x, divisor)

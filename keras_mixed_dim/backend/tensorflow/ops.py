@@ -4,6 +4,7 @@
 import contextlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_mixed_dim.backend.portable import _residual_op
@@ -85,3 +86,23 @@ def sparse_gradient_rows(gradient):
     if sparse_rows.is_sparse(gradient):
         return gradient.indices, gradient.values
     return None
+
+
+# -- `DynamicEmbedding`'s lookup -------------------------------------------
+
+# rows in range: the gather on the variable itself, as `take_rows`
+take_rows_in_range = take_rows
+
+
+def count_bounds_reached(x, bounds):
+    """One `Bucketize` op (`ops.digitize`): without XLA each op of the
+    step costs tens of microseconds, and the comparisons are two per bound."""
+    if not bounds:
+        return tf.zeros_like(x, dtype=tf.int32)
+    return tf.raw_ops.Bucketize(input=x, boundaries=[float(b) for b in bounds])
+
+
+def equals_columns(values, columns, num_values):
+    """The rows of the constant table `arange(num_values)[:, None] == columns`."""
+    table = np.arange(num_values)[:, None] == np.asarray(columns)
+    return tf.gather(table, values)

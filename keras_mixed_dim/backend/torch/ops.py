@@ -50,3 +50,9 @@ def table_gradient(gradient, armed):
     if rows is not None:
         return RowGradient(*rows)
     return RowGradient(dense=gradient) if armed else gradient
+
+
+# -- `DynamicEmbedding`'s lookup: rows in range read as `take_rows` reads
+# them (the table's sparse gradient) --------------------------------------
+
+take_rows_in_range = take_rows

@@ -95,3 +95,30 @@ def test_the_backend_package_chose_these(tf_ops):
                  "divide_gradient", "model_variable_scope", "take_rows",
                  "update_tables", "ROW_OPS"):
         assert getattr(backend, name) is getattr(tf_ops, name), name
+
+
+def test_count_bounds_reached_is_numpy_digitize_in_one_op(tf_ops):
+    import tensorflow as tf
+
+    x = np.array([[0, 4, 5, 6], [11, 12, 13, 40]], "int32")
+    for bounds in ([], [5], [5, 12]):
+        got = tf_ops.count_bounds_reached(tf.constant(x), bounds)
+        assert got.dtype == tf.int32
+        np.testing.assert_array_equal(got.numpy(), np.digitize(x, bounds))
+    graph = tf.function(lambda v: tf_ops.count_bounds_reached(v, [5, 12])).get_concrete_function(
+        tf.TensorSpec(x.shape, tf.int32)).graph
+    kinds = [op.type for op in graph.get_operations()]
+    assert [k for k in kinds if k not in ("Placeholder", "Const", "Identity")] == ["Bucketize"]
+
+
+def test_equals_columns_is_numpy_equal_in_one_gather(tf_ops):
+    import tensorflow as tf
+
+    values = np.array([[0, 3, 1], [2, 2, 4]], "int32")
+    columns = np.array([1, 1, 2, 3, 3, 3], "int32")
+    got = tf_ops.equals_columns(tf.constant(values), columns, 5)
+    np.testing.assert_array_equal(got.numpy(), values[..., None] == columns)
+    graph = tf.function(lambda v: tf_ops.equals_columns(v, columns, 5)).get_concrete_function(
+        tf.TensorSpec(values.shape, tf.int32)).graph
+    kinds = [op.type for op in graph.get_operations()]
+    assert [k for k in kinds if k not in ("Placeholder", "Const", "Identity")] == ["GatherV2"]
