@@ -857,6 +857,10 @@ MUTANTS += [
     Mutant("dynamic-lookup-unmasked", DYNAMIC_LAYER, "DynamicEmbedding._vectors",
            swap("ops.where(keep, stacked, ops.zeros_like(stacked))", "stacked"),
            DYNAMIC_TESTS, backend="jax"),
+    # TensorFlow's Bucketize compares in float32
+    Mutant("tf-tier-bounds-in-float32", "keras_mixed_dim/backend/tensorflow/ops.py",
+           "count_bounds_reached", swap("max(bounds) > _FLOAT32_EXACT", "False"),
+           ["tests/backend/tensorflow/test_ops.py"]),
 ]
 
 # tables read as float32 under a mixed policy, wherever Keras autocasts

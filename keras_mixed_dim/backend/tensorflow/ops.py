@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mixed_dim.backend import portable
 from keras_mixed_dim.backend.portable import _residual_op
 from keras_mixed_dim.backend.tensorflow import counting
 from keras_mixed_dim.backend.tensorflow import sparse_rows
@@ -94,11 +95,21 @@ def sparse_gradient_rows(gradient):
 take_rows_in_range = take_rows
 
 
+# float32 holds every integer up to 2**24, none of the odd ones above
+_FLOAT32_EXACT = 2 ** 24
+
+
 def count_bounds_reached(x, bounds):
     """One `Bucketize` op (`ops.digitize`): without XLA each op of the
-    step costs tens of microseconds, and the comparisons are two per bound."""
+    step costs tens of microseconds, and the comparisons are two per bound.
+    `Bucketize` compares in float32, exact only up to 2**24: beyond, a
+    slot beside a tier bound (tables of 16M slots) would be counted in the
+    next tier and read another part's row, so bounds above 2**24 take the
+    portable comparisons."""
     if not bounds:
         return tf.zeros_like(x, dtype=tf.int32)
+    if max(bounds) > _FLOAT32_EXACT:
+        return portable.count_bounds_reached(x, bounds)
     return tf.raw_ops.Bucketize(input=x, boundaries=[float(b) for b in bounds])
 
 

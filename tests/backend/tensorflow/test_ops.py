@@ -111,6 +111,18 @@ def test_count_bounds_reached_is_numpy_digitize_in_one_op(tf_ops):
     assert [k for k in kinds if k not in ("Placeholder", "Const", "Identity")] == ["Bucketize"]
 
 
+def test_count_bounds_reached_is_exact_beyond_float32_integers(tf_ops):
+    """`Bucketize` compares in float32: 2**25 - 1 rounds up to a bound of
+    2**25 and 2**24 + 1 rounds down to 2**24, so a slot beside a large tier
+    bound would be counted in the next tier."""
+    import tensorflow as tf
+
+    for bounds in ([2 ** 24 + 1], [2 ** 24, 2 ** 25], [5, 2 ** 25 + 2]):
+        x = np.array([b + d for b in bounds for d in (-2, -1, 0, 1)], "int32")
+        got = tf_ops.count_bounds_reached(tf.constant(x), bounds)
+        np.testing.assert_array_equal(got.numpy(), np.digitize(x, bounds))
+
+
 def test_equals_columns_is_numpy_equal_in_one_gather(tf_ops):
     import tensorflow as tf
 
