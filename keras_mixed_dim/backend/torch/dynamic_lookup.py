@@ -51,11 +51,18 @@ def vectors(layer, safe, admitted, buckets):
         # `where` selects that autograd differentiates (no hand-written
         # backward: its pass-specific sparse gradients cannot be traced)
         outputs, valid, _ = lookup.forward(*flat, tables, select=_where)
-    elif torch.is_grad_enabled() and any(t.requires_grad for t in tables):
-        owners = tuple(_owner(v) for v in layer.width_tables)
-        outputs, valid = _Lookup.apply(lookup, owners, *flat, *tables)
     else:
-        outputs, valid, _ = lookup.forward(*flat, tables)
+        owners = tuple(_owner(v) for v in layer.width_tables)
+        by_slot = _slot_plan_of(layer, owners, flat[0].shape[0])
+        if by_slot is not None:
+            if torch.is_grad_enabled() and any(t.requires_grad for t in tables):
+                outputs, valid = _SlotLookup.apply(by_slot, *flat, *tables)
+            else:
+                outputs, valid, _ = by_slot.forward(*flat, tables)
+        elif torch.is_grad_enabled() and any(t.requires_grad for t in tables):
+            outputs, valid = _Lookup.apply(lookup, owners, *flat, *tables)
+        else:
+            outputs, valid, _ = lookup.forward(*flat, tables)
     return outputs.reshape(shape + (lookup.output_dim,)), valid.reshape(shape)
 
 
@@ -359,3 +366,186 @@ class _Lookup(torch.autograd.Function):
         grads = ctx.plan.backward(upstream, ctx.saved, ctx.needs_input_grad[5:], ctx.owners)
         ctx.saved = None
         return (None, None, None, None, None, *grads)
+
+
+# -- the lookup by slot table ------------------------------------------------
+
+# The slot table (every slot's output vector, each tier's rows through its
+# projection) is used where the layer has at most this many slots per id
+# of the call: its cost grows with the slots, the lanes' with the ids.
+SLOTS_PER_ID = 4
+
+_SLOT_PLANS = weakref.WeakKeyDictionary()
+
+
+def _slot_plan_of(layer, owners, count):
+    """The layer's `_SlotPlan`, or None where the lanes of `_Plan` serve
+    the call: a table whose `SparseRowOptimizer` may take sparse gradients
+    (a step's cost must grow with the batch, not the capacity), or more
+    slots than `SLOTS_PER_ID` per id."""
+    if any(owner is not None for owner in owners) or \
+            layer.id_map.num_slots > SLOTS_PER_ID * count:
+        return None
+    plan = _SLOT_PLANS.get(layer)
+    if plan is None:
+        plan = _SLOT_PLANS[layer] = _SlotPlan(layer)
+    return plan
+
+
+def _rows(layout, name):
+    """`(variable, slice of its rows)` of part `name`, or None."""
+    if name not in layout.start:
+        return None
+    start = int(layout.start[name])
+    return layout.buffer[name], slice(start, start + int(layout.shape[name][0]))
+
+
+class _SlotPlan:
+    """A lookup of a layer with few slots for its batch: every slot's
+    output (its tier's row through the tier's projection) is computed once,
+    for all slots, a `(num_slots, output_dim)` table; an id reads its row
+    of it, or the fallback's vector (gathered and projected for every id),
+    chosen by a select (never a product: 0 * inf is NaN). Some twenty ops
+    forward and backward, most on batch-sized tensors of `output_dim` or
+    fewer columns, where `_Plan` works on every piece's columns side by
+    side.
+
+    Backward, each slot's gradient is summed over the ids that read it
+    (one `index_add_`), then goes through the tier's projection; only the
+    rows some admitted id read take part (an unread row gets a zero
+    gradient and gives the projection none, as where the rows are
+    gathered: its `0 * inf` would be NaN)."""
+
+    def __init__(self, layer):
+        layout, plan = layer.layout, layer.plan
+        offsets = [int(o) for o in layer.id_map.offsets]
+        self.output_dim = int(plan.output_dim)
+        self.num_slots = int(layer.id_map.num_slots)
+        self.range = int(plan.fallback_range)
+        # each tier: (its rows, its projection's, its first slot)
+        self.tiers = [(_rows(layout, f"tier_{t}_embeddings"),
+                       _rows(layout, f"tier_{t}_projection"), offsets[t])
+                      for t in range(layer.num_tiers)]
+        assert offsets[-1] == self.num_slots and all(
+            rows[1].stop - rows[1].start == offsets[t + 1] - offsets[t]
+            for t, (rows, _, _) in enumerate(self.tiers)), offsets
+        self.projected = any(projection is not None for _, projection, _ in self.tiers)
+        self.qr = plan.fallback == "qr"
+        names = ["fallback_quotient", "fallback_remainder"] if self.qr \
+            else ["fallback_embeddings"]
+        self.remainder = int(plan.fallback_tables[1]) if self.qr else None
+        self.fallback_buffer = layout.buffer[names[0]]
+        self.fallback_starts = [int(layout.start[name]) for name in names]
+        self.fallback_projection = _rows(layout, "fallback_projection")
+
+    def forward(self, safe, admitted, buckets, tables):
+        """`(outputs, valid, saved)` of flat ids, as `_Plan.forward`."""
+        count, device = safe.shape[0], safe.device
+        bits = _BITS[tables[0].dtype.itemsize]
+        safe, buckets = safe.long(), buckets.long()
+        # a bucket out of range (padding: -1) is not its clipped self
+        bucket = buckets.clamp(0, self.range - 1)
+        valid = bucket == buckets
+        # selects (`_select`) by masks of -1 (kept) or 0: where an id reads
+        # its slot's row, where the fallback's
+        stored_mask = admitted.to(bits).neg_()[:, None]
+        fallback_mask = (valid & ~admitted).to(bits).neg_()[:, None]
+        # rows read by some admitted id: the others take no part backward
+        read = torch.zeros(self.num_slots + 1, dtype=bits, device=device).index_fill_(
+            0, torch.where(admitted, safe, self.num_slots), -1)[:self.num_slots, None] \
+            if self.projected else None
+        vectors, pieces = [], []
+        for (b, rows), projection, first in self.tiers:
+            piece = tables[b][rows]
+            if projection is None:
+                vectors.append(piece)
+                pieces.append(None)
+            else:
+                vectors.append(piece @ tables[projection[0]][projection[1]])
+                # (a copy: a later call's row writes leave it as read)
+                pieces.append(_select(piece, read[first:first + piece.shape[0]]))
+        slot_table = vectors[0] if len(vectors) == 1 else torch.cat(vectors)
+        stored = slot_table.index_select(0, safe)
+        table = tables[self.fallback_buffer]
+        if self.qr:
+            quotient = torch.div(bucket, self.remainder, rounding_mode="floor") \
+                + self.fallback_starts[0]
+            remainder = torch.remainder(bucket, self.remainder) + self.fallback_starts[1]
+            rows = torch.cat([quotient, remainder])
+            pair = table.index_select(0, rows).view(2, count, table.shape[1])
+            product = pair[0] * pair[1]
+            # each factor's gradient is the other's row times the product's
+            gradient_rows = torch.cat([remainder, quotient])
+        else:
+            rows = bucket + self.fallback_starts[0] if self.fallback_starts[0] else bucket
+            pair, product, gradient_rows = None, table.index_select(0, rows), rows
+        fallback = product
+        if self.fallback_projection is not None:
+            b, part = self.fallback_projection
+            fallback = product @ tables[b][part]
+        # the two selects are disjoint: their bits' union is the one kept
+        outputs = torch.bitwise_or(_select(stored, stored_mask).view(bits),
+                                   _select(fallback, fallback_mask).view(bits)).view(
+            stored.dtype)
+        saved = {"safe": safe, "stored": stored_mask, "fallback": fallback_mask, "read": read,
+                 "pieces": pieces, "rows": gradient_rows, "pair": pair, "product": product,
+                 "tables": tables}
+        return outputs, valid, saved
+
+    def backward(self, upstream, saved, needs):
+        """Each variable's dense gradient (None where `needs` is False)."""
+        upstream = upstream.reshape(-1, self.output_dim)
+        tables, read, reads = saved["tables"], saved["read"], saved["fallback"]
+        grads = [torch.zeros(t.shape, dtype=t.dtype, device=t.device) if need else None
+                 for t, need in zip(tables, needs)]
+        slot_grad = torch.zeros((self.num_slots, self.output_dim), dtype=upstream.dtype,
+                                device=upstream.device).index_add_(
+            0, saved["safe"], _select(upstream, saved["stored"]))
+        for ((b, rows), projection, first), piece in zip(self.tiers, saved["pieces"]):
+            slot_rows = slot_grad[first:first + rows.stop - rows.start]
+            if projection is None:
+                if needs[b]:
+                    grads[b][rows] = slot_rows
+                continue
+            matrix = tables[projection[0]][projection[1]]
+            if needs[b]:
+                grads[b][rows] = _select(slot_rows @ matrix.T,
+                                         read[first:first + piece.shape[0]])
+            if needs[projection[0]]:
+                grads[projection[0]][projection[1]] = piece.T @ slot_rows
+        fallback = _select(upstream, reads)
+        if self.fallback_projection is not None:
+            b, part = self.fallback_projection
+            if needs[b]:
+                grads[b][part] = _select(saved["product"], reads).T @ fallback
+            # (another id's zero times a diverged projection is NaN: selected)
+            fallback = fallback @ tables[b][part].T
+        b = self.fallback_buffer
+        if needs[b]:
+            if self.qr:
+                # kept for the ids that read the fallback alone (another
+                # id's diverged factor times its zero is NaN)
+                pair = saved["pair"]
+                values = _select(fallback * pair, reads).view(-1, pair.shape[2])
+            else:
+                values = _select(fallback, reads)
+            grads[b].index_add_(0, saved["rows"], values)
+        return grads
+
+
+class _SlotLookup(torch.autograd.Function):
+    """The lookup of `_SlotPlan`, whose backward writes the tables'
+    gradients."""
+
+    @staticmethod
+    def forward(ctx, plan, safe, admitted, buckets, *tables):
+        outputs, valid, saved = plan.forward(safe, admitted, buckets, tables)
+        ctx.plan, ctx.saved = plan, saved
+        ctx.mark_non_differentiable(valid)
+        return outputs, valid
+
+    @staticmethod
+    def backward(ctx, upstream, _):
+        grads = ctx.plan.backward(upstream, ctx.saved, ctx.needs_input_grad[4:])
+        ctx.saved = None
+        return (None, None, None, None, *grads)
