@@ -885,8 +885,11 @@ MUTANTS += [
     Mutant("torch-slot-lookup-fallback-projection-gradient-unselected", TORCH_LOOKUP,
            "_SlotPlan.backward", swap("_select(saved['product'], reads)", "saved['product']"),
            TORCH_LOOKUP_TESTS, backend="torch"),
-    Mutant("torch-slot-lookup-fallback-unselected", TORCH_LOOKUP, "_SlotPlan.forward",
-           swap("_select(fallback, fallback_mask)", "fallback"),
+    Mutant("torch-slot-lookup-invalid-bucket-reads-the-fallback", TORCH_LOOKUP,
+           "_SlotPlan.forward",
+           swap("torch.where(valid, torch.arange(self.num_slots, self.num_slots + count, "
+                "device=device), self.num_slots + count)",
+                "torch.arange(self.num_slots, self.num_slots + count, device=device)"),
            TORCH_LOOKUP_TESTS, backend="torch"),
     Mutant("torch-slot-lookup-ignores-sparse-owner", TORCH_LOOKUP, "_slot_plan_of",
            swap("any((owner is not None for owner in owners))", "False"),

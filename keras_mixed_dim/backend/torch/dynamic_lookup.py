@@ -437,6 +437,7 @@ class _SlotPlan:
         self.fallback_buffer = layout.buffer[names[0]]
         self.fallback_starts = [int(layout.start[name]) for name in names]
         self.fallback_projection = _rows(layout, "fallback_projection")
+        self._zero_row = {}
 
     def forward(self, safe, admitted, buckets, tables):
         """`(outputs, valid, saved)` of flat ids, as `_Plan.forward`."""
@@ -446,9 +447,7 @@ class _SlotPlan:
         # a bucket out of range (padding: -1) is not its clipped self
         bucket = buckets.clamp(0, self.range - 1)
         valid = bucket == buckets
-        # selects (`_select`) by masks of -1 (kept) or 0: where an id reads
-        # its slot's row, where the fallback's
-        stored_mask = admitted.to(bits).neg_()[:, None]
+        # where an id reads the fallback, as a mask of -1 (kept) or 0 (`_select`)
         fallback_mask = (valid & ~admitted).to(bits).neg_()[:, None]
         # rows read by some admitted id: the others take no part backward
         read = torch.zeros(self.num_slots + 1, dtype=bits, device=device).index_fill_(
@@ -464,8 +463,6 @@ class _SlotPlan:
                 vectors.append(piece @ tables[projection[0]][projection[1]])
                 # (a copy: a later call's row writes leave it as read)
                 pieces.append(_select(piece, read[first:first + piece.shape[0]]))
-        slot_table = vectors[0] if len(vectors) == 1 else torch.cat(vectors)
-        stored = slot_table.index_select(0, safe)
         table = tables[self.fallback_buffer]
         if self.qr:
             quotient = torch.div(bucket, self.remainder, rounding_mode="floor") \
@@ -483,14 +480,24 @@ class _SlotPlan:
         if self.fallback_projection is not None:
             b, part = self.fallback_projection
             fallback = product @ tables[b][part]
-        # the two selects are disjoint: their bits' union is the one kept
-        outputs = torch.bitwise_or(_select(stored, stored_mask).view(bits),
-                                   _select(fallback, fallback_mask).view(bits)).view(
-            stored.dtype)
-        saved = {"safe": safe, "stored": stored_mask, "fallback": fallback_mask, "read": read,
-                 "pieces": pieces, "rows": gradient_rows, "pair": pair, "product": product,
-                 "tables": tables}
+        # each id's row of one table, the slots' then the ids' fallback
+        # vectors then a zero row: a gather picks what each id reads (the
+        # other rows, another id's inf among them, reach no output)
+        vectors += [fallback, self._zeros(fallback)]
+        index = torch.where(admitted, safe, torch.where(
+            valid, torch.arange(self.num_slots, self.num_slots + count, device=device),
+            self.num_slots + count))
+        outputs = torch.cat(vectors).index_select(0, index)
+        saved = {"index": index, "fallback": fallback_mask, "read": read, "pieces": pieces,
+                 "rows": gradient_rows, "pair": pair, "product": product, "tables": tables}
         return outputs, valid, saved
+
+    def _zeros(self, like):
+        found = self._zero_row.get((like.device, like.dtype))
+        if found is None:
+            found = self._zero_row[(like.device, like.dtype)] = torch.zeros(
+                (1, self.output_dim), dtype=like.dtype, device=like.device)
+        return found
 
     def backward(self, upstream, saved, needs):
         """Each variable's dense gradient (None where `needs` is False)."""
@@ -498,9 +505,14 @@ class _SlotPlan:
         tables, read, reads = saved["tables"], saved["read"], saved["fallback"]
         grads = [torch.zeros(t.shape, dtype=t.dtype, device=t.device) if need else None
                  for t, need in zip(tables, needs)]
-        slot_grad = torch.zeros((self.num_slots, self.output_dim), dtype=upstream.dtype,
-                                device=upstream.device).index_add_(
-            0, saved["safe"], _select(upstream, saved["stored"]))
+        # the gradient of each row of the forward's gathered table: the
+        # slots', each id's fallback vector's (its own upstream where it read
+        # it, else zero), the zero row's (discarded)
+        index = saved["index"]
+        gathered = torch.zeros((self.num_slots + index.shape[0] + 1, self.output_dim),
+                               dtype=upstream.dtype, device=upstream.device).index_add_(
+            0, index, upstream)
+        slot_grad = gathered[:self.num_slots]
         for ((b, rows), projection, first), piece in zip(self.tiers, saved["pieces"]):
             slot_rows = slot_grad[first:first + rows.stop - rows.start]
             if projection is None:
@@ -513,7 +525,7 @@ class _SlotPlan:
                                          read[first:first + piece.shape[0]])
             if needs[projection[0]]:
                 grads[projection[0]][projection[1]] = piece.T @ slot_rows
-        fallback = _select(upstream, reads)
+        fallback = gathered[self.num_slots:-1]
         if self.fallback_projection is not None:
             b, part = self.fallback_projection
             if needs[b]:
