@@ -403,18 +403,18 @@ def _rows(layout, name):
 class _SlotPlan:
     """A lookup of a layer with few slots for its batch: every slot's
     output (its tier's row through the tier's projection) is computed once,
-    for all slots, a `(num_slots, output_dim)` table; an id reads its row
-    of it, or the fallback's vector (gathered and projected for every id),
-    chosen by a select (never a product: 0 * inf is NaN). Some twenty ops
-    forward and backward, most on batch-sized tensors of `output_dim` or
-    fewer columns, where `_Plan` works on every piece's columns side by
-    side.
+    for all slots, and the fallback's vector only for the ids that read it
+    (an eager step's shapes may follow the batch); one gather from these
+    rows and a zero row gives each id the one it reads. Some thirty ops
+    forward and backward, on tensors of `output_dim` or fewer columns, where
+    `_Plan` gathers every piece for every id and selects.
 
-    Backward, each slot's gradient is summed over the ids that read it
-    (one `index_add_`), then goes through the tier's projection; only the
-    rows some admitted id read take part (an unread row gets a zero
-    gradient and gives the projection none, as where the rows are
-    gathered: its `0 * inf` would be NaN)."""
+    Backward, the gradient of each of those rows is one `index_add_` of the
+    upstream; a slot's then goes through its tier's projection, of the rows
+    some admitted id read only (an unread row gets a zero gradient and gives
+    the projection none, as where rows are gathered: its `0 * inf` would be
+    NaN); the fallback's rows get the readers' alone (another id's diverged
+    fallback row never enters)."""
 
     def __init__(self, layer):
         layout, plan = layer.layout, layer.plan
@@ -441,18 +441,24 @@ class _SlotPlan:
 
     def forward(self, safe, admitted, buckets, tables):
         """`(outputs, valid, saved)` of flat ids, as `_Plan.forward`."""
-        count, device = safe.shape[0], safe.device
+        device, slots = safe.device, self.num_slots
         bits = _BITS[tables[0].dtype.itemsize]
         safe, buckets = safe.long(), buckets.long()
         # a bucket out of range (padding: -1) is not its clipped self
         bucket = buckets.clamp(0, self.range - 1)
         valid = bucket == buckets
-        # where an id reads the fallback, as a mask of -1 (kept) or 0 (`_select`)
-        fallback_mask = (valid & ~admitted).to(bits).neg_()[:, None]
+        # the ids that read the fallback: only theirs is computed (an eager
+        # step's shapes may follow the batch), so another id's diverged
+        # fallback rows take no part, forward or backward
+        readers = (valid & ~admitted).nonzero().squeeze(1)
+        count = readers.shape[0]
+        # each id's row of one table: the slots' outputs, the readers'
+        # fallback vectors, a zero row (the ids that read nothing)
+        index = torch.where(admitted, safe, slots + count).index_put_(
+            (readers,), torch.arange(slots, slots + count, device=device))
         # rows read by some admitted id: the others take no part backward
-        read = torch.zeros(self.num_slots + 1, dtype=bits, device=device).index_fill_(
-            0, torch.where(admitted, safe, self.num_slots), -1)[:self.num_slots, None] \
-            if self.projected else None
+        read = torch.zeros(slots + count + 1, dtype=bits, device=device).index_fill_(
+            0, index, -1)[:slots, None] if self.projected else None
         vectors, pieces = [], []
         for (b, rows), projection, first in self.tiers:
             piece = tables[b][rows]
@@ -463,33 +469,26 @@ class _SlotPlan:
                 vectors.append(piece @ tables[projection[0]][projection[1]])
                 # (a copy: a later call's row writes leave it as read)
                 pieces.append(_select(piece, read[first:first + piece.shape[0]]))
-        table = tables[self.fallback_buffer]
+        table, bucket = tables[self.fallback_buffer], bucket.index_select(0, readers)
         if self.qr:
             quotient = torch.div(bucket, self.remainder, rounding_mode="floor") \
                 + self.fallback_starts[0]
             remainder = torch.remainder(bucket, self.remainder) + self.fallback_starts[1]
-            rows = torch.cat([quotient, remainder])
-            pair = table.index_select(0, rows).view(2, count, table.shape[1])
+            pair = table.index_select(0, torch.cat([quotient, remainder])).view(
+                2, count, table.shape[1])
             product = pair[0] * pair[1]
             # each factor's gradient is the other's row times the product's
-            gradient_rows = torch.cat([remainder, quotient])
+            rows = torch.cat([remainder, quotient])
         else:
             rows = bucket + self.fallback_starts[0] if self.fallback_starts[0] else bucket
-            pair, product, gradient_rows = None, table.index_select(0, rows), rows
+            pair, product = None, table.index_select(0, rows)
         fallback = product
         if self.fallback_projection is not None:
             b, part = self.fallback_projection
             fallback = product @ tables[b][part]
-        # each id's row of one table, the slots' then the ids' fallback
-        # vectors then a zero row: a gather picks what each id reads (the
-        # other rows, another id's inf among them, reach no output)
-        vectors += [fallback, self._zeros(fallback)]
-        index = torch.where(admitted, safe, torch.where(
-            valid, torch.arange(self.num_slots, self.num_slots + count, device=device),
-            self.num_slots + count))
-        outputs = torch.cat(vectors).index_select(0, index)
-        saved = {"index": index, "fallback": fallback_mask, "read": read, "pieces": pieces,
-                 "rows": gradient_rows, "pair": pair, "product": product, "tables": tables}
+        outputs = torch.cat([*vectors, fallback, self._zeros(fallback)]).index_select(0, index)
+        saved = {"index": index, "count": count, "read": read, "pieces": pieces, "rows": rows,
+                 "pair": pair, "product": product, "tables": tables}
         return outputs, valid, saved
 
     def _zeros(self, like):
@@ -501,18 +500,18 @@ class _SlotPlan:
 
     def backward(self, upstream, saved, needs):
         """Each variable's dense gradient (None where `needs` is False)."""
-        upstream = upstream.reshape(-1, self.output_dim)
-        tables, read, reads = saved["tables"], saved["read"], saved["fallback"]
+        # (contiguous: `index_add_` of a strided source, a slice of the
+        # upstream of a concatenation, costs more than the copy)
+        upstream = upstream.reshape(-1, self.output_dim).contiguous()
+        tables, read, slots = saved["tables"], saved["read"], self.num_slots
         grads = [torch.zeros(t.shape, dtype=t.dtype, device=t.device) if need else None
                  for t, need in zip(tables, needs)]
-        # the gradient of each row of the forward's gathered table: the
-        # slots', each id's fallback vector's (its own upstream where it read
-        # it, else zero), the zero row's (discarded)
-        index = saved["index"]
-        gathered = torch.zeros((self.num_slots + index.shape[0] + 1, self.output_dim),
+        # the gradient of each row of the forward's table: the slots', the
+        # readers' fallback vectors', the zero row's (discarded)
+        gathered = torch.zeros((slots + saved["count"] + 1, self.output_dim),
                                dtype=upstream.dtype, device=upstream.device).index_add_(
-            0, index, upstream)
-        slot_grad = gathered[:self.num_slots]
+            0, saved["index"], upstream)
+        slot_grad = gathered[:slots]
         for ((b, rows), projection, first), piece in zip(self.tiers, saved["pieces"]):
             slot_rows = slot_grad[first:first + rows.stop - rows.start]
             if projection is None:
@@ -525,22 +524,16 @@ class _SlotPlan:
                                          read[first:first + piece.shape[0]])
             if needs[projection[0]]:
                 grads[projection[0]][projection[1]] = piece.T @ slot_rows
-        fallback = gathered[self.num_slots:-1]
+        fallback = gathered[slots:-1]
         if self.fallback_projection is not None:
             b, part = self.fallback_projection
             if needs[b]:
-                grads[b][part] = _select(saved["product"], reads).T @ fallback
-            # (another id's zero times a diverged projection is NaN: selected)
+                grads[b][part] = saved["product"].T @ fallback
             fallback = fallback @ tables[b][part].T
         b = self.fallback_buffer
         if needs[b]:
-            if self.qr:
-                # kept for the ids that read the fallback alone (another
-                # id's diverged factor times its zero is NaN)
-                pair = saved["pair"]
-                values = _select(fallback * pair, reads).view(-1, pair.shape[2])
-            else:
-                values = _select(fallback, reads)
+            pair = saved["pair"]
+            values = fallback if pair is None else (fallback * pair).view(-1, pair.shape[2])
             grads[b].index_add_(0, saved["rows"], values)
         return grads
 
