@@ -888,6 +888,8 @@ MUTANTS += [
     Mutant("torch-slot-lookup-ignores-sparse-owner", TORCH_LOOKUP, "_slot_plan_of",
            swap("any((owner is not None for owner in owners))", "False"),
            TORCH_LOOKUP_TESTS, backend="torch"),
+    Mutant("torch-slot-lookup-off-the-cpu", TORCH_LOOKUP, "_slot_plan_of",
+           swap("device.type != 'cpu'", "False"), TORCH_LOOKUP_TESTS, backend="torch"),
     Mutant("dynamic-numpy-step-keeps-slots", TORCH_ROW_WRITES, "_numpy_writes",
            drop("_numpy(slot)[rows] = fill(mapped) if callable(fill) else fill"),
            DYNAMIC_STREAM_TESTS, backend="torch"),

@@ -17,6 +17,13 @@ piece (its tier's row, or the fallback's), every piece's rows are gathered
 for every id (a tier's row and the QR quotient share a lane of their
 variable), and the pieces an id does not read are dropped by a select,
 never a product (0 * inf is NaN).
+
+A layer with few slots for its batch (at most `SLOTS_PER_ID` per id, the
+small tables of a streaming budget) is looked up by its slot table instead
+(`_SlotPlan`): every slot's output computed once, the fallback's for the
+ids that read it, one gather; the same outputs (within float32 rounding;
+a diverged projection reaches its own tier's ids alone, where the lanes'
+product reaches every projected id) and gradients.
 """
 
 import weakref
@@ -53,7 +60,7 @@ def vectors(layer, safe, admitted, buckets):
         outputs, valid, _ = lookup.forward(*flat, tables, select=_where)
     else:
         owners = tuple(_owner(v) for v in layer.width_tables)
-        by_slot = _slot_plan_of(layer, owners, flat[0].shape[0])
+        by_slot = _slot_plan_of(layer, owners, flat[0].shape[0], tables[0].device)
         if by_slot is not None:
             if torch.is_grad_enabled() and any(t.requires_grad for t in tables):
                 outputs, valid = _SlotLookup.apply(by_slot, *flat, *tables)
@@ -378,12 +385,13 @@ SLOTS_PER_ID = 4
 _SLOT_PLANS = weakref.WeakKeyDictionary()
 
 
-def _slot_plan_of(layer, owners, count):
+def _slot_plan_of(layer, owners, count, device):
     """The layer's `_SlotPlan`, or None where the lanes of `_Plan` serve
     the call: a table whose `SparseRowOptimizer` may take sparse gradients
-    (a step's cost must grow with the batch, not the capacity), or more
-    slots than `SLOTS_PER_ID` per id."""
-    if any(owner is not None for owner in owners) or \
+    (a step's cost must grow with the batch, not the capacity), more slots
+    than `SLOTS_PER_ID` per id, or tables off the CPU (the fallback's
+    readers, found by `nonzero`, would wait for the device each call)."""
+    if any(owner is not None for owner in owners) or device.type != "cpu" or \
             layer.id_map.num_slots > SLOTS_PER_ID * count:
         return None
     plan = _SLOT_PLANS.get(layer)

@@ -323,20 +323,24 @@ def test_under_torch_compile_a_diverged_tier_row_gives_the_remainder_no_nan_grad
 
 
 def test_the_slot_table_serves_calls_with_few_slots_per_id_and_no_sparse_owner():
+    import torch
+
     from keras_mixed_dim.backend.torch import dynamic_lookup
 
     layer = make((4, 2, 1))
     layer.build((None, 3))
     slots, free = layer.id_map.num_slots, (None,) * len(layer.width_tables)
-    per_id = dynamic_lookup.SLOTS_PER_ID
-    assert isinstance(dynamic_lookup._slot_plan_of(layer, free, -(-slots // per_id)),
+    per_id, cpu = dynamic_lookup.SLOTS_PER_ID, torch.device("cpu")
+    assert isinstance(dynamic_lookup._slot_plan_of(layer, free, -(-slots // per_id), cpu),
                       dynamic_lookup._SlotPlan)
     # more slots than ids can use: the lanes, whose cost grows with the ids
-    assert dynamic_lookup._slot_plan_of(layer, free, -(-slots // per_id) - 1) is None
+    assert dynamic_lookup._slot_plan_of(layer, free, -(-slots // per_id) - 1, cpu) is None
     # a table whose SparseRowOptimizer may take sparse gradients: the lanes
     owner = _Owner()
     owners = (None, weakref.ref(owner), None)
-    assert dynamic_lookup._slot_plan_of(layer, owners, 10**6) is None
+    assert dynamic_lookup._slot_plan_of(layer, owners, 10**6, cpu) is None
+    # another device: the lanes (no wait for the device's `nonzero`)
+    assert dynamic_lookup._slot_plan_of(layer, free, 10**6, torch.device("meta")) is None
 
 
 def _tier_readers(layer, packed, t):
