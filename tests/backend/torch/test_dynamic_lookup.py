@@ -488,3 +488,24 @@ def test_rows_written_between_two_calls_leave_the_first_calls_gradient_as_read(
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
     for g, w in zip(got[1], want[1]):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kept", ["admitted", "fallback"])
+def test_a_batch_without_fallback_readers_or_without_admitted_ids(path, portable, kept):
+    # the slot table computes the fallback for its readers alone, and
+    # projects the rows some admitted id read: none of either is a batch too
+    import torch
+
+    layer = make((4, 2, 1))
+    rng = np.random.default_rng(12)
+    packed = batch_of(layer, rng)
+    admitted = np.zeros(24, bool)
+    for t in range(layer.num_tiers):
+        admitted |= _tier_readers(layer, packed, t)
+    assert 0 < admitted.sum() < 24
+    # padding (reads nothing) in place of the ids of the other kind
+    packed[~admitted if kept == "admitted" else admitted] = (-1, 0, -1)
+    upstream = torch.as_tensor(rng.normal(size=(24, 4)).astype("float32"))
+    got = outputs_and_gradients(layer, packed, upstream)
+    assert_same(got, portable(lambda: outputs_and_gradients(layer, packed, upstream)))
+    assert np.abs(got[0]).sum() > 0
