@@ -560,11 +560,11 @@ MUTANTS += [
     # the same two on PyTorch's host path of the writes
     Mutant("dynamic-host-step-keeps-slots", "keras_mixed_dim/backend/torch/row_writes.py",
            "host_writes",
-           swap("slot.value.index_fill_(0, rows, fill)", "pass"), DYNAMIC_STREAM_TESTS,
-           backend="torch"),
+           swap("slot.value.index_fill_(0, rows, fill)", "pass"),
+           ["tests/backend/torch/test_row_writes.py", *DYNAMIC_STREAM_TESTS], backend="torch"),
     Mutant("dynamic-host-step-tags-without-rows", "keras_mixed_dim/backend/torch/row_writes.py",
            "host_writes", swap("buffer.value.index_copy_(0, rows, mapped)", "pass"),
-           DYNAMIC_STREAM_TESTS, backend="torch"),
+           ["tests/backend/torch/test_row_writes.py", *DYNAMIC_STREAM_TESTS], backend="torch"),
     Mutant("dynamic-step-stale-source", DYNAMIC_LAYER, "DynamicEmbedding._write_entries",
            swap("np.where(_isin(changes.move_from, stale), -1, changes.move_from)",
                 "changes.move_from"),
@@ -805,7 +805,7 @@ MUTANTS += [
            TORCH_LOOKUP_TESTS, backend="torch"),
     Mutant("torch-lookup-mask-by-product", TORCH_LOOKUP, "_Plan.forward",
            swap("select(stacked, keep)", "stacked * (keep != 0)"),
-           ["tests/layers/test_dynamic_embedding.py"], backend="torch"),
+           ["tests/layers/test_dynamic_embedding.py", *TORCH_LOOKUP_TESTS], backend="torch"),
     Mutant("torch-lookup-qr-quotient-unselected-forward", TORCH_LOOKUP, "_Plan.forward",
            swap("select(first[0], keep[:, lo:hi]) * first[1]", "first[0] * first[1]"),
            TORCH_LOOKUP_TESTS, backend="torch"),
@@ -868,6 +868,44 @@ MUTANTS += [
     Mutant("table-layer-autocast-reads", "keras_mixed_dim/layers/lookup.py",
            "TableLayer.add_weight", swap("autocast", "True"),
            ["tests/layers/test_qr_embedding.py", "tests/layers/test_dynamic_embedding.py"]),
+]
+
+
+# PyTorch's slot-table lookup and numpy host writes (issue 24, examples/s):
+# the selects that keep a diverged row to its own ids, the rows kept as read,
+# the sparse optimizer's lanes, the writes in numpy, the eigenvalue cut
+TORCH_ROW_WRITES = "keras_mixed_dim/backend/torch/row_writes.py"
+MUTANTS += [
+    Mutant("torch-slot-lookup-unread-rows-reach-projection-gradient", TORCH_LOOKUP,
+           "_SlotPlan.forward",
+           swap("_select(piece, read[first:first + piece.shape[0]])", "piece.clone()"),
+           TORCH_LOOKUP_TESTS, backend="torch"),
+    Mutant("torch-slot-lookup-keeps-a-view-of-the-rows", TORCH_LOOKUP, "_SlotPlan.forward",
+           swap("_select(piece, read[first:first + piece.shape[0]])", "piece"),
+           TORCH_LOOKUP_TESTS, backend="torch"),
+    Mutant("torch-slot-lookup-unread-rows-gradient-unselected", TORCH_LOOKUP,
+           "_SlotPlan.backward",
+           swap("_select(slot_rows @ matrix.T, read[first:first + piece.shape[0]])",
+                "slot_rows @ matrix.T"), TORCH_LOOKUP_TESTS, backend="torch"),
+    Mutant("torch-slot-lookup-admitted-ids-read-the-fallback", TORCH_LOOKUP,
+           "_SlotPlan.forward", swap("valid & ~admitted", "valid"),
+           TORCH_LOOKUP_TESTS, backend="torch"),
+    Mutant("torch-slot-lookup-invalid-bucket-reads-the-fallback", TORCH_LOOKUP,
+           "_SlotPlan.forward", swap("valid & ~admitted", "~admitted"),
+           TORCH_LOOKUP_TESTS, backend="torch"),
+    Mutant("torch-slot-lookup-ignores-sparse-owner", TORCH_LOOKUP, "_slot_plan_of",
+           swap("any((owner is not None for owner in owners))", "False"),
+           TORCH_LOOKUP_TESTS, backend="torch"),
+    Mutant("torch-slot-lookup-off-the-cpu", TORCH_LOOKUP, "_slot_plan_of",
+           swap("device.type != 'cpu'", "False"), TORCH_LOOKUP_TESTS, backend="torch"),
+    Mutant("dynamic-numpy-step-keeps-slots", TORCH_ROW_WRITES, "_numpy_writes",
+           drop("_numpy(slot)[rows] = fill(mapped) if callable(fill) else fill"),
+           DYNAMIC_STREAM_TESTS, backend="torch"),
+    Mutant("dynamic-numpy-step-tags-without-rows", TORCH_ROW_WRITES, "_numpy_writes",
+           drop("arrays[b][rows] = mapped"), DYNAMIC_STREAM_TESTS, backend="torch"),
+    Mutant("torch-numpy-pinv-cut-unsquared", TORCH_ROW_WRITES, "numpy_pinv",
+           swap("values > 1e-12 * values[-1]", "values > 1e-06 * values[-1]"),
+           ["tests/backend/torch/test_row_writes.py"], backend="torch"),
 ]
 
 

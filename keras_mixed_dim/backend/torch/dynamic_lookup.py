@@ -17,6 +17,13 @@ piece (its tier's row, or the fallback's), every piece's rows are gathered
 for every id (a tier's row and the QR quotient share a lane of their
 variable), and the pieces an id does not read are dropped by a select,
 never a product (0 * inf is NaN).
+
+A layer with few slots for its batch (at most `SLOTS_PER_ID` per id, the
+small tables of a streaming budget) is looked up by its slot table instead
+(`_SlotPlan`): every slot's output computed once, the fallback's for the
+ids that read it, one gather; the same outputs (within float32 rounding;
+a diverged projection reaches its own tier's ids alone, where the lanes'
+product reaches every projected id) and gradients.
 """
 
 import weakref
@@ -51,11 +58,18 @@ def vectors(layer, safe, admitted, buckets):
         # `where` selects that autograd differentiates (no hand-written
         # backward: its pass-specific sparse gradients cannot be traced)
         outputs, valid, _ = lookup.forward(*flat, tables, select=_where)
-    elif torch.is_grad_enabled() and any(t.requires_grad for t in tables):
-        owners = tuple(_owner(v) for v in layer.width_tables)
-        outputs, valid = _Lookup.apply(lookup, owners, *flat, *tables)
     else:
-        outputs, valid, _ = lookup.forward(*flat, tables)
+        owners = tuple(_owner(v) for v in layer.width_tables)
+        by_slot = _slot_plan_of(layer, owners, flat[0].shape[0], tables[0].device)
+        if by_slot is not None:
+            if torch.is_grad_enabled() and any(t.requires_grad for t in tables):
+                outputs, valid = _SlotLookup.apply(by_slot, *flat, *tables)
+            else:
+                outputs, valid, _ = by_slot.forward(*flat, tables)
+        elif torch.is_grad_enabled() and any(t.requires_grad for t in tables):
+            outputs, valid = _Lookup.apply(lookup, owners, *flat, *tables)
+        else:
+            outputs, valid, _ = lookup.forward(*flat, tables)
     return outputs.reshape(shape + (lookup.output_dim,)), valid.reshape(shape)
 
 
@@ -359,3 +373,192 @@ class _Lookup(torch.autograd.Function):
         grads = ctx.plan.backward(upstream, ctx.saved, ctx.needs_input_grad[5:], ctx.owners)
         ctx.saved = None
         return (None, None, None, None, None, *grads)
+
+
+# -- the lookup by slot table ------------------------------------------------
+
+# The slot table (every slot's output vector, each tier's rows through its
+# projection) is used where the layer has at most this many slots per id
+# of the call: its cost grows with the slots, the lanes' with the ids.
+SLOTS_PER_ID = 4
+
+_SLOT_PLANS = weakref.WeakKeyDictionary()
+
+
+def _slot_plan_of(layer, owners, count, device):
+    """The layer's `_SlotPlan`, or None where the lanes of `_Plan` serve
+    the call: a table whose `SparseRowOptimizer` may take sparse gradients
+    (a step's cost must grow with the batch, not the capacity), more slots
+    than `SLOTS_PER_ID` per id, or tables off the CPU (the fallback's
+    readers, found by `nonzero`, would wait for the device each call)."""
+    if any(owner is not None for owner in owners) or device.type != "cpu" or \
+            layer.id_map.num_slots > SLOTS_PER_ID * count:
+        return None
+    plan = _SLOT_PLANS.get(layer)
+    if plan is None:
+        plan = _SLOT_PLANS[layer] = _SlotPlan(layer)
+    return plan
+
+
+def _rows(layout, name):
+    """`(variable, slice of its rows)` of part `name`, or None."""
+    if name not in layout.start:
+        return None
+    start = int(layout.start[name])
+    return layout.buffer[name], slice(start, start + int(layout.shape[name][0]))
+
+
+class _SlotPlan:
+    """A lookup of a layer with few slots for its batch: every slot's
+    output (its tier's row through the tier's projection) is computed once,
+    for all slots, and the fallback's vector only for the ids that read it
+    (an eager step's shapes may follow the batch); one gather from these
+    rows and a zero row gives each id the one it reads. Some thirty ops
+    forward and backward, on tensors of `output_dim` or fewer columns, where
+    `_Plan` gathers every piece for every id and selects.
+
+    Backward, the gradient of each of those rows is one `index_add_` of the
+    upstream; a slot's then goes through its tier's projection, of the rows
+    some admitted id read only (an unread row gets a zero gradient and gives
+    the projection none, as where rows are gathered: its `0 * inf` would be
+    NaN); the fallback's rows get the readers' alone (another id's diverged
+    fallback row never enters)."""
+
+    def __init__(self, layer):
+        layout, plan = layer.layout, layer.plan
+        offsets = [int(o) for o in layer.id_map.offsets]
+        self.output_dim = int(plan.output_dim)
+        self.num_slots = int(layer.id_map.num_slots)
+        self.range = int(plan.fallback_range)
+        # each tier: (its rows, its projection's, its first slot)
+        self.tiers = [(_rows(layout, f"tier_{t}_embeddings"),
+                       _rows(layout, f"tier_{t}_projection"), offsets[t])
+                      for t in range(layer.num_tiers)]
+        assert offsets[-1] == self.num_slots and all(
+            rows[1].stop - rows[1].start == offsets[t + 1] - offsets[t]
+            for t, (rows, _, _) in enumerate(self.tiers)), offsets
+        self.projected = any(projection is not None for _, projection, _ in self.tiers)
+        self.qr = plan.fallback == "qr"
+        names = ["fallback_quotient", "fallback_remainder"] if self.qr \
+            else ["fallback_embeddings"]
+        self.remainder = int(plan.fallback_tables[1]) if self.qr else None
+        self.fallback_buffer = layout.buffer[names[0]]
+        self.fallback_starts = [int(layout.start[name]) for name in names]
+        self.fallback_projection = _rows(layout, "fallback_projection")
+        self._zero_row = {}
+
+    def forward(self, safe, admitted, buckets, tables):
+        """`(outputs, valid, saved)` of flat ids, as `_Plan.forward`."""
+        device, slots = safe.device, self.num_slots
+        bits = _BITS[tables[0].dtype.itemsize]
+        safe, buckets = safe.long(), buckets.long()
+        # a bucket out of range (padding: -1) is not its clipped self
+        bucket = buckets.clamp(0, self.range - 1)
+        valid = bucket == buckets
+        # the ids that read the fallback: only theirs is computed (an eager
+        # step's shapes may follow the batch), so another id's diverged
+        # fallback rows take no part, forward or backward
+        readers = (valid & ~admitted).nonzero().squeeze(1)
+        count = readers.shape[0]
+        # each id's row of one table: the slots' outputs, the readers'
+        # fallback vectors, a zero row (the ids that read nothing)
+        index = torch.where(admitted, safe, slots + count).index_put_(
+            (readers,), torch.arange(slots, slots + count, device=device))
+        # rows read by some admitted id: the others take no part backward
+        read = torch.zeros(slots + count + 1, dtype=bits, device=device).index_fill_(
+            0, index, -1)[:slots, None] if self.projected else None
+        vectors, pieces = [], []
+        for (b, rows), projection, first in self.tiers:
+            piece = tables[b][rows]
+            if projection is None:
+                vectors.append(piece)
+                pieces.append(None)
+            else:
+                vectors.append(piece @ tables[projection[0]][projection[1]])
+                # (a copy: a later call's row writes leave it as read)
+                pieces.append(_select(piece, read[first:first + piece.shape[0]]))
+        table, bucket = tables[self.fallback_buffer], bucket.index_select(0, readers)
+        if self.qr:
+            quotient = torch.div(bucket, self.remainder, rounding_mode="floor") \
+                + self.fallback_starts[0]
+            remainder = torch.remainder(bucket, self.remainder) + self.fallback_starts[1]
+            pair = table.index_select(0, torch.cat([quotient, remainder])).view(
+                2, count, table.shape[1])
+            product = pair[0] * pair[1]
+            # each factor's gradient is the other's row times the product's
+            rows = torch.cat([remainder, quotient])
+        else:
+            rows = bucket + self.fallback_starts[0] if self.fallback_starts[0] else bucket
+            pair, product = None, table.index_select(0, rows)
+        fallback = product
+        if self.fallback_projection is not None:
+            b, part = self.fallback_projection
+            fallback = product @ tables[b][part]
+        outputs = torch.cat([*vectors, fallback, self._zeros(fallback)]).index_select(0, index)
+        saved = {"index": index, "count": count, "read": read, "pieces": pieces, "rows": rows,
+                 "pair": pair, "product": product, "tables": tables}
+        return outputs, valid, saved
+
+    def _zeros(self, like):
+        found = self._zero_row.get((like.device, like.dtype))
+        if found is None:
+            found = self._zero_row[(like.device, like.dtype)] = torch.zeros(
+                (1, self.output_dim), dtype=like.dtype, device=like.device)
+        return found
+
+    def backward(self, upstream, saved, needs):
+        """Each variable's dense gradient (None where `needs` is False)."""
+        # (contiguous: `index_add_` of a strided source, a slice of the
+        # upstream of a concatenation, costs more than the copy)
+        upstream = upstream.reshape(-1, self.output_dim).contiguous()
+        tables, read, slots = saved["tables"], saved["read"], self.num_slots
+        grads = [torch.zeros(t.shape, dtype=t.dtype, device=t.device) if need else None
+                 for t, need in zip(tables, needs)]
+        # the gradient of each row of the forward's table: the slots', the
+        # readers' fallback vectors', the zero row's (discarded)
+        gathered = torch.zeros((slots + saved["count"] + 1, self.output_dim),
+                               dtype=upstream.dtype, device=upstream.device).index_add_(
+            0, saved["index"], upstream)
+        slot_grad = gathered[:slots]
+        for ((b, rows), projection, first), piece in zip(self.tiers, saved["pieces"]):
+            slot_rows = slot_grad[first:first + rows.stop - rows.start]
+            if projection is None:
+                if needs[b]:
+                    grads[b][rows] = slot_rows
+                continue
+            matrix = tables[projection[0]][projection[1]]
+            if needs[b]:
+                grads[b][rows] = _select(slot_rows @ matrix.T,
+                                         read[first:first + piece.shape[0]])
+            if needs[projection[0]]:
+                grads[projection[0]][projection[1]] = piece.T @ slot_rows
+        fallback = gathered[slots:-1]
+        if self.fallback_projection is not None:
+            b, part = self.fallback_projection
+            if needs[b]:
+                grads[b][part] = saved["product"].T @ fallback
+            fallback = fallback @ tables[b][part].T
+        b = self.fallback_buffer
+        if needs[b]:
+            pair = saved["pair"]
+            values = fallback if pair is None else (fallback * pair).view(-1, pair.shape[2])
+            grads[b].index_add_(0, saved["rows"], values)
+        return grads
+
+
+class _SlotLookup(torch.autograd.Function):
+    """The lookup of `_SlotPlan`, whose backward writes the tables'
+    gradients."""
+
+    @staticmethod
+    def forward(ctx, plan, safe, admitted, buckets, *tables):
+        outputs, valid, saved = plan.forward(safe, admitted, buckets, tables)
+        ctx.plan, ctx.saved = plan, saved
+        ctx.mark_non_differentiable(valid)
+        return outputs, valid
+
+    @staticmethod
+    def backward(ctx, upstream, _):
+        grads = ctx.plan.backward(upstream, ctx.saved, ctx.needs_input_grad[4:])
+        ctx.saved = None
+        return (None, None, None, None, *grads)

@@ -71,6 +71,11 @@ def pinv(matrix):
     return torch.linalg.pinv(matrix, rtol=1e-6)
 
 
+# CPU tensors' writes run in numpy on their memory (`_numpy_writes`); the
+# torch ops below serve other devices (False: they serve every device).
+NUMPY_WRITES = True
+
+
 def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial):
     """`DynamicEmbedding._host_writes`'s writes, outside autograd, in place.
 
@@ -87,6 +92,9 @@ def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial)
             out: `keras_mixed_dim.layers.slots.slot_initial_value`).
     """
     layout, offsets = layer.layout, layer.id_map.offsets
+    if NUMPY_WRITES and layer.width_tables[0].value.device.type == "cpu":
+        _numpy_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial)
+        return
     with torch.no_grad():
         # every source's vector, before any row is written
         vectors = source_vectors(layer, sources, buckets)
@@ -113,6 +121,106 @@ def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial)
                     slot.value.index_fill_(0, rows, fill)
         layer.slot_tags.value.index_copy_(0, _index(slots, device), torch.as_tensor(
             tags, dtype=layer.slot_tags.value.dtype, device=device))
+
+
+def _numpy_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial):
+    """`host_writes` of CPU tensors, in numpy on their memory (`.numpy()`
+    of a CPU tensor shares it): a written batch's few rows cost numpy's
+    microseconds per op, where each torch op pays its dispatch (and an SVD
+    per written tier, `numpy_pinv`, several times that). Outside autograd
+    as `host_writes`' `no_grad`: the rows are written before the step's
+    forward pass reads them, and what a lookup keeps for its backward pass
+    is its own copy of the rows it read (written rows are never views a
+    backward pass reads; numpy's writes leave the tensors' version counters
+    as they are)."""
+    layout, offsets = layer.layout, layer.id_map.offsets
+    arrays = [_numpy(variable) for variable in layer.width_tables]
+    # every source's vector, before any row is written
+    vectors = _numpy_source_vectors(layer, arrays, sources, buckets)
+    for t in range(layer.num_tiers):
+        lo, hi = bounds[t], bounds[t + 1]
+        if lo == hi:
+            continue
+        mapped = vectors[lo:hi]
+        projection = _numpy_part(layer, arrays, f"tier_{t}_projection")
+        if projection is not None:
+            # least squares through the tier's projection
+            mapped = mapped @ numpy_pinv(projection)
+        name = f"tier_{t}_embeddings"
+        b = layout.buffer[name]
+        rows = slots[lo:hi] + (int(layout.start[name]) - int(offsets[t]))
+        arrays[b][rows] = mapped
+        for slot in slots_of(layer.width_tables[b]):
+            fill = initial(slot)
+            _numpy(slot)[rows] = fill(mapped) if callable(fill) else fill
+    _numpy(layer.slot_tags)[slots] = tags
+
+
+def _numpy(variable):
+    """A variable's memory as a numpy array (a CPU tensor's)."""
+    return variable.value.detach().numpy()
+
+
+def numpy_pinv(matrix):
+    """`pinv` of a float32 numpy matrix `(k, n)`, `k <= n`, in numpy: a
+    single row in closed form, else `matrix.T @ pinv(matrix @ matrix.T)`,
+    the small Gram matrix's pseudo-inverse from its eigenvalues (float64:
+    they are the squared singular values, so the cut at 1e-6 of the largest
+    singular value is the cut at 1e-12 of the largest eigenvalue). Exactly
+    the pseudo-inverse; an SVD of the matrix (`np.linalg.pinv`) costs
+    several times more in a training step."""
+    if not np.isfinite(matrix).all():
+        # a diverged projection: the rows written through it are NaN (its
+        # tier's ids read NaN through it whatever their rows)
+        return np.full(matrix.shape[::-1], np.nan, np.float32)
+    if matrix.shape[0] == 1:
+        norm = float((matrix * matrix).sum())
+        return matrix.T * np.float32(1.0 / norm if norm > 0 else 0.0)
+    wide = matrix.astype(np.float64)
+    values, vectors = np.linalg.eigh(wide @ wide.T)
+    kept = values > 1e-12 * values[-1]
+    vectors = vectors[:, kept]
+    return (wide.T @ ((vectors / values[kept]) @ vectors.T)).astype(np.float32)
+
+
+def _numpy_part(layer, arrays, name):
+    """Part `name` of `arrays` (a view), or None for a part the layer lacks."""
+    layout = layer.layout
+    if name not in layout.start:
+        return None
+    start = layout.start[name]
+    return arrays[layout.buffer[name]][start:start + layout.shape[name][0]]
+
+
+def _numpy_source_vectors(layer, arrays, sources, buckets):
+    """`source_vectors` in numpy, of `arrays` (the width tables' memory)."""
+    layout, plan, offsets = layer.layout, layer.plan, layer.id_map.offsets
+    result = np.zeros((len(sources), layer.output_dim), arrays[0].dtype)
+    stored = sources >= 0
+    if stored.any():
+        tiers = np.searchsorted(offsets[1:], sources, side="right")
+        for t in np.unique(tiers[stored]).tolist():
+            at = np.flatnonzero(stored & (tiers == t))
+            name = f"tier_{t}_embeddings"
+            vectors = arrays[layout.buffer[name]][
+                sources[at] + (int(layout.start[name]) - int(offsets[t]))]
+            projection = _numpy_part(layer, arrays, f"tier_{t}_projection")
+            result[at] = vectors if projection is None else vectors @ projection
+    fallback = ~stored & (buckets >= 0) & (buckets < plan.fallback_range)
+    if fallback.any():
+        at = np.flatnonzero(fallback)
+        bucket = buckets[at]
+        if plan.fallback == "qr":
+            remainder = plan.fallback_tables[1]
+            table = arrays[layout.buffer["fallback_quotient"]]
+            vectors = (table[bucket // remainder + layout.start["fallback_quotient"]]
+                       * table[bucket % remainder + layout.start["fallback_remainder"]])
+        else:
+            vectors = arrays[layout.buffer["fallback_embeddings"]][
+                bucket + layout.start["fallback_embeddings"]]
+        projection = _numpy_part(layer, arrays, "fallback_projection")
+        result[at] = vectors if projection is None else vectors @ projection
+    return result
 
 
 def source_vectors(layer, sources, buckets):

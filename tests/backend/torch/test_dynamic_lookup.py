@@ -40,6 +40,16 @@ def portable(monkeypatch):
     return run
 
 
+@pytest.fixture(params=["lanes", "slots"])
+def path(request, monkeypatch):
+    """Runs the layer's PyTorch lookup by `_Plan`'s lanes or by
+    `_SlotPlan`'s slot table (chosen by the slots per id of a call)."""
+    from keras_mixed_dim.backend.torch import dynamic_lookup
+
+    monkeypatch.setattr(dynamic_lookup, "SLOTS_PER_ID", 0 if request.param == "lanes" else 10**9)
+    return request.param
+
+
 def make(dims, **options):
     from tests.layers.test_dynamic_embedding import make as make_layer
 
@@ -83,7 +93,7 @@ def assert_same(got, want):
 
 
 @pytest.mark.parametrize("dims,options", LAYOUTS)
-def test_outputs_and_gradients_equal_the_portable_path(portable, dims, options):
+def test_outputs_and_gradients_equal_the_portable_path(path, portable, dims, options):
     import torch
 
     layer = make(dims, **options)
@@ -99,7 +109,7 @@ def test_outputs_and_gradients_equal_the_portable_path(portable, dims, options):
 
 
 @pytest.mark.parametrize("combiner", ["sum", "mean", "sqrtn"])
-def test_weighted_bags_equal_the_portable_path(portable, combiner):
+def test_weighted_bags_equal_the_portable_path(path, portable, combiner):
     import torch
 
     layer = make((4, 2, 1), combiner=combiner)
@@ -119,7 +129,8 @@ def mixed_policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
-def test_mixed_precision_casts_the_outputs_and_equals_the_portable_path(portable, mixed_policy):
+def test_mixed_precision_casts_the_outputs_and_equals_the_portable_path(path, portable,
+                                                                         mixed_policy):
     import torch
 
     from tests.layers.test_dynamic_embedding import capacity_for
@@ -180,7 +191,7 @@ def test_an_armed_sparse_row_optimizer_gets_the_rows_as_sparse_gradients(portabl
     assert not any(v.value.grad.is_sparse for v in layer.width_tables)
 
 
-def test_a_diverged_tier_row_gives_the_shared_fallback_no_nan_gradient():
+def test_a_diverged_tier_row_gives_the_shared_fallback_no_nan_gradient(path):
     # the narrowest tier's rows share a lane with the QR quotient's: an id
     # reading its row holds it there, and the remainder row of its bucket
     # (read by other ids) must get no 0 * inf from it
@@ -207,7 +218,7 @@ def test_a_diverged_tier_row_gives_the_shared_fallback_no_nan_gradient():
         assert np.isfinite(views[part]).all(), part
 
 
-def test_training_with_keras_adam_equals_the_portable_path(portable):
+def test_training_with_keras_adam_equals_the_portable_path(path, portable):
     from tests.layers.test_dynamic_embedding import model_of
 
     layers_ = [make((4, 2, 1)) for _ in range(2)]
@@ -259,6 +270,11 @@ def _full_width_ids(layer, packed):
 @pytest.mark.parametrize("compiling", [False, True])
 def test_a_diverged_projection_or_upstream_leaves_full_width_ids_as_the_portable_path(
         portable, monkeypatch, compiling):
+    from keras_mixed_dim.backend.torch import dynamic_lookup
+
+    # (the lanes: the slot table keeps such a projection to its own tier's
+    # ids, below)
+    monkeypatch.setattr(dynamic_lookup, "SLOTS_PER_ID", 0)
     # a full-width id's projected columns are zeros: times an inf projection
     # (forward) or a NaN upstream (backward) they would be NaN, where the
     # portable path's select gives its piece alone and no projection gradient
@@ -301,3 +317,195 @@ def test_under_torch_compile_a_diverged_tier_row_gives_the_remainder_no_nan_grad
     views = layer.part_views(outputs_and_gradients(layer, packed, upstream)[1])
     for part in ("fallback_quotient", "fallback_remainder"):
         assert np.isfinite(views[part]).all(), part
+
+
+# -- the slot table (`_SlotPlan`) ---------------------------------------------
+
+
+def test_the_slot_table_serves_calls_with_few_slots_per_id_and_no_sparse_owner():
+    import torch
+
+    from keras_mixed_dim.backend.torch import dynamic_lookup
+
+    layer = make((4, 2, 1))
+    layer.build((None, 3))
+    slots, free = layer.id_map.num_slots, (None,) * len(layer.width_tables)
+    per_id, cpu = dynamic_lookup.SLOTS_PER_ID, torch.device("cpu")
+    assert isinstance(dynamic_lookup._slot_plan_of(layer, free, -(-slots // per_id), cpu),
+                      dynamic_lookup._SlotPlan)
+    # more slots than ids can use: the lanes, whose cost grows with the ids
+    assert dynamic_lookup._slot_plan_of(layer, free, -(-slots // per_id) - 1, cpu) is None
+    # a table whose SparseRowOptimizer may take sparse gradients: the lanes
+    owner = _Owner()
+    owners = (None, weakref.ref(owner), None)
+    assert dynamic_lookup._slot_plan_of(layer, owners, 10**6, cpu) is None
+    # another device: the lanes (no wait for the device's `nonzero`)
+    assert dynamic_lookup._slot_plan_of(layer, free, 10**6, torch.device("meta")) is None
+
+
+def _tier_readers(layer, packed, t):
+    slots, tags = packed[:, 0], packed[:, 1]
+    offsets = layer.id_map.offsets
+    stored = ops.convert_to_numpy(layer.slot_tags)[np.clip(slots, 0, offsets[-1] - 1)]
+    return (slots >= offsets[t]) & (slots < offsets[t + 1]) & (tags > 0) & (stored == tags)
+
+
+def test_under_the_slot_table_a_diverged_projection_reaches_its_own_tiers_ids_alone(
+        portable, monkeypatch):
+    # each slot's output is its row through its own tier's projection: an
+    # inf there reaches that tier's ids, where the lanes' product of every
+    # projected piece with every projection reaches all projected ids
+    import torch
+
+    from keras_mixed_dim.backend.torch import dynamic_lookup
+
+    monkeypatch.setattr(dynamic_lookup, "SLOTS_PER_ID", 10**9)
+    layer = make((4, 2, 2))
+    rng = np.random.default_rng(7)
+    packed = batch_of(layer, rng)
+    full = _full_width_ids(layer, packed)
+    readers = _tier_readers(layer, packed, 1)
+    assert readers.sum() >= 2 and full.size
+    upstream = torch.as_tensor(rng.normal(size=(24, 4)).astype("float32"))
+    upstream[int(full[0])] = float("nan")
+    _poison(layer, "tier_1_projection", np.inf)
+    want = portable(lambda: outputs_and_gradients(layer, packed, upstream))
+    got = outputs_and_gradients(layer, packed, upstream)
+    np.testing.assert_array_equal(~np.isfinite(got[0]).all(-1), readers)
+    finite = np.isfinite(want[0]).all(-1)
+    assert finite.sum() >= 4
+    np.testing.assert_allclose(got[0][finite], want[0][finite], rtol=1e-5, atol=1e-6)
+    views, wanted = layer.part_views(got[1]), layer.part_views(want[1])
+    for part in views:
+        # a row's gradient is non-finite where the portable path's is (rows
+        # read through the diverged projection, the NaN upstream's own row),
+        # zero where no id read it, and equal elsewhere
+        np.testing.assert_array_equal(np.isfinite(views[part]), np.isfinite(wanted[part]),
+                                      part)
+        both = np.isfinite(views[part]) & np.isfinite(wanted[part])
+        np.testing.assert_allclose(views[part][both], wanted[part][both], rtol=1e-5, atol=1e-6)
+    assert not np.isfinite(views["tier_1_embeddings"]).all()
+
+
+def test_a_diverged_row_no_id_reads_gives_no_gradient_nan(path, portable):
+    # the slot table projects every slot's row: one that no id of the batch
+    # reads must give its projection no 0 * inf gradient
+    import torch
+
+    layer = make((4, 2, 1))
+    rng = np.random.default_rng(9)
+    packed = batch_of(layer, rng)
+    offsets = layer.id_map.offsets
+    read = set(packed[_tier_readers(layer, packed, 1), 0].tolist())
+    unread = [s for s in range(int(offsets[1]), int(offsets[2])) if s not in read]
+    assert unread and read
+    name = "tier_1_embeddings"
+    table = layer.width_tables[layer.layout.buffer[name]]
+    values = ops.convert_to_numpy(table).copy()
+    values[layer.layout.start[name] + unread[0] - int(offsets[1])] = np.inf
+    table.assign(values)
+    upstream = torch.as_tensor(rng.normal(size=(24, 4)).astype("float32"))
+    got = outputs_and_gradients(layer, packed, upstream)
+    want = portable(lambda: outputs_and_gradients(layer, packed, upstream))
+    assert np.isfinite(got[0]).all() and all(np.isfinite(g).all() for g in got[1])
+    assert_same(got, want)
+
+
+def test_a_diverged_fallback_factor_read_by_admitted_ids_alone_gives_no_gradient_nan(
+        path, portable):
+    # every id gathers its bucket's quotient and remainder rows: an admitted
+    # id's diverged quotient row times its zero fallback gradient must not
+    # reach the remainder row or the fallback's projection
+    import torch
+
+    layer = make((4, 2, 1))
+    rng = np.random.default_rng(10)
+    packed = batch_of(layer, rng)
+    remainder = layer.plan.fallback_tables[1]
+    admitted = np.zeros(24, bool)
+    for t in range(layer.num_tiers):
+        admitted |= _tier_readers(layer, packed, t)
+    buckets = packed[:, 2]
+    quotients = buckets // remainder
+    falling = ~admitted & (buckets >= 0) & (buckets < layer.plan.fallback_range)
+    # a quotient row of admitted ids' buckets alone
+    spare = sorted(set(quotients[admitted].tolist()) - set(quotients[falling].tolist()))
+    if not spare:
+        quotient = int(quotients[admitted][0])
+        packed[falling & (quotients == quotient), 2] = (quotient + 1) % 2 * remainder
+        buckets, quotients = packed[:, 2], packed[:, 2] // remainder
+        falling = ~admitted & (buckets >= 0) & (buckets < layer.plan.fallback_range)
+        spare = sorted(set(quotients[admitted].tolist()) - set(quotients[falling].tolist()))
+    assert spare and falling.sum() >= 2
+    name = "fallback_quotient"
+    table = layer.width_tables[layer.layout.buffer[name]]
+    values = ops.convert_to_numpy(table).copy()
+    values[layer.layout.start[name] + spare[0]] = np.inf
+    table.assign(values)
+    upstream = torch.as_tensor(rng.normal(size=(24, 4)).astype("float32"))
+    got = outputs_and_gradients(layer, packed, upstream)
+    want = portable(lambda: outputs_and_gradients(layer, packed, upstream))
+    views = layer.part_views(got[1])
+    for part in ("fallback_remainder", "fallback_projection", "fallback_quotient"):
+        assert np.isfinite(views[part]).all(), part
+    assert np.isfinite(got[0]).all()
+    assert_same(got, want)
+
+
+def test_rows_written_between_two_calls_leave_the_first_calls_gradient_as_read(
+        path, portable):
+    # a layer called twice in one step, with row writes before the second
+    # call: the first call's backward pass reads the rows as it read them
+    import torch
+
+    from tests.layers.test_dynamic_embedding import random_writes
+
+    layer = make((4, 2, 1), max_writes=4)
+    rng = np.random.default_rng(11)
+    packed = batch_of(layer, rng)
+    writes = random_writes(layer, rng, [2, 3, 2])
+    upstream = torch.as_tensor(rng.normal(size=(2, 24, 4)).astype("float32"))
+    state = [*layer.width_tables, layer.slot_tags]
+    before = [ops.convert_to_numpy(v).copy() for v in state]
+
+    def run():
+        for variable in layer.width_tables:
+            variable.value.grad = None
+        first = layer(packed)
+        layer._apply_writes(writes)
+        second = layer(packed)
+        ((first * upstream[0]).sum() + (second * upstream[1]).sum()).backward()
+        result = ([ops.convert_to_numpy(first), ops.convert_to_numpy(second)],
+                  [ops.convert_to_numpy(v.value.grad) for v in layer.width_tables])
+        for variable, value in zip(state, before):
+            variable.assign(value)
+        return result
+
+    got = run()
+    want = portable(run)
+    assert not np.allclose(got[0][0], got[0][1])
+    for g, w in zip(got[0], want[0]):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    for g, w in zip(got[1], want[1]):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kept", ["admitted", "fallback"])
+def test_a_batch_without_fallback_readers_or_without_admitted_ids(path, portable, kept):
+    # the slot table computes the fallback for its readers alone, and
+    # projects the rows some admitted id read: none of either is a batch too
+    import torch
+
+    layer = make((4, 2, 1))
+    rng = np.random.default_rng(12)
+    packed = batch_of(layer, rng)
+    admitted = np.zeros(24, bool)
+    for t in range(layer.num_tiers):
+        admitted |= _tier_readers(layer, packed, t)
+    assert 0 < admitted.sum() < 24
+    # padding (reads nothing) in place of the ids of the other kind
+    packed[~admitted if kept == "admitted" else admitted] = (-1, 0, -1)
+    upstream = torch.as_tensor(rng.normal(size=(24, 4)).astype("float32"))
+    got = outputs_and_gradients(layer, packed, upstream)
+    assert_same(got, portable(lambda: outputs_and_gradients(layer, packed, upstream)))
+    assert np.abs(got[0]).sum() > 0

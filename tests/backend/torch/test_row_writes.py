@@ -111,3 +111,62 @@ def test_source_vectors_are_each_entrys_own_piece(fallback):
         np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6, err_msg=str(i))
     # one kind alone: admissions only (most batches)
     np.testing.assert_allclose(alone, got[3:5], rtol=1e-6)
+
+
+def test_the_numpy_writes_of_cpu_tensors_equal_the_torch_ops(monkeypatch):
+    # on a CPU the writes run in numpy on the tensors' memory; the torch
+    # ops (other devices) must leave the same rows, optimizer slots, tags
+    from tests.layers.test_dynamic_embedding import fill_slots, make, model_of, random_writes
+    from keras_mixed_dim.backend.torch import row_writes
+
+    layer = make([4, 5, 4], (4, 2, 1), max_writes=4)
+    model = model_of(layer)
+    layer.attach_optimizer(model.optimizer)
+    fill_slots(model)
+    rng = np.random.default_rng(0)
+    state = [*layer.width_tables, layer.slot_tags, *model.optimizer.variables]
+    storage = [v.value.data_ptr() for v in state]
+
+    def run(numpy_writes, writes):
+        before = [keras.ops.convert_to_numpy(v).copy() for v in state]
+        with monkeypatch.context() as patch:
+            patch.setattr(row_writes, "NUMPY_WRITES", numpy_writes)
+            layer._apply_writes(writes)
+        after = [keras.ops.convert_to_numpy(v).copy() for v in state]
+        for v, value in zip(state, before):
+            v.assign(value)
+        return before, after
+
+    for per_tier in ([2, 0, 0], [0, 3, 4], [4, 1, 2]):
+        writes = random_writes(layer, rng, per_tier)
+        before, torch_ops = run(False, writes)
+        _, numpy_ops = run(True, writes)
+        for a, b in zip(numpy_ops, torch_ops):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        changed = [not np.array_equal(a, b) for a, b in zip(numpy_ops, before)]
+        # rows, their Adam moments (zeroed) and the tags, in place
+        assert changed[len(layer.width_tables)] and sum(changed) >= 3
+    assert [v.value.data_ptr() for v in state] == storage
+
+
+def test_numpy_pinv_is_the_pseudo_inverse_cut_at_1e_6_of_the_largest_singular_value():
+    from keras_mixed_dim.backend.torch import row_writes
+
+    rng = np.random.default_rng(1)
+    skewed = rng.normal(size=(3, 8))
+    u, s, vt = np.linalg.svd(skewed, full_matrices=False)
+    cases = [rng.normal(size=(4, 16)), rng.normal(size=(2, 4)), rng.normal(size=(1, 6)),
+             # singular values 1, 1e-4 (kept) and 1e-8 (cut)
+             (u * [1.0, 1e-4, 1e-8]) @ vt,
+             np.zeros((3, 6)), np.zeros((1, 6))]
+    for matrix in cases:
+        matrix = matrix.astype("float32")
+        want = np.linalg.pinv(matrix.astype(np.float64), rcond=1e-6)
+        got = row_writes.numpy_pinv(matrix)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max(initial=1))
+    # a diverged projection maps every vector to NaN rows (no LinAlgError)
+    for value in (np.nan, np.inf):
+        matrix = rng.normal(size=(3, 6)).astype("float32")
+        matrix[1, 2] = value
+        assert np.isnan(row_writes.numpy_pinv(matrix)).all()
