@@ -71,18 +71,20 @@ def live_ids_share(default_plan, live_ids):
 
 
 # With `live_ids`, a narrow QR fallback that cannot give the live ids beyond
-# the tiers even one bucket each (at the share `live_ids_share` allows) is
-# made as wide as the widest tier instead (no projection when that tier is
+# the tiers 1.5 buckets each (at the share `live_ids_share` allows) is made
+# as wide as the widest tier instead (no projection when that tier is
 # `output_dim` wide, as by default): its point, telling ids apart, is lost
 # to collisions either way, and then rank is what a shared vector can
-# still offer. On the ~100M-id stream at 64 KiB
-# (0.21 buckets per live id at width 4) width 16 gave 2.005 and 1.996 over
-# 50 days against 2.025 and 2.016 (at 128 KiB, 0.86: 1.905 against 1.922
-# over three seeds), while with 2 or more buckets per live id
-# (the same stream over 2 or 4 days, the small synthetic stream at 16 KiB)
-# width 4 won by 0.03 to 0.05 (docs/results/streaming.md, "A fallback as
-# wide as the widest tier").
-WIDE_FALLBACK_BELOW = 1.0
+# still offer. On the ~100M-id stream (50 days) width 16 won at every
+# budget run: 0.21 buckets per live id at width 4 (64 KiB, three seeds) by
+# 0.022, 0.86 (128 KiB) by 0.017, 1.33 (160 KiB) by 0.018, all seeds;
+# 1.92 (192 KiB) by 0.009 and 3.41 (256 KiB) by 0.011 (seed 0). On shorter
+# streams width 4 won from 2.0 up (the same stream over 2 or 4 days, the
+# small synthetic stream at 16 KiB: by 0.03 to 0.05). The count alone
+# cannot separate those: 1.5 takes every point below 1.92 and none of the
+# shorter streams' (docs/results/streaming.md, "A fallback as wide as the
+# widest tier").
+WIDE_FALLBACK_BELOW = 1.5
 
 
 def fallback_buckets_per_live_id(plan, live_ids):
@@ -226,7 +228,7 @@ def plan_capacity(output_dim, capacity_bytes, num_tiers=None, tier_dims=None,
     `live_ids` (the distinct ids expected live at once, e.g. a day's)
     sizes the QR fallback instead (`live_ids_share`): a stream with far
     more live ids than the tiers can hold gets a larger fallback, up to
-    80% of the budget, and where that still gives them under one bucket
+    80% of the budget, and where that still gives them under 1.5 buckets
     each (`fallback_buckets_per_live_id`), without `fallback_dim`, a
     fallback as wide as the widest tier.
 

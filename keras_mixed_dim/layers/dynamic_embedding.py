@@ -109,7 +109,7 @@ class DynamicEmbedding(TableLayer):
             the live ids beyond the tiers' rows get about 32 fallback
             buckets each (from the default share up to 80% of the budget;
             `keras_mixed_dim.dynamic.plan.live_ids_share`); where even that
-            leaves them under one bucket each, the fallback is as wide as
+            leaves them under 1.5 buckets each, the fallback is as wide as
             the widest tier instead (`fallback_dim` not given). Its effect
             is saved in the config as `fallback_buckets` and `fallback_dim`.
         sketch_width: Counters per sketch row (default: 5% of the budget).

@@ -142,14 +142,15 @@ def test_buckets_per_live_id_count_the_ids_beyond_the_tiers():
 
 
 @pytest.mark.parametrize("capacity, live", [
-    (65536, 1_400_000), (65536, 500_000), (65536, 150_000), (65536, 5000),
-    (16384, 100_000), (16384, 1123), (1 << 20, 1_400_000)])
+    (65536, 1_400_000), (65536, 500_000), (65536, 150_000), (65536, 200_000),
+    (163840, 1_400_000), (65536, 5000), (16384, 100_000), (16384, 1123),
+    (1 << 20, 1_400_000)])
 def test_a_fallback_too_small_to_tell_live_ids_apart_is_as_wide_as_the_widest_tier(
         capacity, live):
     narrow = plan_capacity(16, capacity, live_ids=live, fallback_dim=4)
     wide = plan_capacity(16, capacity, live_ids=live, fallback_dim=16)
     plan = plan_capacity(16, capacity, live_ids=live)
-    # narrow unless it would give the live ids beyond the tiers under a bucket each
+    # narrow unless it would give the live ids beyond the tiers under 1.5 buckets each
     beyond = live - sum(narrow.tier_rows)
     too_few = narrow.fallback_range < WIDE_FALLBACK_BELOW * beyond
     assert plan == (wide if too_few else narrow)
