@@ -909,7 +909,8 @@ MUTANTS += [
 ]
 
 
-# PyTorch's host writes of a layer whose tables numpy cannot hold (bfloat16)
+# PyTorch's host writes by torch ops (bfloat16 tables, other devices): the
+# values of the numpy writes
 MUTANTS += [
     Mutant("torch-numpy-writes-of-bfloat16", TORCH_ROW_WRITES, "host_writes",
            swap("NUMPY_WRITES and table.device.type == 'cpu' and table.dtype in _NUMPY_FLOATS",
@@ -917,6 +918,9 @@ MUTANTS += [
            ["tests/backend/torch/test_row_writes.py"], backend="torch"),
     Mutant("torch-pinv-in-half-precision", TORCH_ROW_WRITES, "pinv",
            swap("matrix.float()", "matrix"),
+           ["tests/backend/torch/test_row_writes.py"], backend="torch"),
+    Mutant("torch-pinv-of-diverged-projection", TORCH_ROW_WRITES, "pinv",
+           swap("not bool(torch.isfinite(matrix).all())", "False"),
            ["tests/backend/torch/test_row_writes.py"], backend="torch"),
 ]
 

@@ -64,7 +64,13 @@ def pinv(matrix):
     """Pseudo-inverse of a float matrix (singular values up to 1e-6 of
     the largest kept, as the graph's `_pinv`), in one call; a single row
     `p` in closed form, `p.T / (p . p)` (zeros for p = 0), as the graph's
-    `_tier_pinv` (an SVD costs several times more)."""
+    `_tier_pinv` (an SVD costs several times more). A diverged (inf or
+    NaN) matrix gives NaN, as `numpy_pinv` (the SVD would raise)."""
+    if not bool(torch.isfinite(matrix).all()):
+        # the rows written through a diverged projection are NaN on every
+        # device (the CPU's numpy writes), never a LinAlgError mid-training
+        return torch.full(matrix.shape[::-1], float("nan"), dtype=matrix.dtype,
+                          device=matrix.device)
     if matrix.shape[0] == 1:
         norm = float((matrix * matrix).sum())
         return matrix.T * (1.0 / norm if norm > 0 else 0.0)

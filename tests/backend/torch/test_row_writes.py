@@ -72,6 +72,24 @@ def test_pinv_of_one_row_in_closed_form_and_of_a_matrix_as_numpy():
     np.testing.assert_array_equal(row_writes.pinv(torch.zeros((1, 6))).numpy(), 0.0)
 
 
+def test_pinv_of_a_diverged_projection_is_nan_as_the_numpy_writes():
+    # the torch ops (tensors off the CPU, bfloat16 tables) write the rows
+    # the numpy writes do: NaN through a diverged projection, no LinAlgError
+    import torch
+
+    from keras_mixed_dim.backend.torch import row_writes
+
+    rng = np.random.default_rng(2)
+    for shape in ((1, 6), (3, 6)):
+        for value in (np.nan, np.inf):
+            matrix = rng.normal(size=shape).astype("float32")
+            matrix[0, 2] = value
+            want = row_writes.numpy_pinv(matrix)
+            got = row_writes.pinv(torch.as_tensor(matrix)).numpy()
+            assert got.shape == want.shape and np.isnan(want).all()
+            np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("fallback", ["qr", "hashing"])
 def test_source_vectors_are_each_entrys_own_piece(fallback):
     # a written row starts from its source slot's output (a tier move) or
