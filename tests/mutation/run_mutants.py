@@ -909,6 +909,22 @@ MUTANTS += [
 ]
 
 
+# PyTorch's host writes by torch ops (bfloat16 tables, other devices): the
+# values of the numpy writes
+MUTANTS += [
+    Mutant("torch-numpy-writes-of-bfloat16", TORCH_ROW_WRITES, "host_writes",
+           swap("NUMPY_WRITES and table.device.type == 'cpu' and table.dtype in _NUMPY_FLOATS",
+                "NUMPY_WRITES and table.device.type == 'cpu'"),
+           ["tests/backend/torch/test_row_writes.py"], backend="torch"),
+    Mutant("torch-pinv-in-half-precision", TORCH_ROW_WRITES, "pinv",
+           swap("matrix.float()", "matrix"),
+           ["tests/backend/torch/test_row_writes.py"], backend="torch"),
+    Mutant("torch-pinv-of-diverged-projection", TORCH_ROW_WRITES, "pinv",
+           swap("not bool(torch.isfinite(matrix).all())", "False"),
+           ["tests/backend/torch/test_row_writes.py"], backend="torch"),
+]
+
+
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""
     try:

@@ -61,19 +61,30 @@ def concrete_writes(writes):
 
 
 def pinv(matrix):
-    """Pseudo-inverse of a float32 matrix (singular values up to 1e-6 of
+    """Pseudo-inverse of a float matrix (singular values up to 1e-6 of
     the largest kept, as the graph's `_pinv`), in one call; a single row
     `p` in closed form, `p.T / (p . p)` (zeros for p = 0), as the graph's
-    `_tier_pinv` (an SVD costs several times more)."""
+    `_tier_pinv` (an SVD costs several times more). A diverged (inf or
+    NaN) matrix gives NaN, as `numpy_pinv` (the SVD would raise)."""
+    if not bool(torch.isfinite(matrix).all()):
+        # the rows written through a diverged projection are NaN on every
+        # device (the CPU's numpy writes), never a LinAlgError mid-training
+        return torch.full(matrix.shape[::-1], float("nan"), dtype=matrix.dtype,
+                          device=matrix.device)
     if matrix.shape[0] == 1:
         norm = float((matrix * matrix).sum())
         return matrix.T * (1.0 / norm if norm > 0 else 0.0)
-    return torch.linalg.pinv(matrix, rtol=1e-6)
+    # (in float32: `linalg.pinv` refuses half-precision tables' projections)
+    return torch.linalg.pinv(matrix.float(), rtol=1e-6).to(matrix.dtype)
 
 
 # CPU tensors' writes run in numpy on their memory (`_numpy_writes`); the
 # torch ops below serve other devices (False: they serve every device).
 NUMPY_WRITES = True
+
+# the table dtypes numpy holds (`.numpy()` of a bfloat16 tensor raises): a
+# layer of another dtype is written by the torch ops, on the CPU too
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 
 def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial):
@@ -92,7 +103,8 @@ def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial)
             out: `keras_mixed_dim.layers.slots.slot_initial_value`).
     """
     layout, offsets = layer.layout, layer.id_map.offsets
-    if NUMPY_WRITES and layer.width_tables[0].value.device.type == "cpu":
+    table = layer.width_tables[0].value
+    if NUMPY_WRITES and table.device.type == "cpu" and table.dtype in _NUMPY_FLOATS:
         _numpy_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial)
         return
     with torch.no_grad():

@@ -72,6 +72,24 @@ def test_pinv_of_one_row_in_closed_form_and_of_a_matrix_as_numpy():
     np.testing.assert_array_equal(row_writes.pinv(torch.zeros((1, 6))).numpy(), 0.0)
 
 
+def test_pinv_of_a_diverged_projection_is_nan_as_the_numpy_writes():
+    # the torch ops (tensors off the CPU, bfloat16 tables) write the rows
+    # the numpy writes do: NaN through a diverged projection, no LinAlgError
+    import torch
+
+    from keras_mixed_dim.backend.torch import row_writes
+
+    rng = np.random.default_rng(2)
+    for shape in ((1, 6), (3, 6)):
+        for value in (np.nan, np.inf):
+            matrix = rng.normal(size=shape).astype("float32")
+            matrix[0, 2] = value
+            want = row_writes.numpy_pinv(matrix)
+            got = row_writes.pinv(torch.as_tensor(matrix)).numpy()
+            assert got.shape == want.shape and np.isnan(want).all()
+            np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("fallback", ["qr", "hashing"])
 def test_source_vectors_are_each_entrys_own_piece(fallback):
     # a written row starts from its source slot's output (a tier move) or
@@ -170,3 +188,33 @@ def test_numpy_pinv_is_the_pseudo_inverse_cut_at_1e_6_of_the_largest_singular_va
         matrix = rng.normal(size=(3, 6)).astype("float32")
         matrix[1, 2] = value
         assert np.isnan(row_writes.numpy_pinv(matrix)).all()
+
+
+def test_the_writes_of_a_bfloat16_layer_are_the_float32_layers_rounded():
+    # numpy holds no bfloat16: such a layer's writes take the torch ops,
+    # on the CPU too, and its projections' pseudo-inverse runs in float32
+    import torch
+
+    from tests.layers.test_dynamic_embedding import make, random_writes
+
+    layers = {}
+    for dtype in ("float32", "bfloat16"):
+        keras.utils.set_random_seed(0)
+        layers[dtype] = make([4, 5, 4], (4, 2, 1), max_writes=4, dtype=dtype)
+        layers[dtype].build((None,))
+    wide, narrow = layers["float32"], layers["bfloat16"]
+    assert narrow.width_tables[0].value.dtype == torch.bfloat16
+    # both start from the same (bfloat16) values
+    for a, b in zip(wide.width_tables, narrow.width_tables):
+        a.assign(keras.ops.convert_to_numpy(keras.ops.cast(b, "float32")))
+    before = [keras.ops.convert_to_numpy(keras.ops.cast(v, "float32")) for v in wide.width_tables]
+    writes = random_writes(wide, np.random.default_rng(0), [2, 3, 2])
+    for layer in (wide, narrow):
+        layer._apply_writes(writes)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(narrow.slot_tags),
+                                  keras.ops.convert_to_numpy(wide.slot_tags))
+    for a, b, old in zip(wide.width_tables, narrow.width_tables, before):
+        want = keras.ops.convert_to_numpy(a)
+        got = keras.ops.convert_to_numpy(keras.ops.cast(b, "float32"))
+        assert not np.array_equal(want, old)
+        np.testing.assert_allclose(got, want, rtol=0.05, atol=0.02 * np.abs(want).max())
