@@ -245,8 +245,8 @@ def count_bounds_reached(x, bounds):
     Python ints) are at or below it: `np.digitize(x, bounds)`, as int32.
 
     By comparisons, which XLA fuses into one loop (`ops.digitize` is a
-    `searchsorted`); TensorFlow's step without XLA, where each op costs
-    tens of microseconds, runs its one `Bucketize` op instead."""
+    `searchsorted`); TensorFlow runs one `Bucketize` op instead (its step
+    without XLA pays tens of microseconds per op), up to bounds of 2**24."""
     count = keras.ops.zeros_like(x, dtype="int32")
     for bound in bounds:
         count = count + keras.ops.cast(keras.ops.greater_equal(x, bound), "int32")

@@ -817,7 +817,7 @@ MUTANTS += [
            swap("_select(upstream, saved['guard'])", "upstream"),
            TORCH_LOOKUP_TESTS, backend="torch"),
     Mutant("torch-write-source-slot-zero-reads-fallback",
-           "keras_mixed_dim/backend/torch/row_writes.py", "source_vectors",
+           "keras_mixed_dim/backend/torch/row_writes.py", "_source_reads",
            swap("sources >= 0", "sources > 0"),
            ["tests/backend/torch/test_row_writes.py"], backend="torch"),
 ]

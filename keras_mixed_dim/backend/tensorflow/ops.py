@@ -91,7 +91,8 @@ def sparse_gradient_rows(gradient):
 
 # -- `DynamicEmbedding`'s lookup -------------------------------------------
 
-# rows in range: the gather on the variable itself, as `take_rows`
+# no bounds checks to skip: a TensorFlow gather of rows known to be in range
+# is the gather `take_rows` runs on the variable
 take_rows_in_range = take_rows
 
 

@@ -204,33 +204,44 @@ def _numpy_part(layer, arrays, name):
     return arrays[layout.buffer[name]][start:start + layout.shape[name][0]]
 
 
-def _numpy_source_vectors(layer, arrays, sources, buckets):
-    """`source_vectors` in numpy, of `arrays` (the width tables' memory)."""
+def _source_reads(layer, sources, buckets):
+    """What each group of write entries reads, for `source_vectors` (torch)
+    and `_numpy_source_vectors` alike: `(at, buffer, rows, projection)` per
+    group, the entries `at` read rows `rows` (`(1, n)`, or `(2, n)` for the
+    QR fallback's quotient and remainder rows, whose product is the
+    vector; both in one variable) of variable `buffer`, then part
+    `projection` (None read as it is, where the layer lacks it). Entries
+    in no group (a bucket out of range) read zeros."""
     layout, plan, offsets = layer.layout, layer.plan, layer.id_map.offsets
-    result = np.zeros((len(sources), layer.output_dim), arrays[0].dtype)
     stored = sources >= 0
     if stored.any():
         tiers = np.searchsorted(offsets[1:], sources, side="right")
         for t in np.unique(tiers[stored]).tolist():
             at = np.flatnonzero(stored & (tiers == t))
             name = f"tier_{t}_embeddings"
-            vectors = arrays[layout.buffer[name]][
-                sources[at] + (int(layout.start[name]) - int(offsets[t]))]
-            projection = _numpy_part(layer, arrays, f"tier_{t}_projection")
-            result[at] = vectors if projection is None else vectors @ projection
+            rows = sources[at] + (int(layout.start[name]) - int(offsets[t]))
+            yield at, layout.buffer[name], rows[None], f"tier_{t}_projection"
     fallback = ~stored & (buckets >= 0) & (buckets < plan.fallback_range)
     if fallback.any():
         at = np.flatnonzero(fallback)
         bucket = buckets[at]
         if plan.fallback == "qr":
             remainder = plan.fallback_tables[1]
-            table = arrays[layout.buffer["fallback_quotient"]]
-            vectors = (table[bucket // remainder + layout.start["fallback_quotient"]]
-                       * table[bucket % remainder + layout.start["fallback_remainder"]])
+            rows = np.stack([bucket // remainder + layout.start["fallback_quotient"],
+                             bucket % remainder + layout.start["fallback_remainder"]])
+            yield at, layout.buffer["fallback_quotient"], rows, "fallback_projection"
         else:
-            vectors = arrays[layout.buffer["fallback_embeddings"]][
-                bucket + layout.start["fallback_embeddings"]]
-        projection = _numpy_part(layer, arrays, "fallback_projection")
+            rows = bucket + layout.start["fallback_embeddings"]
+            yield at, layout.buffer["fallback_embeddings"], rows[None], "fallback_projection"
+
+
+def _numpy_source_vectors(layer, arrays, sources, buckets):
+    """`source_vectors` in numpy, of `arrays` (the width tables' memory)."""
+    result = np.zeros((len(sources), layer.output_dim), arrays[0].dtype)
+    for at, buffer, rows, name in _source_reads(layer, sources, buckets):
+        read = arrays[buffer][rows]
+        vectors = read[0] if len(read) == 1 else read[0] * read[1]
+        projection = _numpy_part(layer, arrays, name)
         result[at] = vectors if projection is None else vectors @ projection
     return result
 
@@ -253,34 +264,15 @@ def source_vectors(layer, sources, buckets):
     Returns:
         float32 tensor `(len(sources), output_dim)`.
     """
-    layout, plan, offsets = layer.layout, layer.plan, layer.id_map.offsets
     tables = [variable.value for variable in layer.width_tables]
     device, count = tables[0].device, len(sources)
     parts = []   # (positions, vectors)
-    stored = sources >= 0
-    if stored.any():
-        tiers = np.searchsorted(offsets[1:], sources, side="right")
-        for t in np.unique(tiers[stored]).tolist():
-            at = np.flatnonzero(stored & (tiers == t))
-            rows = _index(sources[at] - int(offsets[t]) + layout.start[f"tier_{t}_embeddings"],
-                          device)
-            vectors = tables[layout.buffer[f"tier_{t}_embeddings"]].index_select(0, rows)
-            parts.append((at, _projected(layer, f"tier_{t}_projection", vectors)))
-    fallback = ~stored & (buckets >= 0) & (buckets < plan.fallback_range)
-    if fallback.any():
-        at = np.flatnonzero(fallback)
-        bucket = buckets[at]
-        if plan.fallback == "qr":
-            remainder = plan.fallback_tables[1]
-            rows = np.concatenate([bucket // remainder + layout.start["fallback_quotient"],
-                                   bucket % remainder + layout.start["fallback_remainder"]])
-            table = tables[layout.buffer["fallback_quotient"]]
-            pair = table.index_select(0, _index(rows, device)).view(2, at.size, -1)
-            vectors = pair[0] * pair[1]
-        else:
-            vectors = tables[layout.buffer["fallback_embeddings"]].index_select(
-                0, _index(bucket + layout.start["fallback_embeddings"], device))
-        parts.append((at, _projected(layer, "fallback_projection", vectors)))
+    for at, buffer, rows, name in _source_reads(layer, sources, buckets):
+        # the QR pair in one gather
+        read = tables[buffer].index_select(0, _index(rows.ravel(), device)).view(
+            len(rows), at.size, -1)
+        parts.append((at, _projected(layer, name, read[0] if len(read) == 1
+                                     else read[0] * read[1])))
     if len(parts) == 1 and parts[0][0].size == count:
         return parts[0][1]
     result = torch.zeros((count, layer.output_dim), dtype=tables[0].dtype, device=device)
