@@ -1175,11 +1175,18 @@ class _Layout:
         """int32 rows of part `name` in its variable."""
         return self.start[name] + np.arange(self.shape[name][0], dtype=np.int32)
 
+    def span(self, name):
+        """The rows of part `name` in its variable, as a slice."""
+        return slice(self.start[name], self.start[name] + self.shape[name][0])
+
+    def view(self, arrays, name):
+        """Part `name` of `arrays` (one per variable; a view), or None for a
+        part the layer lacks."""
+        return arrays[self.buffer[name]][self.span(name)] if name in self.start else None
+
     def views(self, arrays):
         """`{name: view}` of each part in `arrays` (one per variable)."""
-        return {name: arrays[self.buffer[name]][
-            self.start[name]:self.start[name] + self.shape[name][0]]
-            for name in self.names}
+        return {name: self.view(arrays, name) for name in self.names}
 
 
 class _Constant:

@@ -557,35 +557,44 @@ def random_writes(layer, rng, per_tier):
     return writes
 
 
+def written_layer():
+    """A three-tier layer with filled optimizer slots, and every variable
+    a row write may change (tables, tags, the optimizer's)."""
+    layer = make([4, 5, 4], (4, 2, 1), max_writes=4)
+    model = model_of(layer)
+    layer.attach_optimizer(model.optimizer)
+    fill_slots(model)
+    return layer, [*layer.width_tables, layer.slot_tags, *model.optimizer.variables]
+
+
+def run_writes(state, apply, writes):
+    """The values of `state` before and after `apply(writes)`, which is
+    then undone."""
+    before = [ops.convert_to_numpy(v).copy() for v in state]
+    apply(writes)
+    after = [ops.convert_to_numpy(v).copy() for v in state]
+    for v, value in zip(state, before):
+        v.assign(value)
+    return before, after
+
+
 @pytest.mark.skipif(keras.backend.backend() != "torch",
                     reason="the host path of the writes runs where the step is eager")
 def test_the_host_write_path_equals_the_graph_path():
     # the host path picks the written entries, computes each slot once and
     # maps only written tiers; the graph path (TensorFlow, JAX) writes every
     # entry with static shapes: both must leave the same rows, slots and tags
-    layer = make([4, 5, 4], (4, 2, 1), max_writes=4)
-    model = model_of(layer)
-    layer.attach_optimizer(model.optimizer)
-    fill_slots(model)
+    layer, state = written_layer()
     rng = np.random.default_rng(0)
-    state = [*layer.width_tables, layer.slot_tags, *model.optimizer.variables]
-
-    def run(path, writes):
-        before = [ops.convert_to_numpy(v).copy() for v in state]
-        path(writes)
-        after = [ops.convert_to_numpy(v).copy() for v in state]
-        for v, value in zip(state, before):
-            v.assign(value)
-        return before, after
-
     for per_tier in ([0, 0, 0], [2, 0, 0], [0, 3, 4], [4, 1, 2], [1, 4, 0]):
         writes = random_writes(layer, rng, per_tier)
-        before, graph = run(layer._graph_writes, writes)
-        _, host = run(layer._apply_writes, writes)
+        before, graph = run_writes(state, layer._graph_writes, writes)
+        _, host = run_writes(state, layer._apply_writes, writes)
         for a, b in zip(host, graph):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         changed = [not np.array_equal(a, b) for a, b in zip(host, before)]
         assert any(changed) == any(per_tier)
+
 
 def reference_prepare(layer, id_map, dirty, keys, mask, timestamps):
     """`prepare` as first written (np.unique, a dict of writes in a Python

@@ -90,7 +90,33 @@ def _lookup_of(layer):
     return lookup
 
 
-class _Plan:
+class _Fallback:
+    """Where a layer's fallback parts live, for both lookups: the QR
+    quotient and remainder tables (`qr`), or the hashed table."""
+
+    def __init__(self, layer):
+        layout, plan = layer.layout, layer.plan
+        self.output_dim = int(plan.output_dim)
+        self.range = int(plan.fallback_range)
+        self.qr = plan.fallback == "qr"
+        names = ["fallback_quotient", "fallback_remainder"] if self.qr \
+            else ["fallback_embeddings"]
+        self.remainder = int(plan.fallback_tables[1]) if self.qr else None
+        self.fallback_names = names
+        self.fallback_starts = [int(layout.start[name]) for name in names]
+        self.fallback_buffer = layout.buffer[names[0]]
+
+    def fallback_rows(self, bucket):
+        """The rows of int64 buckets `bucket` (in range) in each fallback
+        part's variable: the QR quotient's and remainder's, or the hashed
+        table's."""
+        parts = [torch.div(bucket, self.remainder, rounding_mode="floor"),
+                 torch.remainder(bucket, self.remainder)] if self.qr else [bucket]
+        return [rows + start if start else rows
+                for rows, start in zip(parts, self.fallback_starts)]
+
+
+class _Plan(_Fallback):
     """A layer's lookup: its layout as constants, and the forward and
     backward arithmetic.
 
@@ -102,21 +128,14 @@ class _Plan:
     same lanes, in the same order."""
 
     def __init__(self, layer):
+        super().__init__(layer)
         layout, plan = layer.layout, layer.plan
         offsets = layer.id_map.offsets
-        self.output_dim = int(plan.output_dim)
         self.num_tiers = num_tiers = layer.num_tiers
-        self.range = int(plan.fallback_range)
         self.bounds = np.asarray(offsets[1:-1], np.int64)
-        self.qr = plan.fallback == "qr"
-        names = ["fallback_quotient", "fallback_remainder"] if self.qr \
-            else ["fallback_embeddings"]
-        self.remainder = int(plan.fallback_tables[1]) if self.qr else None
-        self.fallback_starts = [int(layout.start[name]) for name in names]
-        self.fallback_buffer = layout.buffer[names[0]]
         # buffer -> [[base, [tiers that share the lane]], ...]
         self.lanes = {}
-        for i, name in enumerate(names):
+        for i, name in enumerate(self.fallback_names):
             self.lanes.setdefault(layout.buffer[name], []).append([("fallback", i), []])
         self.tier_buffer, self.shift, self.clip = [], [], []
         for t in range(num_tiers):
@@ -200,13 +219,7 @@ class _Plan:
         tier = torch.bucketize(safe, constants["bounds"], right=True) if num_tiers > 1 \
             else torch.zeros_like(safe)
         piece = torch.where(admitted, tier, torch.where(valid, num_tiers, num_tiers + 1))
-        if self.qr:
-            fallback = [torch.div(bucket, self.remainder, rounding_mode="floor"),
-                        torch.remainder(bucket, self.remainder)]
-        else:
-            fallback = [bucket]
-        fallback = [rows + start if start else rows
-                    for rows, start in zip(fallback, self.fallback_starts)]
+        fallback = self.fallback_rows(bucket)
         rows, gathered = {}, {}
         for b, lanes in self.lanes.items():
             lane_rows = []
@@ -402,13 +415,10 @@ def _slot_plan_of(layer, owners, count, device):
 
 def _rows(layout, name):
     """`(variable, slice of its rows)` of part `name`, or None."""
-    if name not in layout.start:
-        return None
-    start = int(layout.start[name])
-    return layout.buffer[name], slice(start, start + int(layout.shape[name][0]))
+    return (layout.buffer[name], layout.span(name)) if name in layout.start else None
 
 
-class _SlotPlan:
+class _SlotPlan(_Fallback):
     """A lookup of a layer with few slots for its batch: every slot's
     output (its tier's row through the tier's projection) is computed once,
     for all slots, and the fallback's vector only for the ids that read it
@@ -425,11 +435,10 @@ class _SlotPlan:
     fallback row never enters)."""
 
     def __init__(self, layer):
-        layout, plan = layer.layout, layer.plan
+        super().__init__(layer)
+        layout = layer.layout
         offsets = [int(o) for o in layer.id_map.offsets]
-        self.output_dim = int(plan.output_dim)
         self.num_slots = int(layer.id_map.num_slots)
-        self.range = int(plan.fallback_range)
         # each tier: (its rows, its projection's, its first slot)
         self.tiers = [(_rows(layout, f"tier_{t}_embeddings"),
                        _rows(layout, f"tier_{t}_projection"), offsets[t])
@@ -438,12 +447,6 @@ class _SlotPlan:
             rows[1].stop - rows[1].start == offsets[t + 1] - offsets[t]
             for t, (rows, _, _) in enumerate(self.tiers)), offsets
         self.projected = any(projection is not None for _, projection, _ in self.tiers)
-        self.qr = plan.fallback == "qr"
-        names = ["fallback_quotient", "fallback_remainder"] if self.qr \
-            else ["fallback_embeddings"]
-        self.remainder = int(plan.fallback_tables[1]) if self.qr else None
-        self.fallback_buffer = layout.buffer[names[0]]
-        self.fallback_starts = [int(layout.start[name]) for name in names]
         self.fallback_projection = _rows(layout, "fallback_projection")
         self._zero_row = {}
 
@@ -479,16 +482,14 @@ class _SlotPlan:
                 pieces.append(_select(piece, read[first:first + piece.shape[0]]))
         table, bucket = tables[self.fallback_buffer], bucket.index_select(0, readers)
         if self.qr:
-            quotient = torch.div(bucket, self.remainder, rounding_mode="floor") \
-                + self.fallback_starts[0]
-            remainder = torch.remainder(bucket, self.remainder) + self.fallback_starts[1]
+            quotient, remainder = self.fallback_rows(bucket)
             pair = table.index_select(0, torch.cat([quotient, remainder])).view(
                 2, count, table.shape[1])
             product = pair[0] * pair[1]
             # each factor's gradient is the other's row times the product's
             rows = torch.cat([remainder, quotient])
         else:
-            rows = bucket + self.fallback_starts[0] if self.fallback_starts[0] else bucket
+            rows, = self.fallback_rows(bucket)
             pair, product = None, table.index_select(0, rows)
         fallback = product
         if self.fallback_projection is not None:

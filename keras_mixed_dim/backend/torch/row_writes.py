@@ -102,7 +102,6 @@ def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial)
             number, or a function of the row's new weights, numpy in and
             out: `keras_mixed_dim.layers.slots.slot_initial_value`).
     """
-    layout, offsets = layer.layout, layer.id_map.offsets
     table = layer.width_tables[0].value
     if NUMPY_WRITES and table.device.type == "cpu" and table.dtype in _NUMPY_FLOATS:
         _numpy_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial)
@@ -111,18 +110,14 @@ def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial)
         # every source's vector, before any row is written
         vectors = source_vectors(layer, sources, buckets)
         device = vectors.device
-        for t in range(layer.num_tiers):
-            if bounds[t] == bounds[t + 1]:
-                continue
-            mapped = vectors[bounds[t]:bounds[t + 1]]
-            projection = _part(layer, f"tier_{t}_projection")
+        for entries, b, rows, name in _tier_writes(layer, slots, bounds):
+            mapped = vectors[entries]
+            projection = _part(layer, name)
             if projection is not None:
                 # least squares through the tier's projection
                 mapped = mapped @ pinv(projection)
-            name = f"tier_{t}_embeddings"
-            buffer = layer.width_tables[layout.buffer[name]]
-            rows = _index(slots[bounds[t]:bounds[t + 1]] - int(offsets[t]) + layout.start[name],
-                          device)
+            buffer = layer.width_tables[b]
+            rows = _index(rows, device)
             buffer.value.index_copy_(0, rows, mapped)
             for slot in slots_of(buffer):
                 fill = initial(slot)
@@ -135,6 +130,21 @@ def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial)
             tags, dtype=layer.slot_tags.value.dtype, device=device))
 
 
+def _tier_writes(layer, slots, bounds):
+    """Each written tier's `(entries, variable, rows, projection)`, for both
+    write paths: its write entries (a slice of `slots`), the variable its
+    table lives in, the rows written there (numpy) and its projection's
+    part name."""
+    layout, offsets = layer.layout, layer.id_map.offsets
+    for t in range(layer.num_tiers):
+        lo, hi = bounds[t], bounds[t + 1]
+        if lo == hi:
+            continue
+        name = f"tier_{t}_embeddings"
+        rows = slots[lo:hi] + (int(layout.start[name]) - int(offsets[t]))
+        yield slice(lo, hi), layout.buffer[name], rows, f"tier_{t}_projection"
+
+
 def _numpy_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial):
     """`host_writes` of CPU tensors, in numpy on their memory (`.numpy()`
     of a CPU tensor shares it): a written batch's few rows cost numpy's
@@ -145,22 +155,15 @@ def _numpy_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initia
     is its own copy of the rows it read (written rows are never views a
     backward pass reads; numpy's writes leave the tensors' version counters
     as they are)."""
-    layout, offsets = layer.layout, layer.id_map.offsets
     arrays = [_numpy(variable) for variable in layer.width_tables]
     # every source's vector, before any row is written
     vectors = _numpy_source_vectors(layer, arrays, sources, buckets)
-    for t in range(layer.num_tiers):
-        lo, hi = bounds[t], bounds[t + 1]
-        if lo == hi:
-            continue
-        mapped = vectors[lo:hi]
-        projection = _numpy_part(layer, arrays, f"tier_{t}_projection")
+    for entries, b, rows, name in _tier_writes(layer, slots, bounds):
+        mapped = vectors[entries]
+        projection = layer.layout.view(arrays, name)
         if projection is not None:
             # least squares through the tier's projection
             mapped = mapped @ numpy_pinv(projection)
-        name = f"tier_{t}_embeddings"
-        b = layout.buffer[name]
-        rows = slots[lo:hi] + (int(layout.start[name]) - int(offsets[t]))
         arrays[b][rows] = mapped
         for slot in slots_of(layer.width_tables[b]):
             fill = initial(slot)
@@ -174,7 +177,7 @@ def _numpy(variable):
 
 
 def numpy_pinv(matrix):
-    """`pinv` of a float32 numpy matrix `(k, n)`, `k <= n`, in numpy: a
+    """`pinv` of a float numpy matrix `(k, n)`, `k <= n`, in numpy: a
     single row in closed form, else `matrix.T @ pinv(matrix @ matrix.T)`,
     the small Gram matrix's pseudo-inverse from its eigenvalues (float64:
     they are the squared singular values, so the cut at 1e-6 of the largest
@@ -184,24 +187,15 @@ def numpy_pinv(matrix):
     if not np.isfinite(matrix).all():
         # a diverged projection: the rows written through it are NaN (its
         # tier's ids read NaN through it whatever their rows)
-        return np.full(matrix.shape[::-1], np.nan, np.float32)
+        return np.full(matrix.shape[::-1], np.nan, matrix.dtype)
     if matrix.shape[0] == 1:
         norm = float((matrix * matrix).sum())
-        return matrix.T * np.float32(1.0 / norm if norm > 0 else 0.0)
+        return matrix.T * matrix.dtype.type(1.0 / norm if norm > 0 else 0.0)
     wide = matrix.astype(np.float64)
     values, vectors = np.linalg.eigh(wide @ wide.T)
     kept = values > 1e-12 * values[-1]
     vectors = vectors[:, kept]
-    return (wide.T @ ((vectors / values[kept]) @ vectors.T)).astype(np.float32)
-
-
-def _numpy_part(layer, arrays, name):
-    """Part `name` of `arrays` (a view), or None for a part the layer lacks."""
-    layout = layer.layout
-    if name not in layout.start:
-        return None
-    start = layout.start[name]
-    return arrays[layout.buffer[name]][start:start + layout.shape[name][0]]
+    return (wide.T @ ((vectors / values[kept]) @ vectors.T)).astype(matrix.dtype)
 
 
 def _source_reads(layer, sources, buckets):
@@ -241,7 +235,7 @@ def _numpy_source_vectors(layer, arrays, sources, buckets):
     for at, buffer, rows, name in _source_reads(layer, sources, buckets):
         read = arrays[buffer][rows]
         vectors = read[0] if len(read) == 1 else read[0] * read[1]
-        projection = _numpy_part(layer, arrays, name)
+        projection = layer.layout.view(arrays, name)
         result[at] = vectors if projection is None else vectors @ projection
     return result
 
@@ -286,13 +280,9 @@ def _index(rows, device):
 
 
 def _part(layer, name):
-    """Part `name` of the layer's variables as a view (its rows are a
-    range of its variable's), or None for a part the layer lacks."""
-    layout = layer.layout
-    if name not in layout.start:
-        return None
-    start, (rows, _) = layout.start[name], layout.shape[name]
-    return layer.width_tables[layout.buffer[name]].value[start:start + rows]
+    """Part `name` of the layer's variables as a view, or None for a part
+    the layer lacks."""
+    return layer.layout.view([variable.value for variable in layer.width_tables], name)
 
 
 def _projected(layer, name, vectors):

@@ -134,31 +134,24 @@ def test_source_vectors_are_each_entrys_own_piece(fallback):
 def test_the_numpy_writes_of_cpu_tensors_equal_the_torch_ops(monkeypatch):
     # on a CPU the writes run in numpy on the tensors' memory; the torch
     # ops (other devices) must leave the same rows, optimizer slots, tags
-    from tests.layers.test_dynamic_embedding import fill_slots, make, model_of, random_writes
+    from tests.layers.test_dynamic_embedding import random_writes, run_writes, written_layer
     from keras_mixed_dim.backend.torch import row_writes
 
-    layer = make([4, 5, 4], (4, 2, 1), max_writes=4)
-    model = model_of(layer)
-    layer.attach_optimizer(model.optimizer)
-    fill_slots(model)
+    layer, state = written_layer()
     rng = np.random.default_rng(0)
-    state = [*layer.width_tables, layer.slot_tags, *model.optimizer.variables]
     storage = [v.value.data_ptr() for v in state]
 
-    def run(numpy_writes, writes):
-        before = [keras.ops.convert_to_numpy(v).copy() for v in state]
-        with monkeypatch.context() as patch:
-            patch.setattr(row_writes, "NUMPY_WRITES", numpy_writes)
-            layer._apply_writes(writes)
-        after = [keras.ops.convert_to_numpy(v).copy() for v in state]
-        for v, value in zip(state, before):
-            v.assign(value)
-        return before, after
+    def writes_in(numpy_writes):
+        def apply(writes):
+            with monkeypatch.context() as patch:
+                patch.setattr(row_writes, "NUMPY_WRITES", numpy_writes)
+                layer._apply_writes(writes)
+        return apply
 
     for per_tier in ([2, 0, 0], [0, 3, 4], [4, 1, 2]):
         writes = random_writes(layer, rng, per_tier)
-        before, torch_ops = run(False, writes)
-        _, numpy_ops = run(True, writes)
+        before, torch_ops = run_writes(state, writes_in(False), writes)
+        _, numpy_ops = run_writes(state, writes_in(True), writes)
         for a, b in zip(numpy_ops, torch_ops):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
         changed = [not np.array_equal(a, b) for a, b in zip(numpy_ops, before)]
