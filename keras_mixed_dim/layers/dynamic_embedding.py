@@ -380,8 +380,9 @@ class DynamicEmbedding(TableLayer):
         their stacked projections. Every row gathered is in range
         (`take_rows_in_range`: JAX skips the bounds checks)."""
         fused = dynamic_lookup()
-        if fused is not None:
-            return fused.vectors(self, safe, admitted, buckets)
+        found = None if fused is None else fused.vectors(self, safe, admitted, buckets)
+        if found is not None:   # None: the backend's lookup leaves this call to this one
+            return found
         layout, plan, num_tiers = self.layout, self.plan, self.num_tiers
         # a bucket out of range (padding: -1) is not its clipped self
         bucket = ops.clip(buckets, 0, plan.fallback_range - 1)
