@@ -925,6 +925,27 @@ MUTANTS += [
 ]
 
 
+# JAX's slot-table lookup (`keras_mixed_dim/backend/jax/dynamic_lookup.py`):
+# what no id reads enters no product, admitted ids never read the fallback,
+# a row step's tapped gathers keep the portable lookup
+JAX_LOOKUP = "keras_mixed_dim/backend/jax/dynamic_lookup.py"
+JAX_LOOKUP_TESTS = ["tests/backend/jax/test_dynamic_lookup.py"]
+MUTANTS += [
+    Mutant("jax-slot-lookup-unread-rows-reach-projection", JAX_LOOKUP, "_SlotPlan.forward",
+           swap("jnp.where(kept, piece, jnp.zeros_like(piece))", "piece"),
+           JAX_LOOKUP_TESTS, backend="jax"),
+    Mutant("jax-slot-lookup-fallback-factors-unselected", JAX_LOOKUP, "_SlotPlan.forward",
+           drop("gathered = jnp.where(jnp.tile(reads, len(rows))[:, None], gathered, "
+                "jnp.zeros_like(gathered))"), JAX_LOOKUP_TESTS, backend="jax"),
+    Mutant("jax-slot-lookup-admitted-ids-read-the-fallback", JAX_LOOKUP, "_SlotPlan.forward",
+           swap("jnp.logical_and(valid, jnp.logical_not(admitted))", "valid"),
+           JAX_LOOKUP_TESTS, backend="jax"),
+    Mutant("jax-slot-lookup-ignores-row-step-tap", JAX_LOOKUP, "vectors",
+           swap("any((getattr(t, sparse_rows.TAP_ATTRIBUTE, None) is not None for t in tables))",
+                "False"), JAX_LOOKUP_TESTS, backend="jax"),
+]
+
+
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""
     try:
