@@ -182,3 +182,33 @@ def test_many_slots_per_id_or_a_tapped_table_leave_the_call_to_the_portable_look
     monkeypatch.setattr(layer.width_tables[0], sparse_rows.TAP_ATTRIBUTE, object(),
                         raising=False)
     assert not _serves(layer, packed)
+
+
+@pytest.fixture
+def mixed_policy():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mixed_precision_casts_the_outputs_and_equals_the_portable_path(portable,
+                                                                         mixed_policy):
+    from keras_mixed_dim import DynamicEmbedding
+    from tests.layers.test_dynamic_embedding import capacity_for
+
+    keras.utils.set_random_seed(3)
+    layer = DynamicEmbedding(4, capacity_for([4, 6], (4, 2)), tier_dims=(4, 2), min_count=1,
+                             rebalance_every=0, fallback_buckets=4, sketch_width=16)
+    rng = np.random.default_rng(2)
+    packed = batch_of(layer, rng)
+    assert _serves(layer, packed)
+    upstream = rng.normal(size=(24, 4)).astype("float32")
+    got = outputs_and_gradients(layer, packed, upstream)
+    assert got[0].dtype == np.float16
+    assert all(v.dtype == "float32" for v in layer.width_tables)
+    assert all(g.dtype == np.float32 for g in got[1])
+    want = portable(lambda: outputs_and_gradients(layer, packed, upstream))
+    np.testing.assert_allclose(got[0].astype("float32"), want[0].astype("float32"),
+                               rtol=1e-3, atol=1e-3)
+    for g, w in zip(got[1], want[1]):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
