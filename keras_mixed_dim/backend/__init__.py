@@ -104,7 +104,8 @@ def row_writes():
 @functools.cache
 def dynamic_lookup():
     """The backend's own `DynamicEmbedding` lookup (`<backend>/dynamic_lookup.py`,
-    `vectors(layer, safe, admitted, buckets)`), or None where the portable
+    `vectors(layer, safe, admitted, buckets)`, which returns None for a
+    call it leaves to the portable lookup), or None where the portable
     `keras.ops` one is the faster (found once; an error inside the module
     is raised, not taken for its absence)."""
     name = f"keras_mixed_dim.backend.{NAME}.dynamic_lookup"
