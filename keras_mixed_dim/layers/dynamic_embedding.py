@@ -344,14 +344,19 @@ class DynamicEmbedding(TableLayer):
             raise ValueError(f"Layer {self.name!r} takes ids packed by `update` or "
                              f"`lookup_ids` (last axis {PACKED}); received shape "
                              f"{tuple(inputs.shape)}.")
-        inputs = ops.cast(inputs, "int32")
-        slot, tag, buckets = ops.unstack(inputs, PACKED, axis=-1)
-        # a slot out of range is not its clipped self and reads no row
-        safe = ops.clip(slot, 0, self.id_map.num_slots - 1)
-        stored = take_rows_in_range(self.slot_tags, safe)
-        admitted = ops.logical_and(
-            ops.equal(safe, slot),
-            ops.logical_and(ops.equal(stored, tag), ops.greater(tag, 0)))
+        fused = dynamic_lookup()
+        if fused is not None and hasattr(fused, "unpack"):
+            # the same reading in the backend's own ops (PyTorch's eager step)
+            safe, admitted, buckets = fused.unpack(self, inputs)
+        else:
+            inputs = ops.cast(inputs, "int32")
+            slot, tag, buckets = ops.unstack(inputs, PACKED, axis=-1)
+            # a slot out of range is not its clipped self and reads no row
+            safe = ops.clip(slot, 0, self.id_map.num_slots - 1)
+            stored = take_rows_in_range(self.slot_tags, safe)
+            admitted = ops.logical_and(
+                ops.equal(safe, slot),
+                ops.logical_and(ops.equal(stored, tag), ops.greater(tag, 0)))
         outputs, valid = self._vectors(safe, admitted, buckets)
         if self.combiner is not None:
             ids_shape = tuple(inputs.shape[:-1])
