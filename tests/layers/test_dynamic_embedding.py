@@ -826,3 +826,20 @@ def test_mixed_precision_reads_the_tables_as_float32_and_casts_only_the_output()
     assert all(v.dtype == "float32" for v in layers_[0].width_tables)
     np.testing.assert_array_equal(ops.convert_to_numpy(mixed),
                                   ops.convert_to_numpy(full).astype("float16"))
+
+
+
+@pytest.mark.parametrize("dtype", ["mixed_float16", "float32"])
+def test_the_layer_converts_its_arguments_as_keras_does(dtype):
+    # `call` converts its arguments itself (Keras's conversion is off for
+    # the layer, for speed): numpy ids and float64 bag weights, positional,
+    # give what they give through Keras's own conversion, bit for bit
+    layer = make([2, 3], (4, 2), combiner="sum", bag_size=3, dtype=dtype)
+    rng = np.random.default_rng(5)
+    packed = layer.update(rng.integers(0, 6, (40, 3)))
+    weights = rng.uniform(0.1, 3.0, (40, 3))
+    got = ops.convert_to_numpy(layer(packed, weights))
+    layer._convert_input_args = True
+    want = ops.convert_to_numpy(layer(packed, weights))
+    assert got.dtype == want.dtype == np.dtype(dtype[-7:])
+    np.testing.assert_array_equal(got, want)

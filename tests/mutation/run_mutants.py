@@ -946,6 +946,15 @@ MUTANTS += [
 ]
 
 
+# PyTorch's raw-torch reading of the packed ids (`unpack`, the call's
+# prelude there): the tag check of the portable prelude
+MUTANTS += [
+    Mutant("torch-unpack-stale-tag-ignored", TORCH_LOOKUP, "unpack",
+           swap("(safe == slot) & (stored == tag) & (tag > 0)", "(safe == slot) & (tag > 0)"),
+           ["tests/layers/test_dynamic_embedding.py", *TORCH_LOOKUP_TESTS], backend="torch"),
+]
+
+
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""
     try:

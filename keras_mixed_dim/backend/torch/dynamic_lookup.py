@@ -563,3 +563,32 @@ class _SlotLookup(torch.autograd.Function):
         grads = ctx.plan.backward(upstream, ctx.saved, ctx.needs_input_grad[4:])
         ctx.saved = None
         return (None, None, None, None, *grads)
+
+
+def unpack(layer, packed):
+    """`DynamicEmbedding.call`'s reading of its packed ids, in raw torch:
+    `(safe, admitted, buckets)` as the portable prelude gives them (the
+    same values; int64 where it gives int32). Some ten `keras.ops` calls
+    there, each paying Keras's dispatch on an eager step; here as many
+    torch ops, each a few microseconds.
+
+    Args:
+        layer: A built `DynamicEmbedding`.
+        packed: int tensor `(..., 3)`: slot, tag, fallback bucket.
+
+    Returns:
+        `(safe, admitted, buckets)`: the slots clipped into range, where
+        the id reads its slot's row (the slot in range, its tag the slot's
+        and positive), the buckets; each `packed.shape[:-1]`.
+    """
+    if packed.dtype != torch.int32:
+        # as the portable `ops.cast(inputs, "int32")`: wider ids wrap
+        packed = packed.to(torch.int32)
+    # int64 from here: the lookup indexes with int64 rows
+    slot, tag, buckets = packed.long().unbind(-1)
+    safe = slot.clamp(0, int(layer.id_map.num_slots) - 1)
+    # (an int variable: no gradient, so no row optimizer takes part)
+    tags = layer.slot_tags.value
+    stored = tags.index_select(0, safe.reshape(-1).to(tags.device)).view(safe.shape)
+    admitted = (safe == slot) & (stored == tag) & (tag > 0)
+    return safe, admitted, buckets

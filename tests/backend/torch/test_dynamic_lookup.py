@@ -509,3 +509,40 @@ def test_a_batch_without_fallback_readers_or_without_admitted_ids(path, portable
     got = outputs_and_gradients(layer, packed, upstream)
     assert_same(got, portable(lambda: outputs_and_gradients(layer, packed, upstream)))
     assert np.abs(got[0]).sum() > 0
+
+
+def test_the_raw_torch_reading_of_packed_ids_equals_the_portable_one(portable):
+    # `unpack` (the call's prelude in raw torch) against the `keras.ops`
+    # prelude: stale tags, slots out of range, padding, a bucket out of
+    # range, and int64 ids past int32 (wrapped by both, as `ops.cast`)
+    import torch
+
+    from keras_mixed_dim.backend.torch import dynamic_lookup
+
+    layer = make((4, 2, 1))
+    packed = batch_of(layer, np.random.default_rng(13), shape=(4, 6)).astype(np.int64)
+    flat = packed.reshape(-1, 3)
+    tags = ops.convert_to_numpy(layer.slot_tags.value)
+    slots = np.clip(flat[:, 0], 0, tags.size - 1)
+    first, second = np.flatnonzero((flat[:, 0] == slots) & (tags[slots] == flat[:, 1])
+                                   & (flat[:, 1] > 0))[:2]
+    flat[first] += 2**32             # wraps to the same id: admitted
+    flat[second, 0] += 2**31         # wraps to a negative slot: the fallback
+    seen = []
+
+    def record(safe, admitted, buckets):
+        seen.append([ops.convert_to_numpy(x).astype(np.int64)
+                     for x in (safe, admitted, buckets)])
+        return ops.zeros(tuple(safe.shape) + (4,)), ops.ones(tuple(safe.shape), "bool")
+
+    for run in (lambda f: f(), portable):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(layer, "_vectors", record)
+            run(lambda: layer(torch.as_tensor(packed)))
+    got, want = seen
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    admitted = got[1]
+    assert admitted.reshape(-1)[first] and not admitted.reshape(-1)[second]
+    assert not admitted.all()
+    assert hasattr(dynamic_lookup, "unpack")
