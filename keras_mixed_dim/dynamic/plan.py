@@ -78,12 +78,15 @@ def live_ids_share(default_plan, live_ids):
 # still offer. On the ~100M-id stream (50 days) width 16 won at every
 # budget run: 0.21 buckets per live id at width 4 (64 KiB, three seeds) by
 # 0.022, 0.86 (128 KiB) by 0.017, 1.33 (160 KiB) by 0.018, all seeds;
-# 1.92 (192 KiB) by 0.009 and 3.41 (256 KiB) by 0.011 (seed 0). On shorter
-# streams width 4 won from 2.0 up (the same stream over 2 or 4 days, the
-# small synthetic stream at 16 KiB: by 0.03 to 0.05). The count alone
-# cannot separate those: 1.5 takes every point below 1.92 and none of the
-# shorter streams' (docs/results/streaming.md, "A fallback as wide as the
-# widest tier").
+# 1.92 (192 KiB) by 0.014 (three seeds) and 3.41 (256 KiB) by 0.011 (seed
+# 0); not at 32 (1 MiB), where width 4 won by 0.07. On shorter streams
+# width 4 won from 2.0 up (the same stream over 2 or 4 days, three seeds at
+# 2.0 and 4.5; the small synthetic stream at 16 KiB: by 0.025 to 0.05). The
+# count alone cannot separate those (what differs is how long the stream
+# runs, which the layer is not told): 1.5 takes every point below 1.92 and
+# none of the shorter streams' (docs/results/streaming.md, "A fallback as
+# wide as the widest tier" and "The default fallback against the one-tier
+# table").
 WIDE_FALLBACK_BELOW = 1.5
 
 
