@@ -177,6 +177,11 @@ def test_many_slots_per_id_or_a_tapped_table_leave_the_call_to_the_portable_look
     assert _serves(layer, packed)
     monkeypatch.setattr(dynamic_lookup, "SLOTS_PER_ID", layer.id_map.num_slots // 24 - 1)
     assert not _serves(layer, packed)
+    # a bag's ids are counted position by position (what the step gathers),
+    # not bag by bag: 24 ids in 6 bags hold as many slots as 24 single ids
+    monkeypatch.setattr(dynamic_lookup, "SLOTS_PER_ID", -(-layer.id_map.num_slots // 24))
+    assert layer.id_map.num_slots > dynamic_lookup.SLOTS_PER_ID * 6
+    assert _serves(layer, packed.reshape(6, 4, -1))
     monkeypatch.undo()
     # a row step traces (its tapped gathers give the rows' gradients)
     monkeypatch.setattr(layer.width_tables[0], sparse_rows.TAP_ATTRIBUTE, object(),
