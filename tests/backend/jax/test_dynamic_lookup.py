@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 from keras import ops
 
+# the layers and batches of PyTorch's lookup tests: the same cases
+from tests.backend.torch.test_dynamic_lookup import batch_of, make
+
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax",
                                 reason="a JAX-only module")
 
@@ -21,43 +24,6 @@ LAYOUTS = [
     ((4, 2), {"fallback": "qr", "fallback_dim": 4}),   # a full-width fallback
     ((4,), {"fallback": "hashing"}),          # no projection at all
 ]
-
-
-@pytest.fixture
-def portable(monkeypatch):
-    """Runs `fn` with the layer's portable lookup."""
-    from keras_mixed_dim.layers import dynamic_embedding
-
-    def run(fn):
-        with monkeypatch.context() as patch:
-            patch.setattr(dynamic_embedding, "dynamic_lookup", lambda: None)
-            return fn()
-
-    return run
-
-
-def make(dims, **options):
-    from tests.layers.test_dynamic_embedding import make as make_layer
-
-    keras.utils.set_random_seed(3)
-    return make_layer([4 + 2 * t for t in range(len(dims))], dims, **options)
-
-
-def batch_of(layer, rng, shape=(24,)):
-    """Packed ids of every kind: admitted in each tier, never seen (the
-    fallback), a stale tag, slots out of range both ways, padding, a bucket
-    out of range."""
-    keys = np.arange(1, 40) * (2**33 + 7)
-    layer.update(np.repeat(keys[:sum(layer.plan.tier_rows)], 2))
-    packed = layer.lookup_ids(rng.choice(keys, shape))
-    flat = packed.reshape(-1, 3)
-    flat[0, 1] += 1                 # a stale tag: the fallback
-    flat[1, 0] = 10**6              # a slot past the last: the fallback
-    flat[2, 0] = -5                 # a negative slot: the fallback
-    flat[3] = (-1, 0, -1)           # padding: nothing
-    flat[4, 2] = layer.plan.fallback_range   # a bucket out of range: nothing
-    assert (flat[:, 0] >= 0).sum() > 4
-    return packed
 
 
 def outputs_and_gradients(layer, packed, upstream, weights=None):

@@ -27,19 +27,6 @@ LAYOUTS = [
 ]
 
 
-@pytest.fixture
-def portable(monkeypatch):
-    """Runs `fn` with the layer's portable lookup."""
-    from keras_mixed_dim.layers import dynamic_embedding
-
-    def run(fn):
-        with monkeypatch.context() as patch:
-            patch.setattr(dynamic_embedding, "dynamic_lookup", lambda: None)
-            return fn()
-
-    return run
-
-
 @pytest.fixture(params=["lanes", "slots"])
 def path(request, monkeypatch):
     """Runs the layer's PyTorch lookup by `_Plan`'s lanes or by
