@@ -75,11 +75,11 @@ def live_ids_share(default_plan, live_ids):
 # as wide as the widest tier instead (no projection when that tier is
 # `output_dim` wide, as by default): its point, telling ids apart, is lost
 # to collisions either way, and then rank is what a shared vector can
-# still offer. On the ~100M-id stream (50 days) width 16 won at every
-# budget run: 0.21 buckets per live id at width 4 (64 KiB, three seeds) by
-# 0.022, 0.86 (128 KiB) by 0.017, 1.33 (160 KiB) by 0.018, all seeds;
-# 1.92 (192 KiB) by 0.014 (three seeds) and 3.41 (256 KiB) by 0.011 (seed
-# 0); not at 32 (1 MiB), where width 4 won by 0.07. On shorter streams
+# still offer. On the ~100M-id stream (50 days) width 16 won up to 3.41
+# buckets per live id at width 4: 0.21 (64 KiB, three seeds) by 0.022,
+# 0.86 (128 KiB) by 0.017, 1.33 (160 KiB) by 0.018, all seeds; 1.92 (192
+# KiB) by 0.014 (three seeds) and 3.41 (256 KiB) by 0.011 (seed 0); it tied
+# at 7.7 (384 KiB) and lost at 32 (1 MiB) by 0.07. On shorter streams
 # width 4 won from 2.0 up (the same stream over 2 or 4 days, three seeds at
 # 2.0 and 4.5; the small synthetic stream at 16 KiB: by 0.025 to 0.05). The
 # count alone cannot separate those (what differs is how long the stream
