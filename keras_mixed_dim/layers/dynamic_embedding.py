@@ -377,9 +377,10 @@ class DynamicEmbedding(TableLayer):
 
     def _converted(self, x):
         """`x` as Keras's `__call__` converts a layer's arguments (off for
-        this layer: `_convert_input_args`): an array as a tensor, a float
-        one cast as the dtype policy says (bag weights under mixed
-        precision); the writes are read as they come (`_apply_writes`)."""
+        this layer: `_convert_input_args`): an array as a tensor, nothing
+        cast (`autocast` is off for table layers, so bag weights keep their
+        dtype there too); the writes are read as they come
+        (`_apply_writes`)."""
         if x is None:
             return None
         return self.dtype_policy.convert_input(x, self.autocast, self.input_dtype)
@@ -1200,6 +1201,11 @@ class _Layout:
     def span(self, name):
         """The rows of part `name` in its variable, as a slice."""
         return slice(self.start[name], self.start[name] + self.shape[name][0])
+
+    def locate(self, name):
+        """`(variable index, slice of its rows)` of part `name`, or None
+        for a part the layer lacks (what the backends' lookups index)."""
+        return (self.buffer[name], self.span(name)) if name in self.start else None
 
     def view(self, arrays, name):
         """Part `name` of `arrays` (one per variable; a view), or None for a

@@ -72,11 +72,6 @@ def vectors(layer, safe, admitted, buckets):
     return jnp.reshape(outputs, shape + (plan.output_dim,)), jnp.reshape(valid, shape)
 
 
-def _part(layout, name):
-    """`(variable, slice of its rows)` of part `name`, or None."""
-    return (layout.buffer[name], layout.span(name)) if name in layout.start else None
-
-
 class _SlotPlan:
     """A layer's layout as constants, and the slot table's arithmetic."""
 
@@ -86,8 +81,8 @@ class _SlotPlan:
         self.num_slots = offsets[-1]
         self.output_dim = int(plan.output_dim)
         # each tier: its rows, its projection's (None: full width), its first slot
-        self.tiers = [(_part(layout, f"tier_{t}_embeddings"),
-                       _part(layout, f"tier_{t}_projection"), offsets[t])
+        self.tiers = [(layout.locate(f"tier_{t}_embeddings"),
+                       layout.locate(f"tier_{t}_projection"), offsets[t])
                       for t in range(layer.num_tiers)]
         self.range = int(plan.fallback_range)
         self.qr = plan.fallback == "qr"
@@ -96,7 +91,7 @@ class _SlotPlan:
         self.remainder = int(plan.fallback_tables[1]) if self.qr else None
         self.fallback_starts = [int(layout.start[name]) for name in names]
         self.fallback_buffer = layout.buffer[names[0]]
-        self.fallback_projection = _part(layout, "fallback_projection")
+        self.fallback_projection = layout.locate("fallback_projection")
 
     def forward(self, tables, safe, admitted, buckets):
         """`(outputs, valid)` of flat ids."""

@@ -413,11 +413,6 @@ def _slot_plan_of(layer, owners, count, device):
     return plan
 
 
-def _rows(layout, name):
-    """`(variable, slice of its rows)` of part `name`, or None."""
-    return (layout.buffer[name], layout.span(name)) if name in layout.start else None
-
-
 class _SlotPlan(_Fallback):
     """A lookup of a layer with few slots for its batch: every slot's
     output (its tier's row through the tier's projection) is computed once,
@@ -440,14 +435,14 @@ class _SlotPlan(_Fallback):
         offsets = [int(o) for o in layer.id_map.offsets]
         self.num_slots = int(layer.id_map.num_slots)
         # each tier: (its rows, its projection's, its first slot)
-        self.tiers = [(_rows(layout, f"tier_{t}_embeddings"),
-                       _rows(layout, f"tier_{t}_projection"), offsets[t])
+        self.tiers = [(layout.locate(f"tier_{t}_embeddings"),
+                       layout.locate(f"tier_{t}_projection"), offsets[t])
                       for t in range(layer.num_tiers)]
         assert offsets[-1] == self.num_slots and all(
             rows[1].stop - rows[1].start == offsets[t + 1] - offsets[t]
             for t, (rows, _, _) in enumerate(self.tiers)), offsets
         self.projected = any(projection is not None for _, projection, _ in self.tiers)
-        self.fallback_projection = _rows(layout, "fallback_projection")
+        self.fallback_projection = layout.locate("fallback_projection")
         self._zero_row = {}
 
     def forward(self, safe, admitted, buckets, tables):
