@@ -958,6 +958,35 @@ MUTANTS += [
 ]
 
 
+
+# TensorFlow's lookup over dense reads of the small tables
+# (`keras_mixed_dim/backend/tensorflow/dynamic_lookup.py`): a large table and
+# a SparseRowOptimizer's tables keep their IndexedSlices
+TF_LOOKUP = "keras_mixed_dim/backend/tensorflow/dynamic_lookup.py"
+TF_LOOKUP_TESTS = ["tests/backend/tensorflow/test_dynamic_lookup.py"]
+MUTANTS += [
+    Mutant("tf-dense-lookup-reads-large-tables", TF_LOOKUP, "vectors",
+           swap("math.prod(v.shape) <= DENSE_GRADIENT_ELEMENTS", "True"), TF_LOOKUP_TESTS),
+    Mutant("tf-dense-lookup-ignores-row-optimizer", TF_LOOKUP, "vectors",
+           swap("any((_row_updated(v) for v in variables))", "False"), TF_LOOKUP_TESTS),
+    Mutant("tf-dense-lookup-dead-owner-kept", TF_LOOKUP, "_row_updated",
+           swap("owner is not None and owner() is not None", "owner is not None"),
+           TF_LOOKUP_TESTS),
+    Mutant("tf-row-optimizer-not-attached", "keras_mixed_dim/backend/tensorflow/ops.py",
+           "attach_row_optimizer", drop("dynamic_lookup.attach(optimizer, tables)"),
+           TF_LOOKUP_TESTS),
+    Mutant("dynamic-lookup-tables-ignored", "keras_mixed_dim/layers/dynamic_embedding.py",
+           "DynamicEmbedding._vectors",
+           swap("self.width_tables if tables is None else tables", "self.width_tables"),
+           TF_LOOKUP_TESTS),
+    # the portable body under TensorFlow's dense reads (JAX's slot table
+    # serves most of dynamic-lookup-unmasked's calls)
+    Mutant("tf-dynamic-lookup-unmasked", DYNAMIC_LAYER, "DynamicEmbedding._vectors",
+           swap("ops.where(keep, stacked, ops.zeros_like(stacked))", "stacked"),
+           TF_LOOKUP_TESTS),
+]
+
+
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""
     try:
