@@ -47,7 +47,10 @@ def parse():
     parser.add_argument("--budget", type=int, default=65536)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--trace", action="store_true")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error(f"--rounds must be at least 2 (the first warms up); got {args.rounds}")
+    return args
 
 
 ARGS = parse()
