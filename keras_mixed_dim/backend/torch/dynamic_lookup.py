@@ -587,3 +587,63 @@ def unpack(layer, packed):
     stored = tags.index_select(0, safe.reshape(-1).to(tags.device)).view(safe.shape)
     admitted = (safe == slot) & (stored == tag) & (tag > 0)
     return safe, admitted, buckets
+
+
+# -- the layer's call without Keras's `__call__` -------------------------------
+
+# the keyword arguments of `DynamicEmbedding.call`
+_CALL_KEYWORDS = frozenset(("weights", "writes"))
+
+
+def direct_call(layer, args, kwargs):
+    """`layer(*args, **kwargs)` as `layer.call`, or None where Keras's
+    `Layer.__call__` must run it.
+
+    Inside a model's eager step (the call context of an outer call already
+    open) a built layer's `__call__` adds nothing its `call` needs: no
+    build, no argument conversion (off for this layer), no `training`
+    argument, no mask (the layer supports none; an input with one goes
+    through `__call__`, which warns). Its some two hundred microseconds of
+    signature binding, scopes and tree walks per call are a tenth of the
+    layer's share of a step. What it does that matters here is kept: no
+    autocast scope inside the layer (`autocast` is off for table layers).
+    Anything else (a symbolic or stateless call, the outermost call, hooks,
+    rematerialisation, a distribution, an activity regulariser, another
+    argument) is left to `__call__`.
+    """
+    from keras.src.backend.common import global_state
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+    from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+
+    if len(args) != 1 or not _CALL_KEYWORDS.issuperset(kwargs) or not layer.built:
+        return None
+    inputs = args[0]
+    if type(inputs) is not torch.Tensor or getattr(inputs, "_keras_mask", None) is not None:
+        return None
+    if any(value is not None and type(value) is not torch.Tensor for value in kwargs.values()):
+        return None
+    if global_state.get_global_attribute("current_call_ctx") is None or \
+            global_state.get_global_attribute("distribution") is not None or \
+            in_symbolic_scope() or in_stateless_scope():
+        return None
+    if layer._remat_mode or layer.activity_regularizer is not None or \
+            layer.autocast or _hooked(layer):
+        return None
+    layer._called = True
+    scope = global_state.get_global_attribute("autocast_scope")
+    if scope is not None and scope.dtype is not None:
+        from keras.src.backend.common.variables import AutocastScope
+
+        with AutocastScope(None):
+            return layer.call(inputs, **kwargs)
+    return layer.call(inputs, **kwargs)
+
+
+def _hooked(module):
+    """Whether a forward hook of torch's (the module's or a global one)
+    would see the module's call."""
+    from torch.nn.modules import module as torch_module
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or
+                torch_module._global_forward_hooks or
+                torch_module._global_forward_pre_hooks)
