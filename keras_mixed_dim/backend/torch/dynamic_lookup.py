@@ -615,14 +615,20 @@ def direct_call(layer, args, kwargs):
     from keras.src.backend.common.stateless_scope import in_stateless_scope
     from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 
-    if len(args) != 1 or not _CALL_KEYWORDS.issuperset(kwargs) or not layer.built:
+    context_args = layer._call_context_args
+    if len(args) != 1 or not layer.built or any(
+            name not in _CALL_KEYWORDS and (name not in context_args or
+                                            layer._call_has_context_arg.get(name, False))
+            for name in kwargs):
         return None
     inputs = args[0]
     if type(inputs) is not torch.Tensor or getattr(inputs, "_keras_mask", None) is not None:
         return None
-    if any(value is not None and type(value) is not torch.Tensor for value in kwargs.values()):
+    if any(value is not None and type(value) is not torch.Tensor
+           for name, value in kwargs.items() if name in _CALL_KEYWORDS):
         return None
-    if global_state.get_global_attribute("current_call_ctx") is None or \
+    context = global_state.get_global_attribute("current_call_ctx")
+    if context is None or \
             global_state.get_global_attribute("distribution") is not None or \
             in_symbolic_scope() or in_stateless_scope():
         return None
@@ -630,6 +636,13 @@ def direct_call(layer, args, kwargs):
             layer.autocast or _hooked(layer):
         return None
     layer._called = True
+    kwargs = dict(kwargs)
+    for name in context_args:
+        if name in kwargs:
+            # as `__call__`: a context argument `call` does not take (the
+            # functional model's `training`) is stashed for the layers
+            # downstream, not passed
+            context.set_value(name, kwargs.pop(name))
     scope = global_state.get_global_attribute("autocast_scope")
     if scope is not None and scope.dtype is not None:
         from keras.src.backend.common.variables import AutocastScope
