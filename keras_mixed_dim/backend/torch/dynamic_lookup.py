@@ -605,9 +605,11 @@ def direct_call(layer, args, kwargs):
     argument, no mask (the layer supports none; an input with one goes
     through `__call__`, which warns). Its some two hundred microseconds of
     signature binding, scopes and tree walks per call are a tenth of the
-    layer's share of a step. What it does that matters here is kept: no
-    autocast scope inside the layer (`autocast` is off for table layers).
-    Anything else (a symbolic or stateless call, the outermost call, hooks,
+    layer's share of a step. The autocast scope it would open changes
+    nothing here: the layer's variables are made with autocast off
+    (`TableLayer.add_weight`), so a mixed-precision model's scope leaves
+    the tables float32 either way. Anything else (an unbuilt layer, a
+    symbolic or stateless call, the outermost call, torch hooks,
     rematerialisation, a distribution, an activity regulariser, another
     argument) is left to `__call__`.
     """
@@ -632,8 +634,7 @@ def direct_call(layer, args, kwargs):
             global_state.get_global_attribute("distribution") is not None or \
             in_symbolic_scope() or in_stateless_scope():
         return None
-    if layer._remat_mode or layer.activity_regularizer is not None or \
-            layer.autocast or _hooked(layer):
+    if layer._remat_mode or layer.activity_regularizer is not None or _hooked(layer):
         return None
     layer._called = True
     kwargs = dict(kwargs)
@@ -643,12 +644,6 @@ def direct_call(layer, args, kwargs):
             # functional model's `training`) is stashed for the layers
             # downstream, not passed
             context.set_value(name, kwargs.pop(name))
-    scope = global_state.get_global_attribute("autocast_scope")
-    if scope is not None and scope.dtype is not None:
-        from keras.src.backend.common.variables import AutocastScope
-
-        with AutocastScope(None):
-            return layer.call(inputs, **kwargs)
     return layer.call(inputs, **kwargs)
 
 
