@@ -332,6 +332,17 @@ class DynamicEmbedding(TableLayer):
 
     # ------------------------------------------------------------ graph
 
+    def __call__(self, *args, **kwargs):
+        # PyTorch's eager step: the layer's call without Keras's per-call
+        # machinery, where it would add nothing (`direct_call` there)
+        fused = dynamic_lookup()
+        direct = getattr(fused, "direct_call", None)
+        if direct is not None:
+            outputs = direct(self, args, kwargs)
+            if outputs is not None:
+                return outputs
+        return super().__call__(*args, **kwargs)
+
     def call(self, inputs, weights=None, writes=None):
         inputs, weights = self._converted(inputs), self._converted(weights)
         if writes is not None:

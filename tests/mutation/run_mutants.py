@@ -984,6 +984,55 @@ MUTANTS += [
 ]
 
 
+# PyTorch's call of `DynamicEmbedding` without Keras's `__call__` inside an
+# eager step (`direct_call`), and the numpy views its row writes keep
+TORCH_DIRECT_TESTS = ["tests/backend/torch/test_dynamic_lookup.py::"
+                      "test_direct_call_leaves_to_keras_what_it_does_not_serve",
+                      "tests/backend/torch/test_dynamic_lookup.py::"
+                      "test_inside_a_model_the_call_skips_keras_call_and_equals_it"]
+MUTANTS += [
+    Mutant("torch-direct-call-serves-the-outermost-call", TORCH_LOOKUP, "direct_call",
+           swap("context is None", "False"), TORCH_DIRECT_TESTS, backend="torch"),
+    Mutant("torch-direct-call-drops-the-input-mask", TORCH_LOOKUP, "direct_call",
+           swap("getattr(inputs, '_keras_mask', None) is not None", "False"),
+           TORCH_DIRECT_TESTS, backend="torch"),
+    Mutant("torch-direct-call-takes-any-argument", TORCH_LOOKUP, "direct_call",
+           swap("name not in _CALL_KEYWORDS and (name not in context_args or "
+                "layer._call_has_context_arg.get(name, False))", "False"),
+           TORCH_DIRECT_TESTS, backend="torch"),
+    Mutant("torch-direct-call-passes-training-on", TORCH_LOOKUP, "direct_call",
+           swap("context.set_value(name, kwargs.pop(name))", "pass"),
+           TORCH_DIRECT_TESTS, backend="torch"),
+    Mutant("torch-direct-call-takes-numpy-weights", TORCH_LOOKUP, "direct_call",
+           swap("value is not None and type(value) is not torch.Tensor", "False"),
+           TORCH_DIRECT_TESTS, backend="torch"),
+    Mutant("torch-direct-call-of-an-unbuilt-layer", TORCH_LOOKUP, "direct_call",
+           swap("not layer.built", "False"), TORCH_DIRECT_TESTS, backend="torch"),
+    Mutant("torch-direct-call-in-a-stateless-scope", TORCH_LOOKUP, "direct_call",
+           swap("in_stateless_scope()", "False"), TORCH_DIRECT_TESTS, backend="torch"),
+    Mutant("torch-direct-call-in-a-symbolic-scope", TORCH_LOOKUP, "direct_call",
+           swap("in_symbolic_scope()", "False"), TORCH_DIRECT_TESTS, backend="torch"),
+    Mutant("torch-direct-call-under-a-distribution", TORCH_LOOKUP, "direct_call",
+           swap("global_state.get_global_attribute('distribution') is not None", "False"),
+           TORCH_DIRECT_TESTS, backend="torch"),
+    Mutant("torch-direct-call-skips-rematerialisation", TORCH_LOOKUP, "direct_call",
+           swap("layer._remat_mode", "False"), TORCH_DIRECT_TESTS, backend="torch"),
+    Mutant("torch-direct-call-skips-the-activity-regulariser", TORCH_LOOKUP, "direct_call",
+           swap("layer.activity_regularizer is not None", "False"), TORCH_DIRECT_TESTS,
+           backend="torch"),
+    Mutant("torch-direct-call-skips-torch-hooks", TORCH_LOOKUP, "direct_call",
+           swap("_hooked(layer)", "False"), TORCH_DIRECT_TESTS, backend="torch"),
+    Mutant("torch-direct-call-of-two-inputs", TORCH_LOOKUP, "direct_call",
+           swap("len(args) != 1", "False"), TORCH_DIRECT_TESTS, backend="torch"),
+    Mutant("torch-layer-call-never-direct", DYNAMIC_LAYER, "DynamicEmbedding.__call__",
+           swap("outputs is not None", "False"), TORCH_DIRECT_TESTS, backend="torch"),
+    Mutant("torch-numpy-view-outlives-its-memory", TORCH_ROW_WRITES, "_numpy",
+           swap("kept is None or kept[0] != pointer or kept[1].shape != tensor.shape",
+                "kept is None"),
+           ["tests/backend/torch/test_row_writes.py"], backend="torch"),
+]
+
+
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""
     try:

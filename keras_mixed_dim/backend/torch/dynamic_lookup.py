@@ -587,3 +587,71 @@ def unpack(layer, packed):
     stored = tags.index_select(0, safe.reshape(-1).to(tags.device)).view(safe.shape)
     admitted = (safe == slot) & (stored == tag) & (tag > 0)
     return safe, admitted, buckets
+
+
+# -- the layer's call without Keras's `__call__` -------------------------------
+
+# the keyword arguments of `DynamicEmbedding.call`
+_CALL_KEYWORDS = frozenset(("weights", "writes"))
+
+
+def direct_call(layer, args, kwargs):
+    """`layer(*args, **kwargs)` as `layer.call`, or None where Keras's
+    `Layer.__call__` must run it.
+
+    Inside a model's eager step (the call context of an outer call already
+    open) a built layer's `__call__` adds nothing its `call` needs: no
+    build, no argument conversion (off for this layer), no `training`
+    argument, no mask (the layer supports none; an input with one goes
+    through `__call__`, which warns). Its some two hundred microseconds of
+    signature binding, scopes and tree walks per call are a tenth of the
+    layer's share of a step. The autocast scope it would open changes
+    nothing here: the layer's variables are made with autocast off
+    (`TableLayer.add_weight`), so a mixed-precision model's scope leaves
+    the tables float32 either way. Anything else (an unbuilt layer, a
+    symbolic or stateless call, the outermost call, torch hooks,
+    rematerialisation, a distribution, an activity regulariser, another
+    argument) is left to `__call__`.
+    """
+    from keras.src.backend.common import global_state
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+    from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+
+    context_args = layer._call_context_args
+    if len(args) != 1 or not layer.built or any(
+            name not in _CALL_KEYWORDS and (name not in context_args or
+                                            layer._call_has_context_arg.get(name, False))
+            for name in kwargs):
+        return None
+    inputs = args[0]
+    if type(inputs) is not torch.Tensor or getattr(inputs, "_keras_mask", None) is not None:
+        return None
+    if any(value is not None and type(value) is not torch.Tensor
+           for name, value in kwargs.items() if name in _CALL_KEYWORDS):
+        return None
+    context = global_state.get_global_attribute("current_call_ctx")
+    if context is None or \
+            global_state.get_global_attribute("distribution") is not None or \
+            in_symbolic_scope() or in_stateless_scope():
+        return None
+    if layer._remat_mode or layer.activity_regularizer is not None or _hooked(layer):
+        return None
+    layer._called = True
+    kwargs = dict(kwargs)
+    for name in context_args:
+        if name in kwargs:
+            # as `__call__`: a context argument `call` does not take (the
+            # functional model's `training`) is stashed for the layers
+            # downstream, not passed
+            context.set_value(name, kwargs.pop(name))
+    return layer.call(inputs, **kwargs)
+
+
+def _hooked(module):
+    """Whether a forward hook of torch's (the module's or a global one)
+    would see the module's call."""
+    from torch.nn.modules import module as torch_module
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or
+                torch_module._global_forward_hooks or
+                torch_module._global_forward_pre_hooks)

@@ -172,8 +172,23 @@ def _numpy_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initia
 
 
 def _numpy(variable):
-    """A variable's memory as a numpy array (a CPU tensor's)."""
-    return variable.value.detach().numpy()
+    """A variable's memory as a numpy array (a CPU tensor's), made once per
+    tensor and kept on it: `.value` and `.numpy()` cost microseconds each,
+    some ten times per written batch. The variable's own tensor
+    (`_value`), never a copy: `.value` would give an autocast copy under a
+    mixed-precision scope (the writes run outside any stateless scope:
+    `concrete_writes`); a tensor whose memory moved (`.data` set) gets a
+    new view."""
+    tensor = variable._value
+    kept = getattr(tensor, _VIEW_ATTRIBUTE, None)
+    pointer = tensor.data_ptr()
+    if kept is None or kept[0] != pointer or kept[1].shape != tensor.shape:
+        kept = (pointer, tensor.detach().numpy())
+        setattr(tensor, _VIEW_ATTRIBUTE, kept)
+    return kept[1]
+
+
+_VIEW_ATTRIBUTE = "_keras_mixed_dim_numpy_view"
 
 
 def numpy_pinv(matrix):

@@ -533,3 +533,109 @@ def test_the_raw_torch_reading_of_packed_ids_equals_the_portable_one(portable):
     assert admitted.reshape(-1)[first] and not admitted.reshape(-1)[second]
     assert not admitted.all()
     assert hasattr(dynamic_lookup, "unpack")
+
+
+def _model_outputs_and_gradients(layer, packed, writes):
+    """Outputs and table gradients of the layer inside a functional model's
+    training call (with the `writes` input, as `dynamic_batches` feeds it)."""
+    import torch
+
+    ids = keras.Input((3,), dtype="int32")
+    write_input = layer.writes_input()
+    model = keras.Model([ids, write_input], layer(ids, writes=write_input))
+    for variable in layer.width_tables:
+        variable.value.grad = None
+    calls = []
+    call = layer.call
+    layer.call = lambda *args, **kwargs: calls.append(1) or call(*args, **kwargs)
+    outputs = model([torch.as_tensor(packed), torch.as_tensor(writes)], training=True)
+    # the layer's call ran once (not again by `__call__`)
+    assert len(calls) == 1
+    upstream = torch.as_tensor(np.random.default_rng(5).normal(size=tuple(outputs.shape)))
+    (outputs.float() * upstream.float()).sum().backward()
+    return (ops.convert_to_numpy(outputs),
+            [ops.convert_to_numpy(v.value.grad) for v in layer.width_tables])
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_inside_a_model_the_call_skips_keras_call_and_equals_it(monkeypatch, policy):
+    # `direct_call` (the layer's call without `Layer.__call__`) serves the
+    # model's eager call, `training` and an autocast scope included, and
+    # gives what `__call__` gives, outputs and gradients
+    from keras_mixed_dim.backend.torch import dynamic_lookup
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        results, served = [], []
+        for direct in (True, False):
+            layer = make((4, 2, 1))
+            packed = batch_of(layer, np.random.default_rng(6))
+            writes = np.asarray(layer.no_writes())
+            original = dynamic_lookup.direct_call
+
+            def spy(*args, direct=direct, original=original):
+                outputs = original(*args) if direct else None
+                served.append(outputs is not None)
+                return outputs
+
+            with monkeypatch.context() as patch:
+                patch.setattr(dynamic_lookup, "direct_call", spy)
+                results.append(_model_outputs_and_gradients(layer, packed, writes))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    # the symbolic call that built the model went through `__call__`, the
+    # training call did not
+    assert served[:2] == [False, True] and not any(served[2:])
+    (got, got_grads), (want, want_grads) = results
+    assert got.dtype == want.dtype == (np.float16 if policy != "float32" else np.float32)
+    np.testing.assert_array_equal(got, want)
+    for g, w in zip(got_grads, want_grads):
+        np.testing.assert_array_equal(g, w)
+    assert np.abs(got).sum() > 0
+
+
+def test_direct_call_leaves_to_keras_what_it_does_not_serve():
+    # the outermost call (Keras opens the call context and clears losses),
+    # an input with a mask (Keras warns), an argument `call` does not take,
+    # bag weights that are not a tensor: `__call__` runs them
+    import torch
+    from keras.src.backend.common import global_state
+    from keras.src.backend.common.stateless_scope import StatelessScope
+    from keras.src.backend.common.symbolic_scope import SymbolicScope
+    from keras.src.layers.layer import CallContext
+
+    from keras_mixed_dim.backend.torch import dynamic_lookup
+
+    layer = make((4, 2, 1))
+    ids = torch.as_tensor(batch_of(layer, np.random.default_rng(7)))
+    assert dynamic_lookup.direct_call(layer, (ids,), {}) is None
+    global_state.set_global_attribute("current_call_ctx", CallContext(entry_layer=layer))
+    try:
+        served = dynamic_lookup.direct_call(layer, (ids,), {"training": True})
+        np.testing.assert_array_equal(ops.convert_to_numpy(served),
+                                      ops.convert_to_numpy(layer.call(ids)))
+        masked = ids.clone()
+        masked._keras_mask = torch.ones(ids.shape[:-1], dtype=torch.bool)
+        assert dynamic_lookup.direct_call(layer, (masked,), {}) is None
+        assert dynamic_lookup.direct_call(layer, (ids,), {"mask": None}) is None
+        assert dynamic_lookup.direct_call(layer, (ids,), {"weights": np.ones(24)}) is None
+        assert dynamic_lookup.direct_call(layer, (ids, ids), {}) is None
+        assert dynamic_lookup.direct_call(make((4, 2, 1)), (ids,), {}) is None   # unbuilt
+        with StatelessScope():
+            assert dynamic_lookup.direct_call(layer, (ids,), {}) is None
+        with SymbolicScope():
+            assert dynamic_lookup.direct_call(layer, (ids,), {}) is None
+        for name, value in [("_remat_mode", object()),
+                            ("activity_regularizer", keras.regularizers.L2())]:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(layer, name, value)
+                assert dynamic_lookup.direct_call(layer, (ids,), {}) is None
+        handle = layer.register_forward_hook(lambda *args: None)
+        assert dynamic_lookup.direct_call(layer, (ids,), {}) is None
+        handle.remove()
+        global_state.set_global_attribute("distribution", object())
+        assert dynamic_lookup.direct_call(layer, (ids,), {}) is None
+    finally:
+        global_state.set_global_attribute("distribution", None)
+        global_state.set_global_attribute("current_call_ctx", None)
+    assert layer(ids).shape == (24, 4)

@@ -211,3 +211,22 @@ def test_the_writes_of_a_bfloat16_layer_are_the_float32_layers_rounded():
         got = keras.ops.convert_to_numpy(keras.ops.cast(b, "float32"))
         assert not np.array_equal(want, old)
         np.testing.assert_allclose(got, want, rtol=0.05, atol=0.02 * np.abs(want).max())
+
+
+def test_the_numpy_view_of_a_variable_follows_its_memory():
+    # `_numpy` keeps a variable's numpy view on its tensor; a tensor whose
+    # memory moved (`.data` set) gets a view of the new memory
+    import torch
+
+    from keras_mixed_dim.backend.torch import row_writes
+
+    variable = table()
+    view = row_writes._numpy(variable)
+    assert row_writes._numpy(variable) is view
+    view[1] = -1.0
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value)[1], -1.0)
+    variable.value.data = torch.zeros(6, 4)
+    row_writes._numpy(variable)[2] = 5.0
+    expected = np.zeros((6, 4), "float32")
+    expected[2] = 5.0
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value), expected)
