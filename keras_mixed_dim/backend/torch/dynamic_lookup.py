@@ -613,14 +613,17 @@ def direct_call(layer, args, kwargs):
     rematerialisation, a distribution, an activity regulariser, another
     argument) is left to `__call__`.
     """
-    from keras.src.backend.common import global_state
-    from keras.src.backend.common.stateless_scope import in_stateless_scope
-    from keras.src.backend.common.symbolic_scope import in_symbolic_scope
-
-    context_args = layer._call_context_args
+    if _keras_scopes is None:
+        return None
+    global_state, in_stateless_scope, in_symbolic_scope = _keras_scopes
+    # Keras's private per-layer state: a Keras without it gets `__call__`
+    context_args = getattr(layer, "_call_context_args", None)
+    has_context_arg = getattr(layer, "_call_has_context_arg", None)
+    if context_args is None or has_context_arg is None:
+        return None
     if len(args) != 1 or not layer.built or any(
             name not in _CALL_KEYWORDS and (name not in context_args or
-                                            layer._call_has_context_arg.get(name, False))
+                                            has_context_arg.get(name, False))
             for name in kwargs):
         return None
     inputs = args[0]
@@ -634,7 +637,7 @@ def direct_call(layer, args, kwargs):
             global_state.get_global_attribute("distribution") is not None or \
             in_symbolic_scope() or in_stateless_scope():
         return None
-    if layer._remat_mode or layer.activity_regularizer is not None or _hooked(layer):
+    if getattr(layer, "_remat_mode", None) or layer.activity_regularizer is not None or _hooked(layer):
         return None
     layer._called = True
     kwargs = dict(kwargs)
@@ -645,6 +648,22 @@ def direct_call(layer, args, kwargs):
             # downstream, not passed
             context.set_value(name, kwargs.pop(name))
     return layer.call(inputs, **kwargs)
+
+
+def _scopes():
+    """Keras's global state and scope tests `direct_call` reads (private
+    modules: None where a Keras lacks them, and every call takes
+    `__call__`)."""
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.backend.common.stateless_scope import in_stateless_scope
+        from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+    except ImportError:
+        return None
+    return global_state, in_stateless_scope, in_symbolic_scope
+
+
+_keras_scopes = _scopes()
 
 
 def _hooked(module):

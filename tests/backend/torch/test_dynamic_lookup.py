@@ -635,6 +635,14 @@ def test_direct_call_leaves_to_keras_what_it_does_not_serve():
         handle.remove()
         global_state.set_global_attribute("distribution", object())
         assert dynamic_lookup.direct_call(layer, (ids,), {}) is None
+        # a Keras without the private state read here: `__call__` runs it
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(dynamic_lookup, "_keras_scopes", None)
+            assert dynamic_lookup.direct_call(layer, (ids,), {}) is None
+        with pytest.MonkeyPatch.context() as patch:
+            patch.delattr(type(layer), "_call_context_args", raising=False)
+            patch.setattr(layer, "_call_context_args", None)
+            assert dynamic_lookup.direct_call(layer, (ids,), {}) is None
     finally:
         global_state.set_global_attribute("distribution", None)
         global_state.set_global_attribute("current_call_ctx", None)
