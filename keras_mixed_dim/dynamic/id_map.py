@@ -278,6 +278,12 @@ class DynamicIdMap:
     # -------------------------------------------------------------- updating
 
     def _new_tags(self, count):
+        if self.next_tag + count < TAG_MODULUS:
+            # no wrap (all but one call in 2**31): tag i is next_tag + i + 1,
+            # made in int32 without the modulus
+            tags = np.arange(self.next_tag + 1, self.next_tag + count + 1, dtype=np.int32)
+            self.next_tag += count
+            return tags
         tags = np.arange(self.next_tag, self.next_tag + count, dtype=np.int64)
         tags %= TAG_MODULUS
         tags += 1

@@ -1111,6 +1111,19 @@ def _unique(keys):
     flat = keys.ravel()
     if not flat.size:
         return flat.copy(), np.zeros(0, np.intp), np.zeros(0, np.intp)
+    low = int(flat.min())
+    span = int(flat.max()) - low + 1
+    if span <= 2 * flat.size:
+        # dense ids (a vocabulary's indices): a count per value in the
+        # keys' range replaces the sort, measured 3-4x faster at 4096 keys
+        # up to a range of twice the keys (beyond it the range's passes
+        # cost more than the sort)
+        offsets = flat - low
+        counts = np.bincount(offsets, minlength=span)
+        present = counts.nonzero()[0]
+        position = np.empty(span, np.intp)
+        position[present] = np.arange(present.size)
+        return present + low, position[offsets], counts[present]
     order = flat.argsort()
     ordered = flat[order]
     first = np.empty(flat.size, bool)

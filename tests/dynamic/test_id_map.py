@@ -221,3 +221,19 @@ def test_merged_index_and_partial_victim_sort_equal_full_sorts(eviction):
         np.testing.assert_array_equal(
             id_map_module._first_sorted(pool, count, first, second),
             pool[np.lexsort((pool, second, first))][:count])
+
+
+def test_new_tags_across_the_modulus_equal_the_modular_formula():
+    # the no-wrap shortcut and the wrapping path: tag i is
+    # (next_tag + i) % TAG_MODULUS + 1, and next_tag advances modulo it
+    from keras_mixed_dim.dynamic.id_map import TAG_MODULUS
+
+    id_map = DynamicIdMap([4])
+    for start, count in [(1, 3), (TAG_MODULUS - 5, 3), (TAG_MODULUS - 5, 5),
+                         (TAG_MODULUS - 3, 7), (0, 0)]:
+        id_map.next_tag = start
+        tags = id_map._new_tags(count)
+        expected = (np.arange(start, start + count, dtype=np.int64) % TAG_MODULUS) + 1
+        assert tags.dtype == np.int32
+        np.testing.assert_array_equal(tags, expected)
+        assert id_map.next_tag == (start + count) % TAG_MODULUS
