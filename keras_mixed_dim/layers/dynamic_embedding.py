@@ -747,7 +747,7 @@ class DynamicEmbedding(TableLayer):
         # slots whose write is still pending (most batches: none)
         pending = id_map.dirty.nonzero()[0] if id_map.dirty.any() else None
         unique, inverse, counts = _unique(keys if mask is None else keys[mask])
-        slots = id_map.find(unique)
+        slots = id_map._find_distinct(unique)
         changes = id_map.update_found(unique, counts, slots, timestamps)
         mapped = _Mapped(keys, mask, inverse, self._no_writes_shape)
         hashed = unique
@@ -775,7 +775,7 @@ class DynamicEmbedding(TableLayer):
         # its slot, and only a tier move (every `rebalance_every` steps)
         # moves the others; evictions never take a key of the batch
         if changes.move_from.size:
-            slots = id_map.find(unique)
+            slots = id_map._find_distinct(unique)
         elif changes.reset_slots.size:
             slots = slots.copy()
             slots[unique.searchsorted(changes.reset_keys)] = changes.reset_slots

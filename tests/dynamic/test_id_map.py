@@ -237,3 +237,26 @@ def test_new_tags_across_the_modulus_equal_the_modular_formula():
         assert tags.dtype == np.int32
         np.testing.assert_array_equal(tags, expected)
         assert id_map.next_tag == (start + count) % TAG_MODULUS
+
+
+@pytest.mark.parametrize("size,count", [(700, 8), (700, 0), (700, 700), (50, 3), (1, 1)])
+def test_first_by_equals_a_stable_argsort_prefix_with_ties(size, count):
+    from keras_mixed_dim.dynamic.id_map import _first_by
+
+    values = -np.random.default_rng(size + count).integers(2, 9, size).astype(np.float32)
+    np.testing.assert_array_equal(_first_by(values, count),
+                                  np.argsort(values, kind="stable")[:count])
+
+
+@pytest.mark.parametrize("admitted,batch", [(30, 200), (30, 40), (0, 10), (30, 0)])
+def test_find_distinct_equals_find(admitted, batch):
+    # sorted distinct keys searched either way (the index among the keys
+    # where the index is the smaller), some admitted and some not
+    rng = np.random.default_rng(admitted + batch)
+    id_map = DynamicIdMap([admitted or 1], min_count=1)
+    pool = rng.choice(2**40, 400, replace=False) - 2**39
+    if admitted:
+        id_map.update(pool[:admitted])
+    keys = np.unique(rng.choice(pool, batch, replace=False))
+    np.testing.assert_array_equal(id_map._find_distinct(keys), id_map.find(keys))
+    assert (id_map._find_distinct(keys) >= 0).sum() == np.isin(keys, pool[:admitted]).sum()
