@@ -686,7 +686,9 @@ class DynamicEmbedding(TableLayer):
                 keys[i, : len(bag)] = bag
                 mask[i, : len(bag)] = True
             return keys, mask
-        keys = raw_keys(ids)
+        # int64 ids as they are: the host map only reads them (`raw_keys`
+        # copies)
+        keys = ids if type(ids) is np.ndarray and ids.dtype == np.int64 else raw_keys(ids)
         if mask is not None:
             mask = np.asarray(mask, bool)
             if mask.shape != keys.shape:

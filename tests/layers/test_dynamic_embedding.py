@@ -715,6 +715,17 @@ def test_unique_equals_np_unique_on_dense_and_sparse_keys(low, span, size, shape
         np.testing.assert_array_equal(got, want)
 
 
+def test_prepare_leaves_the_callers_int64_ids_as_they_were():
+    # int64 ids are mapped without a copy: nothing may write to them
+    layer = make([3, 6], (4, 2), rebalance_every=2)
+    rng = np.random.default_rng(3)
+    for ids in [rng.integers(0, 9, (6, 4)), rng.integers(-(2**62), 2**62, 24)] * 3:
+        before = ids.copy()
+        packed, _ = layer.prepare(ids, mask=ids % 3 != 0)
+        np.testing.assert_array_equal(ids, before)
+        np.testing.assert_array_equal(packed, layer.lookup_ids(before, mask=before % 3 != 0))
+
+
 def test_gradients_reach_only_the_rows_each_id_reads():
     # each id's rows of every tier and of the fallback are gathered in one
     # lane per variable and masked: the gradient must be exactly what the
