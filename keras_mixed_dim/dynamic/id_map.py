@@ -170,8 +170,9 @@ def _first_sorted(pool, count, primary, secondary):
 def _first_by(values, count):
     """Indices of the `count` smallest `values` in the order of a stable
     argsort's first `count` (ties by index), sorting only the candidates
-    (every entry at most the `count`-th smallest) where they are few."""
-    if 8 * count < values.size:
+    (every entry at most the `count`-th smallest) where they are few
+    among many (below some 256 values a whole sort costs less)."""
+    if 8 * count < values.size and values.size >= 256:
         if not count:
             return np.zeros(0, np.intp)
         threshold = np.partition(values, count - 1)[count - 1]

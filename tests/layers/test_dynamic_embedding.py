@@ -645,16 +645,21 @@ def reference_prepare(layer, id_map, dirty, keys, mask, timestamps):
 
 
 @pytest.mark.parametrize("eviction", ["lfu", "lru", "ttl"])
-def test_prepare_equals_a_loop_reference_with_deferred_writes_moves_and_padding(eviction):
+def test_prepare_equals_a_loop_reference_with_deferred_writes_moves_and_padding(
+        eviction, monkeypatch):
     """Random batches (repeats that change nothing, padding, timestamps,
     many new ids so that writes are deferred, tier moves), packed ids,
     writes and every array of the map against `reference_prepare`; the
     merged sorted index (forced on this small map) against a re-sort."""
+    from keras_mixed_dim.layers import dynamic_embedding
+
     rng = np.random.default_rng(7)
     layer = make([3, 6, 12], (4, 2, 1), eviction=eviction,
                  ttl=4 if eviction == "ttl" else None, rebalance_every=3, max_writes=2,
                  min_count=2)
     layer.id_map.MERGE_INDEX_FROM = 0
+    # the small batches' dense ids counted, not sorted, as large ones' are
+    monkeypatch.setattr(dynamic_embedding, "_COUNT_FROM", 1)
     reference_map = DynamicEmbedding(4, layer.capacity_bytes, tier_dims=(4, 2, 1),
                                      sketch_width=16, min_count=2, eviction=eviction,
                                      ttl=4 if eviction == "ttl" else None,
@@ -700,8 +705,13 @@ def test_prepare_equals_a_loop_reference_with_deferred_writes_moves_and_padding(
     (0, 2**20, 4096, (64, 64)),          # sparse (sorted)
     (-(2**63), 2**64, 300, (300,)),      # the whole int64 range
 ])
-def test_unique_equals_np_unique_on_dense_and_sparse_keys(low, span, size, shape):
+def test_unique_equals_np_unique_on_dense_and_sparse_keys(low, span, size, shape,
+                                                         monkeypatch):
+    from keras_mixed_dim.layers import dynamic_embedding
     from keras_mixed_dim.layers.dynamic_embedding import _unique
+
+    # small batches too take the count where their ids are dense
+    monkeypatch.setattr(dynamic_embedding, "_COUNT_FROM", 1)
 
     rng = np.random.default_rng(size)
     keys = (np.array(low, dtype=object) + rng.integers(0, min(span, 2**63), size)
