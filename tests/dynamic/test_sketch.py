@@ -50,19 +50,21 @@ def test_bad_sizes_are_named(width):
         CountMinSketch(width)
 
 
-@pytest.mark.parametrize("depth,seed", [(1, 0), (3, 2**40 + 5)])
-def test_rows_hashed_together_equal_one_mix64_per_row(depth, seed):
+@pytest.mark.parametrize("depth,seed,width", [(1, 0, 37), (3, 2**40 + 5, 37),
+                                              (2, 7, 64), (1, 3, 1)])
+def test_rows_hashed_together_equal_one_mix64_per_row(depth, seed, width):
     """All rows in one pass: the counters of a row-at-a-time reference
-    (`mix64` per row, `np.add.at` per row), colliding keys included."""
+    (`mix64` per row, `np.add.at` per row), colliding keys included; a
+    power-of-two width (a mask, not a remainder) too."""
     rng = np.random.default_rng(depth)
     keys = np.unique(rng.integers(-2**63, 2**63 - 1, 300, dtype=np.int64))
     counts = rng.integers(1, 5, keys.size)
-    sketch = CountMinSketch(37, depth=depth, seed=seed)
-    expected = np.zeros((depth, 37), np.float32)
+    sketch = CountMinSketch(width, depth=depth, seed=seed)
+    expected = np.zeros((depth, width), np.float32)
     for step in range(3):
         sketch.decay(0.9)
         expected *= np.float32(0.9)
-        columns = [(mix64(keys, seed * 131 + r) % np.uint64(37)).astype(np.int64)
+        columns = [(mix64(keys, seed * 131 + r) % np.uint64(width)).astype(np.int64)
                    for r in range(depth)]
         for r in range(depth):
             np.add.at(expected[r], columns[r], counts.astype(np.float32))

@@ -645,25 +645,33 @@ def reference_prepare(layer, id_map, dirty, keys, mask, timestamps):
 
 
 @pytest.mark.parametrize("eviction", ["lfu", "lru", "ttl"])
-def test_prepare_equals_a_loop_reference_with_deferred_writes_moves_and_padding(eviction):
+def test_prepare_equals_a_loop_reference_with_deferred_writes_moves_and_padding(
+        eviction, monkeypatch):
     """Random batches (repeats that change nothing, padding, timestamps,
     many new ids so that writes are deferred, tier moves), packed ids,
     writes and every array of the map against `reference_prepare`; the
     merged sorted index (forced on this small map) against a re-sort."""
+    from keras_mixed_dim.layers import dynamic_embedding
+
     rng = np.random.default_rng(7)
     layer = make([3, 6, 12], (4, 2, 1), eviction=eviction,
                  ttl=4 if eviction == "ttl" else None, rebalance_every=3, max_writes=2,
                  min_count=2)
     layer.id_map.MERGE_INDEX_FROM = 0
+    # the small batches' dense ids counted, not sorted, as large ones' are
+    monkeypatch.setattr(dynamic_embedding, "_COUNT_FROM", 1)
     reference_map = DynamicEmbedding(4, layer.capacity_bytes, tier_dims=(4, 2, 1),
                                      sketch_width=16, min_count=2, eviction=eviction,
                                      ttl=4 if eviction == "ttl" else None,
                                      rebalance_every=3, fallback_buckets=4).id_map
     dirty, batch, seen = set(), None, {"deferred": 0, "moved": 0, "no writes": 0}
+    dense_rng = np.random.default_rng(8)
     for step in range(60):
         if step % 5 != 4:   # every fifth batch repeats the last one
             shape = (int(rng.integers(1, 30)),) if step % 3 else (int(rng.integers(1, 8)), 3)
             batch = ((rng.zipf(1.3, shape) * 7919) % 60 - 20) * (2**40 + 1)
+            if step % 7 == 3:   # dense ids: `_unique` counts them, no sort
+                batch = dense_rng.integers(-3, 4, shape)
         mask = rng.random(batch.shape) < 0.8 if step % 4 == 1 else None
         times = rng.integers(0, 30, batch.shape) if step % 6 == 2 else None
         packed, writes = layer.prepare(batch, timestamps=times, mask=mask)
@@ -686,6 +694,47 @@ def test_prepare_equals_a_loop_reference_with_deferred_writes_moves_and_padding(
                                       layer.id_map.keys[used][order])
         np.testing.assert_array_equal(layer.id_map.index_slots[:size], used[order])
     assert min(seen.values()) > 0, seen
+
+
+@pytest.mark.parametrize("low,span,size,shape", [
+    (1, 1682, 4096, (4096,)),            # dense (counted): a vocabulary's indices
+    (-(2**63), 40, 64, (8, 8)),          # dense at the bottom of int64
+    (2**63 - 50, 50, 30, (30,)),         # dense at the top
+    (-7, 3, 5, (5,)),
+    (0, 1, 1, (1,)),
+    (0, 2**20, 4096, (64, 64)),          # sparse (sorted)
+    (-(2**63), 2**64, 300, (300,)),      # the whole int64 range
+])
+def test_unique_equals_np_unique_on_dense_and_sparse_keys(low, span, size, shape,
+                                                         monkeypatch):
+    from keras_mixed_dim.layers import dynamic_embedding
+    from keras_mixed_dim.layers.dynamic_embedding import _unique
+
+    # small batches too take the count where their ids are dense
+    monkeypatch.setattr(dynamic_embedding, "_COUNT_FROM", 1)
+
+    rng = np.random.default_rng(size)
+    keys = (np.array(low, dtype=object) + rng.integers(0, min(span, 2**63), size)
+            ).astype(np.int64).reshape(shape) if span < 2**63 else rng.integers(
+                -(2**63), 2**63 - 1, size, dtype=np.int64, endpoint=True).reshape(shape)
+    keys.flat[0], keys.flat[-1] = low, low + span - 1 if span < 2**63 else 2**63 - 1
+    unique, inverse, counts = _unique(keys)
+    expected = np.unique(keys.ravel(), return_inverse=True, return_counts=True)
+    for got, want in zip((unique, inverse, counts), expected):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+def test_prepare_leaves_the_callers_int64_ids_as_they_were():
+    # int64 ids are mapped without a copy: nothing may write to them
+    layer = make([3, 6], (4, 2), rebalance_every=2)
+    rng = np.random.default_rng(3)
+    for ids in [rng.integers(0, 9, (6, 4)), rng.integers(-(2**62), 2**62, 24)] * 3:
+        before = ids.copy()
+        packed, _ = layer.prepare(ids, mask=ids % 3 != 0)
+        np.testing.assert_array_equal(ids, before)
+        np.testing.assert_array_equal(packed, layer.lookup_ids(before, mask=before % 3 != 0))
+
 
 def test_gradients_reach_only_the_rows_each_id_reads():
     # each id's rows of every tier and of the fallback are gathered in one
