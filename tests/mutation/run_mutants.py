@@ -1035,6 +1035,27 @@ MUTANTS += [
 ]
 
 
+# the host map's cheaper paths at 4096 (issue 24, examples/s): dense ids
+# counted, candidates ordered only as far as slots take them, the index
+# searched among the batch's keys, tags without the modulus, the sketch's
+# power-of-two width masked
+HOST_MAP_TESTS = ["tests/dynamic/test_id_map.py", "tests/dynamic/test_sketch.py",
+                  "tests/layers/test_dynamic_embedding.py::test_unique_equals_np_unique_on_dense_and_sparse_keys"]
+MUTANTS += [
+    Mutant("host-map-counts-sparse-keys", DYNAMIC_LAYER, "_unique",
+           swap("span <= 2 * flat.size", "True"), HOST_MAP_TESTS),
+    Mutant("host-map-first-by-drops-ties", DYNAMIC_MAP, "_first_by",
+           swap("values <= threshold", "values < threshold"), HOST_MAP_TESTS),
+    Mutant("host-map-find-distinct-unmatched", DYNAMIC_MAP, "DynamicIdMap._find_distinct",
+           swap("keys[pos] == index", "keys[pos] >= index"), HOST_MAP_TESTS),
+    Mutant("host-map-new-tags-off-by-one", DYNAMIC_MAP, "DynamicIdMap._new_tags",
+           swap("self.next_tag + 1", "self.next_tag"), HOST_MAP_TESTS),
+    Mutant("host-map-sketch-mask-full-width", "keras_mixed_dim/dynamic/sketch.py",
+           "CountMinSketch._flat_columns",
+           swap("np.uint64(self.width - 1)", "np.uint64(2 * self.width - 1)"), HOST_MAP_TESTS),
+]
+
+
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""
     try:
