@@ -1034,6 +1034,15 @@ MUTANTS += [
            ["tests/backend/torch/test_row_writes.py"], backend="torch"),
 ]
 
+# the review of the dense reads and the direct call
+MUTANTS += [
+    Mutant("torch-direct-call-keeps-the-autocast-scope", TORCH_LOOKUP, "direct_call",
+           swap("scope is not None and scope.dtype is not None", "False"),
+           ["tests/backend/torch/test_dynamic_lookup.py::"
+            "test_a_mixed_precision_models_writes_reset_the_optimizer_slots_as_keras_call"],
+           backend="torch"),
+]
+
 
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""

@@ -647,3 +647,52 @@ def test_direct_call_leaves_to_keras_what_it_does_not_serve():
         global_state.set_global_attribute("distribution", None)
         global_state.set_global_attribute("current_call_ctx", None)
     assert layer(ids).shape == (24, 4)
+
+
+def test_a_mixed_precision_models_writes_reset_the_optimizer_slots_as_keras_call(monkeypatch):
+    # the model's autocast scope casts what the optimizer's slots read (they
+    # do not opt out, the tables do): `__call__` clears it for the layer, and
+    # so must `direct_call`, or the torch ops of the row writes (tensors off
+    # the CPU) reset a float16 copy of the written rows' Adam moments
+    import torch
+
+    from keras_mixed_dim.backend.torch import dynamic_lookup
+    from keras_mixed_dim.backend.torch import row_writes
+    from keras_mixed_dim.layers.slots import slot_variables
+    from tests.layers.test_dynamic_embedding import fill_slots
+    from tests.layers.test_dynamic_embedding import make as make_layer
+    from tests.layers.test_dynamic_embedding import random_writes
+
+    monkeypatch.setattr(row_writes, "NUMPY_WRITES", False)
+    original, results = dynamic_lookup.direct_call, []
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        for direct in (True, False):
+            keras.utils.set_random_seed(0)
+            layer = make_layer([4, 5, 4], (4, 2, 1), max_writes=4)
+            ids, write_input = keras.Input((3,), dtype="int32"), layer.writes_input()
+            model = keras.Model([ids, write_input], layer(ids, writes=write_input))
+            model.compile(keras.optimizers.Adam(0.05), "mse")
+            layer.attach_optimizer(model.optimizer)
+            fill_slots(model)
+            writes = random_writes(layer, np.random.default_rng(0), [2, 3, 2])
+            served = []
+
+            def spy(*args, direct=direct):
+                outputs = original(*args) if direct else None
+                served.append(outputs is not None)
+                return outputs
+
+            monkeypatch.setattr(dynamic_lookup, "direct_call", spy)
+            model([torch.as_tensor(layer.lookup_ids(np.arange(1, 5))),
+                   torch.as_tensor(writes)], training=True)
+            assert served == [direct]
+            results.append([ops.convert_to_numpy(slot).copy() for v in layer.width_tables
+                            for slot in slot_variables(model.optimizer, v)])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    got, want = results
+    # the written rows' moments start over (zeros), as through `__call__`
+    assert sum(int((s == 0).all(axis=-1).sum()) for s in want) >= 7
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
