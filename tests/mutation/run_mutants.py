@@ -1041,6 +1041,16 @@ MUTANTS += [
            ["tests/backend/torch/test_dynamic_lookup.py::"
             "test_a_mixed_precision_models_writes_reset_the_optimizer_slots_as_keras_call"],
            backend="torch"),
+    Mutant("torch-direct-call-skips-backward-hooks", TORCH_LOOKUP, "_hooked",
+           swap("module._backward_hooks", "False"),
+           ["tests/backend/torch/test_dynamic_lookup.py::"
+            "test_direct_call_leaves_backward_hooks_and_a_compiled_module_to_torch"],
+           backend="torch"),
+    Mutant("torch-direct-call-skips-a-compiled-module", TORCH_LOOKUP, "_hooked",
+           swap("getattr(module, '_compiled_call_impl', None) is not None", "False"),
+           ["tests/backend/torch/test_dynamic_lookup.py::"
+            "test_direct_call_leaves_backward_hooks_and_a_compiled_module_to_torch"],
+           backend="torch"),
 ]
 
 

@@ -676,10 +676,15 @@ _keras_scopes = _scopes()
 
 
 def _hooked(module):
-    """Whether a forward hook of torch's (the module's or a global one)
-    would see the module's call."""
+    """Whether torch's `Module.__call__` would do more than `forward`: a
+    forward or backward hook (the module's or a global one) would see the
+    call, or `Module.compile` compiled it (`_call_impl`'s test)."""
     from torch.nn.modules import module as torch_module
 
     return bool(module._forward_hooks or module._forward_pre_hooks or
+                module._backward_hooks or module._backward_pre_hooks or
                 torch_module._global_forward_hooks or
-                torch_module._global_forward_pre_hooks)
+                torch_module._global_forward_pre_hooks or
+                torch_module._global_backward_hooks or
+                torch_module._global_backward_pre_hooks or
+                getattr(module, "_compiled_call_impl", None) is not None)

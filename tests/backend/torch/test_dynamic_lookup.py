@@ -696,3 +696,35 @@ def test_a_mixed_precision_models_writes_reset_the_optimizer_slots_as_keras_call
     assert sum(int((s == 0).all(axis=-1).sum()) for s in want) >= 7
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+def test_direct_call_leaves_backward_hooks_and_a_compiled_module_to_torch():
+    # torch's `Module.__call__` runs a module's backward hooks (its own and
+    # global ones) and `Module.compile`'s compiled call: the direct call
+    # would skip them
+    import torch
+    from keras.src.backend.common import global_state
+    from keras.src.layers.layer import CallContext
+
+    from keras_mixed_dim.backend.torch import dynamic_lookup
+
+    layer = make((4, 2, 1))
+    ids = torch.as_tensor(batch_of(layer, np.random.default_rng(7)))
+    global_state.set_global_attribute("current_call_ctx", CallContext(entry_layer=layer))
+    try:
+        assert dynamic_lookup.direct_call(layer, (ids,), {}) is not None
+        for register in (layer.register_full_backward_hook,
+                         layer.register_full_backward_pre_hook,
+                         torch.nn.modules.module.register_module_full_backward_hook,
+                         torch.nn.modules.module.register_module_full_backward_pre_hook):
+            handle = register(lambda *args: None)
+            try:
+                assert dynamic_lookup.direct_call(layer, (ids,), {}) is None, register
+            finally:
+                handle.remove()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(layer, "_compiled_call_impl", lambda *args, **kwargs: None)
+            assert dynamic_lookup.direct_call(layer, (ids,), {}) is None
+        assert dynamic_lookup.direct_call(layer, (ids,), {}) is not None
+    finally:
+        global_state.set_global_attribute("current_call_ctx", None)
