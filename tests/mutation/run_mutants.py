@@ -1041,6 +1041,11 @@ MUTANTS += [
            ["tests/backend/torch/test_dynamic_lookup.py::"
             "test_a_mixed_precision_models_writes_reset_the_optimizer_slots_as_keras_call"],
            backend="torch"),
+    Mutant("torch-writes-reset-an-autocast-copy-of-the-slots", TORCH_ROW_WRITES, "host_writes",
+           swap("slot._value", "slot.value"),
+           ["tests/backend/torch/test_row_writes.py::"
+            "test_a_mixed_precision_layers_torch_op_writes_reset_its_optimizer_slots"],
+           backend="torch"),
     Mutant("torch-direct-call-skips-backward-hooks", TORCH_LOOKUP, "_hooked",
            swap("module._backward_hooks", "False"),
            ["tests/backend/torch/test_dynamic_lookup.py::"

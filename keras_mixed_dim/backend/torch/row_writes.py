@@ -121,11 +121,15 @@ def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial)
             buffer.value.index_copy_(0, rows, mapped)
             for slot in slots_of(buffer):
                 fill = initial(slot)
+                # the slot's own tensor: an optimizer's slots do not opt out
+                # of autocasting, and `.value` under the autocast scope Keras
+                # opens around a mixed-precision layer is a float16 copy
+                tensor = slot._value
                 if callable(fill):
                     fill = np.asarray(fill(mapped.cpu().numpy()), slot.dtype)
-                    slot.value.index_copy_(0, rows, torch.as_tensor(fill, device=device))
+                    tensor.index_copy_(0, rows, torch.as_tensor(fill, device=device))
                 else:
-                    slot.value.index_fill_(0, rows, fill)
+                    tensor.index_fill_(0, rows, fill)
         layer.slot_tags.value.index_copy_(0, _index(slots, device), torch.as_tensor(
             tags, dtype=layer.slot_tags.value.dtype, device=device))
 

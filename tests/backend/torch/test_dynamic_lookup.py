@@ -652,9 +652,10 @@ def test_direct_call_leaves_to_keras_what_it_does_not_serve():
 def test_a_mixed_precision_models_writes_reset_the_optimizer_slots_as_keras_call(monkeypatch):
     # the model's autocast scope casts what the optimizer's slots read (they
     # do not opt out, the tables do): `__call__` clears it for the layer, and
-    # so must `direct_call`, or the torch ops of the row writes (tensors off
-    # the CPU) reset a float16 copy of the written rows' Adam moments
+    # so does `direct_call`; the torch ops of the row writes (tensors off
+    # the CPU) reset the written rows' Adam moments either way
     import torch
+    from keras.src.backend.common.variables import get_autocast_scope
 
     from keras_mixed_dim.backend.torch import dynamic_lookup
     from keras_mixed_dim.backend.torch import row_writes
@@ -676,7 +677,9 @@ def test_a_mixed_precision_models_writes_reset_the_optimizer_slots_as_keras_call
             layer.attach_optimizer(model.optimizer)
             fill_slots(model)
             writes = random_writes(layer, np.random.default_rng(0), [2, 3, 2])
-            served = []
+            served, scopes, call = [], [], layer.call
+            layer.call = lambda *args, call=call, **kwargs: scopes.append(
+                getattr(get_autocast_scope(), "dtype", None)) or call(*args, **kwargs)
 
             def spy(*args, direct=direct):
                 outputs = original(*args) if direct else None
@@ -687,6 +690,8 @@ def test_a_mixed_precision_models_writes_reset_the_optimizer_slots_as_keras_call
             model([torch.as_tensor(layer.lookup_ids(np.arange(1, 5))),
                    torch.as_tensor(writes)], training=True)
             assert served == [direct]
+            # the call sees no autocast dtype, as under `__call__`
+            assert scopes == [None]
             results.append([ops.convert_to_numpy(slot).copy() for v in layer.width_tables
                             for slot in slot_variables(model.optimizer, v)])
     finally:
