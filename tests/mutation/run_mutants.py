@@ -560,7 +560,7 @@ MUTANTS += [
     # the same two on PyTorch's host path of the writes
     Mutant("dynamic-host-step-keeps-slots", "keras_mixed_dim/backend/torch/row_writes.py",
            "host_writes",
-           swap("slot.value.index_fill_(0, rows, fill)", "pass"),
+           swap("tensor.index_fill_(0, rows, fill)", "pass"),
            ["tests/backend/torch/test_row_writes.py", *DYNAMIC_STREAM_TESTS], backend="torch"),
     Mutant("dynamic-host-step-tags-without-rows", "keras_mixed_dim/backend/torch/row_writes.py",
            "host_writes", swap("buffer.value.index_copy_(0, rows, mapped)", "pass"),
