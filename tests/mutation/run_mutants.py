@@ -1046,6 +1046,11 @@ MUTANTS += [
            ["tests/backend/torch/test_row_writes.py::"
             "test_a_mixed_precision_layers_torch_op_writes_reset_its_optimizer_slots"],
            backend="torch"),
+    Mutant("torch-numpy-view-saved-with-its-tensor", TORCH_ROW_WRITES, "_View.__reduce__",
+           rename_def("_unused"),
+           ["tests/backend/torch/test_row_writes.py::"
+            "test_a_saved_tensor_carries_no_copy_of_its_numpy_view"],
+           backend="torch"),
     Mutant("torch-direct-call-skips-backward-hooks", TORCH_LOOKUP, "_hooked",
            swap("module._backward_hooks", "False"),
            ["tests/backend/torch/test_dynamic_lookup.py::"

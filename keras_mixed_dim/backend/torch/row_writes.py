@@ -187,12 +187,25 @@ def _numpy(variable):
     kept = getattr(tensor, _VIEW_ATTRIBUTE, None)
     pointer = tensor.data_ptr()
     if kept is None or kept[0] != pointer or kept[1].shape != tensor.shape:
-        kept = (pointer, tensor.detach().numpy())
+        kept = _View((pointer, tensor.detach().numpy()))
         setattr(tensor, _VIEW_ATTRIBUTE, kept)
     return kept[1]
 
 
 _VIEW_ATTRIBUTE = "_keras_mixed_dim_numpy_view"
+
+
+class _View(tuple):
+    """`(pointer, numpy view)` kept on a tensor, never copied with it: a
+    tensor pickled with its attributes (`torch.save` of a whole model,
+    `copy.deepcopy`) would otherwise carry a second copy of its values, and
+    a loaded one a standalone array under a pointer its new memory could
+    happen to have (writes into the array, not the tensor)."""
+
+    __slots__ = ()
+
+    def __reduce__(self):
+        return type(None), ()
 
 
 def numpy_pinv(matrix):

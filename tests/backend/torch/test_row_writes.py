@@ -261,3 +261,29 @@ def test_a_mixed_precision_layers_torch_op_writes_reset_its_optimizer_slots(monk
     assert sum(int((s == 0).all(axis=-1).sum()) for s in want) >= 7
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+def test_a_saved_tensor_carries_no_copy_of_its_numpy_view():
+    # `_numpy` keeps the view on the tensor: `torch.save` (a whole model's
+    # pickle) must not write the table a second time, and a loaded tensor
+    # gets a view of its own memory
+    import io
+
+    import torch
+
+    from keras_mixed_dim.backend.torch import row_writes
+
+    def saved(tensor):
+        buffer = io.BytesIO()
+        torch.save(tensor, buffer)
+        return buffer
+
+    variable = keras.Variable(np.zeros((2000, 4), "float32"))
+    size = saved(variable._value).tell()
+    row_writes._numpy(variable)
+    buffer = saved(variable._value)
+    assert buffer.tell() < size + 1000
+    buffer.seek(0)
+    variable._value.data = torch.load(buffer, weights_only=False).data
+    row_writes._numpy(variable)[3] = 7.0
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value)[3], 7.0)
