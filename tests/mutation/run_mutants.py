@@ -560,7 +560,7 @@ MUTANTS += [
     # the same two on PyTorch's host path of the writes
     Mutant("dynamic-host-step-keeps-slots", "keras_mixed_dim/backend/torch/row_writes.py",
            "host_writes",
-           swap("slot.value.index_fill_(0, rows, fill)", "pass"),
+           swap("tensor.index_fill_(0, rows, fill)", "pass"),
            ["tests/backend/torch/test_row_writes.py", *DYNAMIC_STREAM_TESTS], backend="torch"),
     Mutant("dynamic-host-step-tags-without-rows", "keras_mixed_dim/backend/torch/row_writes.py",
            "host_writes", swap("buffer.value.index_copy_(0, rows, mapped)", "pass"),
@@ -1032,6 +1032,35 @@ MUTANTS += [
            swap("kept is None or kept[0] != pointer or kept[1].shape != tensor.shape",
                 "kept is None"),
            ["tests/backend/torch/test_row_writes.py"], backend="torch"),
+]
+
+# the review of the dense reads and the direct call
+MUTANTS += [
+    Mutant("torch-direct-call-keeps-the-autocast-scope", TORCH_LOOKUP, "direct_call",
+           swap("scope is not None and scope.dtype is not None", "False"),
+           ["tests/backend/torch/test_dynamic_lookup.py::"
+            "test_a_mixed_precision_models_writes_reset_the_optimizer_slots_as_keras_call"],
+           backend="torch"),
+    Mutant("torch-writes-reset-an-autocast-copy-of-the-slots", TORCH_ROW_WRITES, "host_writes",
+           swap("slot._value", "slot.value"),
+           ["tests/backend/torch/test_row_writes.py::"
+            "test_a_mixed_precision_layers_torch_op_writes_reset_its_optimizer_slots"],
+           backend="torch"),
+    Mutant("torch-numpy-view-saved-with-its-tensor", TORCH_ROW_WRITES, "_View.__reduce__",
+           rename_def("_unused"),
+           ["tests/backend/torch/test_row_writes.py::"
+            "test_a_saved_tensor_carries_no_copy_of_its_numpy_view"],
+           backend="torch"),
+    Mutant("torch-direct-call-skips-backward-hooks", TORCH_LOOKUP, "_hooked",
+           swap("module._backward_hooks", "False"),
+           ["tests/backend/torch/test_dynamic_lookup.py::"
+            "test_direct_call_leaves_backward_hooks_and_a_compiled_module_to_torch"],
+           backend="torch"),
+    Mutant("torch-direct-call-skips-a-compiled-module", TORCH_LOOKUP, "_hooked",
+           swap("getattr(module, '_compiled_call_impl', None) is not None", "False"),
+           ["tests/backend/torch/test_dynamic_lookup.py::"
+            "test_direct_call_leaves_backward_hooks_and_a_compiled_module_to_torch"],
+           backend="torch"),
 ]
 
 

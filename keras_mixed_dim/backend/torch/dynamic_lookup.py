@@ -605,17 +605,19 @@ def direct_call(layer, args, kwargs):
     argument, no mask (the layer supports none; an input with one goes
     through `__call__`, which warns). Its some two hundred microseconds of
     signature binding, scopes and tree walks per call are a tenth of the
-    layer's share of a step. The autocast scope it would open changes
-    nothing here: the layer's variables are made with autocast off
-    (`TableLayer.add_weight`), so a mixed-precision model's scope leaves
-    the tables float32 either way. Anything else (an unbuilt layer, a
+    layer's share of a step. A mixed-precision model's autocast scope is
+    cleared around the call, as `__call__` clears it for a layer with
+    autocast off: the tables opt out of it (`TableLayer.add_weight`), but
+    an optimizer's slots do not, and the row writes' torch ops would reset
+    a float16 copy of them instead. Anything else (an unbuilt layer, a
     symbolic or stateless call, the outermost call, torch hooks,
     rematerialisation, a distribution, an activity regulariser, another
     argument) is left to `__call__`.
     """
     if _keras_scopes is None:
         return None
-    global_state, in_stateless_scope, in_symbolic_scope = _keras_scopes
+    global_state, in_stateless_scope, in_symbolic_scope, get_autocast_scope, \
+        AutocastScope = _keras_scopes
     # Keras's private per-layer state: a Keras without it gets `__call__`
     context_args = getattr(layer, "_call_context_args", None)
     has_context_arg = getattr(layer, "_call_has_context_arg", None)
@@ -647,6 +649,10 @@ def direct_call(layer, args, kwargs):
             # functional model's `training`) is stashed for the layers
             # downstream, not passed
             context.set_value(name, kwargs.pop(name))
+    scope = get_autocast_scope()
+    if scope is not None and scope.dtype is not None:
+        with AutocastScope(None):
+            return layer.call(inputs, **kwargs)
     return layer.call(inputs, **kwargs)
 
 
@@ -658,19 +664,27 @@ def _scopes():
         from keras.src.backend.common import global_state
         from keras.src.backend.common.stateless_scope import in_stateless_scope
         from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+        from keras.src.backend.common.variables import AutocastScope
+        from keras.src.backend.common.variables import get_autocast_scope
     except ImportError:
         return None
-    return global_state, in_stateless_scope, in_symbolic_scope
+    return (global_state, in_stateless_scope, in_symbolic_scope, get_autocast_scope,
+            AutocastScope)
 
 
 _keras_scopes = _scopes()
 
 
 def _hooked(module):
-    """Whether a forward hook of torch's (the module's or a global one)
-    would see the module's call."""
+    """Whether torch's `Module.__call__` would do more than `forward`: a
+    forward or backward hook (the module's or a global one) would see the
+    call, or `Module.compile` compiled it (`_call_impl`'s test)."""
     from torch.nn.modules import module as torch_module
 
     return bool(module._forward_hooks or module._forward_pre_hooks or
+                module._backward_hooks or module._backward_pre_hooks or
                 torch_module._global_forward_hooks or
-                torch_module._global_forward_pre_hooks)
+                torch_module._global_forward_pre_hooks or
+                torch_module._global_backward_hooks or
+                torch_module._global_backward_pre_hooks or
+                getattr(module, "_compiled_call_impl", None) is not None)

@@ -121,11 +121,15 @@ def host_writes(layer, slots, sources, buckets, tags, bounds, slots_of, initial)
             buffer.value.index_copy_(0, rows, mapped)
             for slot in slots_of(buffer):
                 fill = initial(slot)
+                # the slot's own tensor: an optimizer's slots do not opt out
+                # of autocasting, and `.value` under the autocast scope Keras
+                # opens around a mixed-precision layer is a float16 copy
+                tensor = slot._value
                 if callable(fill):
                     fill = np.asarray(fill(mapped.cpu().numpy()), slot.dtype)
-                    slot.value.index_copy_(0, rows, torch.as_tensor(fill, device=device))
+                    tensor.index_copy_(0, rows, torch.as_tensor(fill, device=device))
                 else:
-                    slot.value.index_fill_(0, rows, fill)
+                    tensor.index_fill_(0, rows, fill)
         layer.slot_tags.value.index_copy_(0, _index(slots, device), torch.as_tensor(
             tags, dtype=layer.slot_tags.value.dtype, device=device))
 
@@ -183,12 +187,25 @@ def _numpy(variable):
     kept = getattr(tensor, _VIEW_ATTRIBUTE, None)
     pointer = tensor.data_ptr()
     if kept is None or kept[0] != pointer or kept[1].shape != tensor.shape:
-        kept = (pointer, tensor.detach().numpy())
+        kept = _View((pointer, tensor.detach().numpy()))
         setattr(tensor, _VIEW_ATTRIBUTE, kept)
     return kept[1]
 
 
 _VIEW_ATTRIBUTE = "_keras_mixed_dim_numpy_view"
+
+
+class _View(tuple):
+    """`(pointer, numpy view)` kept on a tensor, never copied with it: a
+    tensor pickled with its attributes (`torch.save` of a whole model,
+    `copy.deepcopy`) would otherwise carry a second copy of its values, and
+    a loaded one a standalone array under a pointer its new memory could
+    happen to have (writes into the array, not the tensor)."""
+
+    __slots__ = ()
+
+    def __reduce__(self):
+        return type(None), ()
 
 
 def numpy_pinv(matrix):

@@ -135,14 +135,16 @@ def test_a_large_table_and_a_row_optimizers_tables_keep_their_slices(monkeypatch
     assert all(isinstance(g, tf.Tensor) for g in gradients(layer, packed, upstream)[1])
 
 
-def test_adam_steps_equal_adam_on_the_portable_paths_dense_gradients(portable):
+@pytest.mark.parametrize("name", ["Adam", "Adagrad", "RMSprop"])
+def test_adam_steps_equal_adam_on_the_portable_paths_dense_gradients(portable, name):
     # Keras's Adam on TensorFlow squares each occurrence of a repeated row
-    # in an IndexedSlices instead of the row's summed gradient; from the
-    # dense gradient it runs Adam itself, as on JAX and PyTorch
+    # in an IndexedSlices instead of the row's summed gradient (so do its
+    # other optimizers that square the gradient); from the dense gradient
+    # it runs Adam itself, as on JAX and PyTorch
     import tensorflow as tf
 
     def train(layer, packed, upstream, densify):
-        optimizer = keras.optimizers.Adam(0.05)
+        optimizer = getattr(keras.optimizers, name)(0.05)
         for _ in range(2):
             grads = gradients(layer, packed, upstream)[1]
             # (`keras.ops.convert_to_tensor` keeps an IndexedSlices)

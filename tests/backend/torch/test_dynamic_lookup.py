@@ -647,3 +647,89 @@ def test_direct_call_leaves_to_keras_what_it_does_not_serve():
         global_state.set_global_attribute("distribution", None)
         global_state.set_global_attribute("current_call_ctx", None)
     assert layer(ids).shape == (24, 4)
+
+
+def test_a_mixed_precision_models_writes_reset_the_optimizer_slots_as_keras_call(monkeypatch):
+    # the model's autocast scope casts what the optimizer's slots read (they
+    # do not opt out, the tables do): `__call__` clears it for the layer, and
+    # so does `direct_call`; the torch ops of the row writes (tensors off
+    # the CPU) reset the written rows' Adam moments either way
+    import torch
+    from keras.src.backend.common.variables import get_autocast_scope
+
+    from keras_mixed_dim.backend.torch import dynamic_lookup
+    from keras_mixed_dim.backend.torch import row_writes
+    from keras_mixed_dim.layers.slots import slot_variables
+    from tests.layers.test_dynamic_embedding import fill_slots
+    from tests.layers.test_dynamic_embedding import make as make_layer
+    from tests.layers.test_dynamic_embedding import random_writes
+
+    monkeypatch.setattr(row_writes, "NUMPY_WRITES", False)
+    original, results = dynamic_lookup.direct_call, []
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        for direct in (True, False):
+            keras.utils.set_random_seed(0)
+            layer = make_layer([4, 5, 4], (4, 2, 1), max_writes=4)
+            ids, write_input = keras.Input((3,), dtype="int32"), layer.writes_input()
+            model = keras.Model([ids, write_input], layer(ids, writes=write_input))
+            model.compile(keras.optimizers.Adam(0.05), "mse")
+            layer.attach_optimizer(model.optimizer)
+            fill_slots(model)
+            writes = random_writes(layer, np.random.default_rng(0), [2, 3, 2])
+            served, scopes, call = [], [], layer.call
+            layer.call = lambda *args, call=call, **kwargs: scopes.append(
+                getattr(get_autocast_scope(), "dtype", None)) or call(*args, **kwargs)
+
+            def spy(*args, direct=direct):
+                outputs = original(*args) if direct else None
+                served.append(outputs is not None)
+                return outputs
+
+            monkeypatch.setattr(dynamic_lookup, "direct_call", spy)
+            model([torch.as_tensor(layer.lookup_ids(np.arange(1, 5))),
+                   torch.as_tensor(writes)], training=True)
+            assert served == [direct]
+            # the call sees no autocast dtype, as under `__call__`
+            assert scopes == [None]
+            results.append([ops.convert_to_numpy(slot).copy() for v in layer.width_tables
+                            for slot in slot_variables(model.optimizer, v)])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    got, want = results
+    # the written rows' moments start over (zeros), as through `__call__`
+    assert sum(int((s == 0).all(axis=-1).sum()) for s in want) >= 7
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_direct_call_leaves_backward_hooks_and_a_compiled_module_to_torch():
+    # torch's `Module.__call__` runs a module's backward hooks (its own and
+    # global ones) and `Module.compile`'s compiled call: the direct call
+    # would skip them
+    import torch
+    from keras.src.backend.common import global_state
+    from keras.src.layers.layer import CallContext
+
+    from keras_mixed_dim.backend.torch import dynamic_lookup
+
+    layer = make((4, 2, 1))
+    ids = torch.as_tensor(batch_of(layer, np.random.default_rng(7)))
+    global_state.set_global_attribute("current_call_ctx", CallContext(entry_layer=layer))
+    try:
+        assert dynamic_lookup.direct_call(layer, (ids,), {}) is not None
+        for register in (layer.register_full_backward_hook,
+                         layer.register_full_backward_pre_hook,
+                         torch.nn.modules.module.register_module_full_backward_hook,
+                         torch.nn.modules.module.register_module_full_backward_pre_hook):
+            handle = register(lambda *args: None)
+            try:
+                assert dynamic_lookup.direct_call(layer, (ids,), {}) is None, register
+            finally:
+                handle.remove()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(layer, "_compiled_call_impl", lambda *args, **kwargs: None)
+            assert dynamic_lookup.direct_call(layer, (ids,), {}) is None
+        assert dynamic_lookup.direct_call(layer, (ids,), {}) is not None
+    finally:
+        global_state.set_global_attribute("current_call_ctx", None)

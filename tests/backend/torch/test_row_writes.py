@@ -230,3 +230,60 @@ def test_the_numpy_view_of_a_variable_follows_its_memory():
     expected = np.zeros((6, 4), "float32")
     expected[2] = 5.0
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value), expected)
+
+
+def test_a_mixed_precision_layers_torch_op_writes_reset_its_optimizer_slots(monkeypatch):
+    # Keras opens a float16 autocast scope around a mixed-precision layer's
+    # call, and an optimizer's slots (unlike the tables) do not opt out of
+    # it: the torch ops of the writes (tensors off the CPU) must reset the
+    # slots' own memory, not a float16 copy, as a float32 layer's do
+    import torch
+
+    from keras_mixed_dim.backend.torch import row_writes
+    from keras_mixed_dim.layers.slots import slot_variables
+    from tests.layers.test_dynamic_embedding import fill_slots, make, random_writes
+
+    monkeypatch.setattr(row_writes, "NUMPY_WRITES", False)
+    results = []
+    for dtype in ("float32", "mixed_float16"):
+        keras.utils.set_random_seed(0)
+        layer = make([4, 5, 4], (4, 2, 1), max_writes=4, dtype=dtype)
+        ids = keras.Input((3,), dtype="int32")
+        model = keras.Model(ids, layer(ids))
+        model.compile(keras.optimizers.Adam(0.05), "mse")
+        layer.attach_optimizer(model.optimizer)
+        fill_slots(model)
+        writes = random_writes(layer, np.random.default_rng(0), [2, 3, 2])
+        layer(torch.as_tensor(layer.lookup_ids(np.arange(1, 5))), writes=torch.as_tensor(writes))
+        results.append([keras.ops.convert_to_numpy(s).copy() for v in layer.width_tables
+                        for s in slot_variables(model.optimizer, v)])
+    want, got = results
+    assert sum(int((s == 0).all(axis=-1).sum()) for s in want) >= 7
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_a_saved_tensor_carries_no_copy_of_its_numpy_view():
+    # `_numpy` keeps the view on the tensor: `torch.save` (a whole model's
+    # pickle) must not write the table a second time, and a loaded tensor
+    # gets a view of its own memory
+    import io
+
+    import torch
+
+    from keras_mixed_dim.backend.torch import row_writes
+
+    def saved(tensor):
+        buffer = io.BytesIO()
+        torch.save(tensor, buffer)
+        return buffer
+
+    variable = keras.Variable(np.zeros((2000, 4), "float32"))
+    size = saved(variable._value).tell()
+    row_writes._numpy(variable)
+    buffer = saved(variable._value)
+    assert buffer.tell() < size + 1000
+    buffer.seek(0)
+    variable._value.data = torch.load(buffer, weights_only=False).data
+    row_writes._numpy(variable)[3] = 7.0
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value)[3], 7.0)
