@@ -396,7 +396,7 @@ class DynamicEmbedding(TableLayer):
             return None
         return self.dtype_policy.convert_input(x, self.autocast, self.input_dtype)
 
-    def _vectors(self, safe, admitted, buckets, tables=None):
+    def _vectors(self, safe, admitted, buckets):
         """Output vectors: slot `safe`'s row (`safe` in range) through its
         tier's projection where `admitted`, else the fallback's vector of
         `buckets` (zeros for a bucket out of range); and where the bucket
@@ -411,15 +411,11 @@ class DynamicEmbedding(TableLayer):
         piece is selected as it is; the other pieces, masked (each column
         kept where its piece is the id's), go through one product with
         their stacked projections. Every row gathered is in range
-        (`take_rows_in_range`: JAX skips the bounds checks). `tables`: what
-        to gather from instead of `width_tables` (a backend's lookup that
-        reads them its own way: TensorFlow's dense reads)."""
+        (`take_rows_in_range`: JAX skips the bounds checks)."""
         fused = dynamic_lookup()
-        found = None if fused is None or tables is not None else fused.vectors(
-            self, safe, admitted, buckets)
+        found = None if fused is None else fused.vectors(self, safe, admitted, buckets)
         if found is not None:   # None: the backend's lookup leaves this call to this one
             return found
-        tables = self.width_tables if tables is None else tables
         layout, plan, num_tiers = self.layout, self.plan, self.num_tiers
         # a bucket out of range (padding: -1) is not its clipped self
         bucket = ops.clip(buckets, 0, plan.fallback_range - 1)
@@ -452,7 +448,7 @@ class DynamicEmbedding(TableLayer):
                                     lane[0])
         values = {}
         for b, rows in lanes.items():
-            table = tables[b]
+            table = self.width_tables[b]
             gathered = take_rows_in_range(table, rows[0] if len(rows) == 1 else ops.stack(rows))
             values[b] = [gathered] if len(rows) == 1 else ops.unstack(gathered, len(rows), axis=0)
         pieces = [values[layout.buffer[f"tier_{t}_embeddings"]][0] for t in range(num_tiers)]
@@ -475,7 +471,7 @@ class DynamicEmbedding(TableLayer):
             # (each stacked column's piece against the id's)
             keep = equals_columns(piece, self._piece_columns, num_tiers + 2)
             outputs = ops.matmul(ops.where(keep, stacked, ops.zeros_like(stacked)),
-                                 self._stacked_projections(tables))
+                                 self._stacked_projections())
         else:
             outputs = ops.zeros_like(pieces[full[-1]])
         for g in full:
@@ -498,13 +494,11 @@ class DynamicEmbedding(TableLayer):
             return ops.maximum(rows, 0)
         return ops.minimum(rows, last) if above else rows
 
-    def _stacked_projections(self, tables=None):
+    def _stacked_projections(self):
         """`(sum of widths, output_dim)`: the projections of the projected
-        pieces (`_projected_pieces`), stacked in order (gathered from
-        `tables`, default `width_tables`)."""
-        tables = self.width_tables if tables is None else tables
+        pieces (`_projected_pieces`), stacked in order."""
         return take_rows_in_range(
-            tables[self.layout.widths.index(self.output_dim)],
+            self.width_tables[self.layout.widths.index(self.output_dim)],
             self._projection_rows)
 
     def _apply_writes(self, writes):

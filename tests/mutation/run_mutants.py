@@ -854,6 +854,11 @@ MUTANTS += [
     Mutant("jax-in-range-rows-untapped", "keras_mixed_dim/backend/jax/ops.py",
            "take_rows_in_range", swap("sparse_rows.take_rows(table, rows)", "None"),
            ["tests/backend/jax/test_ops.py"], backend="jax"),
+    # on TensorFlow, which runs the portable body (JAX's and PyTorch's slot
+    # tables serve their calls, where it survived)
+    Mutant("dynamic-lookup-unmasked", DYNAMIC_LAYER, "DynamicEmbedding._vectors",
+           swap("ops.where(keep, stacked, ops.zeros_like(stacked))", "stacked"),
+           DYNAMIC_TESTS),
     # TensorFlow's Bucketize compares in float32
     Mutant("tf-tier-bounds-in-float32", "keras_mixed_dim/backend/tensorflow/ops.py",
            "count_bounds_reached", swap("max(bounds) > _FLOAT32_EXACT", "False"),
@@ -954,34 +959,6 @@ MUTANTS += [
            ["tests/layers/test_dynamic_embedding.py", *TORCH_LOOKUP_TESTS], backend="torch"),
 ]
 
-
-
-# TensorFlow's lookup over dense reads of the small tables
-# (`keras_mixed_dim/backend/tensorflow/dynamic_lookup.py`): a large table and
-# a SparseRowOptimizer's tables keep their IndexedSlices
-TF_LOOKUP = "keras_mixed_dim/backend/tensorflow/dynamic_lookup.py"
-TF_LOOKUP_TESTS = ["tests/backend/tensorflow/test_dynamic_lookup.py"]
-MUTANTS += [
-    Mutant("tf-dense-lookup-reads-large-tables", TF_LOOKUP, "vectors",
-           swap("math.prod(v.shape) <= DENSE_GRADIENT_ELEMENTS", "True"), TF_LOOKUP_TESTS),
-    Mutant("tf-dense-lookup-ignores-row-optimizer", TF_LOOKUP, "vectors",
-           swap("any((_row_updated(v) for v in variables))", "False"), TF_LOOKUP_TESTS),
-    Mutant("tf-dense-lookup-dead-owner-kept", TF_LOOKUP, "_row_updated",
-           swap("owner is not None and owner() is not None", "owner is not None"),
-           TF_LOOKUP_TESTS),
-    Mutant("tf-row-optimizer-not-attached", "keras_mixed_dim/backend/tensorflow/ops.py",
-           "attach_row_optimizer", drop("dynamic_lookup.attach(optimizer, tables)"),
-           TF_LOOKUP_TESTS),
-    Mutant("dynamic-lookup-tables-ignored", "keras_mixed_dim/layers/dynamic_embedding.py",
-           "DynamicEmbedding._vectors",
-           swap("self.width_tables if tables is None else tables", "self.width_tables"),
-           TF_LOOKUP_TESTS),
-    # the portable body, run on TensorFlow: JAX's and PyTorch's slot tables
-    # serve their calls, so there it survived
-    Mutant("dynamic-lookup-unmasked", DYNAMIC_LAYER, "DynamicEmbedding._vectors",
-           swap("ops.where(keep, stacked, ops.zeros_like(stacked))", "stacked"),
-           TF_LOOKUP_TESTS),
-]
 
 
 # PyTorch's call of `DynamicEmbedding` without Keras's `__call__` inside an

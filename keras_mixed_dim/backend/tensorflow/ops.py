@@ -19,8 +19,7 @@ __all__ = ["DENSE_TABLE_GRADIENT_ADVICE", "ROW_OPS",
            "SUPPORTS_RAGGED_IDS", "dense_gradient", "divide_gradient",
            "has_distribution_strategy", "is_ragged_or_sparse", "model_variable_scope",
            "padded_bags", "residual_gradient", "saturating_scatter_add",
-           "sparse_gradient_rows", "take_columns", "take_rows", "update_tables",
-           "attach_row_optimizer"]
+           "sparse_gradient_rows", "take_columns", "take_rows", "update_tables"]
 
 SUPPORTS_RAGGED_IDS = True
 
@@ -119,12 +118,3 @@ def equals_columns(values, columns, num_values):
     """The rows of the constant table `arange(num_values)[:, None] == columns`."""
     table = np.arange(num_values)[:, None] == np.asarray(columns)
     return tf.gather(table, values)
-
-
-def attach_row_optimizer(optimizer, tables):
-    """Tells each of `tables` that `optimizer` (a built `SparseRowOptimizer`)
-    updates it by rows: `DynamicEmbedding`'s lookup then keeps their
-    gradients `IndexedSlices` (`dynamic_lookup`)."""
-    from keras_mixed_dim.backend.tensorflow import dynamic_lookup
-
-    dynamic_lookup.attach(optimizer, tables)
