@@ -1061,6 +1061,14 @@ MUTANTS += [
            swap("np.uint64(self.width - 1)", "np.uint64(2 * self.width - 1)"), HOST_MAP_TESTS),
 ]
 
+# TensorFlow's row writes refuse a tf.distribute variable by name
+MUTANTS += [
+    Mutant("tf-row-writes-take-a-mirrored-variable", "keras_mixed_dim/backend/tensorflow/row_writes.py",
+           "_writable", swap("isinstance(value, tf.distribute.DistributedValues)", "False"),
+           ["tests/backend/tensorflow/test_row_writes.py"]),
+]
+
+
 
 def run(mutant, keep_going=False):
     """("killed" | "SURVIVED" | "stale" | "error", seconds, why not run or errored)."""

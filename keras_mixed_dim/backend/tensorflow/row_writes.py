@@ -9,10 +9,26 @@ import numpy as np
 import tensorflow as tf
 
 
+def _writable(variable):
+    """The variable's resource, refused where a `tf.distribute` strategy
+    holds it: a mirrored variable has no row scatter (TensorFlow raises a
+    bare `NotImplementedError`), and a row written on one replica only
+    would leave the copies apart."""
+    value = variable.value
+    if isinstance(value, tf.distribute.DistributedValues):
+        raise ValueError(
+            f"`DynamicEmbedding` writes rows of its variable {variable.path!r} in "
+            f"place, which a tf.distribute variable ({type(value).__name__}, "
+            f"strategy {type(tf.distribute.get_strategy()).__name__}) cannot "
+            f"take. Build and train the layer outside a tf.distribute strategy's "
+            f"scope.")
+    return value
+
+
 def assign_rows(variable, rows, values):
     """`variable[rows] = values` in place (one `ResourceScatterNdUpdate`)."""
     rows = tf.constant(np.asarray(rows, np.int64)[:, None])
-    variable.value.scatter_nd_update(rows, tf.constant(values, dtype=variable.dtype))
+    _writable(variable).scatter_nd_update(rows, tf.constant(values, dtype=variable.dtype))
 
 
 def write_rows(variable, rows, values):
@@ -20,7 +36,7 @@ def write_rows(variable, rows, values):
     (duplicate rows must carry equal values). One `ResourceScatterUpdate`
     on the int32 rows: without XLA a step pays for each op it runs, and the
     nd form's index cast and reshape were two more per write."""
-    variable.value.scatter_update(tf.IndexedSlices(tf.cast(values, variable.dtype), rows))
+    _writable(variable).scatter_update(tf.IndexedSlices(tf.cast(values, variable.dtype), rows))
 
 
 def read_rows(variable, rows):

@@ -46,3 +46,19 @@ def test_write_rows_inside_a_traced_step_writes_in_place():
     # one scatter of the rows, not an assignment of the whole table
     assert "ResourceScatterUpdate" in ops and "AssignVariableOp" not in ops
     assert row_writes.WRITES_IN_LAYER and not row_writes.MAP_AHEAD
+
+
+def test_a_tf_distribute_variable_is_refused_by_name():
+    # a mirrored variable has no row scatter: TensorFlow would raise a bare
+    # NotImplementedError from `DynamicEmbedding.update`
+    import tensorflow as tf
+
+    from keras_mixed_dim.backend.tensorflow import row_writes
+
+    with tf.distribute.MirroredStrategy(["CPU:0"]).scope():
+        variable = keras.Variable(np.zeros((6, 4), "float32"), name="tier_0")
+    with pytest.raises(ValueError, match="tier_0.*MirroredVariable"):
+        row_writes.assign_rows(variable, [1], np.ones((1, 4), "float32"))
+    with pytest.raises(ValueError, match="tier_0.*MirroredVariable"):
+        row_writes.write_rows(variable, tf.constant([1]), tf.ones((1, 4)))
+    np.testing.assert_array_equal(np.array(variable.value), np.zeros((6, 4)))
