@@ -56,6 +56,27 @@ import bench_streaming as bench  # noqa: E402
 from keras_mixed_dim.dynamic import dynamic_batches  # noqa: E402
 
 
+def movielens_setup(budget, batch):
+    """`(features, source)` over ml-100k by timestamp: `features(method)`
+    gives each feature's `bench.Feature` at `budget` bytes (seed 0, built on
+    the first 10% of the stream), `source()` yields the stream's whole
+    batches of `batch` as `(raw ids by feature, targets)`."""
+    stream, targets = bench.movielens_stream()
+    n, warm = targets.size, int(targets.size * 0.1)
+
+    def features(method):
+        keras.utils.set_random_seed(0)
+        return {f: bench.Feature(method, budget, 16, stream[f][:warm], 0, None)
+                for f in bench.FEATURES}
+
+    def source():
+        for lo in range(0, n - batch + 1, batch):
+            yield ({f: stream[f][lo:lo + batch] for f in bench.FEATURES},
+                   targets[lo:lo + batch, None])
+
+    return features, source
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
@@ -72,19 +93,8 @@ def main():
     if args.optimizer == "sgd":
         # build_model compiles with Adam(0.005); the same rate without slots
         keras.optimizers.Adam = keras.optimizers.SGD
-    stream, targets = bench.movielens_stream()
-    n, batch = targets.size, args.batch
-    warm = int(n * 0.1)
-
-    def features(method):
-        keras.utils.set_random_seed(0)
-        return {f: bench.Feature(method, args.budget, 16, stream[f][:warm], 0, None)
-                for f in bench.FEATURES}
-
-    def source():
-        for lo in range(0, n - batch + 1, batch):
-            yield ({f: stream[f][lo:lo + batch] for f in bench.FEATURES},
-                   targets[lo:lo + batch, None])
+    batch = args.batch
+    features, source = movielens_setup(args.budget, batch)
 
     dynamic = features("dynamic_md")
     model = bench.build_model(dynamic, 16, writes=True)
@@ -136,7 +146,7 @@ def main():
           f"{static_whole:.3f}: {static_whole / whole:.2f}x its examples/s; step alone "
           f"{best['static'] / best['dyn']:.2f}x")
     if args.pipeline_rounds > 0:
-        pipeline(args, features, source, n // batch * batch)
+        pipeline(args, features, source, len(mapped) * batch)
 
 
 def pipeline(args, features, source, examples):

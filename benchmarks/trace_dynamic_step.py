@@ -60,10 +60,10 @@ if ARGS.trace:
                                + " --xla_cpu_enable_xprof_traceme=true").strip()
 
 import jax  # noqa: E402
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bench_streaming as bench  # noqa: E402
+from profile_dynamic_step import movielens_setup  # noqa: E402
 from keras_mixed_dim.dynamic import dynamic_batches  # noqa: E402
 
 # instructions that run no thunk of their own
@@ -73,18 +73,7 @@ _FREE = {"parameter", "bitcast", "get-tuple-element", "tuple", "constant"}
 def models(batch, budget):
     """`{name: (model, batches)}` as `profile_dynamic_step.py` builds them."""
     bench.JIT_COMPILE = "auto"
-    stream, targets = bench.movielens_stream()
-    n, warm = targets.size, int(targets.size * 0.1)
-
-    def features(method):
-        keras.utils.set_random_seed(0)
-        return {f: bench.Feature(method, budget, 16, stream[f][:warm], 0, None)
-                for f in bench.FEATURES}
-
-    def source():
-        for lo in range(0, n - batch + 1, batch):
-            yield ({f: stream[f][lo:lo + batch] for f in bench.FEATURES},
-                   targets[lo:lo + batch, None])
+    features, source = movielens_setup(budget, batch)
 
     dynamic = features("dynamic_md")
     model = bench.build_model(dynamic, 16, writes=True)
