@@ -270,7 +270,7 @@ class DynamicIdMap:
         found = index[pos] == keys
         return np.where(found, self.index_slots[pos], -1).astype(np.int64)
 
-    def _find_distinct(self, keys):
+    def find_distinct(self, keys):
         """`find` of sorted distinct int64 `keys` (1-d): where the index is
         the smaller, its keys are searched among the batch's instead (a
         warm small map: hundreds of slots against a thousand keys)."""
@@ -349,7 +349,7 @@ class DynamicIdMap:
         """`update` of a batch given as its sorted distinct keys and how
         many times each occurs (what `np.unique(keys, return_counts=True)`
         gives), for a caller that needs them too."""
-        return self.update_found(unique, counts, self._find_distinct(unique), timestamps)
+        return self.update_found(unique, counts, self.find_distinct(unique), timestamps)
 
     def update_found(self, unique, counts, slots, timestamps=None):
         """`update_unique` given `slots = find(unique)` too (left as it is),
@@ -394,7 +394,8 @@ class DynamicIdMap:
             taken = self._free_slots(candidates.size)
             rest = candidates.size - taken.size
             needed = taken.size
-            if rest and self.eviction != "ttl":
+            evicting = rest > 0 and self.eviction != "ttl"
+            if evicting:
                 if touched is None:
                     touched = np.zeros(self.num_slots, bool)
                     touched[seen] = True
@@ -406,7 +407,7 @@ class DynamicIdMap:
             # hundreds)
             order = _first_by(-estimates, needed)
             candidates, estimates = candidates[order], estimates[order]
-            if rest and self.eviction != "ttl":
+            if evicting:
                 if self.eviction == "lfu":
                     victims = _first_sorted(pool, rest, self.counts[pool], self.last[pool])
                     m = victims.size

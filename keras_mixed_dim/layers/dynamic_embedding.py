@@ -754,7 +754,7 @@ class DynamicEmbedding(TableLayer):
         # slots whose write is still pending (most batches: none)
         pending = id_map.dirty.nonzero()[0] if id_map.dirty.any() else None
         unique, inverse, counts = _unique(keys if mask is None else keys[mask])
-        slots = id_map._find_distinct(unique)
+        slots = id_map.find_distinct(unique)
         changes = id_map.update_found(unique, counts, slots, timestamps)
         mapped = _Mapped(keys, mask, inverse, self._no_writes_shape)
         hashed = unique
@@ -782,7 +782,7 @@ class DynamicEmbedding(TableLayer):
         # its slot, and only a tier move (every `rebalance_every` steps)
         # moves the others; evictions never take a key of the batch
         if changes.move_from.size:
-            slots = id_map._find_distinct(unique)
+            slots = id_map.find_distinct(unique)
         elif changes.reset_slots.size:
             slots = slots.copy()
             slots[unique.searchsorted(changes.reset_keys)] = changes.reset_slots
@@ -1126,17 +1126,17 @@ def _unique(keys):
     if flat.size >= _COUNT_FROM:
         low = int(flat.min())
         span = int(flat.max()) - low + 1
-    if flat.size >= _COUNT_FROM and span <= 2 * flat.size:
-        # dense ids (a vocabulary's indices): a count per value in the
-        # keys' range replaces the sort, measured 3-4x faster at 4096 keys
-        # up to a range of twice the keys (beyond it the range's passes
-        # cost more than the sort)
-        offsets = flat - low
-        counts = np.bincount(offsets, minlength=span)
-        present = counts.nonzero()[0]
-        position = np.empty(span, np.intp)
-        position[present] = np.arange(present.size)
-        return present + low, position[offsets], counts[present]
+        if span <= 2 * flat.size:
+            # dense ids (a vocabulary's indices): a count per value in the
+            # keys' range replaces the sort, measured 3-4x faster at 4096
+            # keys up to a range of twice the keys (beyond it the range's
+            # passes cost more than the sort)
+            offsets = flat - low
+            counts = np.bincount(offsets, minlength=span)
+            present = counts.nonzero()[0]
+            position = np.empty(span, np.intp)
+            position[present] = np.arange(present.size)
+            return present + low, position[offsets], counts[present]
     order = flat.argsort()
     ordered = flat[order]
     first = np.empty(flat.size, bool)

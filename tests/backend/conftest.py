@@ -1,5 +1,6 @@
 """Fixtures shared by the backends' own lookup tests."""
 
+import keras
 import pytest
 
 
@@ -14,3 +15,11 @@ def portable(monkeypatch):
             return fn()
 
     return run
+
+
+@pytest.fixture
+def mixed_policy():
+    """Runs the test under the `mixed_float16` global policy."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")

@@ -249,7 +249,7 @@ def test_first_by_equals_a_stable_argsort_prefix_with_ties(size, count):
 
 
 @pytest.mark.parametrize("admitted,batch", [(30, 200), (30, 40), (0, 10), (30, 0)])
-def test_find_distinct_equals_find(admitted, batch):
+def testfind_distinct_equals_find(admitted, batch):
     # sorted distinct keys searched either way (the index among the keys
     # where the index is the smaller), some admitted and some not
     rng = np.random.default_rng(admitted + batch)
@@ -258,5 +258,5 @@ def test_find_distinct_equals_find(admitted, batch):
     if admitted:
         id_map.update(pool[:admitted])
     keys = np.unique(rng.choice(pool, batch, replace=False))
-    np.testing.assert_array_equal(id_map._find_distinct(keys), id_map.find(keys))
-    assert (id_map._find_distinct(keys) >= 0).sum() == np.isin(keys, pool[:admitted]).sum()
+    np.testing.assert_array_equal(id_map.find_distinct(keys), id_map.find(keys))
+    assert (id_map.find_distinct(keys) >= 0).sum() == np.isin(keys, pool[:admitted]).sum()

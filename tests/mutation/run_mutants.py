@@ -1052,7 +1052,7 @@ MUTANTS += [
            swap("span <= 2 * flat.size", "True"), HOST_MAP_TESTS),
     Mutant("host-map-first-by-drops-ties", DYNAMIC_MAP, "_first_by",
            swap("values <= threshold", "values < threshold"), HOST_MAP_TESTS),
-    Mutant("host-map-find-distinct-unmatched", DYNAMIC_MAP, "DynamicIdMap._find_distinct",
+    Mutant("host-map-find-distinct-unmatched", DYNAMIC_MAP, "DynamicIdMap.find_distinct",
            swap("keys[pos] == index", "keys[pos] >= index"), HOST_MAP_TESTS),
     Mutant("host-map-new-tags-off-by-one", DYNAMIC_MAP, "DynamicIdMap._new_tags",
            swap("self.next_tag + 1", "self.next_tag"), HOST_MAP_TESTS),

@@ -155,13 +155,6 @@ def test_many_slots_per_id_or_a_tapped_table_leave_the_call_to_the_portable_look
     assert not _serves(layer, packed)
 
 
-@pytest.fixture
-def mixed_policy():
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
 def test_mixed_precision_casts_the_outputs_and_equals_the_portable_path(portable,
                                                                          mixed_policy):
     from keras_mixed_dim import DynamicEmbedding

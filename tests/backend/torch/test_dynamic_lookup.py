@@ -109,13 +109,6 @@ def test_weighted_bags_equal_the_portable_path(path, portable, combiner):
     assert_same(got, portable(lambda: outputs_and_gradients(layer, packed, upstream, weights)))
 
 
-@pytest.fixture
-def mixed_policy():
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
 def test_mixed_precision_casts_the_outputs_and_equals_the_portable_path(path, portable,
                                                                          mixed_policy):
     import torch
